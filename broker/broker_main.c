@@ -1,0 +1,124 @@
+/* coalition-broker: the only writer of the ledger. Parses options, opens the ledger,
+ * runs the I/O thread (which starts the writer) until SIGTERM or SIGINT. */
+#include "errors.h"
+#include "frontend.h"
+#include "ledger.h"
+#include "log.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define DEFAULT_LEDGER_DIR "ledger"
+#define DEFAULT_BIND "tcp://127.0.0.1:7700"
+#define ADMIN_SOCKET_NAME "admin.sock"
+#define ENDPOINT_BYTES_MAX 512
+
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_signal(int signo)
+{
+    (void)signo;
+    stop_requested = 1;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: coalition-broker [options]\n"
+            "Run the coalition clearinghouse: the only writer of the points ledger.\n\n"
+            "  -l, --ledger DIR      ledger directory made by 'coalitionctl init' (default: %s)\n"
+            "  -b, --bind ENDPOINT   where partner agents connect (default: %s)\n"
+            "  -a, --admin ENDPOINT  local operator socket (default: ipc://DIR/%s)\n"
+            "      --log-level LVL   debug, info, warn or error (default: info)\n"
+            "  -h, --help            this text\n\n"
+            "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
+            "committed and answered, then it exits 0.\n",
+            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME);
+}
+
+static int parse_level(const char *s, log_level_t *out)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (log_level_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"ledger", required_argument, NULL, 'l'}, {"bind", required_argument, NULL, 'b'},
+        {"admin", required_argument, NULL, 'a'},  {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    const char *ledger_dir = DEFAULT_LEDGER_DIR;
+    frontend_options_t opts = {DEFAULT_BIND, NULL};
+    log_level_t level = LOG_INFO;
+    int c;
+    while ((c = getopt_long(argc, argv, "l:b:a:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l': ledger_dir = optarg; break;
+        case 'b': opts.bind_endpoint = optarg; break;
+        case 'a': opts.admin_endpoint = optarg; break;
+        case 'L':
+            if (parse_level(optarg, &level) != 0) {
+                fprintf(stderr, "coalition-broker: unknown log level '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "coalition-broker: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    log_init("coalition-broker", level);
+    char admin[ENDPOINT_BYTES_MAX];
+    if (opts.admin_endpoint == NULL) {
+        snprintf(admin, sizeof admin, "ipc://%s/%s", ledger_dir, ADMIN_SOCKET_NAME);
+        opts.admin_endpoint = admin;
+    }
+    umask(077); /* the admin socket and ledger files are the operator's alone */
+    ledger_t *ledger = NULL;
+    int rc = ledger_open(&ledger, ledger_dir, STORE_READ_WRITE);
+    if (rc != CL_OK) {
+        log_error("cannot open ledger %s: %s (create one with 'coalitionctl --ledger %s init')",
+                  ledger_dir, cl_strerror(rc), ledger_dir);
+        return 1;
+    }
+    if (install_signals() != 0) {
+        log_error("cannot install signal handlers");
+        ledger_destroy(&ledger);
+        return 1;
+    }
+    rc = frontend_run(ledger, &opts, &stop_requested);
+    uint64_t seq = ledger_last_seq(ledger);
+    ledger_destroy(&ledger);
+    if (rc != CL_OK) {
+        log_error("stopped on error: %s", cl_strerror(rc));
+        return 1;
+    }
+    log_info("stopped cleanly at ledger seq %llu", (unsigned long long)seq);
+    return 0;
+}

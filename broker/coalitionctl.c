@@ -1,0 +1,347 @@
+/* coalitionctl: the operator's command. Writes (partners, members) go through the
+ * broker's local admin socket so the writer sees one order of events; reports read the
+ * ledger directly in a read-only LMDB transaction, safe while the broker runs. */
+#include "amount.h"
+#include "client.h"
+#include "clock.h"
+#include "errors.h"
+#include "json.h"
+#include "ledger.h"
+#include "log.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_LEDGER_DIR "ledger"
+#define ADMIN_TIMEOUT_MS 5000
+#define ENDPOINT_BYTES_MAX 512
+#define EXIT_DECLINED 1
+#define EXIT_USAGE 2
+
+typedef struct ctl {
+    const char *ledger_dir;
+    const char *admin_endpoint;
+    char admin_buf[ENDPOINT_BYTES_MAX];
+    bool json;
+} ctl_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: coalitionctl [--ledger DIR] [--admin ENDPOINT] [--json] COMMAND\n"
+            "Operate the coalition points ledger.\n\n"
+            "Commands:\n"
+            "  init                                   create an empty ledger in DIR\n"
+            "  partner add ID --earn-rate R [--currency CUR]\n"
+            "                                         add a partner earning R points per\n"
+            "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
+            "  member add ID                          enrol a member\n"
+            "  balance MEMBER                         a member's points balance\n"
+            "  accounts                               every account and its balance\n"
+            "  journal [--from SEQ]                   journal entries from SEQ on\n"
+            "  verify                                 audit chain, balances, idempotency\n\n"
+            "Options:\n"
+            "  -l, --ledger DIR      ledger directory (default: %s)\n"
+            "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
+            "  -j, --json            machine-readable output\n"
+            "  -h, --help            this text\n\n"
+            "partner add and member add need the broker running; the rest read the ledger.\n"
+            "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
+            DEFAULT_LEDGER_DIR);
+}
+
+static void admin_envelope(envelope_t *env, char *txn_id, size_t size)
+{
+    coalition__envelope__init(env);
+    snprintf(txn_id, size, "ctl-%" PRId64 "-%ld", clock_wall_ms(), (long)getpid());
+    env->version = WIRE_VERSION;
+    env->partner_id = OPERATOR_PARTNER_ID;
+    env->terminal_id = "coalitionctl";
+    env->txn_id = txn_id;
+    env->client_time_ms = clock_wall_ms();
+}
+
+static int send_admin(ctl_t *ctl, const envelope_t *env)
+{
+    client_t *client = NULL;
+    authorization_t *auth = NULL;
+    int rc = client_new(&client, ctl->admin_endpoint);
+    if (rc == CL_OK)
+        rc = client_call(client, env, ADMIN_TIMEOUT_MS, &auth);
+    client_destroy(&client);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: no answer from the broker on %s (%s); is it running?\n",
+                ctl->admin_endpoint, cl_strerror(rc));
+        return EXIT_USAGE;
+    }
+    int code = auth->code;
+    if (ctl->json) {
+        printf("{\"code\":\"%02d\",\"approved\":%s,\"seq\":%" PRIu64 ",\"text\":", code,
+               code == RC_APPROVED ? "true" : "false", auth->seq);
+        json_write_string(stdout, auth->text);
+        printf("}\n");
+    } else {
+        printf("%02d %s (seq %" PRIu64 ")\n", code, auth->text, auth->seq);
+    }
+    wire_auth_free(auth);
+    return code == RC_APPROVED ? 0 : EXIT_DECLINED;
+}
+
+static int cmd_partner_add(ctl_t *ctl, int argc, char **argv)
+{
+    static const struct option longopts[] = {{"earn-rate", required_argument, NULL, 'r'},
+                                             {"currency", required_argument, NULL, 'c'},
+                                             {NULL, 0, NULL, 0}};
+    const char *rate_text = NULL, *currency = "EUR";
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "r:c:", longopts, NULL)) != -1) {
+        if (c == 'r')
+            rate_text = optarg;
+        else if (c == 'c')
+            currency = optarg;
+        else
+            return EXIT_USAGE;
+    }
+    int64_t rate_milli = 0;
+    if (optind + 1 != argc || rate_text == NULL) {
+        fprintf(stderr, "coalitionctl: usage: partner add ID --earn-rate R [--currency CUR]\n");
+        return EXIT_USAGE;
+    }
+    if (amount_parse_rate_milli(rate_text, &rate_milli) != CL_OK || rate_milli == 0) {
+        fprintf(stderr, "coalitionctl: earn rate '%s' is not a positive number with at most 3 "
+                        "decimals (max %" PRId64 ")\n", rate_text, EARN_RATE_MILLI_MAX / EARN_RATE_SCALE);
+        return EXIT_USAGE;
+    }
+    envelope_t env;
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    Coalition__PartnerAddRequest body = COALITION__PARTNER_ADD_REQUEST__INIT;
+    admin_envelope(&env, txn_id, sizeof txn_id);
+    body.partner_id = argv[optind];
+    body.earn_rate_milli = rate_milli;
+    body.currency = (char *)currency;
+    env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
+    env.partner_add = &body;
+    return send_admin(ctl, &env);
+}
+
+static int cmd_member_add(ctl_t *ctl, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "coalitionctl: usage: member add ID\n");
+        return EXIT_USAGE;
+    }
+    envelope_t env;
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    Coalition__EnrollRequest body = COALITION__ENROLL_REQUEST__INIT;
+    admin_envelope(&env, txn_id, sizeof txn_id);
+    body.member_id = argv[1];
+    env.body_case = COALITION__ENVELOPE__BODY_ENROLL;
+    env.enroll = &body;
+    return send_admin(ctl, &env);
+}
+
+static int open_read_only(ctl_t *ctl, ledger_t **ledger)
+{
+    int rc = ledger_open(ledger, ctl->ledger_dir, STORE_READ_ONLY);
+    if (rc != CL_OK)
+        fprintf(stderr, "coalitionctl: cannot open ledger %s: %s\n", ctl->ledger_dir,
+                cl_strerror(rc));
+    return rc;
+}
+
+static int cmd_balance(ctl_t *ctl, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "coalitionctl: usage: balance MEMBER\n");
+        return EXIT_USAGE;
+    }
+    ledger_t *ledger = NULL;
+    int64_t balance = 0;
+    if (open_read_only(ctl, &ledger) != CL_OK)
+        return EXIT_USAGE;
+    int rc = ledger_member_balance(ledger, argv[1], &balance);
+    ledger_destroy(&ledger);
+    if (rc == CL_ERR_NOT_FOUND) {
+        fprintf(stderr, "coalitionctl: unknown member %s\n", argv[1]);
+        return EXIT_DECLINED;
+    }
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot read balance: %s\n", cl_strerror(rc));
+        return EXIT_USAGE;
+    }
+    char text[AMOUNT_TEXT_BYTES];
+    amount_format_points(balance, text, sizeof text);
+    if (ctl->json) {
+        printf("{\"member\":");
+        json_write_string(stdout, argv[1]);
+        printf(",\"balance\":%" PRId64 "}\n", balance);
+    } else {
+        printf("%s: %s points\n", argv[1], text);
+    }
+    return 0;
+}
+
+static int print_account(const char *account, int64_t balance, void *ctx)
+{
+    const ctl_t *ctl = ctx;
+    if (ctl->json) {
+        printf("{\"account\":");
+        json_write_string(stdout, account);
+        printf(",\"balance\":%" PRId64 "}\n", balance);
+    } else {
+        printf("%-48s %20" PRId64 "\n", account, balance);
+    }
+    return CL_OK;
+}
+
+static int print_entry(const journal_entry_t *e, void *ctx)
+{
+    const ctl_t *ctl = ctx;
+    if (!ctl->json) {
+        printf("%8" PRIu64 " %-11s %-12s %-24s member=%s points=%" PRId64, e->seq,
+               ledger_entry_kind_name(e->kind), e->partner_id, e->txn_id, e->member_id,
+               e->points);
+        if (e->original_txn_id[0] != '\0')
+            printf(" original=%s", e->original_txn_id);
+        printf("\n");
+        return CL_OK;
+    }
+    printf("{\"seq\":%" PRIu64 ",\"time_ms\":%" PRId64 ",\"kind\":\"%s\",\"partner\":", e->seq,
+           e->time_ms, ledger_entry_kind_name(e->kind));
+    json_write_string(stdout, e->partner_id);
+    printf(",\"txn_id\":");
+    json_write_string(stdout, e->txn_id);
+    printf(",\"member\":");
+    json_write_string(stdout, e->member_id);
+    printf(",\"original_txn_id\":");
+    json_write_string(stdout, e->original_txn_id);
+    printf(",\"amount_minor\":%" PRId64 ",\"currency\":", e->amount_minor);
+    json_write_string(stdout, e->currency);
+    printf(",\"points\":%" PRId64 ",\"postings\":[", e->points);
+    for (size_t i = 0; i < e->n_postings; i++) {
+        printf("%s{\"account\":", i > 0 ? "," : "");
+        json_write_string(stdout, e->postings[i]->account);
+        printf(",\"delta\":%" PRId64 "}", e->postings[i]->delta);
+    }
+    printf("]}\n");
+    return CL_OK;
+}
+
+static int cmd_report(ctl_t *ctl, const char *what, int argc, char **argv)
+{
+    uint64_t from = 1;
+    bool journal = strcmp(what, "journal") == 0;
+    if (journal && argc == 3 && strcmp(argv[1], "--from") == 0) {
+        char *end = NULL;
+        from = strtoull(argv[2], &end, 10);
+        if (end == argv[2] || *end != '\0') {
+            fprintf(stderr, "coalitionctl: --from needs a sequence number\n");
+            return EXIT_USAGE;
+        }
+    } else if (argc != 1) {
+        fprintf(stderr, "coalitionctl: usage: %s\n", journal ? "journal [--from SEQ]" : what);
+        return EXIT_USAGE;
+    }
+    ledger_t *ledger = NULL;
+    if (open_read_only(ctl, &ledger) != CL_OK)
+        return EXIT_USAGE;
+    int rc = journal ? ledger_journal_foreach(ledger, from, print_entry, ctl)
+                     : ledger_accounts_foreach(ledger, print_account, ctl);
+    ledger_destroy(&ledger);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot read the ledger: %s\n", cl_strerror(rc));
+        return EXIT_DECLINED;
+    }
+    return 0;
+}
+
+static int cmd_verify(ctl_t *ctl)
+{
+    ledger_t *ledger = NULL;
+    char why[512];
+    if (open_read_only(ctl, &ledger) != CL_OK)
+        return EXIT_USAGE;
+    int rc = ledger_verify(ledger, why, sizeof why);
+    ledger_destroy(&ledger);
+    if (ctl->json) {
+        printf("{\"ok\":%s,\"detail\":", rc == CL_OK ? "true" : "false");
+        json_write_string(stdout, why);
+        printf("}\n");
+    } else {
+        printf("verify: %s: %s\n", rc == CL_OK ? "OK" : "FAILED", why);
+    }
+    return rc == CL_OK ? 0 : EXIT_DECLINED;
+}
+
+static int cmd_init(ctl_t *ctl)
+{
+    int rc = ledger_init(ctl->ledger_dir);
+    if (rc == CL_ERR_EXISTS) {
+        fprintf(stderr, "coalitionctl: %s already holds a ledger; refusing to overwrite it\n",
+                ctl->ledger_dir);
+        return EXIT_DECLINED;
+    }
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot create ledger in %s: %s\n", ctl->ledger_dir,
+                cl_strerror(rc));
+        return EXIT_DECLINED;
+    }
+    printf("initialised an empty ledger in %s\n", ctl->ledger_dir);
+    return 0;
+}
+
+static int dispatch(ctl_t *ctl, int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    if (strcmp(cmd, "init") == 0 && argc == 1)
+        return cmd_init(ctl);
+    if (strcmp(cmd, "partner") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
+        return cmd_partner_add(ctl, argc - 1, argv + 1);
+    if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
+        return cmd_member_add(ctl, argc - 1, argv + 1);
+    if (strcmp(cmd, "balance") == 0)
+        return cmd_balance(ctl, argc, argv);
+    if (strcmp(cmd, "journal") == 0 || strcmp(cmd, "accounts") == 0)
+        return cmd_report(ctl, cmd, argc, argv);
+    if (strcmp(cmd, "verify") == 0 && argc == 1)
+        return cmd_verify(ctl);
+    fprintf(stderr, "coalitionctl: unknown command '%s'; see --help\n", cmd);
+    return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"ledger", required_argument, NULL, 'l'}, {"admin", required_argument, NULL, 'a'},
+        {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    ctl_t ctl;
+    memset(&ctl, 0, sizeof ctl);
+    ctl.ledger_dir = DEFAULT_LEDGER_DIR;
+    int c;
+    /* '+': stop at the command so its own options are left for it. */
+    while ((c = getopt_long(argc, argv, "+l:a:jh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l': ctl.ledger_dir = optarg; break;
+        case 'a': ctl.admin_endpoint = optarg; break;
+        case 'j': ctl.json = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    log_init("coalitionctl", LOG_WARN);
+    if (ctl.admin_endpoint == NULL) {
+        snprintf(ctl.admin_buf, sizeof ctl.admin_buf, "ipc://%s/admin.sock", ctl.ledger_dir);
+        ctl.admin_endpoint = ctl.admin_buf;
+    }
+    return dispatch(&ctl, argc - optind, argv + optind);
+}

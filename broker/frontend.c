@@ -1,0 +1,337 @@
+/* The broker's I/O thread. It owns the partner-facing ROUTER and the local admin
+ * ROUTER, decodes and validates every message (no ledger access), answers balance
+ * inquiries from a read transaction, and passes everything else to the writer in
+ * batches. Replies go out only when the writer hands a committed batch back.
+ *
+ *   sockets ──read──► validate ──bad──► reply 30/13/57/61 (ledger untouched)
+ *                        │ balance ──► read txn ──► reply
+ *                        └─ write ──► batch ──inproc──► writer ──commit──► reply */
+#include "frontend.h"
+
+#include "errors.h"
+#include "log.h"
+#include "request.h"
+#include "writer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define WRITER_ENDPOINT "inproc://coalition-writer"
+#define FRAMES_MAX 3
+#define SOCKET_HWM 100000
+#define LINGER_MS 2000
+#define HEARTBEAT_IVL_MS 1000
+#define HEARTBEAT_TIMEOUT_MS 5000
+/* Bigger messages are cut off by libzmq with the connection; smaller ones but over
+ * WIRE_MESSAGE_BYTES_MAX get a 30 reply. */
+#define SOCKET_MESSAGE_BYTES_MAX 65536
+
+typedef struct frontend {
+    void *ctx, *front, *admin, *pipe;
+    ledger_t *ledger;
+    writer_t *writer;
+    batch_t *pool[BATCHES_IN_FLIGHT_MAX];
+    size_t pool_count;
+    size_t in_flight;
+} frontend_t;
+
+static int set_int(void *sock, int option, int value)
+{
+    return zmq_setsockopt(sock, option, &value, sizeof value);
+}
+
+static void *open_router(void *ctx, const char *endpoint)
+{
+    void *sock = zmq_socket(ctx, ZMQ_ROUTER);
+    if (sock == NULL)
+        return NULL;
+    int64_t max_bytes = SOCKET_MESSAGE_BYTES_MAX;
+    if (set_int(sock, ZMQ_ROUTER_MANDATORY, 1) || set_int(sock, ZMQ_LINGER, LINGER_MS) ||
+        set_int(sock, ZMQ_SNDHWM, SOCKET_HWM) || set_int(sock, ZMQ_RCVHWM, SOCKET_HWM) ||
+        set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) ||
+        set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) ||
+        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) ||
+        zmq_bind(sock, endpoint) != 0) {
+        log_error("cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+static void send_reply(void *sock, const request_t *r, const uint8_t *reply, size_t len)
+{
+    int rc = zmq_send(sock, r->routing_id, r->routing_id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0 && r->delimiter)
+        rc = zmq_send(sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0)
+        rc = zmq_send(sock, reply, len, ZMQ_DONTWAIT);
+    if (rc < 0)
+        log_debug("reply dropped (peer gone or slow): %s", zmq_strerror(zmq_errno()));
+}
+
+/* A decline decided here; nothing reaches the ledger. */
+static void send_decline(void *sock, const request_t *r, const envelope_t *env, int code,
+                         const char *why)
+{
+    char text[RECEIPT_TEXT_BYTES_MAX];
+    snprintf(text, sizeof text, "Declined %02d: %s", code, why);
+    authorization_t auth;
+    wire_auth_decline(&auth, env, code, text);
+    size_t len = 0;
+    uint8_t *buf = wire_pack_auth(&auth, &len);
+    if (buf != NULL)
+        send_reply(sock, r, buf, len);
+    free(buf);
+}
+
+static void close_frames(zmq_msg_t *frames, int count)
+{
+    for (int i = 0; i < count; i++)
+        zmq_msg_close(&frames[i]);
+}
+
+/* Read the frames of one message: [routing id][optional empty delimiter][payload].
+ * Returns 1 with the payload in `payload`, 0 when nothing is waiting, -1 on a message
+ * of the wrong shape (drained and logged). Frames past FRAMES_MAX are discarded. */
+static int read_message(void *sock, request_t *r, zmq_msg_t *payload)
+{
+    zmq_msg_t frames[FRAMES_MAX];
+    int count = 0, flags = ZMQ_DONTWAIT;
+    bool more = true;
+    while (more) {
+        zmq_msg_t scratch;
+        zmq_msg_t *m = count < FRAMES_MAX ? &frames[count] : &scratch;
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, sock, flags) < 0) {
+            zmq_msg_close(m);
+            close_frames(frames, count < FRAMES_MAX ? count : FRAMES_MAX);
+            return 0;
+        }
+        flags = 0; /* the rest of a multipart message is already here */
+        more = zmq_msg_more(m);
+        if (m == &scratch)
+            zmq_msg_close(m);
+        count++;
+    }
+    int kept = count < FRAMES_MAX ? count : FRAMES_MAX;
+    bool ok = (count == 2 || (count == 3 && zmq_msg_size(&frames[1]) == 0)) &&
+              zmq_msg_size(&frames[0]) <= ROUTING_ID_BYTES_MAX;
+    if (ok) {
+        r->routing_id_len = zmq_msg_size(&frames[0]);
+        memcpy(r->routing_id, zmq_msg_data(&frames[0]), r->routing_id_len);
+        r->delimiter = count == 3;
+        zmq_msg_move(payload, &frames[count - 1]);
+    } else {
+        log_warn("dropped a message of %d frame(s): expected routing id and one payload", count);
+    }
+    close_frames(frames, kept);
+    return ok ? 1 : -1;
+}
+
+static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
+{
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    int rc = ledger_inquire(self->ledger, r->env, &reply, &len);
+    if (rc == CL_OK)
+        send_reply(sock, r, reply, len);
+    else
+        send_decline(sock, r, r->env, RC_SYSTEM_ERROR, "balance could not be read");
+    free(reply);
+}
+
+/* Decode and validate; true when the request joins the batch for the writer. */
+static bool accept_request(frontend_t *self, void *sock, origin_t origin, request_t *r,
+                           const zmq_msg_t *payload)
+{
+    size_t len = zmq_msg_size((zmq_msg_t *)payload);
+    char why[RECEIPT_TEXT_BYTES_MAX];
+    r->origin = origin;
+    r->reply = NULL;
+    r->env = len <= WIRE_MESSAGE_BYTES_MAX ? wire_envelope_decode(zmq_msg_data((zmq_msg_t *)payload), len) : NULL;
+    if (r->env == NULL) {
+        log_warn("format error: %zu-byte message is not a valid envelope", len);
+        send_decline(sock, r, NULL, RC_FORMAT_ERROR, "message is not a valid envelope");
+        return false;
+    }
+    int code = wire_validate(r->env, origin == ORIGIN_ADMIN, why, sizeof why);
+    if (code == RC_APPROVED && wire_request_hash(r->env, r->hash) != CL_OK) {
+        code = RC_SYSTEM_ERROR;
+        snprintf(why, sizeof why, "request could not be hashed");
+    }
+    if (code != RC_APPROVED) {
+        log_info("declined %02d %s from %.32s: %s", code, wire_body_name(r->env),
+                 r->env->partner_id, why);
+        send_decline(sock, r, r->env, code, why);
+    } else if (r->env->body_case == COALITION__ENVELOPE__BODY_BALANCE) {
+        answer_inquiry(self, sock, r);
+    } else {
+        return true;
+    }
+    wire_envelope_free(r->env);
+    r->env = NULL;
+    return false;
+}
+
+/* Move whatever `sock` has ready into the batch, up to its capacity. */
+static void read_socket(frontend_t *self, void *sock, origin_t origin, batch_t *batch)
+{
+    while (batch->count < BATCH_REQUESTS_MAX) {
+        request_t *r = &batch->items[batch->count];
+        zmq_msg_t payload;
+        zmq_msg_init(&payload);
+        int got = read_message(sock, r, &payload);
+        if (got == 0) {
+            zmq_msg_close(&payload);
+            return;
+        }
+        if (got == 1 && accept_request(self, sock, origin, r, &payload))
+            batch->count++;
+        zmq_msg_close(&payload);
+    }
+}
+
+static void *socket_of(frontend_t *self, origin_t origin)
+{
+    return origin == ORIGIN_ADMIN ? self->admin : self->front;
+}
+
+/* The writer handed a committed batch back: send every reply, recycle the batch. */
+static void deliver(frontend_t *self, batch_t *batch)
+{
+    for (size_t i = 0; i < batch->count; i++) {
+        request_t *r = &batch->items[i];
+        if (r->reply != NULL)
+            send_reply(socket_of(self, r->origin), r, r->reply, r->reply_len);
+        else
+            log_error("no reply for %s/%s", r->env->partner_id, r->env->txn_id);
+        free(r->reply);
+        wire_envelope_free(r->env);
+        r->reply = NULL;
+        r->env = NULL;
+    }
+    batch->count = 0;
+    self->pool[self->pool_count++] = batch;
+    self->in_flight--;
+}
+
+static void drain_writer(frontend_t *self)
+{
+    batch_t *batch = NULL;
+    while (zmq_recv(self->pipe, &batch, sizeof batch, ZMQ_DONTWAIT) == sizeof batch)
+        deliver(self, batch);
+}
+
+static void take_intake(frontend_t *self)
+{
+    batch_t *batch = self->pool[--self->pool_count];
+    read_socket(self, self->admin, ORIGIN_ADMIN, batch);
+    read_socket(self, self->front, ORIGIN_PARTNER, batch);
+    if (batch->count == 0) {
+        self->pool[self->pool_count++] = batch;
+        return;
+    }
+    if (zmq_send(self->pipe, &batch, sizeof batch, 0) != sizeof batch) {
+        log_error("cannot hand a batch to the writer: %s", zmq_strerror(zmq_errno()));
+        for (size_t i = 0; i < batch->count; i++) {
+            request_t *r = &batch->items[i];
+            send_decline(socket_of(self, r->origin), r, r->env, RC_SYSTEM_ERROR,
+                         "writer unavailable");
+            wire_envelope_free(r->env);
+        }
+        batch->count = 0;
+        self->pool[self->pool_count++] = batch;
+        return;
+    }
+    self->in_flight++;
+}
+
+static int run_loop(frontend_t *self, volatile sig_atomic_t *stop)
+{
+    bool stopping = false;
+    while (!stopping || self->in_flight > 0) {
+        if (*stop && !stopping) {
+            stopping = true;
+            log_info("stopping: intake closed, %zu batch(es) still committing", self->in_flight);
+        }
+        short intake = (!stopping && self->pool_count > 0) ? ZMQ_POLLIN : 0;
+        zmq_pollitem_t items[] = {{self->pipe, 0, ZMQ_POLLIN, 0},
+                                  {self->front, 0, intake, 0},
+                                  {self->admin, 0, intake, 0}};
+        int rc = zmq_poll(items, 3, -1);
+        if (rc < 0 && zmq_errno() == EINTR)
+            continue;
+        if (rc < 0) {
+            log_error("poll failed: %s", zmq_strerror(zmq_errno()));
+            return CL_ERR_ZMQ;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            drain_writer(self);
+        if (intake && ((items[1].revents | items[2].revents) & ZMQ_POLLIN))
+            take_intake(self);
+    }
+    return CL_OK;
+}
+
+static int frontend_open(frontend_t *self, const frontend_options_t *opts)
+{
+    for (size_t i = 0; i < BATCHES_IN_FLIGHT_MAX; i++) {
+        self->pool[i] = calloc(1, sizeof(batch_t));
+        if (self->pool[i] == NULL)
+            return CL_ERR_NOMEM;
+        self->pool_count++;
+    }
+    self->ctx = zmq_ctx_new();
+    if (self->ctx == NULL)
+        return CL_ERR_ZMQ;
+    self->pipe = zmq_socket(self->ctx, ZMQ_PAIR);
+    if (self->pipe == NULL || set_int(self->pipe, ZMQ_LINGER, 0) ||
+        set_int(self->pipe, ZMQ_SNDHWM, 0) || set_int(self->pipe, ZMQ_RCVHWM, 0) ||
+        zmq_bind(self->pipe, WRITER_ENDPOINT) != 0)
+        return CL_ERR_ZMQ;
+    int rc = writer_new(&self->writer, self->ctx, self->ledger, WRITER_ENDPOINT);
+    if (rc != CL_OK)
+        return rc;
+    self->front = open_router(self->ctx, opts->bind_endpoint);
+    self->admin = open_router(self->ctx, opts->admin_endpoint);
+    return self->front != NULL && self->admin != NULL ? CL_OK : CL_ERR_ZMQ;
+}
+
+static void frontend_close(frontend_t *self)
+{
+    if (self->writer != NULL) {
+        batch_t *stop = NULL;
+        if (zmq_send(self->pipe, &stop, sizeof stop, 0) != sizeof stop)
+            log_error("cannot stop the writer: %s", zmq_strerror(zmq_errno()));
+        writer_destroy(&self->writer);
+    }
+    void *socks[] = {self->front, self->admin, self->pipe};
+    for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++) {
+        if (socks[i] != NULL)
+            zmq_close(socks[i]);
+    }
+    if (self->ctx != NULL)
+        zmq_ctx_term(self->ctx);
+    for (size_t i = 0; i < self->pool_count; i++)
+        free(self->pool[i]);
+}
+
+int frontend_run(ledger_t *ledger, const frontend_options_t *opts, volatile sig_atomic_t *stop)
+{
+    frontend_t self;
+    memset(&self, 0, sizeof self);
+    self.ledger = ledger;
+    int rc = frontend_open(&self, opts);
+    if (rc == CL_OK) {
+        log_info("ready: partners on %s, operator on %s, ledger at seq %llu",
+                 opts->bind_endpoint, opts->admin_endpoint,
+                 (unsigned long long)ledger_last_seq(ledger));
+        rc = run_loop(&self, stop);
+    }
+    frontend_close(&self);
+    return rc;
+}

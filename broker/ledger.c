@@ -1,0 +1,664 @@
+/* Ledger storage: LMDB layout, write batches with a nested transaction per request,
+ * idempotency records and the journal's hash chain. What a request does to balances is
+ * decided in rules.c; this file makes it durable exactly once.
+ *
+ * Databases: meta (schema), journal (u64 BE seq -> JournalEntry), idem ("partner\0txn"
+ * -> IdemRecord), accounts (name -> i64 BE), members, partners, reversals. */
+#include "ledger_internal.h"
+
+#include "amount.h"
+#include "errors.h"
+#include "log.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define META_SCHEMA_KEY "schema_version"
+
+static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
+{
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } dbs[] = {
+        {"meta", &self->db_meta},         {"journal", &self->db_journal},
+        {"idem", &self->db_idem},         {"accounts", &self->db_accounts},
+        {"members", &self->db_members},   {"partners", &self->db_partners},
+        {"reversals", &self->db_reversals},
+    };
+    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+        int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
+        if (rc != MDB_SUCCESS) {
+            log_error("cannot open ledger database %s: %s", dbs[i].name, mdb_strerror(rc));
+            return store_err(rc);
+        }
+    }
+    return CL_OK;
+}
+
+int ledger_init(const char *dir)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &st) == 0)
+        return CL_ERR_EXISTS;
+    ledger_t self = {0};
+    MDB_txn *txn = NULL;
+    int rc = store_env_open(&self.env, dir, STORE_READ_WRITE);
+    if (rc != CL_OK)
+        return rc;
+    rc = store_err(mdb_txn_begin(self.env, NULL, 0, &txn));
+    if (rc == CL_OK)
+        rc = open_dbs(&self, txn, MDB_CREATE);
+    if (rc == CL_OK) {
+        uint8_t version[8];
+        store_put_u64(version, LEDGER_SCHEMA_VERSION);
+        MDB_val k = {strlen(META_SCHEMA_KEY), META_SCHEMA_KEY};
+        MDB_val v = {sizeof version, version};
+        rc = store_err(mdb_put(txn, self.db_meta, &k, &v, MDB_NOOVERWRITE));
+    }
+    if (rc == CL_OK) {
+        rc = store_err(mdb_txn_commit(txn));
+        txn = NULL;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    mdb_env_close(self.env);
+    return rc;
+}
+
+static int check_schema(ledger_t *self, MDB_txn *txn)
+{
+    MDB_val k = {strlen(META_SCHEMA_KEY), META_SCHEMA_KEY};
+    MDB_val v;
+    int rc = mdb_get(txn, self->db_meta, &k, &v);
+    if (rc != MDB_SUCCESS || v.mv_size != 8) {
+        log_error("not a ledger: no schema version");
+        return CL_ERR_CORRUPT;
+    }
+    uint64_t version = store_get_u64(v.mv_data);
+    if (version != LEDGER_SCHEMA_VERSION) {
+        log_error("ledger schema version %llu, this build reads %u",
+                  (unsigned long long)version, LEDGER_SCHEMA_VERSION);
+        return CL_ERR_VERSION;
+    }
+    return CL_OK;
+}
+
+/* Read the last journal entry into self->seq and self->head. */
+static int load_chain_head(ledger_t *self, MDB_txn *txn)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, self->db_journal, &cur);
+    if (rc != MDB_SUCCESS)
+        return store_err(rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) {
+        self->seq = 0;
+        memset(self->head, 0, sizeof self->head);
+        return CL_OK;
+    }
+    if (rc != MDB_SUCCESS || k.mv_size != 8)
+        return rc != MDB_SUCCESS ? store_err(rc) : CL_ERR_CORRUPT;
+    journal_entry_t *e = coalition__journal_entry__unpack(NULL, v.mv_size, v.mv_data);
+    if (e == NULL || e->hash.len != WIRE_HASH_BYTES || e->seq != store_get_u64(k.mv_data)) {
+        coalition__journal_entry__free_unpacked(e, NULL);
+        return CL_ERR_CORRUPT;
+    }
+    self->seq = e->seq;
+    memcpy(self->head, e->hash.data, WIRE_HASH_BYTES);
+    coalition__journal_entry__free_unpacked(e, NULL);
+    return CL_OK;
+}
+
+int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode)
+{
+    ledger_t *self = calloc(1, sizeof *self);
+    MDB_txn *txn = NULL;
+    if (self == NULL)
+        return CL_ERR_NOMEM;
+    self->mode = mode;
+    if (pthread_rwlock_init(&self->map_lock, NULL) != 0) {
+        free(self);
+        return CL_ERR_NOMEM;
+    }
+    int rc = store_env_open(&self->env, dir, mode);
+    if (rc != CL_OK)
+        goto err;
+    rc = store_err(mdb_txn_begin(self->env, NULL, mode == STORE_READ_ONLY ? MDB_RDONLY : 0, &txn));
+    if (rc == CL_OK)
+        rc = open_dbs(self, txn, 0);
+    if (rc == CL_OK)
+        rc = check_schema(self, txn);
+    if (rc == CL_OK)
+        rc = load_chain_head(self, txn);
+    if (rc != CL_OK)
+        goto err;
+    rc = store_err(mdb_txn_commit(txn));
+    txn = NULL;
+    if (rc != CL_OK)
+        goto err;
+    *self_out = self;
+    return CL_OK;
+err:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (rc == CL_ERR_NOT_FOUND)
+        rc = CL_ERR_CORRUPT; /* a database is missing: not an initialised ledger */
+    ledger_destroy(&self);
+    return rc;
+}
+
+void ledger_destroy(ledger_t **self_p)
+{
+    ledger_t *self = *self_p;
+    if (self == NULL)
+        return;
+    if (self->batch != NULL)
+        mdb_txn_abort(self->batch);
+    if (self->reader != NULL)
+        mdb_txn_abort(self->reader);
+    if (self->env != NULL)
+        mdb_env_close(self->env);
+    pthread_rwlock_destroy(&self->map_lock);
+    free(self);
+    *self_p = NULL;
+}
+
+uint64_t ledger_last_seq(const ledger_t *self) { return self->seq; }
+
+/* ---- record helpers ---------------------------------------------------------------- */
+
+int ledger_get_record(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t key_len,
+                      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out)
+{
+    MDB_val k = {key_len, (void *)key};
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc != MDB_SUCCESS)
+        return store_err(rc);
+    *out = protobuf_c_message_unpack(desc, NULL, v.mv_size, v.mv_data);
+    return *out == NULL ? CL_ERR_CORRUPT : CL_OK;
+}
+
+int ledger_put_record(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t key_len,
+                      const ProtobufCMessage *msg)
+{
+    uint8_t buf[LEDGER_ENTRY_BYTES_MAX];
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    if (len > sizeof buf)
+        return CL_ERR_INVALID;
+    protobuf_c_message_pack(msg, buf);
+    MDB_val k = {key_len, (void *)key};
+    MDB_val v = {len, buf};
+    return store_err(mdb_put(txn, dbi, &k, &v, 0));
+}
+
+int ledger_get_balance(ledger_t *self, MDB_txn *txn, const char *account, int64_t *out)
+{
+    MDB_val k = {strlen(account), (void *)account};
+    MDB_val v;
+    int rc = mdb_get(txn, self->db_accounts, &k, &v);
+    if (rc != MDB_SUCCESS)
+        return store_err(rc);
+    if (v.mv_size != 8)
+        return CL_ERR_CORRUPT;
+    *out = (int64_t)store_get_u64(v.mv_data);
+    return CL_OK;
+}
+
+int ledger_put_balance(ledger_t *self, MDB_txn *txn, const char *account, int64_t balance)
+{
+    uint8_t buf[8];
+    store_put_u64(buf, (uint64_t)balance);
+    MDB_val k = {strlen(account), (void *)account};
+    MDB_val v = {sizeof buf, buf};
+    return store_err(mdb_put(txn, self->db_accounts, &k, &v, 0));
+}
+
+int ledger_get_entry(ledger_t *self, MDB_txn *txn, uint64_t seq, journal_entry_t **out)
+{
+    uint8_t key[8];
+    store_put_u64(key, seq);
+    ProtobufCMessage *msg = NULL;
+    int rc = ledger_get_record(txn, self->db_journal, key, sizeof key,
+                               &coalition__journal_entry__descriptor, &msg);
+    if (rc != CL_OK)
+        return rc;
+    journal_entry_t *e = (journal_entry_t *)msg;
+    /* Paired with the check before writing: an entry read back must still balance. */
+    if (e->seq != seq || !ledger_entry_balances(e)) {
+        coalition__journal_entry__free_unpacked(e, NULL);
+        return CL_ERR_CORRUPT;
+    }
+    *out = e;
+    return CL_OK;
+}
+
+int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *txn_id,
+                    Coalition__IdemRecord **out)
+{
+    uint8_t key[PAIR_KEY_BYTES_MAX];
+    size_t key_len = store_pair_key(key, sizeof key, partner, txn_id);
+    if (key_len == 0)
+        return CL_ERR_INVALID;
+    return ledger_get_record(txn, self->db_idem, key, key_len,
+                             &coalition__idem_record__descriptor, (ProtobufCMessage **)out);
+}
+
+bool ledger_entry_balances(const journal_entry_t *entry)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < entry->n_postings; i++) {
+        if (__builtin_add_overflow(sum, entry->postings[i]->delta, &sum))
+            return false;
+    }
+    return sum == 0;
+}
+
+int ledger_entry_hash(const journal_entry_t *entry, const uint8_t prev[WIRE_HASH_BYTES],
+                      uint8_t out[WIRE_HASH_BYTES])
+{
+    uint8_t buf[WIRE_HASH_BYTES + LEDGER_ENTRY_BYTES_MAX];
+    journal_entry_t copy = *entry;
+    copy.hash.len = 0;
+    copy.hash.data = NULL;
+    size_t len = coalition__journal_entry__get_packed_size(&copy);
+    if (len > LEDGER_ENTRY_BYTES_MAX)
+        return CL_ERR_INVALID;
+    memcpy(buf, prev, WIRE_HASH_BYTES);
+    coalition__journal_entry__pack(&copy, buf + WIRE_HASH_BYTES);
+    unsigned int out_len = 0;
+    if (EVP_Digest(buf, WIRE_HASH_BYTES + len, out, &out_len, EVP_sha256(), NULL) != 1)
+        return CL_ERR_IO;
+    return CL_OK;
+}
+
+void ledger_account_member(char *buf, size_t size, const char *member_id)
+{
+    snprintf(buf, size, MEMBER_PREFIX "%s", member_id);
+}
+
+/* ---- write batches ----------------------------------------------------------------- */
+
+int ledger_batch_begin(ledger_t *self)
+{
+    if (self->failed)
+        return CL_ERR_STICKY;
+    if (self->mode != STORE_READ_WRITE || self->batch != NULL)
+        return CL_ERR_INVALID;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &self->batch);
+    if (rc != MDB_SUCCESS) {
+        self->batch = NULL;
+        self->failed = true;
+        log_error("ledger write transaction refused: %s", mdb_strerror(rc));
+        return store_err(rc);
+    }
+    self->batch_seq = self->seq;
+    memcpy(self->batch_head, self->head, WIRE_HASH_BYTES);
+    return CL_OK;
+}
+
+void ledger_batch_abort(ledger_t *self)
+{
+    if (self->batch != NULL)
+        mdb_txn_abort(self->batch);
+    self->batch = NULL;
+}
+
+int ledger_batch_commit(ledger_t *self)
+{
+    if (self->batch == NULL)
+        return CL_ERR_INVALID;
+    int rc = mdb_txn_commit(self->batch); /* fsyncs: the env has no NOSYNC flags */
+    self->batch = NULL;
+    if (rc != MDB_SUCCESS) {
+        if (rc != MDB_MAP_FULL)
+            self->failed = true;
+        log_error("ledger commit failed: %s", mdb_strerror(rc));
+        return store_err(rc);
+    }
+    self->seq = self->batch_seq;
+    memcpy(self->head, self->batch_head, WIRE_HASH_BYTES);
+    return CL_OK;
+}
+
+int ledger_grow(ledger_t *self)
+{
+    if (self->batch != NULL)
+        return CL_ERR_INVALID;
+    /* No read transaction of this process may be active while the map is resized. */
+    pthread_rwlock_wrlock(&self->map_lock);
+    int rc = store_env_grow(self->env);
+    pthread_rwlock_unlock(&self->map_lock);
+    return rc;
+}
+
+/* ---- replies ----------------------------------------------------------------------- */
+
+static int reply_pack(authorization_t *auth, uint8_t **reply_out, size_t *len_out)
+{
+    *reply_out = wire_pack_auth(auth, len_out);
+    return *reply_out == NULL ? CL_ERR_NOMEM : CL_OK;
+}
+
+static void auth_code_of(const uint8_t hash[WIRE_HASH_BYTES], char out[AUTH_CODE_LEN + 1])
+{
+    snprintf(out, AUTH_CODE_LEN + 1, "%02X%02X%02X", hash[0], hash[1], hash[2]);
+}
+
+static void reply_from_decision(authorization_t *auth, const envelope_t *env,
+                                decision_t *d, uint64_t seq, char *auth_code)
+{
+    wire_auth_decline(auth, env, d->code, d->text);
+    auth->member_id = d->member_id;
+    auth->points = d->points;
+    auth->balance = d->balance;
+    auth->seq = seq;
+    auth->auth_code = auth_code;
+}
+
+/* Same key: the stored reply marked as a replay; different payload: 94, nothing stored. */
+static int reply_to_repeat(const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
+                           const Coalition__IdemRecord *idem, uint8_t **reply_out,
+                           size_t *len_out)
+{
+    if (idem->request_hash.len != WIRE_HASH_BYTES ||
+        memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0) {
+        char text[RECEIPT_TEXT_BYTES_MAX];
+        snprintf(text, sizeof text, "Declined 94: txn id %s was already used for another request",
+                 env->txn_id);
+        authorization_t auth;
+        wire_auth_decline(&auth, env, RC_DUPLICATE_KEY, text);
+        return reply_pack(&auth, reply_out, len_out);
+    }
+    authorization_t *orig = wire_auth_decode(idem->reply.data, idem->reply.len);
+    if (orig == NULL)
+        return CL_ERR_CORRUPT;
+    orig->replay = true;
+    int rc = reply_pack(orig, reply_out, len_out);
+    wire_auth_free(orig);
+    return rc;
+}
+
+/* ---- apply ------------------------------------------------------------------------- */
+
+static int put_idem(ledger_t *self, MDB_txn *txn, const envelope_t *env,
+                    const uint8_t hash[WIRE_HASH_BYTES], uint64_t seq, const uint8_t *reply,
+                    size_t reply_len)
+{
+    Coalition__IdemRecord rec = COALITION__IDEM_RECORD__INIT;
+    rec.request_hash.data = (uint8_t *)hash;
+    rec.request_hash.len = WIRE_HASH_BYTES;
+    rec.seq = seq;
+    rec.reply.data = (uint8_t *)reply;
+    rec.reply.len = reply_len;
+    uint8_t key[PAIR_KEY_BYTES_MAX];
+    size_t key_len = store_pair_key(key, sizeof key, env->partner_id, env->txn_id);
+    if (key_len == 0)
+        return CL_ERR_INVALID;
+    return ledger_put_record(txn, self->db_idem, key, key_len, &rec.base);
+}
+
+/* Build the journal entry for an approved decision, chain it and append it. */
+static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
+                        const uint8_t req_hash[WIRE_HASH_BYTES], int64_t now_ms,
+                        decision_t *d, uint8_t hash_out[WIRE_HASH_BYTES])
+{
+    journal_entry_t e = COALITION__JOURNAL_ENTRY__INIT;
+    Coalition__Posting *postings[DECISION_POSTINGS_MAX];
+    e.seq = self->batch_seq + 1;
+    e.time_ms = now_ms;
+    e.kind = d->kind;
+    e.partner_id = env->partner_id;
+    e.terminal_id = env->terminal_id;
+    e.txn_id = env->txn_id;
+    e.member_id = d->member_id;
+    e.original_txn_id = d->original_txn_id != NULL ? (char *)d->original_txn_id : "";
+    e.amount_minor = d->amount_minor;
+    e.currency = d->currency;
+    e.points = d->points;
+    e.earn_rate_milli = d->earn_rate_milli;
+    for (size_t i = 0; i < d->posting_count; i++)
+        postings[i] = &d->postings[i];
+    e.postings = postings;
+    e.n_postings = d->posting_count;
+    e.request_hash.data = (uint8_t *)req_hash;
+    e.request_hash.len = WIRE_HASH_BYTES;
+    e.prev_hash.data = self->batch_head;
+    e.prev_hash.len = WIRE_HASH_BYTES;
+    if (!ledger_entry_balances(&e)) {
+        log_error("refusing unbalanced journal entry for %s/%s", env->partner_id, env->txn_id);
+        return CL_ERR_CORRUPT;
+    }
+    int rc = ledger_entry_hash(&e, self->batch_head, hash_out);
+    if (rc != CL_OK)
+        return rc;
+    e.hash.data = hash_out;
+    e.hash.len = WIRE_HASH_BYTES;
+    uint8_t key[8];
+    uint8_t buf[LEDGER_ENTRY_BYTES_MAX];
+    size_t len = coalition__journal_entry__get_packed_size(&e);
+    if (len > sizeof buf)
+        return CL_ERR_INVALID;
+    coalition__journal_entry__pack(&e, buf);
+    store_put_u64(key, e.seq);
+    MDB_val k = {sizeof key, key};
+    MDB_val v = {len, buf};
+    return store_err(mdb_put(txn, self->db_journal, &k, &v, MDB_APPEND));
+}
+
+/* Approved: append the entry and the idempotency record, then commit the child txn. */
+static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env,
+                           const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, decision_t *d,
+                           uint8_t **reply_out, size_t *len_out)
+{
+    uint8_t entry_hash[WIRE_HASH_BYTES];
+    char auth_code[AUTH_CODE_LEN + 1];
+    authorization_t auth;
+    int rc = append_entry(self, child, env, hash, now_ms, d, entry_hash);
+    if (rc != CL_OK)
+        return rc;
+    auth_code_of(entry_hash, auth_code);
+    reply_from_decision(&auth, env, d, self->batch_seq + 1, auth_code);
+    rc = reply_pack(&auth, reply_out, len_out);
+    if (rc == CL_OK)
+        rc = put_idem(self, child, env, hash, self->batch_seq + 1, *reply_out, *len_out);
+    if (rc == CL_OK)
+        rc = store_err(mdb_txn_commit(child));
+    else
+        mdb_txn_abort(child);
+    if (rc != CL_OK) {
+        free(*reply_out);
+        *reply_out = NULL;
+        return rc;
+    }
+    self->batch_seq++;
+    memcpy(self->batch_head, entry_hash, WIRE_HASH_BYTES);
+    return CL_OK;
+}
+
+/* Declined: discard the child's writes, remember the decline in the batch txn. */
+static int finish_declined(ledger_t *self, MDB_txn *child, const envelope_t *env,
+                           const uint8_t hash[WIRE_HASH_BYTES], decision_t *d,
+                           uint8_t **reply_out, size_t *len_out)
+{
+    authorization_t auth;
+    mdb_txn_abort(child);
+    d->points = 0;
+    reply_from_decision(&auth, env, d, 0, "");
+    int rc = reply_pack(&auth, reply_out, len_out);
+    if (rc == CL_OK)
+        rc = put_idem(self, self->batch, env, hash, 0, *reply_out, *len_out);
+    if (rc != CL_OK) {
+        free(*reply_out);
+        *reply_out = NULL;
+    }
+    return rc;
+}
+
+static int fail(ledger_t *self, int rc, const envelope_t *env)
+{
+    if (rc != CL_ERR_MAP_FULL) {
+        self->failed = true;
+        log_error("ledger failed applying %s/%s: %s; refusing writes until restart",
+                  env->partner_id, env->txn_id, cl_strerror(rc));
+    }
+    return rc;
+}
+
+int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
+                 int64_t now_ms, uint8_t **reply_out, size_t *reply_len_out)
+{
+    *reply_out = NULL;
+    if (self->batch == NULL)
+        return CL_ERR_INVALID;
+    Coalition__IdemRecord *idem = NULL;
+    int rc = ledger_get_idem(self, self->batch, env->partner_id, env->txn_id, &idem);
+    if (rc == CL_OK) {
+        rc = reply_to_repeat(env, hash, idem, reply_out, reply_len_out);
+        coalition__idem_record__free_unpacked(idem, NULL);
+        return rc == CL_OK ? CL_OK : fail(self, rc, env);
+    }
+    if (rc != CL_ERR_NOT_FOUND)
+        return fail(self, rc, env);
+    MDB_txn *child = NULL;
+    rc = store_err(mdb_txn_begin(self->env, self->batch, 0, &child));
+    if (rc != CL_OK)
+        return fail(self, rc, env);
+    decision_t d;
+    memset(&d, 0, sizeof d);
+    rc = rules_decide(self, child, env, &d);
+    if (rc != CL_OK) {
+        mdb_txn_abort(child);
+        return fail(self, rc, env);
+    }
+    if (d.code == RC_APPROVED || d.code == RC_PARTIAL)
+        rc = finish_approved(self, child, env, hash, now_ms, &d, reply_out, reply_len_out);
+    else
+        rc = finish_declined(self, child, env, hash, &d, reply_out, reply_len_out);
+    return rc == CL_OK ? CL_OK : fail(self, rc, env);
+}
+
+/* ---- read side --------------------------------------------------------------------- */
+
+int ledger_inquire(ledger_t *self, const envelope_t *env, uint8_t **reply_out,
+                   size_t *reply_len_out)
+{
+    decision_t d;
+    memset(&d, 0, sizeof d);
+    pthread_rwlock_rdlock(&self->map_lock);
+    int rc = self->reader != NULL ? mdb_txn_renew(self->reader)
+                                  : mdb_txn_begin(self->env, NULL, MDB_RDONLY, &self->reader);
+    if (rc != MDB_SUCCESS) {
+        pthread_rwlock_unlock(&self->map_lock);
+        return store_err(rc);
+    }
+    rc = rules_inquire(self, self->reader, env, &d);
+    mdb_txn_reset(self->reader);
+    pthread_rwlock_unlock(&self->map_lock);
+    if (rc != CL_OK)
+        return rc;
+    authorization_t auth;
+    reply_from_decision(&auth, env, &d, 0, "");
+    return reply_pack(&auth, reply_out, reply_len_out);
+}
+
+int ledger_account_balance(ledger_t *self, const char *account, int64_t *balance_out)
+{
+    MDB_txn *txn = NULL;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc != CL_OK)
+        return rc;
+    rc = ledger_get_balance(self, txn, account, balance_out);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int ledger_member_balance(ledger_t *self, const char *member_id, int64_t *balance_out)
+{
+    char account[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(account, sizeof account, member_id);
+    return ledger_account_balance(self, account, balance_out);
+}
+
+int ledger_journal_foreach(ledger_t *self, uint64_t from_seq, ledger_entry_fn fn, void *ctx)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    uint8_t key[8];
+    store_put_u64(key, from_seq);
+    MDB_val k = {sizeof key, key}, v;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc == CL_OK)
+        rc = store_err(mdb_cursor_open(txn, self->db_journal, &cur));
+    MDB_cursor_op op = MDB_SET_RANGE;
+    while (rc == CL_OK) {
+        int mrc = mdb_cursor_get(cur, &k, &v, op);
+        op = MDB_NEXT;
+        if (mrc == MDB_NOTFOUND)
+            break;
+        journal_entry_t *e = NULL;
+        rc = mrc != MDB_SUCCESS ? store_err(mrc)
+                                : ledger_get_entry(self, txn, store_get_u64(k.mv_data), &e);
+        if (rc == CL_OK)
+            rc = fn(e, ctx);
+        coalition__journal_entry__free_unpacked(e, NULL);
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+int ledger_accounts_foreach(ledger_t *self, ledger_account_fn fn, void *ctx)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc == CL_OK)
+        rc = store_err(mdb_cursor_open(txn, self->db_accounts, &cur));
+    MDB_cursor_op op = MDB_FIRST;
+    while (rc == CL_OK) {
+        int mrc = mdb_cursor_get(cur, &k, &v, op);
+        op = MDB_NEXT;
+        if (mrc == MDB_NOTFOUND)
+            break;
+        if (mrc != MDB_SUCCESS || v.mv_size != 8 || k.mv_size >= ACCOUNT_NAME_BYTES_MAX) {
+            rc = mrc != MDB_SUCCESS ? store_err(mrc) : CL_ERR_CORRUPT;
+            break;
+        }
+        char name[ACCOUNT_NAME_BYTES_MAX];
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        rc = fn(name, (int64_t)store_get_u64(v.mv_data), ctx);
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+const char *ledger_entry_kind_name(int kind)
+{
+    switch (kind) {
+    case COALITION__ENTRY_KIND__ENTRY_EARN: return "earn";
+    case COALITION__ENTRY_KIND__ENTRY_BURN: return "burn";
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN: return "refund-earn";
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN: return "refund-burn";
+    case COALITION__ENTRY_KIND__ENTRY_VOID_EARN: return "void-earn";
+    case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: return "void-burn";
+    case COALITION__ENTRY_KIND__ENTRY_ENROLL: return "enroll";
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD: return "partner-add";
+    default: return "unknown";
+    }
+}

@@ -1,0 +1,36 @@
+/* Batches of validated requests. The I/O thread fills one from whatever the sockets have
+ * ready, hands its pointer to the writer over inproc, and gets the same pointer back
+ * with every reply filled in once the batch is committed. Ownership moves with the
+ * pointer; the number of batches in flight is bounded by the pool size. */
+#ifndef COALITION_REQUEST_H
+#define COALITION_REQUEST_H
+
+#include "wire.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ROUTING_ID_BYTES_MAX 256
+#define BATCH_REQUESTS_MAX 256
+#define BATCHES_IN_FLIGHT_MAX 64
+
+typedef enum { ORIGIN_PARTNER = 0, ORIGIN_ADMIN = 1 } origin_t;
+
+typedef struct request {
+    origin_t origin;
+    uint8_t routing_id[ROUTING_ID_BYTES_MAX];
+    size_t routing_id_len;
+    bool delimiter; /* the peer sent an empty frame before the payload (REQ socket) */
+    envelope_t *env;
+    uint8_t hash[WIRE_HASH_BYTES];
+    uint8_t *reply; /* packed Authorization, malloc'd */
+    size_t reply_len;
+} request_t;
+
+typedef struct batch {
+    size_t count;
+    request_t items[BATCH_REQUESTS_MAX];
+} batch_t;
+
+#endif

@@ -1,0 +1,515 @@
+/* What each request does to the ledger: checks in the order a payments person expects
+ * (partner 03, member 14/62, original 25, amounts 13/61, funds 51) and, on approval,
+ * the account moves. Every move debits one account and credits another by the same
+ * points, so entries balance; a member account is never taken below zero. Any write
+ * here happens in the request's nested transaction, so a decline leaves no trace. */
+#include "ledger_internal.h"
+
+#include "amount.h"
+#include "errors.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define ACCOUNT_ISSUED_FMT "partner:%s:issued"
+#define ACCOUNT_REDEEMED_FMT "partner:%s:redeemed"
+
+__attribute__((format(printf, 3, 4))) static void decline(decision_t *d, int code,
+                                                         const char *fmt, ...)
+{
+    int n = snprintf(d->text, sizeof d->text, "Declined %02d: ", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->text + n, sizeof d->text - (size_t)n, fmt, ap);
+    va_end(ap);
+    d->code = code;
+}
+
+static bool declined(const decision_t *d) { return d->code != RC_APPROVED; }
+
+static void points_text(int64_t points, char buf[AMOUNT_TEXT_BYTES])
+{
+    amount_format_points(points, buf, AMOUNT_TEXT_BYTES);
+}
+
+static void set_member(decision_t *d, const char *member_id)
+{
+    snprintf(d->member_id, sizeof d->member_id, "%s", member_id);
+}
+
+/* 03 unless the sender is a known partner; the operator always is. */
+static int check_partner(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d,
+                         Coalition__PartnerRecord **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0)
+        return CL_OK;
+    Coalition__PartnerRecord *p = NULL;
+    int rc = ledger_get_record(txn, self->db_partners, env->partner_id, strlen(env->partner_id),
+                               &coalition__partner_record__descriptor, (ProtobufCMessage **)&p);
+    if (rc == CL_ERR_NOT_FOUND) {
+        decline(d, RC_UNKNOWN_PARTNER, "unknown partner %s", env->partner_id);
+        return CL_OK;
+    }
+    if (rc == CL_OK && out != NULL)
+        *out = p;
+    else
+        coalition__partner_record__free_unpacked(p, NULL);
+    return rc;
+}
+
+/* 14 for an unknown member, 62 for a frozen one. */
+static int check_member(ledger_t *self, MDB_txn *txn, const char *member_id, decision_t *d)
+{
+    Coalition__MemberRecord *m = NULL;
+    int rc = ledger_get_record(txn, self->db_members, member_id, strlen(member_id),
+                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
+    set_member(d, member_id);
+    if (rc == CL_ERR_NOT_FOUND) {
+        decline(d, RC_UNKNOWN_MEMBER, "unknown member %s", member_id);
+        return CL_OK;
+    }
+    if (rc != CL_OK)
+        return rc;
+    if (m->frozen)
+        decline(d, RC_FROZEN, "account of member %s is frozen", member_id);
+    coalition__member_record__free_unpacked(m, NULL);
+    if (declined(d))
+        return CL_OK;
+    char account[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(account, sizeof account, member_id);
+    return ledger_get_balance(self, txn, account, &d->balance);
+}
+
+static bool is_member_account(const char *account)
+{
+    return strncmp(account, MEMBER_PREFIX, strlen(MEMBER_PREFIX)) == 0;
+}
+
+/* Debit `from`, credit `to` by `points`; records both postings. CL_ERR_OVERFLOW when a
+ * balance would leave int64, before anything is written. */
+static int move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
+                       const char *to, int64_t points)
+{
+    int64_t from_bal, to_bal, from_after, to_after;
+    int rc = ledger_get_balance(self, txn, from, &from_bal);
+    if (rc == CL_OK)
+        rc = ledger_get_balance(self, txn, to, &to_bal);
+    if (rc == CL_ERR_NOT_FOUND)
+        return CL_ERR_CORRUPT; /* accounts are created with their member or partner */
+    if (rc != CL_OK)
+        return rc;
+    if (__builtin_sub_overflow(from_bal, points, &from_after) ||
+        __builtin_add_overflow(to_bal, points, &to_after))
+        return CL_ERR_OVERFLOW;
+    if (is_member_account(from) && from_after < 0)
+        return CL_ERR_CORRUPT; /* callers decline 51 before getting here */
+    rc = ledger_put_balance(self, txn, from, from_after);
+    if (rc == CL_OK)
+        rc = ledger_put_balance(self, txn, to, to_after);
+    if (rc != CL_OK)
+        return rc;
+    const char *names[DECISION_POSTINGS_MAX] = {from, to};
+    const int64_t deltas[DECISION_POSTINGS_MAX] = {-points, points};
+    for (size_t i = 0; i < DECISION_POSTINGS_MAX; i++) {
+        snprintf(d->accounts[i], ACCOUNT_NAME_BYTES_MAX, "%s", names[i]);
+        coalition__posting__init(&d->postings[i]);
+        d->postings[i].account = d->accounts[i];
+        d->postings[i].delta = deltas[i];
+    }
+    d->posting_count = DECISION_POSTINGS_MAX;
+    d->balance = is_member_account(from) ? from_after : to_after;
+    return CL_OK;
+}
+
+/* move_points, turning an overflow into decline 61. */
+static int move_or_decline(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
+                           const char *to, int64_t points)
+{
+    int rc = move_points(self, txn, d, from, to, points);
+    if (rc == CL_ERR_OVERFLOW) {
+        decline(d, RC_EXCEEDS_LIMIT, "balance would exceed the points limit");
+        return CL_OK;
+    }
+    return rc;
+}
+
+static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    const Coalition__EarnRequest *r = env->earn;
+    Coalition__PartnerRecord *p = NULL;
+    char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    int64_t points = 0;
+    int rc = check_partner(self, txn, env, d, &p);
+    if (rc == CL_OK && !declined(d))
+        rc = check_member(self, txn, r->member_id, d);
+    if (rc != CL_OK || declined(d))
+        goto out;
+    if (strcmp(r->currency, p->currency) != 0) {
+        decline(d, RC_INVALID_AMOUNT, "partner %s earns in %s, not %s", p->partner_id,
+                p->currency, r->currency);
+        goto out;
+    }
+    int exponent = amount_currency_exponent(r->currency);
+    if (amount_points_for(r->amount_minor, exponent, p->earn_rate_milli, &points) != CL_OK) {
+        decline(d, RC_EXCEEDS_LIMIT, "points for this amount exceed the limit");
+        goto out;
+    }
+    snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, env->partner_id);
+    ledger_account_member(member, sizeof member, r->member_id);
+    rc = move_or_decline(self, txn, d, issued, member, points);
+    if (rc != CL_OK || declined(d))
+        goto out;
+    d->kind = COALITION__ENTRY_KIND__ENTRY_EARN;
+    d->amount_minor = r->amount_minor;
+    snprintf(d->currency, sizeof d->currency, "%s", r->currency);
+    d->points = points;
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
+    points_text(points, pts);
+    points_text(d->balance, bal);
+    snprintf(d->text, sizeof d->text, "Earned %s points. Balance %s", pts, bal);
+out:
+    coalition__partner_record__free_unpacked(p, NULL);
+    return rc;
+}
+
+static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    const Coalition__BurnRequest *r = env->burn;
+    char redeemed[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
+    int rc = check_partner(self, txn, env, d, NULL);
+    if (rc == CL_OK && !declined(d))
+        rc = check_member(self, txn, r->member_id, d);
+    if (rc != CL_OK || declined(d))
+        return rc;
+    int64_t points = r->points;
+    int code = RC_APPROVED;
+    if (points > d->balance) {
+        points_text(d->balance, bal);
+        points_text(r->points, want);
+        if (!r->allow_partial || d->balance == 0) {
+            decline(d, RC_INSUFFICIENT_POINTS, "insufficient points (balance %s, requested %s)",
+                    bal, want);
+            return CL_OK;
+        }
+        points = d->balance;
+        code = RC_PARTIAL;
+    }
+    snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, env->partner_id);
+    ledger_account_member(member, sizeof member, r->member_id);
+    rc = move_or_decline(self, txn, d, member, redeemed, points);
+    if (rc != CL_OK || declined(d))
+        return rc;
+    d->code = code;
+    d->kind = COALITION__ENTRY_KIND__ENTRY_BURN;
+    d->points = points;
+    points_text(points, pts);
+    points_text(d->balance, bal);
+    if (code == RC_PARTIAL)
+        snprintf(d->text, sizeof d->text, "Partially redeemed %s of %s points. Balance %s", pts,
+                 want, bal);
+    else
+        snprintf(d->text, sizeof d->text, "Redeemed %s points. Balance %s", pts, bal);
+    return CL_OK;
+}
+
+/* The original earn or burn a refund or void names, and what was given back so far. */
+typedef struct original {
+    journal_entry_t *entry;
+    Coalition__ReversalRecord rev;
+    uint8_t key[PAIR_KEY_BYTES_MAX];
+    size_t key_len;
+} original_t;
+
+static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env,
+                         const char *original_txn_id, decision_t *d, original_t *o)
+{
+    memset(o, 0, sizeof *o);
+    coalition__reversal_record__init(&o->rev);
+    d->original_txn_id = original_txn_id;
+    Coalition__IdemRecord *idem = NULL;
+    int rc = ledger_get_idem(self, txn, env->partner_id, original_txn_id, &idem);
+    uint64_t seq = rc == CL_OK ? idem->seq : 0;
+    coalition__idem_record__free_unpacked(idem, NULL);
+    if (rc != CL_OK && rc != CL_ERR_NOT_FOUND)
+        return rc;
+    if (seq == 0) {
+        decline(d, RC_ORIGINAL_NOT_FOUND, "no approved transaction %s", original_txn_id);
+        return CL_OK;
+    }
+    rc = ledger_get_entry(self, txn, seq, &o->entry);
+    if (rc != CL_OK)
+        return rc;
+    if (o->entry->kind != COALITION__ENTRY_KIND__ENTRY_EARN &&
+        o->entry->kind != COALITION__ENTRY_KIND__ENTRY_BURN) {
+        decline(d, RC_INVALID_TRANSACTION, "%s is a %s; only earns and burns can be reversed",
+                original_txn_id, ledger_entry_kind_name(o->entry->kind));
+        return CL_OK;
+    }
+    o->key_len = store_pair_key(o->key, sizeof o->key, env->partner_id, original_txn_id);
+    Coalition__ReversalRecord *stored = NULL;
+    rc = ledger_get_record(txn, self->db_reversals, o->key, o->key_len,
+                           &coalition__reversal_record__descriptor, (ProtobufCMessage **)&stored);
+    if (rc == CL_OK) {
+        o->rev.reversed_minor = stored->reversed_minor;
+        o->rev.reversed_points = stored->reversed_points;
+        o->rev.voided = stored->voided;
+        coalition__reversal_record__free_unpacked(stored, NULL);
+    } else if (rc != CL_ERR_NOT_FOUND) {
+        return rc;
+    }
+    if (o->rev.voided)
+        decline(d, RC_INVALID_TRANSACTION, "%s was voided", original_txn_id);
+    return check_member(self, txn, o->entry->member_id, d);
+}
+
+/* Move `points` back: an earn's points leave the member, a burn's come back. */
+static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env,
+                          const original_t *o, decision_t *d, int64_t points)
+{
+    char partner_acct[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(member, sizeof member, o->entry->member_id);
+    if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
+        snprintf(partner_acct, sizeof partner_acct, ACCOUNT_REDEEMED_FMT, env->partner_id);
+        return move_or_decline(self, txn, d, partner_acct, member, points);
+    }
+    if (points > d->balance) {
+        char bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
+        points_text(d->balance, bal);
+        points_text(points, want);
+        decline(d, RC_INSUFFICIENT_POINTS,
+                "member has %s points, reversal needs %s", bal, want);
+        return CL_OK;
+    }
+    snprintf(partner_acct, sizeof partner_acct, ACCOUNT_ISSUED_FMT, env->partner_id);
+    return move_or_decline(self, txn, d, member, partner_acct, points);
+}
+
+/* Money refunded on an earn; returns the points to take back, or declines. */
+static int64_t earn_refund_points(const original_t *o, const Coalition__RefundRequest *r,
+                                  decision_t *d)
+{
+    const journal_entry_t *e = o->entry;
+    int64_t left = e->amount_minor - o->rev.reversed_minor;
+    int64_t amount = r->amount_minor > 0 ? r->amount_minor : left;
+    char a[AMOUNT_TEXT_BYTES], l[AMOUNT_TEXT_BYTES];
+    int exponent = amount_currency_exponent(e->currency);
+    if (r->points > 0) {
+        decline(d, RC_INVALID_TRANSACTION, "an earn is refunded by money amount, not points");
+        return 0;
+    }
+    if (left <= 0) {
+        decline(d, RC_INVALID_TRANSACTION, "%s is already fully refunded", e->txn_id);
+        return 0;
+    }
+    if (amount > left) {
+        amount_format_minor(amount, exponent, a, sizeof a);
+        amount_format_minor(left, exponent, l, sizeof l);
+        decline(d, RC_INVALID_AMOUNT, "refund of %s %s exceeds the %s %s not yet refunded", a,
+                e->currency, l, e->currency);
+        return 0;
+    }
+    d->amount_minor = amount;
+    snprintf(d->currency, sizeof d->currency, "%s", e->currency);
+    int64_t share = amount_share(e->points, o->rev.reversed_minor + amount, e->amount_minor);
+    return share - o->rev.reversed_points;
+}
+
+/* Points given back on a burn; declines if more than is left. */
+static int64_t burn_refund_points(const original_t *o, const Coalition__RefundRequest *r,
+                                  decision_t *d)
+{
+    int64_t left = o->entry->points - o->rev.reversed_points;
+    int64_t points = r->points > 0 ? r->points : left;
+    if (r->amount_minor > 0) {
+        decline(d, RC_INVALID_TRANSACTION, "a burn is refunded in points, not money");
+        return 0;
+    }
+    if (left <= 0) {
+        decline(d, RC_INVALID_TRANSACTION, "%s is already fully refunded", o->entry->txn_id);
+        return 0;
+    }
+    if (points > left) {
+        decline(d, RC_INVALID_AMOUNT, "refund of %lld points exceeds the %lld not yet refunded",
+                (long long)points, (long long)left);
+        return 0;
+    }
+    return points;
+}
+
+static int put_reversal(ledger_t *self, MDB_txn *txn, const original_t *o)
+{
+    return ledger_put_record(txn, self->db_reversals, o->key, o->key_len, &o->rev.base);
+}
+
+static int apply_refund(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    const Coalition__RefundRequest *r = env->refund;
+    original_t o;
+    memset(&o, 0, sizeof o);
+    int rc = check_partner(self, txn, env, d, NULL);
+    if (rc == CL_OK && !declined(d))
+        rc = load_original(self, txn, env, r->original_txn_id, d, &o);
+    if (rc != CL_OK || declined(d))
+        goto out;
+    bool of_earn = o.entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
+    int64_t points = of_earn ? earn_refund_points(&o, r, d) : burn_refund_points(&o, r, d);
+    if (declined(d))
+        goto out;
+    rc = reverse_points(self, txn, env, &o, d, points);
+    if (rc != CL_OK || declined(d))
+        goto out;
+    o.rev.reversed_minor += d->amount_minor;
+    o.rev.reversed_points += points;
+    rc = put_reversal(self, txn, &o);
+    d->kind = of_earn ? COALITION__ENTRY_KIND__ENTRY_REFUND_EARN
+                      : COALITION__ENTRY_KIND__ENTRY_REFUND_BURN;
+    d->points = points;
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
+    points_text(points, pts);
+    points_text(d->balance, bal);
+    snprintf(d->text, sizeof d->text, "Refund of %s: %s points %s. Balance %s",
+             r->original_txn_id, pts, of_earn ? "taken back" : "returned", bal);
+out:
+    coalition__journal_entry__free_unpacked(o.entry, NULL);
+    return rc;
+}
+
+static int apply_void(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    const char *original_txn_id = env->void_request->original_txn_id;
+    original_t o;
+    memset(&o, 0, sizeof o);
+    int rc = check_partner(self, txn, env, d, NULL);
+    if (rc == CL_OK && !declined(d))
+        rc = load_original(self, txn, env, original_txn_id, d, &o);
+    if (rc != CL_OK || declined(d))
+        goto out;
+    if (o.rev.reversed_minor > 0 || o.rev.reversed_points > 0) {
+        decline(d, RC_INVALID_TRANSACTION, "%s is partly refunded; refund the rest instead",
+                original_txn_id);
+        goto out;
+    }
+    rc = reverse_points(self, txn, env, &o, d, o.entry->points);
+    if (rc != CL_OK || declined(d))
+        goto out;
+    o.rev.voided = true;
+    o.rev.reversed_minor = o.entry->amount_minor;
+    o.rev.reversed_points = o.entry->points;
+    rc = put_reversal(self, txn, &o);
+    bool of_earn = o.entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
+    d->kind = of_earn ? COALITION__ENTRY_KIND__ENTRY_VOID_EARN
+                      : COALITION__ENTRY_KIND__ENTRY_VOID_BURN;
+    d->points = o.entry->points;
+    d->amount_minor = o.entry->amount_minor;
+    snprintf(d->currency, sizeof d->currency, "%s", o.entry->currency);
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
+    points_text(d->points, pts);
+    points_text(d->balance, bal);
+    snprintf(d->text, sizeof d->text, "Voided %s: %s points %s. Balance %s", original_txn_id,
+             pts, of_earn ? "taken back" : "returned", bal);
+out:
+    coalition__journal_entry__free_unpacked(o.entry, NULL);
+    return rc;
+}
+
+static int apply_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    const char *member_id = env->enroll->member_id;
+    int rc = check_partner(self, txn, env, d, NULL);
+    if (rc != CL_OK || declined(d))
+        return rc;
+    set_member(d, member_id);
+    MDB_val k = {strlen(member_id), (void *)member_id};
+    MDB_val v;
+    rc = mdb_get(txn, self->db_members, &k, &v);
+    if (rc == MDB_SUCCESS) {
+        decline(d, RC_INVALID_TRANSACTION, "member %s is already enrolled", member_id);
+        return CL_OK;
+    }
+    if (rc != MDB_NOTFOUND)
+        return store_err(rc);
+    Coalition__MemberRecord m = COALITION__MEMBER_RECORD__INIT;
+    m.member_id = (char *)member_id;
+    m.created_seq = self->batch_seq + 1;
+    char account[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(account, sizeof account, member_id);
+    rc = ledger_put_record(txn, self->db_members, member_id, strlen(member_id), &m.base);
+    if (rc == CL_OK)
+        rc = ledger_put_balance(self, txn, account, 0);
+    d->kind = COALITION__ENTRY_KIND__ENTRY_ENROLL;
+    d->balance = 0;
+    snprintf(d->text, sizeof d->text, "Member %s enrolled", member_id);
+    return rc;
+}
+
+static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
+                             const Coalition__PartnerAddRequest *r)
+{
+    MDB_val k = {strlen(r->partner_id), r->partner_id};
+    MDB_val v;
+    int rc = mdb_get(txn, self->db_partners, &k, &v);
+    if (rc == MDB_SUCCESS) {
+        decline(d, RC_INVALID_TRANSACTION, "partner %s already exists", r->partner_id);
+        return CL_OK;
+    }
+    if (rc != MDB_NOTFOUND)
+        return store_err(rc);
+    Coalition__PartnerRecord p = COALITION__PARTNER_RECORD__INIT;
+    p.partner_id = r->partner_id;
+    p.earn_rate_milli = r->earn_rate_milli;
+    p.currency = r->currency;
+    p.created_seq = self->batch_seq + 1;
+    char issued[ACCOUNT_NAME_BYTES_MAX], redeemed[ACCOUNT_NAME_BYTES_MAX];
+    snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, r->partner_id);
+    snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, r->partner_id);
+    rc = ledger_put_record(txn, self->db_partners, r->partner_id, strlen(r->partner_id), &p.base);
+    if (rc == CL_OK)
+        rc = ledger_put_balance(self, txn, issued, 0);
+    if (rc == CL_OK)
+        rc = ledger_put_balance(self, txn, redeemed, 0);
+    d->kind = COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD;
+    d->earn_rate_milli = r->earn_rate_milli;
+    snprintf(d->currency, sizeof d->currency, "%s", r->currency);
+    char rate[AMOUNT_TEXT_BYTES];
+    amount_format_minor(r->earn_rate_milli, 3, rate, sizeof rate);
+    snprintf(d->text, sizeof d->text, "Partner %s added: earns %s points per %s", r->partner_id,
+             rate, r->currency);
+    return rc;
+}
+
+int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    d->code = RC_APPROVED;
+    int rc = check_partner(self, txn, env, d, NULL);
+    if (rc == CL_OK && !declined(d))
+        rc = check_member(self, txn, env->balance->member_id, d);
+    if (rc != CL_OK || declined(d))
+        return rc;
+    char bal[AMOUNT_TEXT_BYTES];
+    points_text(d->balance, bal);
+    snprintf(d->text, sizeof d->text, "Balance %s points", bal);
+    return CL_OK;
+}
+
+int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    d->code = RC_APPROVED;
+    set_member(d, wire_member_of(env));
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN: return apply_earn(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_BURN: return apply_burn(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_REFUND: return apply_refund(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_VOID_REQUEST: return apply_void(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_ENROLL: return apply_enroll(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_PARTNER_ADD:
+        return apply_partner_add(self, txn, d, env->partner_add);
+    default:
+        /* Balance inquiries never reach the writer; the front end answers them. */
+        decline(d, RC_INVALID_TRANSACTION, "%s is not a ledger write", wire_body_name(env));
+        return CL_OK;
+    }
+}

@@ -1,0 +1,164 @@
+/* Writer thread: see writer.h. One LMDB write transaction per round, a nested one per
+ * request inside ledger_apply, fsync at commit, replies after. On MAP_FULL the round is
+ * redone after growing the map; on any other failure every request gets 96 and the
+ * ledger stays failed (sticky) until the broker is restarted. */
+#include "writer.h"
+
+#include "clock.h"
+#include "errors.h"
+#include "log.h"
+#include "request.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+struct writer {
+    pthread_t thread;
+    void *sock;
+    ledger_t *ledger;
+};
+
+static void fill_system_error(batch_t **batches, size_t n)
+{
+    char text[] = "Declined 96: system error; the request was not applied";
+    for (size_t b = 0; b < n; b++) {
+        for (size_t i = 0; i < batches[b]->count; i++) {
+            request_t *r = &batches[b]->items[i];
+            authorization_t auth;
+            free(r->reply);
+            wire_auth_decline(&auth, r->env, RC_SYSTEM_ERROR, text);
+            r->reply = wire_pack_auth(&auth, &r->reply_len);
+        }
+    }
+}
+
+static void drop_replies(batch_t **batches, size_t n)
+{
+    for (size_t b = 0; b < n; b++) {
+        for (size_t i = 0; i < batches[b]->count; i++) {
+            free(batches[b]->items[i].reply);
+            batches[b]->items[i].reply = NULL;
+        }
+    }
+}
+
+static int apply_once(writer_t *self, batch_t **batches, size_t n)
+{
+    int rc = ledger_batch_begin(self->ledger);
+    if (rc != CL_OK)
+        return rc;
+    int64_t now_ms = clock_wall_ms();
+    for (size_t b = 0; b < n && rc == CL_OK; b++) {
+        for (size_t i = 0; i < batches[b]->count && rc == CL_OK; i++) {
+            request_t *r = &batches[b]->items[i];
+            rc = ledger_apply(self->ledger, r->env, r->hash, now_ms, &r->reply, &r->reply_len);
+        }
+    }
+    if (rc == CL_OK)
+        return ledger_batch_commit(self->ledger);
+    ledger_batch_abort(self->ledger);
+    return rc;
+}
+
+static void apply_round(writer_t *self, batch_t **batches, size_t n)
+{
+    int rc = CL_OK;
+    for (int attempt = 0; attempt < WRITER_MAP_GROW_ATTEMPTS_MAX; attempt++) {
+        rc = apply_once(self, batches, n);
+        if (rc != CL_ERR_MAP_FULL)
+            break;
+        drop_replies(batches, n);
+        rc = ledger_grow(self->ledger);
+        if (rc != CL_OK)
+            break;
+    }
+    if (rc != CL_OK) {
+        log_error("writer: round of %zu batch(es) not committed: %s", n, cl_strerror(rc));
+        fill_system_error(batches, n);
+    }
+}
+
+static int recv_batch(void *sock, int flags, batch_t **out)
+{
+    int n = zmq_recv(sock, out, sizeof *out, flags);
+    if (n == (int)sizeof *out)
+        return CL_OK;
+    if (n >= 0)
+        return CL_ERR_INVALID;
+    return zmq_errno() == EAGAIN ? CL_ERR_TIMEOUT : CL_ERR_ZMQ;
+}
+
+static void *writer_main(void *arg)
+{
+    writer_t *self = arg;
+    batch_t *batches[BATCHES_IN_FLIGHT_MAX];
+    bool stop = false;
+    while (!stop) {
+        size_t n = 0, requests = 0;
+        batch_t *b = NULL;
+        int rc = recv_batch(self->sock, 0, &b);
+        while (rc == CL_OK && b != NULL) {
+            batches[n++] = b;
+            requests += b->count;
+            if (n == BATCHES_IN_FLIGHT_MAX || requests >= WRITER_REQUESTS_PER_COMMIT_MAX)
+                break;
+            rc = recv_batch(self->sock, ZMQ_DONTWAIT, &b);
+        }
+        if (rc == CL_ERR_ZMQ && zmq_errno() == EINTR)
+            rc = CL_OK;
+        stop = (rc == CL_OK && b == NULL) || (rc != CL_OK && rc != CL_ERR_TIMEOUT);
+        if (n > 0)
+            apply_round(self, batches, n);
+        for (size_t i = 0; i < n; i++) {
+            if (zmq_send(self->sock, &batches[i], sizeof batches[i], 0) != sizeof batches[i])
+                log_error("writer: cannot hand back a batch: %s", zmq_strerror(zmq_errno()));
+        }
+    }
+    return NULL;
+}
+
+int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char *endpoint)
+{
+    writer_t *self = calloc(1, sizeof *self);
+    if (self == NULL)
+        return CL_ERR_NOMEM;
+    self->ledger = ledger;
+    self->sock = zmq_socket(zmq_ctx, ZMQ_PAIR);
+    int linger_ms = 0;
+    if (self->sock == NULL || zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
+        zmq_connect(self->sock, endpoint) != 0) {
+        log_error("writer: cannot connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        goto err;
+    }
+    /* Signals belong to the I/O thread: the writer starts with them blocked. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(&self->thread, NULL, writer_main, self);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        goto err;
+    *self_out = self;
+    return CL_OK;
+err:
+    if (self->sock != NULL)
+        zmq_close(self->sock);
+    free(self);
+    return CL_ERR_ZMQ;
+}
+
+void writer_destroy(writer_t **self_p)
+{
+    writer_t *self = *self_p;
+    if (self == NULL)
+        return;
+    pthread_join(self->thread, NULL);
+    zmq_close(self->sock);
+    free(self);
+    *self_p = NULL;
+}

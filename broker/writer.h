@@ -1,0 +1,21 @@
+/* The ledger's single writer thread: group commit. It takes every batch queued on its
+ * inproc socket (never waiting for more to arrive), applies them in one LMDB write
+ * transaction, commits with fsync, and only then hands the batches back for replies. */
+#ifndef COALITION_WRITER_H
+#define COALITION_WRITER_H
+
+#include "ledger.h"
+
+/* Requests applied in one LMDB transaction at most. */
+#define WRITER_REQUESTS_PER_COMMIT_MAX 8192
+/* How often a batch is retried after growing a full map. */
+#define WRITER_MAP_GROW_ATTEMPTS_MAX 8
+
+typedef struct writer writer_t;
+
+/* Start the thread; it connects a PAIR socket to `endpoint` (inproc) in `zmq_ctx`. */
+int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char *endpoint);
+/* Join the thread; the I/O side must have sent the stop message (a NULL pointer). */
+void writer_destroy(writer_t **self_p);
+
+#endif

@@ -1,0 +1,34 @@
+/* LMDB environment helpers shared by the broker's ledger and the agent's outbox.
+ * Every environment is opened with full sync (never MDB_NOSYNC/MDB_NOMETASYNC), stale
+ * readers are cleared at open, and MDB_MAP_FULL is reported so the caller can grow the
+ * map and retry the whole transaction. */
+#ifndef COALITION_STORE_H
+#define COALITION_STORE_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_MAP_BYTES_INITIAL ((size_t)64 << 20)
+#define STORE_MAP_BYTES_MAX ((size_t)1 << 40)
+#define STORE_DBS_MAX 16
+
+typedef enum { STORE_READ_WRITE = 0, STORE_READ_ONLY = 1 } store_mode_t;
+
+/* Open (and with STORE_READ_WRITE create) the environment in directory `dir`. */
+int store_env_open(MDB_env **env_out, const char *dir, store_mode_t mode);
+/* Double the map size (up to STORE_MAP_BYTES_MAX). No transaction may be open. */
+int store_env_grow(MDB_env *env);
+/* Map an LMDB return code to a cl_err_t. */
+int store_err(int mdb_rc);
+
+/* Big-endian fixed-width keys and values, so LMDB's byte order is numeric order. */
+void store_put_u64(uint8_t out[8], uint64_t v);
+uint64_t store_get_u64(const uint8_t in[8]);
+
+/* Key "<a>\0<b>" for two-part string keys such as (partner, txn_id). Returns its length,
+ * or 0 if it does not fit. */
+size_t store_pair_key(uint8_t *buf, size_t size, const char *a, const char *b);
+
+#endif

@@ -1,0 +1,286 @@
+/* Envelope decoding, validation and hashing; see wire.h for the canonical-size rule. */
+#include "wire.h"
+
+#include "amount.h"
+#include "errors.h"
+
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool wire_id_valid(const char *s, size_t len_max)
+{
+    if (s == NULL)
+        return false;
+    size_t len = strnlen(s, len_max + 1);
+    if (len == 0 || len > len_max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x21 || c > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+envelope_t *wire_envelope_decode(const void *buf, size_t len)
+{
+    if (buf == NULL || len == 0 || len > WIRE_MESSAGE_BYTES_MAX)
+        return NULL;
+    envelope_t *env = coalition__envelope__unpack(NULL, len, buf);
+    if (env == NULL)
+        return NULL;
+    if (coalition__envelope__get_packed_size(env) != len) {
+        coalition__envelope__free_unpacked(env, NULL);
+        return NULL;
+    }
+    return env;
+}
+
+void wire_envelope_free(envelope_t *env)
+{
+    if (env != NULL)
+        coalition__envelope__free_unpacked(env, NULL);
+}
+
+authorization_t *wire_auth_decode(const void *buf, size_t len)
+{
+    if (buf == NULL || len > WIRE_MESSAGE_BYTES_MAX)
+        return NULL;
+    return coalition__authorization__unpack(NULL, len, buf);
+}
+
+void wire_auth_free(authorization_t *auth)
+{
+    if (auth != NULL)
+        coalition__authorization__free_unpacked(auth, NULL);
+}
+
+/* Write the reason for a refusal and return its response code. */
+__attribute__((format(printf, 4, 5))) static int refuse(char *why, size_t why_size, int code,
+                                                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, why_size, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int validate_money(int64_t amount_minor, const char *currency, char *why,
+                          size_t why_size)
+{
+    if (amount_currency_exponent(currency) < 0)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "unknown currency");
+    if (amount_minor <= 0)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "amount must be positive");
+    if (amount_minor > AMOUNT_MINOR_MAX)
+        return refuse(why, why_size, RC_EXCEEDS_LIMIT, "amount over the per-request limit");
+    return RC_APPROVED;
+}
+
+static int validate_points(int64_t points, char *why, size_t why_size)
+{
+    if (points <= 0)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "points must be positive");
+    if (points > POINTS_MAX)
+        return refuse(why, why_size, RC_EXCEEDS_LIMIT, "points over the per-request limit");
+    return RC_APPROVED;
+}
+
+static int validate_member(const char *member_id, char *why, size_t why_size)
+{
+    if (!wire_id_valid(member_id, MEMBER_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "member id missing or malformed");
+    return RC_APPROVED;
+}
+
+static int validate_reversal(const envelope_t *env, const char *original, char *why,
+                             size_t why_size)
+{
+    if (!wire_id_valid(original, TXN_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "original txn id missing or malformed");
+    if (strcmp(original, env->txn_id) == 0)
+        return refuse(why, why_size, RC_INVALID_TRANSACTION, "a request cannot reverse itself");
+    return RC_APPROVED;
+}
+
+static int validate_refund(const envelope_t *env, char *why, size_t why_size)
+{
+    const Coalition__RefundRequest *r = env->refund;
+    int rc = validate_reversal(env, r->original_txn_id, why, why_size);
+    if (rc != RC_APPROVED)
+        return rc;
+    if (r->amount_minor < 0 || r->points < 0)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "refund amount must not be negative");
+    if (r->amount_minor > 0 && r->points > 0)
+        return refuse(why, why_size, RC_INVALID_TRANSACTION, "refund names both money and points");
+    if (r->amount_minor > AMOUNT_MINOR_MAX || r->points > POINTS_MAX)
+        return refuse(why, why_size, RC_EXCEEDS_LIMIT, "refund over the per-request limit");
+    return RC_APPROVED;
+}
+
+static int validate_partner_add(const Coalition__PartnerAddRequest *p, char *why,
+                                size_t why_size)
+{
+    if (!wire_id_valid(p->partner_id, PARTNER_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
+    if (strcmp(p->partner_id, OPERATOR_PARTNER_ID) == 0)
+        return refuse(why, why_size, RC_NOT_PERMITTED, "partner id is reserved");
+    if (p->earn_rate_milli <= 0 || p->earn_rate_milli > EARN_RATE_MILLI_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "earn rate out of range");
+    if (amount_currency_exponent(p->currency) < 0)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "unknown currency");
+    return RC_APPROVED;
+}
+
+static int validate_body(const envelope_t *env, char *why, size_t why_size)
+{
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN: {
+        int rc = validate_member(env->earn->member_id, why, why_size);
+        if (rc != RC_APPROVED)
+            return rc;
+        return validate_money(env->earn->amount_minor, env->earn->currency, why, why_size);
+    }
+    case COALITION__ENVELOPE__BODY_BURN: {
+        int rc = validate_member(env->burn->member_id, why, why_size);
+        if (rc != RC_APPROVED)
+            return rc;
+        return validate_points(env->burn->points, why, why_size);
+    }
+    case COALITION__ENVELOPE__BODY_REFUND:
+        return validate_refund(env, why, why_size);
+    case COALITION__ENVELOPE__BODY_VOID_REQUEST:
+        return validate_reversal(env, env->void_request->original_txn_id, why, why_size);
+    case COALITION__ENVELOPE__BODY_BALANCE:
+        return validate_member(env->balance->member_id, why, why_size);
+    case COALITION__ENVELOPE__BODY_ENROLL:
+        return validate_member(env->enroll->member_id, why, why_size);
+    case COALITION__ENVELOPE__BODY_PARTNER_ADD:
+        return validate_partner_add(env->partner_add, why, why_size);
+    default:
+        return refuse(why, why_size, RC_FORMAT_ERROR, "no request body");
+    }
+}
+
+int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_size)
+{
+    if (env->version != WIRE_VERSION)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "unsupported protocol version %u", env->version);
+    if (!wire_id_valid(env->partner_id, PARTNER_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
+    if (!wire_id_valid(env->terminal_id, TERMINAL_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "terminal id missing or malformed");
+    if (!wire_id_valid(env->txn_id, TXN_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "txn id missing, malformed or longer than %d bytes", TXN_ID_LEN_MAX);
+    bool admin_body = env->body_case == COALITION__ENVELOPE__BODY_PARTNER_ADD;
+    bool operator_id = strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0;
+    if (from_admin != operator_id)
+        return refuse(why, why_size, RC_NOT_PERMITTED, "partner id not allowed on this socket");
+    bool operator_body = admin_body || env->body_case == COALITION__ENVELOPE__BODY_ENROLL;
+    if (admin_body && !from_admin)
+        return refuse(why, why_size, RC_NOT_PERMITTED, "operator request on the partner socket");
+    if (from_admin && !operator_body)
+        return refuse(why, why_size, RC_NOT_PERMITTED, "the operator sends no %s requests",
+                      wire_body_name(env));
+    return validate_body(env, why, why_size);
+}
+
+int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
+{
+    envelope_t canonical = *env;
+    canonical.client_time_ms = 0;
+    uint8_t buf[WIRE_MESSAGE_BYTES_MAX];
+    size_t len = coalition__envelope__get_packed_size(&canonical);
+    if (len > sizeof buf)
+        return CL_ERR_INVALID;
+    coalition__envelope__pack(&canonical, buf);
+    unsigned int out_len = 0;
+    if (EVP_Digest(buf, len, hash, &out_len, EVP_sha256(), NULL) != 1 ||
+        out_len != WIRE_HASH_BYTES)
+        return CL_ERR_IO;
+    return CL_OK;
+}
+
+uint8_t *wire_pack_envelope(const envelope_t *env, size_t *len_out)
+{
+    size_t len = coalition__envelope__get_packed_size(env);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL)
+        return NULL;
+    *len_out = coalition__envelope__pack(env, buf);
+    return buf;
+}
+
+uint8_t *wire_pack_auth(const authorization_t *auth, size_t *len_out)
+{
+    size_t len = coalition__authorization__get_packed_size(auth);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL)
+        return NULL;
+    *len_out = coalition__authorization__pack(auth, buf);
+    return buf;
+}
+
+void wire_auth_decline(authorization_t *auth, const envelope_t *env, int code, char *text)
+{
+    coalition__authorization__init(auth);
+    auth->version = WIRE_VERSION;
+    auth->txn_id = (env != NULL && env->txn_id != NULL) ? env->txn_id : "";
+    auth->code = (Coalition__ResponseCode)code;
+    auth->text = text;
+    auth->member_id = env != NULL ? (char *)wire_member_of(env) : "";
+}
+
+const char *wire_code_meaning(int code)
+{
+    switch (code) {
+    case RC_APPROVED: return "approved";
+    case RC_UNKNOWN_PARTNER: return "unknown partner or terminal";
+    case RC_DO_NOT_HONOUR: return "do not honour";
+    case RC_PARTIAL: return "partial approval";
+    case RC_INVALID_TRANSACTION: return "invalid transaction";
+    case RC_INVALID_AMOUNT: return "invalid amount";
+    case RC_UNKNOWN_MEMBER: return "unknown member or card";
+    case RC_ORIGINAL_NOT_FOUND: return "original not found";
+    case RC_FORMAT_ERROR: return "format error";
+    case RC_INSUFFICIENT_POINTS: return "insufficient points";
+    case COALITION__RESPONSE_CODE__RC_EXPIRED: return "expired";
+    case RC_NOT_PERMITTED: return "not permitted";
+    case RC_EXCEEDS_LIMIT: return "exceeds amount limit";
+    case RC_FROZEN: return "frozen account";
+    case COALITION__RESPONSE_CODE__RC_EXCEEDS_FREQUENCY: return "exceeds frequency limit";
+    case RC_UNAVAILABLE: return "broker unavailable";
+    case RC_DUPLICATE_KEY: return "duplicate key with a different payload";
+    case RC_SYSTEM_ERROR: return "system error";
+    default: return "unknown code";
+    }
+}
+
+const char *wire_body_name(const envelope_t *env)
+{
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN: return "earn";
+    case COALITION__ENVELOPE__BODY_BURN: return "burn";
+    case COALITION__ENVELOPE__BODY_REFUND: return "refund";
+    case COALITION__ENVELOPE__BODY_VOID_REQUEST: return "void";
+    case COALITION__ENVELOPE__BODY_BALANCE: return "balance";
+    case COALITION__ENVELOPE__BODY_ENROLL: return "enroll";
+    case COALITION__ENVELOPE__BODY_PARTNER_ADD: return "partner-add";
+    default: return "none";
+    }
+}
+
+const char *wire_member_of(const envelope_t *env)
+{
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN: return env->earn->member_id;
+    case COALITION__ENVELOPE__BODY_BURN: return env->burn->member_id;
+    case COALITION__ENVELOPE__BODY_BALANCE: return env->balance->member_id;
+    case COALITION__ENVELOPE__BODY_ENROLL: return env->enroll->member_id;
+    default: return "";
+    }
+}

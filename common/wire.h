@@ -1,0 +1,80 @@
+/* Envelope and Authorization helpers shared by broker, agent and tills: decoding with
+ * strict limits, request validation that needs no ledger, the idempotency hash, and the
+ * response-code vocabulary. Decoded strings are NUL-terminated by protobuf-c; decoding
+ * rejects any message whose canonical re-encoding differs in size (embedded NULs,
+ * non-minimal varints), so a string's strlen is its wire length. */
+#ifndef COALITION_WIRE_H
+#define COALITION_WIRE_H
+
+#include "coalition.pb-c.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WIRE_VERSION 1u
+#define WIRE_MESSAGE_BYTES_MAX 2048
+#define WIRE_HASH_BYTES 32
+#define TXN_ID_LEN_MAX 64
+#define PARTNER_ID_LEN_MAX 32
+#define TERMINAL_ID_LEN_MAX 32
+#define MEMBER_ID_LEN_MAX 64
+#define AUTH_CODE_LEN 6
+#define RECEIPT_TEXT_BYTES_MAX 160
+/* Partner id under which operator (admin socket) requests are keyed. No partner may use it. */
+#define OPERATOR_PARTNER_ID "operator"
+
+typedef Coalition__Envelope envelope_t;
+typedef Coalition__Authorization authorization_t;
+
+/* Response codes as plain ints (the enum value is the two-digit code). */
+enum {
+    RC_APPROVED = COALITION__RESPONSE_CODE__RC_APPROVED,
+    RC_UNKNOWN_PARTNER = COALITION__RESPONSE_CODE__RC_UNKNOWN_PARTNER,
+    RC_DO_NOT_HONOUR = COALITION__RESPONSE_CODE__RC_DO_NOT_HONOUR,
+    RC_PARTIAL = COALITION__RESPONSE_CODE__RC_PARTIAL,
+    RC_INVALID_TRANSACTION = COALITION__RESPONSE_CODE__RC_INVALID_TRANSACTION,
+    RC_INVALID_AMOUNT = COALITION__RESPONSE_CODE__RC_INVALID_AMOUNT,
+    RC_UNKNOWN_MEMBER = COALITION__RESPONSE_CODE__RC_UNKNOWN_MEMBER,
+    RC_ORIGINAL_NOT_FOUND = COALITION__RESPONSE_CODE__RC_ORIGINAL_NOT_FOUND,
+    RC_FORMAT_ERROR = COALITION__RESPONSE_CODE__RC_FORMAT_ERROR,
+    RC_INSUFFICIENT_POINTS = COALITION__RESPONSE_CODE__RC_INSUFFICIENT_POINTS,
+    RC_NOT_PERMITTED = COALITION__RESPONSE_CODE__RC_NOT_PERMITTED,
+    RC_EXCEEDS_LIMIT = COALITION__RESPONSE_CODE__RC_EXCEEDS_LIMIT,
+    RC_FROZEN = COALITION__RESPONSE_CODE__RC_FROZEN,
+    RC_UNAVAILABLE = COALITION__RESPONSE_CODE__RC_UNAVAILABLE,
+    RC_DUPLICATE_KEY = COALITION__RESPONSE_CODE__RC_DUPLICATE_KEY,
+    RC_SYSTEM_ERROR = COALITION__RESPONSE_CODE__RC_SYSTEM_ERROR
+};
+
+/* 1..len_max printable ASCII bytes without spaces. */
+bool wire_id_valid(const char *s, size_t len_max);
+
+/* Decode one message; NULL when it is not a well-formed, canonical, bounded Envelope. */
+envelope_t *wire_envelope_decode(const void *buf, size_t len);
+void wire_envelope_free(envelope_t *env);
+authorization_t *wire_auth_decode(const void *buf, size_t len);
+void wire_auth_free(authorization_t *auth);
+
+/* Checks that need no ledger. Returns RC_APPROVED if the envelope may go on, otherwise
+ * the response code, with a reason in `why`. Admin bodies are accepted only when
+ * `from_admin`, partner bodies only when not. */
+int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_size);
+
+/* SHA-256 of the canonical request with client_time_ms left out. */
+int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES]);
+
+/* Pack into a fresh malloc'd buffer; NULL on allocation failure. */
+uint8_t *wire_pack_envelope(const envelope_t *env, size_t *len_out);
+uint8_t *wire_pack_auth(const authorization_t *auth, size_t *len_out);
+
+/* A reply with only the code and text set (declines decided without the ledger).
+ * `text` must outlive the reply. */
+void wire_auth_decline(authorization_t *auth, const envelope_t *env, int code, char *text);
+
+const char *wire_code_meaning(int code);
+const char *wire_body_name(const envelope_t *env);
+/* The member a request names, or "" for bodies without one. */
+const char *wire_member_of(const envelope_t *env);
+
+#endif
