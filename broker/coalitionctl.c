@@ -98,7 +98,7 @@ static int cmd_partner_add(ctl_t *ctl, int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
     const char *rate_text = NULL, *currency = "EUR";
     int c;
-    optind = 1;
+    optind = 0; /* GNU getopt: 0 fully resets its state for this second scan */
     while ((c = getopt_long(argc, argv, "r:c:", longopts, NULL)) != -1) {
         if (c == 'r')
             rate_text = optarg;
