@@ -4,9 +4,9 @@
 #include "frontend.h"
 #include "ledger.h"
 #include "log.h"
+#include "shutdown.h"
 
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +16,6 @@
 #define DEFAULT_BIND "tcp://127.0.0.1:7700"
 #define ADMIN_SOCKET_NAME "admin.sock"
 #define ENDPOINT_BYTES_MAX 512
-
-static volatile sig_atomic_t stop_requested = 0;
-
-static void on_signal(int signo)
-{
-    (void)signo;
-    stop_requested = 1;
-}
 
 static void usage(FILE *out)
 {
@@ -50,18 +42,6 @@ static int parse_level(const char *s, log_level_t *out)
         }
     }
     return -1;
-}
-
-static int install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
 }
 
 int main(int argc, char **argv)
@@ -107,12 +87,13 @@ int main(int argc, char **argv)
                   ledger_dir, cl_strerror(rc), ledger_dir);
         return 1;
     }
-    if (install_signals() != 0) {
-        log_error("cannot install signal handlers");
+    int stop_fd = shutdown_fd_open();
+    if (stop_fd < 0) {
+        log_error("cannot set up signal handling");
         ledger_destroy(&ledger);
         return 1;
     }
-    rc = frontend_run(ledger, &opts, &stop_requested);
+    rc = frontend_run(ledger, &opts, stop_fd);
     uint64_t seq = ledger_last_seq(ledger);
     ledger_destroy(&ledger);
     if (rc != CL_OK) {

@@ -11,6 +11,8 @@
 #include "errors.h"
 #include "log.h"
 #include "request.h"
+#include "router.h"
+#include "shutdown.h"
 #include "writer.h"
 
 #include <errno.h>
@@ -20,7 +22,6 @@
 #include <zmq.h>
 
 #define WRITER_ENDPOINT "inproc://coalition-writer"
-#define FRAMES_MAX 3
 #define SOCKET_HWM 100000
 #define LINGER_MS 2000
 #define HEARTBEAT_IVL_MS 1000
@@ -64,13 +65,7 @@ static void *open_router(void *ctx, const char *endpoint)
 
 static void send_reply(void *sock, const request_t *r, const uint8_t *reply, size_t len)
 {
-    int rc = zmq_send(sock, r->routing_id, r->routing_id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0 && r->delimiter)
-        rc = zmq_send(sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (rc >= 0)
-        rc = zmq_send(sock, reply, len, ZMQ_DONTWAIT);
-    if (rc < 0)
-        log_debug("reply dropped (peer gone or slow): %s", zmq_strerror(zmq_errno()));
+    router_reply(sock, &r->peer, reply, len);
 }
 
 /* A decline decided here; nothing reaches the ledger. */
@@ -86,50 +81,6 @@ static void send_decline(void *sock, const request_t *r, const envelope_t *env, 
     if (buf != NULL)
         send_reply(sock, r, buf, len);
     free(buf);
-}
-
-static void close_frames(zmq_msg_t *frames, int count)
-{
-    for (int i = 0; i < count; i++)
-        zmq_msg_close(&frames[i]);
-}
-
-/* Read the frames of one message: [routing id][optional empty delimiter][payload].
- * Returns 1 with the payload in `payload`, 0 when nothing is waiting, -1 on a message
- * of the wrong shape (drained and logged). Frames past FRAMES_MAX are discarded. */
-static int read_message(void *sock, request_t *r, zmq_msg_t *payload)
-{
-    zmq_msg_t frames[FRAMES_MAX];
-    int count = 0, flags = ZMQ_DONTWAIT;
-    bool more = true;
-    while (more) {
-        zmq_msg_t scratch;
-        zmq_msg_t *m = count < FRAMES_MAX ? &frames[count] : &scratch;
-        zmq_msg_init(m);
-        if (zmq_msg_recv(m, sock, flags) < 0) {
-            zmq_msg_close(m);
-            close_frames(frames, count < FRAMES_MAX ? count : FRAMES_MAX);
-            return 0;
-        }
-        flags = 0; /* the rest of a multipart message is already here */
-        more = zmq_msg_more(m);
-        if (m == &scratch)
-            zmq_msg_close(m);
-        count++;
-    }
-    int kept = count < FRAMES_MAX ? count : FRAMES_MAX;
-    bool ok = (count == 2 || (count == 3 && zmq_msg_size(&frames[1]) == 0)) &&
-              zmq_msg_size(&frames[0]) <= ROUTING_ID_BYTES_MAX;
-    if (ok) {
-        r->routing_id_len = zmq_msg_size(&frames[0]);
-        memcpy(r->routing_id, zmq_msg_data(&frames[0]), r->routing_id_len);
-        r->delimiter = count == 3;
-        zmq_msg_move(payload, &frames[count - 1]);
-    } else {
-        log_warn("dropped a message of %d frame(s): expected routing id and one payload", count);
-    }
-    close_frames(frames, kept);
-    return ok ? 1 : -1;
 }
 
 static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
@@ -184,7 +135,7 @@ static void read_socket(frontend_t *self, void *sock, origin_t origin, batch_t *
         request_t *r = &batch->items[batch->count];
         zmq_msg_t payload;
         zmq_msg_init(&payload);
-        int got = read_message(sock, r, &payload);
+        int got = router_read(sock, &r->peer, &payload);
         if (got == 0) {
             zmq_msg_close(&payload);
             return;
@@ -250,19 +201,16 @@ static void take_intake(frontend_t *self)
     self->in_flight++;
 }
 
-static int run_loop(frontend_t *self, volatile sig_atomic_t *stop)
+static int run_loop(frontend_t *self, int stop_fd)
 {
     bool stopping = false;
     while (!stopping || self->in_flight > 0) {
-        if (*stop && !stopping) {
-            stopping = true;
-            log_info("stopping: intake closed, %zu batch(es) still committing", self->in_flight);
-        }
         short intake = (!stopping && self->pool_count > 0) ? ZMQ_POLLIN : 0;
         zmq_pollitem_t items[] = {{self->pipe, 0, ZMQ_POLLIN, 0},
                                   {self->front, 0, intake, 0},
-                                  {self->admin, 0, intake, 0}};
-        int rc = zmq_poll(items, 3, -1);
+                                  {self->admin, 0, intake, 0},
+                                  {NULL, stop_fd, stopping ? 0 : ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, 4, -1);
         if (rc < 0 && zmq_errno() == EINTR)
             continue;
         if (rc < 0) {
@@ -273,6 +221,10 @@ static int run_loop(frontend_t *self, volatile sig_atomic_t *stop)
             drain_writer(self);
         if (intake && ((items[1].revents | items[2].revents) & ZMQ_POLLIN))
             take_intake(self);
+        if ((items[3].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd)) {
+            stopping = true;
+            log_info("stopping: intake closed, %zu batch(es) still committing", self->in_flight);
+        }
     }
     return CL_OK;
 }
@@ -320,7 +272,7 @@ static void frontend_close(frontend_t *self)
         free(self->pool[i]);
 }
 
-int frontend_run(ledger_t *ledger, const frontend_options_t *opts, volatile sig_atomic_t *stop)
+int frontend_run(ledger_t *ledger, const frontend_options_t *opts, int stop_fd)
 {
     frontend_t self;
     memset(&self, 0, sizeof self);
@@ -330,7 +282,7 @@ int frontend_run(ledger_t *ledger, const frontend_options_t *opts, volatile sig_
         log_info("ready: partners on %s, operator on %s, ledger at seq %llu",
                  opts->bind_endpoint, opts->admin_endpoint,
                  (unsigned long long)ledger_last_seq(ledger));
-        rc = run_loop(&self, stop);
+        rc = run_loop(&self, stop_fd);
     }
     frontend_close(&self);
     return rc;

@@ -1,18 +1,16 @@
 /* The broker's I/O thread: partner and admin sockets, validation, inquiries, and the
- * hand-off to the writer thread it starts. Runs until *stop is set, then closes intake,
+ * hand-off to the writer thread it starts. Runs until stop_fd (see shutdown.h) is readable, then closes intake,
  * waits for every queued batch to commit and be answered, and returns. */
 #ifndef COALITION_FRONTEND_H
 #define COALITION_FRONTEND_H
 
 #include "ledger.h"
 
-#include <signal.h>
-
 typedef struct frontend_options {
     const char *bind_endpoint;  /* partner agents, e.g. tcp://127.0.0.1:7700 */
     const char *admin_endpoint; /* operator, e.g. ipc://<ledger>/admin.sock */
 } frontend_options_t;
 
-int frontend_run(ledger_t *ledger, const frontend_options_t *opts, volatile sig_atomic_t *stop);
+int frontend_run(ledger_t *ledger, const frontend_options_t *opts, int stop_fd);
 
 #endif

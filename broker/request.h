@@ -5,13 +5,13 @@
 #ifndef COALITION_REQUEST_H
 #define COALITION_REQUEST_H
 
+#include "router.h"
 #include "wire.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define ROUTING_ID_BYTES_MAX 256
 #define BATCH_REQUESTS_MAX 256
 #define BATCHES_IN_FLIGHT_MAX 64
 
@@ -19,9 +19,7 @@ typedef enum { ORIGIN_PARTNER = 0, ORIGIN_ADMIN = 1 } origin_t;
 
 typedef struct request {
     origin_t origin;
-    uint8_t routing_id[ROUTING_ID_BYTES_MAX];
-    size_t routing_id_len;
-    bool delimiter; /* the peer sent an empty frame before the payload (REQ socket) */
+    peer_t peer;
     envelope_t *env;
     uint8_t hash[WIRE_HASH_BYTES];
     uint8_t *reply; /* packed Authorization, malloc'd */

@@ -153,7 +153,8 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         goto out;
     }
     int exponent = amount_currency_exponent(r->currency);
-    if (amount_points_for(r->amount_minor, exponent, p->earn_rate_milli, &points) != CL_OK) {
+    if (amount_points_for(r->amount_minor, exponent, p->earn_rate_milli, &points) != CL_OK ||
+        points > POINTS_MAX) {
         decline(d, RC_EXCEEDS_LIMIT, "points for this amount exceed the limit");
         goto out;
     }
@@ -261,9 +262,10 @@ static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     } else if (rc != CL_ERR_NOT_FOUND) {
         return rc;
     }
-    if (o->rev.voided)
+    rc = check_member(self, txn, o->entry->member_id, d);
+    if (rc == CL_OK && !declined(d) && o->rev.voided)
         decline(d, RC_INVALID_TRANSACTION, "%s was voided", original_txn_id);
-    return check_member(self, txn, o->entry->member_id, d);
+    return rc;
 }
 
 /* Move `points` back: an earn's points leave the member, a burn's come back. */

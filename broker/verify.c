@@ -77,7 +77,7 @@ static int totals_add(verify_t *v, const char *account, int64_t delta)
         if (rc != CL_OK)
             return rc;
     }
-    if (t->count * 2 > t->capacity) {
+    if (t->count == t->capacity || t->count * 2 > t->capacity) {
         size_t cap = t->capacity == 0 ? VERIFY_POSTINGS_INITIAL : t->capacity * 2;
         total_t *items = realloc(t->items, cap * sizeof *items);
         if (items == NULL)

@@ -10,7 +10,6 @@
 #include "request.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -133,15 +132,7 @@ int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char 
         log_error("writer: cannot connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto err;
     }
-    /* Signals belong to the I/O thread: the writer starts with them blocked. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int rc = pthread_create(&self->thread, NULL, writer_main, self);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
+    if (pthread_create(&self->thread, NULL, writer_main, self) != 0)
         goto err;
     *self_out = self;
     return CL_OK;

@@ -74,7 +74,7 @@ static int parse_scaled(const char *text, int decimals_max, int64_t limit, int64
 
 int amount_parse_minor(const char *text, int exponent, int64_t *minor_out)
 {
-    if (exponent < 0)
+    if (exponent < 0 || exponent > AMOUNT_EXPONENT_MAX)
         return CL_ERR_INVALID;
     return parse_scaled(text, exponent, AMOUNT_MINOR_MAX, minor_out);
 }
@@ -88,7 +88,7 @@ void amount_format_minor(int64_t minor, int exponent, char *buf, size_t size)
 {
     const char *sign = minor < 0 ? "-" : "";
     uint64_t mag = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
-    if (exponent <= 0) {
+    if (exponent <= 0 || exponent > AMOUNT_EXPONENT_MAX) {
         snprintf(buf, size, "%s%llu", sign, (unsigned long long)mag);
         return;
     }
@@ -107,7 +107,7 @@ void amount_format_minor(int64_t minor, int exponent, char *buf, size_t size)
 int amount_points_for(int64_t amount_minor, int exponent, int64_t rate_milli,
                       int64_t *points_out)
 {
-    if (amount_minor < 0 || rate_milli < 0 || exponent < 0)
+    if (amount_minor < 0 || rate_milli < 0 || exponent < 0 || exponent > AMOUNT_EXPONENT_MAX)
         return CL_ERR_INVALID;
     i128_t num = (i128_t)amount_minor * rate_milli;
     i128_t den = (i128_t)EARN_RATE_SCALE * pow10_i64(exponent);

@@ -14,6 +14,8 @@
 /* Earn rates are thousandths of a point per major unit; at most 1000 points per unit. */
 #define EARN_RATE_MILLI_MAX INT64_C(1000000)
 #define EARN_RATE_SCALE 1000
+/* Minor-unit exponents handled (ISO 4217 uses 0 to 4); 10^18 still fits in int64. */
+#define AMOUNT_EXPONENT_MAX 18
 #define CURRENCY_CODE_LEN 3
 #define CURRENCY_CODE_BYTES (CURRENCY_CODE_LEN + 1)
 /* Text buffers big enough for any int64 amount with separators. */

@@ -1,0 +1,39 @@
+/* coalition-agent's core: one per merchant site. Tills talk to it over a local ROUTER;
+ * it keeps one DEALER connection to the broker with ZMTP heartbeats.
+ *
+ *   till ─► validate ─► outbox (fsync) ─► send in order, window-bounded ─► broker
+ *   broker reply ─► journal + outbox delete (fsync) ─► till
+ *   no reply by the till deadline:
+ *       earn, refund, void, enroll ─► till told "stored offline"; kept and resent
+ *       burn ─► till told 91; if it may have reached the broker, a void is queued
+ *       balance ─► till told 91
+ *   unanswered requests are resent with the same txn_id every retry interval (Lazy
+ *   Pirate); the broker's idempotency makes that safe. */
+#ifndef COALITION_AGENT_H
+#define COALITION_AGENT_H
+
+#define AGENT_TILL_WAIT_MS_DEFAULT 3000
+#define AGENT_RETRY_MS_DEFAULT 1000
+#define AGENT_WINDOW_DEFAULT 256
+#define AGENT_WINDOW_MAX 4096
+#define AGENT_HEARTBEAT_MS_DEFAULT 1000
+/* Requests held at once (in flight plus stored offline); past it tills get 91. */
+#define AGENT_PENDING_MAX 200000
+/* Prefix of txn ids the agent makes itself (reversals); tills may not use it. */
+#define AGENT_TXN_PREFIX '~'
+
+typedef struct agent_options {
+    const char *partner_id;
+    const char *broker_endpoint;
+    const char *listen_endpoint;
+    const char *data_dir;
+    int till_wait_ms;
+    int retry_ms;
+    int window;
+    int heartbeat_ms;
+} agent_options_t;
+
+/* Runs until stop_fd (see shutdown.h) is readable. */
+int agent_run(const agent_options_t *opts, int stop_fd);
+
+#endif

@@ -1,0 +1,162 @@
+/* Till-side library over the shared request/reply client; see coalition_pos.h. */
+#include "coalition_pos.h"
+
+#include "client.h"
+#include "clock.h"
+#include "errors.h"
+#include "wire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cpos {
+    client_t *client;
+    char terminal_id[TERMINAL_ID_LEN_MAX + 1];
+    int timeout_ms;
+};
+
+cpos_t *cpos_new(const char *agent_endpoint, const char *terminal_id)
+{
+    if (!wire_id_valid(terminal_id, TERMINAL_ID_LEN_MAX))
+        return NULL;
+    cpos_t *self = calloc(1, sizeof *self);
+    if (self == NULL)
+        return NULL;
+    if (client_new(&self->client, agent_endpoint) != CL_OK) {
+        free(self);
+        return NULL;
+    }
+    snprintf(self->terminal_id, sizeof self->terminal_id, "%s", terminal_id);
+    self->timeout_ms = CPOS_TIMEOUT_MS_DEFAULT;
+    return self;
+}
+
+void cpos_destroy(cpos_t **self_p)
+{
+    cpos_t *self = *self_p;
+    if (self == NULL)
+        return;
+    client_destroy(&self->client);
+    free(self);
+    *self_p = NULL;
+}
+
+void cpos_set_timeout(cpos_t *self, int timeout_ms) { self->timeout_ms = timeout_ms; }
+
+const char *cpos_code_meaning(int code) { return wire_code_meaning(code); }
+
+static void envelope_for(cpos_t *self, envelope_t *env, const char *txn_id)
+{
+    coalition__envelope__init(env);
+    env->version = WIRE_VERSION;
+    env->partner_id = ""; /* the agent stamps its own partner id */
+    env->terminal_id = self->terminal_id;
+    env->txn_id = (char *)txn_id;
+    env->client_time_ms = clock_wall_ms();
+}
+
+static void copy_result(const authorization_t *auth, cpos_result_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->code = (int)auth->code;
+    out->approved = auth->code == RC_APPROVED || auth->code == RC_PARTIAL;
+    out->offline = auth->offline;
+    out->pending = auth->pending;
+    out->replay = auth->replay;
+    out->points = auth->points;
+    out->balance = auth->balance;
+    out->seq = auth->seq;
+    snprintf(out->auth_code, sizeof out->auth_code, "%s", auth->auth_code);
+    snprintf(out->txn_id, sizeof out->txn_id, "%s", auth->txn_id);
+    snprintf(out->text, sizeof out->text, "%s", auth->text);
+}
+
+static int call(cpos_t *self, const envelope_t *env, cpos_result_t *out)
+{
+    if (env->txn_id == NULL || strlen(env->txn_id) > TXN_ID_LEN_MAX || out == NULL)
+        return CPOS_BAD_ARGUMENT;
+    authorization_t *auth = NULL;
+    int rc = client_call(self->client, env, self->timeout_ms, &auth);
+    if (rc != CL_OK)
+        return CPOS_NO_ANSWER;
+    copy_result(auth, out);
+    wire_auth_free(auth);
+    return CPOS_OK;
+}
+
+int cpos_earn(cpos_t *self, const char *txn_id, const char *member_id, int64_t amount_minor,
+              const char *currency, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__EarnRequest body = COALITION__EARN_REQUEST__INIT;
+    envelope_for(self, &env, txn_id);
+    body.member_id = (char *)member_id;
+    body.amount_minor = amount_minor;
+    body.currency = (char *)currency;
+    env.body_case = COALITION__ENVELOPE__BODY_EARN;
+    env.earn = &body;
+    return call(self, &env, out);
+}
+
+int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t points,
+              bool allow_partial, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__BurnRequest body = COALITION__BURN_REQUEST__INIT;
+    envelope_for(self, &env, txn_id);
+    body.member_id = (char *)member_id;
+    body.points = points;
+    body.allow_partial = allow_partial;
+    env.body_case = COALITION__ENVELOPE__BODY_BURN;
+    env.burn = &body;
+    return call(self, &env, out);
+}
+
+int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id,
+                int64_t amount_minor, int64_t points, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__RefundRequest body = COALITION__REFUND_REQUEST__INIT;
+    envelope_for(self, &env, txn_id);
+    body.original_txn_id = (char *)original_txn_id;
+    body.amount_minor = amount_minor;
+    body.points = points;
+    env.body_case = COALITION__ENVELOPE__BODY_REFUND;
+    env.refund = &body;
+    return call(self, &env, out);
+}
+
+int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id,
+              cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__VoidRequest body = COALITION__VOID_REQUEST__INIT;
+    envelope_for(self, &env, txn_id);
+    body.original_txn_id = (char *)original_txn_id;
+    env.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
+    env.void_request = &body;
+    return call(self, &env, out);
+}
+
+int cpos_balance(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__BalanceRequest body = COALITION__BALANCE_REQUEST__INIT;
+    envelope_for(self, &env, txn_id);
+    body.member_id = (char *)member_id;
+    env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
+    env.balance = &body;
+    return call(self, &env, out);
+}
+
+int cpos_enroll(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__EnrollRequest body = COALITION__ENROLL_REQUEST__INIT;
+    envelope_for(self, &env, txn_id);
+    body.member_id = (char *)member_id;
+    env.body_case = COALITION__ENVELOPE__BODY_ENROLL;
+    env.enroll = &body;
+    return call(self, &env, out);
+}

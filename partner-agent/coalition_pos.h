@@ -1,0 +1,58 @@
+/* coalition_pos: the till-side client library. A till links it and talks to its site's
+ * coalition-agent over a local socket. Every call is blocking with a timeout, carries
+ * the caller's idempotency key (txn_id), and may be repeated with the same key: the
+ * clearinghouse answers a repeat with the original reply, marked as a replay.
+ * Amounts are integer minor units (1234 = 12.34 EUR); points are integers. */
+#ifndef COALITION_POS_H
+#define COALITION_POS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CPOS_TEXT_BYTES 160
+#define CPOS_AUTH_CODE_BYTES 8
+#define CPOS_TXN_ID_BYTES 65
+#define CPOS_TIMEOUT_MS_DEFAULT 10000
+
+/* Return values of the calls (the answer itself is in cpos_result_t). */
+#define CPOS_OK 0
+#define CPOS_NO_ANSWER (-1) /* the agent did not answer within the timeout */
+#define CPOS_BAD_ARGUMENT (-2)
+
+typedef struct cpos cpos_t;
+
+typedef struct cpos_result {
+    int code;       /* ISO 8583-style response code: 0 approved, 10 partial, 51 ... */
+    bool approved;  /* code 00 or 10 */
+    bool offline;   /* stored by the agent; the clearinghouse has not seen it yet */
+    bool pending;   /* outcome not final yet */
+    bool replay;    /* the original answer to an earlier identical request */
+    int64_t points; /* earned, redeemed or reversed */
+    int64_t balance;
+    uint64_t seq; /* ledger sequence, 0 if declined or offline */
+    char auth_code[CPOS_AUTH_CODE_BYTES];
+    char txn_id[CPOS_TXN_ID_BYTES];
+    char text[CPOS_TEXT_BYTES]; /* receipt text */
+} cpos_result_t;
+
+/* NULL if the endpoint is malformed or out of memory. terminal_id names the till. */
+cpos_t *cpos_new(const char *agent_endpoint, const char *terminal_id);
+void cpos_destroy(cpos_t **self_p);
+void cpos_set_timeout(cpos_t *self, int timeout_ms);
+
+int cpos_earn(cpos_t *self, const char *txn_id, const char *member_id, int64_t amount_minor,
+              const char *currency, cpos_result_t *out);
+int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t points,
+              bool allow_partial, cpos_result_t *out);
+/* Refund an earn by money (amount_minor > 0) or a burn by points (points > 0);
+ * both 0 refunds everything not yet refunded. */
+int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id,
+                int64_t amount_minor, int64_t points, cpos_result_t *out);
+int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id,
+              cpos_result_t *out);
+int cpos_balance(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
+int cpos_enroll(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
+
+const char *cpos_code_meaning(int code);
+
+#endif

@@ -1,0 +1,227 @@
+/* Agent outbox and journal in LMDB; see outbox.h. Keys are u64 big-endian. */
+#include "outbox.h"
+
+#include "agent.pb-c.h"
+#include "errors.h"
+#include "log.h"
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTBOX_RECORD_BYTES_MAX 8192
+#define OUTBOX_GROW_ATTEMPTS_MAX 8
+
+struct outbox {
+    MDB_env *env;
+    MDB_dbi db_outbox, db_journal;
+    uint64_t outbox_next, journal_next;
+};
+
+static int last_key(MDB_txn *txn, MDB_dbi dbi, uint64_t *next)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc != MDB_SUCCESS)
+        return store_err(rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) {
+        *next = 1;
+        return CL_OK;
+    }
+    if (rc != MDB_SUCCESS || k.mv_size != 8)
+        return rc != MDB_SUCCESS ? store_err(rc) : CL_ERR_CORRUPT;
+    *next = store_get_u64(k.mv_data) + 1;
+    return CL_OK;
+}
+
+int outbox_open(outbox_t **self_out, const char *dir, int read_only)
+{
+    outbox_t *self = calloc(1, sizeof *self);
+    MDB_txn *txn = NULL;
+    if (self == NULL)
+        return CL_ERR_NOMEM;
+    int rc = store_env_open(&self->env, dir, read_only ? STORE_READ_ONLY : STORE_READ_WRITE);
+    if (rc != CL_OK)
+        goto err;
+    unsigned create = read_only ? 0u : MDB_CREATE;
+    rc = store_err(mdb_txn_begin(self->env, NULL, read_only ? MDB_RDONLY : 0u, &txn));
+    if (rc == CL_OK)
+        rc = store_err(mdb_dbi_open(txn, "outbox", create, &self->db_outbox));
+    if (rc == CL_OK)
+        rc = store_err(mdb_dbi_open(txn, "journal", create, &self->db_journal));
+    if (rc == CL_OK)
+        rc = last_key(txn, self->db_outbox, &self->outbox_next);
+    if (rc == CL_OK)
+        rc = last_key(txn, self->db_journal, &self->journal_next);
+    if (rc == CL_OK) {
+        rc = store_err(mdb_txn_commit(txn));
+        txn = NULL;
+    }
+    if (rc != CL_OK)
+        goto err;
+    *self_out = self;
+    return CL_OK;
+err:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    log_error("cannot open agent store %s: %s", dir, cl_strerror(rc));
+    outbox_destroy(&self);
+    return rc;
+}
+
+void outbox_destroy(outbox_t **self_p)
+{
+    outbox_t *self = *self_p;
+    if (self == NULL)
+        return;
+    if (self->env != NULL)
+        mdb_env_close(self->env);
+    free(self);
+    *self_p = NULL;
+}
+
+uint64_t outbox_next_seq(const outbox_t *self) { return self->outbox_next; }
+uint64_t outbox_journal_next_seq(const outbox_t *self) { return self->journal_next; }
+
+static int put_packed(MDB_txn *txn, MDB_dbi dbi, uint64_t seq, const ProtobufCMessage *msg)
+{
+    uint8_t key[8], buf[OUTBOX_RECORD_BYTES_MAX];
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    if (len > sizeof buf)
+        return CL_ERR_INVALID;
+    protobuf_c_message_pack(msg, buf);
+    store_put_u64(key, seq);
+    MDB_val k = {sizeof key, key}, v = {len, buf};
+    return store_err(mdb_put(txn, dbi, &k, &v, 0));
+}
+
+static int apply_op(outbox_t *self, MDB_txn *txn, const outbox_op_t *op)
+{
+    if (op->kind == OUTBOX_OP_DELETE) {
+        uint8_t key[8];
+        store_put_u64(key, op->seq);
+        MDB_val k = {sizeof key, key};
+        int rc = store_err(mdb_del(txn, self->db_outbox, &k, NULL));
+        return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
+    }
+    if (op->kind == OUTBOX_OP_PUT) {
+        Coalition__OutboxEntry e = COALITION__OUTBOX_ENTRY__INIT;
+        e.envelope.data = (uint8_t *)op->envelope;
+        e.envelope.len = op->envelope_len;
+        e.taken_ms = op->time_ms;
+        return put_packed(txn, self->db_outbox, op->seq, &e.base);
+    }
+    Coalition__AgentJournalEntry j = COALITION__AGENT_JOURNAL_ENTRY__INIT;
+    j.time_ms = op->time_ms;
+    j.envelope.data = (uint8_t *)op->envelope;
+    j.envelope.len = op->envelope_len;
+    j.authorization.data = (uint8_t *)op->auth;
+    j.authorization.len = op->auth_len;
+    return put_packed(txn, self->db_journal, op->seq, &j.base);
+}
+
+static int apply_once(outbox_t *self, const outbox_op_t *ops, size_t count)
+{
+    MDB_txn *txn = NULL;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, 0, &txn));
+    for (size_t i = 0; i < count && rc == CL_OK; i++)
+        rc = apply_op(self, txn, &ops[i]);
+    if (rc != CL_OK) {
+        if (txn != NULL)
+            mdb_txn_abort(txn);
+        return rc;
+    }
+    return store_err(mdb_txn_commit(txn)); /* synced: the env has no NOSYNC flags */
+}
+
+int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count)
+{
+    int rc = CL_OK;
+    for (int attempt = 0; attempt < OUTBOX_GROW_ATTEMPTS_MAX; attempt++) {
+        rc = apply_once(self, ops, count);
+        if (rc != CL_ERR_MAP_FULL)
+            break;
+        rc = store_env_grow(self->env);
+        if (rc != CL_OK)
+            break;
+    }
+    if (rc != CL_OK)
+        return rc;
+    for (size_t i = 0; i < count; i++) {
+        if (ops[i].kind == OUTBOX_OP_PUT && ops[i].seq >= self->outbox_next)
+            self->outbox_next = ops[i].seq + 1;
+        if (ops[i].kind == OUTBOX_OP_JOURNAL && ops[i].seq >= self->journal_next)
+            self->journal_next = ops[i].seq + 1;
+    }
+    return CL_OK;
+}
+
+/* Walk one database in key order, unpacking each record with `desc`. */
+typedef int (*record_fn)(uint64_t seq, const ProtobufCMessage *msg, void *ctx);
+
+static int walk(outbox_t *self, MDB_dbi dbi, const ProtobufCMessageDescriptor *desc,
+                record_fn fn, void *ctx)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc == CL_OK)
+        rc = store_err(mdb_cursor_open(txn, dbi, &cur));
+    MDB_cursor_op op = MDB_FIRST;
+    while (rc == CL_OK) {
+        int mrc = mdb_cursor_get(cur, &k, &v, op);
+        op = MDB_NEXT;
+        if (mrc == MDB_NOTFOUND)
+            break;
+        if (mrc != MDB_SUCCESS || k.mv_size != 8) {
+            rc = mrc != MDB_SUCCESS ? store_err(mrc) : CL_ERR_CORRUPT;
+            break;
+        }
+        ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, v.mv_size, v.mv_data);
+        rc = msg == NULL ? CL_ERR_CORRUPT : fn(store_get_u64(k.mv_data), msg, ctx);
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+struct outbox_walk {
+    outbox_entry_fn entry_fn;
+    outbox_journal_fn journal_fn;
+    void *ctx;
+};
+
+static int outbox_record(uint64_t seq, const ProtobufCMessage *msg, void *ctx)
+{
+    const struct outbox_walk *w = ctx;
+    const Coalition__OutboxEntry *e = (const Coalition__OutboxEntry *)msg;
+    return w->entry_fn(seq, e->envelope.data, e->envelope.len, w->ctx);
+}
+
+static int journal_record(uint64_t seq, const ProtobufCMessage *msg, void *ctx)
+{
+    const struct outbox_walk *w = ctx;
+    const Coalition__AgentJournalEntry *j = (const Coalition__AgentJournalEntry *)msg;
+    return w->journal_fn(seq, j->time_ms, j->envelope.data, j->envelope.len,
+                         j->authorization.data, j->authorization.len, w->ctx);
+}
+
+int outbox_foreach(outbox_t *self, outbox_entry_fn fn, void *ctx)
+{
+    struct outbox_walk w = {fn, NULL, ctx};
+    return walk(self, self->db_outbox, &coalition__outbox_entry__descriptor, outbox_record, &w);
+}
+
+int outbox_journal_foreach(outbox_t *self, outbox_journal_fn fn, void *ctx)
+{
+    struct outbox_walk w = {NULL, fn, ctx};
+    return walk(self, self->db_journal, &coalition__agent_journal_entry__descriptor,
+                journal_record, &w);
+}

@@ -1,0 +1,41 @@
+/* The agent's durable state in its own LMDB environment: the outbox (requests taken
+ * from tills and not yet answered by the broker, in arrival order) and the local journal
+ * (every authorization received, for receipts and reconciliation). Changes are applied
+ * as one list of operations in one synced transaction; a full map is grown and the list
+ * applied again, so callers never see MDB_MAP_FULL. */
+#ifndef COALITION_OUTBOX_H
+#define COALITION_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct outbox outbox_t;
+
+typedef enum { OUTBOX_OP_PUT, OUTBOX_OP_DELETE, OUTBOX_OP_JOURNAL } outbox_op_kind_t;
+
+typedef struct outbox_op {
+    outbox_op_kind_t kind;
+    uint64_t seq;           /* PUT/DELETE: outbox key; JOURNAL: journal key */
+    const uint8_t *envelope; /* PUT, JOURNAL */
+    size_t envelope_len;
+    const uint8_t *auth; /* JOURNAL */
+    size_t auth_len;
+    int64_t time_ms;
+} outbox_op_t;
+
+int outbox_open(outbox_t **self_out, const char *dir, int read_only);
+void outbox_destroy(outbox_t **self_p);
+/* Apply all ops in one transaction and fsync. */
+int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count);
+/* Next free keys (one past the last stored), read at open. */
+uint64_t outbox_next_seq(const outbox_t *self);
+uint64_t outbox_journal_next_seq(const outbox_t *self);
+
+typedef int (*outbox_entry_fn)(uint64_t seq, const uint8_t *envelope, size_t len, void *ctx);
+int outbox_foreach(outbox_t *self, outbox_entry_fn fn, void *ctx);
+typedef int (*outbox_journal_fn)(uint64_t seq, int64_t time_ms, const uint8_t *envelope,
+                                 size_t envelope_len, const uint8_t *auth, size_t auth_len,
+                                 void *ctx);
+int outbox_journal_foreach(outbox_t *self, outbox_journal_fn fn, void *ctx);
+
+#endif
