@@ -268,7 +268,7 @@ int ledger_verify(ledger_t *self, char *why, size_t why_size)
     if (rc == CL_OK)
         rc = check_idem(&v);
     if (rc == CL_OK)
-        snprintf(why, why_size, "%llu entries, %zu accounts: chain, balances and idempotency hold",
+        snprintf(why, why_size, "%llu entries, %zu accounts with postings: chain, balances and idempotency hold",
                  (unsigned long long)v.entries, v.totals.count);
     else if (rc != CL_ERR_CORRUPT)
         snprintf(why, why_size, "cannot read the ledger: %s", cl_strerror(rc));

@@ -18,6 +18,7 @@ struct writer {
     pthread_t thread;
     void *sock;
     ledger_t *ledger;
+    uint64_t commits, requests; /* reported at stop: requests per fsync */
 };
 
 static void fill_system_error(batch_t **batches, size_t n)
@@ -109,8 +110,11 @@ static void *writer_main(void *arg)
         if (rc == CL_ERR_ZMQ && zmq_errno() == EINTR)
             rc = CL_OK;
         stop = (rc == CL_OK && b == NULL) || (rc != CL_OK && rc != CL_ERR_TIMEOUT);
-        if (n > 0)
+        if (n > 0) {
             apply_round(self, batches, n);
+            self->commits++;
+            self->requests += requests;
+        }
         for (size_t i = 0; i < n; i++) {
             if (zmq_send(self->sock, &batches[i], sizeof batches[i], 0) != sizeof batches[i])
                 log_error("writer: cannot hand back a batch: %s", zmq_strerror(zmq_errno()));
@@ -149,6 +153,9 @@ void writer_destroy(writer_t **self_p)
     if (self == NULL)
         return;
     pthread_join(self->thread, NULL);
+    log_info("writer: %llu request(s) in %llu commit(s), %.1f per fsync",
+             (unsigned long long)self->requests, (unsigned long long)self->commits,
+             self->commits > 0 ? (double)self->requests / (double)self->commits : 0.0);
     zmq_close(self->sock);
     free(self);
     *self_p = NULL;

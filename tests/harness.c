@@ -1,0 +1,258 @@
+/* Integration-test harness; see harness.h. */
+#include "harness.h"
+
+#include "client.h"
+#include "clock.h"
+#include "wire.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ARGS_MAX 32
+#define POLL_STEP_MS 20
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "harness: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(99);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int harness_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    socklen_t len = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0)
+        die("cannot find a free port: %s", strerror(errno));
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+pid_t harness_spawn(char *const argv[], const char *log_path)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, STDERR_FILENO);
+            dup2(fd, STDOUT_FILENO);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int harness_stop(proc_t *p, int signo)
+{
+    if (p->pid <= 0)
+        return 0;
+    kill(p->pid, signo);
+    int64_t deadline = clock_mono_ms() + HARNESS_STOP_TIMEOUT_MS;
+    int status = 0;
+    while (waitpid(p->pid, &status, WNOHANG) == 0) {
+        if (clock_mono_ms() > deadline) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            p->pid = 0;
+            return -1000;
+        }
+        sleep_ms(POLL_STEP_MS);
+    }
+    p->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+int harness_run(char *const argv[], char *out, size_t out_size)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        die("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pipefd[1], STDOUT_FILENO);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    size_t used = 0;
+    ssize_t n;
+    char scratch[4096];
+    while ((n = read(pipefd[0], scratch, sizeof scratch)) > 0) {
+        size_t room = out_size > used + 1 ? out_size - used - 1 : 0;
+        size_t take = (size_t)n < room ? (size_t)n : room;
+        memcpy(out + used, scratch, take);
+        used += take;
+    }
+    out[used] = '\0';
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+bool harness_wait_reply(const char *endpoint, int timeout_ms)
+{
+    static const uint8_t probe[] = {0xff, 0xff, 0xff}; /* garbage: answered 30 at once */
+    int64_t deadline = clock_mono_ms() + timeout_ms;
+    while (clock_mono_ms() < deadline) {
+        client_t *c = NULL;
+        authorization_t *auth = NULL;
+        if (client_new(&c, endpoint) == 0 &&
+            client_call_raw(c, probe, sizeof probe, 200, &auth) == 0) {
+            wire_auth_free(auth);
+            client_destroy(&c);
+            return true;
+        }
+        client_destroy(&c);
+        sleep_ms(POLL_STEP_MS);
+    }
+    return false;
+}
+
+void world_init(world_t *w)
+{
+    memset(w, 0, sizeof *w);
+    snprintf(w->dir, sizeof w->dir, "/tmp/coalition-it.XXXXXX");
+    if (mkdtemp(w->dir) == NULL)
+        die("mkdtemp: %s", strerror(errno));
+    snprintf(w->ledger, sizeof w->ledger, "%s/ledger", w->dir);
+    snprintf(w->broker_endpoint, sizeof w->broker_endpoint, "tcp://127.0.0.1:%d",
+             harness_free_port());
+    snprintf(w->broker.log_path, sizeof w->broker.log_path, "%s/broker.log", w->dir);
+    w->till_wait_ms = 1000;
+    char out[256];
+    if (world_ctl(w, out, sizeof out, "init", NULL) != 0)
+        die("coalitionctl init failed: %s", out);
+}
+
+void world_destroy(world_t *w)
+{
+    for (size_t i = 0; i < w->agent_count; i++)
+        harness_stop(&w->agents[i].proc, SIGTERM);
+    harness_stop(&w->broker, SIGTERM);
+    if (getenv("COALITION_KEEP_TEST_DIRS") != NULL) {
+        fprintf(stderr, "harness: kept %s\n", w->dir);
+        return;
+    }
+    char *argv[] = {"/bin/rm", "-rf", w->dir, NULL};
+    char out[16];
+    harness_run(argv, out, sizeof out);
+}
+
+void world_start_broker(world_t *w)
+{
+    char *argv[] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind", w->broker_endpoint,
+                    NULL};
+    w->broker.pid = harness_spawn(argv, w->broker.log_path);
+    if (!harness_wait_reply(w->broker_endpoint, HARNESS_READY_TIMEOUT_MS))
+        die("broker did not come up on %s (log %s)", w->broker_endpoint, w->broker.log_path);
+}
+
+int world_stop_broker(world_t *w, int signo) { return harness_stop(&w->broker, signo); }
+
+static void spawn_agent(world_t *w, agent_proc_t *a)
+{
+    char wait_ms[16];
+    snprintf(wait_ms, sizeof wait_ms, "%d", w->till_wait_ms);
+    char *argv[] = {COALITION_AGENT_BIN, "--partner", a->partner_id, "--broker",
+                    w->broker_endpoint, "--data", a->data_dir, "--listen", a->endpoint,
+                    "--till-wait-ms", wait_ms, "--retry-ms", "500", NULL};
+    a->proc.pid = harness_spawn(argv, a->proc.log_path);
+    if (!harness_wait_reply(a->endpoint, HARNESS_READY_TIMEOUT_MS))
+        die("agent %s did not come up (log %s)", a->partner_id, a->proc.log_path);
+}
+
+agent_proc_t *world_start_agent(world_t *w, const char *partner_id)
+{
+    agent_proc_t *a = NULL;
+    for (size_t i = 0; i < w->agent_count; i++) {
+        if (strcmp(w->agents[i].partner_id, partner_id) == 0)
+            a = &w->agents[i];
+    }
+    if (a == NULL) {
+        if (w->agent_count == HARNESS_AGENTS_MAX)
+            die("too many agents");
+        a = &w->agents[w->agent_count++];
+        char dir[HARNESS_DIR_BYTES];
+        memcpy(dir, w->dir, sizeof dir);
+        snprintf(a->partner_id, sizeof a->partner_id, "%s", partner_id);
+        snprintf(a->data_dir, sizeof a->data_dir, "%s/agent-%s", dir, partner_id);
+        snprintf(a->endpoint, sizeof a->endpoint, "ipc://%s/agent-%s.sock", dir, partner_id);
+        snprintf(a->proc.log_path, sizeof a->proc.log_path, "%s/agent-%s.log", dir, partner_id);
+    }
+    spawn_agent(w, a);
+    return a;
+}
+
+int world_stop_agent(world_t *w, agent_proc_t *a, int signo)
+{
+    (void)w;
+    return harness_stop(&a->proc, signo);
+}
+
+static int run_va(char **head, size_t head_count, char *out, size_t out_size, const char *arg0,
+                  va_list ap)
+{
+    char *argv[ARGS_MAX];
+    size_t n = 0;
+    for (; n < head_count; n++)
+        argv[n] = head[n];
+    for (const char *arg = arg0; arg != NULL && n < ARGS_MAX - 1; arg = va_arg(ap, const char *))
+        argv[n++] = (char *)arg;
+    argv[n] = NULL;
+    return harness_run(argv, out, out_size);
+}
+
+int world_ctl(world_t *w, char *out, size_t out_size, const char *arg0, ...)
+{
+    char *head[] = {COALITIONCTL_BIN, "--ledger", w->ledger};
+    va_list ap;
+    va_start(ap, arg0);
+    int rc = run_va(head, 3, out, out_size, arg0, ap);
+    va_end(ap);
+    return rc;
+}
+
+int world_pos(world_t *w, const agent_proc_t *a, char *out, size_t out_size, const char *arg0,
+              ...)
+{
+    (void)w;
+    char *head[] = {COALITION_POS_BIN, "--agent", (char *)a->endpoint, "--json"};
+    va_list ap;
+    va_start(ap, arg0);
+    int rc = run_va(head, 4, out, out_size, arg0, ap);
+    va_end(ap);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* Integration-test harness: temporary directories, free loopback ports, and the real
+ * programs (broker, agents, coalitionctl, coalition-pos) as child processes. Readiness
+ * is polled over the programs' own sockets; nothing waits on a fixed sleep. */
+#ifndef COALITION_HARNESS_H
+#define COALITION_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HARNESS_DIR_BYTES 128
+#define HARNESS_PATH_BYTES 512
+#define HARNESS_AGENTS_MAX 4
+#define HARNESS_READY_TIMEOUT_MS 10000
+#define HARNESS_STOP_TIMEOUT_MS 15000
+
+typedef struct proc {
+    pid_t pid; /* 0 when not running */
+    char log_path[HARNESS_PATH_BYTES];
+} proc_t;
+
+typedef struct agent_proc {
+    proc_t proc;
+    char partner_id[64];
+    char data_dir[HARNESS_PATH_BYTES];
+    char endpoint[HARNESS_PATH_BYTES]; /* the till socket */
+} agent_proc_t;
+
+typedef struct world {
+    char dir[HARNESS_DIR_BYTES];
+    char ledger[HARNESS_PATH_BYTES];
+    char broker_endpoint[64];
+    proc_t broker;
+    agent_proc_t agents[HARNESS_AGENTS_MAX];
+    size_t agent_count;
+    int till_wait_ms; /* passed to agents; default 1000 */
+} world_t;
+
+/* Make a temp dir, init a ledger, pick a port. Does not start anything. */
+void world_init(world_t *w);
+/* Stop everything still running and remove the temp dir. */
+void world_destroy(world_t *w);
+
+/* Start the broker and wait until it answers on its partner socket. */
+void world_start_broker(world_t *w);
+/* Stop it with `signo` (SIGTERM or SIGKILL); returns its exit status or -signal. */
+int world_stop_broker(world_t *w, int signo);
+/* Start an agent for `partner_id` (index = order of calls) and wait until it answers. */
+agent_proc_t *world_start_agent(world_t *w, const char *partner_id);
+int world_stop_agent(world_t *w, agent_proc_t *a, int signo);
+/* Run coalitionctl with the world's ledger and `args` (NULL-terminated); capture stdout. */
+int world_ctl(world_t *w, char *out, size_t out_size, const char *arg0, ...);
+/* Run coalition-pos against an agent with `args`; capture stdout. */
+int world_pos(world_t *w, const agent_proc_t *a, char *out, size_t out_size, const char *arg0, ...);
+
+/* Lower level. */
+int harness_free_port(void);
+pid_t harness_spawn(char *const argv[], const char *log_path);
+/* Signal and wait; exit status, -signal if killed, or -1000 if it did not exit in time. */
+int harness_stop(proc_t *p, int signo);
+/* Run to completion, capturing stdout into out (NUL-terminated). Returns exit status. */
+int harness_run(char *const argv[], char *out, size_t out_size);
+/* Poll an endpoint with raw bytes until any reply arrives. */
+bool harness_wait_reply(const char *endpoint, int timeout_ms);
+
+#endif
