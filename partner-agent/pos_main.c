@@ -70,7 +70,7 @@ static void print_result(const args_t *a, const cpos_result_t *r)
     }
     const char *verdict = r->offline ? "OFFLINE " : r->approved ? "APPROVED" : "DECLINED";
     printf("%s %02d  %s", verdict, r->code, r->text);
-    if (r->approved)
+    if (r->approved && r->seq > 0)
         printf("  [auth %s, seq %" PRIu64 "]", r->auth_code, r->seq);
     if (r->replay)
         printf("  (replay of the original answer; not applied again)");
