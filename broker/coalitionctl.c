@@ -113,8 +113,10 @@ static int cmd_partner_add(ctl_t *ctl, int argc, char **argv)
         return EXIT_USAGE;
     }
     if (amount_parse_rate_milli(rate_text, &rate_milli) != CL_OK || rate_milli == 0) {
-        fprintf(stderr, "coalitionctl: earn rate '%s' is not a positive number with at most 3 "
-                        "decimals (max %" PRId64 ")\n", rate_text, EARN_RATE_MILLI_MAX / EARN_RATE_SCALE);
+        fprintf(stderr,
+                "coalitionctl: earn rate '%s' is not a positive number with at most 3 "
+                "decimals (max %" PRId64 ")\n",
+                rate_text, EARN_RATE_MILLI_MAX / EARN_RATE_SCALE);
         return EXIT_USAGE;
     }
     envelope_t env;
@@ -204,8 +206,7 @@ static int print_entry(const journal_entry_t *e, void *ctx)
     const ctl_t *ctl = ctx;
     if (!ctl->json) {
         printf("%8" PRIu64 " %-11s %-12s %-24s member=%s points=%" PRId64, e->seq,
-               ledger_entry_kind_name(e->kind), e->partner_id, e->txn_id, e->member_id,
-               e->points);
+               ledger_entry_kind_name(e->kind), e->partner_id, e->txn_id, e->member_id, e->points);
         if (e->original_txn_id[0] != '\0')
             printf(" original=%s", e->original_txn_id);
         printf("\n");
@@ -316,10 +317,11 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"ledger", required_argument, NULL, 'l'}, {"admin", required_argument, NULL, 'a'},
-        {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'},
+                                             {"admin", required_argument, NULL, 'a'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     ctl_t ctl;
     memset(&ctl, 0, sizeof ctl);
     ctl.ledger_dir = DEFAULT_LEDGER_DIR;

@@ -103,7 +103,9 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
     char why[RECEIPT_TEXT_BYTES_MAX];
     r->origin = origin;
     r->reply = NULL;
-    r->env = len <= WIRE_MESSAGE_BYTES_MAX ? wire_envelope_decode(zmq_msg_data((zmq_msg_t *)payload), len) : NULL;
+    r->env = len <= WIRE_MESSAGE_BYTES_MAX
+                 ? wire_envelope_decode(zmq_msg_data((zmq_msg_t *)payload), len)
+                 : NULL;
     if (r->env == NULL) {
         log_warn("format error: %zu-byte message is not a valid envelope", len);
         send_decline(sock, r, NULL, RC_FORMAT_ERROR, "message is not a valid envelope");
@@ -279,9 +281,8 @@ int frontend_run(ledger_t *ledger, const frontend_options_t *opts, int stop_fd)
     self.ledger = ledger;
     int rc = frontend_open(&self, opts);
     if (rc == CL_OK) {
-        log_info("ready: partners on %s, operator on %s, ledger at seq %llu",
-                 opts->bind_endpoint, opts->admin_endpoint,
-                 (unsigned long long)ledger_last_seq(ledger));
+        log_info("ready: partners on %s, operator on %s, ledger at seq %llu", opts->bind_endpoint,
+                 opts->admin_endpoint, (unsigned long long)ledger_last_seq(ledger));
         rc = run_loop(&self, stop_fd);
     }
     frontend_close(&self);

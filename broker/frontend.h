@@ -1,6 +1,6 @@
 /* The broker's I/O thread: partner and admin sockets, validation, inquiries, and the
- * hand-off to the writer thread it starts. Runs until stop_fd (see shutdown.h) is readable, then closes intake,
- * waits for every queued batch to commit and be answered, and returns. */
+ * hand-off to the writer thread it starts. Runs until stop_fd (see shutdown.h) is readable, then
+ * closes intake, waits for every queued batch to commit and be answered, and returns. */
 #ifndef COALITION_FRONTEND_H
 #define COALITION_FRONTEND_H
 

@@ -24,9 +24,9 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         const char *name;
         MDB_dbi *dbi;
     } dbs[] = {
-        {"meta", &self->db_meta},         {"journal", &self->db_journal},
-        {"idem", &self->db_idem},         {"accounts", &self->db_accounts},
-        {"members", &self->db_members},   {"partners", &self->db_partners},
+        {"meta", &self->db_meta},           {"journal", &self->db_journal},
+        {"idem", &self->db_idem},           {"accounts", &self->db_accounts},
+        {"members", &self->db_members},     {"partners", &self->db_partners},
         {"reversals", &self->db_reversals},
     };
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
@@ -82,8 +82,8 @@ static int check_schema(ledger_t *self, MDB_txn *txn)
     }
     uint64_t version = store_get_u64(v.mv_data);
     if (version != LEDGER_SCHEMA_VERSION) {
-        log_error("ledger schema version %llu, this build reads %u",
-                  (unsigned long long)version, LEDGER_SCHEMA_VERSION);
+        log_error("ledger schema version %llu, this build reads %u", (unsigned long long)version,
+                  LEDGER_SCHEMA_VERSION);
         return CL_ERR_VERSION;
     }
     return CL_OK;
@@ -248,8 +248,8 @@ int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const cha
     size_t key_len = store_pair_key(key, sizeof key, partner, txn_id);
     if (key_len == 0)
         return CL_ERR_INVALID;
-    return ledger_get_record(txn, self->db_idem, key, key_len,
-                             &coalition__idem_record__descriptor, (ProtobufCMessage **)out);
+    return ledger_get_record(txn, self->db_idem, key, key_len, &coalition__idem_record__descriptor,
+                             (ProtobufCMessage **)out);
 }
 
 bool ledger_entry_balances(const journal_entry_t *entry)
@@ -353,8 +353,8 @@ static void auth_code_of(const uint8_t hash[WIRE_HASH_BYTES], char out[AUTH_CODE
     snprintf(out, AUTH_CODE_LEN + 1, "%02X%02X%02X", hash[0], hash[1], hash[2]);
 }
 
-static void reply_from_decision(authorization_t *auth, const envelope_t *env,
-                                decision_t *d, uint64_t seq, char *auth_code)
+static void reply_from_decision(authorization_t *auth, const envelope_t *env, decision_t *d,
+                                uint64_t seq, char *auth_code)
 {
     wire_auth_decline(auth, env, d->code, d->text);
     auth->member_id = d->member_id;
@@ -366,8 +366,7 @@ static void reply_from_decision(authorization_t *auth, const envelope_t *env,
 
 /* Same key: the stored reply marked as a replay; different payload: 94, nothing stored. */
 static int reply_to_repeat(const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
-                           const Coalition__IdemRecord *idem, uint8_t **reply_out,
-                           size_t *len_out)
+                           const Coalition__IdemRecord *idem, uint8_t **reply_out, size_t *len_out)
 {
     if (idem->request_hash.len != WIRE_HASH_BYTES ||
         memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0) {
@@ -408,8 +407,8 @@ static int put_idem(ledger_t *self, MDB_txn *txn, const envelope_t *env,
 
 /* Build the journal entry for an approved decision, chain it and append it. */
 static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
-                        const uint8_t req_hash[WIRE_HASH_BYTES], int64_t now_ms,
-                        decision_t *d, uint8_t hash_out[WIRE_HASH_BYTES])
+                        const uint8_t req_hash[WIRE_HASH_BYTES], int64_t now_ms, decision_t *d,
+                        uint8_t hash_out[WIRE_HASH_BYTES])
 {
     journal_entry_t e = COALITION__JOURNAL_ENTRY__INIT;
     Coalition__Posting *postings[DECISION_POSTINGS_MAX];
@@ -486,8 +485,8 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
 
 /* Declined: discard the child's writes, remember the decline in the batch txn. */
 static int finish_declined(ledger_t *self, MDB_txn *child, const envelope_t *env,
-                           const uint8_t hash[WIRE_HASH_BYTES], decision_t *d,
-                           uint8_t **reply_out, size_t *len_out)
+                           const uint8_t hash[WIRE_HASH_BYTES], decision_t *d, uint8_t **reply_out,
+                           size_t *len_out)
 {
     authorization_t auth;
     mdb_txn_abort(child);

@@ -16,11 +16,11 @@ struct ledger {
     MDB_env *env;
     store_mode_t mode;
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals;
-    MDB_txn *batch;  /* open write transaction, or NULL */
-    MDB_txn *reader; /* reset read transaction reused for inquiries */
+    MDB_txn *batch;            /* open write transaction, or NULL */
+    MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
-    bool failed;     /* sticky: an I/O error happened; refuse writes */
-    uint64_t seq;    /* last committed sequence and chain head */
+    bool failed;               /* sticky: an I/O error happened; refuse writes */
+    uint64_t seq;              /* last committed sequence and chain head */
     uint8_t head[WIRE_HASH_BYTES];
     uint64_t batch_seq; /* the same, inside the open batch */
     uint8_t batch_head[WIRE_HASH_BYTES];

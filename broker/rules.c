@@ -15,8 +15,8 @@
 #define ACCOUNT_ISSUED_FMT "partner:%s:issued"
 #define ACCOUNT_REDEEMED_FMT "partner:%s:redeemed"
 
-__attribute__((format(printf, 3, 4))) static void decline(decision_t *d, int code,
-                                                         const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void decline(decision_t *d, int code, const char *fmt,
+                                                          ...)
 {
     int n = snprintf(d->text, sizeof d->text, "Declined %02d: ", code);
     va_list ap;
@@ -148,8 +148,8 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     if (rc != CL_OK || declined(d))
         goto out;
     if (strcmp(r->currency, p->currency) != 0) {
-        decline(d, RC_INVALID_AMOUNT, "partner %s earns in %s, not %s", p->partner_id,
-                p->currency, r->currency);
+        decline(d, RC_INVALID_AMOUNT, "partner %s earns in %s, not %s", p->partner_id, p->currency,
+                r->currency);
         goto out;
     }
     int exponent = amount_currency_exponent(r->currency);
@@ -269,8 +269,8 @@ static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env,
 }
 
 /* Move `points` back: an earn's points leave the member, a burn's come back. */
-static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env,
-                          const original_t *o, decision_t *d, int64_t points)
+static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, const original_t *o,
+                          decision_t *d, int64_t points)
 {
     char partner_acct[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(member, sizeof member, o->entry->member_id);
@@ -282,8 +282,7 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         char bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
         points_text(d->balance, bal);
         points_text(points, want);
-        decline(d, RC_INSUFFICIENT_POINTS,
-                "member has %s points, reversal needs %s", bal, want);
+        decline(d, RC_INSUFFICIENT_POINTS, "member has %s points, reversal needs %s", bal, want);
         return CL_OK;
     }
     snprintf(partner_acct, sizeof partner_acct, ACCOUNT_ISSUED_FMT, env->partner_id);
@@ -373,8 +372,8 @@ static int apply_refund(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
     points_text(points, pts);
     points_text(d->balance, bal);
-    snprintf(d->text, sizeof d->text, "Refund of %s: %s points %s. Balance %s",
-             r->original_txn_id, pts, of_earn ? "taken back" : "returned", bal);
+    snprintf(d->text, sizeof d->text, "Refund of %s: %s points %s. Balance %s", r->original_txn_id,
+             pts, of_earn ? "taken back" : "returned", bal);
 out:
     coalition__journal_entry__free_unpacked(o.entry, NULL);
     return rc;
@@ -403,16 +402,16 @@ static int apply_void(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     o.rev.reversed_points = o.entry->points;
     rc = put_reversal(self, txn, &o);
     bool of_earn = o.entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
-    d->kind = of_earn ? COALITION__ENTRY_KIND__ENTRY_VOID_EARN
-                      : COALITION__ENTRY_KIND__ENTRY_VOID_BURN;
+    d->kind =
+        of_earn ? COALITION__ENTRY_KIND__ENTRY_VOID_EARN : COALITION__ENTRY_KIND__ENTRY_VOID_BURN;
     d->points = o.entry->points;
     d->amount_minor = o.entry->amount_minor;
     snprintf(d->currency, sizeof d->currency, "%s", o.entry->currency);
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
     points_text(d->points, pts);
     points_text(d->balance, bal);
-    snprintf(d->text, sizeof d->text, "Voided %s: %s points %s. Balance %s", original_txn_id,
-             pts, of_earn ? "taken back" : "returned", bal);
+    snprintf(d->text, sizeof d->text, "Voided %s: %s points %s. Balance %s", original_txn_id, pts,
+             of_earn ? "taken back" : "returned", bal);
 out:
     coalition__journal_entry__free_unpacked(o.entry, NULL);
     return rc;

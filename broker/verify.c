@@ -100,8 +100,9 @@ static int check_entry_idem(verify_t *v, const journal_entry_t *e)
                          (unsigned long long)e->seq, e->partner_id, e->txn_id);
     if (rc != CL_OK)
         return rc;
-    bool same_hash = idem->request_hash.len == e->request_hash.len &&
-                     memcmp(idem->request_hash.data, e->request_hash.data, e->request_hash.len) == 0;
+    bool same_hash =
+        idem->request_hash.len == e->request_hash.len &&
+        memcmp(idem->request_hash.data, e->request_hash.data, e->request_hash.len) == 0;
     uint64_t seq = idem->seq;
     coalition__idem_record__free_unpacked(idem, NULL);
     if (seq != e->seq || !same_hash)
@@ -268,7 +269,8 @@ int ledger_verify(ledger_t *self, char *why, size_t why_size)
     if (rc == CL_OK)
         rc = check_idem(&v);
     if (rc == CL_OK)
-        snprintf(why, why_size, "%llu entries, %zu accounts with postings: chain, balances and idempotency hold",
+        snprintf(why, why_size,
+                 "%llu entries, %zu accounts with postings: chain, balances and idempotency hold",
                  (unsigned long long)v.entries, v.totals.count);
     else if (rc != CL_ERR_CORRUPT)
         snprintf(why, why_size, "cannot read the ledger: %s", cl_strerror(rc));

@@ -131,7 +131,8 @@ int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char 
     self->ledger = ledger;
     self->sock = zmq_socket(zmq_ctx, ZMQ_PAIR);
     int linger_ms = 0;
-    if (self->sock == NULL || zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
+    if (self->sock == NULL ||
+        zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
         zmq_connect(self->sock, endpoint) != 0) {
         log_error("writer: cannot connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto err;

@@ -104,8 +104,7 @@ void amount_format_minor(int64_t minor, int exponent, char *buf, size_t size)
     snprintf(buf, size, "%s%llu.%s", sign, (unsigned long long)(mag / p), digits);
 }
 
-int amount_points_for(int64_t amount_minor, int exponent, int64_t rate_milli,
-                      int64_t *points_out)
+int amount_points_for(int64_t amount_minor, int exponent, int64_t rate_milli, int64_t *points_out)
 {
     if (amount_minor < 0 || rate_milli < 0 || exponent < 0 || exponent > AMOUNT_EXPONENT_MAX)
         return CL_ERR_INVALID;

@@ -36,8 +36,7 @@ int amount_parse_rate_milli(const char *text, int64_t *rate_milli_out);
 
 /* Points earned: floor(amount_minor * rate_milli / (1000 * 10^exponent)).
  * Rounds down: fractions of a point are never credited. */
-int amount_points_for(int64_t amount_minor, int exponent, int64_t rate_milli,
-                      int64_t *points_out);
+int amount_points_for(int64_t amount_minor, int exponent, int64_t rate_milli, int64_t *points_out);
 
 /* floor(total * part / whole) for 0 <= part <= whole, exact in 128 bits. Used for the
  * cumulative share of an earn's points reversed by partial refunds: reversing by the

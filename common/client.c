@@ -22,7 +22,8 @@ int client_new(client_t **self_out, const char *endpoint)
     self->ctx = zmq_ctx_new();
     if (self->ctx != NULL)
         self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
-    if (self->sock == NULL || zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
+    if (self->sock == NULL ||
+        zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
         zmq_connect(self->sock, endpoint) != 0) {
         client_destroy(&self);
         return CL_ERR_ZMQ;
@@ -82,8 +83,7 @@ int client_call_raw(client_t *self, const void *buf, size_t len, int timeout_ms,
     return await_reply(self, NULL, timeout_ms, auth_out);
 }
 
-int client_call(client_t *self, const envelope_t *env, int timeout_ms,
-                authorization_t **auth_out)
+int client_call(client_t *self, const envelope_t *env, int timeout_ms, authorization_t **auth_out)
 {
     size_t len = 0;
     uint8_t *buf = wire_pack_envelope(env, &len);

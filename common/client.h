@@ -11,8 +11,7 @@ typedef struct client client_t;
 int client_new(client_t **self_out, const char *endpoint);
 void client_destroy(client_t **self_p);
 /* CL_OK with *auth_out set (free with wire_auth_free), or CL_ERR_TIMEOUT. */
-int client_call(client_t *self, const envelope_t *env, int timeout_ms,
-                authorization_t **auth_out);
+int client_call(client_t *self, const envelope_t *env, int timeout_ms, authorization_t **auth_out);
 /* Send raw bytes and wait for any reply (for malformed-input tests). */
 int client_call_raw(client_t *self, const void *buf, size_t len, int timeout_ms,
                     authorization_t **auth_out);

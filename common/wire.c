@@ -69,8 +69,7 @@ __attribute__((format(printf, 4, 5))) static int refuse(char *why, size_t why_si
     return code;
 }
 
-static int validate_money(int64_t amount_minor, const char *currency, char *why,
-                          size_t why_size)
+static int validate_money(int64_t amount_minor, const char *currency, char *why, size_t why_size)
 {
     if (amount_currency_exponent(currency) < 0)
         return refuse(why, why_size, RC_INVALID_AMOUNT, "unknown currency");
@@ -122,8 +121,7 @@ static int validate_refund(const envelope_t *env, char *why, size_t why_size)
     return RC_APPROVED;
 }
 
-static int validate_partner_add(const Coalition__PartnerAddRequest *p, char *why,
-                                size_t why_size)
+static int validate_partner_add(const Coalition__PartnerAddRequest *p, char *why, size_t why_size)
 {
     if (!wire_id_valid(p->partner_id, PARTNER_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
@@ -151,8 +149,7 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
             return rc;
         return validate_points(env->burn->points, why, why_size);
     }
-    case COALITION__ENVELOPE__BODY_REFUND:
-        return validate_refund(env, why, why_size);
+    case COALITION__ENVELOPE__BODY_REFUND: return validate_refund(env, why, why_size);
     case COALITION__ENVELOPE__BODY_VOID_REQUEST:
         return validate_reversal(env, env->void_request->original_txn_id, why, why_size);
     case COALITION__ENVELOPE__BODY_BALANCE:
@@ -161,21 +158,22 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
         return validate_member(env->enroll->member_id, why, why_size);
     case COALITION__ENVELOPE__BODY_PARTNER_ADD:
         return validate_partner_add(env->partner_add, why, why_size);
-    default:
-        return refuse(why, why_size, RC_FORMAT_ERROR, "no request body");
+    default: return refuse(why, why_size, RC_FORMAT_ERROR, "no request body");
     }
 }
 
 int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_size)
 {
     if (env->version != WIRE_VERSION)
-        return refuse(why, why_size, RC_FORMAT_ERROR, "unsupported protocol version %u", env->version);
+        return refuse(why, why_size, RC_FORMAT_ERROR, "unsupported protocol version %u",
+                      env->version);
     if (!wire_id_valid(env->partner_id, PARTNER_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
     if (!wire_id_valid(env->terminal_id, TERMINAL_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR, "terminal id missing or malformed");
     if (!wire_id_valid(env->txn_id, TXN_ID_LEN_MAX))
-        return refuse(why, why_size, RC_FORMAT_ERROR, "txn id missing, malformed or longer than %d bytes", TXN_ID_LEN_MAX);
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "txn id missing, malformed or longer than %d bytes", TXN_ID_LEN_MAX);
     bool admin_body = env->body_case == COALITION__ENVELOPE__BODY_PARTNER_ADD;
     bool operator_id = strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0;
     if (from_admin != operator_id)
@@ -199,8 +197,7 @@ int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
         return CL_ERR_INVALID;
     coalition__envelope__pack(&canonical, buf);
     unsigned int out_len = 0;
-    if (EVP_Digest(buf, len, hash, &out_len, EVP_sha256(), NULL) != 1 ||
-        out_len != WIRE_HASH_BYTES)
+    if (EVP_Digest(buf, len, hash, &out_len, EVP_sha256(), NULL) != 1 || out_len != WIRE_HASH_BYTES)
         return CL_ERR_IO;
     return CL_OK;
 }

@@ -35,7 +35,7 @@ typedef struct pending {
     Coalition__Envelope__BodyCase kind;
     uint8_t *envelope;
     size_t envelope_len;
-    int64_t sent_ms;     /* 0: not in flight */
+    int64_t sent_ms;       /* 0: not in flight */
     int64_t not_before_ms; /* back-off after a 96 */
     unsigned attempts;
     bool answered;
@@ -137,8 +137,9 @@ static void till_timeout_reply(agent_t *a, pending_t *p)
     authorization_t auth;
     char text[RECEIPT_TEXT_BYTES_MAX];
     if (store_and_forward(p->kind)) {
-        snprintf(text, sizeof text, "Stored offline: the clearinghouse is unreachable; "
-                                    "it will be sent when it is back");
+        snprintf(text, sizeof text,
+                 "Stored offline: the clearinghouse is unreachable; "
+                 "it will be sent when it is back");
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.offline = true;
         auth.pending = true;
@@ -219,8 +220,8 @@ static void take_tills(agent_t *a, int64_t now)
         zmq_msg_t payload;
         zmq_msg_init(&payload);
         int got = router_read(a->tills, &peer, &payload);
-        pending_t *p = got == 1 ? admit(a, &peer, zmq_msg_data(&payload), zmq_msg_size(&payload))
-                                : NULL;
+        pending_t *p =
+            got == 1 ? admit(a, &peer, zmq_msg_data(&payload), zmq_msg_size(&payload)) : NULL;
         zmq_msg_close(&payload);
         if (got == 0)
             break;
@@ -239,7 +240,8 @@ static void take_tills(agent_t *a, int64_t now)
     for (size_t i = 0; i < n; i++) {
         queue_append(a, fresh[i]);
         if (rc != CL_OK) {
-            till_decline(a, &fresh[i]->till, NULL, RC_SYSTEM_ERROR, "agent cannot store the request");
+            till_decline(a, &fresh[i]->till, NULL, RC_SYSTEM_ERROR,
+                         "agent cannot store the request");
             queue_remove(a, fresh[i]);
         }
     }
@@ -402,8 +404,7 @@ static void check_timers(agent_t *a, int64_t now)
 
 static void send_ready(agent_t *a, int64_t now)
 {
-    for (pending_t *p = a->head; p != NULL && a->in_flight < (size_t)a->opts->window;
-         p = p->next) {
+    for (pending_t *p = a->head; p != NULL && a->in_flight < (size_t)a->opts->window; p = p->next) {
         if (p->sent_ms != 0 || p->not_before_ms > now)
             continue;
         if (zmq_send(a->broker, p->envelope, p->envelope_len, ZMQ_DONTWAIT) < 0)
@@ -528,9 +529,8 @@ int agent_run(const agent_options_t *opts, int stop_fd)
     bool stop = false;
     while (rc == CL_OK && !stop) {
         short intake = a.pending_count < AGENT_PENDING_MAX ? ZMQ_POLLIN : 0;
-        zmq_pollitem_t items[] = {{a.tills, 0, intake, 0},
-                                  {a.broker, 0, ZMQ_POLLIN, 0},
-                                  {NULL, stop_fd, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[] = {
+            {a.tills, 0, intake, 0}, {a.broker, 0, ZMQ_POLLIN, 0}, {NULL, stop_fd, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 3, TICK_MS) < 0 && zmq_errno() != EINTR) {
             log_error("poll failed: %s", zmq_strerror(zmq_errno()));
             rc = CL_ERR_ZMQ;

@@ -103,8 +103,8 @@ static int parse_ms(const char *name, const char *s, int min, int max, int *out)
     char *end = NULL;
     long v = strtol(s, &end, 10);
     if (end == s || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "coalition-agent: --%s must be a whole number from %d to %d\n", name,
-                min, max);
+        fprintf(stderr, "coalition-agent: --%s must be a whole number from %d to %d\n", name, min,
+                max);
         return -1;
     }
     *out = (int)v;
@@ -115,17 +115,27 @@ int main(int argc, char **argv)
 {
     enum { OPT_WAIT = 256, OPT_RETRY, OPT_WINDOW, OPT_HEARTBEAT, OPT_JOURNAL, OPT_OUTBOX, OPT_LOG };
     static const struct option longopts[] = {
-        {"partner", required_argument, NULL, 'p'}, {"broker", required_argument, NULL, 'b'},
-        {"data", required_argument, NULL, 'd'},    {"listen", required_argument, NULL, 'l'},
+        {"partner", required_argument, NULL, 'p'},
+        {"broker", required_argument, NULL, 'b'},
+        {"data", required_argument, NULL, 'd'},
+        {"listen", required_argument, NULL, 'l'},
         {"till-wait-ms", required_argument, NULL, OPT_WAIT},
         {"retry-ms", required_argument, NULL, OPT_RETRY},
         {"window", required_argument, NULL, OPT_WINDOW},
         {"heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT},
-        {"journal", no_argument, NULL, OPT_JOURNAL}, {"outbox", no_argument, NULL, OPT_OUTBOX},
-        {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
+        {"journal", no_argument, NULL, OPT_JOURNAL},
+        {"outbox", no_argument, NULL, OPT_OUTBOX},
+        {"log-level", required_argument, NULL, OPT_LOG},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    agent_options_t o = {NULL, DEFAULT_BROKER, NULL, NULL, AGENT_TILL_WAIT_MS_DEFAULT,
-                         AGENT_RETRY_MS_DEFAULT, AGENT_WINDOW_DEFAULT, AGENT_HEARTBEAT_MS_DEFAULT};
+    agent_options_t o = {NULL,
+                         DEFAULT_BROKER,
+                         NULL,
+                         NULL,
+                         AGENT_TILL_WAIT_MS_DEFAULT,
+                         AGENT_RETRY_MS_DEFAULT,
+                         AGENT_WINDOW_DEFAULT,
+                         AGENT_HEARTBEAT_MS_DEFAULT};
     int report = 0, bad = 0, c;
     log_level_t level = LOG_INFO;
     while ((c = getopt_long(argc, argv, "p:b:d:l:h", longopts, NULL)) != -1) {
@@ -137,13 +147,16 @@ int main(int argc, char **argv)
         case OPT_WAIT: bad |= parse_ms("till-wait-ms", optarg, 1, 600000, &o.till_wait_ms); break;
         case OPT_RETRY: bad |= parse_ms("retry-ms", optarg, 10, 600000, &o.retry_ms); break;
         case OPT_WINDOW: bad |= parse_ms("window", optarg, 1, AGENT_WINDOW_MAX, &o.window); break;
-        case OPT_HEARTBEAT: bad |= parse_ms("heartbeat-ms", optarg, 100, 60000, &o.heartbeat_ms); break;
+        case OPT_HEARTBEAT:
+            bad |= parse_ms("heartbeat-ms", optarg, 100, 60000, &o.heartbeat_ms);
+            break;
         case OPT_JOURNAL: report = 1; break;
         case OPT_OUTBOX: report = 2; break;
         case OPT_LOG:
-            level = strcmp(optarg, "debug") == 0 ? LOG_DEBUG
-                    : strcmp(optarg, "warn") == 0 ? LOG_WARN
-                    : strcmp(optarg, "error") == 0 ? LOG_ERROR : LOG_INFO;
+            level = strcmp(optarg, "debug") == 0   ? LOG_DEBUG
+                    : strcmp(optarg, "warn") == 0  ? LOG_WARN
+                    : strcmp(optarg, "error") == 0 ? LOG_ERROR
+                                                   : LOG_INFO;
             break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

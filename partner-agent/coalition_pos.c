@@ -113,8 +113,8 @@ int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t p
     return call(self, &env, out);
 }
 
-int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id,
-                int64_t amount_minor, int64_t points, cpos_result_t *out)
+int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id, int64_t amount_minor,
+                int64_t points, cpos_result_t *out)
 {
     envelope_t env;
     Coalition__RefundRequest body = COALITION__REFUND_REQUEST__INIT;
@@ -127,8 +127,7 @@ int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id,
     return call(self, &env, out);
 }
 
-int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id,
-              cpos_result_t *out)
+int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id, cpos_result_t *out)
 {
     envelope_t env;
     Coalition__VoidRequest body = COALITION__VOID_REQUEST__INIT;

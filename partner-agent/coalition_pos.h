@@ -46,10 +46,9 @@ int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t p
               bool allow_partial, cpos_result_t *out);
 /* Refund an earn by money (amount_minor > 0) or a burn by points (points > 0);
  * both 0 refunds everything not yet refunded. */
-int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id,
-                int64_t amount_minor, int64_t points, cpos_result_t *out);
-int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id,
-              cpos_result_t *out);
+int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id, int64_t amount_minor,
+                int64_t points, cpos_result_t *out);
+int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id, cpos_result_t *out);
 int cpos_balance(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
 int cpos_enroll(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
 

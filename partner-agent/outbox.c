@@ -162,8 +162,8 @@ int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count)
 /* Walk one database in key order, unpacking each record with `desc`. */
 typedef int (*record_fn)(uint64_t seq, const ProtobufCMessage *msg, void *ctx);
 
-static int walk(outbox_t *self, MDB_dbi dbi, const ProtobufCMessageDescriptor *desc,
-                record_fn fn, void *ctx)
+static int walk(outbox_t *self, MDB_dbi dbi, const ProtobufCMessageDescriptor *desc, record_fn fn,
+                void *ctx)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
@@ -209,8 +209,8 @@ static int journal_record(uint64_t seq, const ProtobufCMessage *msg, void *ctx)
 {
     const struct outbox_walk *w = ctx;
     const Coalition__AgentJournalEntry *j = (const Coalition__AgentJournalEntry *)msg;
-    return w->journal_fn(seq, j->time_ms, j->envelope.data, j->envelope.len,
-                         j->authorization.data, j->authorization.len, w->ctx);
+    return w->journal_fn(seq, j->time_ms, j->envelope.data, j->envelope.len, j->authorization.data,
+                         j->authorization.len, w->ctx);
 }
 
 int outbox_foreach(outbox_t *self, outbox_entry_fn fn, void *ctx)
@@ -222,6 +222,6 @@ int outbox_foreach(outbox_t *self, outbox_entry_fn fn, void *ctx)
 int outbox_journal_foreach(outbox_t *self, outbox_journal_fn fn, void *ctx)
 {
     struct outbox_walk w = {NULL, fn, ctx};
-    return walk(self, self->db_journal, &coalition__agent_journal_entry__descriptor,
-                journal_record, &w);
+    return walk(self, self->db_journal, &coalition__agent_journal_entry__descriptor, journal_record,
+                &w);
 }

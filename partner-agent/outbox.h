@@ -15,7 +15,7 @@ typedef enum { OUTBOX_OP_PUT, OUTBOX_OP_DELETE, OUTBOX_OP_JOURNAL } outbox_op_ki
 
 typedef struct outbox_op {
     outbox_op_kind_t kind;
-    uint64_t seq;           /* PUT/DELETE: outbox key; JOURNAL: journal key */
+    uint64_t seq;            /* PUT/DELETE: outbox key; JOURNAL: journal key */
     const uint8_t *envelope; /* PUT, JOURNAL */
     size_t envelope_len;
     const uint8_t *auth; /* JOURNAL */

@@ -61,9 +61,9 @@ static void print_result(const args_t *a, const cpos_result_t *r)
                ",\"seq\":%" PRIu64 ",\"auth_code\":",
                r->code, r->approved ? "true" : "false", r->points, r->balance, r->seq);
         json_write_string(stdout, r->auth_code);
-        printf(",\"replay\":%s,\"offline\":%s,\"pending\":%s,\"text\":",
-               r->replay ? "true" : "false", r->offline ? "true" : "false",
-               r->pending ? "true" : "false");
+        printf(
+            ",\"replay\":%s,\"offline\":%s,\"pending\":%s,\"text\":", r->replay ? "true" : "false",
+            r->offline ? "true" : "false", r->pending ? "true" : "false");
         json_write_string(stdout, r->text);
         printf("}\n");
         return;
@@ -85,8 +85,10 @@ static int parse_money(const args_t *a, int64_t *minor)
         return -1;
     }
     if (amount_parse_minor(a->amount, exponent, minor) != 0) {
-        fprintf(stderr, "coalition-pos: amount '%s' is not a positive %s amount with at most %d "
-                        "decimals\n", a->amount, a->currency, exponent);
+        fprintf(stderr,
+                "coalition-pos: amount '%s' is not a positive %s amount with at most %d "
+                "decimals\n",
+                a->amount, a->currency, exponent);
         return -1;
     }
     return 0;
@@ -103,8 +105,8 @@ static int run(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
 {
     int64_t minor = 0;
     if (strcmp(cmd, "earn") == 0) {
-        if (!need(a->member, "--member") || !need(a->amount, "--amount") || !need(a->txn, "--txn") ||
-            parse_money(a, &minor) != 0)
+        if (!need(a->member, "--member") || !need(a->amount, "--amount") ||
+            !need(a->txn, "--txn") || parse_money(a, &minor) != 0)
             return CPOS_BAD_ARGUMENT;
         return cpos_earn(pos, a->txn, a->member, minor, a->currency, r);
     }
@@ -137,12 +139,16 @@ static int run(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
 static int parse_command_options(int argc, char **argv, args_t *a)
 {
     enum { OPT_TIMEOUT = 256 };
-    static const struct option longopts[] = {
-        {"member", required_argument, NULL, 'm'},   {"amount", required_argument, NULL, 'A'},
-        {"currency", required_argument, NULL, 'c'}, {"points", required_argument, NULL, 'P'},
-        {"txn", required_argument, NULL, 'x'},      {"original", required_argument, NULL, 'o'},
-        {"allow-partial", no_argument, NULL, 'p'},  {"json", no_argument, NULL, 'j'},
-        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT}, {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"member", required_argument, NULL, 'm'},
+                                             {"amount", required_argument, NULL, 'A'},
+                                             {"currency", required_argument, NULL, 'c'},
+                                             {"points", required_argument, NULL, 'P'},
+                                             {"txn", required_argument, NULL, 'x'},
+                                             {"original", required_argument, NULL, 'o'},
+                                             {"allow-partial", no_argument, NULL, 'p'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+                                             {NULL, 0, NULL, 0}};
     int c;
     char *end = NULL;
     optind = 0; /* GNU getopt: 0 fully resets its state for this second scan */
@@ -179,8 +185,10 @@ int main(int argc, char **argv)
         {"agent", required_argument, NULL, 'a'}, {"terminal", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},        {"timeout-ms", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
-    args_t a = {.agent = getenv("COALITION_AGENT"), .terminal = DEFAULT_TERMINAL,
-                .currency = DEFAULT_CURRENCY, .timeout_ms = CPOS_TIMEOUT_MS_DEFAULT};
+    args_t a = {.agent = getenv("COALITION_AGENT"),
+                .terminal = DEFAULT_TERMINAL,
+                .currency = DEFAULT_CURRENCY,
+                .timeout_ms = CPOS_TIMEOUT_MS_DEFAULT};
     int c;
     while ((c = getopt_long(argc, argv, "+a:t:jh", longopts, NULL)) != -1) {
         switch (c) {
@@ -207,8 +215,8 @@ int main(int argc, char **argv)
     }
     cpos_t *pos = cpos_new(a.agent, a.terminal);
     if (pos == NULL) {
-        fprintf(stderr, "coalition-pos: cannot use agent endpoint '%s' or terminal '%s'\n",
-                a.agent, a.terminal);
+        fprintf(stderr, "coalition-pos: cannot use agent endpoint '%s' or terminal '%s'\n", a.agent,
+                a.terminal);
         return EXIT_USAGE;
     }
     cpos_set_timeout(pos, a.timeout_ms > 0 ? a.timeout_ms : CPOS_TIMEOUT_MS_DEFAULT);

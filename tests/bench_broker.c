@@ -34,14 +34,13 @@ typedef struct client_run {
     const options_t *o;
     const char *endpoint;
     int index;
-    long count;        /* requests this client sends */
+    long count;          /* requests this client sends */
     int64_t *latency_us; /* per request */
     long approved, declined, lost;
 } client_run_t;
 
-static void earn_envelope(envelope_t *env, Coalition__EarnRequest *earn, char *txn,
-                          size_t txn_size, char *member, size_t member_size, int client, long i,
-                          int members)
+static void earn_envelope(envelope_t *env, Coalition__EarnRequest *earn, char *txn, size_t txn_size,
+                          char *member, size_t member_size, int client, long i, int members)
 {
     coalition__envelope__init(env);
     coalition__earn_request__init(earn);
@@ -64,8 +63,7 @@ static int send_earn(void *sock, const client_run_t *r, long i, int64_t *sent_us
     envelope_t env;
     Coalition__EarnRequest earn;
     char txn[TXN_ID_LEN_MAX + 1], member[MEMBER_ID_LEN_MAX + 1];
-    earn_envelope(&env, &earn, txn, sizeof txn, member, sizeof member, r->index, i,
-                  r->o->members);
+    earn_envelope(&env, &earn, txn, sizeof txn, member, sizeof member, r->index, i, r->o->members);
     uint8_t buf[WIRE_MESSAGE_BYTES_MAX];
     size_t len = coalition__envelope__pack(&env, buf);
     sent_us[i] = clock_mono_us();
@@ -176,21 +174,22 @@ static int admin_setup(const char *admin, int members)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: bench_broker [--clients N] [--window N] [--requests N] [--members N]\n"
-            "                    [--endpoint ENDPOINT]\n"
-            "Durable earns through coalition-broker over loopback TCP; prints earns/s and\n"
-            "latency percentiles. Without --endpoint it starts a broker on a fresh ledger.\n"
-            "Defaults: --clients 8 --window 256 --requests 200000 --members 1000\n");
+    fprintf(out, "Usage: bench_broker [--clients N] [--window N] [--requests N] [--members N]\n"
+                 "                    [--endpoint ENDPOINT]\n"
+                 "Durable earns through coalition-broker over loopback TCP; prints earns/s and\n"
+                 "latency percentiles. Without --endpoint it starts a broker on a fresh ledger.\n"
+                 "Defaults: --clients 8 --window 256 --requests 200000 --members 1000\n");
 }
 
 static int parse_options(int argc, char **argv, options_t *o)
 {
-    static const struct option longopts[] = {
-        {"clients", required_argument, NULL, 'c'}, {"window", required_argument, NULL, 'w'},
-        {"requests", required_argument, NULL, 'n'}, {"members", required_argument, NULL, 'm'},
-        {"endpoint", required_argument, NULL, 'e'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"clients", required_argument, NULL, 'c'},
+                                             {"window", required_argument, NULL, 'w'},
+                                             {"requests", required_argument, NULL, 'n'},
+                                             {"members", required_argument, NULL, 'm'},
+                                             {"endpoint", required_argument, NULL, 'e'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:w:n:m:e:h", longopts, NULL)) != -1) {
         switch (c) {
@@ -205,8 +204,10 @@ static int parse_options(int argc, char **argv, options_t *o)
     }
     if (o->clients < 1 || o->clients > CLIENTS_MAX || o->window < 1 || o->window > WINDOW_MAX ||
         o->requests < o->clients || o->members < 1 || o->members > MEMBERS_MAX) {
-        fprintf(stderr, "bench_broker: options out of range (clients 1-%d, window 1-%d, "
-                        "members 1-%d)\n", CLIENTS_MAX, WINDOW_MAX, MEMBERS_MAX);
+        fprintf(stderr,
+                "bench_broker: options out of range (clients 1-%d, window 1-%d, "
+                "members 1-%d)\n",
+                CLIENTS_MAX, WINDOW_MAX, MEMBERS_MAX);
         return -1;
     }
     return 0;
@@ -229,8 +230,8 @@ static void report(const options_t *o, client_run_t *runs, int64_t elapsed_us)
         }
     }
     qsort(all, (size_t)k, sizeof *all, cmp_i64);
-    printf("clients %d, window %d per client (%d in flight), %ld earns, %d members\n",
-           o->clients, o->window, o->clients * o->window, total, o->members);
+    printf("clients %d, window %d per client (%d in flight), %ld earns, %d members\n", o->clients,
+           o->window, o->clients * o->window, total, o->members);
     printf("approved %ld, declined %ld, unanswered %ld\n", approved, declined, lost);
     printf("elapsed %.3f s, throughput %.0f durable earns/s\n", (double)elapsed_us / 1e6,
            (double)approved * 1e6 / (double)elapsed_us);
@@ -262,8 +263,8 @@ int main(int argc, char **argv)
     client_run_t runs[CLIENTS_MAX];
     pthread_t threads[CLIENTS_MAX];
     for (int i = 0; i < o.clients; i++) {
-        runs[i] = (client_run_t){.o = &o, .endpoint = endpoint, .index = i,
-                                 .count = o.requests / o.clients};
+        runs[i] = (client_run_t){
+            .o = &o, .endpoint = endpoint, .index = i, .count = o.requests / o.clients};
         runs[i].latency_us = calloc((size_t)runs[i].count, sizeof(int64_t));
     }
     int64_t start = clock_mono_us();

@@ -173,8 +173,8 @@ void world_destroy(world_t *w)
 
 void world_start_broker(world_t *w)
 {
-    char *argv[] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind", w->broker_endpoint,
-                    NULL};
+    char *argv[] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind",
+                    w->broker_endpoint,   NULL};
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     if (!harness_wait_reply(w->broker_endpoint, HARNESS_READY_TIMEOUT_MS))
         die("broker did not come up on %s (log %s)", w->broker_endpoint, w->broker.log_path);
@@ -186,9 +186,20 @@ static void spawn_agent(world_t *w, agent_proc_t *a)
 {
     char wait_ms[16];
     snprintf(wait_ms, sizeof wait_ms, "%d", w->till_wait_ms);
-    char *argv[] = {COALITION_AGENT_BIN, "--partner", a->partner_id, "--broker",
-                    w->broker_endpoint, "--data", a->data_dir, "--listen", a->endpoint,
-                    "--till-wait-ms", wait_ms, "--retry-ms", "500", NULL};
+    char *argv[] = {COALITION_AGENT_BIN,
+                    "--partner",
+                    a->partner_id,
+                    "--broker",
+                    w->broker_endpoint,
+                    "--data",
+                    a->data_dir,
+                    "--listen",
+                    a->endpoint,
+                    "--till-wait-ms",
+                    wait_ms,
+                    "--retry-ms",
+                    "500",
+                    NULL};
     a->proc.pid = harness_spawn(argv, a->proc.log_path);
     if (!harness_wait_reply(a->endpoint, HARNESS_READY_TIMEOUT_MS))
         die("agent %s did not come up (log %s)", a->partner_id, a->proc.log_path);
@@ -245,8 +256,7 @@ int world_ctl(world_t *w, char *out, size_t out_size, const char *arg0, ...)
     return rc;
 }
 
-int world_pos(world_t *w, const agent_proc_t *a, char *out, size_t out_size, const char *arg0,
-              ...)
+int world_pos(world_t *w, const agent_proc_t *a, char *out, size_t out_size, const char *arg0, ...)
 {
     (void)w;
     char *head[] = {COALITION_POS_BIN, "--agent", (char *)a->endpoint, "--json"};

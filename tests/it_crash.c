@@ -164,8 +164,8 @@ static void wait_for_drain(crash_t *c)
             if (out[0] == '\0')
                 break;
             if (waited > DRAIN_TIMEOUT_MS)
-                fail_msg("agent %s outbox still holds requests after %d ms: %.200s",
-                         c->partners[a], DRAIN_TIMEOUT_MS, out);
+                fail_msg("agent %s outbox still holds requests after %d ms: %.200s", c->partners[a],
+                         DRAIN_TIMEOUT_MS, out);
             sleep_ms(POLL_MS);
             waited += POLL_MS;
         }
@@ -214,16 +214,20 @@ static void check_exactly_once(crash_t *c, audit_t *au, int64_t expected[MEMBERS
                 const seen_t *s = &au->seen[a][t][i];
                 if (s->count != 1)
                     fail_msg("crash-%d-%d-%d: expected in the ledger exactly once, found %d "
-                             "times (till was told %s, code %02d)", a, t, i, s->count,
-                             r->outcome == OUT_APPROVED ? "approved"
-                             : r->outcome == OUT_OFFLINE ? "offline" : "other", r->code);
+                             "times (till was told %s, code %02d)",
+                             a, t, i, s->count,
+                             r->outcome == OUT_APPROVED  ? "approved"
+                             : r->outcome == OUT_OFFLINE ? "offline"
+                                                         : "other",
+                             r->code);
                 if (r->outcome == OUT_APPROVED && (r->seq != s->seq || r->points != s->points))
                     fail_msg("crash-%d-%d-%d: till was told seq %llu points %lld, ledger has "
-                             "seq %llu points %lld", a, t, i, (unsigned long long)r->seq,
-                             (long long)r->points, (unsigned long long)s->seq, (long long)s->points);
+                             "seq %llu points %lld",
+                             a, t, i, (unsigned long long)r->seq, (long long)r->points,
+                             (unsigned long long)s->seq, (long long)s->points);
                 if (r->outcome == OUT_OTHER)
-                    fail_msg("crash-%d-%d-%d: expected approved or stored offline, got code %d",
-                             a, t, i, r->code);
+                    fail_msg("crash-%d-%d-%d: expected approved or stored offline, got code %d", a,
+                             t, i, r->code);
                 approved += r->outcome == OUT_APPROVED;
                 offline += r->outcome == OUT_OFFLINE;
                 expected[i % MEMBERS] += s->points;
