@@ -72,15 +72,7 @@ static void send_reply(void *sock, const request_t *r, const uint8_t *reply, siz
 static void send_decline(void *sock, const request_t *r, const envelope_t *env, int code,
                          const char *why)
 {
-    char text[RECEIPT_TEXT_BYTES_MAX];
-    snprintf(text, sizeof text, "Declined %02d: %s", code, why);
-    authorization_t auth;
-    wire_auth_decline(&auth, env, code, text);
-    size_t len = 0;
-    uint8_t *buf = wire_pack_auth(&auth, &len);
-    if (buf != NULL)
-        send_reply(sock, r, buf, len);
-    free(buf);
+    router_decline(sock, &r->peer, env, code, why);
 }
 
 static void answer_inquiry(frontend_t *self, void *sock, request_t *r)

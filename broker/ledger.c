@@ -587,63 +587,74 @@ int ledger_member_balance(ledger_t *self, const char *member_id, int64_t *balanc
     return ledger_account_balance(self, account, balance_out);
 }
 
+struct walk {
+    ledger_t *self;
+    MDB_txn *txn;
+    ledger_entry_fn entry_fn;
+    ledger_account_fn account_fn;
+    void *ctx;
+};
+
+static int visit_entry(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    (void)v;
+    const struct walk *w = ctx;
+    journal_entry_t *e = NULL;
+    if (k->mv_size != 8)
+        return CL_ERR_CORRUPT;
+    int rc = ledger_get_entry(w->self, w->txn, store_get_u64(k->mv_data), &e);
+    if (rc == CL_OK)
+        rc = w->entry_fn(e, w->ctx);
+    coalition__journal_entry__free_unpacked(e, NULL);
+    return rc;
+}
+
+static int visit_account(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    const struct walk *w = ctx;
+    char name[ACCOUNT_NAME_BYTES_MAX];
+    if (v->mv_size != 8 || k->mv_size >= sizeof name)
+        return CL_ERR_CORRUPT;
+    memcpy(name, k->mv_data, k->mv_size);
+    name[k->mv_size] = '\0';
+    return w->account_fn(name, (int64_t)store_get_u64(v->mv_data), w->ctx);
+}
+
+int ledger_walk_journal(ledger_t *self, MDB_txn *txn, uint64_t from_seq, ledger_entry_fn fn,
+                        void *ctx)
+{
+    struct walk w = {self, txn, fn, NULL, ctx};
+    uint8_t key[8];
+    store_put_u64(key, from_seq);
+    MDB_val from = {sizeof key, key};
+    return store_walk(txn, self->db_journal, &from, visit_entry, &w);
+}
+
+int ledger_walk_accounts(ledger_t *self, MDB_txn *txn, ledger_account_fn fn, void *ctx)
+{
+    struct walk w = {self, txn, NULL, fn, ctx};
+    return store_walk(txn, self->db_accounts, NULL, visit_account, &w);
+}
+
 int ledger_journal_foreach(ledger_t *self, uint64_t from_seq, ledger_entry_fn fn, void *ctx)
 {
     MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    uint8_t key[8];
-    store_put_u64(key, from_seq);
-    MDB_val k = {sizeof key, key}, v;
     int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
-    if (rc == CL_OK)
-        rc = store_err(mdb_cursor_open(txn, self->db_journal, &cur));
-    MDB_cursor_op op = MDB_SET_RANGE;
-    while (rc == CL_OK) {
-        int mrc = mdb_cursor_get(cur, &k, &v, op);
-        op = MDB_NEXT;
-        if (mrc == MDB_NOTFOUND)
-            break;
-        journal_entry_t *e = NULL;
-        rc = mrc != MDB_SUCCESS ? store_err(mrc)
-                                : ledger_get_entry(self, txn, store_get_u64(k.mv_data), &e);
-        if (rc == CL_OK)
-            rc = fn(e, ctx);
-        coalition__journal_entry__free_unpacked(e, NULL);
-    }
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    if (txn != NULL)
+    if (rc == CL_OK) {
+        rc = ledger_walk_journal(self, txn, from_seq, fn, ctx);
         mdb_txn_abort(txn);
+    }
     return rc;
 }
 
 int ledger_accounts_foreach(ledger_t *self, ledger_account_fn fn, void *ctx)
 {
     MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
     int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
-    if (rc == CL_OK)
-        rc = store_err(mdb_cursor_open(txn, self->db_accounts, &cur));
-    MDB_cursor_op op = MDB_FIRST;
-    while (rc == CL_OK) {
-        int mrc = mdb_cursor_get(cur, &k, &v, op);
-        op = MDB_NEXT;
-        if (mrc == MDB_NOTFOUND)
-            break;
-        if (mrc != MDB_SUCCESS || v.mv_size != 8 || k.mv_size >= ACCOUNT_NAME_BYTES_MAX) {
-            rc = mrc != MDB_SUCCESS ? store_err(mrc) : CL_ERR_CORRUPT;
-            break;
-        }
-        char name[ACCOUNT_NAME_BYTES_MAX];
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = '\0';
-        rc = fn(name, (int64_t)store_get_u64(v.mv_data), ctx);
-    }
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    if (txn != NULL)
+    if (rc == CL_OK) {
+        rc = ledger_walk_accounts(self, txn, fn, ctx);
         mdb_txn_abort(txn);
+    }
     return rc;
 }
 

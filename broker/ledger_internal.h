@@ -58,6 +58,10 @@ int ledger_put_balance(ledger_t *self, MDB_txn *txn, const char *account, int64_
 int ledger_get_entry(ledger_t *self, MDB_txn *txn, uint64_t seq, journal_entry_t **out);
 int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *txn_id,
                     Coalition__IdemRecord **out);
+/* Walks inside a caller's transaction (the public foreach functions open their own). */
+int ledger_walk_journal(ledger_t *self, MDB_txn *txn, uint64_t from_seq, ledger_entry_fn fn,
+                        void *ctx);
+int ledger_walk_accounts(ledger_t *self, MDB_txn *txn, ledger_account_fn fn, void *ctx);
 /* Sum of postings; the chain hash of an entry whose hash field is empty. */
 bool ledger_entry_balances(const journal_entry_t *entry);
 int ledger_entry_hash(const journal_entry_t *entry, const uint8_t prev[WIRE_HASH_BYTES],

@@ -33,6 +33,9 @@ typedef struct {
     totals_t totals;
     uint64_t entries;
     uint8_t prev[WIRE_HASH_BYTES];
+    size_t merged;        /* totals matched against accounts so far */
+    int64_t grand_total;  /* sum of all accounts */
+    uint64_t approved_idem;
 } verify_t;
 
 __attribute__((format(printf, 2, 3))) static int violation(verify_t *v, const char *fmt, ...)
@@ -138,118 +141,76 @@ static int check_entry(verify_t *v, const journal_entry_t *e)
     return rc;
 }
 
+static int visit_entry(const journal_entry_t *e, void *ctx) { return check_entry(ctx, e); }
+
 /* Walk the journal in order. ledger_get_entry already checks seq and balance on read. */
 static int check_journal(verify_t *v)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val k, val;
-    int rc = store_err(mdb_cursor_open(v->txn, v->ledger->db_journal, &cur));
-    MDB_cursor_op op = MDB_FIRST;
-    while (rc == CL_OK) {
-        int mrc = mdb_cursor_get(cur, &k, &val, op);
-        op = MDB_NEXT;
-        if (mrc == MDB_NOTFOUND)
-            break;
-        if (mrc != MDB_SUCCESS || k.mv_size != 8) {
-            rc = mrc != MDB_SUCCESS ? store_err(mrc) : violation(v, "journal key of wrong size");
-            break;
-        }
-        uint64_t seq = store_get_u64(k.mv_data);
-        journal_entry_t *e = NULL;
-        rc = ledger_get_entry(v->ledger, v->txn, seq, &e);
-        if (rc == CL_ERR_CORRUPT)
-            rc = violation(v, "entry %llu is unreadable or does not balance",
-                           (unsigned long long)seq);
-        if (rc == CL_OK)
-            rc = check_entry(v, e);
-        coalition__journal_entry__free_unpacked(e, NULL);
-    }
-    if (cur != NULL)
-        mdb_cursor_close(cur);
+    int rc = ledger_walk_journal(v->ledger, v->txn, 1, visit_entry, v);
+    if (rc == CL_ERR_CORRUPT && v->why[0] == '\0')
+        rc = violation(v, "entry %llu is unreadable or does not balance",
+                       (unsigned long long)v->entries + 1); /* entries so far are consecutive */
     return rc == CL_OK ? totals_compact(v) : rc;
+}
+
+/* Accounts arrive in key order, as do the sorted totals: merge the two. */
+static int visit_account(const char *name, int64_t balance, void *ctx)
+{
+    verify_t *v = ctx;
+    const totals_t *t = &v->totals;
+    int64_t expected = 0;
+    if (v->merged < t->count && strcmp(t->items[v->merged].account, name) < 0)
+        return violation(v, "postings to %s, which has no account", t->items[v->merged].account);
+    if (v->merged < t->count && strcmp(t->items[v->merged].account, name) == 0)
+        expected = t->items[v->merged++].sum;
+    if (balance != expected)
+        return violation(v, "account %s holds %lld, its postings sum to %lld", name,
+                         (long long)balance, (long long)expected);
+    if (balance < 0 && strncmp(name, MEMBER_PREFIX, strlen(MEMBER_PREFIX)) == 0)
+        return violation(v, "member account %s is negative (%lld)", name, (long long)balance);
+    if (__builtin_add_overflow(v->grand_total, balance, &v->grand_total))
+        return violation(v, "sum of all accounts overflows");
+    return CL_OK;
 }
 
 /* Compare each account with the sum of its postings; the whole ledger must sum to zero. */
 static int check_accounts(verify_t *v)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val k, val;
-    size_t t = 0;
-    int64_t grand = 0;
-    int rc = store_err(mdb_cursor_open(v->txn, v->ledger->db_accounts, &cur));
-    MDB_cursor_op op = MDB_FIRST;
-    while (rc == CL_OK) {
-        int mrc = mdb_cursor_get(cur, &k, &val, op);
-        op = MDB_NEXT;
-        if (mrc == MDB_NOTFOUND)
-            break;
-        if (mrc != MDB_SUCCESS || val.mv_size != 8 || k.mv_size >= ACCOUNT_NAME_BYTES_MAX) {
-            rc = mrc != MDB_SUCCESS ? store_err(mrc) : violation(v, "malformed account record");
-            break;
-        }
-        char name[ACCOUNT_NAME_BYTES_MAX];
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = '\0';
-        int64_t balance = (int64_t)store_get_u64(val.mv_data);
-        int64_t expected = 0;
-        while (t < v->totals.count && strcmp(v->totals.items[t].account, name) < 0)
-            rc = violation(v, "postings to %s, which has no account", v->totals.items[t++].account);
-        if (rc != CL_OK)
-            break;
-        if (t < v->totals.count && strcmp(v->totals.items[t].account, name) == 0)
-            expected = v->totals.items[t++].sum;
-        if (balance != expected)
-            rc = violation(v, "account %s holds %lld, its postings sum to %lld", name,
-                           (long long)balance, (long long)expected);
-        else if (balance < 0 && strncmp(name, MEMBER_PREFIX, strlen(MEMBER_PREFIX)) == 0)
-            rc = violation(v, "member account %s is negative (%lld)", name, (long long)balance);
-        else if (__builtin_add_overflow(grand, balance, &grand))
-            rc = violation(v, "sum of all accounts overflows");
-    }
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    if (rc == CL_OK && t < v->totals.count)
-        rc = violation(v, "postings to %s, which has no account", v->totals.items[t].account);
-    if (rc == CL_OK && grand != 0)
-        rc = violation(v, "accounts sum to %lld, not zero", (long long)grand);
+    int rc = ledger_walk_accounts(v->ledger, v->txn, visit_account, v);
+    if (rc == CL_ERR_CORRUPT && v->why[0] == '\0')
+        rc = violation(v, "malformed account record");
+    if (rc == CL_OK && v->merged < v->totals.count)
+        rc = violation(v, "postings to %s, which has no account",
+                       v->totals.items[v->merged].account);
+    if (rc == CL_OK && v->grand_total != 0)
+        rc = violation(v, "accounts sum to %lld, not zero", (long long)v->grand_total);
     return rc;
+}
+
+static int visit_idem(const MDB_val *k, const MDB_val *val, void *ctx)
+{
+    (void)k;
+    verify_t *v = ctx;
+    Coalition__IdemRecord *idem = coalition__idem_record__unpack(NULL, val->mv_size, val->mv_data);
+    if (idem == NULL)
+        return violation(v, "unreadable idempotency record");
+    uint64_t seq = idem->seq;
+    coalition__idem_record__free_unpacked(idem, NULL);
+    if (seq > v->entries)
+        return violation(v, "idempotency record points past the journal end (%llu)",
+                         (unsigned long long)seq);
+    v->approved_idem += seq > 0;
+    return CL_OK;
 }
 
 /* Every approved idempotency record must name the journal entry for its own key. */
 static int check_idem(verify_t *v)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val k, val;
-    uint64_t approved = 0;
-    int rc = store_err(mdb_cursor_open(v->txn, v->ledger->db_idem, &cur));
-    MDB_cursor_op op = MDB_FIRST;
-    while (rc == CL_OK) {
-        int mrc = mdb_cursor_get(cur, &k, &val, op);
-        op = MDB_NEXT;
-        if (mrc == MDB_NOTFOUND)
-            break;
-        if (mrc != MDB_SUCCESS) {
-            rc = store_err(mrc);
-            break;
-        }
-        Coalition__IdemRecord *idem =
-            coalition__idem_record__unpack(NULL, val.mv_size, val.mv_data);
-        if (idem == NULL) {
-            rc = violation(v, "unreadable idempotency record");
-            break;
-        }
-        if (idem->seq > v->entries)
-            rc = violation(v, "idempotency record points past the journal end (%llu)",
-                           (unsigned long long)idem->seq);
-        approved += idem->seq > 0;
-        coalition__idem_record__free_unpacked(idem, NULL);
-    }
-    if (cur != NULL)
-        mdb_cursor_close(cur);
+    int rc = store_walk(v->txn, v->ledger->db_idem, NULL, visit_idem, v);
     /* Each entry has its own record (check_entry_idem); equal counts make it one-to-one. */
-    if (rc == CL_OK && approved != v->entries)
+    if (rc == CL_OK && v->approved_idem != v->entries)
         rc = violation(v, "%llu approved idempotency records for %llu journal entries",
-                       (unsigned long long)approved, (unsigned long long)v->entries);
+                       (unsigned long long)v->approved_idem, (unsigned long long)v->entries);
     return rc;
 }
 
@@ -260,7 +221,7 @@ int ledger_verify(ledger_t *self, char *why, size_t why_size)
     v.ledger = self;
     v.why = why;
     v.why_size = why_size;
-    snprintf(why, why_size, "ok");
+    why[0] = '\0';
     int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &v.txn));
     if (rc == CL_OK)
         rc = check_journal(&v);

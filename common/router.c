@@ -3,6 +3,8 @@
 
 #include "log.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define FRAMES_MAX 3
@@ -57,4 +59,25 @@ void router_reply(void *sock, const peer_t *peer, const void *buf, size_t len)
         rc = zmq_send(sock, buf, len, ZMQ_DONTWAIT);
     if (rc < 0)
         log_debug("reply dropped (peer gone or slow): %s", zmq_strerror(zmq_errno()));
+}
+
+void router_reply_auth(void *sock, const peer_t *peer, const authorization_t *auth)
+{
+    size_t len = 0;
+    uint8_t *buf = wire_pack_auth(auth, &len);
+    if (buf != NULL)
+        router_reply(sock, peer, buf, len);
+    else
+        log_error("out of memory packing a reply");
+    free(buf);
+}
+
+void router_decline(void *sock, const peer_t *peer, const envelope_t *env, int code,
+                    const char *why)
+{
+    char text[RECEIPT_TEXT_BYTES_MAX];
+    snprintf(text, sizeof text, "Declined %02d: %s", code, why);
+    authorization_t auth;
+    wire_auth_decline(&auth, env, code, text);
+    router_reply_auth(sock, peer, &auth);
 }

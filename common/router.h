@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <zmq.h>
 
+#include "wire.h"
+
 #define ROUTING_ID_BYTES_MAX 256
 
 typedef struct peer {
@@ -22,5 +24,11 @@ typedef struct peer {
  * -1: a malformed message was dropped. */
 int router_read(void *sock, peer_t *peer, zmq_msg_t *payload);
 void router_reply(void *sock, const peer_t *peer, const void *buf, size_t len);
+/* Pack and send an Authorization. */
+void router_reply_auth(void *sock, const peer_t *peer, const authorization_t *auth);
+/* Send a decline decided without the ledger: code and "Declined NN: why". `env` may be
+ * NULL when the request could not be decoded. */
+void router_decline(void *sock, const peer_t *peer, const envelope_t *env, int code,
+                    const char *why);
 
 #endif

@@ -81,6 +81,24 @@ int store_env_grow(MDB_env *env)
     return CL_OK;
 }
 
+int store_walk(MDB_txn *txn, MDB_dbi dbi, const MDB_val *from, store_visit_fn fn, void *ctx)
+{
+    MDB_cursor *cur = NULL;
+    int rc = store_err(mdb_cursor_open(txn, dbi, &cur));
+    MDB_val k = from != NULL ? *from : (MDB_val){0, NULL}, v;
+    MDB_cursor_op op = from != NULL ? MDB_SET_RANGE : MDB_FIRST;
+    while (rc == CL_OK) {
+        int mrc = mdb_cursor_get(cur, &k, &v, op);
+        op = MDB_NEXT;
+        if (mrc == MDB_NOTFOUND)
+            break;
+        rc = mrc == MDB_SUCCESS ? fn(&k, &v, ctx) : store_err(mrc);
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
 void store_put_u64(uint8_t out[8], uint64_t v)
 {
     for (int i = 7; i >= 0; i--) {

@@ -23,6 +23,11 @@ int store_env_grow(MDB_env *env);
 /* Map an LMDB return code to a cl_err_t. */
 int store_err(int mdb_rc);
 
+/* Visit the records of `dbi` in key order, from the first key >= *from (NULL: the
+ * first record). fn returns CL_OK to go on; anything else stops the walk and is returned. */
+typedef int (*store_visit_fn)(const MDB_val *key, const MDB_val *val, void *ctx);
+int store_walk(MDB_txn *txn, MDB_dbi dbi, const MDB_val *from, store_visit_fn fn, void *ctx);
+
 /* Big-endian fixed-width keys and values, so LMDB's byte order is numeric order. */
 void store_put_u64(uint8_t out[8], uint64_t v);
 uint64_t store_get_u64(const uint8_t in[8]);

@@ -108,26 +108,14 @@ static pending_t *pending_new(const envelope_t *env, uint8_t *bytes, size_t len)
 
 static void till_reply(agent_t *a, pending_t *p, const authorization_t *auth)
 {
-    size_t len = 0;
-    uint8_t *buf = wire_pack_auth(auth, &len);
-    if (buf != NULL)
-        router_reply(a->tills, &p->till, buf, len);
-    free(buf);
+    router_reply_auth(a->tills, &p->till, auth);
     p->till_waiting = false;
 }
 
 static void till_decline(agent_t *a, const peer_t *peer, const envelope_t *env, int code,
                          const char *why)
 {
-    char text[RECEIPT_TEXT_BYTES_MAX];
-    snprintf(text, sizeof text, "Declined %02d: %s", code, why);
-    authorization_t auth;
-    wire_auth_decline(&auth, env, code, text);
-    size_t len = 0;
-    uint8_t *buf = wire_pack_auth(&auth, &len);
-    if (buf != NULL)
-        router_reply(a->tills, peer, buf, len);
-    free(buf);
+    router_decline(a->tills, peer, env, code, why);
 }
 
 /* The broker did not answer in time: stored offline, or 91. */

@@ -159,69 +159,59 @@ int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count)
     return CL_OK;
 }
 
-/* Walk one database in key order, unpacking each record with `desc`. */
-typedef int (*record_fn)(uint64_t seq, const ProtobufCMessage *msg, void *ctx);
-
-static int walk(outbox_t *self, MDB_dbi dbi, const ProtobufCMessageDescriptor *desc, record_fn fn,
-                void *ctx)
-{
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
-    if (rc == CL_OK)
-        rc = store_err(mdb_cursor_open(txn, dbi, &cur));
-    MDB_cursor_op op = MDB_FIRST;
-    while (rc == CL_OK) {
-        int mrc = mdb_cursor_get(cur, &k, &v, op);
-        op = MDB_NEXT;
-        if (mrc == MDB_NOTFOUND)
-            break;
-        if (mrc != MDB_SUCCESS || k.mv_size != 8) {
-            rc = mrc != MDB_SUCCESS ? store_err(mrc) : CL_ERR_CORRUPT;
-            break;
-        }
-        ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, v.mv_size, v.mv_data);
-        rc = msg == NULL ? CL_ERR_CORRUPT : fn(store_get_u64(k.mv_data), msg, ctx);
-        protobuf_c_message_free_unpacked(msg, NULL);
-    }
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    return rc;
-}
-
 struct outbox_walk {
     outbox_entry_fn entry_fn;
     outbox_journal_fn journal_fn;
     void *ctx;
 };
 
-static int outbox_record(uint64_t seq, const ProtobufCMessage *msg, void *ctx)
+static int visit_outbox(const MDB_val *k, const MDB_val *v, void *ctx)
 {
     const struct outbox_walk *w = ctx;
-    const Coalition__OutboxEntry *e = (const Coalition__OutboxEntry *)msg;
-    return w->entry_fn(seq, e->envelope.data, e->envelope.len, w->ctx);
+    Coalition__OutboxEntry *e = coalition__outbox_entry__unpack(NULL, v->mv_size, v->mv_data);
+    if (e == NULL || k->mv_size != 8) {
+        coalition__outbox_entry__free_unpacked(e, NULL);
+        return CL_ERR_CORRUPT;
+    }
+    int rc = w->entry_fn(store_get_u64(k->mv_data), e->envelope.data, e->envelope.len, w->ctx);
+    coalition__outbox_entry__free_unpacked(e, NULL);
+    return rc;
 }
 
-static int journal_record(uint64_t seq, const ProtobufCMessage *msg, void *ctx)
+static int visit_journal(const MDB_val *k, const MDB_val *v, void *ctx)
 {
     const struct outbox_walk *w = ctx;
-    const Coalition__AgentJournalEntry *j = (const Coalition__AgentJournalEntry *)msg;
-    return w->journal_fn(seq, j->time_ms, j->envelope.data, j->envelope.len, j->authorization.data,
-                         j->authorization.len, w->ctx);
+    Coalition__AgentJournalEntry *j =
+        coalition__agent_journal_entry__unpack(NULL, v->mv_size, v->mv_data);
+    if (j == NULL || k->mv_size != 8) {
+        coalition__agent_journal_entry__free_unpacked(j, NULL);
+        return CL_ERR_CORRUPT;
+    }
+    int rc = w->journal_fn(store_get_u64(k->mv_data), j->time_ms, j->envelope.data,
+                           j->envelope.len, j->authorization.data, j->authorization.len, w->ctx);
+    coalition__agent_journal_entry__free_unpacked(j, NULL);
+    return rc;
+}
+
+static int walk(outbox_t *self, MDB_dbi dbi, store_visit_fn visit, struct outbox_walk *w)
+{
+    MDB_txn *txn = NULL;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc == CL_OK) {
+        rc = store_walk(txn, dbi, NULL, visit, w);
+        mdb_txn_abort(txn);
+    }
+    return rc;
 }
 
 int outbox_foreach(outbox_t *self, outbox_entry_fn fn, void *ctx)
 {
     struct outbox_walk w = {fn, NULL, ctx};
-    return walk(self, self->db_outbox, &coalition__outbox_entry__descriptor, outbox_record, &w);
+    return walk(self, self->db_outbox, visit_outbox, &w);
 }
 
 int outbox_journal_foreach(outbox_t *self, outbox_journal_fn fn, void *ctx)
 {
     struct outbox_walk w = {NULL, fn, ctx};
-    return walk(self, self->db_journal, &coalition__agent_journal_entry__descriptor, journal_record,
-                &w);
+    return walk(self, self->db_journal, visit_journal, &w);
 }
