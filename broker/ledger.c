@@ -493,7 +493,9 @@ static int finish_declined(ledger_t *self, MDB_txn *child, const envelope_t *env
     d->points = 0;
     reply_from_decision(&auth, env, d, 0, "");
     int rc = reply_pack(&auth, reply_out, len_out);
-    if (rc == CL_OK)
+    /* An unknown partner has no key space to remember anything in: storing its declines
+     * would let any sender grow the ledger. */
+    if (rc == CL_OK && d->code != RC_UNKNOWN_PARTNER)
         rc = put_idem(self, self->batch, env, hash, 0, *reply_out, *len_out);
     if (rc != CL_OK) {
         free(*reply_out);

@@ -281,7 +281,8 @@ static void take_replies(agent_t *a, int64_t now)
     uint64_t jseq = outbox_journal_next_seq(a->store);
     a->op_count = 0;
     bool more = true;
-    while (more && n < REPLIES_MAX) {
+    /* Bounded both in matches and in reads, so duplicates cannot hold the loop. */
+    for (size_t reads = 0; more && n < REPLIES_MAX && reads < 2 * REPLIES_MAX; reads++) {
         zmq_msg_init(&msgs[n]);
         pending_t *p = read_reply(a, &msgs[n], now, &more);
         if (p == NULL) {
@@ -321,7 +322,10 @@ static pending_t *reversal_of(const uint8_t *burn_bytes, size_t burn_len)
     uint8_t digest[WIRE_HASH_BYTES];
     char txn_id[TXN_ID_LEN_MAX + 1];
     unsigned int dlen = 0;
-    EVP_Digest(burn->txn_id, strlen(burn->txn_id), digest, &dlen, EVP_sha256(), NULL);
+    if (EVP_Digest(burn->txn_id, strlen(burn->txn_id), digest, &dlen, EVP_sha256(), NULL) != 1) {
+        wire_envelope_free(burn);
+        return NULL;
+    }
     txn_id[0] = AGENT_TXN_PREFIX;
     txn_id[1] = 'v';
     for (int i = 0; i < REVERSAL_HASH_HEX / 2; i++)

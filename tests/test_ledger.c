@@ -1011,6 +1011,11 @@ static void earn_from_unknown_partner_declines_03(void **state)
     expect_declined("unknown partner", &res, RC_UNKNOWN_PARTNER, 0);
     EXPECT_STR("text", "Declined 03: unknown partner ghost", res.text);
     expect_unchanged(f, &before);
+    /* Not remembered: an unknown sender has no key space, so a repeat is decided afresh. */
+    res = earn(f, "ghost", "e1", "m1", 1234, "EUR");
+    expect_declined("unknown partner again", &res, RC_UNKNOWN_PARTNER, 0);
+    EXPECT_EQ("replay flag of a repeated 03", false, res.replay);
+    expect_unchanged(f, &before);
 }
 
 static void enroll_of_existing_member_declines_12(void **state)
