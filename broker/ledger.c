@@ -7,10 +7,10 @@
 #include "ledger_internal.h"
 
 #include "amount.h"
+#include "digest.h"
 #include "errors.h"
 #include "log.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,19 +265,17 @@ bool ledger_entry_balances(const journal_entry_t *entry)
 int ledger_entry_hash(const journal_entry_t *entry, const uint8_t prev[WIRE_HASH_BYTES],
                       uint8_t out[WIRE_HASH_BYTES])
 {
-    uint8_t buf[WIRE_HASH_BYTES + LEDGER_ENTRY_BYTES_MAX];
+    uint8_t buf[LEDGER_ENTRY_BYTES_MAX];
     journal_entry_t copy = *entry;
     copy.hash.len = 0;
     copy.hash.data = NULL;
     size_t len = coalition__journal_entry__get_packed_size(&copy);
-    if (len > LEDGER_ENTRY_BYTES_MAX)
+    if (len > sizeof buf)
         return CL_ERR_INVALID;
-    memcpy(buf, prev, WIRE_HASH_BYTES);
-    coalition__journal_entry__pack(&copy, buf + WIRE_HASH_BYTES);
-    unsigned int out_len = 0;
-    if (EVP_Digest(buf, WIRE_HASH_BYTES + len, out, &out_len, EVP_sha256(), NULL) != 1)
-        return CL_ERR_IO;
-    return CL_OK;
+    coalition__journal_entry__pack(&copy, buf);
+    const void *parts[] = {prev, buf};
+    const size_t lens[] = {WIRE_HASH_BYTES, len};
+    return digest_sha256(parts, lens, 2, out);
 }
 
 void ledger_account_member(char *buf, size_t size, const char *member_id)

@@ -2,9 +2,9 @@
 #include "wire.h"
 
 #include "amount.h"
+#include "digest.h"
 #include "errors.h"
 
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,10 +196,8 @@ int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
     if (len > sizeof buf)
         return CL_ERR_INVALID;
     coalition__envelope__pack(&canonical, buf);
-    unsigned int out_len = 0;
-    if (EVP_Digest(buf, len, hash, &out_len, EVP_sha256(), NULL) != 1 || out_len != WIRE_HASH_BYTES)
-        return CL_ERR_IO;
-    return CL_OK;
+    const void *parts[] = {buf};
+    return digest_sha256(parts, &len, 1, hash);
 }
 
 uint8_t *wire_pack_envelope(const envelope_t *env, size_t *len_out)

@@ -5,6 +5,7 @@
 #include "agent.h"
 
 #include "clock.h"
+#include "digest.h"
 #include "errors.h"
 #include "log.h"
 #include "outbox.h"
@@ -13,7 +14,6 @@
 #include "wire.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,8 +321,9 @@ static pending_t *reversal_of(const uint8_t *burn_bytes, size_t burn_len)
         return NULL;
     uint8_t digest[WIRE_HASH_BYTES];
     char txn_id[TXN_ID_LEN_MAX + 1];
-    unsigned int dlen = 0;
-    if (EVP_Digest(burn->txn_id, strlen(burn->txn_id), digest, &dlen, EVP_sha256(), NULL) != 1) {
+    const void *parts[] = {burn->txn_id};
+    const size_t lens[] = {strlen(burn->txn_id)};
+    if (digest_sha256(parts, lens, 1, digest) != CL_OK) {
         wire_envelope_free(burn);
         return NULL;
     }
