@@ -23,6 +23,7 @@
 
 #define WRITER_ENDPOINT "inproc://coalition-writer"
 #define SOCKET_HWM 100000
+#define READS_PER_PASS_MAX (2 * BATCH_REQUESTS_MAX)
 #define LINGER_MS 2000
 #define HEARTBEAT_IVL_MS 1000
 #define HEARTBEAT_TIMEOUT_MS 5000
@@ -125,7 +126,10 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
 /* Move whatever `sock` has ready into the batch, up to its capacity. */
 static void read_socket(frontend_t *self, void *sock, origin_t origin, batch_t *batch)
 {
-    while (batch->count < BATCH_REQUESTS_MAX) {
+    /* Bounded in reads too: inquiries and bad input must not keep committed replies
+     * waiting in the writer pipe. */
+    for (size_t reads = 0; batch->count < BATCH_REQUESTS_MAX && reads < READS_PER_PASS_MAX;
+         reads++) {
         request_t *r = &batch->items[batch->count];
         zmq_msg_t payload;
         zmq_msg_init(&payload);

@@ -335,6 +335,9 @@ int ledger_grow(ledger_t *self)
     pthread_rwlock_wrlock(&self->map_lock);
     int rc = store_env_grow(self->env);
     pthread_rwlock_unlock(&self->map_lock);
+    /* A failed remap leaves the environment unusable; reaching the size limit does not. */
+    if (rc != CL_OK && rc != CL_ERR_MAP_FULL)
+        self->failed = true;
     return rc;
 }
 

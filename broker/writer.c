@@ -91,6 +91,35 @@ static int recv_batch(void *sock, int flags, batch_t **out)
     return zmq_errno() == EAGAIN ? CL_ERR_TIMEOUT : CL_ERR_ZMQ;
 }
 
+/* Block for the first batch, then take whatever else is already queued. Returns true
+ * when the I/O thread's stop message (a NULL batch) arrived or the socket failed. */
+static bool collect(void *sock, batch_t **batches, size_t *n_out, size_t *requests_out)
+{
+    size_t n = 0, requests = 0;
+    int flags = 0;
+    bool stop = false;
+    while (n < BATCHES_IN_FLIGHT_MAX && requests < WRITER_REQUESTS_PER_COMMIT_MAX) {
+        batch_t *b = NULL;
+        int rc = recv_batch(sock, flags, &b);
+        if (rc == CL_ERR_ZMQ && zmq_errno() == EINTR)
+            continue;
+        if (rc == CL_ERR_TIMEOUT)
+            break; /* nothing more queued: commit what we have, never wait for more */
+        if (rc != CL_OK || b == NULL) {
+            if (rc != CL_OK)
+                log_error("writer: inproc receive failed: %s", zmq_strerror(zmq_errno()));
+            stop = true;
+            break;
+        }
+        batches[n++] = b;
+        requests += b->count;
+        flags = ZMQ_DONTWAIT;
+    }
+    *n_out = n;
+    *requests_out = requests;
+    return stop;
+}
+
 static void *writer_main(void *arg)
 {
     writer_t *self = arg;
@@ -98,18 +127,7 @@ static void *writer_main(void *arg)
     bool stop = false;
     while (!stop) {
         size_t n = 0, requests = 0;
-        batch_t *b = NULL;
-        int rc = recv_batch(self->sock, 0, &b);
-        while (rc == CL_OK && b != NULL) {
-            batches[n++] = b;
-            requests += b->count;
-            if (n == BATCHES_IN_FLIGHT_MAX || requests >= WRITER_REQUESTS_PER_COMMIT_MAX)
-                break;
-            rc = recv_batch(self->sock, ZMQ_DONTWAIT, &b);
-        }
-        if (rc == CL_ERR_ZMQ && zmq_errno() == EINTR)
-            rc = CL_OK;
-        stop = (rc == CL_OK && b == NULL) || (rc != CL_OK && rc != CL_ERR_TIMEOUT);
+        stop = collect(self->sock, batches, &n, &requests);
         if (n > 0) {
             apply_round(self, batches, n);
             self->commits++;

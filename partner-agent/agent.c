@@ -39,6 +39,7 @@ typedef struct pending {
     int64_t not_before_ms; /* back-off after a 96 */
     unsigned attempts;
     bool answered;
+    bool reverse_pending; /* a burn whose till was told 91; its void is not queued yet */
     bool till_waiting;
     peer_t till;
     int64_t till_deadline_ms;
@@ -162,6 +163,15 @@ static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t
         code = RC_UNAVAILABLE;
         snprintf(why, sizeof why, "agent outbox full");
     }
+    bool reversed = false;
+    if (code == RC_APPROVED && env->body_case == COALITION__ENVELOPE__BODY_BURN &&
+        outbox_was_reversed(a->store, env->txn_id, &reversed) == CL_OK && reversed) {
+        code = RC_INVALID_TRANSACTION;
+        snprintf(why, sizeof why,
+                 "burn %s was reversed after the clearinghouse did not answer; "
+                 "use a new txn id",
+                 env->txn_id);
+    }
     char *sent_partner_id = env->partner_id; /* owned by the decoded message */
     if (code == RC_APPROVED) {
         env->partner_id = (char *)a->opts->partner_id;
@@ -228,7 +238,10 @@ static void take_tills(agent_t *a, int64_t now)
     for (size_t i = 0; i < n; i++) {
         queue_append(a, fresh[i]);
         if (rc != CL_OK) {
-            till_decline(a, &fresh[i]->till, NULL, RC_SYSTEM_ERROR,
+            envelope_t env;
+            coalition__envelope__init(&env);
+            env.txn_id = fresh[i]->txn_id; /* the till matches replies by txn id */
+            till_decline(a, &fresh[i]->till, &env, RC_SYSTEM_ERROR,
                          "agent cannot store the request");
             queue_remove(a, fresh[i]);
         }
@@ -260,6 +273,8 @@ static pending_t *read_reply(agent_t *a, zmq_msg_t *msg, int64_t now, bool *more
         return NULL;
     }
     pending_t *p = find_in_flight(a, auth->txn_id);
+    if (p != NULL && p->reverse_pending)
+        p = NULL; /* its till was told 91: only the void may settle it */
     if (p == NULL)
         log_debug("reply for %s matches nothing in flight (a duplicate)", auth->txn_id);
     else if (auth->code == RC_SYSTEM_ERROR && !p->till_waiting) {
@@ -351,19 +366,24 @@ static pending_t *reversal_of(const uint8_t *burn_bytes, size_t burn_len)
 static void reverse_burn(agent_t *a, pending_t *burn)
 {
     pending_t *rev = burn->attempts > 0 ? reversal_of(burn->envelope, burn->envelope_len) : NULL;
+    burn->reverse_pending = true; /* until the void is durably queued: never resend the burn */
+    if (rev == NULL && burn->attempts > 0) {
+        log_error("cannot build the reversal of burn %s; will try again", burn->txn_id);
+        return;
+    }
     a->op_count = 0;
     add_op(a, OUTBOX_OP_DELETE, burn->outbox_seq, burn, NULL, 0);
     if (rev != NULL) {
         rev->outbox_seq = outbox_next_seq(a->store);
         add_op(a, OUTBOX_OP_PUT, rev->outbox_seq, rev, NULL, 0);
-    } else if (burn->attempts > 0) {
-        log_error("cannot build the reversal of burn %s; it stays queued", burn->txn_id);
-        return;
+        add_op(a, OUTBOX_OP_REVERSED, 0, burn, NULL, 0);
+        a->ops[a->op_count - 1].txn_id = burn->txn_id;
     }
     int rc = outbox_apply(a->store, a->ops, a->op_count);
     if (rc != CL_OK) {
-        log_error("cannot queue the reversal of burn %s: %s", burn->txn_id, cl_strerror(rc));
-        free(rev ? rev->envelope : NULL);
+        log_error("cannot queue the reversal of burn %s: %s; will try again", burn->txn_id,
+                  cl_strerror(rc));
+        free(rev != NULL ? rev->envelope : NULL);
         free(rev);
         return;
     }
@@ -381,6 +401,10 @@ static void check_timers(agent_t *a, int64_t now)
     pending_t *next = NULL;
     for (pending_t *p = a->head; p != NULL; p = next) {
         next = p->next;
+        if (p->reverse_pending) {
+            reverse_burn(a, p);
+            continue;
+        }
         if (p->sent_ms != 0 && now - p->sent_ms >= a->opts->retry_ms) {
             p->sent_ms = 0; /* resend with the same txn id */
             a->in_flight--;
@@ -398,8 +422,10 @@ static void check_timers(agent_t *a, int64_t now)
 static void send_ready(agent_t *a, int64_t now)
 {
     for (pending_t *p = a->head; p != NULL && a->in_flight < (size_t)a->opts->window; p = p->next) {
-        if (p->sent_ms != 0 || p->not_before_ms > now)
+        if (p->sent_ms != 0 || p->reverse_pending)
             continue;
+        if (p->not_before_ms > now)
+            break; /* backing off after a 96: later requests must not overtake it */
         if (zmq_send(a->broker, p->envelope, p->envelope_len, ZMQ_DONTWAIT) < 0)
             break; /* no live connection (ZMQ_IMMEDIATE) or queue full: try next tick */
         p->sent_ms = now;

@@ -14,7 +14,7 @@
 
 struct outbox {
     MDB_env *env;
-    MDB_dbi db_outbox, db_journal;
+    MDB_dbi db_outbox, db_journal, db_reversed;
     uint64_t outbox_next, journal_next;
 };
 
@@ -53,6 +53,8 @@ int outbox_open(outbox_t **self_out, const char *dir, int read_only)
     if (rc == CL_OK)
         rc = store_err(mdb_dbi_open(txn, "journal", create, &self->db_journal));
     if (rc == CL_OK)
+        rc = store_err(mdb_dbi_open(txn, "reversed", create, &self->db_reversed));
+    if (rc == CL_OK)
         rc = last_key(txn, self->db_outbox, &self->outbox_next);
     if (rc == CL_OK)
         rc = last_key(txn, self->db_journal, &self->journal_next);
@@ -83,6 +85,19 @@ void outbox_destroy(outbox_t **self_p)
     *self_p = NULL;
 }
 
+int outbox_was_reversed(outbox_t *self, const char *txn_id, bool *reversed)
+{
+    MDB_txn *txn = NULL;
+    MDB_val k = {strlen(txn_id), (void *)txn_id}, v;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc != CL_OK)
+        return rc;
+    rc = store_err(mdb_get(txn, self->db_reversed, &k, &v));
+    mdb_txn_abort(txn);
+    *reversed = rc == CL_OK;
+    return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
+}
+
 uint64_t outbox_next_seq(const outbox_t *self) { return self->outbox_next; }
 uint64_t outbox_journal_next_seq(const outbox_t *self) { return self->journal_next; }
 
@@ -106,6 +121,12 @@ static int apply_op(outbox_t *self, MDB_txn *txn, const outbox_op_t *op)
         MDB_val k = {sizeof key, key};
         int rc = store_err(mdb_del(txn, self->db_outbox, &k, NULL));
         return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
+    }
+    if (op->kind == OUTBOX_OP_REVERSED) {
+        uint8_t when[8];
+        store_put_u64(when, (uint64_t)op->time_ms);
+        MDB_val k = {strlen(op->txn_id), (void *)op->txn_id}, v = {sizeof when, when};
+        return store_err(mdb_put(txn, self->db_reversed, &k, &v, 0));
     }
     if (op->kind == OUTBOX_OP_PUT) {
         Coalition__OutboxEntry e = COALITION__OUTBOX_ENTRY__INIT;
@@ -187,8 +208,8 @@ static int visit_journal(const MDB_val *k, const MDB_val *v, void *ctx)
         coalition__agent_journal_entry__free_unpacked(j, NULL);
         return CL_ERR_CORRUPT;
     }
-    int rc = w->journal_fn(store_get_u64(k->mv_data), j->time_ms, j->envelope.data,
-                           j->envelope.len, j->authorization.data, j->authorization.len, w->ctx);
+    int rc = w->journal_fn(store_get_u64(k->mv_data), j->time_ms, j->envelope.data, j->envelope.len,
+                           j->authorization.data, j->authorization.len, w->ctx);
     coalition__agent_journal_entry__free_unpacked(j, NULL);
     return rc;
 }

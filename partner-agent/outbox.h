@@ -6,12 +6,20 @@
 #ifndef COALITION_OUTBOX_H
 #define COALITION_OUTBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct outbox outbox_t;
 
-typedef enum { OUTBOX_OP_PUT, OUTBOX_OP_DELETE, OUTBOX_OP_JOURNAL } outbox_op_kind_t;
+/* REVERSED remembers, for the life of the store, a burn txn_id the agent voided after its
+ * till was told 91: a repeat of that txn_id must not be sent again. */
+typedef enum {
+    OUTBOX_OP_PUT,
+    OUTBOX_OP_DELETE,
+    OUTBOX_OP_JOURNAL,
+    OUTBOX_OP_REVERSED
+} outbox_op_kind_t;
 
 typedef struct outbox_op {
     outbox_op_kind_t kind;
@@ -21,12 +29,15 @@ typedef struct outbox_op {
     const uint8_t *auth; /* JOURNAL */
     size_t auth_len;
     int64_t time_ms;
+    const char *txn_id; /* REVERSED */
 } outbox_op_t;
 
 int outbox_open(outbox_t **self_out, const char *dir, int read_only);
 void outbox_destroy(outbox_t **self_p);
 /* Apply all ops in one transaction and fsync. */
 int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count);
+/* Whether `txn_id` is a burn this agent reversed (CL_OK, *reversed set) or an error. */
+int outbox_was_reversed(outbox_t *self, const char *txn_id, bool *reversed);
 /* Next free keys (one past the last stored), read at open. */
 uint64_t outbox_next_seq(const outbox_t *self);
 uint64_t outbox_journal_next_seq(const outbox_t *self);

@@ -858,6 +858,42 @@ static int collect_burst(void *sock, authorization_t *first)
     return approved;
 }
 
+/* A burn sent to a stalled broker: the till is told 91, the agent voids the burn once
+ * the broker answers again, and a repeat of the same txn id is refused by the agent, never
+ * replayed as the original approval (the shopper would keep goods and points). */
+static void test_burn_reversed_after_timeout_is_not_repeatable(void **state)
+{
+    world_t *w = *state;
+    agent_proc_t *grocer_agent = agent_of(w, "grocer");
+    cpos_t *pos = till_of(w, "grocer");
+    cpos_result_t r;
+    int rc = cpos_earn(pos, "g-e1", "alice", 10000, "EUR", &r); /* 150 points */
+    expect_result("earn before the stall", rc, &r, &(expect_t){RC_APPROVED, 150, 150, 5, false});
+
+    EXPECT_EQ("SIGSTOP the broker", 0, kill(w->broker.pid, SIGSTOP));
+    rc = cpos_burn(pos, "g-b1", "alice", 40, false, &r);
+    EXPECT_EQ("burn to a stalled broker: call return", CPOS_OK, rc);
+    EXPECT_EQ("burn to a stalled broker: code", RC_UNAVAILABLE, r.code);
+    EXPECT_EQ("burn to a stalled broker: offline", false, r.offline);
+    EXPECT_EQ("SIGCONT the broker", 0, kill(w->broker.pid, SIGCONT));
+
+    char out[REPORT_BYTES];
+    if (!wait_outbox_empty(grocer_agent, out, sizeof out))
+        fail_msg("grocer outbox: expected empty once the broker is back, got %s", out);
+    EXPECT_EQ("alice after the burn and its void", 150, member_balance(w, "alice"));
+
+    rc = cpos_burn(pos, "g-b1", "alice", 40, false, &r);
+    EXPECT_EQ("repeat of the reversed burn: call return", CPOS_OK, rc);
+    EXPECT_EQ("repeat of the reversed burn: code", RC_INVALID_TRANSACTION, r.code);
+    EXPECT_EQ("repeat of the reversed burn: approved", false, r.approved);
+    EXPECT_EQ("alice after the refused repeat", 150, member_balance(w, "alice"));
+    rc = cpos_burn(pos, "g-b2", "alice", 40, false, &r);
+    EXPECT_EQ("a fresh burn: code", RC_APPROVED, r.code);
+    EXPECT_EQ("alice after a fresh burn", 110, member_balance(w, "alice"));
+    cpos_destroy(&pos);
+    expect_verify_ok(w);
+}
+
 static void test_broker_graceful_shutdown(void **state)
 {
     world_t *w = *state;
@@ -928,6 +964,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_partners_one_ledger, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_replays_and_duplicate_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offline_store_and_forward, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_burn_reversed_after_timeout_is_not_repeatable, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_broker_graceful_shutdown, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
