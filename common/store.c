@@ -45,7 +45,7 @@ int store_env_open(MDB_env **env_out, const char *dir, store_mode_t mode)
         rc = mdb_env_set_mapsize(env, STORE_MAP_BYTES_INITIAL);
     if (rc != MDB_SUCCESS)
         goto err;
-    /* Full durability: no MDB_NOSYNC, MDB_NOMETASYNC, MDB_MAPASYNC or MDB_WRITEMAP. */
+    /* Full durability: no flag here relaxes syncing, and no writable map. */
     unsigned flags = MDB_NOTLS | (mode == STORE_READ_ONLY ? MDB_RDONLY : 0u);
     rc = mdb_env_open(env, dir, flags, STORE_FILE_MODE);
     if (rc != MDB_SUCCESS)

@@ -1,5 +1,5 @@
 /* LMDB environment helpers shared by the broker's ledger and the agent's outbox.
- * Every environment is opened with full sync (never MDB_NOSYNC/MDB_NOMETASYNC), stale
+ * Every environment is opened with full sync (no flag that relaxes fsync), stale
  * readers are cleared at open, and MDB_MAP_FULL is reported so the caller can grow the
  * map and retry the whole transaction. */
 #ifndef COALITION_STORE_H

@@ -18,6 +18,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "expect.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,22 +39,6 @@
 #define MULTIPART_FRAMES 4
 /* Setup: partner fuel = seq 1, grocer = 2, member alice = 3, bob = 4. */
 #define SETUP_LAST_SEQ 4u
-
-#define EXPECT_EQ(what, expected, got)                                                             \
-    do {                                                                                           \
-        long long expected_ = (long long)(expected);                                               \
-        long long got_ = (long long)(got);                                                         \
-        if (expected_ != got_)                                                                     \
-            fail_msg("%s: expected %lld, got %lld", (what), expected_, got_);                      \
-    } while (0)
-
-#define EXPECT_STR(what, expected, got)                                                            \
-    do {                                                                                           \
-        const char *expected_ = (expected);                                                        \
-        const char *got_ = (got);                                                                  \
-        if (strcmp(expected_, got_) != 0)                                                          \
-            fail_msg("%s: expected \"%s\", got \"%s\"", (what), expected_, got_);                  \
-    } while (0)
 
 typedef struct fixture {
     world_t world;

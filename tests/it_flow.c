@@ -16,6 +16,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "expect.h"
+
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,28 +37,6 @@
 #define SETUP_LAST_SEQ 4u
 #define SHUTDOWN_BURST 200
 #define SHUTDOWN_SILENCE_MS 2000
-
-#define EXPECT_EQ(what, expected, got)                                                             \
-    do {                                                                                           \
-        long long expected_ = (long long)(expected);                                               \
-        long long got_ = (long long)(got);                                                         \
-        if (expected_ != got_)                                                                     \
-            fail_msg("%s: expected %lld, got %lld", (what), expected_, got_);                      \
-    } while (0)
-
-#define EXPECT_STR(what, expected, got)                                                            \
-    do {                                                                                           \
-        const char *expected_ = (expected);                                                        \
-        const char *got_ = (got);                                                                  \
-        if (strcmp(expected_, got_) != 0)                                                          \
-            fail_msg("%s: expected \"%s\", got \"%s\"", (what), expected_, got_);                  \
-    } while (0)
-
-#define EXPECT_TRUE(what, cond)                                                                    \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            fail_msg("%s: expected true, got false", (what));                                      \
-    } while (0)
 
 /* ---- small helpers ------------------------------------------------------------------- */
 

@@ -13,35 +13,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "expect.h"
+
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define EXPECT_EQ(what, expected, got)                                                             \
-    do {                                                                                           \
-        long long expected_ = (long long)(expected);                                               \
-        long long got_ = (long long)(got);                                                         \
-        if (expected_ != got_)                                                                     \
-            fail_msg("%s: expected %lld, got %lld", (what), expected_, got_);                      \
-    } while (0)
-
-#define EXPECT_STR(what, expected, got)                                                            \
-    do {                                                                                           \
-        const char *expected_ = (expected);                                                        \
-        const char *got_ = (got);                                                                  \
-        if (strcmp(expected_, got_) != 0)                                                          \
-            fail_msg("%s: expected \"%s\", got \"%s\"", (what), expected_, got_);                  \
-    } while (0)
-
-#define EXPECT_CONTAINS(what, part, got)                                                           \
-    do {                                                                                           \
-        const char *part_ = (part);                                                                \
-        const char *got_ = (got);                                                                  \
-        if (strstr(got_, part_) == NULL)                                                           \
-            fail_msg("%s: expected it to contain \"%s\", got \"%s\"", (what), part_, got_);        \
-    } while (0)
 
 /* A field of a named request's reply. */
 #define EXPECT_FIELD(what, field, expected, got)                                                   \
