@@ -61,6 +61,7 @@ static void admin_envelope(envelope_t *env, char *txn_id, size_t size)
     env->version = WIRE_VERSION;
     env->partner_id = OPERATOR_PARTNER_ID;
     env->terminal_id = "coalitionctl";
+    env->site_id = OPERATOR_SITE_ID;
     env->txn_id = txn_id;
     env->client_time_ms = clock_wall_ms();
 }

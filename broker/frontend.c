@@ -73,14 +73,14 @@ static void send_reply(void *sock, const request_t *r, const uint8_t *reply, siz
 static void send_decline(void *sock, const request_t *r, const envelope_t *env, int code,
                          const char *why)
 {
-    router_decline(sock, &r->peer, env, code, why);
+    router_decline(sock, &r->peer, env, env != NULL ? r->hash : NULL, code, why);
 }
 
 static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
 {
     uint8_t *reply = NULL;
     size_t len = 0;
-    int rc = ledger_inquire(self->ledger, r->env, &reply, &len);
+    int rc = ledger_inquire(self->ledger, r->env, r->hash, &reply, &len);
     if (rc == CL_OK)
         send_reply(sock, r, reply, len);
     else
@@ -104,11 +104,15 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
         send_decline(sock, r, NULL, RC_FORMAT_ERROR, "message is not a valid envelope");
         return false;
     }
-    int code = wire_validate(r->env, origin == ORIGIN_ADMIN, why, sizeof why);
-    if (code == RC_APPROVED && wire_request_hash(r->env, r->hash) != CL_OK) {
+    /* Hashed first, so that every reply, declines included, says what it answers. */
+    int code = RC_APPROVED;
+    if (wire_request_hash(r->env, r->hash) != CL_OK) {
+        memset(r->hash, 0, sizeof r->hash);
         code = RC_SYSTEM_ERROR;
         snprintf(why, sizeof why, "request could not be hashed");
     }
+    if (code == RC_APPROVED)
+        code = wire_validate(r->env, origin == ORIGIN_ADMIN, why, sizeof why);
     if (code != RC_APPROVED) {
         log_info("declined %02d %s from %.32s: %s", code, wire_body_name(r->env),
                  r->env->partner_id, why);

@@ -11,6 +11,7 @@
 #include "errors.h"
 #include "log.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,11 +242,17 @@ int ledger_get_entry(ledger_t *self, MDB_txn *txn, uint64_t seq, journal_entry_t
     return CL_OK;
 }
 
-int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *txn_id,
-                    Coalition__IdemRecord **out)
+size_t ledger_txn_key(uint8_t key[TXN_KEY_BYTES_MAX], const char *partner, const char *site,
+                      const char *txn_id)
 {
-    uint8_t key[PAIR_KEY_BYTES_MAX];
-    size_t key_len = store_pair_key(key, sizeof key, partner, txn_id);
+    return store_triple_key(key, TXN_KEY_BYTES_MAX, partner, site, txn_id);
+}
+
+int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *site,
+                    const char *txn_id, Coalition__IdemRecord **out)
+{
+    uint8_t key[TXN_KEY_BYTES_MAX];
+    size_t key_len = ledger_txn_key(key, partner, site, txn_id);
     if (key_len == 0)
         return CL_ERR_INVALID;
     return ledger_get_record(txn, self->db_idem, key, key_len, &coalition__idem_record__descriptor,
@@ -354,10 +361,11 @@ static void auth_code_of(const uint8_t hash[WIRE_HASH_BYTES], char out[AUTH_CODE
     snprintf(out, AUTH_CODE_LEN + 1, "%02X%02X%02X", hash[0], hash[1], hash[2]);
 }
 
-static void reply_from_decision(authorization_t *auth, const envelope_t *env, decision_t *d,
-                                uint64_t seq, char *auth_code)
+static void reply_from_decision(authorization_t *auth, const envelope_t *env, const uint8_t *hash,
+                                decision_t *d, uint64_t seq, char *auth_code)
 {
     wire_auth_decline(auth, env, d->code, d->text);
+    wire_auth_echo(auth, env, hash);
     auth->member_id = d->member_id;
     auth->points = d->points;
     auth->balance = d->balance;
@@ -365,42 +373,79 @@ static void reply_from_decision(authorization_t *auth, const envelope_t *env, de
     auth->auth_code = auth_code;
 }
 
-/* Same key: the stored reply marked as a replay; different payload: 94, nothing stored. */
-static int reply_to_repeat(const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
-                           const Coalition__IdemRecord *idem, uint8_t **reply_out, size_t *len_out)
+/* Whether the approval stored under `key` was voided or fully refunded since. */
+static int reversed_since(ledger_t *self, const uint8_t *key, size_t key_len, bool *out)
 {
+    Coalition__ReversalRecord *rev = NULL;
+    *out = false;
+    int rc = ledger_get_record(self->batch, self->db_reversals, key, key_len,
+                               &coalition__reversal_record__descriptor, (ProtobufCMessage **)&rev);
+    if (rc == CL_ERR_NOT_FOUND)
+        return CL_OK;
+    if (rc == CL_OK)
+        *out = rev->complete;
+    coalition__reversal_record__free_unpacked(rev, NULL);
+    return rc;
+}
+
+/* Same key and request: the stored reply marked as a replay, and as reversed when the
+ * approval was voided or fully refunded since. Different request: 94, nothing stored. */
+static int reply_to_repeat(ledger_t *self, const envelope_t *env,
+                           const uint8_t hash[WIRE_HASH_BYTES], const Coalition__IdemRecord *idem,
+                           uint8_t **reply_out, size_t *len_out)
+{
+    char text[RECEIPT_TEXT_BYTES_MAX];
     if (idem->request_hash.len != WIRE_HASH_BYTES ||
         memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0) {
-        char text[RECEIPT_TEXT_BYTES_MAX];
         snprintf(text, sizeof text, "Declined 94: txn id %s was already used for another request",
                  env->txn_id);
         authorization_t auth;
         wire_auth_decline(&auth, env, RC_DUPLICATE_KEY, text);
+        wire_auth_echo(&auth, env, hash);
         return reply_pack(&auth, reply_out, len_out);
     }
     authorization_t *orig = wire_auth_decode(idem->reply.data, idem->reply.len);
     if (orig == NULL)
         return CL_ERR_CORRUPT;
     orig->replay = true;
-    int rc = reply_pack(orig, reply_out, len_out);
+    int rc = CL_OK;
+    char *orig_text = orig->text;
+    if (idem->seq != 0) {
+        uint8_t key[TXN_KEY_BYTES_MAX];
+        size_t key_len = ledger_txn_key(key, env->partner_id, env->site_id, env->txn_id);
+        bool reversed = false;
+        rc = reversed_since(self, key, key_len, &reversed);
+        orig->reversed = reversed;
+    }
+    if (rc == CL_OK && orig->reversed) {
+        snprintf(text, sizeof text, "Reversed since (voided or refunded): %s", orig_text);
+        orig->text = text;
+    }
+    if (rc == CL_OK)
+        rc = reply_pack(orig, reply_out, len_out);
+    orig->text = orig_text;
     wire_auth_free(orig);
     return rc;
 }
 
 /* ---- apply ------------------------------------------------------------------------- */
 
+/* `tombstone_seq` != 0 keeps the tombstone a reversal left under this key. */
 static int put_idem(ledger_t *self, MDB_txn *txn, const envelope_t *env,
-                    const uint8_t hash[WIRE_HASH_BYTES], uint64_t seq, const uint8_t *reply,
-                    size_t reply_len)
+                    const uint8_t hash[WIRE_HASH_BYTES], uint64_t seq, uint64_t tombstone_seq,
+                    const uint8_t *reply, size_t reply_len)
 {
+    assert(seq == 0 || tombstone_seq == 0); /* a tombstoned key is never approved */
     Coalition__IdemRecord rec = COALITION__IDEM_RECORD__INIT;
     rec.request_hash.data = (uint8_t *)hash;
     rec.request_hash.len = WIRE_HASH_BYTES;
     rec.seq = seq;
     rec.reply.data = (uint8_t *)reply;
     rec.reply.len = reply_len;
-    uint8_t key[PAIR_KEY_BYTES_MAX];
-    size_t key_len = store_pair_key(key, sizeof key, env->partner_id, env->txn_id);
+    rec.tombstone = tombstone_seq != 0;
+    rec.tombstone_seq = tombstone_seq;
+    uint8_t key[TXN_KEY_BYTES_MAX];
+    size_t key_len = ledger_txn_key(key, env->partner_id, env->site_id, env->txn_id);
     if (key_len == 0)
         return CL_ERR_INVALID;
     return ledger_put_record(txn, self->db_idem, key, key_len, &rec.base);
@@ -420,7 +465,9 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     e.terminal_id = env->terminal_id;
     e.txn_id = env->txn_id;
     e.member_id = d->member_id;
+    e.site_id = env->site_id;
     e.original_txn_id = d->original_txn_id != NULL ? (char *)d->original_txn_id : "";
+    e.original_site_id = d->original_site_id != NULL ? (char *)d->original_site_id : "";
     e.amount_minor = d->amount_minor;
     e.currency = d->currency;
     e.points = d->points;
@@ -466,10 +513,10 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
     if (rc != CL_OK)
         return rc;
     auth_code_of(entry_hash, auth_code);
-    reply_from_decision(&auth, env, d, self->batch_seq + 1, auth_code);
+    reply_from_decision(&auth, env, hash, d, self->batch_seq + 1, auth_code);
     rc = reply_pack(&auth, reply_out, len_out);
     if (rc == CL_OK)
-        rc = put_idem(self, child, env, hash, self->batch_seq + 1, *reply_out, *len_out);
+        rc = put_idem(self, child, env, hash, self->batch_seq + 1, 0, *reply_out, *len_out);
     if (rc == CL_OK)
         rc = store_err(mdb_txn_commit(child));
     else
@@ -484,20 +531,21 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
     return CL_OK;
 }
 
-/* Declined: discard the child's writes, remember the decline in the batch txn. */
+/* Declined: discard the child's writes (if any), remember the decline in the batch txn. */
 static int finish_declined(ledger_t *self, MDB_txn *child, const envelope_t *env,
-                           const uint8_t hash[WIRE_HASH_BYTES], decision_t *d, uint8_t **reply_out,
-                           size_t *len_out)
+                           const uint8_t hash[WIRE_HASH_BYTES], uint64_t tombstone_seq,
+                           decision_t *d, uint8_t **reply_out, size_t *len_out)
 {
     authorization_t auth;
-    mdb_txn_abort(child);
+    if (child != NULL)
+        mdb_txn_abort(child);
     d->points = 0;
-    reply_from_decision(&auth, env, d, 0, "");
+    reply_from_decision(&auth, env, hash, d, 0, "");
     int rc = reply_pack(&auth, reply_out, len_out);
     /* An unknown partner has no key space to remember anything in: storing its declines
      * would let any sender grow the ledger. */
     if (rc == CL_OK && d->code != RC_UNKNOWN_PARTNER)
-        rc = put_idem(self, self->batch, env, hash, 0, *reply_out, *len_out);
+        rc = put_idem(self, self->batch, env, hash, 0, tombstone_seq, *reply_out, *len_out);
     if (rc != CL_OK) {
         free(*reply_out);
         *reply_out = NULL;
@@ -515,6 +563,22 @@ static int fail(ledger_t *self, int rc, const envelope_t *env)
     return rc;
 }
 
+/* The original of a reversal that arrived before it: decline 12, keep the tombstone. */
+static int decline_reversed_ahead(ledger_t *self, const envelope_t *env,
+                                  const uint8_t hash[WIRE_HASH_BYTES], uint64_t tombstone_seq,
+                                  uint8_t **reply_out, size_t *len_out)
+{
+    assert(tombstone_seq > 0 && tombstone_seq <= self->batch_seq);
+    decision_t d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.member_id, sizeof d.member_id, "%s", wire_member_of(env));
+    d.code = RC_INVALID_TRANSACTION;
+    snprintf(d.text, sizeof d.text,
+             "Declined 12: %s was reversed (ledger seq %llu) before it arrived; not applied",
+             env->txn_id, (unsigned long long)tombstone_seq);
+    return finish_declined(self, NULL, env, hash, tombstone_seq, &d, reply_out, len_out);
+}
+
 int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                  int64_t now_ms, uint8_t **reply_out, size_t *reply_len_out)
 {
@@ -522,9 +586,16 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
     if (self->batch == NULL)
         return CL_ERR_INVALID;
     Coalition__IdemRecord *idem = NULL;
-    int rc = ledger_get_idem(self, self->batch, env->partner_id, env->txn_id, &idem);
+    int rc = ledger_get_idem(self, self->batch, env->partner_id, env->site_id, env->txn_id, &idem);
+    if (rc == CL_OK && idem->tombstone && idem->request_hash.len == 0) {
+        /* A reversal got here first: this original is declined, never applied. */
+        uint64_t tombstone_seq = idem->tombstone_seq;
+        coalition__idem_record__free_unpacked(idem, NULL);
+        rc = decline_reversed_ahead(self, env, hash, tombstone_seq, reply_out, reply_len_out);
+        return rc == CL_OK ? CL_OK : fail(self, rc, env);
+    }
     if (rc == CL_OK) {
-        rc = reply_to_repeat(env, hash, idem, reply_out, reply_len_out);
+        rc = reply_to_repeat(self, env, hash, idem, reply_out, reply_len_out);
         coalition__idem_record__free_unpacked(idem, NULL);
         return rc == CL_OK ? CL_OK : fail(self, rc, env);
     }
@@ -544,14 +615,14 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
     if (d.code == RC_APPROVED || d.code == RC_PARTIAL)
         rc = finish_approved(self, child, env, hash, now_ms, &d, reply_out, reply_len_out);
     else
-        rc = finish_declined(self, child, env, hash, &d, reply_out, reply_len_out);
+        rc = finish_declined(self, child, env, hash, 0, &d, reply_out, reply_len_out);
     return rc == CL_OK ? CL_OK : fail(self, rc, env);
 }
 
 /* ---- read side --------------------------------------------------------------------- */
 
-int ledger_inquire(ledger_t *self, const envelope_t *env, uint8_t **reply_out,
-                   size_t *reply_len_out)
+int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
+                   uint8_t **reply_out, size_t *reply_len_out)
 {
     decision_t d;
     memset(&d, 0, sizeof d);
@@ -568,7 +639,7 @@ int ledger_inquire(ledger_t *self, const envelope_t *env, uint8_t **reply_out,
     if (rc != CL_OK)
         return rc;
     authorization_t auth;
-    reply_from_decision(&auth, env, &d, 0, "");
+    reply_from_decision(&auth, env, hash, &d, 0, "");
     return reply_pack(&auth, reply_out, reply_len_out);
 }
 
@@ -672,6 +743,7 @@ const char *ledger_entry_kind_name(int kind)
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: return "void-burn";
     case COALITION__ENTRY_KIND__ENTRY_ENROLL: return "enroll";
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD: return "partner-add";
+    case COALITION__ENTRY_KIND__ENTRY_REVERSAL_AHEAD: return "reversal-ahead";
     default: return "unknown";
     }
 }

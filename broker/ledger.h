@@ -18,10 +18,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 1u
+#define LEDGER_SCHEMA_VERSION 2u
 #define LEDGER_ENTRY_BYTES_MAX 4096
 #define ACCOUNT_NAME_BYTES_MAX 96
-#define PAIR_KEY_BYTES_MAX (PARTNER_ID_LEN_MAX + 1 + TXN_ID_LEN_MAX)
+/* Idempotency and reversal keys: "partner\0site\0txn". */
+#define TXN_KEY_BYTES_MAX (PARTNER_ID_LEN_MAX + 1 + SITE_ID_LEN_MAX + 1 + TXN_ID_LEN_MAX)
 
 typedef struct ledger ledger_t;
 typedef Coalition__JournalEntry journal_entry_t;
@@ -43,8 +44,8 @@ int ledger_grow(ledger_t *self);
 uint64_t ledger_last_seq(const ledger_t *self);
 
 /* Reader side, safe beside the writer: balance inquiry for a validated Balance request. */
-int ledger_inquire(ledger_t *self, const envelope_t *env, uint8_t **reply_out,
-                   size_t *reply_len_out);
+int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
+                   uint8_t **reply_out, size_t *reply_len_out);
 
 /* Read-only helpers for coalitionctl and tests. */
 int ledger_account_balance(ledger_t *self, const char *account, int64_t *balance_out);

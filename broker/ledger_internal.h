@@ -33,6 +33,7 @@ typedef struct decision {
     Coalition__EntryKind kind;
     char member_id[MEMBER_ID_LEN_MAX + 1];
     const char *original_txn_id;
+    const char *original_site_id;
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
     int64_t points;
@@ -56,8 +57,11 @@ int ledger_put_record(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t key_len
 int ledger_get_balance(ledger_t *self, MDB_txn *txn, const char *account, int64_t *out);
 int ledger_put_balance(ledger_t *self, MDB_txn *txn, const char *account, int64_t balance);
 int ledger_get_entry(ledger_t *self, MDB_txn *txn, uint64_t seq, journal_entry_t **out);
-int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *txn_id,
-                    Coalition__IdemRecord **out);
+/* The key of (partner, site, txn) in idem and reversals; all three already validated. */
+size_t ledger_txn_key(uint8_t key[TXN_KEY_BYTES_MAX], const char *partner, const char *site,
+                      const char *txn_id);
+int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *site,
+                    const char *txn_id, Coalition__IdemRecord **out);
 /* Walks inside a caller's transaction (the public foreach functions open their own). */
 int ledger_walk_journal(ledger_t *self, MDB_txn *txn, uint64_t from_seq, ledger_entry_fn fn,
                         void *ctx);

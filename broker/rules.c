@@ -8,6 +8,7 @@
 #include "amount.h"
 #include "errors.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -217,26 +218,65 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     return CL_OK;
 }
 
-/* The original earn or burn a refund or void names, and what was given back so far. */
+/* The original earn or burn a refund or void names, and what was given back so far.
+ * `ahead`: the ledger has not seen the original; the reversal leaves a tombstone. */
 typedef struct original {
     journal_entry_t *entry;
     Coalition__ReversalRecord rev;
-    uint8_t key[PAIR_KEY_BYTES_MAX];
+    uint8_t key[TXN_KEY_BYTES_MAX];
     size_t key_len;
+    bool ahead;
 } original_t;
 
-static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env,
-                         const char *original_txn_id, decision_t *d, original_t *o)
+static int load_reversal(ledger_t *self, MDB_txn *txn, original_t *o)
 {
+    Coalition__ReversalRecord *stored = NULL;
+    int rc =
+        ledger_get_record(txn, self->db_reversals, o->key, o->key_len,
+                          &coalition__reversal_record__descriptor, (ProtobufCMessage **)&stored);
+    if (rc == CL_ERR_NOT_FOUND)
+        return CL_OK;
+    if (rc == CL_OK) {
+        o->rev.reversed_minor = stored->reversed_minor;
+        o->rev.reversed_points = stored->reversed_points;
+        o->rev.voided = stored->voided;
+        o->rev.complete = stored->complete;
+    }
+    coalition__reversal_record__free_unpacked(stored, NULL);
+    return rc;
+}
+
+/* Look the original up by its key. Not seen: o->ahead. A tombstone (another reversal got
+ * there first): 12. A remembered decline: 25. Otherwise its entry and reversal record. */
+static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d,
+                         original_t *o)
+{
+    const char *original_txn_id = wire_original_txn(env);
+    const char *original_site_id = wire_original_site(env);
     memset(o, 0, sizeof *o);
     coalition__reversal_record__init(&o->rev);
     d->original_txn_id = original_txn_id;
+    d->original_site_id = original_site_id;
+    o->key_len = ledger_txn_key(o->key, env->partner_id, original_site_id, original_txn_id);
+    if (o->key_len == 0)
+        return CL_ERR_INVALID;
     Coalition__IdemRecord *idem = NULL;
-    int rc = ledger_get_idem(self, txn, env->partner_id, original_txn_id, &idem);
-    uint64_t seq = rc == CL_OK ? idem->seq : 0;
-    coalition__idem_record__free_unpacked(idem, NULL);
-    if (rc != CL_OK && rc != CL_ERR_NOT_FOUND)
+    int rc = ledger_get_idem(self, txn, env->partner_id, original_site_id, original_txn_id, &idem);
+    if (rc == CL_ERR_NOT_FOUND) {
+        o->ahead = true;
+        return CL_OK;
+    }
+    if (rc != CL_OK)
         return rc;
+    uint64_t seq = idem->seq;
+    bool tombstone = idem->tombstone;
+    uint64_t tombstone_seq = idem->tombstone_seq;
+    coalition__idem_record__free_unpacked(idem, NULL);
+    if (tombstone) {
+        decline(d, RC_INVALID_TRANSACTION, "%s was already reversed (ledger seq %llu)",
+                original_txn_id, (unsigned long long)tombstone_seq);
+        return CL_OK;
+    }
     if (seq == 0) {
         decline(d, RC_ORIGINAL_NOT_FOUND, "no approved transaction %s", original_txn_id);
         return CL_OK;
@@ -250,21 +290,32 @@ static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env,
                 original_txn_id, ledger_entry_kind_name(o->entry->kind));
         return CL_OK;
     }
-    o->key_len = store_pair_key(o->key, sizeof o->key, env->partner_id, original_txn_id);
-    Coalition__ReversalRecord *stored = NULL;
-    rc = ledger_get_record(txn, self->db_reversals, o->key, o->key_len,
-                           &coalition__reversal_record__descriptor, (ProtobufCMessage **)&stored);
-    if (rc == CL_OK) {
-        o->rev.reversed_minor = stored->reversed_minor;
-        o->rev.reversed_points = stored->reversed_points;
-        o->rev.voided = stored->voided;
-        coalition__reversal_record__free_unpacked(stored, NULL);
-    } else if (rc != CL_ERR_NOT_FOUND) {
-        return rc;
-    }
-    rc = check_member(self, txn, o->entry->member_id, d);
+    rc = load_reversal(self, txn, o);
+    if (rc == CL_OK)
+        rc = check_member(self, txn, o->entry->member_id, d);
     if (rc == CL_OK && !declined(d) && o->rev.voided)
         decline(d, RC_INVALID_TRANSACTION, "%s was voided", original_txn_id);
+    return rc;
+}
+
+/* A reversal whose original has not arrived: approve it with nothing to move and leave a
+ * tombstone under the original's key, so the original is declined whenever it comes. */
+static int reverse_ahead(ledger_t *self, MDB_txn *txn, const envelope_t *env, const original_t *o,
+                         decision_t *d)
+{
+    assert(o->ahead && o->entry == NULL);
+    Coalition__IdemRecord tomb = COALITION__IDEM_RECORD__INIT;
+    tomb.tombstone = true;
+    tomb.tombstone_seq = self->batch_seq + 1;
+    int rc = ledger_put_record(txn, self->db_idem, o->key, o->key_len, &tomb.base);
+    d->kind = COALITION__ENTRY_KIND__ENTRY_REVERSAL_AHEAD;
+    d->points = 0;
+    d->balance = 0;
+    d->member_id[0] = '\0';
+    snprintf(d->text, sizeof d->text,
+             "%s of %s recorded before its original: nothing to reverse; %s will be declined "
+             "if it arrives",
+             wire_body_name(env), d->original_txn_id, d->original_txn_id);
     return rc;
 }
 
@@ -341,8 +392,12 @@ static int64_t burn_refund_points(const original_t *o, const Coalition__RefundRe
     return points;
 }
 
-static int put_reversal(ledger_t *self, MDB_txn *txn, const original_t *o)
+static int put_reversal(ledger_t *self, MDB_txn *txn, original_t *o)
 {
+    const journal_entry_t *e = o->entry;
+    o->rev.complete = o->rev.voided || (e->kind == COALITION__ENTRY_KIND__ENTRY_EARN
+                                            ? o->rev.reversed_minor >= e->amount_minor
+                                            : o->rev.reversed_points >= e->points);
     return ledger_put_record(txn, self->db_reversals, o->key, o->key_len, &o->rev.base);
 }
 
@@ -353,9 +408,13 @@ static int apply_refund(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
     memset(&o, 0, sizeof o);
     int rc = check_partner(self, txn, env, d, NULL);
     if (rc == CL_OK && !declined(d))
-        rc = load_original(self, txn, env, r->original_txn_id, d, &o);
+        rc = load_original(self, txn, env, d, &o);
     if (rc != CL_OK || declined(d))
         goto out;
+    if (o.ahead) {
+        rc = reverse_ahead(self, txn, env, &o, d);
+        goto out;
+    }
     bool of_earn = o.entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
     int64_t points = of_earn ? earn_refund_points(&o, r, d) : burn_refund_points(&o, r, d);
     if (declined(d))
@@ -386,9 +445,13 @@ static int apply_void(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     memset(&o, 0, sizeof o);
     int rc = check_partner(self, txn, env, d, NULL);
     if (rc == CL_OK && !declined(d))
-        rc = load_original(self, txn, env, original_txn_id, d, &o);
+        rc = load_original(self, txn, env, d, &o);
     if (rc != CL_OK || declined(d))
         goto out;
+    if (o.ahead) {
+        rc = reverse_ahead(self, txn, env, &o, d);
+        goto out;
+    }
     if (o.rev.reversed_minor > 0 || o.rev.reversed_points > 0) {
         decline(d, RC_INVALID_TRANSACTION, "%s is partly refunded; refund the rest instead",
                 original_txn_id);

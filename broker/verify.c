@@ -33,8 +33,8 @@ typedef struct {
     totals_t totals;
     uint64_t entries;
     uint8_t prev[WIRE_HASH_BYTES];
-    size_t merged;        /* totals matched against accounts so far */
-    int64_t grand_total;  /* sum of all accounts */
+    size_t merged;       /* totals matched against accounts so far */
+    int64_t grand_total; /* sum of all accounts */
     uint64_t approved_idem;
 } verify_t;
 
@@ -97,7 +97,7 @@ static int totals_add(verify_t *v, const char *account, int64_t delta)
 static int check_entry_idem(verify_t *v, const journal_entry_t *e)
 {
     Coalition__IdemRecord *idem = NULL;
-    int rc = ledger_get_idem(v->ledger, v->txn, e->partner_id, e->txn_id, &idem);
+    int rc = ledger_get_idem(v->ledger, v->txn, e->partner_id, e->site_id, e->txn_id, &idem);
     if (rc == CL_ERR_NOT_FOUND)
         return violation(v, "entry %llu (%s/%s) has no idempotency record",
                          (unsigned long long)e->seq, e->partner_id, e->txn_id);

@@ -30,6 +30,7 @@ static void fill_system_error(batch_t **batches, size_t n)
             authorization_t auth;
             free(r->reply);
             wire_auth_decline(&auth, r->env, RC_SYSTEM_ERROR, text);
+            wire_auth_echo(&auth, r->env, r->hash);
             r->reply = wire_pack_auth(&auth, &r->reply_len);
         }
     }

@@ -72,12 +72,13 @@ void router_reply_auth(void *sock, const peer_t *peer, const authorization_t *au
     free(buf);
 }
 
-void router_decline(void *sock, const peer_t *peer, const envelope_t *env, int code,
-                    const char *why)
+void router_decline(void *sock, const peer_t *peer, const envelope_t *env, const uint8_t *hash,
+                    int code, const char *why)
 {
     char text[RECEIPT_TEXT_BYTES_MAX];
     snprintf(text, sizeof text, "Declined %02d: %s", code, why);
     authorization_t auth;
     wire_auth_decline(&auth, env, code, text);
+    wire_auth_echo(&auth, env, hash);
     router_reply_auth(sock, peer, &auth);
 }

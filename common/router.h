@@ -26,9 +26,9 @@ int router_read(void *sock, peer_t *peer, zmq_msg_t *payload);
 void router_reply(void *sock, const peer_t *peer, const void *buf, size_t len);
 /* Pack and send an Authorization. */
 void router_reply_auth(void *sock, const peer_t *peer, const authorization_t *auth);
-/* Send a decline decided without the ledger: code and "Declined NN: why". `env` may be
- * NULL when the request could not be decoded. */
-void router_decline(void *sock, const peer_t *peer, const envelope_t *env, int code,
-                    const char *why);
+/* Send a decline decided without the ledger: code and "Declined NN: why", echoing the
+ * request's hash. `env` and `hash` may be NULL when the request could not be decoded. */
+void router_decline(void *sock, const peer_t *peer, const envelope_t *env, const uint8_t *hash,
+                    int code, const char *why);
 
 #endif

@@ -115,14 +115,19 @@ uint64_t store_get_u64(const uint8_t in[8])
     return v;
 }
 
-size_t store_pair_key(uint8_t *buf, size_t size, const char *a, const char *b)
+size_t store_triple_key(uint8_t *buf, size_t size, const char *a, const char *b, const char *c)
 {
-    size_t la = strlen(a);
-    size_t lb = strlen(b);
-    if (la + 1 + lb > size)
-        return 0;
-    memcpy(buf, a, la);
-    buf[la] = '\0';
-    memcpy(buf + la + 1, b, lb);
-    return la + 1 + lb;
+    const char *parts[] = {a, b, c};
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t len = strlen(parts[i]);
+        size_t need = len + (i > 0 ? 1 : 0);
+        if (at + need > size)
+            return 0;
+        if (i > 0)
+            buf[at++] = '\0';
+        memcpy(buf + at, parts[i], len);
+        at += len;
+    }
+    return at;
 }

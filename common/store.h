@@ -32,8 +32,8 @@ int store_walk(MDB_txn *txn, MDB_dbi dbi, const MDB_val *from, store_visit_fn fn
 void store_put_u64(uint8_t out[8], uint64_t v);
 uint64_t store_get_u64(const uint8_t in[8]);
 
-/* Key "<a>\0<b>" for two-part string keys such as (partner, txn_id). Returns its length,
- * or 0 if it does not fit. */
-size_t store_pair_key(uint8_t *buf, size_t size, const char *a, const char *b);
+/* Key "<a>\0<b>\0<c>" for three-part string keys such as (partner, site, txn_id).
+ * Returns its length, or 0 if it does not fit. */
+size_t store_triple_key(uint8_t *buf, size_t size, const char *a, const char *b, const char *c);
 
 #endif

@@ -96,12 +96,14 @@ static int validate_member(const char *member_id, char *why, size_t why_size)
     return RC_APPROVED;
 }
 
-static int validate_reversal(const envelope_t *env, const char *original, char *why,
-                             size_t why_size)
+static int validate_reversal(const envelope_t *env, const char *original, const char *site,
+                             char *why, size_t why_size)
 {
     if (!wire_id_valid(original, TXN_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR, "original txn id missing or malformed");
-    if (strcmp(original, env->txn_id) == 0)
+    if (site[0] != '\0' && !wire_id_valid(site, SITE_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "original site id malformed");
+    if (strcmp(original, env->txn_id) == 0 && strcmp(wire_original_site(env), env->site_id) == 0)
         return refuse(why, why_size, RC_INVALID_TRANSACTION, "a request cannot reverse itself");
     return RC_APPROVED;
 }
@@ -109,7 +111,7 @@ static int validate_reversal(const envelope_t *env, const char *original, char *
 static int validate_refund(const envelope_t *env, char *why, size_t why_size)
 {
     const Coalition__RefundRequest *r = env->refund;
-    int rc = validate_reversal(env, r->original_txn_id, why, why_size);
+    int rc = validate_reversal(env, r->original_txn_id, r->original_site_id, why, why_size);
     if (rc != RC_APPROVED)
         return rc;
     if (r->amount_minor < 0 || r->points < 0)
@@ -151,7 +153,8 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
     }
     case COALITION__ENVELOPE__BODY_REFUND: return validate_refund(env, why, why_size);
     case COALITION__ENVELOPE__BODY_VOID_REQUEST:
-        return validate_reversal(env, env->void_request->original_txn_id, why, why_size);
+        return validate_reversal(env, env->void_request->original_txn_id,
+                                 env->void_request->original_site_id, why, why_size);
     case COALITION__ENVELOPE__BODY_BALANCE:
         return validate_member(env->balance->member_id, why, why_size);
     case COALITION__ENVELOPE__BODY_ENROLL:
@@ -171,6 +174,8 @@ int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_
         return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
     if (!wire_id_valid(env->terminal_id, TERMINAL_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR, "terminal id missing or malformed");
+    if (!wire_id_valid(env->site_id, SITE_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "site id missing or malformed");
     if (!wire_id_valid(env->txn_id, TXN_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR,
                       "txn id missing, malformed or longer than %d bytes", TXN_ID_LEN_MAX);
@@ -228,6 +233,33 @@ void wire_auth_decline(authorization_t *auth, const envelope_t *env, int code, c
     auth->code = (Coalition__ResponseCode)code;
     auth->text = text;
     auth->member_id = env != NULL ? (char *)wire_member_of(env) : "";
+    wire_auth_echo(auth, env, NULL);
+}
+
+void wire_auth_echo(authorization_t *auth, const envelope_t *env, const uint8_t *hash)
+{
+    auth->site_id = (env != NULL && env->site_id != NULL) ? env->site_id : "";
+    auth->request_hash.data = (uint8_t *)hash;
+    auth->request_hash.len = hash != NULL ? WIRE_HASH_BYTES : 0;
+}
+
+const char *wire_original_txn(const envelope_t *env)
+{
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_REFUND: return env->refund->original_txn_id;
+    case COALITION__ENVELOPE__BODY_VOID_REQUEST: return env->void_request->original_txn_id;
+    default: return NULL;
+    }
+}
+
+const char *wire_original_site(const envelope_t *env)
+{
+    const char *site = "";
+    if (env->body_case == COALITION__ENVELOPE__BODY_REFUND)
+        site = env->refund->original_site_id;
+    else if (env->body_case == COALITION__ENVELOPE__BODY_VOID_REQUEST)
+        site = env->void_request->original_site_id;
+    return site[0] != '\0' ? site : env->site_id;
 }
 
 const char *wire_code_meaning(int code)

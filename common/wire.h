@@ -18,11 +18,14 @@
 #define TXN_ID_LEN_MAX 64
 #define PARTNER_ID_LEN_MAX 32
 #define TERMINAL_ID_LEN_MAX 32
+#define SITE_ID_LEN_MAX 32
 #define MEMBER_ID_LEN_MAX 64
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
 /* Partner id under which operator (admin socket) requests are keyed. No partner may use it. */
 #define OPERATOR_PARTNER_ID "operator"
+/* Site id of operator requests (coalitionctl, tools on the admin socket). */
+#define OPERATOR_SITE_ID "ctl"
 
 typedef Coalition__Envelope envelope_t;
 typedef Coalition__Authorization authorization_t;
@@ -47,6 +50,15 @@ typedef Coalition__Authorization authorization_t;
 
 /* 1..len_max printable ASCII bytes without spaces. */
 bool wire_id_valid(const char *s, size_t len_max);
+
+/* The site a refund or void names for its original: its own unless it says otherwise. */
+const char *wire_original_site(const envelope_t *env);
+/* The original txn id a refund or void names, or NULL for other bodies. */
+const char *wire_original_txn(const envelope_t *env);
+
+/* Set the reply's echo of what it answers: the request's site and hash. `hash` may be
+ * NULL when the request could not be hashed; both must outlive the reply. */
+void wire_auth_echo(authorization_t *auth, const envelope_t *env, const uint8_t *hash);
 
 /* Decode one message; NULL when it is not a well-formed, canonical, bounded Envelope. */
 envelope_t *wire_envelope_decode(const void *buf, size_t len);

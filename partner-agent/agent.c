@@ -116,7 +116,7 @@ static void till_reply(agent_t *a, pending_t *p, const authorization_t *auth)
 static void till_decline(agent_t *a, const peer_t *peer, const envelope_t *env, int code,
                          const char *why)
 {
-    router_decline(a->tills, peer, env, code, why);
+    router_decline(a->tills, peer, env, NULL, code, why);
 }
 
 /* The broker did not answer in time: stored offline, or 91. */
@@ -156,6 +156,9 @@ static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t
     if (env->partner_id[0] != '\0' && strcmp(env->partner_id, a->opts->partner_id) != 0) {
         code = RC_NOT_PERMITTED;
         snprintf(why, sizeof why, "this agent serves partner %s", a->opts->partner_id);
+    } else if (env->site_id[0] != '\0' && strcmp(env->site_id, a->opts->site_id) != 0) {
+        code = RC_NOT_PERMITTED;
+        snprintf(why, sizeof why, "this agent serves site %s", a->opts->site_id);
     } else if (env->txn_id[0] == AGENT_TXN_PREFIX) {
         code = RC_FORMAT_ERROR;
         snprintf(why, sizeof why, "txn ids starting with '%c' are reserved", AGENT_TXN_PREFIX);
@@ -173,8 +176,10 @@ static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t
                  env->txn_id);
     }
     char *sent_partner_id = env->partner_id; /* owned by the decoded message */
+    char *sent_site_id = env->site_id;
     if (code == RC_APPROVED) {
         env->partner_id = (char *)a->opts->partner_id;
+        env->site_id = (char *)a->opts->site_id;
         code = wire_validate(env, false, why, sizeof why);
     }
     if (code != RC_APPROVED) {
@@ -189,6 +194,7 @@ static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t
         }
     }
     env->partner_id = sent_partner_id;
+    env->site_id = sent_site_id;
     wire_envelope_free(env);
     return p;
 }

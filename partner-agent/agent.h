@@ -22,8 +22,11 @@
 /* Prefix of txn ids the agent makes itself (reversals); tills may not use it. */
 #define AGENT_TXN_PREFIX '~'
 
+#define AGENT_SITE_DEFAULT "main"
+
 typedef struct agent_options {
     const char *partner_id;
+    const char *site_id;
     const char *broker_endpoint;
     const char *listen_endpoint;
     const char *data_dir;

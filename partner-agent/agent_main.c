@@ -26,6 +26,8 @@ static void usage(FILE *out)
             "Usage: coalition-agent --partner ID [options]\n"
             "Run a merchant site's agent: tills connect to it, it talks to the broker.\n\n"
             "  -p, --partner ID        this site's partner id (required)\n"
+            "  -s, --site ID           this store's site id within the partner; txn ids are\n"
+            "                          unique per (partner, site) (default: %s)\n"
             "  -b, --broker ENDPOINT   broker address (default: %s)\n"
             "  -d, --data DIR          outbox and journal directory (default: agent-ID)\n"
             "  -l, --listen ENDPOINT   where tills connect (default: ipc://DIR/%s)\n"
@@ -38,8 +40,9 @@ static void usage(FILE *out)
             "      --outbox            print requests not yet answered (JSON lines) and exit\n"
             "      --log-level LVL     debug, info, warn or error (default: info)\n"
             "  -h, --help              this text\n",
-            DEFAULT_BROKER, POS_SOCKET_NAME, AGENT_TILL_WAIT_MS_DEFAULT, AGENT_RETRY_MS_DEFAULT,
-            AGENT_WINDOW_DEFAULT, AGENT_WINDOW_MAX, AGENT_HEARTBEAT_MS_DEFAULT);
+            AGENT_SITE_DEFAULT, DEFAULT_BROKER, POS_SOCKET_NAME, AGENT_TILL_WAIT_MS_DEFAULT,
+            AGENT_RETRY_MS_DEFAULT, AGENT_WINDOW_DEFAULT, AGENT_WINDOW_MAX,
+            AGENT_HEARTBEAT_MS_DEFAULT);
 }
 
 static void print_request(const uint8_t *bytes, size_t len)
@@ -116,6 +119,7 @@ int main(int argc, char **argv)
     enum { OPT_WAIT = 256, OPT_RETRY, OPT_WINDOW, OPT_HEARTBEAT, OPT_JOURNAL, OPT_OUTBOX, OPT_LOG };
     static const struct option longopts[] = {
         {"partner", required_argument, NULL, 'p'},
+        {"site", required_argument, NULL, 's'},
         {"broker", required_argument, NULL, 'b'},
         {"data", required_argument, NULL, 'd'},
         {"listen", required_argument, NULL, 'l'},
@@ -129,6 +133,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     agent_options_t o = {NULL,
+                         AGENT_SITE_DEFAULT,
                          DEFAULT_BROKER,
                          NULL,
                          NULL,
@@ -138,9 +143,10 @@ int main(int argc, char **argv)
                          AGENT_HEARTBEAT_MS_DEFAULT};
     int report = 0, bad = 0, c;
     log_level_t level = LOG_INFO;
-    while ((c = getopt_long(argc, argv, "p:b:d:l:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:s:b:d:l:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'p': o.partner_id = optarg; break;
+        case 's': o.site_id = optarg; break;
         case 'b': o.broker_endpoint = optarg; break;
         case 'd': o.data_dir = optarg; break;
         case 'l': o.listen_endpoint = optarg; break;
@@ -174,6 +180,11 @@ int main(int argc, char **argv)
     if (o.partner_id == NULL || !wire_id_valid(o.partner_id, PARTNER_ID_LEN_MAX)) {
         fprintf(stderr, "coalition-agent: --partner ID is required (1-%d printable characters)\n",
                 PARTNER_ID_LEN_MAX);
+        return 2;
+    }
+    if (!wire_id_valid(o.site_id, SITE_ID_LEN_MAX)) {
+        fprintf(stderr, "coalition-agent: --site ID must be 1-%d printable characters\n",
+                SITE_ID_LEN_MAX);
         return 2;
     }
     if (o.listen_endpoint == NULL) {

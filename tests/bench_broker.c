@@ -49,6 +49,7 @@ static void earn_envelope(envelope_t *env, Coalition__EarnRequest *earn, char *t
     env->version = WIRE_VERSION;
     env->partner_id = "bench";
     env->terminal_id = "bench";
+    env->site_id = "main";
     env->txn_id = txn;
     env->client_time_ms = clock_wall_ms();
     earn->member_id = member;
@@ -144,6 +145,7 @@ static int admin_setup(const char *admin, int members)
     env.version = WIRE_VERSION;
     env.partner_id = OPERATOR_PARTNER_ID;
     env.terminal_id = "bench";
+    env.site_id = OPERATOR_SITE_ID;
     env.txn_id = "bench-partner";
     p.partner_id = "bench";
     p.earn_rate_milli = 1000;

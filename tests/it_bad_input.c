@@ -113,6 +113,7 @@ static void earn_envelope(envelope_t *env, Coalition__EarnRequest *body, const c
     env->version = WIRE_VERSION;
     env->partner_id = "fuel";
     env->terminal_id = "till-1";
+    env->site_id = "main";
     env->txn_id = (char *)txn_id;
     env->client_time_ms = clock_wall_ms();
     body->member_id = "alice";
@@ -184,6 +185,7 @@ static void expect_still_serving(fixture_t *f, const char *what)
     env.version = WIRE_VERSION;
     env.partner_id = "fuel";
     env.terminal_id = "till-1";
+    env.site_id = "main";
     env.txn_id = "alive-probe";
     body.member_id = "alice";
     env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
@@ -444,6 +446,7 @@ static void test_bad_envelope_fields(void **state)
 
     earn_envelope(&env, &body, "no-terminal");
     env.terminal_id = "";
+    env.site_id = "main";
     expect_envelope_refused(f, "earn without a terminal id", &env, RC_FORMAT_ERROR);
 
     earn_envelope(&env, &body, "no-member");
@@ -548,6 +551,7 @@ static void test_multipart_dropped(void **state)
     env.version = WIRE_VERSION;
     env.partner_id = "grocer";
     env.terminal_id = "till-2";
+    env.site_id = "main";
     env.txn_id = "after-multipart";
     body.member_id = "bob";
     env.body_case = COALITION__ENVELOPE__BODY_BALANCE;

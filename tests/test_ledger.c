@@ -60,6 +60,7 @@ typedef struct {
     int64_t balance;
     uint64_t seq;
     bool replay;
+    bool reversed;
     char auth_code[TEXT_BYTES];
     char text[TEXT_BYTES];
     char member_id[TEXT_BYTES];
@@ -130,6 +131,7 @@ static envelope_t *request_init(request_t *r, const char *partner_id, const char
     r->env.version = WIRE_VERSION;
     r->env.partner_id = (char *)partner_id;
     r->env.terminal_id = "till-1";
+    r->env.site_id = strcmp(partner_id, OPERATOR_PARTNER_ID) == 0 ? OPERATOR_SITE_ID : "s1";
     r->env.txn_id = r->txn_id;
     r->env.client_time_ms = NOW_MS;
     return &r->env;
@@ -146,6 +148,7 @@ static void result_from_reply(result_t *res, const uint8_t *reply, size_t len)
     res->balance = auth->balance;
     res->seq = auth->seq;
     res->replay = auth->replay;
+    res->reversed = auth->reversed;
     snprintf(res->auth_code, sizeof res->auth_code, "%s", auth->auth_code);
     snprintf(res->text, sizeof res->text, "%s", auth->text);
     snprintf(res->member_id, sizeof res->member_id, "%s", auth->member_id);
@@ -166,6 +169,14 @@ static result_t apply_in_batch(fixture_t *f, const envelope_t *env)
     size_t len = 0;
     EXPECT_OK("ledger_apply", ledger_apply(f->l, env, hash, NOW_MS, &reply, &len));
     result_from_reply(&res, reply, len);
+    /* Every reply says what it answers: the request's site and hash. */
+    authorization_t *auth = wire_auth_decode(reply, len);
+    assert_non_null(auth);
+    EXPECT_EQ("reply echoes the request hash length", WIRE_HASH_BYTES, auth->request_hash.len);
+    if (memcmp(auth->request_hash.data, hash, WIRE_HASH_BYTES) != 0)
+        fail_msg("reply to %s/%s echoes another request's hash", env->partner_id, env->txn_id);
+    EXPECT_STR("reply echoes the site", env->site_id, auth->site_id);
+    wire_auth_free(auth);
     free(reply);
     return res;
 }
@@ -307,7 +318,9 @@ static result_t inquire(fixture_t *f, const char *partner, const char *member)
               wire_validate(&r.env, false, why, sizeof why));
     uint8_t *reply = NULL;
     size_t len = 0;
-    EXPECT_OK("ledger_inquire", ledger_inquire(f->l, &r.env, &reply, &len));
+    uint8_t hash[WIRE_HASH_BYTES];
+    EXPECT_OK("wire_request_hash", wire_request_hash(&r.env, hash));
+    EXPECT_OK("ledger_inquire", ledger_inquire(f->l, &r.env, hash, &reply, &len));
     result_t res;
     memset(&res, 0, sizeof res);
     result_from_reply(&res, reply, len);
@@ -714,15 +727,112 @@ static void refund_in_the_wrong_unit_declines_12(void **state)
     expect_unchanged(f, &before);
 }
 
-static void refund_of_unknown_original_declines_25(void **state)
+/* A reversal that overtakes its original: approved with nothing to move, and the original
+ * is declined 12 whenever it arrives, never applied. */
+static void refund_of_unseen_original_leaves_a_tombstone(void **state)
 {
     fixture_t *f = *state;
     snapshot_t before;
     snapshot(f, &before);
-    result_t res = refund(f, "fuel", "r1", "nope", 100, 0);
-    expect_declined("unknown original", &res, RC_ORIGINAL_NOT_FOUND, 0);
-    EXPECT_STR("text", "Declined 25: no approved transaction nope", res.text);
-    expect_unchanged(f, &before);
+    result_t res = refund(f, "fuel", "r1", "late", 100, 0);
+    expect_approved("refund ahead of its original", &res, RC_APPROVED, 0, 0, WORLD_SEQ + 1);
+    EXPECT_CONTAINS("text", "late will be declined if it arrives", res.text);
+    result_t orig = earn(f, "fuel", "late", "m1", 1234, "EUR");
+    expect_declined("the original, after its refund", &orig, RC_INVALID_TRANSACTION, 0);
+    EXPECT_CONTAINS("text", "was reversed (ledger seq 5) before it arrived", orig.text);
+    EXPECT_EQ("m1 unchanged", 0, balance(f, "fuel", "m1"));
+    EXPECT_EQ("fuel issued unchanged", 0, account(f, "partner:fuel:issued"));
+    result_t again = earn(f, "fuel", "late", "m1", 1234, "EUR");
+    EXPECT_EQ("the original repeated: replay", true, again.replay);
+    EXPECT_EQ("the original repeated: still 12", RC_INVALID_TRANSACTION, again.code);
+    result_t other = earn(f, "fuel", "late", "m1", 999, "EUR");
+    EXPECT_EQ("another request under the key: 94", RC_DUPLICATE_KEY, other.code);
+    result_t second = void_(f, "fuel", "v2", "late");
+    expect_declined("a second reversal of it", &second, RC_INVALID_TRANSACTION, 0);
+    EXPECT_CONTAINS("text", "already reversed", second.text);
+    result_t repeat = refund(f, "fuel", "r1", "late", 100, 0);
+    EXPECT_EQ("the reversal repeated: replay", true, repeat.replay);
+    EXPECT_EQ("the reversal repeated: 00", RC_APPROVED, repeat.code);
+    EXPECT_EQ("ledger seq: only the reversal's entry", WORLD_SEQ + 1, ledger_last_seq(f->l));
+    char why[256];
+    EXPECT_OK("verify", ledger_verify(f->l, why, sizeof why));
+    (void)before;
+}
+
+/* The agent's void of a burn it told the till failed can reach the broker first (a
+ * reconnect): the burn, arriving later, must never take the points. */
+static void void_before_its_burn_blocks_the_burn(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "e1", "m1", 5000, "EUR"); /* 100 points */
+    result_t v = void_(f, "fuel", "~v1", "b1");
+    expect_approved("void ahead of the burn", &v, RC_APPROVED, 0, 0, WORLD_SEQ + 2);
+    result_t b = burn(f, "fuel", "b1", "m1", 60, false);
+    expect_declined("the burn after its void", &b, RC_INVALID_TRANSACTION, 0);
+    EXPECT_EQ("m1 keeps every point", 100, balance(f, "fuel", "m1"));
+    EXPECT_EQ("fuel redeemed nothing", 0, account(f, "partner:fuel:redeemed"));
+    char why[256];
+    EXPECT_OK("verify", ledger_verify(f->l, why, sizeof why));
+}
+
+/* A replay of an approval voided or fully refunded since says so. */
+static void replay_of_a_reversed_approval_is_marked(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "e1", "m1", 5000, "EUR");
+    result_t b = burn(f, "fuel", "b1", "m1", 60, false);
+    expect_approved("burn", &b, RC_APPROVED, 60, 40, WORLD_SEQ + 2);
+    result_t r = burn(f, "fuel", "b1", "m1", 60, false);
+    EXPECT_EQ("replay before the void: not reversed", false, r.reversed);
+    void_(f, "fuel", "v1", "b1");
+    r = burn(f, "fuel", "b1", "m1", 60, false);
+    EXPECT_EQ("replay after the void: replay", true, r.replay);
+    EXPECT_EQ("replay after the void: original code", RC_APPROVED, r.code);
+    EXPECT_EQ("replay after the void: reversed", true, r.reversed);
+    EXPECT_CONTAINS("text", "Reversed since", r.text);
+    result_t e = earn(f, "fuel", "e2", "m1", 1000, "EUR");
+    refund(f, "fuel", "r1", "e2", 400, 0);
+    r = earn(f, "fuel", "e2", "m1", 1000, "EUR");
+    EXPECT_EQ("partly refunded: not reversed", false, r.reversed);
+    refund(f, "fuel", "r2", "e2", 600, 0);
+    r = earn(f, "fuel", "e2", "m1", 1000, "EUR");
+    EXPECT_EQ("fully refunded: reversed", true, r.reversed);
+    EXPECT_EQ("fully refunded: same seq", e.seq, r.seq);
+}
+
+/* (partner, site, txn) is the key: two stores number their transactions independently,
+ * and a return at one store names the original's store. */
+static void txn_ids_are_scoped_by_site(void **state)
+{
+    fixture_t *f = *state;
+    request_t r;
+    earn_req(&r, "fuel", "t1", "m1", 1000, "EUR");
+    r.env.site_id = "north";
+    result_t north = submit(f, &r.env, false);
+    expect_approved("t1 at north", &north, RC_APPROVED, 20, 20, WORLD_SEQ + 1);
+    earn_req(&r, "fuel", "t1", "m1", 2000, "EUR");
+    r.env.site_id = "south";
+    result_t south = submit(f, &r.env, false);
+    expect_approved("t1 at south", &south, RC_APPROVED, 40, 60, WORLD_SEQ + 2);
+    request_init(&r, "fuel", "ret-1");
+    r.env.site_id = "south";
+    coalition__void_request__init(&r.void_request);
+    r.void_request.original_txn_id = "t1";
+    r.void_request.original_site_id = "north";
+    r.env.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
+    r.env.void_request = &r.void_request;
+    result_t v = submit(f, &r.env, false);
+    expect_approved("south voids north's t1", &v, RC_APPROVED, 20, 40, WORLD_SEQ + 3);
+    earn_req(&r, "fuel", "t1", "m1", 1000, "EUR");
+    r.env.site_id = "north";
+    result_t replay = submit(f, &r.env, false);
+    EXPECT_EQ("north's t1 replayed: reversed", true, replay.reversed);
+    earn_req(&r, "fuel", "t1", "m1", 2000, "EUR");
+    r.env.site_id = "south";
+    replay = submit(f, &r.env, false);
+    EXPECT_EQ("south's t1 replayed: untouched", false, replay.reversed);
+    char why[256];
+    EXPECT_OK("verify", ledger_verify(f->l, why, sizeof why));
 }
 
 static void refund_of_declined_original_declines_25(void **state)
@@ -737,15 +847,18 @@ static void refund_of_declined_original_declines_25(void **state)
     expect_unchanged(f, &before);
 }
 
-static void refund_of_another_partners_earn_declines_25(void **state)
+/* Keys are partner-scoped: grocer's refund of "e1" is about grocer's own e1 (not seen, so
+ * a tombstone); fuel's e1 is untouched. */
+static void refund_of_another_partners_earn_touches_only_its_own_keys(void **state)
 {
     fixture_t *f = *state;
     earn(f, "fuel", "e1", "m1", 1234, "EUR");
-    snapshot_t before;
-    snapshot(f, &before);
     result_t res = refund(f, "grocer", "r1", "e1", 0, 0);
-    expect_declined("grocer refunds fuel's e1", &res, RC_ORIGINAL_NOT_FOUND, 0);
-    expect_unchanged(f, &before);
+    expect_approved("grocer refunds its own unseen e1", &res, RC_APPROVED, 0, 0, WORLD_SEQ + 2);
+    EXPECT_EQ("m1 keeps fuel's points", 24, balance(f, "fuel", "m1"));
+    EXPECT_EQ("fuel issued", -24, account(f, "partner:fuel:issued"));
+    result_t late = earn(f, "grocer", "e1", "m1", 1000, "EUR");
+    expect_declined("grocer's e1 arriving later", &late, RC_INVALID_TRANSACTION, 0);
 }
 
 static void refund_of_a_refund_declines_12(void **state)
@@ -1147,7 +1260,7 @@ static void declines_leave_the_ledger_unchanged(void **state)
         earn(f, "fuel", "x2", "nobody", 100, "EUR").code,
         earn(f, "fuel", "x3", "m1", 100, "GBP").code,
         burn(f, "fuel", "x4", "m1", 21, false).code,
-        refund(f, "fuel", "x5", "nope", 0, 0).code,
+        refund(f, "fuel", "x5", "x4", 0, 0).code,
         refund(f, "fuel", "x6", "e1", 1235, 0).code,
         void_(f, "fuel", "x7", "x4").code,
         earn(f, "fuel", "e1", "m1", 999, "EUR").code,
@@ -1378,9 +1491,12 @@ int main(void)
         WORLD_TEST(refund_of_a_burn_partial_then_rest),
         WORLD_TEST(refund_of_a_burn_in_full),
         WORLD_TEST(refund_in_the_wrong_unit_declines_12),
-        WORLD_TEST(refund_of_unknown_original_declines_25),
+        WORLD_TEST(refund_of_unseen_original_leaves_a_tombstone),
+        WORLD_TEST(void_before_its_burn_blocks_the_burn),
+        WORLD_TEST(replay_of_a_reversed_approval_is_marked),
+        WORLD_TEST(txn_ids_are_scoped_by_site),
         WORLD_TEST(refund_of_declined_original_declines_25),
-        WORLD_TEST(refund_of_another_partners_earn_declines_25),
+        WORLD_TEST(refund_of_another_partners_earn_touches_only_its_own_keys),
         WORLD_TEST(refund_of_a_refund_declines_12),
         WORLD_TEST(refund_of_spent_earn_declines_51_and_changes_nothing),
         WORLD_TEST(void_of_an_earn_takes_its_points_back),

@@ -37,6 +37,7 @@ static void request_init(request_t *r, const char *partner_id, const char *txn_i
     r->env.version = WIRE_VERSION;
     r->env.partner_id = (char *)partner_id;
     r->env.terminal_id = "till-1";
+    r->env.site_id = strcmp(partner_id, OPERATOR_PARTNER_ID) == 0 ? OPERATOR_SITE_ID : "s1";
     r->env.txn_id = (char *)txn_id;
     r->env.client_time_ms = INT64_C(1700000000000);
 }
