@@ -50,7 +50,8 @@ static void envelope_for(cpos_t *self, envelope_t *env, const char *txn_id)
 {
     coalition__envelope__init(env);
     env->version = WIRE_VERSION;
-    env->partner_id = ""; /* the agent stamps its own partner id */
+    env->partner_id = ""; /* the agent stamps its own partner and site ids */
+    env->site_id = "";
     env->terminal_id = self->terminal_id;
     env->txn_id = (char *)txn_id;
     env->client_time_ms = clock_wall_ms();
@@ -60,7 +61,8 @@ static void copy_result(const authorization_t *auth, cpos_result_t *out)
 {
     memset(out, 0, sizeof *out);
     out->code = (int)auth->code;
-    out->approved = auth->code == RC_APPROVED || auth->code == RC_PARTIAL;
+    out->reversed = auth->reversed;
+    out->approved = (auth->code == RC_APPROVED || auth->code == RC_PARTIAL) && !auth->reversed;
     out->offline = auth->offline;
     out->pending = auth->pending;
     out->replay = auth->replay;
@@ -116,10 +118,18 @@ int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t p
 int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id, int64_t amount_minor,
                 int64_t points, cpos_result_t *out)
 {
+    return cpos_refund_at(self, txn_id, NULL, original_txn_id, amount_minor, points, out);
+}
+
+int cpos_refund_at(cpos_t *self, const char *txn_id, const char *original_site,
+                   const char *original_txn_id, int64_t amount_minor, int64_t points,
+                   cpos_result_t *out)
+{
     envelope_t env;
     Coalition__RefundRequest body = COALITION__REFUND_REQUEST__INIT;
     envelope_for(self, &env, txn_id);
     body.original_txn_id = (char *)original_txn_id;
+    body.original_site_id = original_site != NULL ? (char *)original_site : "";
     body.amount_minor = amount_minor;
     body.points = points;
     env.body_case = COALITION__ENVELOPE__BODY_REFUND;
@@ -129,10 +139,17 @@ int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id, i
 
 int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id, cpos_result_t *out)
 {
+    return cpos_void_at(self, txn_id, NULL, original_txn_id, out);
+}
+
+int cpos_void_at(cpos_t *self, const char *txn_id, const char *original_site,
+                 const char *original_txn_id, cpos_result_t *out)
+{
     envelope_t env;
     Coalition__VoidRequest body = COALITION__VOID_REQUEST__INIT;
     envelope_for(self, &env, txn_id);
     body.original_txn_id = (char *)original_txn_id;
+    body.original_site_id = original_site != NULL ? (char *)original_site : "";
     env.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
     env.void_request = &body;
     return call(self, &env, out);

@@ -23,10 +23,11 @@ typedef struct cpos cpos_t;
 
 typedef struct cpos_result {
     int code;       /* ISO 8583-style response code: 0 approved, 10 partial, 51 ... */
-    bool approved;  /* code 00 or 10 */
+    bool approved;  /* code 00 or 10, and not reversed since */
     bool offline;   /* stored by the agent; the clearinghouse has not seen it yet */
     bool pending;   /* outcome not final yet */
     bool replay;    /* the original answer to an earlier identical request */
+    bool reversed;  /* a replay of an approval that was voided or fully refunded since */
     int64_t points; /* earned, redeemed or reversed */
     int64_t balance;
     uint64_t seq; /* ledger sequence, 0 if declined or offline */
@@ -49,6 +50,13 @@ int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t p
 int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id, int64_t amount_minor,
                 int64_t points, cpos_result_t *out);
 int cpos_void(cpos_t *self, const char *txn_id, const char *original_txn_id, cpos_result_t *out);
+/* The same for an original taken at another store (site) of this partner, a return at
+ * another store; original_site NULL or "" means this agent's own site. */
+int cpos_refund_at(cpos_t *self, const char *txn_id, const char *original_site,
+                   const char *original_txn_id, int64_t amount_minor, int64_t points,
+                   cpos_result_t *out);
+int cpos_void_at(cpos_t *self, const char *txn_id, const char *original_site,
+                 const char *original_txn_id, cpos_result_t *out);
 int cpos_balance(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
 int cpos_enroll(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
 

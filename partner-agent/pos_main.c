@@ -1,6 +1,7 @@
 /* coalition-pos: one till request from the command line, built on coalition_pos.h.
  * Prints the authorization readably, or as one JSON object with --json.
- * Exit status: 0 approved, 1 declined, 2 no answer or bad usage, 3 stored offline. */
+ * Exit status: 0 approved, 1 declined, 2 no answer or bad usage, 3 stored offline,
+ * 4 a replay of an approval that was voided or fully refunded since. */
 #include "amount.h"
 #include "clock.h"
 #include "coalition_pos.h"
@@ -17,11 +18,12 @@
 #define EXIT_DECLINED 1
 #define EXIT_USAGE 2
 #define EXIT_OFFLINE 3
+#define EXIT_REVERSED 4
 #define DEFAULT_TERMINAL "till-1"
 #define DEFAULT_CURRENCY "EUR"
 
 typedef struct args {
-    const char *agent, *terminal, *member, *amount, *currency, *txn, *original;
+    const char *agent, *terminal, *member, *amount, *currency, *txn, *original, *original_site;
     int64_t points;
     bool allow_partial, json;
     int timeout_ms;
@@ -36,19 +38,21 @@ static void usage(FILE *out)
             "  earn    --member M --amount 12.34 [--currency EUR] --txn T\n"
             "  burn    --member M --points 500 --txn T [--allow-partial]\n"
             "  refund  --original T1 [--amount 5.00 [--currency EUR] | --points N] --txn T2\n"
-            "          (no amount: refund everything not yet refunded)\n"
-            "  void    --original T1 --txn T2\n"
+            "          [--original-site S]  (no amount: refund everything not yet refunded)\n"
+            "  void    --original T1 --txn T2 [--original-site S]\n"
+            "          (--original-site: T1 was taken at another store of this partner)\n"
             "  balance --member M [--txn T]\n"
             "  enroll  --member M --txn T\n\n"
             "Options:\n"
             "  -a, --agent ENDPOINT   the agent's till socket (default: $COALITION_AGENT)\n"
             "  -t, --terminal ID      this till's id (default: %s)\n"
             "  -j, --json             print one JSON object: code, approved, points, balance,\n"
-            "                         seq, auth_code, replay, offline, pending, text\n"
+            "                         seq, auth_code, replay, reversed, offline, pending, text\n"
             "      --timeout-ms N     give up after N ms (default: %d)\n"
             "  -h, --help             this text\n\n"
             "Exit status: 0 approved, 1 declined, 2 no answer or bad usage,\n"
-            "3 stored offline by the agent (not yet approved; it will be delivered).\n",
+            "3 stored offline by the agent (not yet approved; it will be delivered),\n"
+            "4 a replay of an approval that was voided or fully refunded since.\n",
             DEFAULT_TERMINAL, CPOS_TIMEOUT_MS_DEFAULT);
 }
 
@@ -61,18 +65,23 @@ static void print_result(const args_t *a, const cpos_result_t *r)
                ",\"seq\":%" PRIu64 ",\"auth_code\":",
                r->code, r->approved ? "true" : "false", r->points, r->balance, r->seq);
         json_write_string(stdout, r->auth_code);
-        printf(
-            ",\"replay\":%s,\"offline\":%s,\"pending\":%s,\"text\":", r->replay ? "true" : "false",
-            r->offline ? "true" : "false", r->pending ? "true" : "false");
+        printf(",\"replay\":%s,\"reversed\":%s,\"offline\":%s,\"pending\":%s,\"text\":",
+               r->replay ? "true" : "false", r->reversed ? "true" : "false",
+               r->offline ? "true" : "false", r->pending ? "true" : "false");
         json_write_string(stdout, r->text);
         printf("}\n");
         return;
     }
-    const char *verdict = r->offline ? "OFFLINE " : r->approved ? "APPROVED" : "DECLINED";
+    const char *verdict = r->offline    ? "OFFLINE "
+                          : r->reversed ? "REVERSED"
+                          : r->approved ? "APPROVED"
+                                        : "DECLINED";
     printf("%s %02d  %s", verdict, r->code, r->text);
     if (r->approved && r->seq > 0)
         printf("  [auth %s, seq %" PRIu64 "]", r->auth_code, r->seq);
-    if (r->replay)
+    if (r->replay && r->reversed)
+        printf("  (replay of an approval reversed since; nothing is approved now)");
+    else if (r->replay)
         printf("  (replay of the original answer; not applied again)");
     printf("\n");
 }
@@ -119,12 +128,12 @@ static int run(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
         if (!need(a->original, "--original") || !need(a->txn, "--txn") ||
             (a->amount != NULL && parse_money(a, &minor) != 0))
             return CPOS_BAD_ARGUMENT;
-        return cpos_refund(pos, a->txn, a->original, minor, a->points, r);
+        return cpos_refund_at(pos, a->txn, a->original_site, a->original, minor, a->points, r);
     }
     if (strcmp(cmd, "void") == 0) {
         if (!need(a->original, "--original") || !need(a->txn, "--txn"))
             return CPOS_BAD_ARGUMENT;
-        return cpos_void(pos, a->txn, a->original, r);
+        return cpos_void_at(pos, a->txn, a->original_site, a->original, r);
     }
     if (strcmp(cmd, "balance") == 0 || strcmp(cmd, "enroll") == 0) {
         if (!need(a->member, "--member") || !need(a->txn, "--txn"))
@@ -138,17 +147,19 @@ static int run(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
 
 static int parse_command_options(int argc, char **argv, args_t *a)
 {
-    enum { OPT_TIMEOUT = 256 };
-    static const struct option longopts[] = {{"member", required_argument, NULL, 'm'},
-                                             {"amount", required_argument, NULL, 'A'},
-                                             {"currency", required_argument, NULL, 'c'},
-                                             {"points", required_argument, NULL, 'P'},
-                                             {"txn", required_argument, NULL, 'x'},
-                                             {"original", required_argument, NULL, 'o'},
-                                             {"allow-partial", no_argument, NULL, 'p'},
-                                             {"json", no_argument, NULL, 'j'},
-                                             {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
-                                             {NULL, 0, NULL, 0}};
+    enum { OPT_TIMEOUT = 256, OPT_ORIGINAL_SITE };
+    static const struct option longopts[] = {
+        {"member", required_argument, NULL, 'm'},
+        {"amount", required_argument, NULL, 'A'},
+        {"currency", required_argument, NULL, 'c'},
+        {"points", required_argument, NULL, 'P'},
+        {"txn", required_argument, NULL, 'x'},
+        {"original", required_argument, NULL, 'o'},
+        {"original-site", required_argument, NULL, OPT_ORIGINAL_SITE},
+        {"allow-partial", no_argument, NULL, 'p'},
+        {"json", no_argument, NULL, 'j'},
+        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+        {NULL, 0, NULL, 0}};
     int c;
     char *end = NULL;
     optind = 0; /* GNU getopt: 0 fully resets its state for this second scan */
@@ -159,6 +170,7 @@ static int parse_command_options(int argc, char **argv, args_t *a)
         case 'c': a->currency = optarg; break;
         case 'x': a->txn = optarg; break;
         case 'o': a->original = optarg; break;
+        case OPT_ORIGINAL_SITE: a->original_site = optarg; break;
         case 'p': a->allow_partial = true; break;
         case 'j': a->json = true; break;
         case 'P':
@@ -233,5 +245,7 @@ int main(int argc, char **argv)
     print_result(&a, &r);
     if (r.offline)
         return EXIT_OFFLINE;
+    if (r.reversed)
+        return EXIT_REVERSED;
     return r.approved ? EXIT_APPROVED : EXIT_DECLINED;
 }
