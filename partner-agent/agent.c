@@ -1,7 +1,10 @@
-/* coalition-agent event loop; the flow is drawn in agent.h. Invariants: a request that
- * changes the ledger is in the outbox (synced) before it is first sent; it leaves the
- * outbox in the same transaction that journals the broker's answer; the queue holds
- * requests in arrival order and they are (re)sent in that order. */
+/* coalition-agent event loop. The request lifecycle is drawn in pending.h; every
+ * transition is in the "lifecycle transitions" section below, with its durable write.
+ * Invariants: a request that changes the ledger is in the outbox (synced) before it is
+ * first sent; it leaves the outbox in the same transaction that journals the broker's
+ * answer, and only then are its tills answered; one request per txn id; a reply is taken
+ * only if it echoes the pending request's hash; a request is never sent before the
+ * pending request it depends on (its original, its member's enrolment) is answered. */
 #include "agent.h"
 
 #include "clock.h"
@@ -9,109 +12,159 @@
 #include "errors.h"
 #include "log.h"
 #include "outbox.h"
+#include "pending.h"
 #include "router.h"
 #include "shutdown.h"
 #include "wire.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define TICK_MS 20
 #define INTAKE_MAX 256
 #define REPLIES_MAX 256
-#define OPS_MAX (2 * (INTAKE_MAX + REPLIES_MAX))
+/* Ops of one durable write: a reply needs at most journal, delete, and for a void that
+ * settles an unsaved revocation, delete of the burn and its reversed mark. */
+#define OPS_PER_REPLY_MAX 4
+#define OPS_MAX (OPS_PER_REPLY_MAX * REPLIES_MAX)
 #define SOCKET_HWM 100000
 #define RECONNECT_IVL_MS 100
 #define RECONNECT_IVL_MAX_MS 2000
 #define REVERSAL_HASH_HEX 30
+/* Resends back off exponentially from --retry-ms, with jitter, up to this cap. */
+#define RESEND_SHIFT_MAX 5
+#define RESEND_DELAY_MAX_MS 30000
+/* A revocation that could not be written is tried again this often. */
+#define SAVE_RETRY_MS 1000
+#define KEY_BUCKETS ((size_t)1 << 19)
+/* Every request may have a void beside it while its burn's revocation is unsaved. */
+#define TIMERS_MAX (2 * (size_t)AGENT_PENDING_MAX)
+#define PRUNE_INTERVAL_MS 60000
+#define PRUNE_SLICE_MAX 1000
+#define LOG_REPEAT_MS 5000
+#define MS_PER_DAY INT64_C(86400000)
 
-typedef struct pending {
-    struct pending *prev, *next;
-    uint64_t outbox_seq; /* 0: not persisted (balance inquiries) */
-    char txn_id[TXN_ID_LEN_MAX + 1];
-    Coalition__Envelope__BodyCase kind;
-    uint8_t *envelope;
-    size_t envelope_len;
-    int64_t sent_ms;       /* 0: not in flight */
-    int64_t not_before_ms; /* back-off after a 96 */
-    unsigned attempts;
-    bool answered;
-    bool reverse_pending; /* a burn whose till was told 91; its void is not queued yet */
-    bool till_waiting;
-    peer_t till;
-    int64_t till_deadline_ms;
-} pending_t;
+_Static_assert(OPS_MAX >= INTAKE_MAX, "one intake pass is one durable write");
+_Static_assert(2 + REVERSAL_HASH_HEX <= TXN_ID_LEN_MAX, "a reversal's txn id is a valid txn id");
+_Static_assert(REVERSAL_HASH_HEX / 2 <= WIRE_HASH_BYTES, "reversal ids come from one hash");
+_Static_assert(KEY_BUCKETS >= AGENT_PENDING_MAX, "the key map stays short-chained at capacity");
+_Static_assert(AGENT_WINDOW_MAX <= AGENT_PENDING_MAX, "the window is part of what is held");
+
+/* One log line per interval for failures that can repeat per tick or per message. */
+typedef struct log_limit {
+    int64_t last_ms;
+    unsigned suppressed;
+} log_limit_t;
 
 typedef struct agent {
     const agent_options_t *opts;
     void *ctx, *tills, *broker;
     outbox_t *store;
-    pending_t *head, *tail;
+    pending_map_t *by_txn, *by_enrol;
+    pending_heap_t *timers;
+    pending_t *q_head, *q_tail; /* send queue: QUEUED requests, oldest first */
     size_t pending_count, in_flight;
     outbox_op_t ops[OPS_MAX];
     size_t op_count;
+    uint64_t rng;
+    int64_t next_prune_ms;
+    log_limit_t log_write, log_match, log_save;
 } agent_t;
 
-/* ---- queue ------------------------------------------------------------------------- */
-
-static void queue_append(agent_t *a, pending_t *p)
+static bool log_limit_pass(log_limit_t *l, int64_t now_ms)
 {
-    p->prev = a->tail;
-    p->next = NULL;
-    if (a->tail != NULL)
-        a->tail->next = p;
-    else
-        a->head = p;
-    a->tail = p;
-    a->pending_count++;
+    if (l->last_ms != 0 && now_ms - l->last_ms < LOG_REPEAT_MS) {
+        l->suppressed++;
+        return false;
+    }
+    if (l->suppressed > 0)
+        log_warn("(%u similar message(s) suppressed)", l->suppressed);
+    l->last_ms = now_ms;
+    l->suppressed = 0;
+    return true;
 }
 
-static void queue_remove(agent_t *a, pending_t *p)
+static uint64_t next_random(agent_t *a)
 {
-    if (p->prev != NULL)
-        p->prev->next = p->next;
-    else
-        a->head = p->next;
-    if (p->next != NULL)
-        p->next->prev = p->prev;
-    else
-        a->tail = p->prev;
-    a->pending_count--;
-    if (p->sent_ms != 0)
-        a->in_flight--;
-    free(p->envelope);
-    free(p);
+    a->rng ^= a->rng << 13; /* xorshift64: jitter only, not security */
+    a->rng ^= a->rng >> 7;
+    a->rng ^= a->rng << 17;
+    return a->rng;
 }
 
-static bool store_and_forward(Coalition__Envelope__BodyCase kind)
+static pending_t *pending_of(const map_link_t *link, size_t offset)
 {
-    return kind == COALITION__ENVELOPE__BODY_EARN || kind == COALITION__ENVELOPE__BODY_REFUND ||
-           kind == COALITION__ENVELOPE__BODY_VOID_REQUEST ||
-           kind == COALITION__ENVELOPE__BODY_ENROLL;
+    return link == NULL ? NULL : (pending_t *)(void *)((char *)link - offset);
 }
 
-static pending_t *pending_new(const envelope_t *env, uint8_t *bytes, size_t len)
+static pending_t *find_txn(const agent_t *a, const char *txn_id)
 {
-    pending_t *p = calloc(1, sizeof *p);
-    if (p == NULL)
-        return NULL;
-    snprintf(p->txn_id, sizeof p->txn_id, "%s", env->txn_id);
-    p->kind = env->body_case;
-    p->envelope = bytes;
-    p->envelope_len = len;
-    return p;
+    return pending_of(pending_map_get(a->by_txn, txn_id), offsetof(pending_t, by_txn));
+}
+
+static pending_t *find_enrol(const agent_t *a, const char *member_id)
+{
+    return pending_of(pending_map_get(a->by_enrol, member_id), offsetof(pending_t, by_enrol));
+}
+
+/* ---- send queue and timers --------------------------------------------------------- */
+
+static void sendq_push(agent_t *a, pending_t *p, bool front)
+{
+    p->q_prev = front ? NULL : a->q_tail;
+    p->q_next = front ? a->q_head : NULL;
+    if (p->q_prev != NULL)
+        p->q_prev->q_next = p;
+    else
+        a->q_head = p;
+    if (p->q_next != NULL)
+        p->q_next->q_prev = p;
+    else
+        a->q_tail = p;
+}
+
+static void sendq_remove(agent_t *a, pending_t *p)
+{
+    if (p->q_prev != NULL)
+        p->q_prev->q_next = p->q_next;
+    else
+        a->q_head = p->q_next;
+    if (p->q_next != NULL)
+        p->q_next->q_prev = p->q_prev;
+    else
+        a->q_tail = p->q_prev;
+    p->q_prev = p->q_next = NULL;
+}
+
+/* The next moment something must happen to `p`: a till's deadline, a resend, a retry. */
+static void reschedule(agent_t *a, pending_t *p)
+{
+    int64_t due = pending_first_deadline(p);
+    if ((p->state == PENDING_IN_FLIGHT || p->state == PENDING_BACKOFF) && p->resend_ms < due)
+        due = p->resend_ms;
+    if (p->state == PENDING_REVOKED && !p->saved && p->save_ms < due)
+        due = p->save_ms;
+    /* Capacity is TIMERS_MAX, the most requests that can be held at once. */
+    int rc = pending_heap_schedule(a->timers, p, due);
+    assert(rc == CL_OK);
+    (void)rc;
+}
+
+static int64_t resend_delay_ms(agent_t *a, unsigned attempts)
+{
+    unsigned shift = attempts > 0 ? attempts - 1 : 0;
+    int64_t base = (int64_t)a->opts->retry_ms << (shift < RESEND_SHIFT_MAX ? shift : RESEND_SHIFT_MAX);
+    if (base > RESEND_DELAY_MAX_MS)
+        base = RESEND_DELAY_MAX_MS;
+    return base / 2 + (int64_t)(next_random(a) % (uint64_t)(base / 2 + 1));
 }
 
 /* ---- replies to tills -------------------------------------------------------------- */
-
-static void till_reply(agent_t *a, pending_t *p, const authorization_t *auth)
-{
-    router_reply_auth(a->tills, &p->till, auth);
-    p->till_waiting = false;
-}
 
 static void till_decline(agent_t *a, const peer_t *peer, const envelope_t *env, int code,
                          const char *why)
@@ -119,13 +172,13 @@ static void till_decline(agent_t *a, const peer_t *peer, const envelope_t *env, 
     router_decline(a->tills, peer, env, NULL, code, why);
 }
 
-/* The broker did not answer in time: stored offline, or 91. */
-static void till_timeout_reply(agent_t *a, pending_t *p)
+/* A till's deadline passed: stored offline (store and forward kinds) or 91. */
+static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w)
 {
     envelope_t *env = wire_envelope_decode(p->envelope, p->envelope_len);
     authorization_t auth;
     char text[RECEIPT_TEXT_BYTES_MAX];
-    if (store_and_forward(p->kind)) {
+    if (pending_store_and_forward(p->kind)) {
         snprintf(text, sizeof text,
                  "Stored offline: the clearinghouse is unreachable; "
                  "it will be sent when it is back");
@@ -136,350 +189,645 @@ static void till_timeout_reply(agent_t *a, pending_t *p)
         snprintf(text, sizeof text, "Declined 91: clearinghouse unavailable; nothing applied");
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
     }
-    till_reply(a, p, &auth);
+    router_reply_auth(a->tills, &w->till, &auth);
     wire_envelope_free(env);
 }
 
-/* ---- intake from tills ------------------------------------------------------------- */
-
-/* Decode, stamp with this agent's partner id, validate. NULL after replying a decline. */
-static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t len)
+static void tell_every_waiter_timeout(agent_t *a, pending_t *p)
 {
-    char why[RECEIPT_TEXT_BYTES_MAX];
-    envelope_t *env = wire_envelope_decode(data, len);
-    pending_t *p = NULL;
-    int code = RC_APPROVED;
-    if (env == NULL) {
-        till_decline(a, peer, NULL, RC_FORMAT_ERROR, "message is not a valid envelope");
-        return NULL;
-    }
-    if (env->partner_id[0] != '\0' && strcmp(env->partner_id, a->opts->partner_id) != 0) {
-        code = RC_NOT_PERMITTED;
-        snprintf(why, sizeof why, "this agent serves partner %s", a->opts->partner_id);
-    } else if (env->site_id[0] != '\0' && strcmp(env->site_id, a->opts->site_id) != 0) {
-        code = RC_NOT_PERMITTED;
-        snprintf(why, sizeof why, "this agent serves site %s", a->opts->site_id);
-    } else if (env->txn_id[0] == AGENT_TXN_PREFIX) {
-        code = RC_FORMAT_ERROR;
-        snprintf(why, sizeof why, "txn ids starting with '%c' are reserved", AGENT_TXN_PREFIX);
-    } else if (a->pending_count >= AGENT_PENDING_MAX) {
-        code = RC_UNAVAILABLE;
-        snprintf(why, sizeof why, "agent outbox full");
-    }
-    bool reversed = false;
-    if (code == RC_APPROVED && env->body_case == COALITION__ENVELOPE__BODY_BURN &&
-        outbox_was_reversed(a->store, env->txn_id, &reversed) == CL_OK && reversed) {
-        code = RC_INVALID_TRANSACTION;
-        snprintf(why, sizeof why,
-                 "burn %s was reversed after the clearinghouse did not answer; "
-                 "use a new txn id",
-                 env->txn_id);
-    }
-    char *sent_partner_id = env->partner_id; /* owned by the decoded message */
-    char *sent_site_id = env->site_id;
-    if (code == RC_APPROVED) {
-        env->partner_id = (char *)a->opts->partner_id;
-        env->site_id = (char *)a->opts->site_id;
-        code = wire_validate(env, false, why, sizeof why);
-    }
-    if (code != RC_APPROVED) {
-        till_decline(a, peer, env, code, why);
-    } else {
-        size_t packed_len = 0;
-        uint8_t *bytes = wire_pack_envelope(env, &packed_len);
-        p = bytes != NULL ? pending_new(env, bytes, packed_len) : NULL;
-        if (p == NULL) {
-            free(bytes);
-            till_decline(a, peer, env, RC_SYSTEM_ERROR, "agent out of memory");
-        }
-    }
-    env->partner_id = sent_partner_id;
-    env->site_id = sent_site_id;
-    wire_envelope_free(env);
-    return p;
+    for (size_t i = 0; i < p->waiter_count; i++)
+        till_timeout_reply(a, p, &p->waiters[i]);
+    p->waiter_count = 0;
 }
 
-static void add_op(agent_t *a, outbox_op_kind_t kind, uint64_t seq, const pending_t *p,
-                   const uint8_t *auth, size_t auth_len)
+/* ---- durable writes ---------------------------------------------------------------- */
+
+static outbox_op_t *add_op(agent_t *a, outbox_op_kind_t kind, uint64_t seq, const pending_t *p)
 {
+    assert(a->op_count < OPS_MAX);
     outbox_op_t *op = &a->ops[a->op_count++];
     memset(op, 0, sizeof *op);
     op->kind = kind;
     op->seq = seq;
     op->envelope = p->envelope;
     op->envelope_len = p->envelope_len;
-    op->auth = auth;
-    op->auth_len = auth_len;
     op->time_ms = clock_wall_ms();
+    return op;
+}
+
+/* The revocation of `burn`: its record leaves the outbox, its void enters, and its txn
+ * id is remembered as reversed, in one synced transaction. */
+static void add_revocation_ops(agent_t *a, pending_t *burn, pending_t *rev, bool put_void)
+{
+    if (burn->outbox_seq != 0)
+        add_op(a, OUTBOX_OP_DELETE, burn->outbox_seq, burn);
+    if (put_void)
+        add_op(a, OUTBOX_OP_PUT, rev->outbox_seq, rev);
+    add_op(a, OUTBOX_OP_REVERSED, 0, burn)->txn_id = burn->txn_id;
+}
+
+static int write_ops(agent_t *a, int64_t now, const char *what)
+{
+    int rc = a->op_count > 0 ? outbox_apply(a->store, a->ops, a->op_count) : CL_OK;
+    a->op_count = 0;
+    if (rc != CL_OK && log_limit_pass(&a->log_write, now))
+        log_error("outbox write failed (%s): %s", what, cl_strerror(rc));
+    return rc;
+}
+
+/* ---- lifecycle transitions (see pending.h) ----------------------------------------- */
+
+static void unlink_dependency(pending_t *p)
+{
+    pending_t **at = &p->blocked_on->dependents;
+    while (*at != p)
+        at = &(*at)->dep_next;
+    *at = p->dep_next;
+    p->dep_next = NULL;
+    p->blocked_on = NULL;
+}
+
+/* What a fresh or released request must wait for: the pending original it reverses, or
+ * the pending enrolment of its member. */
+static pending_t *dependency_of(const agent_t *a, const pending_t *p)
+{
+    pending_t *dep = p->original_txn_id[0] != '\0' ? find_txn(a, p->original_txn_id) : NULL;
+    if (dep != NULL && dep->state != PENDING_REVOKED)
+        return dep;
+    if (p->kind == COALITION__ENVELOPE__BODY_ENROLL || p->member_id[0] == '\0')
+        return NULL;
+    return find_enrol(a, p->member_id);
+}
+
+/* QUEUED or BLOCKED, whichever its dependencies allow. */
+static void place(agent_t *a, pending_t *p)
+{
+    assert(p->state == PENDING_QUEUED || p->state == PENDING_BLOCKED);
+    pending_t *dep = dependency_of(a, p);
+    if (dep != NULL) {
+        assert(dep != p);
+        p->blocked_on = dep;
+        p->dep_next = dep->dependents;
+        dep->dependents = p;
+        if (p->state == PENDING_QUEUED)
+            pending_set_state(p, PENDING_BLOCKED);
+        return;
+    }
+    if (p->state == PENDING_BLOCKED)
+        pending_set_state(p, PENDING_QUEUED);
+    sendq_push(a, p, p->attempts > 0);
+}
+
+static void release_dependents(agent_t *a, pending_t *p)
+{
+    while (p->dependents != NULL) {
+        pending_t *d = p->dependents;
+        unlink_dependency(d);
+        place(a, d);
+    }
+}
+
+/* Out of every index and freed. Its tills have been answered. */
+static void forget(agent_t *a, pending_t *p)
+{
+    assert(p->waiter_count == 0);
+    release_dependents(a, p);
+    if (p->state == PENDING_QUEUED)
+        sendq_remove(a, p);
+    if (p->state == PENDING_IN_FLIGHT)
+        a->in_flight--;
+    if (p->state == PENDING_BLOCKED)
+        unlink_dependency(p);
+    if (p->revokes != NULL)
+        p->revokes->revoked_by = NULL;
+    if (p->revoked_by != NULL)
+        p->revoked_by->revokes = NULL;
+    pending_heap_schedule(a->timers, p, INT64_MAX);
+    pending_map_remove(a->by_txn, &p->by_txn);
+    if (find_enrol(a, p->member_id) == p)
+        pending_map_remove(a->by_enrol, &p->by_enrol);
+    a->pending_count--;
+    pending_free(&p);
+}
+
+static void to_in_flight(agent_t *a, pending_t *p, int64_t now)
+{
+    sendq_remove(a, p);
+    pending_set_state(p, PENDING_IN_FLIGHT);
+    p->attempts++;
+    p->resend_ms = now + resend_delay_ms(a, p->attempts);
+    a->in_flight++;
+    reschedule(a, p);
+}
+
+/* No answer in time: back into the queue, ahead of requests never sent. */
+static void resend_due(agent_t *a, pending_t *p)
+{
+    if (p->state == PENDING_IN_FLIGHT)
+        a->in_flight--;
+    pending_set_state(p, PENDING_QUEUED);
+    sendq_push(a, p, true);
+}
+
+/* The broker answered 96 (not applied, not remembered) and no till waits: try later. */
+static void to_backoff(agent_t *a, pending_t *p, int64_t now)
+{
+    a->in_flight -= p->state == PENDING_IN_FLIGHT;
+    if (p->state == PENDING_QUEUED)
+        sendq_remove(a, p);
+    pending_set_state(p, PENDING_BACKOFF);
+    p->resend_ms = now + resend_delay_ms(a, p->attempts);
+    reschedule(a, p);
+}
+
+/* Admit a new request under its key; the caller writes it to the outbox. */
+static void admit_new(agent_t *a, pending_t *p)
+{
+    pending_map_put(a->by_txn, &p->by_txn);
+    if (p->kind == COALITION__ENVELOPE__BODY_ENROLL && find_enrol(a, p->member_id) == NULL)
+        pending_map_put(a->by_enrol, &p->by_enrol);
+    a->pending_count++;
+    place(a, p);
+    reschedule(a, p);
+}
+
+static pending_t *reversal_of(agent_t *a, const pending_t *burn);
+
+/* Write the revocation of a REVOKED burn; until it is written the burn stays in memory
+ * (and in the outbox: the reservation) and the write is retried. */
+static void save_revocation(agent_t *a, pending_t *burn, int64_t now)
+{
+    assert(burn->state == PENDING_REVOKED && !burn->saved);
+    pending_t *rev = burn->revoked_by;
+    bool put_void = rev != NULL && rev->outbox_seq == 0;
+    if (put_void)
+        rev->outbox_seq = outbox_next_seq(a->store);
+    add_revocation_ops(a, burn, rev, put_void);
+    if (write_ops(a, now, "revocation") != CL_OK) {
+        if (put_void)
+            rev->outbox_seq = 0;
+        burn->save_ms = now + SAVE_RETRY_MS;
+        reschedule(a, burn);
+        return;
+    }
+    burn->saved = true;
+    forget(a, burn); /* the durable reversed mark declines repeats from now on */
+}
+
+/* A burn its tills were told failed (91). If it may have reached the broker, its void
+ * is queued and sent at once, whether or not the disk takes the revocation yet. */
+static void revoke_burn(agent_t *a, pending_t *burn, int64_t now)
+{
+    assert(burn->kind == COALITION__ENVELOPE__BODY_BURN);
+    tell_every_waiter_timeout(a, burn);
+    if (burn->attempts == 0) {
+        if (burn->outbox_seq != 0)
+            add_op(a, OUTBOX_OP_DELETE, burn->outbox_seq, burn);
+        write_ops(a, now, "unsent burn"); /* if it fails, a restart voids it: harmless */
+        forget(a, burn);
+        return;
+    }
+    pending_t *rev = reversal_of(a, burn);
+    if (burn->state == PENDING_QUEUED)
+        sendq_remove(a, burn);
+    a->in_flight -= burn->state == PENDING_IN_FLIGHT;
+    if (burn->state == PENDING_BLOCKED)
+        unlink_dependency(burn);
+    pending_set_state(burn, PENDING_REVOKED);
+    release_dependents(a, burn);
+    if (rev == NULL) {
+        log_error("cannot build the reversal of burn %s; it stays in the outbox and is "
+                  "reversed at the next start",
+                  burn->txn_id);
+        burn->saved = true; /* nothing more to do here; never sent again */
+        return;
+    }
+    rev->revokes = burn;
+    burn->revoked_by = rev;
+    admit_new(a, rev);
+    log_info("burn %s unanswered in time; tills told 91; reversal %s queued", burn->txn_id,
+             rev->txn_id);
+    save_revocation(a, burn, now);
+}
+
+/* Tills whose deadline passed: offline for store-and-forward kinds; a burn is revoked
+ * (every waiter settled); an inquiry is given up. Returns false if `p` is gone. */
+static bool deadlines_due(agent_t *a, pending_t *p, int64_t now)
+{
+    if (pending_first_deadline(p) > now)
+        return true;
+    if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
+        revoke_burn(a, p, now);
+        return false;
+    }
+    if (!pending_store_and_forward(p->kind)) {
+        tell_every_waiter_timeout(a, p);
+        forget(a, p);
+        return false;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < p->waiter_count; i++) {
+        if (p->waiters[i].deadline_ms <= now)
+            till_timeout_reply(a, p, &p->waiters[i]);
+        else
+            p->waiters[kept++] = p->waiters[i];
+    }
+    p->waiter_count = kept;
+    return true;
+}
+
+static void timer_due(agent_t *a, pending_t *p, int64_t now)
+{
+    if (!deadlines_due(a, p, now))
+        return;
+    if (p->state == PENDING_REVOKED && !p->saved && p->save_ms <= now) {
+        save_revocation(a, p, now);
+        return;
+    }
+    if ((p->state == PENDING_IN_FLIGHT || p->state == PENDING_BACKOFF) && p->resend_ms <= now)
+        resend_due(a, p);
+    reschedule(a, p);
+}
+
+/* ---- reversals of burns the till was told failed ----------------------------------- */
+
+/* A void of `burn`, keyed "~v<hash of the burn's txn id>": the same every time. */
+static pending_t *reversal_of(agent_t *a, const pending_t *burn)
+{
+    envelope_t *env = wire_envelope_decode(burn->envelope, burn->envelope_len);
+    if (env == NULL)
+        return NULL;
+    uint8_t digest[WIRE_HASH_BYTES];
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    const void *parts[] = {env->txn_id};
+    const size_t lens[] = {strlen(env->txn_id)};
+    pending_t *p = NULL;
+    if (digest_sha256(parts, lens, 1, digest) == CL_OK) {
+        txn_id[0] = AGENT_TXN_PREFIX;
+        txn_id[1] = 'v';
+        for (int i = 0; i < REVERSAL_HASH_HEX / 2; i++)
+            snprintf(txn_id + 2 + 2 * i, 3, "%02x", digest[i]);
+        envelope_t v = *env;
+        Coalition__VoidRequest body = COALITION__VOID_REQUEST__INIT;
+        body.original_txn_id = env->txn_id;
+        v.txn_id = txn_id;
+        v.client_time_ms = clock_wall_ms();
+        v.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
+        v.void_request = &body;
+        size_t len = 0;
+        uint8_t *bytes = wire_pack_envelope(&v, &len);
+        p = bytes != NULL ? pending_new(&v, a->opts->site_id, bytes, len) : NULL;
+        if (p == NULL)
+            free(bytes);
+    }
+    wire_envelope_free(env);
+    /* The original_txn_id dependency is the burn itself: revoked, so never waited on. */
+    return p;
+}
+
+/* ---- intake from tills ------------------------------------------------------------- */
+
+/* Checks before a request may be held: ours, not reserved, valid. RC_APPROVED or a code. */
+static int check_request(agent_t *a, envelope_t *env, char *why, size_t why_size)
+{
+    const agent_options_t *o = a->opts;
+    if (env->partner_id[0] != '\0' && strcmp(env->partner_id, o->partner_id) != 0) {
+        snprintf(why, why_size, "this agent serves partner %s", o->partner_id);
+        return RC_NOT_PERMITTED;
+    }
+    if (env->site_id[0] != '\0' && strcmp(env->site_id, o->site_id) != 0) {
+        snprintf(why, why_size, "this agent serves site %s", o->site_id);
+        return RC_NOT_PERMITTED;
+    }
+    if (env->txn_id[0] == AGENT_TXN_PREFIX) {
+        snprintf(why, why_size, "txn ids starting with '%c' are reserved", AGENT_TXN_PREFIX);
+        return RC_FORMAT_ERROR;
+    }
+    env->partner_id = (char *)o->partner_id;
+    env->site_id = (char *)o->site_id;
+    return wire_validate(env, false, why, why_size);
+}
+
+/* A request under a key already pending: joins it when it is the same request. */
+static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *peer, int64_t now,
+                char *why, size_t why_size)
+{
+    uint8_t hash[WIRE_HASH_BYTES];
+    if (wire_request_hash(env, hash) != CL_OK || memcmp(hash, p->hash, WIRE_HASH_BYTES) != 0) {
+        snprintf(why, why_size, "txn id %s is pending with another request", env->txn_id);
+        return RC_DUPLICATE_KEY;
+    }
+    if (p->state == PENDING_REVOKED) {
+        snprintf(why, why_size,
+                 "burn %s was reversed after the clearinghouse did not answer; use a new txn id",
+                 env->txn_id);
+        return RC_INVALID_TRANSACTION;
+    }
+    if (!pending_add_waiter(p, peer, now + a->opts->till_wait_ms)) {
+        snprintf(why, why_size, "too many tills waiting on txn id %s", env->txn_id);
+        return RC_UNAVAILABLE;
+    }
+    reschedule(a, p);
+    return RC_APPROVED;
+}
+
+/* A new request: NULL after answering the till, or a pending not yet admitted. */
+static pending_t *fresh(agent_t *a, const envelope_t *env, const peer_t *peer, int64_t now,
+                        char *why, size_t why_size, int *code)
+{
+    bool reversed = false;
+    if (env->body_case == COALITION__ENVELOPE__BODY_BURN &&
+        outbox_was_reversed(a->store, env->txn_id, &reversed) == CL_OK && reversed) {
+        snprintf(why, why_size,
+                 "burn %s was reversed after the clearinghouse did not answer; use a new txn id",
+                 env->txn_id);
+        *code = RC_INVALID_TRANSACTION;
+        return NULL;
+    }
+    if (a->pending_count >= AGENT_PENDING_MAX) {
+        snprintf(why, why_size, "agent outbox full");
+        *code = RC_UNAVAILABLE;
+        return NULL;
+    }
+    size_t len = 0;
+    uint8_t *bytes = wire_pack_envelope(env, &len);
+    pending_t *p = bytes != NULL ? pending_new(env, a->opts->site_id, bytes, len) : NULL;
+    if (p == NULL) {
+        free(bytes);
+        snprintf(why, why_size, "agent out of memory");
+        *code = RC_SYSTEM_ERROR;
+        return NULL;
+    }
+    pending_add_waiter(p, peer, now + a->opts->till_wait_ms);
+    *code = RC_APPROVED;
+    return p;
+}
+
+/* Decode, check, then join a pending request or make a new one (returned, to be stored). */
+static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t len, int64_t now)
+{
+    char why[RECEIPT_TEXT_BYTES_MAX];
+    envelope_t *env = wire_envelope_decode(data, len);
+    if (env == NULL) {
+        till_decline(a, peer, NULL, RC_FORMAT_ERROR, "message is not a valid envelope");
+        return NULL;
+    }
+    char *sent_partner_id = env->partner_id, *sent_site_id = env->site_id; /* env owns them */
+    pending_t *p = NULL;
+    int code = check_request(a, env, why, sizeof why);
+    if (code == RC_APPROVED) {
+        pending_t *existing = find_txn(a, env->txn_id);
+        if (existing != NULL)
+            code = join(a, existing, env, peer, now, why, sizeof why);
+        else
+            p = fresh(a, env, peer, now, why, sizeof why, &code);
+    }
+    if (code != RC_APPROVED)
+        till_decline(a, peer, env, code, why);
+    env->partner_id = sent_partner_id;
+    env->site_id = sent_site_id;
+    wire_envelope_free(env);
+    return p;
 }
 
 static void take_tills(agent_t *a, int64_t now)
 {
-    pending_t *fresh[INTAKE_MAX];
+    pending_t *batch[INTAKE_MAX];
     size_t n = 0;
     uint64_t seq = outbox_next_seq(a->store);
-    a->op_count = 0;
-    while (n < INTAKE_MAX) {
+    assert(a->op_count == 0);
+    for (size_t reads = 0; n < INTAKE_MAX && reads < 2 * INTAKE_MAX; reads++) {
         peer_t peer;
         zmq_msg_t payload;
         zmq_msg_init(&payload);
         int got = router_read(a->tills, &peer, &payload);
         pending_t *p =
-            got == 1 ? admit(a, &peer, zmq_msg_data(&payload), zmq_msg_size(&payload)) : NULL;
+            got == 1 ? admit(a, &peer, zmq_msg_data(&payload), zmq_msg_size(&payload), now) : NULL;
         zmq_msg_close(&payload);
         if (got == 0)
             break;
         if (p == NULL)
             continue;
-        p->till = peer;
-        p->till_waiting = true;
-        p->till_deadline_ms = now + a->opts->till_wait_ms;
         if (p->kind != COALITION__ENVELOPE__BODY_BALANCE) {
             p->outbox_seq = seq++;
-            add_op(a, OUTBOX_OP_PUT, p->outbox_seq, p, NULL, 0);
+            add_op(a, OUTBOX_OP_PUT, p->outbox_seq, p);
         }
-        fresh[n++] = p;
+        admit_new(a, p); /* a later repeat in this same pass joins it */
+        batch[n++] = p;
     }
-    int rc = a->op_count > 0 ? outbox_apply(a->store, a->ops, a->op_count) : CL_OK;
+    if (write_ops(a, now, "intake") == CL_OK)
+        return;
     for (size_t i = 0; i < n; i++) {
-        queue_append(a, fresh[i]);
-        if (rc != CL_OK) {
-            envelope_t env;
-            coalition__envelope__init(&env);
-            env.txn_id = fresh[i]->txn_id; /* the till matches replies by txn id */
-            till_decline(a, &fresh[i]->till, &env, RC_SYSTEM_ERROR,
-                         "agent cannot store the request");
-            queue_remove(a, fresh[i]);
-        }
+        pending_t *p = batch[i];
+        for (size_t w = 0; w < p->waiter_count; w++)
+            router_decline(a->tills, &p->waiters[w].till, NULL, NULL, RC_SYSTEM_ERROR,
+                           "agent cannot store the request");
+        p->waiter_count = 0;
+        forget(a, p);
     }
-    if (rc != CL_OK)
-        log_error("outbox write failed: %s", cl_strerror(rc));
 }
 
 /* ---- replies from the broker ------------------------------------------------------- */
 
-static pending_t *find_in_flight(agent_t *a, const char *txn_id)
+/* The pending request this reply answers: same txn id, site and request hash. */
+static pending_t *match_reply(agent_t *a, const authorization_t *auth, int64_t now)
 {
-    for (pending_t *p = a->head; p != NULL; p = p->next) {
-        if (p->sent_ms != 0 && !p->answered && strcmp(p->txn_id, txn_id) == 0)
-            return p;
+    pending_t *p = find_txn(a, auth->txn_id);
+    if (p == NULL) {
+        log_debug("reply for %s matches nothing pending (a duplicate)", auth->txn_id);
+        return NULL;
     }
-    return NULL;
+    if (auth->request_hash.len != WIRE_HASH_BYTES ||
+        memcmp(auth->request_hash.data, p->hash, WIRE_HASH_BYTES) != 0 ||
+        strcmp(auth->site_id, a->opts->site_id) != 0) {
+        if (log_limit_pass(&a->log_match, now))
+            log_warn("dropped a reply for %s that answers another request (hash or site differ)",
+                     auth->txn_id);
+        return NULL;
+    }
+    /* Only its void settles a revoked burn; a blocked request was not sent by this run. */
+    return p->state == PENDING_REVOKED || p->state == PENDING_BLOCKED ? NULL : p;
 }
 
-/* Read one broker reply and match it; NULL if there is none or it matches nothing. */
-static pending_t *read_reply(agent_t *a, zmq_msg_t *msg, int64_t now, bool *more)
+typedef struct answer {
+    pending_t *p;
+    zmq_msg_t msg;
+} answer_t;
+
+/* Journal the answer and clear the request (and a revocation it completes) from the
+ * outbox, in one write. */
+static void add_answer_ops(agent_t *a, answer_t *ans, uint64_t jseq)
 {
-    *more = zmq_msg_recv(msg, a->broker, ZMQ_DONTWAIT) >= 0;
-    if (!*more)
-        return NULL;
-    authorization_t *auth = wire_auth_decode(zmq_msg_data(msg), zmq_msg_size(msg));
-    if (auth == NULL) {
+    pending_t *p = ans->p;
+    outbox_op_t *op = add_op(a, OUTBOX_OP_JOURNAL, jseq, p);
+    op->auth = zmq_msg_data(&ans->msg);
+    op->auth_len = zmq_msg_size(&ans->msg);
+    if (p->outbox_seq != 0)
+        add_op(a, OUTBOX_OP_DELETE, p->outbox_seq, p);
+    if (p->revokes != NULL && !p->revokes->saved)
+        add_revocation_ops(a, p->revokes, p, false);
+}
+
+/* Read one reply; true when it answers a pending request (kept in ans->msg). */
+static bool read_reply(agent_t *a, answer_t *ans, answer_t *taken, size_t n, int64_t now,
+                       bool *more)
+{
+    zmq_msg_init(&ans->msg);
+    *more = zmq_msg_recv(&ans->msg, a->broker, ZMQ_DONTWAIT) >= 0;
+    authorization_t *auth =
+        *more ? wire_auth_decode(zmq_msg_data(&ans->msg), zmq_msg_size(&ans->msg)) : NULL;
+    if (*more && auth == NULL)
         log_warn("dropped an unreadable reply from the broker");
-        return NULL;
-    }
-    pending_t *p = find_in_flight(a, auth->txn_id);
-    if (p != NULL && p->reverse_pending)
-        p = NULL; /* its till was told 91: only the void may settle it */
-    if (p == NULL)
-        log_debug("reply for %s matches nothing in flight (a duplicate)", auth->txn_id);
-    else if (auth->code == RC_SYSTEM_ERROR && !p->till_waiting) {
-        log_warn("broker system error on %s; will retry", p->txn_id);
-        a->in_flight--;
-        p->sent_ms = 0;
-        p->not_before_ms = now + a->opts->retry_ms;
-        p = NULL;
+    ans->p = auth != NULL ? match_reply(a, auth, now) : NULL;
+    for (size_t i = 0; ans->p != NULL && i < n; i++)
+        ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
+    if (ans->p != NULL && auth->code == RC_SYSTEM_ERROR && ans->p->waiter_count == 0) {
+        if (log_limit_pass(&a->log_write, now))
+            log_warn("broker system error on %s; will retry", ans->p->txn_id);
+        to_backoff(a, ans->p, now);
+        ans->p = NULL;
     }
     wire_auth_free(auth);
-    return p;
+    if (ans->p == NULL)
+        zmq_msg_close(&ans->msg);
+    return ans->p != NULL;
+}
+
+static void deliver(agent_t *a, answer_t *ans)
+{
+    pending_t *p = ans->p;
+    for (size_t w = 0; w < p->waiter_count; w++)
+        router_reply(a->tills, &p->waiters[w].till, zmq_msg_data(&ans->msg),
+                     zmq_msg_size(&ans->msg));
+    p->waiter_count = 0;
+    pending_t *burn = p->revokes;
+    forget(a, p);
+    if (burn != NULL && !burn->saved) {
+        burn->saved = true;
+        forget(a, burn);
+    }
 }
 
 static void take_replies(agent_t *a, int64_t now)
 {
-    zmq_msg_t msgs[REPLIES_MAX];
-    pending_t *done[REPLIES_MAX];
+    answer_t answers[REPLIES_MAX];
     size_t n = 0;
     uint64_t jseq = outbox_journal_next_seq(a->store);
-    a->op_count = 0;
     bool more = true;
+    assert(a->op_count == 0);
     /* Bounded both in matches and in reads, so duplicates cannot hold the loop. */
     for (size_t reads = 0; more && n < REPLIES_MAX && reads < 2 * REPLIES_MAX; reads++) {
-        zmq_msg_init(&msgs[n]);
-        pending_t *p = read_reply(a, &msgs[n], now, &more);
-        if (p == NULL) {
-            zmq_msg_close(&msgs[n]);
+        if (!read_reply(a, &answers[n], answers, n, now, &more))
             continue;
-        }
-        p->answered = true;
-        add_op(a, OUTBOX_OP_JOURNAL, jseq++, p, zmq_msg_data(&msgs[n]), zmq_msg_size(&msgs[n]));
-        if (p->outbox_seq != 0)
-            add_op(a, OUTBOX_OP_DELETE, p->outbox_seq, p, NULL, 0);
-        done[n++] = p;
+        add_answer_ops(a, &answers[n], jseq++);
+        n++;
     }
-    int rc = a->op_count > 0 ? outbox_apply(a->store, a->ops, a->op_count) : CL_OK;
-    if (rc != CL_OK)
-        log_error("journal write failed (%s); answers will be fetched again", cl_strerror(rc));
+    /* Nothing is told before it is journaled: unsaved answers are fetched again. */
+    bool saved = write_ops(a, now, "journal") == CL_OK;
     for (size_t i = 0; i < n; i++) {
-        pending_t *p = done[i];
-        if (rc != CL_OK) {
-            p->answered = false;
-        } else {
-            if (p->till_waiting)
-                router_reply(a->tills, &p->till, zmq_msg_data(&msgs[i]), zmq_msg_size(&msgs[i]));
-            queue_remove(a, p);
-        }
-        zmq_msg_close(&msgs[i]);
+        if (saved)
+            deliver(a, &answers[i]);
+        zmq_msg_close(&answers[i].msg);
     }
 }
 
-/* ---- reversals of burns the till was told failed ----------------------------------- */
-
-/* A void of `burn`, keyed "~v<hash of the burn's txn id>" so it is the same every time. */
-static pending_t *reversal_of(const uint8_t *burn_bytes, size_t burn_len)
-{
-    envelope_t *burn = wire_envelope_decode(burn_bytes, burn_len);
-    if (burn == NULL)
-        return NULL;
-    uint8_t digest[WIRE_HASH_BYTES];
-    char txn_id[TXN_ID_LEN_MAX + 1];
-    const void *parts[] = {burn->txn_id};
-    const size_t lens[] = {strlen(burn->txn_id)};
-    if (digest_sha256(parts, lens, 1, digest) != CL_OK) {
-        wire_envelope_free(burn);
-        return NULL;
-    }
-    txn_id[0] = AGENT_TXN_PREFIX;
-    txn_id[1] = 'v';
-    for (int i = 0; i < REVERSAL_HASH_HEX / 2; i++)
-        snprintf(txn_id + 2 + 2 * i, 3, "%02x", digest[i]);
-    envelope_t env = *burn;
-    Coalition__VoidRequest body = COALITION__VOID_REQUEST__INIT;
-    body.original_txn_id = burn->txn_id;
-    env.txn_id = txn_id;
-    env.client_time_ms = clock_wall_ms();
-    env.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
-    env.void_request = &body;
-    size_t len = 0;
-    uint8_t *bytes = wire_pack_envelope(&env, &len);
-    pending_t *p = bytes != NULL ? pending_new(&env, bytes, len) : NULL;
-    if (p == NULL)
-        free(bytes);
-    wire_envelope_free(burn);
-    return p;
-}
-
-/* Replace a burn that may have reached the broker by its void, durably. */
-static void reverse_burn(agent_t *a, pending_t *burn)
-{
-    pending_t *rev = burn->attempts > 0 ? reversal_of(burn->envelope, burn->envelope_len) : NULL;
-    burn->reverse_pending = true; /* until the void is durably queued: never resend the burn */
-    if (rev == NULL && burn->attempts > 0) {
-        log_error("cannot build the reversal of burn %s; will try again", burn->txn_id);
-        return;
-    }
-    a->op_count = 0;
-    add_op(a, OUTBOX_OP_DELETE, burn->outbox_seq, burn, NULL, 0);
-    if (rev != NULL) {
-        rev->outbox_seq = outbox_next_seq(a->store);
-        add_op(a, OUTBOX_OP_PUT, rev->outbox_seq, rev, NULL, 0);
-        add_op(a, OUTBOX_OP_REVERSED, 0, burn, NULL, 0);
-        a->ops[a->op_count - 1].txn_id = burn->txn_id;
-    }
-    int rc = outbox_apply(a->store, a->ops, a->op_count);
-    if (rc != CL_OK) {
-        log_error("cannot queue the reversal of burn %s: %s; will try again", burn->txn_id,
-                  cl_strerror(rc));
-        free(rev != NULL ? rev->envelope : NULL);
-        free(rev);
-        return;
-    }
-    if (rev != NULL) {
-        log_info("burn %s unanswered; queued reversal %s", burn->txn_id, rev->txn_id);
-        queue_append(a, rev);
-    }
-    queue_remove(a, burn);
-}
-
-/* ---- timers and sending ------------------------------------------------------------ */
-
-static void check_timers(agent_t *a, int64_t now)
-{
-    pending_t *next = NULL;
-    for (pending_t *p = a->head; p != NULL; p = next) {
-        next = p->next;
-        if (p->reverse_pending) {
-            reverse_burn(a, p);
-            continue;
-        }
-        if (p->sent_ms != 0 && now - p->sent_ms >= a->opts->retry_ms) {
-            p->sent_ms = 0; /* resend with the same txn id */
-            a->in_flight--;
-        }
-        if (!p->till_waiting || now < p->till_deadline_ms)
-            continue;
-        till_timeout_reply(a, p);
-        if (p->kind == COALITION__ENVELOPE__BODY_BURN)
-            reverse_burn(a, p);
-        else if (p->kind == COALITION__ENVELOPE__BODY_BALANCE)
-            queue_remove(a, p);
-    }
-}
+/* ---- sending and housekeeping ------------------------------------------------------ */
 
 static void send_ready(agent_t *a, int64_t now)
 {
-    for (pending_t *p = a->head; p != NULL && a->in_flight < (size_t)a->opts->window; p = p->next) {
-        if (p->sent_ms != 0 || p->reverse_pending)
-            continue;
-        if (p->not_before_ms > now)
-            break; /* backing off after a 96: later requests must not overtake it */
+    while (a->q_head != NULL && a->in_flight < (size_t)a->opts->window) {
+        pending_t *p = a->q_head;
         if (zmq_send(a->broker, p->envelope, p->envelope_len, ZMQ_DONTWAIT) < 0)
             break; /* no live connection (ZMQ_IMMEDIATE) or queue full: try next tick */
-        p->sent_ms = now;
-        p->attempts++;
-        a->in_flight++;
+        to_in_flight(a, p, now);
     }
+}
+
+static void run_timers(agent_t *a, int64_t now)
+{
+    pending_t *p = NULL;
+    while ((p = pending_heap_pop_due(a->timers, now)) != NULL)
+        timer_due(a, p, now);
+}
+
+/* Journal records older than the retention go, a bounded slice at a time. */
+static void prune_journal(agent_t *a, int64_t now)
+{
+    if (now < a->next_prune_ms)
+        return;
+    a->next_prune_ms = now + PRUNE_INTERVAL_MS;
+    int64_t before_ms = clock_wall_ms() - a->opts->journal_days * MS_PER_DAY;
+    size_t pruned = 0;
+    int rc = outbox_prune(a->store, before_ms, PRUNE_SLICE_MAX, &pruned);
+    if (rc != CL_OK)
+        log_warn("journal pruning failed: %s", cl_strerror(rc));
+    else if (pruned > 0)
+        log_info("pruned %zu journal record(s) older than %d day(s)", pruned,
+                 a->opts->journal_days);
+    if (pruned == PRUNE_SLICE_MAX)
+        a->next_prune_ms = now; /* more to do: another slice next tick */
 }
 
 /* ---- start and stop ---------------------------------------------------------------- */
 
-/* Requests left in the outbox by an earlier run: resend them, except burns, whose till
- * never got an approval: those are reversed. */
+/* Requests left in the outbox by an earlier run: resend them; burns, whose till never got
+ * an approval, are revoked once all are loaded. */
+typedef struct load {
+    agent_t *a;
+    pending_t **burns;
+    size_t burn_count, burn_capacity;
+} load_t;
+
+static int remember_burn(load_t *l, pending_t *p)
+{
+    if (l->burn_count == l->burn_capacity) {
+        size_t cap = l->burn_capacity == 0 ? INTAKE_MAX : 2 * l->burn_capacity;
+        pending_t **burns = realloc(l->burns, cap * sizeof *burns);
+        if (burns == NULL)
+            return CL_ERR_NOMEM;
+        l->burns = burns;
+        l->burn_capacity = cap;
+    }
+    l->burns[l->burn_count++] = p;
+    return CL_OK;
+}
+
 static int load_entry(uint64_t seq, const uint8_t *bytes, size_t len, void *ctx)
 {
-    agent_t *a = ctx;
+    load_t *l = ctx;
+    agent_t *a = l->a;
     envelope_t *env = wire_envelope_decode(bytes, len);
-    if (env == NULL) {
-        log_error("outbox entry %llu is unreadable; left in place", (unsigned long long)seq);
-        return CL_OK;
-    }
-    uint8_t *copy = malloc(len);
-    pending_t *p = copy != NULL ? pending_new(env, copy, len) : NULL;
+    uint8_t *copy = env != NULL ? malloc(len) : NULL;
+    pending_t *p = copy != NULL ? pending_new(env, a->opts->site_id, copy, len) : NULL;
+    bool duplicate = env != NULL && find_txn(a, env->txn_id) != NULL;
     wire_envelope_free(env);
-    if (p == NULL) {
-        free(copy);
-        return CL_ERR_NOMEM;
+    if (p == NULL || duplicate || a->pending_count >= AGENT_PENDING_MAX) {
+        log_error("outbox entry %llu is unreadable, repeats a key or is over the limit; "
+                  "left in place",
+                  (unsigned long long)seq);
+        if (p == NULL)
+            free(copy);
+        pending_free(&p);
+        return CL_OK;
     }
     memcpy(copy, bytes, len);
     p->outbox_seq = seq;
     p->attempts = 1; /* it may have reached the broker before the restart */
-    queue_append(a, p);
-    return CL_OK;
+    admit_new(a, p);
+    return p->kind == COALITION__ENVELOPE__BODY_BURN ? remember_burn(l, p) : CL_OK;
 }
 
 static int load_outbox(agent_t *a)
 {
-    int rc = outbox_foreach(a->store, load_entry, a);
-    if (rc != CL_OK)
-        return rc;
-    pending_t *next = NULL;
-    for (pending_t *p = a->head; p != NULL; p = next) {
-        next = p->next;
-        if (p->kind == COALITION__ENVELOPE__BODY_BURN)
-            reverse_burn(a, p);
-    }
-    if (a->pending_count > 0)
+    load_t l = {a, NULL, 0, 0};
+    int rc = outbox_foreach(a->store, load_entry, &l);
+    int64_t now = clock_mono_ms();
+    for (size_t i = 0; rc == CL_OK && i < l.burn_count; i++)
+        revoke_burn(a, l.burns[i], now);
+    free(l.burns);
+    if (rc == CL_OK && a->pending_count > 0)
         log_info("resuming %zu request(s) from the outbox", a->pending_count);
-    return CL_OK;
+    return rc;
 }
 
 static int set_int(void *sock, int option, int value)
@@ -520,15 +868,32 @@ static int open_sockets(agent_t *a)
     return CL_OK;
 }
 
+static int open_indexes(agent_t *a)
+{
+    int rc = pending_map_new(&a->by_txn, KEY_BUCKETS);
+    if (rc == CL_OK)
+        rc = pending_map_new(&a->by_enrol, KEY_BUCKETS);
+    if (rc == CL_OK)
+        rc = pending_heap_new(&a->timers, TIMERS_MAX);
+    a->rng = (uint64_t)clock_wall_ms() * UINT64_C(2654435761) ^ (uint64_t)getpid();
+    if (a->rng == 0)
+        a->rng = 1;
+    return rc;
+}
+
 /* On stop: every till still waiting gets its timeout answer; the outbox keeps the rest. */
 static void close_agent(agent_t *a)
 {
-    while (a->head != NULL) {
-        pending_t *p = a->head;
-        if (p->till_waiting)
-            till_timeout_reply(a, p);
-        queue_remove(a, p);
+    map_link_t *link = NULL;
+    while (a->by_txn != NULL && (link = pending_map_take(a->by_txn)) != NULL) {
+        pending_t *p = pending_of(link, offsetof(pending_t, by_txn));
+        tell_every_waiter_timeout(a, p);
+        pending_heap_schedule(a->timers, p, INT64_MAX);
+        pending_free(&p);
     }
+    pending_heap_destroy(&a->timers);
+    pending_map_destroy(&a->by_txn);
+    pending_map_destroy(&a->by_enrol);
     if (a->tills != NULL)
         zmq_close(a->tills);
     if (a->broker != NULL)
@@ -543,14 +908,16 @@ int agent_run(const agent_options_t *opts, int stop_fd)
     agent_t a;
     memset(&a, 0, sizeof a);
     a.opts = opts;
-    int rc = outbox_open(&a.store, opts->data_dir, 0);
+    int rc = open_indexes(&a);
+    if (rc == CL_OK)
+        rc = outbox_open(&a.store, opts->data_dir, 0);
     if (rc == CL_OK)
         rc = load_outbox(&a);
     if (rc == CL_OK)
         rc = open_sockets(&a);
     if (rc == CL_OK)
-        log_info("ready: partner %s, tills on %s, broker %s", opts->partner_id,
-                 opts->listen_endpoint, opts->broker_endpoint);
+        log_info("ready: partner %s site %s, tills on %s, broker %s", opts->partner_id,
+                 opts->site_id, opts->listen_endpoint, opts->broker_endpoint);
     bool stop = false;
     while (rc == CL_OK && !stop) {
         short intake = a.pending_count < AGENT_PENDING_MAX ? ZMQ_POLLIN : 0;
@@ -566,8 +933,9 @@ int agent_run(const agent_options_t *opts, int stop_fd)
             take_replies(&a, now);
         if (items[0].revents & ZMQ_POLLIN)
             take_tills(&a, now);
-        check_timers(&a, now);
+        run_timers(&a, now);
         send_ready(&a, now);
+        prune_journal(&a, now);
         stop = (items[2].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd);
     }
     close_agent(&a);

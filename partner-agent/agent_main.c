@@ -33,16 +33,18 @@ static void usage(FILE *out)
             "  -l, --listen ENDPOINT   where tills connect (default: ipc://DIR/%s)\n"
             "      --till-wait-ms N    how long a till waits for the broker before an earn\n"
             "                          is stored offline or a burn declined 91 (default: %d)\n"
-            "      --retry-ms N        resend unanswered requests after N ms (default: %d)\n"
+            "      --retry-ms N        resend an unanswered request after N ms, then back off\n"
+            "                          exponentially with jitter up to 30 s (default: %d)\n"
             "      --window N          requests in flight to the broker (default: %d, max %d)\n"
             "      --heartbeat-ms N    connection heartbeat interval (default: %d)\n"
+            "      --journal-days N    keep received authorizations N days (default: %d)\n"
             "      --journal           print the local journal (JSON lines) and exit\n"
             "      --outbox            print requests not yet answered (JSON lines) and exit\n"
             "      --log-level LVL     debug, info, warn or error (default: info)\n"
             "  -h, --help              this text\n",
             AGENT_SITE_DEFAULT, DEFAULT_BROKER, POS_SOCKET_NAME, AGENT_TILL_WAIT_MS_DEFAULT,
             AGENT_RETRY_MS_DEFAULT, AGENT_WINDOW_DEFAULT, AGENT_WINDOW_MAX,
-            AGENT_HEARTBEAT_MS_DEFAULT);
+            AGENT_HEARTBEAT_MS_DEFAULT, AGENT_JOURNAL_DAYS_DEFAULT);
 }
 
 static void print_request(const uint8_t *bytes, size_t len)
@@ -116,7 +118,16 @@ static int parse_ms(const char *name, const char *s, int min, int max, int *out)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_WAIT = 256, OPT_RETRY, OPT_WINDOW, OPT_HEARTBEAT, OPT_JOURNAL, OPT_OUTBOX, OPT_LOG };
+    enum {
+        OPT_WAIT = 256,
+        OPT_RETRY,
+        OPT_WINDOW,
+        OPT_HEARTBEAT,
+        OPT_JOURNAL,
+        OPT_OUTBOX,
+        OPT_LOG,
+        OPT_JOURNAL_DAYS
+    };
     static const struct option longopts[] = {
         {"partner", required_argument, NULL, 'p'},
         {"site", required_argument, NULL, 's'},
@@ -127,6 +138,7 @@ int main(int argc, char **argv)
         {"retry-ms", required_argument, NULL, OPT_RETRY},
         {"window", required_argument, NULL, OPT_WINDOW},
         {"heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT},
+        {"journal-days", required_argument, NULL, OPT_JOURNAL_DAYS},
         {"journal", no_argument, NULL, OPT_JOURNAL},
         {"outbox", no_argument, NULL, OPT_OUTBOX},
         {"log-level", required_argument, NULL, OPT_LOG},
@@ -140,7 +152,8 @@ int main(int argc, char **argv)
                          AGENT_TILL_WAIT_MS_DEFAULT,
                          AGENT_RETRY_MS_DEFAULT,
                          AGENT_WINDOW_DEFAULT,
-                         AGENT_HEARTBEAT_MS_DEFAULT};
+                         AGENT_HEARTBEAT_MS_DEFAULT,
+                         AGENT_JOURNAL_DAYS_DEFAULT};
     int report = 0, bad = 0, c;
     log_level_t level = LOG_INFO;
     while ((c = getopt_long(argc, argv, "p:s:b:d:l:h", longopts, NULL)) != -1) {
@@ -155,6 +168,9 @@ int main(int argc, char **argv)
         case OPT_WINDOW: bad |= parse_ms("window", optarg, 1, AGENT_WINDOW_MAX, &o.window); break;
         case OPT_HEARTBEAT:
             bad |= parse_ms("heartbeat-ms", optarg, 100, 60000, &o.heartbeat_ms);
+            break;
+        case OPT_JOURNAL_DAYS:
+            bad |= parse_ms("journal-days", optarg, 1, AGENT_JOURNAL_DAYS_MAX, &o.journal_days);
             break;
         case OPT_JOURNAL: report = 1; break;
         case OPT_OUTBOX: report = 2; break;

@@ -180,6 +180,72 @@ int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count)
     return CL_OK;
 }
 
+/* Journal keys grow with time, so the old records are a prefix. */
+static int prune_journal(outbox_t *self, MDB_txn *txn, int64_t before_ms, size_t max,
+                         size_t *pruned)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = store_err(mdb_cursor_open(txn, self->db_journal, &cur));
+    for (MDB_cursor_op op = MDB_FIRST; rc == CL_OK && *pruned < max; op = MDB_NEXT) {
+        int mrc = mdb_cursor_get(cur, &k, &v, op);
+        if (mrc == MDB_NOTFOUND)
+            break;
+        rc = store_err(mrc);
+        Coalition__AgentJournalEntry *j =
+            rc == CL_OK ? coalition__agent_journal_entry__unpack(NULL, v.mv_size, v.mv_data)
+                        : NULL;
+        bool old = j != NULL && j->time_ms < before_ms;
+        if (rc == CL_OK && j == NULL)
+            rc = CL_ERR_CORRUPT;
+        coalition__agent_journal_entry__free_unpacked(j, NULL);
+        if (rc != CL_OK || !old)
+            break;
+        rc = store_err(mdb_cursor_del(cur, 0));
+        (*pruned)++;
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+/* Reversed marks (txn id -> time) are few: scan at most `max` of them. */
+static int prune_reversed(outbox_t *self, MDB_txn *txn, int64_t before_ms, size_t max)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = store_err(mdb_cursor_open(txn, self->db_reversed, &cur));
+    MDB_cursor_op op = MDB_FIRST;
+    for (size_t seen = 0; rc == CL_OK && seen < max; seen++, op = MDB_NEXT) {
+        int mrc = mdb_cursor_get(cur, &k, &v, op);
+        if (mrc == MDB_NOTFOUND)
+            break;
+        rc = store_err(mrc);
+        if (rc == CL_OK && v.mv_size == 8 && (int64_t)store_get_u64(v.mv_data) < before_ms)
+            rc = store_err(mdb_cursor_del(cur, 0));
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+int outbox_prune(outbox_t *self, int64_t before_ms, size_t max_records, size_t *pruned_out)
+{
+    MDB_txn *txn = NULL;
+    *pruned_out = 0;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, 0, &txn));
+    if (rc == CL_OK)
+        rc = prune_journal(self, txn, before_ms, max_records, pruned_out);
+    if (rc == CL_OK)
+        rc = prune_reversed(self, txn, before_ms, max_records);
+    if (rc == CL_OK)
+        return store_err(mdb_txn_commit(txn)); /* deletes only: never MAP_FULL */
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    *pruned_out = 0;
+    return rc;
+}
+
 struct outbox_walk {
     outbox_entry_fn entry_fn;
     outbox_journal_fn journal_fn;

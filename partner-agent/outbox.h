@@ -38,6 +38,10 @@ void outbox_destroy(outbox_t **self_p);
 int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count);
 /* Whether `txn_id` is a burn this agent reversed (CL_OK, *reversed set) or an error. */
 int outbox_was_reversed(outbox_t *self, const char *txn_id, bool *reversed);
+/* Delete journal records and reversed marks written before `before_ms` (wall clock),
+ * oldest first, at most `max_records` of each in one synced transaction; *pruned_out
+ * tells how many journal records went. */
+int outbox_prune(outbox_t *self, int64_t before_ms, size_t max_records, size_t *pruned_out);
 /* Next free keys (one past the last stored), read at open. */
 uint64_t outbox_next_seq(const outbox_t *self);
 uint64_t outbox_journal_next_seq(const outbox_t *self);
