@@ -14,6 +14,8 @@ int shutdown_fd_open(void)
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit then shows as EFBIG on write, handled like a full disk. */
+    signal(SIGXFSZ, SIG_IGN);
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 

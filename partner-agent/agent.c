@@ -619,9 +619,11 @@ static void take_tills(agent_t *a, int64_t now)
         return;
     for (size_t i = 0; i < n; i++) {
         pending_t *p = batch[i];
+        envelope_t *env = wire_envelope_decode(p->envelope, p->envelope_len);
         for (size_t w = 0; w < p->waiter_count; w++)
-            router_decline(a->tills, &p->waiters[w].till, NULL, NULL, RC_SYSTEM_ERROR,
-                           "agent cannot store the request");
+            till_decline(a, &p->waiters[w].till, env, RC_SYSTEM_ERROR,
+                         "agent cannot store the request; nothing applied");
+        wire_envelope_free(env);
         p->waiter_count = 0;
         forget(a, p);
     }
