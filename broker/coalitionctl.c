@@ -43,7 +43,7 @@ static void usage(FILE *out)
             "  balance MEMBER                         a member's points balance\n"
             "  accounts                               every account and its balance\n"
             "  journal [--from SEQ]                   journal entries from SEQ on\n"
-            "  verify                                 audit chain, balances, idempotency\n\n"
+            "  verify                                 re-derive the ledger from its journal\n\n"
             "Options:\n"
             "  -l, --ledger DIR      ledger directory (default: %s)\n"
             "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"

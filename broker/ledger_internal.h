@@ -11,6 +11,8 @@
 
 #define DECISION_POSTINGS_MAX 2
 #define MEMBER_PREFIX "member:"
+#define ACCOUNT_ISSUED_FMT "partner:%s:issued"
+#define ACCOUNT_REDEEMED_FMT "partner:%s:redeemed"
 
 struct ledger {
     MDB_env *env;

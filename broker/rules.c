@@ -13,9 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ACCOUNT_ISSUED_FMT "partner:%s:issued"
-#define ACCOUNT_REDEEMED_FMT "partner:%s:redeemed"
-
 __attribute__((format(printf, 3, 4))) static void decline(decision_t *d, int code, const char *fmt,
                                                           ...)
 {

@@ -1,0 +1,141 @@
+/* Shared by the audit's parts: verify.c (driver, chain, idempotency), verify_accounts.c
+ * (per-account sums in 128 bits), verify_rederive.c (contracts, members, earns and burns
+ * re-derived from the journal), verify_reversals.c (refunds, voids, reversal records and
+ * tombstones) and verify_map.c (the hash map they keep their state in). Not for other modules; the
+ * unit tests include it to drive the sums directly.
+ *
+ * Memory: one map item per account (as many as members + 2 x partners), one per partner,
+ * and one per original that a refund or void reversed. Nothing grows with the number of
+ * journal entries that reverse nothing. */
+#ifndef COALITION_VERIFY_INTERNAL_H
+#define COALITION_VERIFY_INTERNAL_H
+
+#include "ledger_internal.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Sums of int64 values: exact for any count below 2^64, as in common/amount.c. */
+__extension__ typedef __int128 i128_t;
+
+/* Longest map key: an idempotency or reversal key, or an account name, plus a NUL. */
+#define VERIFY_KEY_BYTES_MAX (TXN_KEY_BYTES_MAX + 1)
+_Static_assert(ACCOUNT_NAME_BYTES_MAX < VERIFY_KEY_BYTES_MAX, "account names fit map keys");
+_Static_assert(PARTNER_ID_LEN_MAX < VERIFY_KEY_BYTES_MAX, "partner ids fit map keys");
+/* Items a map holds at most; past it the audit stops with CL_ERR_NOMEM. */
+#define VERIFY_MAP_ITEMS_MAX ((size_t)1 << 32)
+/* Text of an i128 in decimal, sign included. */
+#define I128_TEXT_BYTES 48
+
+/* A map key: `len` bytes (a txn key holds NULs), then a NUL so names print. */
+typedef struct {
+    size_t len;
+    char bytes[VERIFY_KEY_BYTES_MAX];
+} vkey_t;
+
+/* Open-addressing hash map of fixed-size items that each begin with their vkey_t. Items
+ * stay in insertion order (journal order), so "the first one" is well defined. Pointers
+ * to items are invalidated by the next insert. */
+typedef struct {
+    unsigned char *items;
+    size_t item_bytes, count, capacity;
+    size_t *slots; /* 0: empty; otherwise item index + 1 */
+    size_t slot_count;
+} vmap_t;
+
+void vmap_init(vmap_t *m, size_t item_bytes);
+void vmap_free(vmap_t *m);
+void *vmap_at(const vmap_t *m, size_t index);
+void *vmap_find(const vmap_t *m, const void *key, size_t len);
+/* A new zero-filled item with this key; CL_ERR_EXISTS if the key is there already. */
+int vmap_insert(vmap_t *m, const void *key, size_t len, void **item_out);
+
+/* An account: the running sum of its postings in journal order. */
+typedef struct {
+    vkey_t name;
+    i128_t sum;
+    uint64_t opened_seq; /* the enrolment or partner-add entry that opened it */
+    bool seen;           /* matched with its record in the accounts database */
+} vaccount_t;
+
+/* A partner: its record from the partners database and the contract its partner-add
+ * journal entry set (added_seq 0 until the walk meets that entry). */
+typedef struct {
+    vkey_t id;
+    int64_t record_rate_milli;
+    char record_currency[CURRENCY_CODE_BYTES];
+    uint64_t record_created_seq;
+    uint64_t added_seq;
+    int64_t rate_milli;
+    char currency[CURRENCY_CODE_BYTES];
+} vpartner_t;
+
+/* What the journal's refunds and voids gave back of one original, keyed by its
+ * (partner, site, txn) key. */
+typedef struct {
+    vkey_t key;
+    uint64_t original_seq, first_seq;
+    Coalition__EntryKind original_kind;
+    int64_t original_minor, original_points;
+    int64_t reversed_minor, reversed_points;
+    bool voided;
+    bool seen; /* matched with its record in the reversals database */
+} vreversal_t;
+
+typedef struct {
+    ledger_t *ledger;
+    MDB_txn *txn;
+    char *why;
+    size_t why_size;
+    uint64_t entries;
+    uint8_t prev[WIRE_HASH_BYTES];
+    uint64_t approved_idem;
+    uint64_t tombstones, reversals_ahead;
+    i128_t grand_total;
+    vmap_t accounts;  /* vaccount_t */
+    vmap_t partners;  /* vpartner_t */
+    vmap_t reversals; /* vreversal_t */
+} verify_t;
+
+void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t why_size);
+void verify_free(verify_t *v);
+/* Describe the violation in v->why; returns CL_ERR_CORRUPT. */
+__attribute__((format(printf, 2, 3))) int verify_violation(verify_t *v, const char *fmt, ...);
+void i128_text(i128_t value, char buf[I128_TEXT_BYTES]);
+/* "partner/site/txn" for a key made by ledger_txn_key. */
+void verify_key_text(const vkey_t *key, char *buf, size_t size);
+/* The key of the original a refund, void or reversal-ahead entry names: (partner, its
+ * original site or else its own site, original txn). False if it does not fit. */
+bool verify_original_key(const journal_entry_t *e, vkey_t *key);
+
+/* verify_accounts.c. Open an account (enrolment, partner-add); post an entry's postings,
+ * checking each running sum stays within int64 and no member goes below zero; then
+ * compare with the accounts database, one record at a time in any order, and finish. */
+int vaccounts_open(verify_t *v, const char *name, uint64_t seq);
+int vaccounts_post(verify_t *v, const journal_entry_t *e);
+int vaccounts_compare(verify_t *v, const char *name, int64_t balance);
+int vaccounts_finish(verify_t *v);
+int verify_accounts(verify_t *v);
+
+/* verify_rederive.c. Load the partner records before the walk; re-derive one entry from
+ * the entries before it; after the walk, compare the reversal, member and partner
+ * records with what the journal derived. */
+int verify_load_partners(verify_t *v);
+int verify_rederive_entry(verify_t *v, const journal_entry_t *e);
+int verify_records(verify_t *v);
+/* The sender of an earn, burn or reversal: a partner added by an earlier entry. */
+int verify_partner_in_force(verify_t *v, const journal_entry_t *e, const vpartner_t **out);
+/* Exactly the two postings rules.c writes: `from` -points, then `to` +points. */
+int verify_expect_move(verify_t *v, const journal_entry_t *e, const char *from, const char *to,
+                       int64_t points);
+/* No postings and no points (partner-add, enrolment, reversal ahead). */
+int verify_expect_no_moves(verify_t *v, const journal_entry_t *e);
+
+/* verify_reversals.c. A refund or void; a reversal ahead of its original; after the
+ * walk, the reversals database against what the journal gave back. */
+int verify_rederive_reversal(verify_t *v, const journal_entry_t *e);
+int verify_rederive_ahead(verify_t *v, const journal_entry_t *e);
+int verify_reversal_records(verify_t *v);
+
+#endif
