@@ -1,5 +1,6 @@
-/* coalition-broker: the only writer of the ledger. Parses options, opens the ledger,
- * runs the I/O thread (which starts the writer) until SIGTERM or SIGINT. */
+/* coalition-broker: the only writer of the ledger. Parses options, opens the ledger
+ * (taking its directory's writer lock), runs the I/O thread (which starts the writer)
+ * until SIGTERM or SIGINT. */
 #include "errors.h"
 #include "frontend.h"
 #include "ledger.h"
@@ -28,8 +29,9 @@ static void usage(FILE *out)
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
-            "committed and answered, then it exits 0.\n",
-            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME);
+            "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
+            "when another broker holds the ledger (DIR/%s names its pid).\n",
+            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -81,7 +83,15 @@ int main(int argc, char **argv)
     }
     umask(077); /* the admin socket and ledger files are the operator's alone */
     ledger_t *ledger = NULL;
+    /* Before any socket: a second broker on the same ledger stops here (CL_ERR_LOCKED,
+     * logged with the running broker's pid) and touches nothing. */
     int rc = ledger_open(&ledger, ledger_dir, STORE_READ_WRITE);
+    if (rc == CL_ERR_LOCKED) {
+        log_error("another coalition-broker is running on ledger %s; exiting without binding "
+                  "any socket",
+                  ledger_dir);
+        return 1;
+    }
     if (rc != CL_OK) {
         log_error("cannot open ledger %s: %s (create one with 'coalitionctl --ledger %s init')",
                   ledger_dir, cl_strerror(rc), ledger_dir);

@@ -1,6 +1,9 @@
 /* coalitionctl: the operator's command. Writes (partners, members) go through the
- * broker's local admin socket so the writer sees one order of events; reports read the
- * ledger directly in a read-only LMDB transaction, safe while the broker runs. */
+ * broker's local admin socket so the writer sees one order of events. Reports read the
+ * ledger directly, read-only, and never hold a read transaction while they print or for
+ * longer than one bounded slice (LEDGER_SLICE_RECORDS_MAX records), so a stalled reader
+ * (a paused pager) cannot make the running broker's ledger file grow; verify audits a
+ * compacted snapshot copied into a temporary directory. */
 #include "amount.h"
 #include "client.h"
 #include "clock.h"
@@ -21,6 +24,10 @@
 #define ENDPOINT_BYTES_MAX 512
 #define EXIT_DECLINED 1
 #define EXIT_USAGE 2
+#define SNAPSHOT_DIR_BYTES_MAX 4096
+#define SNAPSHOT_DIR_PATTERN "coalitionctl-verify.XXXXXX"
+#define DEFAULT_TMPDIR "/tmp"
+#define VERIFY_WHY_BYTES_MAX 512
 
 typedef struct ctl {
     const char *ledger_dir;
@@ -31,27 +38,32 @@ typedef struct ctl {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: coalitionctl [--ledger DIR] [--admin ENDPOINT] [--json] COMMAND\n"
-            "Operate the coalition points ledger.\n\n"
-            "Commands:\n"
-            "  init                                   create an empty ledger in DIR\n"
-            "  partner add ID --earn-rate R [--currency CUR]\n"
-            "                                         add a partner earning R points per\n"
-            "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
-            "  member add ID                          enrol a member\n"
-            "  balance MEMBER                         a member's points balance\n"
-            "  accounts                               every account and its balance\n"
-            "  journal [--from SEQ]                   journal entries from SEQ on\n"
-            "  verify                                 re-derive the ledger from its journal\n\n"
-            "Options:\n"
-            "  -l, --ledger DIR      ledger directory (default: %s)\n"
-            "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
-            "  -j, --json            machine-readable output\n"
-            "  -h, --help            this text\n\n"
-            "partner add and member add need the broker running; the rest read the ledger.\n"
-            "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
-            DEFAULT_LEDGER_DIR);
+    fprintf(
+        out,
+        "Usage: coalitionctl [--ledger DIR] [--admin ENDPOINT] [--json] COMMAND\n"
+        "Operate the coalition points ledger.\n\n"
+        "Commands:\n"
+        "  init                                   create an empty ledger in DIR\n"
+        "  partner add ID --earn-rate R [--currency CUR]\n"
+        "                                         add a partner earning R points per\n"
+        "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
+        "  member add ID                          enrol a member\n"
+        "  balance MEMBER                         a member's points balance\n"
+        "  accounts                               every account and its balance\n"
+        "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
+        "                                         committed when the command started\n"
+        "  verify                                 re-derive the ledger from its journal, on a\n"
+        "                                         compacted snapshot ($TMPDIR, removed after)\n\n"
+        "Options:\n"
+        "  -l, --ledger DIR      ledger directory (default: %s)\n"
+        "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
+        "  -j, --json            machine-readable output\n"
+        "  -h, --help            this text\n\n"
+        "partner add and member add need the broker running; the rest read the ledger,\n"
+        "%d records per read transaction: a long accounts listing shows balances from\n"
+        "successive moments (verify audits one consistent snapshot).\n"
+        "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
+        DEFAULT_LEDGER_DIR, LEDGER_SLICE_RECORDS_MAX);
 }
 
 static void admin_envelope(envelope_t *env, char *txn_id, size_t size)
@@ -234,6 +246,47 @@ static int print_entry(const journal_entry_t *e, void *ctx)
     return CL_OK;
 }
 
+/* Entries from..last, a slice at a time; each slice is read, its transaction ended,
+ * and only then printed. */
+static int print_journal(ctl_t *ctl, ledger_t *ledger, uint64_t from, uint64_t last)
+{
+    journal_entry_t *entries[LEDGER_SLICE_RECORDS_MAX];
+    int rc = CL_OK;
+    while (rc == CL_OK && from <= last) {
+        uint64_t left = last - from + 1;
+        size_t want = left < LEDGER_SLICE_RECORDS_MAX ? (size_t)left : LEDGER_SLICE_RECORDS_MAX;
+        size_t count = 0;
+        rc = ledger_journal_slice(ledger, from, entries, want, &count);
+        for (size_t i = 0; i < count && rc == CL_OK; i++)
+            rc = print_entry(entries[i], ctl);
+        if (count > 0)
+            from = entries[count - 1]->seq + 1;
+        ledger_journal_slice_free(entries, count);
+        if (count < want)
+            break; /* the journal ends before `last`: nothing more to read */
+    }
+    return rc;
+}
+
+static int print_accounts(ctl_t *ctl, ledger_t *ledger)
+{
+    ledger_account_row_t *rows = calloc(LEDGER_SLICE_RECORDS_MAX, sizeof *rows);
+    if (rows == NULL)
+        return CL_ERR_NOMEM;
+    char after[ACCOUNT_NAME_BYTES_MAX] = "";
+    size_t count = LEDGER_SLICE_RECORDS_MAX;
+    int rc = CL_OK;
+    while (rc == CL_OK && count == LEDGER_SLICE_RECORDS_MAX) {
+        rc = ledger_accounts_slice(ledger, after, rows, LEDGER_SLICE_RECORDS_MAX, &count);
+        for (size_t i = 0; i < count && rc == CL_OK; i++)
+            rc = print_account(rows[i].account, rows[i].balance, ctl);
+        if (count > 0)
+            memcpy(after, rows[count - 1].account, sizeof after);
+    }
+    free(rows);
+    return rc;
+}
+
 static int cmd_report(ctl_t *ctl, const char *what, int argc, char **argv)
 {
     uint64_t from = 1;
@@ -252,8 +305,9 @@ static int cmd_report(ctl_t *ctl, const char *what, int argc, char **argv)
     ledger_t *ledger = NULL;
     if (open_read_only(ctl, &ledger) != CL_OK)
         return EXIT_USAGE;
-    int rc = journal ? ledger_journal_foreach(ledger, from, print_entry, ctl)
-                     : ledger_accounts_foreach(ledger, print_account, ctl);
+    /* The journal as of now: entries committed while it prints are not chased. */
+    int rc = journal ? print_journal(ctl, ledger, from, ledger_last_seq(ledger))
+                     : print_accounts(ctl, ledger);
     ledger_destroy(&ledger);
     if (rc != CL_OK) {
         fprintf(stderr, "coalitionctl: cannot read the ledger: %s\n", cl_strerror(rc));
@@ -262,20 +316,67 @@ static int cmd_report(ctl_t *ctl, const char *what, int argc, char **argv)
     return 0;
 }
 
+/* Copy a compacted snapshot of the ledger into a new temporary directory `dir`. */
+static int take_snapshot(ctl_t *ctl, char *dir, size_t size)
+{
+    const char *tmp = getenv("TMPDIR");
+    int n = snprintf(dir, size, "%s/%s", tmp != NULL && tmp[0] != '\0' ? tmp : DEFAULT_TMPDIR,
+                     SNAPSHOT_DIR_PATTERN);
+    if (n < 0 || (size_t)n >= size || mkdtemp(dir) == NULL) {
+        fprintf(stderr, "coalitionctl: cannot make a temporary directory %s\n", dir);
+        dir[0] = '\0';
+        return CL_ERR_IO;
+    }
+    ledger_t *ledger = NULL;
+    int rc = open_read_only(ctl, &ledger);
+    if (rc != CL_OK)
+        return rc;
+    rc = ledger_snapshot(ledger, dir);
+    ledger_destroy(&ledger);
+    if (rc != CL_OK)
+        fprintf(stderr, "coalitionctl: cannot copy ledger %s into %s: %s\n", ctl->ledger_dir, dir,
+                cl_strerror(rc));
+    return rc;
+}
+
+/* Open the snapshot in `dir` and audit it. *audited says whether ledger_verify ran
+ * (its verdict is the return value and `why`), as opposed to the snapshot failing to open. */
+static int verify_snapshot(const char *dir, char *why, size_t why_size, uint64_t *seq_out,
+                           bool *audited)
+{
+    ledger_t *snapshot = NULL;
+    *audited = false;
+    int rc = ledger_open(&snapshot, dir, STORE_READ_ONLY);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot open the snapshot in %s: %s\n", dir, cl_strerror(rc));
+        return rc;
+    }
+    *seq_out = ledger_last_seq(snapshot);
+    *audited = true;
+    rc = ledger_verify(snapshot, why, why_size);
+    ledger_destroy(&snapshot);
+    return rc;
+}
+
 static int cmd_verify(ctl_t *ctl)
 {
-    ledger_t *ledger = NULL;
-    char why[512];
-    if (open_read_only(ctl, &ledger) != CL_OK)
-        return EXIT_USAGE;
-    int rc = ledger_verify(ledger, why, sizeof why);
-    ledger_destroy(&ledger);
+    char dir[SNAPSHOT_DIR_BYTES_MAX], why[VERIFY_WHY_BYTES_MAX] = "";
+    uint64_t seq = 0;
+    bool audited = false;
+    int rc = take_snapshot(ctl, dir, sizeof dir);
+    if (rc == CL_OK)
+        rc = verify_snapshot(dir, why, sizeof why, &seq, &audited);
+    if (dir[0] != '\0' && store_env_remove(dir) != CL_OK)
+        fprintf(stderr, "coalitionctl: could not remove the snapshot %s\n", dir);
+    if (!audited)
+        return EXIT_USAGE; /* nothing was audited; the reason is on stderr */
     if (ctl->json) {
-        printf("{\"ok\":%s,\"detail\":", rc == CL_OK ? "true" : "false");
+        printf("{\"ok\":%s,\"seq\":%" PRIu64 ",\"detail\":", rc == CL_OK ? "true" : "false", seq);
         json_write_string(stdout, why);
         printf("}\n");
     } else {
-        printf("verify: %s: %s\n", rc == CL_OK ? "OK" : "FAILED", why);
+        printf("verify: %s: %s (snapshot at seq %" PRIu64 ")\n", rc == CL_OK ? "OK" : "FAILED", why,
+               seq);
     }
     return rc == CL_OK ? 0 : EXIT_DECLINED;
 }

@@ -31,6 +31,11 @@
  * WIRE_MESSAGE_BYTES_MAX get a 30 reply. */
 #define SOCKET_MESSAGE_BYTES_MAX 65536
 
+/* Failures that can repeat once per message log through these, at most once a second. */
+typedef struct frontend_logs {
+    log_every_t format_error, declined, inquiry_failed, no_reply, hand_off_failed;
+} frontend_logs_t;
+
 typedef struct frontend {
     void *ctx, *front, *admin, *pipe;
     ledger_t *ledger;
@@ -38,6 +43,7 @@ typedef struct frontend {
     batch_t *pool[BATCHES_IN_FLIGHT_MAX];
     size_t pool_count;
     size_t in_flight;
+    frontend_logs_t logs;
 } frontend_t;
 
 static int set_int(void *sock, int option, int value)
@@ -81,10 +87,13 @@ static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
     uint8_t *reply = NULL;
     size_t len = 0;
     int rc = ledger_inquire(self->ledger, r->env, r->hash, &reply, &len);
-    if (rc == CL_OK)
+    if (rc == CL_OK) {
         send_reply(sock, r, reply, len);
-    else
+    } else {
+        log_every(&self->logs.inquiry_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "balance inquiry failed: %s", cl_strerror(rc));
         send_decline(sock, r, r->env, RC_SYSTEM_ERROR, "balance could not be read");
+    }
     free(reply);
 }
 
@@ -100,7 +109,8 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
                  ? wire_envelope_decode(zmq_msg_data((zmq_msg_t *)payload), len)
                  : NULL;
     if (r->env == NULL) {
-        log_warn("format error: %zu-byte message is not a valid envelope", len);
+        log_every(&self->logs.format_error, LOG_EVERY_INTERVAL_MS, LOG_WARN,
+                  "format error: %zu-byte message is not a valid envelope", len);
         send_decline(sock, r, NULL, RC_FORMAT_ERROR, "message is not a valid envelope");
         return false;
     }
@@ -114,8 +124,9 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
     if (code == RC_APPROVED)
         code = wire_validate(r->env, origin == ORIGIN_ADMIN, why, sizeof why);
     if (code != RC_APPROVED) {
-        log_info("declined %02d %s from %.32s: %s", code, wire_body_name(r->env),
-                 r->env->partner_id, why);
+        log_every(&self->logs.declined, LOG_EVERY_INTERVAL_MS, LOG_INFO,
+                  "declined %02d %s from %.32s: %s", code, wire_body_name(r->env),
+                  r->env->partner_id, why);
         send_decline(sock, r, r->env, code, why);
     } else if (r->env->body_case == COALITION__ENVELOPE__BODY_BALANCE) {
         answer_inquiry(self, sock, r);
@@ -161,7 +172,8 @@ static void deliver(frontend_t *self, batch_t *batch)
         if (r->reply != NULL)
             send_reply(socket_of(self, r->origin), r, r->reply, r->reply_len);
         else
-            log_error("no reply for %s/%s", r->env->partner_id, r->env->txn_id);
+            log_every(&self->logs.no_reply, LOG_EVERY_INTERVAL_MS, LOG_ERROR, "no reply for %s/%s",
+                      r->env->partner_id, r->env->txn_id);
         free(r->reply);
         wire_envelope_free(r->env);
         r->reply = NULL;
@@ -189,7 +201,8 @@ static void take_intake(frontend_t *self)
         return;
     }
     if (zmq_send(self->pipe, &batch, sizeof batch, 0) != sizeof batch) {
-        log_error("cannot hand a batch to the writer: %s", zmq_strerror(zmq_errno()));
+        log_every(&self->logs.hand_off_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "cannot hand a batch to the writer: %s", zmq_strerror(zmq_errno()));
         for (size_t i = 0; i < batch->count; i++) {
             request_t *r = &batch->items[i];
             send_decline(socket_of(self, r->origin), r, r->env, RC_SYSTEM_ERROR,
@@ -250,9 +263,13 @@ static int frontend_open(frontend_t *self, const frontend_options_t *opts)
     int rc = writer_new(&self->writer, self->ctx, self->ledger, WRITER_ENDPOINT);
     if (rc != CL_OK)
         return rc;
+    /* The partner socket first: if its endpoint is taken (another broker), stop before
+     * the admin socket, whose ipc path binding would take over from its owner. */
     self->front = open_router(self->ctx, opts->bind_endpoint);
+    if (self->front == NULL)
+        return CL_ERR_ZMQ;
     self->admin = open_router(self->ctx, opts->admin_endpoint);
-    return self->front != NULL && self->admin != NULL ? CL_OK : CL_ERR_ZMQ;
+    return self->admin != NULL ? CL_OK : CL_ERR_ZMQ;
 }
 
 static void frontend_close(frontend_t *self)

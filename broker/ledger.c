@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #define META_SCHEMA_KEY "schema_version"
+#define LEDGER_PATH_BYTES_MAX 4096
 
 static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
 {
@@ -118,6 +119,44 @@ static int load_chain_head(ledger_t *self, MDB_txn *txn)
     return CL_OK;
 }
 
+/* The writer takes the directory's lock before it touches the environment, so a second
+ * writer (a broker started twice) stops here and changes nothing. */
+static int lock_for_writing(ledger_t *self, const char *dir)
+{
+    long holder_pid = 0;
+    int rc = store_lock_take(&self->lock, dir, &holder_pid);
+    if (rc == CL_ERR_LOCKED && holder_pid > 0)
+        log_error("ledger %s is locked by another writer, pid %ld; not opening it", dir,
+                  holder_pid);
+    else if (rc == CL_ERR_LOCKED)
+        log_error("ledger %s is locked by another writer (pid not yet written); not opening it",
+                  dir);
+    return rc;
+}
+
+static bool has_data_file(const char *dir)
+{
+    char path[LEDGER_PATH_BYTES_MAX];
+    struct stat st;
+    int n = snprintf(path, sizeof path, "%s/data.mdb", dir);
+    return n > 0 && (size_t)n < sizeof path && stat(path, &st) == 0;
+}
+
+static int open_env(ledger_t *self, const char *dir, store_mode_t mode)
+{
+    if (mode == STORE_READ_WRITE) {
+        int rc = lock_for_writing(self, dir);
+        if (rc != CL_OK)
+            return rc;
+    }
+    /* Never create an environment here: that is ledger_init's job. */
+    if (!has_data_file(dir)) {
+        log_error("no ledger in %s", dir);
+        return CL_ERR_NOT_FOUND;
+    }
+    return store_env_open(&self->env, dir, mode);
+}
+
 int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode)
 {
     ledger_t *self = calloc(1, sizeof *self);
@@ -129,9 +168,11 @@ int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode)
         free(self);
         return CL_ERR_NOMEM;
     }
-    int rc = store_env_open(&self->env, dir, mode);
-    if (rc != CL_OK)
-        goto err;
+    int rc = open_env(self, dir, mode);
+    if (rc != CL_OK) {
+        ledger_destroy(&self);
+        return rc;
+    }
     rc = store_err(mdb_txn_begin(self->env, NULL, mode == STORE_READ_ONLY ? MDB_RDONLY : 0, &txn));
     if (rc == CL_OK)
         rc = open_dbs(self, txn, 0);
@@ -145,6 +186,7 @@ int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode)
     txn = NULL;
     if (rc != CL_OK)
         goto err;
+    assert(mode == STORE_READ_ONLY || self->lock != NULL);
     *self_out = self;
     return CL_OK;
 err:
@@ -167,6 +209,8 @@ void ledger_destroy(ledger_t **self_p)
         mdb_txn_abort(self->reader);
     if (self->env != NULL)
         mdb_env_close(self->env);
+    /* Released only after the environment is closed: no second writer overlaps this one. */
+    store_lock_release(&self->lock);
     pthread_rwlock_destroy(&self->map_lock);
     free(self);
     *self_p = NULL;
@@ -336,10 +380,12 @@ int ledger_batch_commit(ledger_t *self)
 
 int ledger_grow(ledger_t *self)
 {
-    if (self->batch != NULL)
+    if (self->batch != NULL || self->mode != STORE_READ_WRITE)
         return CL_ERR_INVALID;
-    /* No read transaction of this process may be active while the map is resized. */
-    pthread_rwlock_wrlock(&self->map_lock);
+    /* No read transaction of this process may be active while the map is resized.
+     * store_env_grow clears stale reader slots first. */
+    if (pthread_rwlock_wrlock(&self->map_lock) != 0)
+        return CL_ERR_INVALID;
     int rc = store_env_grow(self->env);
     pthread_rwlock_unlock(&self->map_lock);
     /* A failed remap leaves the environment unusable; reaching the size limit does not. */
@@ -729,6 +775,109 @@ int ledger_accounts_foreach(ledger_t *self, ledger_account_fn fn, void *ctx)
         rc = ledger_walk_accounts(self, txn, fn, ctx);
         mdb_txn_abort(txn);
     }
+    return rc;
+}
+
+/* ---- bounded reads and snapshots for reports beside a running broker --------------- */
+
+int ledger_snapshot(ledger_t *self, const char *dir)
+{
+    /* Read-locked so that a writer thread in this process does not remap during the copy. */
+    if (pthread_rwlock_rdlock(&self->map_lock) != 0)
+        return CL_ERR_INVALID;
+    int rc = store_env_copy_compact(self->env, dir);
+    pthread_rwlock_unlock(&self->map_lock);
+    return rc;
+}
+
+struct slice {
+    ledger_t *self;
+    MDB_txn *txn;
+    journal_entry_t **entries;
+    ledger_account_row_t *rows;
+    size_t max, count;
+};
+
+static int take_entry(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    (void)v;
+    struct slice *s = ctx;
+    assert(s->count < s->max);
+    if (k->mv_size != 8)
+        return CL_ERR_CORRUPT;
+    int rc = ledger_get_entry(s->self, s->txn, store_get_u64(k->mv_data), &s->entries[s->count]);
+    if (rc != CL_OK)
+        return rc;
+    s->count++;
+    return s->count == s->max ? STORE_WALK_STOP : CL_OK;
+}
+
+static int take_account(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    struct slice *s = ctx;
+    assert(s->count < s->max);
+    ledger_account_row_t *row = &s->rows[s->count];
+    if (v->mv_size != 8 || k->mv_size >= sizeof row->account)
+        return CL_ERR_CORRUPT;
+    memcpy(row->account, k->mv_data, k->mv_size);
+    row->account[k->mv_size] = '\0';
+    row->balance = (int64_t)store_get_u64(v->mv_data);
+    s->count++;
+    return s->count == s->max ? STORE_WALK_STOP : CL_OK;
+}
+
+/* One read transaction, ended before the caller sees any record. */
+static int read_slice(struct slice *s, MDB_dbi dbi, const MDB_val *from, store_visit_fn fn)
+{
+    assert(s->max >= 1 && s->max <= LEDGER_SLICE_RECORDS_MAX);
+    int rc = store_read_begin(s->self->env, &s->txn);
+    if (rc != CL_OK)
+        return rc;
+    rc = store_walk(s->txn, dbi, from, fn, s);
+    mdb_txn_abort(s->txn);
+    s->txn = NULL;
+    assert(s->count <= s->max);
+    return rc;
+}
+
+int ledger_journal_slice(ledger_t *self, uint64_t from_seq, journal_entry_t **entries, size_t max,
+                         size_t *count_out)
+{
+    struct slice s = {self, NULL, entries, NULL, max, 0};
+    uint8_t key[8];
+    store_put_u64(key, from_seq);
+    MDB_val from = {sizeof key, key};
+    int rc = read_slice(&s, self->db_journal, &from, take_entry);
+    if (rc != CL_OK) {
+        ledger_journal_slice_free(entries, s.count);
+        s.count = 0;
+    }
+    *count_out = s.count;
+    return rc;
+}
+
+void ledger_journal_slice_free(journal_entry_t **entries, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        coalition__journal_entry__free_unpacked(entries[i], NULL);
+        entries[i] = NULL;
+    }
+}
+
+int ledger_accounts_slice(ledger_t *self, const char *after, ledger_account_row_t *rows, size_t max,
+                          size_t *count_out)
+{
+    struct slice s = {self, NULL, NULL, rows, max, 0};
+    /* The least key above `after` is `after` followed by one zero byte. */
+    uint8_t key[ACCOUNT_NAME_BYTES_MAX + 1];
+    size_t len = after != NULL ? strlen(after) : 0;
+    if (len >= ACCOUNT_NAME_BYTES_MAX)
+        return CL_ERR_INVALID;
+    memcpy(key, after != NULL ? after : "", len);
+    key[len] = 0;
+    MDB_val from = {len + 1, key};
+    int rc = read_slice(&s, self->db_accounts, len > 0 ? &from : NULL, take_account);
+    *count_out = rc == CL_OK ? s.count : 0;
     return rc;
 }
 

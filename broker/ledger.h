@@ -2,7 +2,8 @@
  * idempotency records. Invariants kept on every commit: each entry's postings sum to
  * zero, so all accounts sum to zero; no member balance is negative; each journal entry's
  * hash covers its predecessor's; every approved request has exactly one idempotency
- * record pointing at its entry. Only one writer (the broker's writer thread) at a time.
+ * record pointing at its entry. Only one writer (the broker's writer thread) at a time:
+ * opening for writing takes the directory's writer lock (STORE_LOCK_FILE) first.
  *
  *   writer:  batch_begin ─► apply × N (a nested txn each) ─► batch_commit (fsync)
  *                                          └─ MAP_FULL ─► batch_abort, grow, redo all N
@@ -29,6 +30,10 @@ typedef Coalition__JournalEntry journal_entry_t;
 
 /* Create a new, empty ledger in `dir`. Fails with CL_ERR_EXISTS if one is there. */
 int ledger_init(const char *dir);
+/* Open the ledger in `dir`; CL_ERR_NOT_FOUND when there is none (nothing is created).
+ * STORE_READ_WRITE first takes the directory's writer lock, without waiting, and holds it
+ * until ledger_destroy: CL_ERR_LOCKED (logged with the holder's pid) when another writer
+ * has it, and then nothing in `dir` has been touched. STORE_READ_ONLY takes no lock. */
 int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode);
 void ledger_destroy(ledger_t **self_p);
 
@@ -54,6 +59,29 @@ typedef int (*ledger_entry_fn)(const journal_entry_t *entry, void *ctx);
 int ledger_journal_foreach(ledger_t *self, uint64_t from_seq, ledger_entry_fn fn, void *ctx);
 typedef int (*ledger_account_fn)(const char *account, int64_t balance, void *ctx);
 int ledger_accounts_foreach(ledger_t *self, ledger_account_fn fn, void *ctx);
+
+/* Bounded reads for reports beside a running broker: each call reads at most `max`
+ * (<= LEDGER_SLICE_RECORDS_MAX) records in one short read transaction, ended before it
+ * returns, so a reader that stalls between calls (a paused pager) pins no old snapshot
+ * and the ledger file does not grow for it. For read-only ledgers (one thread).
+ * Journal: entries from from_seq on, owned by the caller (ledger_journal_slice_free).
+ * Accounts: the accounts after `after` in name order (NULL or "": from the first).
+ * Fewer than `max` records means the end was reached. */
+#define LEDGER_SLICE_RECORDS_MAX 256
+typedef struct ledger_account_row {
+    char account[ACCOUNT_NAME_BYTES_MAX];
+    int64_t balance;
+} ledger_account_row_t;
+int ledger_journal_slice(ledger_t *self, uint64_t from_seq, journal_entry_t **entries, size_t max,
+                         size_t *count_out);
+void ledger_journal_slice_free(journal_entry_t **entries, size_t count);
+int ledger_accounts_slice(ledger_t *self, const char *after, ledger_account_row_t *rows, size_t max,
+                          size_t *count_out);
+
+/* Copy the ledger as of one instant, compacted, into the existing empty directory `dir`
+ * (mdb_env_copy2 with MDB_CP_COMPACT): the read transaction lasts only for the copy.
+ * Open the copy with ledger_open(STORE_READ_ONLY) to audit it. */
+int ledger_snapshot(ledger_t *self, const char *dir);
 
 /* Full audit: chain, balances, idempotency. Returns CL_OK, or CL_ERR_CORRUPT with the
  * first violation described in `why`. */

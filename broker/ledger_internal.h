@@ -17,6 +17,7 @@
 struct ledger {
     MDB_env *env;
     store_mode_t mode;
+    store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */

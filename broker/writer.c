@@ -1,7 +1,9 @@
 /* Writer thread: see writer.h. One LMDB write transaction per round, a nested one per
  * request inside ledger_apply, fsync at commit, replies after. On MAP_FULL the round is
- * redone after growing the map; on any other failure every request gets 96 and the
- * ledger stays failed (sticky) until the broker is restarted. */
+ * redone after growing the map (store_retry_map_full), and is answered from the attempt
+ * that committed, never from an earlier one; when no attempt commits, or on any other
+ * failure, every request gets 96. After an I/O failure the ledger stays failed (sticky)
+ * until the broker is restarted. */
 #include "writer.h"
 
 #include "clock.h"
@@ -19,7 +21,16 @@ struct writer {
     void *sock;
     ledger_t *ledger;
     uint64_t commits, requests; /* reported at stop: requests per fsync */
+    log_every_t round_failed;   /* one line a second when every round fails */
+    log_every_t hand_back_failed;
 };
+
+/* What one attempt at a round works on. */
+typedef struct round {
+    writer_t *self;
+    batch_t **batches;
+    size_t n;
+} round_t;
 
 static void fill_system_error(batch_t **batches, size_t n)
 {
@@ -46,38 +57,44 @@ static void drop_replies(batch_t **batches, size_t n)
     }
 }
 
-static int apply_once(writer_t *self, batch_t **batches, size_t n)
+/* One attempt: the whole round in one write transaction, committed or aborted. Replies
+ * left by an earlier attempt that found the map full are dropped first. */
+static int apply_once(void *ctx)
 {
-    int rc = ledger_batch_begin(self->ledger);
+    round_t *round = ctx;
+    drop_replies(round->batches, round->n);
+    int rc = ledger_batch_begin(round->self->ledger);
     if (rc != CL_OK)
         return rc;
     int64_t now_ms = clock_wall_ms();
-    for (size_t b = 0; b < n && rc == CL_OK; b++) {
-        for (size_t i = 0; i < batches[b]->count && rc == CL_OK; i++) {
-            request_t *r = &batches[b]->items[i];
-            rc = ledger_apply(self->ledger, r->env, r->hash, now_ms, &r->reply, &r->reply_len);
+    for (size_t b = 0; b < round->n && rc == CL_OK; b++) {
+        batch_t *batch = round->batches[b];
+        for (size_t i = 0; i < batch->count && rc == CL_OK; i++) {
+            request_t *r = &batch->items[i];
+            rc = ledger_apply(round->self->ledger, r->env, r->hash, now_ms, &r->reply,
+                              &r->reply_len);
         }
     }
     if (rc == CL_OK)
-        return ledger_batch_commit(self->ledger);
-    ledger_batch_abort(self->ledger);
+        return ledger_batch_commit(round->self->ledger);
+    ledger_batch_abort(round->self->ledger);
     return rc;
+}
+
+static int grow_map(void *ctx)
+{
+    round_t *round = ctx;
+    return ledger_grow(round->self->ledger); /* under the ledger's map lock */
 }
 
 static void apply_round(writer_t *self, batch_t **batches, size_t n)
 {
-    int rc = CL_OK;
-    for (int attempt = 0; attempt < WRITER_MAP_GROW_ATTEMPTS_MAX; attempt++) {
-        rc = apply_once(self, batches, n);
-        if (rc != CL_ERR_MAP_FULL)
-            break;
-        drop_replies(batches, n);
-        rc = ledger_grow(self->ledger);
-        if (rc != CL_OK)
-            break;
-    }
+    round_t round = {self, batches, n};
+    const store_retry_t retry = {apply_once, grow_map, &round, WRITER_MAP_GROW_ATTEMPTS_MAX};
+    int rc = store_retry_map_full(&retry);
     if (rc != CL_OK) {
-        log_error("writer: round of %zu batch(es) not committed: %s", n, cl_strerror(rc));
+        log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "writer: round of %zu batch(es) not committed: %s", n, cl_strerror(rc));
         fill_system_error(batches, n);
     }
 }
@@ -136,7 +153,8 @@ static void *writer_main(void *arg)
         }
         for (size_t i = 0; i < n; i++) {
             if (zmq_send(self->sock, &batches[i], sizeof batches[i], 0) != sizeof batches[i])
-                log_error("writer: cannot hand back a batch: %s", zmq_strerror(zmq_errno()));
+                log_every(&self->hand_back_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                          "writer: cannot hand back a batch: %s", zmq_strerror(zmq_errno()));
         }
     }
     return NULL;

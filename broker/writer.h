@@ -8,8 +8,11 @@
 
 /* Requests applied in one LMDB transaction at most. */
 #define WRITER_REQUESTS_PER_COMMIT_MAX 8192
-/* How often a batch is retried after growing a full map. */
+/* Attempts at one round when the map is full, growing it (doubling) between attempts:
+ * 8 attempts reach 128 times the map the round started with. */
 #define WRITER_MAP_GROW_ATTEMPTS_MAX 8
+
+_Static_assert(WRITER_MAP_GROW_ATTEMPTS_MAX >= 2, "a full map must be grown and retried once");
 
 typedef struct writer writer_t;
 

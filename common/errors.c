@@ -18,6 +18,7 @@ const char *cl_strerror(int err)
     case CL_ERR_STICKY: return "writer stopped after an earlier I/O error";
     case CL_ERR_OVERFLOW: return "integer overflow";
     case CL_ERR_VERSION: return "unsupported version";
+    case CL_ERR_LOCKED: return "locked by another writer";
     default: return "unknown error";
     }
 }

@@ -1,6 +1,10 @@
 /* stderr logger; one write per line so lines from threads do not interleave. */
 #include "log.h"
 
+#include "clock.h"
+
+#include <assert.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +12,7 @@
 #include <unistd.h>
 
 #define LOG_LINE_BYTES_MAX 1024
+#define LOG_SUFFIX_BYTES_MAX 48
 
 static const char *log_program = "coalition";
 static log_level_t log_min_level = LOG_INFO;
@@ -18,11 +23,13 @@ void log_init(const char *program, log_level_t min_level)
     log_min_level = min_level;
 }
 
-void log_msg(log_level_t level, const char *fmt, ...)
+/* One line: prefix, the formatted message, `suffix` (kept even when the message is cut). */
+static void log_write(log_level_t level, const char *suffix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void log_write(log_level_t level, const char *suffix, const char *fmt, va_list ap)
 {
     static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-    if (level < log_min_level)
-        return;
     char line[LOG_LINE_BYTES_MAX];
     struct timespec ts;
     struct tm tm;
@@ -33,14 +40,49 @@ void log_msg(log_level_t level, const char *fmt, ...)
                      ts.tv_nsec / 1000000L, log_program, names[level]);
     if (n < 0 || (size_t)n >= sizeof line)
         return;
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-    va_end(ap);
+    size_t suffix_len = strlen(suffix);
+    assert(suffix_len < LOG_SUFFIX_BYTES_MAX);
+    /* Room for the message: the rest of the line less the suffix and the newline. */
+    size_t room = sizeof line - (size_t)n - suffix_len - 1;
+    int m = vsnprintf(line + n, room, fmt, ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;
+    if (len > (size_t)n + room - 1)
+        len = (size_t)n + room - 1;
+    memcpy(line + len, suffix, suffix_len);
+    len += suffix_len;
     line[len++] = '\n';
+    assert(len <= sizeof line);
     ssize_t ignored = write(STDERR_FILENO, line, len);
     (void)ignored;
+}
+
+void log_msg(log_level_t level, const char *fmt, ...)
+{
+    if (level < log_min_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(level, "", fmt, ap);
+    va_end(ap);
+}
+
+void log_every(log_every_t *state, int64_t interval_ms, log_level_t level, const char *fmt, ...)
+{
+    assert(state != NULL && interval_ms >= 0);
+    if (level < log_min_level)
+        return;
+    int64_t now_ms = clock_mono_ms();
+    if (now_ms < state->next_ms) {
+        state->suppressed++;
+        return;
+    }
+    char suffix[LOG_SUFFIX_BYTES_MAX] = "";
+    if (state->suppressed > 0)
+        snprintf(suffix, sizeof suffix, " (%" PRIu64 " similar suppressed)", state->suppressed);
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(level, suffix, fmt, ap);
+    va_end(ap);
+    state->suppressed = 0;
+    state->next_ms = now_ms + interval_ms;
 }

@@ -158,19 +158,32 @@ static int apply_once(outbox_t *self, const outbox_op_t *ops, size_t count)
     return store_err(mdb_txn_commit(txn)); /* synced: the env has no NOSYNC flags */
 }
 
+/* outbox_apply's attempt and growth for store_retry_map_full. */
+typedef struct outbox_round {
+    outbox_t *self;
+    const outbox_op_t *ops;
+    size_t count;
+} outbox_round_t;
+
+static int outbox_attempt(void *ctx)
+{
+    const outbox_round_t *round = ctx;
+    return apply_once(round->self, round->ops, round->count);
+}
+
+static int outbox_grow(void *ctx)
+{
+    const outbox_round_t *round = ctx;
+    return store_env_grow(round->self->env);
+}
+
 int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count)
 {
-    int rc = CL_OK;
-    for (int attempt = 0; attempt < OUTBOX_GROW_ATTEMPTS_MAX; attempt++) {
-        rc = apply_once(self, ops, count);
-        if (rc != CL_ERR_MAP_FULL)
-            break;
-        rc = store_env_grow(self->env);
-        if (rc != CL_OK)
-            break;
-    }
+    outbox_round_t round = {self, ops, count};
+    const store_retry_t retry = {outbox_attempt, outbox_grow, &round, OUTBOX_GROW_ATTEMPTS_MAX};
+    int rc = store_retry_map_full(&retry);
     if (rc != CL_OK)
-        return rc;
+        return rc; /* nothing was applied */
     for (size_t i = 0; i < count; i++) {
         if (ops[i].kind == OUTBOX_OP_PUT && ops[i].seq >= self->outbox_next)
             self->outbox_next = ops[i].seq + 1;
