@@ -514,6 +514,7 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     e.site_id = env->site_id;
     e.original_txn_id = d->original_txn_id != NULL ? (char *)d->original_txn_id : "";
     e.original_site_id = d->original_site_id != NULL ? (char *)d->original_site_id : "";
+    e.added_partner_id = d->added_partner_id != NULL ? (char *)d->added_partner_id : "";
     e.amount_minor = d->amount_minor;
     e.currency = d->currency;
     e.points = d->points;

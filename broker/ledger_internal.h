@@ -37,6 +37,7 @@ typedef struct decision {
     char member_id[MEMBER_ID_LEN_MAX + 1];
     const char *original_txn_id;
     const char *original_site_id;
+    const char *added_partner_id; /* ENTRY_PARTNER_ADD */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
     int64_t points;

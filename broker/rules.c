@@ -36,14 +36,18 @@ static void set_member(decision_t *d, const char *member_id)
     snprintf(d->member_id, sizeof d->member_id, "%s", member_id);
 }
 
-/* 03 unless the sender is a known partner; the operator always is. */
+/* 03 unless the sender is a known partner. The operator has no accounts: it may only
+ * enrol (wire_validate refuses the rest first; this keeps the rules safe without it). */
 static int check_partner(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d,
                          Coalition__PartnerRecord **out)
 {
     if (out != NULL)
         *out = NULL;
-    if (strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0)
+    if (strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0) {
+        if (env->body_case != COALITION__ENVELOPE__BODY_ENROLL)
+            decline(d, RC_NOT_PERMITTED, "the operator sends no %s requests", wire_body_name(env));
         return CL_OK;
+    }
     Coalition__PartnerRecord *p = NULL;
     int rc = ledger_get_record(txn, self->db_partners, env->partner_id, strlen(env->partner_id),
                                &coalition__partner_record__descriptor, (ProtobufCMessage **)&p);
@@ -58,8 +62,10 @@ static int check_partner(ledger_t *self, MDB_txn *txn, const envelope_t *env, de
     return rc;
 }
 
-/* 14 for an unknown member, 62 for a frozen one. */
-static int check_member(ledger_t *self, MDB_txn *txn, const char *member_id, decision_t *d)
+/* 14 for an unknown member, 62 for a frozen one unless `reversal`: a void or refund only
+ * undoes what was done, and the agent's safety void of a burn must never be refused. */
+static int check_member_as(ledger_t *self, MDB_txn *txn, const char *member_id, decision_t *d,
+                           bool reversal)
 {
     Coalition__MemberRecord *m = NULL;
     int rc = ledger_get_record(txn, self->db_members, member_id, strlen(member_id),
@@ -71,7 +77,7 @@ static int check_member(ledger_t *self, MDB_txn *txn, const char *member_id, dec
     }
     if (rc != CL_OK)
         return rc;
-    if (m->frozen)
+    if (m->frozen && !reversal)
         decline(d, RC_FROZEN, "account of member %s is frozen", member_id);
     coalition__member_record__free_unpacked(m, NULL);
     if (declined(d))
@@ -79,6 +85,11 @@ static int check_member(ledger_t *self, MDB_txn *txn, const char *member_id, dec
     char account[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(account, sizeof account, member_id);
     return ledger_get_balance(self, txn, account, &d->balance);
+}
+
+static int check_member(ledger_t *self, MDB_txn *txn, const char *member_id, decision_t *d)
+{
+    return check_member_as(self, txn, member_id, d, false);
 }
 
 static bool is_member_account(const char *account)
@@ -289,7 +300,7 @@ static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env, de
     }
     rc = load_reversal(self, txn, o);
     if (rc == CL_OK)
-        rc = check_member(self, txn, o->entry->member_id, d);
+        rc = check_member_as(self, txn, o->entry->member_id, d, true);
     if (rc == CL_OK && !declined(d) && o->rev.voided)
         decline(d, RC_INVALID_TRANSACTION, "%s was voided", original_txn_id);
     return rc;
@@ -533,6 +544,7 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     if (rc == CL_OK)
         rc = ledger_put_balance(self, txn, redeemed, 0);
     d->kind = COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD;
+    d->added_partner_id = r->partner_id;
     d->earn_rate_milli = r->earn_rate_milli;
     snprintf(d->currency, sizeof d->currency, "%s", r->currency);
     char rate[AMOUNT_TEXT_BYTES];

@@ -66,27 +66,6 @@ int verify_load_partners(verify_t *v)
     return store_walk(v->txn, v->ledger->db_partners, NULL, visit_partner, v);
 }
 
-/* The partner a partner-add entry added is the one whose rebuilt request has the entry's
- * request hash (wire_request_hash leaves the client time out). */
-static bool adds_partner(const journal_entry_t *e, const char *partner_id)
-{
-    envelope_t env = COALITION__ENVELOPE__INIT;
-    Coalition__PartnerAddRequest body = COALITION__PARTNER_ADD_REQUEST__INIT;
-    env.version = WIRE_VERSION;
-    env.partner_id = e->partner_id;
-    env.terminal_id = e->terminal_id;
-    env.txn_id = e->txn_id;
-    env.site_id = e->site_id;
-    body.partner_id = (char *)partner_id;
-    body.earn_rate_milli = e->earn_rate_milli;
-    body.currency = e->currency;
-    env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
-    env.partner_add = &body;
-    uint8_t hash[WIRE_HASH_BYTES];
-    return wire_request_hash(&env, hash) == CL_OK && e->request_hash.len == WIRE_HASH_BYTES &&
-           memcmp(e->request_hash.data, hash, WIRE_HASH_BYTES) == 0;
-}
-
 /* Partners are few: a linear scan per partner-add entry. */
 static vpartner_t *partner_created_at(const verify_t *v, uint64_t seq)
 {
@@ -134,7 +113,7 @@ static int rederive_partner_add(verify_t *v, const journal_entry_t *e)
     if (p == NULL)
         return verify_violation(v, "partner-add entry %llu (%s/%s/%s) has no partner record",
                                 (unsigned long long)e->seq, e->partner_id, e->site_id, e->txn_id);
-    if (!adds_partner(e, p->id.bytes))
+    if (strcmp(e->added_partner_id, p->id.bytes) != 0)
         return verify_violation(v,
                                 "partner record %s claims partner-add entry %llu, which "
                                 "added another partner",

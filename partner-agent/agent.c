@@ -55,12 +55,6 @@ _Static_assert(REVERSAL_HASH_HEX / 2 <= WIRE_HASH_BYTES, "reversal ids come from
 _Static_assert(KEY_BUCKETS >= AGENT_PENDING_MAX, "the key map stays short-chained at capacity");
 _Static_assert(AGENT_WINDOW_MAX <= AGENT_PENDING_MAX, "the window is part of what is held");
 
-/* One log line per interval for failures that can repeat per tick or per message. */
-typedef struct log_limit {
-    int64_t last_ms;
-    unsigned suppressed;
-} log_limit_t;
-
 typedef struct agent {
     const agent_options_t *opts;
     void *ctx, *tills, *broker;
@@ -73,21 +67,9 @@ typedef struct agent {
     size_t op_count;
     uint64_t rng;
     int64_t next_prune_ms;
-    log_limit_t log_write, log_match, log_save;
+    /* Failures that can repeat per tick or per message log at most once per interval. */
+    log_every_t log_write, log_match, log_retry;
 } agent_t;
-
-static bool log_limit_pass(log_limit_t *l, int64_t now_ms)
-{
-    if (l->last_ms != 0 && now_ms - l->last_ms < LOG_REPEAT_MS) {
-        l->suppressed++;
-        return false;
-    }
-    if (l->suppressed > 0)
-        log_warn("(%u similar message(s) suppressed)", l->suppressed);
-    l->last_ms = now_ms;
-    l->suppressed = 0;
-    return true;
-}
 
 static uint64_t next_random(agent_t *a)
 {
@@ -158,7 +140,8 @@ static void reschedule(agent_t *a, pending_t *p)
 static int64_t resend_delay_ms(agent_t *a, unsigned attempts)
 {
     unsigned shift = attempts > 0 ? attempts - 1 : 0;
-    int64_t base = (int64_t)a->opts->retry_ms << (shift < RESEND_SHIFT_MAX ? shift : RESEND_SHIFT_MAX);
+    int64_t base = (int64_t)a->opts->retry_ms
+                   << (shift < RESEND_SHIFT_MAX ? shift : RESEND_SHIFT_MAX);
     if (base > RESEND_DELAY_MAX_MS)
         base = RESEND_DELAY_MAX_MS;
     return base / 2 + (int64_t)(next_random(a) % (uint64_t)(base / 2 + 1));
@@ -226,12 +209,13 @@ static void add_revocation_ops(agent_t *a, pending_t *burn, pending_t *rev, bool
     add_op(a, OUTBOX_OP_REVERSED, 0, burn)->txn_id = burn->txn_id;
 }
 
-static int write_ops(agent_t *a, int64_t now, const char *what)
+static int write_ops(agent_t *a, const char *what)
 {
     int rc = a->op_count > 0 ? outbox_apply(a->store, a->ops, a->op_count) : CL_OK;
     a->op_count = 0;
-    if (rc != CL_OK && log_limit_pass(&a->log_write, now))
-        log_error("outbox write failed (%s): %s", what, cl_strerror(rc));
+    if (rc != CL_OK)
+        log_every(&a->log_write, LOG_REPEAT_MS, LOG_ERROR, "outbox write failed (%s): %s", what,
+                  cl_strerror(rc));
     return rc;
 }
 
@@ -291,6 +275,9 @@ static void release_dependents(agent_t *a, pending_t *p)
 static void forget(agent_t *a, pending_t *p)
 {
     assert(p->waiter_count == 0);
+    pending_map_remove(a->by_txn, &p->by_txn); /* first: its dependents must not find it */
+    if (find_enrol(a, p->member_id) == p)
+        pending_map_remove(a->by_enrol, &p->by_enrol);
     release_dependents(a, p);
     if (p->state == PENDING_QUEUED)
         sendq_remove(a, p);
@@ -303,9 +290,7 @@ static void forget(agent_t *a, pending_t *p)
     if (p->revoked_by != NULL)
         p->revoked_by->revokes = NULL;
     pending_heap_schedule(a->timers, p, INT64_MAX);
-    pending_map_remove(a->by_txn, &p->by_txn);
-    if (find_enrol(a, p->member_id) == p)
-        pending_map_remove(a->by_enrol, &p->by_enrol);
+    assert(p->dependents == NULL && find_txn(a, p->txn_id) != p);
     a->pending_count--;
     pending_free(&p);
 }
@@ -363,7 +348,7 @@ static void save_revocation(agent_t *a, pending_t *burn, int64_t now)
     if (put_void)
         rev->outbox_seq = outbox_next_seq(a->store);
     add_revocation_ops(a, burn, rev, put_void);
-    if (write_ops(a, now, "revocation") != CL_OK) {
+    if (write_ops(a, "revocation") != CL_OK) {
         if (put_void)
             rev->outbox_seq = 0;
         burn->save_ms = now + SAVE_RETRY_MS;
@@ -383,7 +368,7 @@ static void revoke_burn(agent_t *a, pending_t *burn, int64_t now)
     if (burn->attempts == 0) {
         if (burn->outbox_seq != 0)
             add_op(a, OUTBOX_OP_DELETE, burn->outbox_seq, burn);
-        write_ops(a, now, "unsent burn"); /* if it fails, a restart voids it: harmless */
+        write_ops(a, "unsent burn"); /* if it fails, a restart voids it: harmless */
         forget(a, burn);
         return;
     }
@@ -615,7 +600,7 @@ static void take_tills(agent_t *a, int64_t now)
         admit_new(a, p); /* a later repeat in this same pass joins it */
         batch[n++] = p;
     }
-    if (write_ops(a, now, "intake") == CL_OK)
+    if (write_ops(a, "intake") == CL_OK)
         return;
     for (size_t i = 0; i < n; i++) {
         pending_t *p = batch[i];
@@ -632,7 +617,7 @@ static void take_tills(agent_t *a, int64_t now)
 /* ---- replies from the broker ------------------------------------------------------- */
 
 /* The pending request this reply answers: same txn id, site and request hash. */
-static pending_t *match_reply(agent_t *a, const authorization_t *auth, int64_t now)
+static pending_t *match_reply(agent_t *a, const authorization_t *auth)
 {
     pending_t *p = find_txn(a, auth->txn_id);
     if (p == NULL) {
@@ -642,9 +627,9 @@ static pending_t *match_reply(agent_t *a, const authorization_t *auth, int64_t n
     if (auth->request_hash.len != WIRE_HASH_BYTES ||
         memcmp(auth->request_hash.data, p->hash, WIRE_HASH_BYTES) != 0 ||
         strcmp(auth->site_id, a->opts->site_id) != 0) {
-        if (log_limit_pass(&a->log_match, now))
-            log_warn("dropped a reply for %s that answers another request (hash or site differ)",
-                     auth->txn_id);
+        log_every(&a->log_match, LOG_REPEAT_MS, LOG_WARN,
+                  "dropped a reply for %s that answers another request (hash or site differ)",
+                  auth->txn_id);
         return NULL;
     }
     /* Only its void settles a revoked burn; a blocked request was not sent by this run. */
@@ -680,12 +665,12 @@ static bool read_reply(agent_t *a, answer_t *ans, answer_t *taken, size_t n, int
         *more ? wire_auth_decode(zmq_msg_data(&ans->msg), zmq_msg_size(&ans->msg)) : NULL;
     if (*more && auth == NULL)
         log_warn("dropped an unreadable reply from the broker");
-    ans->p = auth != NULL ? match_reply(a, auth, now) : NULL;
+    ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
     if (ans->p != NULL && auth->code == RC_SYSTEM_ERROR && ans->p->waiter_count == 0) {
-        if (log_limit_pass(&a->log_write, now))
-            log_warn("broker system error on %s; will retry", ans->p->txn_id);
+        log_every(&a->log_retry, LOG_REPEAT_MS, LOG_WARN, "broker system error on %s; will retry",
+                  ans->p->txn_id);
         to_backoff(a, ans->p, now);
         ans->p = NULL;
     }
@@ -725,7 +710,7 @@ static void take_replies(agent_t *a, int64_t now)
         n++;
     }
     /* Nothing is told before it is journaled: unsaved answers are fetched again. */
-    bool saved = write_ops(a, now, "journal") == CL_OK;
+    bool saved = write_ops(a, "journal") == CL_OK;
     for (size_t i = 0; i < n; i++) {
         if (saved)
             deliver(a, &answers[i]);

@@ -206,8 +206,7 @@ static int prune_journal(outbox_t *self, MDB_txn *txn, int64_t before_ms, size_t
             break;
         rc = store_err(mrc);
         Coalition__AgentJournalEntry *j =
-            rc == CL_OK ? coalition__agent_journal_entry__unpack(NULL, v.mv_size, v.mv_data)
-                        : NULL;
+            rc == CL_OK ? coalition__agent_journal_entry__unpack(NULL, v.mv_size, v.mv_data) : NULL;
         bool old = j != NULL && j->time_ms < before_ms;
         if (rc == CL_OK && j == NULL)
             rc = CL_ERR_CORRUPT;

@@ -23,9 +23,8 @@ static const bool allowed[PENDING_STATE_COUNT][PENDING_STATE_COUNT] = {
                         [PENDING_BACKOFF] = true,
                         [PENDING_BLOCKED] = true,
                         [PENDING_REVOKED] = true},
-    [PENDING_IN_FLIGHT] = {[PENDING_QUEUED] = true,
-                           [PENDING_BACKOFF] = true,
-                           [PENDING_REVOKED] = true},
+    [PENDING_IN_FLIGHT] =
+        {[PENDING_QUEUED] = true, [PENDING_BACKOFF] = true, [PENDING_REVOKED] = true},
     [PENDING_BACKOFF] = {[PENDING_QUEUED] = true, [PENDING_REVOKED] = true},
     [PENDING_BLOCKED] = {[PENDING_QUEUED] = true, [PENDING_REVOKED] = true},
     [PENDING_REVOKED] = {[PENDING_REVOKED] = false},

@@ -65,11 +65,11 @@ typedef struct pending {
     uint8_t hash[WIRE_HASH_BYTES];            /* wire_request_hash of the stamped envelope */
     uint8_t *envelope;                        /* packed, resent byte for byte */
     size_t envelope_len;
-    uint64_t outbox_seq; /* 0: not in the outbox (inquiries; a void not yet saved) */
-    unsigned attempts;   /* sends so far; > 0 means it may have reached the broker */
-    int64_t resend_ms;   /* IN_FLIGHT, BACKOFF: when to send again */
-    int64_t save_ms;     /* REVOKED and not yet saved: when to try the write again */
-    bool saved;          /* REVOKED: the revocation is durable */
+    uint64_t outbox_seq;        /* 0: not in the outbox (inquiries; a void not yet saved) */
+    unsigned attempts;          /* sends so far; > 0 means it may have reached the broker */
+    int64_t resend_ms;          /* IN_FLIGHT, BACKOFF: when to send again */
+    int64_t save_ms;            /* REVOKED and not yet saved: when to try the write again */
+    bool saved;                 /* REVOKED: the revocation is durable */
     struct pending *revokes;    /* a void the agent made: the REVOKED burn it settles */
     struct pending *revoked_by; /* a REVOKED burn: its void */
     waiter_t waiters[PENDING_WAITERS_MAX];
@@ -79,10 +79,10 @@ typedef struct pending {
     struct pending *blocked_on;      /* BLOCKED: the request it waits for */
     struct pending *dependents;      /* requests BLOCKED on this one */
     struct pending *dep_next;
-    map_link_t by_txn;    /* every request, by txn id */
-    map_link_t by_enrol;  /* enrolments, by member id */
-    size_t heap_index;    /* position in the timer heap, or PENDING_NOT_IN_HEAP */
-    int64_t due_ms;       /* heap key */
+    map_link_t by_txn;   /* every request, by txn id */
+    map_link_t by_enrol; /* enrolments, by member id */
+    size_t heap_index;   /* position in the timer heap, or PENDING_NOT_IN_HEAP */
+    int64_t due_ms;      /* heap key */
 } pending_t;
 
 #define PENDING_NOT_IN_HEAP ((size_t)-1)

@@ -707,6 +707,22 @@ static void frozen_member_fails(void **state)
     expect_verify_corrupt(f, "member m1 is frozen without a journal entry");
 }
 
+/* A frozen member may not earn or burn, but what was done can still be undone: the agent's
+ * safety void of a burn must never be refused (it could not be retried). */
+static void reversals_of_a_frozen_members_transactions_pass(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "e1", "m1", 5000, "EUR");
+    burn(f, "fuel", "b1", "m1", 30);
+    tamper_record(f, "members", "m1", strlen("m1"), &coalition__member_record__descriptor,
+                  set_frozen, NULL);
+    result_t b2 = burn(f, "fuel", "b2", "m1", 10);
+    expect_declined("burn by the frozen member", &b2, RC_FROZEN);
+    result_t v = void_(f, "fuel", "v1", "b1");
+    EXPECT_EQ("void of the frozen member's burn: code", RC_APPROVED, v.code);
+    EXPECT_EQ("void of the frozen member's burn: points", 30, v.points);
+}
+
 static void forged_member_record_fails(void **state)
 {
     fixture_t *f = *state;
@@ -838,6 +854,7 @@ int main(void)
         WORLD_TEST(deleted_partner_record_fails),
         WORLD_TEST(partner_record_claiming_another_entry_fails),
         WORLD_TEST(frozen_member_fails),
+        WORLD_TEST(reversals_of_a_frozen_members_transactions_pass),
         WORLD_TEST(forged_member_record_fails),
         WORLD_TEST(deleted_member_record_fails),
         WORLD_TEST(consistently_altered_earn_points_fail),
