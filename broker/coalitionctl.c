@@ -218,10 +218,13 @@ static int print_entry(const journal_entry_t *e, void *ctx)
 {
     const ctl_t *ctl = ctx;
     if (!ctl->json) {
-        printf("%8" PRIu64 " %-11s %-12s %-24s member=%s points=%" PRId64, e->seq,
-               ledger_entry_kind_name(e->kind), e->partner_id, e->txn_id, e->member_id, e->points);
+        printf("%8" PRIu64 " %-14s %-12s %-8s %-24s member=%s points=%" PRId64, e->seq,
+               ledger_entry_kind_name(e->kind), e->partner_id, e->site_id, e->txn_id,
+               e->member_id, e->points);
         if (e->original_txn_id[0] != '\0')
-            printf(" original=%s", e->original_txn_id);
+            printf(" original=%s/%s", e->original_site_id, e->original_txn_id);
+        if (e->added_partner_id[0] != '\0')
+            printf(" added=%s", e->added_partner_id);
         printf("\n");
         return CL_OK;
     }
@@ -230,10 +233,16 @@ static int print_entry(const journal_entry_t *e, void *ctx)
     json_write_string(stdout, e->partner_id);
     printf(",\"txn_id\":");
     json_write_string(stdout, e->txn_id);
+    printf(",\"site\":");
+    json_write_string(stdout, e->site_id);
     printf(",\"member\":");
     json_write_string(stdout, e->member_id);
     printf(",\"original_txn_id\":");
     json_write_string(stdout, e->original_txn_id);
+    printf(",\"original_site\":");
+    json_write_string(stdout, e->original_site_id);
+    printf(",\"added_partner\":");
+    json_write_string(stdout, e->added_partner_id);
     printf(",\"amount_minor\":%" PRId64 ",\"currency\":", e->amount_minor);
     json_write_string(stdout, e->currency);
     printf(",\"points\":%" PRId64 ",\"postings\":[", e->points);
