@@ -73,7 +73,8 @@ static int print_journal_entry(uint64_t seq, int64_t time_ms, const uint8_t *env
                ",\"ledger_seq\":%" PRIu64 ",\"auth_code\":",
                auth->code, auth->points, auth->balance, auth->seq);
         json_write_string(stdout, auth->auth_code);
-        printf(",\"replay\":%s,\"text\":", auth->replay ? "true" : "false");
+        printf(",\"replay\":%s,\"reversed\":%s,\"text\":", auth->replay ? "true" : "false",
+               auth->reversed ? "true" : "false");
         json_write_string(stdout, auth->text);
     }
     printf("}\n");
