@@ -219,8 +219,8 @@ static int print_entry(const journal_entry_t *e, void *ctx)
     const ctl_t *ctl = ctx;
     if (!ctl->json) {
         printf("%8" PRIu64 " %-14s %-12s %-8s %-24s member=%s points=%" PRId64, e->seq,
-               ledger_entry_kind_name(e->kind), e->partner_id, e->site_id, e->txn_id,
-               e->member_id, e->points);
+               ledger_entry_kind_name(e->kind), e->partner_id, e->site_id, e->txn_id, e->member_id,
+               e->points);
         if (e->original_txn_id[0] != '\0')
             printf(" original=%s/%s", e->original_site_id, e->original_txn_id);
         if (e->added_partner_id[0] != '\0')

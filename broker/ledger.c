@@ -420,11 +420,12 @@ static void reply_from_decision(authorization_t *auth, const envelope_t *env, co
 }
 
 /* Whether the approval stored under `key` was voided or fully refunded since. */
-static int reversed_since(ledger_t *self, const uint8_t *key, size_t key_len, bool *out)
+static int reversed_since(ledger_t *self, MDB_txn *txn, const uint8_t *key, size_t key_len,
+                          bool *out)
 {
     Coalition__ReversalRecord *rev = NULL;
     *out = false;
-    int rc = ledger_get_record(self->batch, self->db_reversals, key, key_len,
+    int rc = ledger_get_record(txn, self->db_reversals, key, key_len,
                                &coalition__reversal_record__descriptor, (ProtobufCMessage **)&rev);
     if (rc == CL_ERR_NOT_FOUND)
         return CL_OK;
@@ -436,7 +437,7 @@ static int reversed_since(ledger_t *self, const uint8_t *key, size_t key_len, bo
 
 /* Same key and request: the stored reply marked as a replay, and as reversed when the
  * approval was voided or fully refunded since. Different request: 94, nothing stored. */
-static int reply_to_repeat(ledger_t *self, const envelope_t *env,
+static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
                            const uint8_t hash[WIRE_HASH_BYTES], const Coalition__IdemRecord *idem,
                            uint8_t **reply_out, size_t *len_out)
 {
@@ -460,7 +461,7 @@ static int reply_to_repeat(ledger_t *self, const envelope_t *env,
         uint8_t key[TXN_KEY_BYTES_MAX];
         size_t key_len = ledger_txn_key(key, env->partner_id, env->site_id, env->txn_id);
         bool reversed = false;
-        rc = reversed_since(self, key, key_len, &reversed);
+        rc = reversed_since(self, txn, key, key_len, &reversed);
         orig->reversed = reversed;
     }
     if (rc == CL_OK && orig->reversed) {
@@ -642,7 +643,7 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
         return rc == CL_OK ? CL_OK : fail(self, rc, env);
     }
     if (rc == CL_OK) {
-        rc = reply_to_repeat(self, env, hash, idem, reply_out, reply_len_out);
+        rc = reply_to_repeat(self, self->batch, env, hash, idem, reply_out, reply_len_out);
         coalition__idem_record__free_unpacked(idem, NULL);
         return rc == CL_OK ? CL_OK : fail(self, rc, env);
     }
@@ -668,26 +669,71 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
 
 /* ---- read side --------------------------------------------------------------------- */
 
-int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
-                   uint8_t **reply_out, size_t *reply_len_out)
+/* Run `fn` in the reader's read transaction (renewed, then reset), under the map lock. */
+static int with_reader(ledger_t *self, int (*fn)(ledger_t *, MDB_txn *, void *), void *ctx)
 {
-    decision_t d;
-    memset(&d, 0, sizeof d);
-    pthread_rwlock_rdlock(&self->map_lock);
+    if (pthread_rwlock_rdlock(&self->map_lock) != 0)
+        return CL_ERR_INVALID;
     int rc = self->reader != NULL ? mdb_txn_renew(self->reader)
                                   : mdb_txn_begin(self->env, NULL, MDB_RDONLY, &self->reader);
     if (rc != MDB_SUCCESS) {
         pthread_rwlock_unlock(&self->map_lock);
         return store_err(rc);
     }
-    rc = rules_inquire(self, self->reader, env, &d);
+    rc = fn(self, self->reader, ctx);
     mdb_txn_reset(self->reader);
     pthread_rwlock_unlock(&self->map_lock);
+    return rc;
+}
+
+typedef struct read_call {
+    const envelope_t *env;
+    const uint8_t *hash;
+    decision_t *d;
+    uint8_t **reply_out;
+    size_t *len_out;
+} read_call_t;
+
+static int inquire_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    const read_call_t *c = ctx;
+    return rules_inquire(self, txn, c->env, c->d);
+}
+
+int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
+                   uint8_t **reply_out, size_t *reply_len_out)
+{
+    decision_t d;
+    memset(&d, 0, sizeof d);
+    read_call_t call = {env, hash, &d, reply_out, reply_len_out};
+    int rc = with_reader(self, inquire_in, &call);
     if (rc != CL_OK)
         return rc;
     authorization_t auth;
     reply_from_decision(&auth, env, hash, &d, 0, "");
     return reply_pack(&auth, reply_out, reply_len_out);
+}
+
+static int replay_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    const read_call_t *c = ctx;
+    Coalition__IdemRecord *idem = NULL;
+    int rc = ledger_get_idem(self, txn, c->env->partner_id, c->env->site_id, c->env->txn_id, &idem);
+    /* A tombstone no original has claimed yet is the writer's to decide. */
+    if (rc == CL_OK && idem->tombstone && idem->request_hash.len == 0)
+        rc = CL_ERR_NOT_FOUND;
+    if (rc == CL_OK)
+        rc = reply_to_repeat(self, txn, c->env, c->hash, idem, c->reply_out, c->len_out);
+    coalition__idem_record__free_unpacked(idem, NULL);
+    return rc;
+}
+
+int ledger_replay(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
+                  uint8_t **reply_out, size_t *reply_len_out)
+{
+    *reply_out = NULL;
+    read_call_t call = {env, hash, NULL, reply_out, reply_len_out};
+    return with_reader(self, replay_in, &call);
 }
 
 int ledger_account_balance(ledger_t *self, const char *account, int64_t *balance_out)

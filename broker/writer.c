@@ -34,7 +34,8 @@ typedef struct round {
 
 static void fill_system_error(batch_t **batches, size_t n)
 {
-    char text[] = "Declined 96: system error; the request was not applied";
+    /* Not "not applied": a replay of an earlier approval can get here too. */
+    char text[] = "Declined 96: system error; the clearinghouse cannot record requests now";
     for (size_t b = 0; b < n; b++) {
         for (size_t i = 0; i < batches[b]->count; i++) {
             request_t *r = &batches[b]->items[i];

@@ -25,6 +25,24 @@ bool wire_id_valid(const char *s, size_t len_max)
     return true;
 }
 
+/* protobuf-c keeps fields it does not know and packs them again: a request carrying any
+ * is refused, so nothing unchecked travels on (or grows past a limit once stamped). */
+static bool has_unknown_fields(const envelope_t *env)
+{
+    const ProtobufCMessage *body = NULL;
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN: body = &env->earn->base; break;
+    case COALITION__ENVELOPE__BODY_BURN: body = &env->burn->base; break;
+    case COALITION__ENVELOPE__BODY_REFUND: body = &env->refund->base; break;
+    case COALITION__ENVELOPE__BODY_VOID_REQUEST: body = &env->void_request->base; break;
+    case COALITION__ENVELOPE__BODY_BALANCE: body = &env->balance->base; break;
+    case COALITION__ENVELOPE__BODY_ENROLL: body = &env->enroll->base; break;
+    case COALITION__ENVELOPE__BODY_PARTNER_ADD: body = &env->partner_add->base; break;
+    default: break;
+    }
+    return env->base.n_unknown_fields > 0 || (body != NULL && body->n_unknown_fields > 0);
+}
+
 envelope_t *wire_envelope_decode(const void *buf, size_t len)
 {
     if (buf == NULL || len == 0 || len > WIRE_MESSAGE_BYTES_MAX)
@@ -32,7 +50,7 @@ envelope_t *wire_envelope_decode(const void *buf, size_t len)
     envelope_t *env = coalition__envelope__unpack(NULL, len, buf);
     if (env == NULL)
         return NULL;
-    if (coalition__envelope__get_packed_size(env) != len) {
+    if (coalition__envelope__get_packed_size(env) != len || has_unknown_fields(env)) {
         coalition__envelope__free_unpacked(env, NULL);
         return NULL;
     }

@@ -71,6 +71,9 @@ typedef struct agent {
     log_every_t log_write, log_match, log_retry;
 } agent_t;
 
+static pending_t *reversal_of(agent_t *a, const pending_t *burn);
+static void reversal_txn_id(const char *burn_txn, char out[TXN_ID_LEN_MAX + 1]);
+
 static uint64_t next_random(agent_t *a)
 {
     a->rng ^= a->rng << 13; /* xorshift64: jitter only, not security */
@@ -153,6 +156,18 @@ static void till_decline(agent_t *a, const peer_t *peer, const envelope_t *env, 
                          const char *why)
 {
     router_decline(a->tills, peer, env, NULL, code, why);
+}
+
+/* Not an answer yet: the request under this key is pending and its outcome unknown. */
+static void till_pending(agent_t *a, const peer_t *peer, const envelope_t *env, const char *why)
+{
+    char text[RECEIPT_TEXT_BYTES_MAX + 16];
+    authorization_t auth;
+    snprintf(text, sizeof text, "Pending: %s", why);
+    text[RECEIPT_TEXT_BYTES_MAX - 1] = '\0';
+    wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
+    auth.pending = true;
+    router_reply_auth(a->tills, peer, &auth);
 }
 
 /* A till's deadline passed: stored offline (store and forward kinds) or 91. */
@@ -238,6 +253,14 @@ static pending_t *dependency_of(const agent_t *a, const pending_t *p)
     pending_t *dep = p->original_txn_id[0] != '\0' ? find_txn(a, p->original_txn_id) : NULL;
     if (dep != NULL && dep->state != PENDING_REVOKED)
         return dep;
+    /* A till's reversal of a burn the agent revoked waits for the agent's own void. */
+    char void_txn[TXN_ID_LEN_MAX + 1];
+    if (p->original_txn_id[0] != '\0' && p->revokes == NULL) {
+        reversal_txn_id(p->original_txn_id, void_txn);
+        dep = find_txn(a, void_txn);
+        if (dep != NULL && dep != p)
+            return dep;
+    }
     if (p->kind == COALITION__ENVELOPE__BODY_ENROLL || p->member_id[0] == '\0')
         return NULL;
     return find_enrol(a, p->member_id);
@@ -259,7 +282,7 @@ static void place(agent_t *a, pending_t *p)
     }
     if (p->state == PENDING_BLOCKED)
         pending_set_state(p, PENDING_QUEUED);
-    sendq_push(a, p, p->attempts > 0);
+    sendq_push(a, p, p->attempts > 0 || p->revokes != NULL); /* resends and voids first */
 }
 
 static void release_dependents(agent_t *a, pending_t *p)
@@ -336,10 +359,9 @@ static void admit_new(agent_t *a, pending_t *p)
     reschedule(a, p);
 }
 
-static pending_t *reversal_of(agent_t *a, const pending_t *burn);
-
-/* Write the revocation of a REVOKED burn; until it is written the burn stays in memory
- * (and in the outbox: the reservation) and the write is retried. */
+/* Write the revocation of a REVOKED burn: its outbox record out, its void in (if it was
+ * ever sent), its txn id remembered as reversed. Until that is written the burn stays in
+ * memory (and in the outbox: the reservation) and the write is retried. */
 static void save_revocation(agent_t *a, pending_t *burn, int64_t now)
 {
     assert(burn->state == PENDING_REVOKED && !burn->saved);
@@ -359,39 +381,37 @@ static void save_revocation(agent_t *a, pending_t *burn, int64_t now)
     forget(a, burn); /* the durable reversed mark declines repeats from now on */
 }
 
-/* A burn its tills were told failed (91). If it may have reached the broker, its void
- * is queued and sent at once, whether or not the disk takes the revocation yet. */
+/* A burn its tills were told failed (91). It is never sent again, and its txn id is
+ * remembered as reversed. If it may have reached the broker, its void is queued and sent
+ * at once, whether or not the disk takes the revocation yet. Until the revocation is
+ * written the burn stays here, REVOKED, and repeats of its txn id are declined 12. */
 static void revoke_burn(agent_t *a, pending_t *burn, int64_t now)
 {
-    assert(burn->kind == COALITION__ENVELOPE__BODY_BURN);
+    assert(burn->kind == COALITION__ENVELOPE__BODY_BURN && burn->state != PENDING_REVOKED);
     tell_every_waiter_timeout(a, burn);
-    if (burn->attempts == 0) {
-        if (burn->outbox_seq != 0)
-            add_op(a, OUTBOX_OP_DELETE, burn->outbox_seq, burn);
-        write_ops(a, "unsent burn"); /* if it fails, a restart voids it: harmless */
-        forget(a, burn);
-        return;
-    }
-    pending_t *rev = reversal_of(a, burn);
+    pending_t *rev = burn->attempts > 0 ? reversal_of(a, burn) : NULL;
     if (burn->state == PENDING_QUEUED)
         sendq_remove(a, burn);
     a->in_flight -= burn->state == PENDING_IN_FLIGHT;
     if (burn->state == PENDING_BLOCKED)
         unlink_dependency(burn);
     pending_set_state(burn, PENDING_REVOKED);
-    release_dependents(a, burn);
-    if (rev == NULL) {
+    if (burn->attempts > 0 && rev == NULL) {
         log_error("cannot build the reversal of burn %s; it stays in the outbox and is "
                   "reversed at the next start",
                   burn->txn_id);
-        burn->saved = true; /* nothing more to do here; never sent again */
+        burn->saved = true; /* keeps its outbox record: the reservation for the void */
+        release_dependents(a, burn);
         return;
     }
-    rev->revokes = burn;
-    burn->revoked_by = rev;
-    admit_new(a, rev);
-    log_info("burn %s unanswered in time; tills told 91; reversal %s queued", burn->txn_id,
-             rev->txn_id);
+    if (rev != NULL) {
+        rev->revokes = burn;
+        burn->revoked_by = rev;
+        admit_new(a, rev);
+        log_info("burn %s unanswered; tills told 91; reversal %s queued", burn->txn_id,
+                 rev->txn_id);
+    }
+    release_dependents(a, burn); /* a till's reversal of it now waits for the void */
     save_revocation(a, burn, now);
 }
 
@@ -436,37 +456,43 @@ static void timer_due(agent_t *a, pending_t *p, int64_t now)
 
 /* ---- reversals of burns the till was told failed ----------------------------------- */
 
-/* A void of `burn`, keyed "~v<hash of the burn's txn id>": the same every time. */
+/* The txn id of the agent's void of burn `burn_txn`: "~v<hash of it>", the same every
+ * time (so a restart or a till's reversal finds it). */
+static void reversal_txn_id(const char *burn_txn, char out[TXN_ID_LEN_MAX + 1])
+{
+    uint8_t digest[WIRE_HASH_BYTES];
+    const void *parts[] = {burn_txn};
+    const size_t lens[] = {strlen(burn_txn)};
+    if (digest_sha256(parts, lens, 1, digest) != CL_OK)
+        memset(digest, 0, sizeof digest); /* SHA-256 over a short string does not fail */
+    out[0] = AGENT_TXN_PREFIX;
+    out[1] = 'v';
+    for (int i = 0; i < REVERSAL_HASH_HEX / 2; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* A void of `burn` under reversal_txn_id(). NULL when out of memory. */
 static pending_t *reversal_of(agent_t *a, const pending_t *burn)
 {
     envelope_t *env = wire_envelope_decode(burn->envelope, burn->envelope_len);
     if (env == NULL)
         return NULL;
-    uint8_t digest[WIRE_HASH_BYTES];
     char txn_id[TXN_ID_LEN_MAX + 1];
-    const void *parts[] = {env->txn_id};
-    const size_t lens[] = {strlen(env->txn_id)};
-    pending_t *p = NULL;
-    if (digest_sha256(parts, lens, 1, digest) == CL_OK) {
-        txn_id[0] = AGENT_TXN_PREFIX;
-        txn_id[1] = 'v';
-        for (int i = 0; i < REVERSAL_HASH_HEX / 2; i++)
-            snprintf(txn_id + 2 + 2 * i, 3, "%02x", digest[i]);
-        envelope_t v = *env;
-        Coalition__VoidRequest body = COALITION__VOID_REQUEST__INIT;
-        body.original_txn_id = env->txn_id;
-        v.txn_id = txn_id;
-        v.client_time_ms = clock_wall_ms();
-        v.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
-        v.void_request = &body;
-        size_t len = 0;
-        uint8_t *bytes = wire_pack_envelope(&v, &len);
-        p = bytes != NULL ? pending_new(&v, a->opts->site_id, bytes, len) : NULL;
-        if (p == NULL)
-            free(bytes);
-    }
+    reversal_txn_id(env->txn_id, txn_id);
+    envelope_t v = *env;
+    Coalition__VoidRequest body = COALITION__VOID_REQUEST__INIT;
+    body.original_txn_id = env->txn_id;
+    v.txn_id = txn_id;
+    v.client_time_ms = clock_wall_ms();
+    v.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
+    v.void_request = &body;
+    size_t len = 0;
+    uint8_t *bytes = wire_pack_envelope(&v, &len);
+    pending_t *p = bytes != NULL ? pending_new(&v, a->opts->site_id, bytes, len) : NULL;
+    if (p == NULL)
+        free(bytes);
     wire_envelope_free(env);
-    /* The original_txn_id dependency is the burn itself: revoked, so never waited on. */
+    /* Its original_txn_id dependency is the burn itself: revoked, so never waited on. */
     return p;
 }
 
@@ -490,6 +516,10 @@ static int check_request(agent_t *a, envelope_t *env, char *why, size_t why_size
     }
     env->partner_id = (char *)o->partner_id;
     env->site_id = (char *)o->site_id;
+    if (coalition__envelope__get_packed_size(env) > WIRE_MESSAGE_BYTES_MAX) {
+        snprintf(why, why_size, "request over %d bytes once stamped", WIRE_MESSAGE_BYTES_MAX);
+        return RC_FORMAT_ERROR;
+    }
     return wire_validate(env, false, why, why_size);
 }
 
@@ -509,8 +539,9 @@ static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *p
         return RC_INVALID_TRANSACTION;
     }
     if (!pending_add_waiter(p, peer, now + a->opts->till_wait_ms)) {
-        snprintf(why, why_size, "too many tills waiting on txn id %s", env->txn_id);
-        return RC_UNAVAILABLE;
+        snprintf(why, why_size, "txn id %s is pending with %d tills waiting; ask again later",
+                 env->txn_id, PENDING_WAITERS_MAX);
+        return RC_UNAVAILABLE; /* sent with `pending` set: the outcome is not known yet */
     }
     reschedule(a, p);
     return RC_APPROVED;
@@ -567,7 +598,9 @@ static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t
         else
             p = fresh(a, env, peer, now, why, sizeof why, &code);
     }
-    if (code != RC_APPROVED)
+    if (code == RC_UNAVAILABLE && p == NULL && find_txn(a, env->txn_id) != NULL)
+        till_pending(a, peer, env, why);
+    else if (code != RC_APPROVED)
         till_decline(a, peer, env, code, why);
     env->partner_id = sent_partner_id;
     env->site_id = sent_site_id;
@@ -655,9 +688,11 @@ static void add_answer_ops(agent_t *a, answer_t *ans, uint64_t jseq)
         add_revocation_ops(a, p->revokes, p, false);
 }
 
-/* Read one reply; true when it answers a pending request (kept in ans->msg). */
-static bool read_reply(agent_t *a, answer_t *ans, answer_t *taken, size_t n, int64_t now,
-                       bool *more)
+/* Read one reply; true when it answers a pending request (kept in ans->msg). A 96 (the
+ * broker could not record it now; not remembered) is never a final answer: its txn id is
+ * noted in `errors` and handled once this pass's answers are written. */
+static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t n,
+                       char (*errors)[TXN_ID_LEN_MAX + 1], size_t *error_count, bool *more)
 {
     zmq_msg_init(&ans->msg);
     *more = zmq_msg_recv(&ans->msg, a->broker, ZMQ_DONTWAIT) >= 0;
@@ -668,16 +703,37 @@ static bool read_reply(agent_t *a, answer_t *ans, answer_t *taken, size_t n, int
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
-    if (ans->p != NULL && auth->code == RC_SYSTEM_ERROR && ans->p->waiter_count == 0) {
-        log_every(&a->log_retry, LOG_REPEAT_MS, LOG_WARN, "broker system error on %s; will retry",
-                  ans->p->txn_id);
-        to_backoff(a, ans->p, now);
+    if (ans->p != NULL && auth->code == RC_SYSTEM_ERROR) {
+        if (*error_count < REPLIES_MAX)
+            snprintf(errors[(*error_count)++], TXN_ID_LEN_MAX + 1, "%s", ans->p->txn_id);
         ans->p = NULL;
     }
     wire_auth_free(auth);
     if (ans->p == NULL)
         zmq_msg_close(&ans->msg);
     return ans->p != NULL;
+}
+
+/* The broker answered 96. A burn is revoked (its tills told 91, its void queued: it may
+ * have been applied by an earlier copy); an earn, refund, void or enrolment is kept (its
+ * tills told "stored offline") and resent later; an inquiry is given up (91). */
+static void system_error(agent_t *a, const char *txn_id, int64_t now)
+{
+    pending_t *p = find_txn(a, txn_id);
+    if (p == NULL || p->state == PENDING_BACKOFF || p->state == PENDING_REVOKED ||
+        p->state == PENDING_BLOCKED)
+        return; /* answered meanwhile, or a second 96 for the same request */
+    log_every(&a->log_retry, LOG_REPEAT_MS, LOG_WARN, "broker system error on %s; will retry",
+              txn_id);
+    if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
+        revoke_burn(a, p, now);
+    } else if (!pending_store_and_forward(p->kind)) {
+        tell_every_waiter_timeout(a, p);
+        forget(a, p);
+    } else {
+        tell_every_waiter_timeout(a, p);
+        to_backoff(a, p, now);
+    }
 }
 
 static void deliver(agent_t *a, answer_t *ans)
@@ -698,13 +754,14 @@ static void deliver(agent_t *a, answer_t *ans)
 static void take_replies(agent_t *a, int64_t now)
 {
     answer_t answers[REPLIES_MAX];
-    size_t n = 0;
+    char errors[REPLIES_MAX][TXN_ID_LEN_MAX + 1];
+    size_t n = 0, error_count = 0;
     uint64_t jseq = outbox_journal_next_seq(a->store);
     bool more = true;
     assert(a->op_count == 0);
     /* Bounded both in matches and in reads, so duplicates cannot hold the loop. */
     for (size_t reads = 0; more && n < REPLIES_MAX && reads < 2 * REPLIES_MAX; reads++) {
-        if (!read_reply(a, &answers[n], answers, n, now, &more))
+        if (!read_reply(a, &answers[n], answers, n, errors, &error_count, &more))
             continue;
         add_answer_ops(a, &answers[n], jseq++);
         n++;
@@ -716,6 +773,8 @@ static void take_replies(agent_t *a, int64_t now)
             deliver(a, &answers[i]);
         zmq_msg_close(&answers[i].msg);
     }
+    for (size_t i = 0; i < error_count; i++)
+        system_error(a, errors[i], now);
 }
 
 /* ---- sending and housekeeping ------------------------------------------------------ */
@@ -788,9 +847,9 @@ static int load_entry(uint64_t seq, const uint8_t *bytes, size_t len, void *ctx)
     pending_t *p = copy != NULL ? pending_new(env, a->opts->site_id, copy, len) : NULL;
     bool duplicate = env != NULL && find_txn(a, env->txn_id) != NULL;
     wire_envelope_free(env);
-    if (p == NULL || duplicate || a->pending_count >= AGENT_PENDING_MAX) {
-        log_error("outbox entry %llu is unreadable, repeats a key or is over the limit; "
-                  "left in place",
+    /* Everything stored is loaded, over AGENT_PENDING_MAX too: the limit gates tills. */
+    if (p == NULL || duplicate) {
+        log_error("outbox entry %llu is unreadable or repeats a key; left in place",
                   (unsigned long long)seq);
         if (p == NULL)
             free(copy);

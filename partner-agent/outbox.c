@@ -11,11 +11,14 @@
 
 #define OUTBOX_RECORD_BYTES_MAX 8192
 #define OUTBOX_GROW_ATTEMPTS_MAX 8
+#define OUTBOX_KEY_BYTES_MAX 128
 
 struct outbox {
     MDB_env *env;
     MDB_dbi db_outbox, db_journal, db_reversed;
     uint64_t outbox_next, journal_next;
+    uint8_t prune_from[OUTBOX_KEY_BYTES_MAX]; /* where the next reversed-mark prune starts */
+    size_t prune_from_len;
 };
 
 static int last_key(MDB_txn *txn, MDB_dbi dbi, uint64_t *next)
@@ -221,21 +224,29 @@ static int prune_journal(outbox_t *self, MDB_txn *txn, int64_t before_ms, size_t
     return rc;
 }
 
-/* Reversed marks (txn id -> time) are few: scan at most `max` of them. */
+/* Reversed marks (txn id -> time): at most `max` of them a call, resuming where the last
+ * call stopped and wrapping around, so every mark is looked at in turn. */
 static int prune_reversed(outbox_t *self, MDB_txn *txn, int64_t before_ms, size_t max)
 {
     MDB_cursor *cur = NULL;
-    MDB_val k, v;
+    MDB_val k = {self->prune_from_len, self->prune_from}, v;
     int rc = store_err(mdb_cursor_open(txn, self->db_reversed, &cur));
-    MDB_cursor_op op = MDB_FIRST;
-    for (size_t seen = 0; rc == CL_OK && seen < max; seen++, op = MDB_NEXT) {
+    MDB_cursor_op op = self->prune_from_len > 0 ? MDB_SET_RANGE : MDB_FIRST;
+    size_t seen = 0;
+    for (; rc == CL_OK && seen < max; seen++, op = MDB_NEXT) {
         int mrc = mdb_cursor_get(cur, &k, &v, op);
         if (mrc == MDB_NOTFOUND)
             break;
         rc = store_err(mrc);
+        if (rc == CL_OK && k.mv_size <= sizeof self->prune_from) {
+            memcpy(self->prune_from, k.mv_data, k.mv_size);
+            self->prune_from_len = k.mv_size;
+        }
         if (rc == CL_OK && v.mv_size == 8 && (int64_t)store_get_u64(v.mv_data) < before_ms)
             rc = store_err(mdb_cursor_del(cur, 0));
     }
+    if (seen < max)
+        self->prune_from_len = 0; /* reached the end: start again from the first */
     if (cur != NULL)
         mdb_cursor_close(cur);
     return rc;
@@ -251,7 +262,7 @@ int outbox_prune(outbox_t *self, int64_t before_ms, size_t max_records, size_t *
     if (rc == CL_OK)
         rc = prune_reversed(self, txn, before_ms, max_records);
     if (rc == CL_OK)
-        return store_err(mdb_txn_commit(txn)); /* deletes only: never MAP_FULL */
+        return store_err(mdb_txn_commit(txn)); /* a failure is retried at the next prune */
     if (txn != NULL)
         mdb_txn_abort(txn);
     *pruned_out = 0;

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -496,6 +497,270 @@ static void test_full_disk_never_leaves_a_declined_burn_applied(void **state)
     expect_verify_ok(w);
 }
 
+/* ---- 96 answers, and full disks before the first send (found in review) --------------- */
+
+static void send_code(void *sock, const uint8_t *id, size_t id_len, const envelope_t *env,
+                      const uint8_t *hash, int code)
+{
+    authorization_t auth;
+    char text[] = "Declined 96: system error; the clearinghouse cannot record requests now";
+    wire_auth_decline(&auth, env, code, text);
+    wire_auth_echo(&auth, env, hash);
+    size_t len = 0;
+    uint8_t *buf = wire_pack_auth(&auth, &len);
+    zmq_send(sock, id, id_len, ZMQ_SNDMORE);
+    zmq_send(sock, buf, len, 0);
+    free(buf);
+}
+
+typedef struct fake_world {
+    void *ctx, *sock;
+    proc_t agent;
+    char endpoint[HARNESS_PATH_BYTES];
+} fake_world_t;
+
+static void fake_start(world_t *w, fake_world_t *f, const char *name, const char *till_wait_ms,
+                       const char *retry_ms)
+{
+    int port = harness_free_port();
+    f->ctx = zmq_ctx_new();
+    f->sock = bind_router(f->ctx, port);
+    char broker[64], data[HARNESS_PATH_BYTES];
+    snprintf(broker, sizeof broker, "tcp://127.0.0.1:%d", port);
+    snprintf(data, sizeof data, "%s/agent-%s", w->dir, name);
+    snprintf(f->endpoint, sizeof f->endpoint, "ipc://%s/agent-%s.sock", w->dir, name);
+    snprintf(f->agent.log_path, sizeof f->agent.log_path, "%s/agent-%s.log", w->dir, name);
+    char *argv[] = {COALITION_AGENT_BIN,
+                    "--partner",
+                    "fuel",
+                    "--broker",
+                    broker,
+                    "--data",
+                    data,
+                    "--listen",
+                    f->endpoint,
+                    "--till-wait-ms",
+                    (char *)till_wait_ms,
+                    "--retry-ms",
+                    (char *)retry_ms,
+                    NULL};
+    f->agent.pid = harness_spawn(argv, f->agent.log_path);
+    EXPECT_TRUE("agent on a fake broker comes up", harness_wait_reply(f->endpoint, 10000));
+}
+
+typedef struct till_call {
+    const char *endpoint;
+    int kind; /* 0 earn, 1 burn */
+    int rc;
+    cpos_result_t r;
+} till_call_t;
+
+static void *till_thread(void *arg)
+{
+    till_call_t *c = arg;
+    cpos_t *pos = cpos_new(c->endpoint, "till-1");
+    cpos_set_timeout(pos, CALL_TIMEOUT_MS);
+    c->rc = c->kind == 0 ? cpos_earn(pos, "e1", "alice", 1000, "EUR", &c->r)
+                         : cpos_burn(pos, "b1", "alice", 30, false, &c->r);
+    cpos_destroy(&pos);
+    return NULL;
+}
+
+/* Two 96 answers to two copies of one store-and-forward request: the first puts it in
+ * BACKOFF, the second must be ignored (it used to ask BACKOFF -> BACKOFF, which the
+ * lifecycle table refuses: the agent aborted). */
+static void test_a_second_96_is_ignored(void **state)
+{
+    world_t *w = *state;
+    fake_world_t f;
+    memset(&f, 0, sizeof f);
+    fake_start(w, &f, "r1", "200", "300");
+    till_call_t call = {f.endpoint, 0, 0, {0}};
+    pthread_t t;
+    pthread_create(&t, NULL, till_thread, &call);
+    uint8_t id1[256], id2[256], h1[WIRE_HASH_BYTES], h2[WIRE_HASH_BYTES];
+    envelope_t *e1 = NULL, *e2 = NULL;
+    size_t n1 = recv_request(f.sock, id1, sizeof id1, &e1); /* first send */
+    size_t n2 = recv_request(f.sock, id2, sizeof id2, &e2); /* resend after --retry-ms */
+    pthread_join(t, NULL);
+    EXPECT_EQ("till: told stored offline", true, call.r.offline);
+    wire_request_hash(e1, h1);
+    wire_request_hash(e2, h2);
+    send_code(f.sock, id1, n1, e1, h1, RC_SYSTEM_ERROR);
+    sleep_ms(100);
+    send_code(f.sock, id2, n2, e2, h2, RC_SYSTEM_ERROR);
+    sleep_ms(500);
+    int status = 0;
+    pid_t got = waitpid(f.agent.pid, &status, WNOHANG);
+    if (got == f.agent.pid) {
+        f.agent.pid = 0;
+        zmq_close(f.sock);
+        zmq_ctx_term(f.ctx);
+        fail_msg("agent: expected still running after two 96s, got %s %d (log %s)",
+                 WIFSIGNALED(status) ? "killed by signal" : "exit",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), f.agent.log_path);
+    }
+    harness_stop(&f.agent, SIGTERM);
+    wire_envelope_free(e1);
+    wire_envelope_free(e2);
+    zmq_close(f.sock);
+    zmq_ctx_term(f.ctx);
+}
+
+/* A burn sent twice; the first copy's answer is lost (it may have been applied), the
+ * resend is answered 96 (the broker cannot record requests now). A 96 is not final: the
+ * burn is revoked (till told 91) and its void sent; it used to be told "96 not applied"
+ * with no void. */
+static void test_burn_answered_96_is_revoked_and_voided(void **state)
+{
+    world_t *w = *state;
+    fake_world_t f;
+    memset(&f, 0, sizeof f);
+    fake_start(w, &f, "r2", "3000", "300");
+    till_call_t call = {f.endpoint, 1, 0, {0}};
+    pthread_t t;
+    pthread_create(&t, NULL, till_thread, &call);
+    uint8_t id1[256], id2[256], h2[WIRE_HASH_BYTES];
+    envelope_t *e1 = NULL, *e2 = NULL;
+    recv_request(f.sock, id1, sizeof id1, &e1);             /* applied; answer lost */
+    size_t n2 = recv_request(f.sock, id2, sizeof id2, &e2); /* resend */
+    wire_request_hash(e2, h2);
+    send_code(f.sock, id2, n2, e2, h2, RC_SYSTEM_ERROR);
+    pthread_join(t, NULL);
+    /* Anything the agent sends next: a void of b1 is what the money needs. */
+    bool voided = false;
+    zmq_pollitem_t item = {f.sock, 0, ZMQ_POLLIN, 0};
+    int64_t deadline = clock_mono_ms() + 3000;
+    while (!voided && clock_mono_ms() < deadline) {
+        if (zmq_poll(&item, 1, 100) != 1)
+            continue;
+        uint8_t id[256];
+        envelope_t *e = NULL;
+        recv_request(f.sock, id, sizeof id, &e);
+        voided = e->body_case == COALITION__ENVELOPE__BODY_VOID_REQUEST;
+        wire_envelope_free(e);
+    }
+    fprintf(stderr, "96 on a resent burn: till told code %d (%s), void sent: %s\n", call.r.code,
+            call.r.text, voided ? "yes" : "no");
+    harness_stop(&f.agent, SIGTERM);
+    wire_envelope_free(e1);
+    wire_envelope_free(e2);
+    zmq_close(f.sock);
+    zmq_ctx_term(f.ctx);
+    EXPECT_TRUE("burn answered 96 after a resend: till told 91 and the burn voided, or "
+                "stored and resent; never 'not applied' with no void",
+                call.r.code != RC_SYSTEM_ERROR || voided);
+}
+
+/* The broker's ledger goes into its sticky failed state (a full disk); a repeat of a burn
+ * the ledger holds gets 96 from the broker (replays too). The till must never be told
+ * "not applied" for it: the agent revokes the burn (91) and voids it once it can. */
+static void test_failed_broker_never_makes_a_till_believe_not_applied(void **state)
+{
+    world_t *w = *state;
+    earn_ok(w, "e1", 5000, 100);
+    cpos_t *pos = till(w, "till-1");
+    cpos_result_t r;
+    EXPECT_EQ("burn b1: call", CPOS_OK, cpos_burn(pos, "b1", "alice", 30, false, &r));
+    EXPECT_EQ("burn b1: approved", RC_APPROVED, r.code);
+    char data_file[HARNESS_PATH_BYTES + 16];
+    snprintf(data_file, sizeof data_file, "%s/data.mdb", w->ledger);
+    struct rlimit was;
+    EXPECT_EQ("prlimit read", 0, prlimit(w->broker.pid, RLIMIT_FSIZE, NULL, &was));
+    struct rlimit full = {(rlim_t)file_size(data_file), was.rlim_max};
+    EXPECT_EQ("prlimit broker", 0, prlimit(w->broker.pid, RLIMIT_FSIZE, &full, NULL));
+    int i = 0;
+    for (; i < FILL_EARNS_MAX; i++) {
+        char txn[32];
+        snprintf(txn, sizeof txn, "fill-%d", i);
+        /* The broker answers 96 once its disk is full; the agent keeps the earn. */
+        if (cpos_earn(pos, txn, "alice", 100, "EUR", &r) == CPOS_OK && r.offline)
+            break;
+    }
+    EXPECT_TRUE("the broker's disk filled up (sticky)", i < FILL_EARNS_MAX);
+    /* The till lost b1's answer (agent crash between journal and reply, or a client
+     * timeout) and repeats it with the same key, as coalition_pos.h says it may. */
+    EXPECT_EQ("burn b1 repeated: call", CPOS_OK, cpos_burn(pos, "b1", "alice", 30, false, &r));
+    size_t applied = entries_for(w, "b1");
+    fprintf(stderr, "failed broker: repeat of b1 told %d (%s); journal entries for b1: %zu\n",
+            r.code, r.text, applied);
+    EXPECT_TRUE("a till is never told 'not applied' for a burn the ledger holds",
+                !(r.code == RC_SYSTEM_ERROR && applied == 1));
+    EXPECT_EQ("journal entries for b1", 1, applied);
+    EXPECT_EQ("b1 repeated: the original answer, from a read transaction", RC_APPROVED, r.code);
+    EXPECT_EQ("b1 repeated: replay", true, r.replay);
+    EXPECT_EQ("b1 repeated: points", 30, r.points);
+    cpos_destroy(&pos);
+    /* Restarted with room, the broker takes the earns the agent kept. */
+    EXPECT_EQ("prlimit: room again", 0, prlimit(w->broker.pid, RLIMIT_FSIZE, &was, NULL));
+    EXPECT_EQ("failed broker stops cleanly", 0, world_stop_broker(w, SIGTERM));
+    world_start_broker(w);
+    wait_outbox_empty(&w->agents[0]);
+    EXPECT_EQ("alice: 100 - 30 + 2 per fill", 70 + 2 * (i + 1), alice(w));
+    expect_verify_ok(w);
+}
+
+typedef struct burn_call {
+    const char *endpoint;
+    int rc;
+    cpos_result_t r;
+} burn_call_t;
+
+static void *r4_burn_thread(void *arg)
+{
+    burn_call_t *c = arg;
+    cpos_t *pos = cpos_new(c->endpoint, "till-1");
+    cpos_set_timeout(pos, 60000);
+    c->rc = cpos_burn(pos, "b1", "alice", 60, false, &c->r);
+    cpos_destroy(&pos);
+    return NULL;
+}
+
+/* A burn never sent (broker down) is told 91 at its deadline while the agent's disk is
+ * full, so its outbox record cannot be deleted. It used to be forgotten anyway with no
+ * reversed mark: a repeat was then approved and told, and the stale record, revoked at
+ * the next start, took the approved burn back. Now it stays revoked until written, and a
+ * repeat of its txn id is declined 12. */
+static void test_unsent_burn_revoked_on_a_full_disk_stays_revoked(void **state)
+{
+    world_t *w = *state;
+    agent_proc_t *a = &w->agents[0];
+    earn_ok(w, "e1", 5000, 100);
+    world_stop_agent(w, a, SIGTERM);
+    w->till_wait_ms = 15000;
+    world_start_agent(w, "fuel");
+    EXPECT_EQ("broker stopped", 0, world_stop_broker(w, SIGTERM));
+    burn_call_t burn = {a->endpoint, 0, {0}};
+    pthread_t t;
+    pthread_create(&t, NULL, r4_burn_thread, &burn);
+    sleep_ms(300); /* stored (PUT), never sent: no connection */
+    struct rlimit was;
+    EXPECT_EQ("prlimit read", 0, prlimit(a->proc.pid, RLIMIT_FSIZE, NULL, &was));
+    struct rlimit full = {1, was.rlim_max}; /* every write fails: a full disk */
+    EXPECT_EQ("prlimit agent", 0, prlimit(a->proc.pid, RLIMIT_FSIZE, &full, NULL));
+    pthread_join(t, NULL);
+    EXPECT_EQ("burn b1: told 91", RC_UNAVAILABLE, burn.r.code);
+    cpos_t *pos = till(w, "till-1");
+    cpos_result_t r;
+    EXPECT_EQ("burn b1 repeated on the full disk: call", CPOS_OK,
+              cpos_burn(pos, "b1", "alice", 60, false, &r));
+    EXPECT_EQ("burn b1 repeated on the full disk: declined 12", RC_INVALID_TRANSACTION, r.code);
+    EXPECT_EQ("prlimit: room again", 0, prlimit(a->proc.pid, RLIMIT_FSIZE, &was, NULL));
+    world_start_broker(w);
+    wait_outbox_empty(a); /* the revocation is written once there is room */
+    EXPECT_EQ("burn b1 repeated with room: call", CPOS_OK,
+              cpos_burn(pos, "b1", "alice", 60, false, &r));
+    EXPECT_EQ("burn b1 repeated with room: declined 12", RC_INVALID_TRANSACTION, r.code);
+    cpos_destroy(&pos);
+    world_stop_agent(w, a, SIGTERM);
+    w->till_wait_ms = 1000;
+    world_start_agent(w, "fuel");
+    wait_outbox_empty(a);
+    EXPECT_EQ("journal entries for b1", 0, entries_for(w, "b1"));
+    EXPECT_EQ("reversals of b1", 0, entries_with(w, "original_txn_id", "b1"));
+    EXPECT_EQ("alice keeps every point", 100, alice(w));
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -510,6 +775,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reply_for_another_request_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk_never_leaves_a_declined_burn_applied, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_second_96_is_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_burn_answered_96_is_revoked_and_voided, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_broker_never_makes_a_till_believe_not_applied,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsent_burn_revoked_on_a_full_disk_stays_revoked,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
