@@ -260,6 +260,28 @@ static void decode_size_limit_is_wire_message_bytes_max(void **state)
     free(buf);
 }
 
+/* protobuf-c keeps unknown fields and packs them again: a request carrying one, in the
+ * envelope or in its body, is refused (30), so nothing unchecked travels on. */
+static void decode_rejects_unknown_fields(void **state)
+{
+    (void)state;
+    request_t r;
+    request_init(&r, "fuel", "txn-1");
+    size_t len = 0;
+    uint8_t *buf = pack(earn_req(&r, "m1", 1234, "EUR"), &len);
+    uint8_t grown[WIRE_MESSAGE_BYTES_MAX];
+    memcpy(grown, buf, len);
+    const uint8_t field_99[] = {0x98, 0x06, 0x01}; /* tag (99 << 3 | varint), value 1 */
+    memcpy(grown + len, field_99, sizeof field_99);
+    envelope_t *env = wire_envelope_decode(grown, len + sizeof field_99);
+    EXPECT_TRUE("envelope with unknown field 99: refused", env == NULL);
+    wire_envelope_free(env);
+    envelope_t *plain = wire_envelope_decode(buf, len);
+    EXPECT_TRUE("the same envelope without it: decodes", plain != NULL);
+    wire_envelope_free(plain);
+    free(buf);
+}
+
 static void decode_rejects_embedded_nul_in_string(void **state)
 {
     (void)state;
@@ -546,6 +568,7 @@ int main(void)
         cmocka_unit_test(decode_rejects_empty_and_garbage),
         cmocka_unit_test(decode_rejects_truncated_envelope),
         cmocka_unit_test(decode_size_limit_is_wire_message_bytes_max),
+        cmocka_unit_test(decode_rejects_unknown_fields),
         cmocka_unit_test(decode_rejects_embedded_nul_in_string),
         cmocka_unit_test(decode_rejects_repeated_field),
         cmocka_unit_test(decode_rejects_non_minimal_varint),
