@@ -407,7 +407,9 @@ static void test_reply_for_another_request_is_dropped(void **state)
     char *argv[] = {
         COALITION_AGENT_BIN, "--partner", "fuel",           "--broker", broker, "--data", data,
         "--listen",          endpoint,    "--till-wait-ms", "5000",     NULL};
-    proc_t agent = {harness_spawn(argv, log), {0}};
+    proc_t agent;
+    memset(&agent, 0, sizeof agent);
+    agent.pid = harness_spawn(argv, log);
     EXPECT_TRUE("agent on a fake broker comes up", harness_wait_reply(endpoint, 10000));
     earn_call_t call = {endpoint, 0, {0}};
     pthread_t t;
