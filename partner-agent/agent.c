@@ -72,6 +72,7 @@ typedef struct agent {
 } agent_t;
 
 static pending_t *reversal_of(agent_t *a, const pending_t *burn);
+static void forget(agent_t *a, pending_t *p);
 static void reversal_txn_id(const char *burn_txn, char out[TXN_ID_LEN_MAX + 1]);
 
 static uint64_t next_random(agent_t *a)
@@ -189,6 +190,29 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
     }
     router_reply_auth(a->tills, &w->till, &auth);
     wire_envelope_free(env);
+}
+
+/* A repeat of a key answered before, and the broker cannot be asked now: its tills get
+ * the journaled answer, marked replay, and the request is done. */
+static void answer_from_journal(agent_t *a, pending_t *p)
+{
+    authorization_t *auth = wire_auth_decode(p->known_reply, p->known_reply_len);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (auth != NULL) {
+        auth->replay = true;
+        bytes = wire_pack_auth(auth, &len);
+    }
+    for (size_t i = 0; i < p->waiter_count; i++) {
+        if (bytes != NULL)
+            router_reply(a->tills, &p->waiters[i].till, bytes, len);
+        else
+            till_timeout_reply(a, p, &p->waiters[i]);
+    }
+    p->waiter_count = 0;
+    free(bytes);
+    wire_auth_free(auth);
+    forget(a, p);
 }
 
 static void tell_every_waiter_timeout(agent_t *a, pending_t *p)
@@ -421,6 +445,10 @@ static bool deadlines_due(agent_t *a, pending_t *p, int64_t now)
 {
     if (pending_first_deadline(p) > now)
         return true;
+    if (p->known_reply != NULL) {
+        answer_from_journal(a, p);
+        return false;
+    }
     if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
         revoke_burn(a, p, now);
         return false;
@@ -547,7 +575,21 @@ static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *p
     return RC_APPROVED;
 }
 
-/* A new request: NULL after answering the till, or a pending not yet admitted. */
+/* Whether a journaled answer is the answer to this very request (same hash). */
+static bool answers_this(const uint8_t *auth_bytes, size_t len, const envelope_t *env)
+{
+    uint8_t hash[WIRE_HASH_BYTES];
+    authorization_t *auth = wire_auth_decode(auth_bytes, len);
+    bool same = auth != NULL && auth->request_hash.len == WIRE_HASH_BYTES &&
+                wire_request_hash(env, hash) == CL_OK &&
+                memcmp(auth->request_hash.data, hash, WIRE_HASH_BYTES) == 0;
+    wire_auth_free(auth);
+    return same;
+}
+
+/* A new request: NULL after answering the till, or a pending not yet admitted. A repeat
+ * of a key answered before (in the journal) carries that answer; another request under
+ * such a key is declined 94 here, as the broker would. */
 static pending_t *fresh(agent_t *a, const envelope_t *env, const peer_t *peer, int64_t now,
                         char *why, size_t why_size, int *code)
 {
@@ -565,15 +607,27 @@ static pending_t *fresh(agent_t *a, const envelope_t *env, const peer_t *peer, i
         *code = RC_UNAVAILABLE;
         return NULL;
     }
+    uint8_t *known = NULL;
+    size_t known_len = 0;
+    if (outbox_answer_of(a->store, env->txn_id, &known, &known_len) == CL_OK &&
+        !answers_this(known, known_len, env)) {
+        free(known);
+        snprintf(why, why_size, "txn id %s was already used for another request", env->txn_id);
+        *code = RC_DUPLICATE_KEY;
+        return NULL;
+    }
     size_t len = 0;
     uint8_t *bytes = wire_pack_envelope(env, &len);
     pending_t *p = bytes != NULL ? pending_new(env, a->opts->site_id, bytes, len) : NULL;
     if (p == NULL) {
         free(bytes);
+        free(known);
         snprintf(why, why_size, "agent out of memory");
         *code = RC_SYSTEM_ERROR;
         return NULL;
     }
+    p->known_reply = known;
+    p->known_reply_len = known_len;
     pending_add_waiter(p, peer, now + a->opts->till_wait_ms);
     *code = RC_APPROVED;
     return p;
@@ -626,7 +680,7 @@ static void take_tills(agent_t *a, int64_t now)
             break;
         if (p == NULL)
             continue;
-        if (p->kind != COALITION__ENVELOPE__BODY_BALANCE) {
+        if (p->kind != COALITION__ENVELOPE__BODY_BALANCE && p->known_reply == NULL) {
             p->outbox_seq = seq++;
             add_op(a, OUTBOX_OP_PUT, p->outbox_seq, p);
         }
@@ -682,6 +736,7 @@ static void add_answer_ops(agent_t *a, answer_t *ans, uint64_t jseq)
     outbox_op_t *op = add_op(a, OUTBOX_OP_JOURNAL, jseq, p);
     op->auth = zmq_msg_data(&ans->msg);
     op->auth_len = zmq_msg_size(&ans->msg);
+    op->txn_id = p->kind != COALITION__ENVELOPE__BODY_BALANCE ? p->txn_id : NULL;
     if (p->outbox_seq != 0)
         add_op(a, OUTBOX_OP_DELETE, p->outbox_seq, p);
     if (p->revokes != NULL && !p->revokes->saved)
@@ -725,7 +780,9 @@ static void system_error(agent_t *a, const char *txn_id, int64_t now)
         return; /* answered meanwhile, or a second 96 for the same request */
     log_every(&a->log_retry, LOG_REPEAT_MS, LOG_WARN, "broker system error on %s; will retry",
               txn_id);
-    if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
+    if (p->known_reply != NULL) {
+        answer_from_journal(a, p);
+    } else if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
         revoke_burn(a, p, now);
     } else if (!pending_store_and_forward(p->kind)) {
         tell_every_waiter_timeout(a, p);

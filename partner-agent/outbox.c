@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "log.h"
 #include "store.h"
+#include "wire.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 
 struct outbox {
     MDB_env *env;
-    MDB_dbi db_outbox, db_journal, db_reversed;
+    MDB_dbi db_outbox, db_journal, db_reversed, db_answered;
     uint64_t outbox_next, journal_next;
     uint8_t prune_from[OUTBOX_KEY_BYTES_MAX]; /* where the next reversed-mark prune starts */
     size_t prune_from_len;
@@ -57,6 +58,8 @@ int outbox_open(outbox_t **self_out, const char *dir, int read_only)
         rc = store_err(mdb_dbi_open(txn, "journal", create, &self->db_journal));
     if (rc == CL_OK)
         rc = store_err(mdb_dbi_open(txn, "reversed", create, &self->db_reversed));
+    if (rc == CL_OK)
+        rc = store_err(mdb_dbi_open(txn, "answered", create, &self->db_answered));
     if (rc == CL_OK)
         rc = last_key(txn, self->db_outbox, &self->outbox_next);
     if (rc == CL_OK)
@@ -144,7 +147,42 @@ static int apply_op(outbox_t *self, MDB_txn *txn, const outbox_op_t *op)
     j.envelope.len = op->envelope_len;
     j.authorization.data = (uint8_t *)op->auth;
     j.authorization.len = op->auth_len;
-    return put_packed(txn, self->db_journal, op->seq, &j.base);
+    int rc = put_packed(txn, self->db_journal, op->seq, &j.base);
+    if (rc != CL_OK || op->txn_id == NULL)
+        return rc;
+    uint8_t seq[8]; /* the answered index: txn id -> its latest journal record */
+    store_put_u64(seq, op->seq);
+    MDB_val k = {strlen(op->txn_id), (void *)op->txn_id}, v = {sizeof seq, seq};
+    return store_err(mdb_put(txn, self->db_answered, &k, &v, 0));
+}
+
+int outbox_answer_of(outbox_t *self, const char *txn_id, uint8_t **auth_out, size_t *len_out)
+{
+    MDB_txn *txn = NULL;
+    MDB_val k = {strlen(txn_id), (void *)txn_id}, v;
+    *auth_out = NULL;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc != CL_OK)
+        return rc;
+    rc = store_err(mdb_get(txn, self->db_answered, &k, &v));
+    Coalition__AgentJournalEntry *j = NULL;
+    if (rc == CL_OK && v.mv_size == 8) {
+        k = (MDB_val){8, v.mv_data};
+        rc = store_err(mdb_get(txn, self->db_journal, &k, &v));
+        j = rc == CL_OK ? coalition__agent_journal_entry__unpack(NULL, v.mv_size, v.mv_data) : NULL;
+        if (rc == CL_OK && j == NULL)
+            rc = CL_ERR_CORRUPT;
+    }
+    if (j != NULL) {
+        *auth_out = malloc(j->authorization.len > 0 ? j->authorization.len : 1);
+        rc = *auth_out != NULL ? CL_OK : CL_ERR_NOMEM;
+        if (rc == CL_OK)
+            memcpy(*auth_out, j->authorization.data, j->authorization.len);
+        *len_out = j->authorization.len;
+    }
+    coalition__agent_journal_entry__free_unpacked(j, NULL);
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 static int apply_once(outbox_t *self, const outbox_op_t *ops, size_t count)
@@ -196,6 +234,21 @@ int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count)
     return CL_OK;
 }
 
+/* The answered index entry of a pruned journal record goes with it (if it points there). */
+static int unindex_answer(outbox_t *self, MDB_txn *txn, const Coalition__AgentJournalEntry *j,
+                          const MDB_val *seq)
+{
+    envelope_t *env = wire_envelope_decode(j->envelope.data, j->envelope.len);
+    if (env == NULL)
+        return CL_OK;
+    MDB_val k = {strlen(env->txn_id), env->txn_id}, v;
+    int rc = store_err(mdb_get(txn, self->db_answered, &k, &v));
+    if (rc == CL_OK && v.mv_size == seq->mv_size && memcmp(v.mv_data, seq->mv_data, 8) == 0)
+        rc = store_err(mdb_del(txn, self->db_answered, &k, NULL));
+    wire_envelope_free(env);
+    return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
+}
+
 /* Journal keys grow with time, so the old records are a prefix. */
 static int prune_journal(outbox_t *self, MDB_txn *txn, int64_t before_ms, size_t max,
                          size_t *pruned)
@@ -213,6 +266,8 @@ static int prune_journal(outbox_t *self, MDB_txn *txn, int64_t before_ms, size_t
         bool old = j != NULL && j->time_ms < before_ms;
         if (rc == CL_OK && j == NULL)
             rc = CL_ERR_CORRUPT;
+        if (rc == CL_OK && old)
+            rc = unindex_answer(self, txn, j, &k);
         coalition__agent_journal_entry__free_unpacked(j, NULL);
         if (rc != CL_OK || !old)
             break;

@@ -2,7 +2,8 @@
  * from tills and not yet answered by the broker, in arrival order) and the local journal
  * (every authorization received, for receipts and reconciliation). Changes are applied
  * as one list of operations in one synced transaction; a full map is grown and the list
- * applied again, so callers never see MDB_MAP_FULL. */
+ * applied again (CL_ERR_MAP_FULL only once the map cannot grow). An index maps each txn
+ * id to its latest journaled answer, so repeats of answered keys can be answered here. */
 #ifndef COALITION_OUTBOX_H
 #define COALITION_OUTBOX_H
 
@@ -29,13 +30,15 @@ typedef struct outbox_op {
     const uint8_t *auth; /* JOURNAL */
     size_t auth_len;
     int64_t time_ms;
-    const char *txn_id; /* REVERSED */
+    const char *txn_id; /* REVERSED; JOURNAL: indexes the answer under it (NULL: not) */
 } outbox_op_t;
 
 int outbox_open(outbox_t **self_out, const char *dir, int read_only);
 void outbox_destroy(outbox_t **self_p);
 /* Apply all ops in one transaction and fsync. */
 int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count);
+/* The latest authorization journaled for `txn_id` (a malloc'd copy), or CL_ERR_NOT_FOUND. */
+int outbox_answer_of(outbox_t *self, const char *txn_id, uint8_t **auth_out, size_t *len_out);
 /* Whether `txn_id` is a burn this agent reversed (CL_OK, *reversed set) or an error. */
 int outbox_was_reversed(outbox_t *self, const char *txn_id, bool *reversed);
 /* Delete journal records and reversed marks written before `before_ms` (wall clock),

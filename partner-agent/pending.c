@@ -35,7 +35,8 @@ void pending_set_state(pending_t *self, pending_state_t to)
     assert(self->state < PENDING_STATE_COUNT && to < PENDING_STATE_COUNT);
     assert(allowed[self->state][to]);
     /* Only a burn is ever revoked, and only a request with no dependency is queued. */
-    assert(to != PENDING_REVOKED || self->kind == COALITION__ENVELOPE__BODY_BURN);
+    assert(to != PENDING_REVOKED ||
+           (self->kind == COALITION__ENVELOPE__BODY_BURN && self->known_reply == NULL));
     assert(to != PENDING_QUEUED || self->blocked_on == NULL);
     assert(to != PENDING_BLOCKED || self->blocked_on != NULL);
     self->state = to;
@@ -91,6 +92,7 @@ void pending_free(pending_t **self_p)
     if (self == NULL)
         return;
     assert(self->heap_index == PENDING_NOT_IN_HEAP);
+    free(self->known_reply);
     free(self->envelope);
     free(self);
     *self_p = NULL;

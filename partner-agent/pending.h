@@ -65,7 +65,12 @@ typedef struct pending {
     uint8_t hash[WIRE_HASH_BYTES];            /* wire_request_hash of the stamped envelope */
     uint8_t *envelope;                        /* packed, resent byte for byte */
     size_t envelope_len;
-    uint64_t outbox_seq;        /* 0: not in the outbox (inquiries; a void not yet saved) */
+    uint64_t outbox_seq; /* 0: not in the outbox (inquiries; a void not yet saved) */
+    /* A repeat of a key this agent already answered: that answer, from its journal. Such a
+     * request is not stored; without a broker answer by the deadline its tills get this
+     * (as a replay), and it is never revoked. */
+    uint8_t *known_reply;
+    size_t known_reply_len;
     unsigned attempts;          /* sends so far; > 0 means it may have reached the broker */
     int64_t resend_ms;          /* IN_FLIGHT, BACKOFF: when to send again */
     int64_t save_ms;            /* REVOKED and not yet saved: when to try the write again */
