@@ -12,7 +12,8 @@
  *   build/tests/it_sim --seeds 50 --ops 3000    a longer run
  *   build/tests/it_sim --seed 1234 --ops 300    replay a seed (the op and fault schedule
  *                                               replay exactly; timing does not)
- *   options: --seed N --seeds K --ops N --faults on|off --keep (keep failing seeds' dirs)
+ *   options: --seed N --seeds K --ops N --faults on|off --keep (keep a failing seed's
+ *   directory: process logs, ledger, agent data, answers.tsv with every answer)
  *
  * Exit 0 when every seed passed, 1 when any anomaly was found, 2 on bad usage. */
 #include "sim.h"
@@ -280,15 +281,18 @@ typedef enum {
     F_AGENT_KILL,             /* SIGKILL an agent, start it again on the same data */
     F_AGENT_STOP,             /* SIGSTOP an agent, sometimes past the tills' timeout */
     F_BROKER_STOP_AGENT_KILL, /* an agent killed and restarted while the broker is stopped */
+    F_BROKER_STOP_KILL,       /* stopped inside the heartbeat timeout, then killed: what was sent
+                                 while it stood is lost, and resends race new requests */
     F_KINDS
 } fault_kind_t;
 
-static const char *fault_name(fault_kind_t k)
-{
-    static const char *names[F_KINDS] = {"broker-kill", "broker-stop", "broker-restart",
-                                         "agent-kill",  "agent-stop",  "broker-stop+agent-kill"};
-    return names[k];
-}
+static const char *const fault_names[] = {"broker-kill",     "broker-stop",
+                                          "broker-restart",  "agent-kill",
+                                          "agent-stop",      "broker-stop+agent-kill",
+                                          "broker-stop+kill"};
+_Static_assert(sizeof fault_names / sizeof fault_names[0] == F_KINDS, "a name per fault kind");
+
+static const char *fault_name(fault_kind_t k) { return fault_names[k]; }
 
 typedef struct fault {
     fault_kind_t kind;
@@ -317,12 +321,13 @@ static int fault_plan_make(fault_plan_t *p, uint64_t seed, size_t ops, bool on)
     for (size_t i = 0; i < p->count; i++) {
         fault_t *f = &p->faults[i];
         int64_t dice = rng_range(&r, 1, 100);
-        f->kind = dice <= 20   ? F_BROKER_KILL
-                  : dice <= 45 ? F_BROKER_STOP
-                  : dice <= 55 ? F_BROKER_RESTART
-                  : dice <= 70 ? F_AGENT_KILL
-                  : dice <= 85 ? F_AGENT_STOP
-                               : F_BROKER_STOP_AGENT_KILL;
+        f->kind = dice <= 15   ? F_BROKER_KILL
+                  : dice <= 35 ? F_BROKER_STOP
+                  : dice <= 45 ? F_BROKER_RESTART
+                  : dice <= 58 ? F_AGENT_KILL
+                  : dice <= 71 ? F_AGENT_STOP
+                  : dice <= 83 ? F_BROKER_STOP_AGENT_KILL
+                               : F_BROKER_STOP_KILL;
         /* Spread over the run, never in its first or last few percent. */
         f->at_ops = (long)(ops * (i + 1) / (p->count + 1)) +
                     (long)rng_range(&r, 0, (int64_t)(ops / (4 * (p->count + 1))));
@@ -334,6 +339,9 @@ static int fault_plan_make(fault_plan_t *p, uint64_t seed, size_t ops, bool on)
         case F_BROKER_STOP:
         case F_BROKER_STOP_AGENT_KILL:
             f->hold_ms = (int)rng_range(&r, TILL_WAIT_MS + 50, 5 * HEARTBEAT_MS + TILL_WAIT_MS);
+            break;
+        case F_BROKER_STOP_KILL:
+            f->hold_ms = (int)rng_range(&r, TILL_WAIT_MS + 50, 3 * HEARTBEAT_MS - 50);
             break;
         case F_AGENT_KILL: f->hold_ms = (int)rng_range(&r, 0, TILL_WAIT_MS); break;
         case F_AGENT_STOP: f->hold_ms = (int)rng_range(&r, 100, TILL_TIMEOUT_MS + 600); break;
@@ -411,6 +419,7 @@ static void send_request(cpos_t *pos, const request_t *q, attempt_t *a)
         break;
     case REQ_VOID: rc = cpos_void_at(pos, q->txn, orig_site, q->orig_txn, &res); break;
     case REQ_BALANCE: rc = cpos_balance(pos, q->txn, q->member, &res); break;
+    case REQ_KINDS: break;
     }
     record(a, rc, &res);
 }
@@ -517,6 +526,12 @@ static void inject(run_t *run, const fault_t *f)
         sleep_ms(f->hold_ms - f->hold_ms / 2);
         harness_resume(&w->broker);
         break;
+    case F_BROKER_STOP_KILL:
+        harness_pause(&w->broker);
+        sleep_ms(f->hold_ms);
+        world_stop_broker(w, SIGKILL);
+        world_start_broker(w);
+        break;
     default: break;
     }
     run->faults_by_kind[f->kind]++;
@@ -622,6 +637,37 @@ static long stop_all(run_t *run)
     return bad;
 }
 
+/* Every answer every till got, one line per attempt, beside the logs (kept by --keep). */
+static void write_answers(const run_t *run, int64_t started)
+{
+    char path[HARNESS_PATH_BYTES];
+    snprintf(path, sizeof path, "%s/answers.tsv", run->w.dir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return;
+    fprintf(f, "site\ttill\top\thow\tkind\ttxn\tmember\tamount\tpoints\toriginal\tconn\t"
+               "start_ms\tend_ms\tanswered\tcode\tapproved\treplay\treversed\toffline\t"
+               "pending\tpoints_told\tseq\n");
+    for (size_t i = 0; i < SIM_TILLS * run->sched.per_till; i++) {
+        const request_t *q = &run->sched.reqs[i];
+        for (int k = 0; k < SIM_ATTEMPTS_MAX; k++) {
+            const attempt_t *a = &q->att[k];
+            if (!a->sent)
+                continue;
+            fprintf(f,
+                    "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%" PRId64 "\t%" PRId64 "\t%s%s%s\t%d\t%" PRId64
+                    "\t%" PRId64 "\t%d\t%02d\t%d\t%d\t%d\t%d\t%d\t%" PRId64 "\t%" PRIu64 "\n",
+                    sim_sites[q->agent].site, q->till, q->index, sim_how_name(q->how),
+                    sim_kind_name(q->kind), q->txn, q->member, q->amount_minor, q->points,
+                    q->orig_agent >= 0 ? sim_sites[q->orig_agent].site : "",
+                    q->orig_agent >= 0 ? "/" : "", q->orig_txn, k, a->start_ms - started,
+                    a->end_ms - started, a->answered, a->code, a->approved, a->replay, a->reversed,
+                    a->offline, a->pending, a->points, a->seq);
+        }
+    }
+    fclose(f);
+}
+
 static void count_outcomes(const run_t *run, sim_tally_t *tally, long *attempts)
 {
     for (size_t i = 0; i < SIM_TILLS * run->sched.per_till; i++) {
@@ -709,6 +755,7 @@ static long run_seed(const options_t *o, uint64_t seed, sim_tally_t *tally, long
             fprintf(stderr, "it_sim: cannot read agent %d's journal\n", a);
         ev.journal_paths[a] = paths[a];
     }
+    write_answers(run, started);
     long found = sim_audit(&ev, tally);
     long attempts = 0;
     count_outcomes(run, tally, &attempts);
@@ -792,10 +839,14 @@ static int parse_options(int argc, char **argv, options_t *o)
     return 0;
 }
 
-static void print_closing(const options_t *o, long seeds, long failed, long ops, long attempts,
+static const char *const outcome_names[] = {"approved",  "partial", "declined",
+                                            "offline",   "burn-91", "other-91",
+                                            "no-answer", "replays", "reversed-replays"};
+_Static_assert(sizeof outcome_names / sizeof outcome_names[0] == OUT_KINDS, "a name per outcome");
+
+static void print_closing(long seeds, long failed, long ops, long attempts,
                           const long faults[F_KINDS], const sim_tally_t *t)
 {
-    (void)o;
     long total = 0;
     printf("\nit_sim: closing figures\n");
     printf("  seeds run        %ld (%ld failed)\n", seeds, failed);
@@ -806,12 +857,10 @@ static void print_closing(const options_t *o, long seeds, long failed, long ops,
         total += faults[k];
     }
     printf(" (total %ld)\n", total);
-    static const char *out_names[OUT_KINDS] = {"approved",  "partial", "declined",
-                                               "offline",   "burn-91", "other-91",
-                                               "no-answer", "replays", "reversed-replays"};
+
     printf("  till outcomes   ");
     for (int k = 0; k < OUT_KINDS; k++)
-        printf(" %s %ld", out_names[k], t->outcomes[k]);
+        printf(" %s %ld", outcome_names[k], t->outcomes[k]);
     printf("\n  checks (evaluated/failed):\n");
     total = 0;
     for (int k = 0; k < CHK_KINDS; k++) {
@@ -848,7 +897,7 @@ int main(int argc, char **argv)
             failed++;
         }
     }
-    print_closing(&o, o.seeds, failed, ops, attempts, faults, &tally);
+    print_closing(o.seeds, failed, ops, attempts, faults, &tally);
     for (size_t i = 0; i < failed_listed; i++)
         print_replay(&o, failed_seeds[i]);
     printf("it_sim: %ld passed, %ld failed\n", o.seeds - failed, failed);

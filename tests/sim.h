@@ -24,7 +24,7 @@
 #define SIM_MINOR_PER_MAJOR 100
 #define SIM_RATE_SCALE 1000
 
-typedef enum { REQ_EARN, REQ_BURN, REQ_REFUND, REQ_VOID, REQ_BALANCE } req_kind_t;
+typedef enum { REQ_EARN, REQ_BURN, REQ_REFUND, REQ_VOID, REQ_BALANCE, REQ_KINDS } req_kind_t;
 
 /* How a request came about:
  *   FRESH   a new txn id
@@ -123,6 +123,8 @@ typedef struct sim_tally {
 } sim_tally_t;
 
 const char *sim_check_name(check_kind_t kind);
+const char *sim_how_name(req_how_t how);
+const char *sim_kind_name(req_kind_t kind);
 
 /* Everything the audit reads. */
 typedef struct sim_evidence {

@@ -23,25 +23,35 @@
 #define SIG_BYTES 128
 #define WHY_BYTES 512
 
-static const char *check_names[CHK_KINDS] = {"tills-told-different",
-                                             "journal-disagrees",
-                                             "approval-not-in-ledger",
-                                             "decline-applied",
-                                             "burn-91-applied",
-                                             "offline-never-decided",
-                                             "key-twice-in-ledger",
-                                             "ledger-entry-unowned",
-                                             "agent-reversed-approval",
-                                             "earn-points",
-                                             "burn-points",
-                                             "reversal-points",
-                                             "reversal-overtook",
-                                             "member-balance",
-                                             "ledger-verify",
-                                             "outbox-drain",
-                                             "clean-stop"};
+static const char *const check_names[] = {"tills-told-different",
+                                          "journal-disagrees",
+                                          "approval-not-in-ledger",
+                                          "decline-applied",
+                                          "burn-91-applied",
+                                          "offline-never-decided",
+                                          "key-twice-in-ledger",
+                                          "ledger-entry-unowned",
+                                          "agent-reversed-approval",
+                                          "earn-points",
+                                          "burn-points",
+                                          "reversal-points",
+                                          "reversal-overtook",
+                                          "member-balance",
+                                          "ledger-verify",
+                                          "outbox-drain",
+                                          "clean-stop"};
+
+_Static_assert(sizeof check_names / sizeof check_names[0] == CHK_KINDS, "a name per check");
+
+static const char *const how_names[] = {"fresh", "repeat", "twin", "rekey", "ghost"};
+_Static_assert(sizeof how_names / sizeof how_names[0] == HOW_KINDS, "a name per way");
+
+static const char *const kind_names[] = {"earn", "burn", "refund", "void", "balance"};
+_Static_assert(sizeof kind_names / sizeof kind_names[0] == REQ_KINDS, "a name per kind");
 
 const char *sim_check_name(check_kind_t kind) { return check_names[kind]; }
+const char *sim_how_name(req_how_t how) { return how_names[how]; }
+const char *sim_kind_name(req_kind_t kind) { return kind_names[kind]; }
 
 void sim_report(sim_tally_t *tally, uint64_t seed, check_kind_t kind, const char *fmt, ...)
 {
@@ -340,12 +350,6 @@ static bool load_journal(audit_t *au, int agent, const char *path)
 
 /* ---- grouping ---------------------------------------------------------------------- */
 
-static const char *kind_name(req_kind_t k)
-{
-    static const char *names[] = {"earn", "burn", "refund", "void", "balance"};
-    return names[k];
-}
-
 static void req_sig(const request_t *q, char *buf)
 {
     switch (q->kind) {
@@ -429,7 +433,7 @@ static bool lrow_matches(const lrow_t *r, const request_t *q)
 
 static bool jrow_matches(const jrow_t *r, const request_t *q)
 {
-    if (strcmp(r->type, kind_name(q->kind)) != 0)
+    if (strcmp(r->type, sim_kind_name(q->kind)) != 0)
         return false;
     return (q->kind != REQ_EARN && q->kind != REQ_BURN) || strcmp(r->member, q->member) == 0;
 }
@@ -482,10 +486,10 @@ static void attach_evidence(audit_t *au)
 
 static void print_attempt(const audit_t *au, const request_t *q, int k)
 {
-    static const char *how[HOW_KINDS] = {"fresh", "repeat", "twin", "rekey", "ghost"};
     const attempt_t *a = &q->att[k];
     printf("      till-%d conn %d (%s, op %d, at %" PRId64 "..%" PRId64 " ms): ", q->till, k,
-           how[q->how], q->index, a->start_ms - au->ev->start_ms, a->end_ms - au->ev->start_ms);
+           sim_how_name(q->how), q->index, a->start_ms - au->ev->start_ms,
+           a->end_ms - au->ev->start_ms);
     if (!a->answered) {
         printf("no answer\n");
         return;
@@ -622,6 +626,15 @@ static void read_tills(audit_t *au, group_t *g)
     g->burn_split = g->told_approved && g->told_burn_91 && burn_91_overlaps_approval(au, g);
 }
 
+static bool agent_reversed(const audit_t *au, const group_t *g)
+{
+    const skey_t *key = &au->keys[g->key];
+    bool found = false;
+    for (size_t i = 0; i < key->reversed_by.n; i++)
+        found |= au->l[key->reversed_by.v[i]].txn[0] == '~';
+    return found && req(au, g->reqs.v[0])->kind == REQ_BURN;
+}
+
 static void read_journal(audit_t *au, group_t *g)
 {
     if (g->jrows.n == 0)
@@ -632,9 +645,10 @@ static void read_journal(audit_t *au, group_t *g)
         g->journal_disagrees |=
             !same_answer(j0->code, j0->ledger_seq, j0->points, r->code, r->ledger_seq, r->points);
     }
-    /* A burn the agent reversed after telling a till 91 may be journaled as approved and
-     * then refused to later repeats: whether that nets to zero is checked on the ledger. */
-    bool reversed_by_agent = g->told_burn_91 && !g->told_approved;
+    /* A burn the agent reversed (after telling a till 91, or after its till went away) may
+     * be journaled as approved and refused to later repeats: whether that nets to zero is
+     * checked on the ledger, not here. */
+    bool reversed_by_agent = (g->told_burn_91 && !g->told_approved) || agent_reversed(au, g);
     if (g->first >= 0 && !reversed_by_agent) {
         const attempt_t *f = &req(au, g->first)->att[g->first_att];
         g->journal_disagrees |=
@@ -998,16 +1012,50 @@ static void check_overtaking(audit_t *au)
             for (size_t r = 0; r < og->reqs.n; r++)
                 for (int k = 0; k < SIM_ATTEMPTS_MAX; k++) {
                     const attempt_t *a = &req(au, og->reqs.v[r])->att[k];
-                    taken_before |= a->sent && a->answered && a->offline && a->end_ms < sent_ms;
+                    taken_before |= a->sent && a->answered && a->offline && a->end_ms <= sent_ms;
                 }
         }
         checked(au, CHK_REVERSAL_OVERTOOK);
         if (taken_before)
             anomaly(au, CHK_REVERSAL_OVERTOOK, o,
-                    "%s/%s (%s) reached the ledger before its original, which the same agent "
-                    "had stored offline before the reversal was sent; the original was then "
-                    "declined",
-                    sim_sites[q->agent].site, q->txn, g->sig);
+                    "%s/%s (%s, sent at %" PRId64 " ms) reached the ledger before its original, "
+                    "which the same agent had stored offline before the reversal was sent; the "
+                    "original was then declined",
+                    sim_sites[q->agent].site, q->txn, g->sig, sent_ms - au->ev->start_ms);
+    }
+}
+
+/* The ledger entries of a member that the model does not count as the tills were told:
+ * an agent's reversal of an approved burn, an entry whose request was not applied, an
+ * entry nobody sent. And approvals the model counts that the ledger lacks. */
+static void explain_balance(const audit_t *au, const char *member)
+{
+    for (size_t i = 0; i < au->nl; i++) {
+        const lrow_t *r = &au->l[i];
+        if (strcmp(r->member, member) != 0 || r->points == 0 || r->agent < 0)
+            continue;
+        bool given_back = r->kind == COALITION__ENTRY_KIND__ENTRY_BURN && net_zero(au, r);
+        bool unexplained =
+            r->txn[0] != '~' && !given_back && (r->group < 0 || !au->groups[r->group].applied);
+        if (r->txn[0] == '~' && r->orig_agent >= 0) {
+            int o = key_of((audit_t *)au, r->orig_agent, r->orig_txn, false);
+            for (size_t x = 0; o >= 0 && x < au->keys[o].groups.n; x++)
+                unexplained |= au->groups[au->keys[o].groups.v[x]].applied;
+        }
+        if (unexplained) {
+            printf("    in the ledger, not in the model:\n  ");
+            print_lrow(r);
+        }
+    }
+    for (size_t g = 0; g < au->ngroups; g++) {
+        const group_t *gr = &au->groups[g];
+        int at = gr->seq < au->l_by_seq_n ? au->l_by_seq[gr->seq] : -1;
+        if (gr->applied && gr->points != 0 && (at < 0 || au->l[at].group != (int)g) &&
+            strcmp(req(au, gr->reqs.v[0])->member, member) == 0)
+            printf("    in the model, not in the ledger: %s/%s %s (seq %" PRIu64 ", %" PRId64
+                   " points)\n",
+                   sim_sites[req(au, gr->reqs.v[0])->agent].site, req(au, gr->reqs.v[0])->txn,
+                   gr->sig, gr->seq, gr->points);
     }
 }
 
@@ -1019,11 +1067,15 @@ static void check_balances(audit_t *au, ledger_t *l, const model_t *m)
         snprintf(member, sizeof member, "m%d", i);
         checked(au, CHK_BALANCE);
         int rc = ledger_member_balance(l, member, &balance);
-        if (rc != 0 || balance != m->balance[i])
-            anomaly(au, CHK_BALANCE, -1,
-                    "member %s: the model (tills' answers and agents' journals) says %" PRId64
-                    ", the ledger says %" PRId64 "%s",
-                    member, m->balance[i], balance, rc != 0 ? " (read failed)" : "");
+        if (rc == 0 && balance == m->balance[i])
+            continue;
+        bool shown = au->printed < au->ev->anomalies_to_print;
+        anomaly(au, CHK_BALANCE, -1,
+                "member %s: the model (tills' answers and agents' journals) says %" PRId64
+                ", the ledger says %" PRId64 "%s",
+                member, m->balance[i], balance, rc != 0 ? " (read failed)" : "");
+        if (shown)
+            explain_balance(au, member);
     }
 }
 
