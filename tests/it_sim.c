@@ -706,9 +706,35 @@ static void print_replay(const options_t *o, uint64_t seed)
            o->ops, o->faults ? "on" : "off");
 }
 
-/* Run one seed end to end. Returns the anomalies found. */
-static long run_seed(const options_t *o, uint64_t seed, sim_tally_t *tally, long *ops_out,
-                     long faults_out[F_KINDS], long *attempts_out)
+typedef struct totals {
+    long ops, attempts, faults[F_KINDS];
+    sim_tally_t tally;
+} totals_t;
+
+static long anomalies_so_far(const sim_tally_t *t)
+{
+    long n = 0;
+    for (int k = 0; k < CHK_KINDS; k++)
+        n += t->anomalies[k];
+    return n;
+}
+
+/* The run in progress, so that an early exit (the harness exits when a program does not
+ * come up) does not leave its processes behind. */
+static run_t *current_run;
+
+static void kill_current_run(void)
+{
+    if (current_run == NULL)
+        return;
+    for (size_t a = 0; a < current_run->w.agent_count; a++)
+        if (current_run->w.agents[a].proc.pid > 0)
+            kill(current_run->w.agents[a].proc.pid, SIGKILL);
+    if (current_run->w.broker.pid > 0)
+        kill(current_run->w.broker.pid, SIGKILL);
+}
+
+static run_t *run_new(const options_t *o, uint64_t seed, sim_tally_t *tally)
 {
     run_t *run = calloc(1, sizeof *run);
     if (run == NULL || schedule_make(&run->sched, seed, o->ops) != 0 ||
@@ -718,18 +744,31 @@ static long run_seed(const options_t *o, uint64_t seed, sim_tally_t *tally, long
     }
     run->seed = seed;
     run->tally = tally;
-    long before = 0;
-    for (int k = 0; k < CHK_KINDS; k++)
-        before += tally->anomalies[k];
-    printf("it_sim: seed %" PRIu64 ": %zu ops over %d tills at %d agents, %zu faults planned\n",
-           seed, run->sched.per_till * SIM_TILLS, SIM_TILLS, SIM_AGENTS, run->plan.count);
-    fflush(stdout);
-    setup_world(run);
-    int64_t started = clock_mono_ms();
-    till_t tills[SIM_TILLS];
-    pthread_t threads[SIM_TILLS], fault_thread;
     pthread_mutex_init(&run->gate, NULL);
     pthread_cond_init(&run->progressed, NULL);
+    current_run = run;
+    return run;
+}
+
+static void run_free(run_t *run, bool keep_dir)
+{
+    current_run = NULL;
+    if (keep_dir)
+        setenv("COALITION_KEEP_TEST_DIRS", "1", 1);
+    world_destroy(&run->w);
+    unsetenv("COALITION_KEEP_TEST_DIRS");
+    schedule_free(&run->sched);
+    free(run->plan.faults);
+    pthread_cond_destroy(&run->progressed);
+    pthread_mutex_destroy(&run->gate);
+    free(run);
+}
+
+/* The tills and the fault schedule, until every till has sent its last request. */
+static void run_tills(run_t *run)
+{
+    till_t tills[SIM_TILLS];
+    pthread_t threads[SIM_TILLS], fault_thread;
     run->tills_running = SIM_TILLS;
     for (int t = 0; t < SIM_TILLS; t++) {
         tills[t] = (till_t){run, t, ""};
@@ -740,13 +779,14 @@ static long run_seed(const options_t *o, uint64_t seed, sim_tally_t *tally, long
     for (int t = 0; t < SIM_TILLS; t++)
         pthread_join(threads[t], NULL);
     pthread_join(fault_thread, NULL);
-    int64_t ran_ms = clock_mono_ms() - started, drain_ms = 0;
-    bool drained = drain(run, &drain_ms);
-    stop_all(run);
+}
 
+/* Read the agents' journals (everything is stopped) and audit the run. */
+static void audit_run(run_t *run, int64_t started)
+{
     char paths[SIM_AGENTS][HARNESS_PATH_BYTES];
-    sim_evidence_t ev = {seed,   &run->w, run->sched.reqs,    run->sched.per_till,
-                         {NULL}, started, PRINT_ANOMALIES_MAX};
+    sim_evidence_t ev = {run->seed, &run->w, run->sched.reqs,    run->sched.per_till,
+                         {NULL},    started, PRINT_ANOMALIES_MAX};
     for (int a = 0; a < SIM_AGENTS; a++) {
         snprintf(paths[a], sizeof paths[a], "%s/journal-%d.jsonl", run->w.dir, a);
         char *argv[] = {COALITION_AGENT_BIN, "--data", run->w.agents[a].data_dir, "--journal",
@@ -756,18 +796,32 @@ static long run_seed(const options_t *o, uint64_t seed, sim_tally_t *tally, long
         ev.journal_paths[a] = paths[a];
     }
     write_answers(run, started);
-    long found = sim_audit(&ev, tally);
-    long attempts = 0;
-    count_outcomes(run, tally, &attempts);
-    long after = 0;
-    for (int k = 0; k < CHK_KINDS; k++)
-        after += tally->anomalies[k];
-    found = after - before;
-    long faults = 0;
+    sim_audit(&ev, run->tally);
+}
+
+/* Run one seed end to end. Returns the anomalies found. */
+static long run_seed(const options_t *o, uint64_t seed, totals_t *totals)
+{
+    run_t *run = run_new(o, seed, &totals->tally);
+    long before = anomalies_so_far(&totals->tally);
+    printf("it_sim: seed %" PRIu64 ": %zu ops over %d tills at %d agents, %zu faults planned\n",
+           seed, run->sched.per_till * SIM_TILLS, SIM_TILLS, SIM_AGENTS, run->plan.count);
+    setup_world(run);
+    int64_t started = clock_mono_ms();
+    run_tills(run);
+    int64_t ran_ms = clock_mono_ms() - started, drain_ms = 0;
+    bool drained = drain(run, &drain_ms);
+    stop_all(run);
+    audit_run(run, started);
+    long attempts = 0, faults = 0;
+    count_outcomes(run, &totals->tally, &attempts);
+    long found = anomalies_so_far(&totals->tally) - before;
     for (int k = 0; k < F_KINDS; k++) {
         faults += run->faults_by_kind[k];
-        faults_out[k] += run->faults_by_kind[k];
+        totals->faults[k] += run->faults_by_kind[k];
     }
+    totals->ops += (long)(run->sched.per_till * SIM_TILLS);
+    totals->attempts += attempts;
     printf("it_sim: seed %" PRIu64 ": ran %.1f s, %ld faults injected, %s in %.1f s, "
            "%ld attempts, %ld anomalies\n",
            seed, ran_ms / 1000.0, faults, drained ? "drained" : "NOT drained", drain_ms / 1000.0,
@@ -776,18 +830,7 @@ static long run_seed(const options_t *o, uint64_t seed, sim_tally_t *tally, long
         printf("it_sim: seed %" PRIu64 " FAILED\n", seed);
         print_replay(o, seed);
     }
-    fflush(stdout);
-    *ops_out += (long)(run->sched.per_till * SIM_TILLS);
-    *attempts_out += attempts;
-    if (found > 0 && o->keep)
-        setenv("COALITION_KEEP_TEST_DIRS", "1", 1);
-    world_destroy(&run->w);
-    unsetenv("COALITION_KEEP_TEST_DIRS");
-    schedule_free(&run->sched);
-    free(run->plan.faults);
-    pthread_cond_destroy(&run->progressed);
-    pthread_mutex_destroy(&run->gate);
-    free(run);
+    run_free(run, found > 0 && o->keep);
     return found;
 }
 
@@ -844,17 +887,18 @@ static const char *const outcome_names[] = {"approved",  "partial", "declined",
                                             "no-answer", "replays", "reversed-replays"};
 _Static_assert(sizeof outcome_names / sizeof outcome_names[0] == OUT_KINDS, "a name per outcome");
 
-static void print_closing(long seeds, long failed, long ops, long attempts,
-                          const long faults[F_KINDS], const sim_tally_t *t)
+static void print_closing(long seeds, long failed, const totals_t *totals)
 {
+    const sim_tally_t *t = &totals->tally;
     long total = 0;
     printf("\nit_sim: closing figures\n");
     printf("  seeds run        %ld (%ld failed)\n", seeds, failed);
-    printf("  ops issued       %ld (%ld attempts, twins send twice)\n", ops, attempts);
+    printf("  ops issued       %ld (%ld attempts, twins send twice)\n", totals->ops,
+           totals->attempts);
     printf("  faults injected ");
     for (int k = 0; k < F_KINDS; k++) {
-        printf(" %s %ld", fault_name((fault_kind_t)k), faults[k]);
-        total += faults[k];
+        printf(" %s %ld", fault_name((fault_kind_t)k), totals->faults[k]);
+        total += totals->faults[k];
     }
     printf(" (total %ld)\n", total);
 
@@ -881,23 +925,26 @@ int main(int argc, char **argv)
     if (!o.seed_given)
         o.seed = ((uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid()) % 1000000000u;
     signal(SIGPIPE, SIG_IGN);
+    atexit(kill_current_run);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    totals_t *totals = calloc(1, sizeof *totals);
+    if (totals == NULL)
+        return 2;
     printf("it_sim: first seed %" PRIu64 ", %ld seed(s), %zu ops each, faults %s\n", o.seed,
            o.seeds, o.ops, o.faults ? "on" : "off");
-    sim_tally_t tally;
-    memset(&tally, 0, sizeof tally);
-    long failed = 0, ops = 0, attempts = 0, faults[F_KINDS] = {0};
+    long failed = 0;
     uint64_t failed_seeds[PRINT_ANOMALIES_MAX];
     size_t failed_listed = 0;
     for (long i = 0; i < o.seeds; i++) {
         uint64_t seed = o.seed + (uint64_t)i;
-        if (run_seed(&o, seed, &tally, &ops, faults, &attempts) > 0) {
+        if (run_seed(&o, seed, totals) > 0) {
             if (failed_listed < PRINT_ANOMALIES_MAX)
                 failed_seeds[failed_listed++] = seed;
             failed++;
         }
     }
-    print_closing(o.seeds, failed, ops, attempts, faults, &tally);
+    print_closing(o.seeds, failed, totals);
+    free(totals);
     for (size_t i = 0; i < failed_listed; i++)
         print_replay(&o, failed_seeds[i]);
     printf("it_sim: %ld passed, %ld failed\n", o.seeds - failed, failed);
