@@ -47,8 +47,9 @@
 #define FAULTS_MIN 2
 #define DRAIN_TIMEOUT_MS 60000
 #define POLL_MS 20
-#define OWN_RECENT 12 /* refunds and voids pick among a till's last originals */
-#define PRINT_ANOMALIES_MAX 25
+#define OWN_RECENT 12   /* refunds and voids pick among a till's last originals */
+#define SHOW_DEFAULT 25 /* anomalies printed in full per seed */
+#define FAILED_LISTED_MAX 100
 
 const sim_site_t sim_sites[SIM_AGENTS] = {
     {"fuel", NULL, "main", -1},
@@ -368,6 +369,7 @@ typedef struct run {
     size_t faults_started; /* under gate */
     long faults_by_kind[F_KINDS];
     sim_tally_t *tally;
+    int show;
 } run_t;
 
 typedef struct till {
@@ -698,6 +700,7 @@ typedef struct options {
     size_t ops;
     bool faults;
     bool keep;
+    int show; /* anomalies printed in full per seed */
 } options_t;
 
 static void print_replay(const options_t *o, uint64_t seed)
@@ -744,6 +747,7 @@ static run_t *run_new(const options_t *o, uint64_t seed, sim_tally_t *tally)
     }
     run->seed = seed;
     run->tally = tally;
+    run->show = o->show;
     pthread_mutex_init(&run->gate, NULL);
     pthread_cond_init(&run->progressed, NULL);
     current_run = run;
@@ -785,8 +789,8 @@ static void run_tills(run_t *run)
 static void audit_run(run_t *run, int64_t started)
 {
     char paths[SIM_AGENTS][HARNESS_PATH_BYTES];
-    sim_evidence_t ev = {run->seed, &run->w, run->sched.reqs,    run->sched.per_till,
-                         {NULL},    started, PRINT_ANOMALIES_MAX};
+    sim_evidence_t ev = {run->seed, &run->w, run->sched.reqs, run->sched.per_till,
+                         {NULL},    started, run->show};
     for (int a = 0; a < SIM_AGENTS; a++) {
         snprintf(paths[a], sizeof paths[a], "%s/journal-%d.jsonl", run->w.dir, a);
         char *argv[] = {COALITION_AGENT_BIN, "--data", run->w.agents[a].data_dir, "--journal",
@@ -837,21 +841,21 @@ static long run_seed(const options_t *o, uint64_t seed, totals_t *totals)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "Usage: it_sim [--seed N] [--seeds K] [--ops N] [--faults on|off] [--keep]\n"
+            "Usage: it_sim [--seed N] [--seeds K] [--ops N] [--faults on|off] [--show N] [--keep]\n"
             "Randomized whole-system test: K seeds from N (default: a random N), each with\n"
-            "N ops (default %d) over %d tills, %d agents and one broker, faults on.\n",
-            OPS_DEFAULT, SIM_TILLS, SIM_AGENTS);
+            "N ops (default %d) over %d tills, %d agents and one broker, faults on.\n"
+            "--show N prints N anomalies in full per seed (default %d); --keep keeps a\n"
+            "failing seed's directory (logs, ledger, agent data, answers.tsv).\n",
+            OPS_DEFAULT, SIM_TILLS, SIM_AGENTS, SHOW_DEFAULT);
 }
 
 static int parse_options(int argc, char **argv, options_t *o)
 {
-    static const struct option longopts[] = {{"seed", required_argument, NULL, 's'},
-                                             {"seeds", required_argument, NULL, 'k'},
-                                             {"ops", required_argument, NULL, 'n'},
-                                             {"faults", required_argument, NULL, 'f'},
-                                             {"keep", no_argument, NULL, 'K'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"seed", required_argument, NULL, 's'}, {"seeds", required_argument, NULL, 'k'},
+        {"ops", required_argument, NULL, 'n'},  {"faults", required_argument, NULL, 'f'},
+        {"keep", no_argument, NULL, 'K'},       {"show", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
     int c;
     char *end = NULL;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -870,14 +874,15 @@ static int parse_options(int argc, char **argv, options_t *o)
                       : optarg;
             break;
         case 'K': o->keep = true; continue;
+        case 'S': o->show = (int)strtol(optarg, &end, 10); break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
         if (end == optarg || *end != '\0' || errno != 0)
             return -1;
     }
-    if (optind != argc || o->seeds < 1 || o->seeds > SEEDS_MAX || o->ops < SIM_TILLS ||
-        o->ops > OPS_MAX)
+    if (optind != argc || o->show < 0 || o->seeds < 1 || o->seeds > SEEDS_MAX ||
+        o->ops < SIM_TILLS || o->ops > OPS_MAX)
         return -1;
     return 0;
 }
@@ -917,7 +922,7 @@ static void print_closing(long seeds, long failed, const totals_t *totals)
 
 int main(int argc, char **argv)
 {
-    options_t o = {0, false, SEEDS_DEFAULT, OPS_DEFAULT, true, false};
+    options_t o = {0, false, SEEDS_DEFAULT, OPS_DEFAULT, true, false, SHOW_DEFAULT};
     if (parse_options(argc, argv, &o) != 0) {
         usage(stderr);
         return 2;
@@ -933,12 +938,12 @@ int main(int argc, char **argv)
     printf("it_sim: first seed %" PRIu64 ", %ld seed(s), %zu ops each, faults %s\n", o.seed,
            o.seeds, o.ops, o.faults ? "on" : "off");
     long failed = 0;
-    uint64_t failed_seeds[PRINT_ANOMALIES_MAX];
+    uint64_t failed_seeds[FAILED_LISTED_MAX];
     size_t failed_listed = 0;
     for (long i = 0; i < o.seeds; i++) {
         uint64_t seed = o.seed + (uint64_t)i;
         if (run_seed(&o, seed, totals) > 0) {
-            if (failed_listed < PRINT_ANOMALIES_MAX)
+            if (failed_listed < FAILED_LISTED_MAX)
                 failed_seeds[failed_listed++] = seed;
             failed++;
         }

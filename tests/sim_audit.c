@@ -512,11 +512,8 @@ static void print_lrow(const lrow_t *r)
            r->orig_txn[0] != '\0' ? "/" : "", r->orig_txn);
 }
 
-static void print_key(const audit_t *au, int k)
+static void print_requests(const audit_t *au, const skey_t *key)
 {
-    const skey_t *key = &au->keys[k];
-    printf("    key %s/%s/%s\n", sim_sites[key->agent].partner, sim_sites[key->agent].site,
-           key->txn);
     for (size_t x = 0; x < key->groups.n; x++) {
         const group_t *g = &au->groups[key->groups.v[x]];
         printf("    request: %s (verdict: %s", g->sig, g->applied ? "applied" : "not applied");
@@ -540,9 +537,26 @@ static void print_key(const audit_t *au, int k)
         print_lrow(&au->l[key->lrows.v[i]]);
     if (key->lrows.n == 0)
         printf("      ledger: nothing under this key\n");
+}
+
+/* A key: what each till was told, the journal, the ledger, and what reversed it (with
+ * what the tills that asked for those reversals were told). */
+static void print_key(const audit_t *au, int k)
+{
+    const skey_t *key = &au->keys[k];
+    printf("    key %s/%s/%s\n", sim_sites[key->agent].partner, sim_sites[key->agent].site,
+           key->txn);
+    print_requests(au, key);
     for (size_t i = 0; i < key->reversed_by.n; i++) {
+        const lrow_t *r = &au->l[key->reversed_by.v[i]];
         printf("      reversed by:\n  ");
-        print_lrow(&au->l[key->reversed_by.v[i]]);
+        print_lrow(r);
+        int rk = r->group >= 0 ? au->groups[r->group].key : -1;
+        if (rk >= 0 && rk != k) {
+            printf("    reversing key %s/%s:\n", sim_sites[au->keys[rk].agent].site,
+                   au->keys[rk].txn);
+            print_requests(au, &au->keys[rk]);
+        }
     }
 }
 
@@ -1172,9 +1186,12 @@ long sim_audit(const sim_evidence_t *ev, sim_tally_t *tally)
     if (au.found > au.printed)
         printf("it_sim: seed %" PRIu64 ": %ld more anomalies not shown\n", ev->seed,
                au.found - au.printed);
+    size_t answered_twice = 0;
+    for (size_t k = 0; k < au.nkeys; k++)
+        answered_twice += au.keys[k].jrows.n > 1;
     printf("it_sim: seed %" PRIu64 ": audited %zu keys (%zu request groups), %zu ledger entries, "
-           "%zu agent journal answers, %d members\n",
-           ev->seed, au.nkeys, au.ngroups, au.nl, au.nj, SIM_MEMBERS);
+           "%zu agent journal answers (%zu keys answered more than once), %d members\n",
+           ev->seed, au.nkeys, au.ngroups, au.nl, au.nj, answered_twice, SIM_MEMBERS);
     long found = au.found;
     ledger_destroy(&l);
     audit_free(&au);
