@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #define ARGS_MAX 32
+#define AGENT_ARGS_MAX 20
 #define POLL_STEP_MS 20
 
 static void die(const char *fmt, ...)
@@ -77,6 +78,9 @@ int harness_stop(proc_t *p, int signo)
     if (p->pid <= 0)
         return 0;
     kill(p->pid, signo);
+    if (p->paused && signo != SIGKILL)
+        kill(p->pid, SIGCONT);
+    p->paused = false;
     int64_t deadline = clock_mono_ms() + HARNESS_STOP_TIMEOUT_MS;
     int status = 0;
     while (waitpid(p->pid, &status, WNOHANG) == 0) {
@@ -89,6 +93,38 @@ int harness_stop(proc_t *p, int signo)
         sleep_ms(POLL_STEP_MS);
     }
     p->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+void harness_pause(proc_t *p)
+{
+    if (p->pid > 0 && !p->paused && kill(p->pid, SIGSTOP) == 0)
+        p->paused = true;
+}
+
+void harness_resume(proc_t *p)
+{
+    if (p->pid > 0 && p->paused)
+        kill(p->pid, SIGCONT);
+    p->paused = false;
+}
+
+int harness_run_to_file(char *const argv[], const char *path)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0)
+            _exit(126);
+        dup2(fd, STDOUT_FILENO);
+        close(fd);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
@@ -152,6 +188,7 @@ void world_init(world_t *w)
              harness_free_port());
     snprintf(w->broker.log_path, sizeof w->broker.log_path, "%s/broker.log", w->dir);
     w->till_wait_ms = 1000;
+    w->retry_ms = 500;
     char out[256];
     if (world_ctl(w, out, sizeof out, "init", NULL) != 0)
         die("coalitionctl init failed: %s", out);
@@ -176,6 +213,7 @@ void world_start_broker(world_t *w)
     char *argv[] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind",
                     w->broker_endpoint,   NULL};
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
+    w->broker.paused = false;
     if (!harness_wait_reply(w->broker_endpoint, HARNESS_READY_TIMEOUT_MS))
         die("broker did not come up on %s (log %s)", w->broker_endpoint, w->broker.log_path);
 }
@@ -184,47 +222,76 @@ int world_stop_broker(world_t *w, int signo) { return harness_stop(&w->broker, s
 
 static void spawn_agent(world_t *w, agent_proc_t *a)
 {
-    char wait_ms[16];
+    char wait_ms[16], retry_ms[16], heartbeat_ms[16];
     snprintf(wait_ms, sizeof wait_ms, "%d", w->till_wait_ms);
-    char *argv[] = {COALITION_AGENT_BIN,
-                    "--partner",
-                    a->partner_id,
-                    "--broker",
-                    w->broker_endpoint,
-                    "--data",
-                    a->data_dir,
-                    "--listen",
-                    a->endpoint,
-                    "--till-wait-ms",
-                    wait_ms,
-                    "--retry-ms",
-                    "500",
-                    NULL};
+    snprintf(retry_ms, sizeof retry_ms, "%d", w->retry_ms);
+    snprintf(heartbeat_ms, sizeof heartbeat_ms, "%d", w->heartbeat_ms);
+    char *argv[AGENT_ARGS_MAX];
+    size_t n = 0;
+    argv[n++] = COALITION_AGENT_BIN;
+    argv[n++] = "--partner";
+    argv[n++] = a->partner_id;
+    argv[n++] = "--broker";
+    argv[n++] = w->broker_endpoint;
+    argv[n++] = "--data";
+    argv[n++] = a->data_dir;
+    argv[n++] = "--listen";
+    argv[n++] = a->endpoint;
+    argv[n++] = "--till-wait-ms";
+    argv[n++] = wait_ms;
+    argv[n++] = "--retry-ms";
+    argv[n++] = retry_ms;
+    if (a->site_id[0] != '\0') {
+        argv[n++] = "--site";
+        argv[n++] = a->site_id;
+    }
+    if (w->heartbeat_ms > 0) {
+        argv[n++] = "--heartbeat-ms";
+        argv[n++] = heartbeat_ms;
+    }
+    argv[n] = NULL;
     a->proc.pid = harness_spawn(argv, a->proc.log_path);
+    a->proc.paused = false;
     if (!harness_wait_reply(a->endpoint, HARNESS_READY_TIMEOUT_MS))
-        die("agent %s did not come up (log %s)", a->partner_id, a->proc.log_path);
+        die("agent %s %s did not come up (log %s)", a->partner_id, a->site_id, a->proc.log_path);
 }
 
 agent_proc_t *world_start_agent(world_t *w, const char *partner_id)
 {
+    return world_start_agent_at(w, partner_id, NULL);
+}
+
+agent_proc_t *world_start_agent_at(world_t *w, const char *partner_id, const char *site_id)
+{
+    const char *site = site_id != NULL ? site_id : "";
     agent_proc_t *a = NULL;
     for (size_t i = 0; i < w->agent_count; i++) {
-        if (strcmp(w->agents[i].partner_id, partner_id) == 0)
+        if (strcmp(w->agents[i].partner_id, partner_id) == 0 &&
+            strcmp(w->agents[i].site_id, site) == 0)
             a = &w->agents[i];
     }
     if (a == NULL) {
         if (w->agent_count == HARNESS_AGENTS_MAX)
             die("too many agents");
         a = &w->agents[w->agent_count++];
-        char dir[HARNESS_DIR_BYTES];
+        char dir[HARNESS_DIR_BYTES], name[sizeof a->partner_id + HARNESS_SITE_BYTES];
         memcpy(dir, w->dir, sizeof dir);
         snprintf(a->partner_id, sizeof a->partner_id, "%s", partner_id);
-        snprintf(a->data_dir, sizeof a->data_dir, "%s/agent-%s", dir, partner_id);
-        snprintf(a->endpoint, sizeof a->endpoint, "ipc://%s/agent-%s.sock", dir, partner_id);
-        snprintf(a->proc.log_path, sizeof a->proc.log_path, "%s/agent-%s.log", dir, partner_id);
+        snprintf(a->site_id, sizeof a->site_id, "%s", site);
+        snprintf(name, sizeof name, "%s%s%s", partner_id, site[0] != '\0' ? "-" : "", site);
+        snprintf(a->data_dir, sizeof a->data_dir, "%s/agent-%s", dir, name);
+        snprintf(a->endpoint, sizeof a->endpoint, "ipc://%s/agent-%s.sock", dir, name);
+        snprintf(a->proc.log_path, sizeof a->proc.log_path, "%s/agent-%s.log", dir, name);
     }
     spawn_agent(w, a);
     return a;
+}
+
+void world_restart_agent(world_t *w, agent_proc_t *a)
+{
+    if (a->proc.pid > 0)
+        harness_stop(&a->proc, SIGTERM);
+    spawn_agent(w, a);
 }
 
 int world_stop_agent(world_t *w, agent_proc_t *a, int signo)
