@@ -219,35 +219,14 @@ static void test_repeated_burn_joins_the_pending_one(void **state)
     expect_verify_ok(w);
 }
 
-/* An agent of fuel for another store ("north"), resending only after `retry_ms`. */
-static agent_proc_t start_north(world_t *w, const char *retry_ms)
+/* An agent of fuel for another store ("north"), resending only after `retry_ms`. It is
+ * one of the world's agents, so teardown stops it even when a check fails. */
+static agent_proc_t *start_north(world_t *w, int retry_ms)
 {
-    agent_proc_t a;
-    memset(&a, 0, sizeof a);
-    snprintf(a.partner_id, sizeof a.partner_id, "fuel");
-    snprintf(a.data_dir, sizeof a.data_dir, "%s/agent-north", w->dir);
-    snprintf(a.endpoint, sizeof a.endpoint, "ipc://%s/agent-north.sock", w->dir);
-    snprintf(a.proc.log_path, sizeof a.proc.log_path, "%s/agent-north.log", w->dir);
-    char wait_ms[16];
-    snprintf(wait_ms, sizeof wait_ms, "%d", w->till_wait_ms);
-    char *argv[] = {COALITION_AGENT_BIN,
-                    "--partner",
-                    "fuel",
-                    "--site",
-                    "north",
-                    "--broker",
-                    w->broker_endpoint,
-                    "--data",
-                    a.data_dir,
-                    "--listen",
-                    a.endpoint,
-                    "--till-wait-ms",
-                    wait_ms,
-                    "--retry-ms",
-                    (char *)retry_ms,
-                    NULL};
-    a.proc.pid = harness_spawn(argv, a.proc.log_path);
-    EXPECT_TRUE("agent north comes up", harness_wait_reply(a.endpoint, 10000));
+    int was = w->retry_ms;
+    w->retry_ms = retry_ms;
+    agent_proc_t *a = world_start_agent_at(w, "fuel", "north");
+    w->retry_ms = was;
     return a;
 }
 
@@ -259,8 +238,8 @@ static agent_proc_t start_north(world_t *w, const char *retry_ms)
 static void test_void_never_overtakes_its_pending_earn(void **state)
 {
     world_t *w = *state;
-    agent_proc_t north = start_north(w, "5000");
-    cpos_t *pos = cpos_new(north.endpoint, "till-1");
+    agent_proc_t *north = start_north(w, 5000);
+    cpos_t *pos = cpos_new(north->endpoint, "till-1");
     cpos_set_timeout(pos, CALL_TIMEOUT_MS);
     cpos_result_t r;
     kill(w->broker.pid, SIGSTOP);
@@ -271,7 +250,7 @@ static void test_void_never_overtakes_its_pending_earn(void **state)
     EXPECT_EQ("void v1: call", CPOS_OK, cpos_void(pos, "v1", "e1", &r));
     EXPECT_TRUE("void v1: approved or stored offline (never 25)",
                 r.code == RC_APPROVED || (r.code == RC_UNAVAILABLE && r.offline));
-    wait_outbox_empty(&north);
+    wait_outbox_empty(north);
     EXPECT_EQ("journal entries for e1 (applied, then voided)", 1, entries_for(w, "e1"));
     EXPECT_EQ("journal entries for v1", 1, entries_for(w, "v1"));
     EXPECT_EQ("alice: the earn and its void cancel out", 0, alice(w));
@@ -280,7 +259,7 @@ static void test_void_never_overtakes_its_pending_earn(void **state)
     EXPECT_EQ("void v1 repeated: points returned", 40, r.points);
     EXPECT_EQ("void v1 repeated: replay", true, r.replay);
     cpos_destroy(&pos);
-    EXPECT_EQ("agent north stops cleanly", 0, harness_stop(&north.proc, SIGTERM));
+    EXPECT_EQ("agent north stops cleanly", 0, world_stop_agent(w, north, SIGTERM));
     expect_verify_ok(w);
 }
 
