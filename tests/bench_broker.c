@@ -61,6 +61,7 @@
 #define PROBLEM_BYTES 384 /* the longest reason, a 64-byte txn id and 160 of text */
 #define LOG_LINE_BYTES 512
 #define FSYNC_LINES_MAX 4
+#define LOG_TAIL_LINES 20
 #define USEC_PER_SEC 1000000.0
 #define USEC_PER_MSEC 1000.0
 
@@ -492,6 +493,22 @@ static int fsync_lines(const bench_t *b, double per_fsync[FSYNC_LINES_MAX],
     if (f != NULL)
         fclose(f);
     return n;
+}
+
+/* After a failure: the broker's last words, since its log goes with the temp dir. */
+static void print_log_tail(const bench_t *b)
+{
+    static char tail[LOG_TAIL_LINES][LOG_LINE_BYTES];
+    size_t n = 0;
+    FILE *f = fopen(b->w.broker.log_path, "r");
+    while (f != NULL && fgets(tail[n % LOG_TAIL_LINES], LOG_LINE_BYTES, f) != NULL)
+        n++;
+    if (f != NULL)
+        fclose(f);
+    size_t first = n > LOG_TAIL_LINES ? n - LOG_TAIL_LINES : 0;
+    fprintf(stderr, "bench_broker: the broker log's last %zu line(s):\n", n - first);
+    for (size_t i = first; i < n; i++)
+        fprintf(stderr, "  %s", tail[i % LOG_TAIL_LINES]);
 }
 
 /* ---- phases --------------------------------------------------------------------------- */
@@ -946,6 +963,8 @@ int main(int argc, char **argv)
     for (int c = 0; streams != NULL && c < b.o.clients; c++)
         stream_free(&streams[c]);
     free(streams);
+    if (b.own && rc == 1)
+        print_log_tail(&b);
     if (b.own)
         world_destroy(&b.w);
     fflush(stdout);
