@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -138,6 +139,7 @@ typedef struct bench {
     char nonce[NONCE_BYTES];
     uint64_t seq_start, seq_setup, seq_end;
     double setup_s;
+    double cpu_mark_s; /* our own CPU time at the start of the phase */
     long setup_fresh;
     int64_t elapsed_us;
     double fresh_per_s, per_fsync;
@@ -509,6 +511,44 @@ static void print_log_tail(const bench_t *b)
     fprintf(stderr, "bench_broker: the broker log's last %zu line(s):\n", n - first);
     for (size_t i = first; i < n; i++)
         fprintf(stderr, "  %s", tail[i % LOG_TAIL_LINES]);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0.0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / USEC_PER_SEC;
+}
+
+/* User + system CPU of a running child from /proc/PID/stat (fields 14 and 15, after the
+ * parenthesised command name); negative when it cannot be read. */
+static double child_cpu_s(pid_t pid)
+{
+    char path[64], line[LOG_LINE_BYTES];
+    unsigned long utime = 0, stime = 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    bool ok = f != NULL && fgets(line, sizeof line, f) != NULL;
+    if (f != NULL)
+        fclose(f);
+    const char *after = ok ? strrchr(line, ')') : NULL;
+    if (after == NULL ||
+        sscanf(after, ") %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1.0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU used during the phase just ended: ours, and our broker's (restarted per phase). */
+static void print_cpu(bench_t *b, const char *phase)
+{
+    double self = self_cpu_s();
+    printf("%s: CPU bench_broker %.2f s", phase, self - b->cpu_mark_s);
+    b->cpu_mark_s = self;
+    if (b->own)
+        printf(", broker %.2f s", child_cpu_s(b->w.broker.pid));
+    printf("\n");
 }
 
 /* ---- phases --------------------------------------------------------------------------- */
@@ -906,6 +946,7 @@ static int run(bench_t *b, stream_t *streams)
 {
     tally_t sum;
     bool ledger = b->ledger != NULL;
+    b->cpu_mark_s = self_cpu_s();
     if ((ledger && ledger_seq(b->ledger, &b->seq_start) != 0) || (b->own && broker_start(b) != 0))
         return 1;
     if (b->admin[0] == '\0')
@@ -913,11 +954,13 @@ static int run(bench_t *b, stream_t *streams)
                BENCH_PARTNER, b->o.members - 1);
     else if (setup_phase(b) != 0)
         return 1;
+    print_cpu(b, "setup");
     if ((b->own && broker_stop(b) != 0) || (ledger && ledger_seq(b->ledger, &b->seq_setup) != 0) ||
         (b->own && broker_start(b) != 0))
         return 1;
     if (earn_phase(b, streams, &sum) != 0)
         return 1;
+    print_cpu(b, "earns");
     int stopped = b->own ? broker_stop(b) : 0;
     if (ledger && ledger_seq(b->ledger, &b->seq_end) != 0)
         return 1;
