@@ -151,7 +151,8 @@ typedef struct bench {
 
 static uint64_t splitmix64(uint64_t *state)
 {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15u);
+    *state += 0x9e3779b97f4a7c15u;
+    uint64_t z = *state;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
     return z ^ (z >> 31);
@@ -893,8 +894,10 @@ static int parse_options(int argc, char **argv, options_t *o)
                                              {"admin", required_argument, NULL, 'a'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "c:w:n:m:p:s:e:l:a:h", longopts, NULL)) != -1) {
+    for (;;) {
+        int c = getopt_long(argc, argv, "c:w:n:m:p:s:e:l:a:h", longopts, NULL);
+        if (c == -1)
+            break;
         if (c == 'h') {
             usage(stdout);
             exit(0);
