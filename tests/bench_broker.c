@@ -1,130 +1,623 @@
-/* bench_broker: a load generator that drives coalition-broker over the wire with many
- * concurrent clients, durable mode exactly as in production (fsync on every commit).
- * It starts its own broker on a fresh ledger in a temp dir (or uses --endpoint), adds a
- * partner and members, then each client thread keeps --window earns in flight on its
- * own DEALER socket. Prints throughput and latency percentiles; asserts nothing about
- * time. Exit status 1 if any earn was not approved. */
-#include "client.h"
+/* bench_broker: a load generator that drives coalition-broker over the wire, durable
+ * exactly as in production (fsync on every commit), and refuses to flatter itself: only a
+ * fresh approval (code 00, not a replay, echoing this request's hash, site and points,
+ * with a ledger sequence) counts, every txn id carries a run nonce, and the ledger's
+ * sequence must have grown by exactly the fresh approvals counted.
+ *
+ *   setup (admin socket, pipelined) ─► broker restart ─► earns (--clients DEALERs,
+ *   --window each, members drawn uniformly by a seeded PRNG) ─► seq check ─► figures
+ *
+ * The broker is restarted between the phases so that its "per fsync" figure (logged at
+ * stop) covers the earns alone. Exit 0 all fresh and the check passed, 1 otherwise, 2 bad
+ * usage. Nothing here asserts on time. */
 #include "clock.h"
+#include "errors.h"
 #include "harness.h"
+#include "ledger.h"
 #include "wire.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define CLIENTS_MAX 64
 #define WINDOW_MAX 4096
-#define MEMBERS_MAX 100000
+#define MEMBERS_MAX 10000000
+#define REQUESTS_MAX 20000000L
+#define PORT_MAX 65535
 #define REPLY_TIMEOUT_MS 30000
-#define ENROLL_WINDOW 256
+#define ENROLL_WINDOW 8192
+#define DEFAULT_CLIENTS 8
+#define DEFAULT_WINDOW 256
+#define DEFAULT_REQUESTS 200000L
+#define DEFAULT_MEMBERS 1000000
+#define DEFAULT_SEED 1u
+#define BENCH_PARTNER "bench"
+#define BENCH_SITE "bench"
+#define BENCH_TERMINAL "bench"
+#define EARN_CURRENCY "EUR"
+#define EARN_CURRENCY_MINOR_PER_MAJOR 100
+#define EARN_AMOUNT_MINOR 1234
+#define EARN_RATE_MILLI 1000
+/* floor(amount × rate / (1000 × minor units per major)): what the broker must credit. */
+#define EARN_POINTS (EARN_AMOUNT_MINOR * EARN_RATE_MILLI / (1000 * EARN_CURRENCY_MINOR_PER_MAJOR))
+#define NONCE_BYTES 24     /* hex wall-clock ms, "-", pid */
+#define PREFIX_BYTES 56    /* "bench-" nonce "-" client "-" */
+#define INDEX_DIGITS_MAX 8 /* REQUESTS_MAX and MEMBERS_MAX have at most 8 digits */
+#define ENDPOINT_BYTES (HARNESS_PATH_BYTES + 32)
+#define PROBLEM_BYTES 384 /* the longest reason, a 64-byte txn id and 160 of text */
+#define LOG_LINE_BYTES 512
+#define FSYNC_LINES_MAX 4
+#define LOG_TAIL_LINES 20
+#define USEC_PER_SEC 1000000.0
+#define USEC_PER_MSEC 1000.0
+
+_Static_assert(PREFIX_BYTES - 1 + INDEX_DIGITS_MAX <= TXN_ID_LEN_MAX, "txn ids must fit");
+_Static_assert(EARN_POINTS == 12, "the earn the broker is asked to credit");
 
 typedef struct options {
-    int clients, window, members;
+    int clients, window, members, port; /* port 0: a free one */
     long requests;
+    uint64_t seed;
     const char *endpoint; /* NULL: start a broker */
+    const char *ledger;   /* NULL: a fresh one (own broker) or no seq check (--endpoint) */
+    const char *admin;    /* NULL: ipc://LEDGER/admin.sock when the ledger is known */
 } options_t;
 
-typedef struct client_run {
-    const options_t *o;
-    const char *endpoint;
-    int index;
-    long count;          /* requests this client sends */
-    int64_t *latency_us; /* per request */
-    long approved, declined, lost;
-} client_run_t;
+typedef enum { STREAM_PARTNER, STREAM_ENROLL, STREAM_EARN } stream_kind_t;
 
-static void earn_envelope(envelope_t *env, Coalition__EarnRequest *earn, char *txn, size_t txn_size,
-                          char *member, size_t member_size, int client, long i, int members)
-{
-    coalition__envelope__init(env);
-    coalition__earn_request__init(earn);
-    snprintf(txn, txn_size, "bench-%d-%ld", client, i);
-    snprintf(member, member_size, "m%ld", (i * 7919 + client) % members);
-    env->version = WIRE_VERSION;
-    env->partner_id = "bench";
-    env->terminal_id = "bench";
-    env->site_id = "main";
-    env->txn_id = txn;
-    env->client_time_ms = clock_wall_ms();
-    earn->member_id = member;
-    earn->amount_minor = 1234;
-    earn->currency = "EUR";
-    env->body_case = COALITION__ENVELOPE__BODY_EARN;
-    env->earn = earn;
-}
+/* One request of a stream, by index; the index is the txn id's suffix. */
+typedef struct slot {
+    int64_t sent_us, latency_us;
+    uint64_t seq; /* a fresh approval's ledger sequence, else 0 */
+    uint8_t hash[WIRE_HASH_BYTES];
+    bool answered;
+} slot_t;
 
-static int send_earn(void *sock, const client_run_t *r, long i, int64_t *sent_us)
-{
+typedef struct tally {
+    long fresh;                  /* 00, not a replay, everything echoed as sent */
+    long replayed;               /* replay flag set (any code) */
+    long replayed_approved;      /* of which 00: for setup, "already there" */
+    long declined;               /* not a replay, code other than 00 */
+    long mismatched;             /* reply not for a request we have pending, or echo wrong */
+    long duplicated;             /* a second reply to an answered request */
+    long unanswered;             /* sent, no reply before the timeout */
+    long unsent;                 /* never sent: the stream gave up first */
+    char problem[PROBLEM_BYTES]; /* the first reply that was not fresh */
+} tally_t;
+
+/* The client threads connect, then wait here so that the clock starts with all of them. */
+typedef struct gate {
+    pthread_mutex_t mutex;
+    pthread_cond_t opened;
+    bool open;
+} gate_t;
+
+/* A pipeline of `count` requests over one DEALER, `window` in flight. */
+typedef struct stream {
+    stream_kind_t kind;
+    const char *endpoint, *partner_id, *site_id;
+    char prefix[PREFIX_BYTES];
+    long count;
+    int window, members;
+    uint64_t rng;
+    gate_t *start; /* NULL: start at once */
+    slot_t *slots;
+    tally_t tally;
+    int64_t start_us, end_us;
+} stream_t;
+
+typedef struct request_buf {
     envelope_t env;
     Coalition__EarnRequest earn;
-    char txn[TXN_ID_LEN_MAX + 1], member[MEMBER_ID_LEN_MAX + 1];
-    earn_envelope(&env, &earn, txn, sizeof txn, member, sizeof member, r->index, i, r->o->members);
+    Coalition__EnrollRequest enroll;
+    Coalition__PartnerAddRequest partner;
+    char txn[TXN_ID_LEN_MAX + 1];
+    char member[MEMBER_ID_LEN_MAX + 1];
+} request_buf_t;
+
+typedef struct bench {
+    options_t o;
+    world_t w;
+    bool own;           /* we start and stop the broker */
+    const char *ledger; /* NULL: the seq check is skipped */
+    char endpoint[ENDPOINT_BYTES], admin[ENDPOINT_BYTES];
+    char nonce[NONCE_BYTES];
+    uint64_t seq_start, seq_setup, seq_end;
+    double setup_s;
+    double cpu_mark_s; /* our own CPU time at the start of the phase */
+    long setup_fresh;
+    int64_t elapsed_us;
+    double fresh_per_s, per_fsync;
+    int64_t p50_us, p90_us, p99_us, max_us;
+    const char *seq_verdict;
+} bench_t;
+
+/* ---- requests ------------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    *state += 0x9e3779b97f4a7c15u;
+    uint64_t z = *state;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n): draws in the top sliver that would wrap unevenly are redrawn (the
+ * chance of one redraw is below n / 2^64, so the bound is never reached in practice). */
+static uint64_t uniform_below(uint64_t *state, uint64_t n)
+{
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t r = splitmix64(state);
+    for (int redraw = 0; r >= limit && redraw < 64; redraw++)
+        r = splitmix64(state);
+    return r % n;
+}
+
+static void build_request(stream_t *s, long i, request_buf_t *b)
+{
+    envelope_t *env = &b->env;
+    coalition__envelope__init(env);
+    snprintf(b->txn, sizeof b->txn, "%s%ld", s->prefix, i);
+    env->version = WIRE_VERSION;
+    env->partner_id = (char *)s->partner_id;
+    env->terminal_id = BENCH_TERMINAL;
+    env->site_id = (char *)s->site_id;
+    env->txn_id = b->txn;
+    env->client_time_ms = clock_wall_ms();
+    switch (s->kind) {
+    case STREAM_PARTNER:
+        coalition__partner_add_request__init(&b->partner);
+        b->partner.partner_id = BENCH_PARTNER;
+        b->partner.earn_rate_milli = EARN_RATE_MILLI;
+        b->partner.currency = EARN_CURRENCY;
+        env->body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
+        env->partner_add = &b->partner;
+        break;
+    case STREAM_ENROLL:
+        coalition__enroll_request__init(&b->enroll);
+        snprintf(b->member, sizeof b->member, "m%ld", i);
+        b->enroll.member_id = b->member;
+        env->body_case = COALITION__ENVELOPE__BODY_ENROLL;
+        env->enroll = &b->enroll;
+        break;
+    case STREAM_EARN:
+        coalition__earn_request__init(&b->earn);
+        snprintf(b->member, sizeof b->member, "m%" PRIu64,
+                 uniform_below(&s->rng, (uint64_t)s->members));
+        b->earn.member_id = b->member;
+        b->earn.amount_minor = EARN_AMOUNT_MINOR;
+        b->earn.currency = EARN_CURRENCY;
+        env->body_case = COALITION__ENVELOPE__BODY_EARN;
+        env->earn = &b->earn;
+        break;
+    }
+}
+
+static int send_request(stream_t *s, void *sock, long i)
+{
+    request_buf_t b;
+    build_request(s, i, &b);
     uint8_t buf[WIRE_MESSAGE_BYTES_MAX];
-    size_t len = coalition__envelope__pack(&env, buf);
-    sent_us[i] = clock_mono_us();
+    size_t len = coalition__envelope__get_packed_size(&b.env);
+    if (len > sizeof buf || wire_request_hash(&b.env, s->slots[i].hash) != CL_OK)
+        return -1;
+    coalition__envelope__pack(&b.env, buf);
+    s->slots[i].sent_us = clock_mono_us();
     return zmq_send(sock, buf, len, 0) == (int)len ? 0 : -1;
 }
 
-/* Receive one reply; returns the request index it answers, or -1. */
-static long recv_reply(void *sock, client_run_t *r)
+/* ---- replies -------------------------------------------------------------------------- */
+
+/* The request index a txn id names: our prefix, then 1-8 decimal digits; -1 otherwise. */
+static long reply_index(const stream_t *s, const char *txn_id)
+{
+    size_t plen = strlen(s->prefix);
+    if (strncmp(txn_id, s->prefix, plen) != 0)
+        return -1;
+    const char *digits = txn_id + plen;
+    size_t n = strspn(digits, "0123456789");
+    if (n == 0 || n > INDEX_DIGITS_MAX || digits[n] != '\0')
+        return -1;
+    long i = strtol(digits, NULL, 10);
+    return i < s->count ? i : -1;
+}
+
+static void note_problem(tally_t *t, const char *what, const authorization_t *auth)
+{
+    if (t->problem[0] != '\0')
+        return;
+    snprintf(t->problem, sizeof t->problem, "%s: txn %.64s code %02d%s: %.160s", what, auth->txn_id,
+             (int)auth->code, auth->replay ? " (replay)" : "", auth->text);
+}
+
+/* Does the reply echo exactly what this slot's request asked? */
+static bool echo_matches(const stream_t *s, const slot_t *slot, const authorization_t *auth)
+{
+    return auth->request_hash.len == WIRE_HASH_BYTES &&
+           memcmp(auth->request_hash.data, slot->hash, WIRE_HASH_BYTES) == 0 &&
+           strcmp(auth->site_id, s->site_id) == 0;
+}
+
+static void classify(stream_t *s, slot_t *slot, const authorization_t *auth)
+{
+    tally_t *t = &s->tally;
+    int64_t points = s->kind == STREAM_EARN ? EARN_POINTS : 0;
+    if (!echo_matches(s, slot, auth)) {
+        t->mismatched++;
+        note_problem(t, "echo differs from the request", auth);
+    } else if (auth->replay) {
+        t->replayed++;
+        t->replayed_approved += auth->code == RC_APPROVED;
+        note_problem(t, "replay", auth);
+    } else if (auth->code != RC_APPROVED) {
+        t->declined++;
+        note_problem(t, "declined", auth);
+    } else if (auth->seq == 0 || auth->points != points || auth->reversed) {
+        t->mismatched++;
+        note_problem(t, "approval without its seq or with other points", auth);
+    } else {
+        t->fresh++;
+        slot->seq = auth->seq;
+    }
+}
+
+/* Receive one reply. 1: it answered a pending request; 0: it did not; -1: timeout. */
+static int recv_reply(stream_t *s, void *sock)
 {
     uint8_t buf[WIRE_MESSAGE_BYTES_MAX];
     int n = zmq_recv(sock, buf, sizeof buf, 0);
-    if (n < 0 || (size_t)n > sizeof buf)
-        return -1;
-    authorization_t *auth = wire_auth_decode(buf, (size_t)n);
-    if (auth == NULL)
-        return -1;
-    int client = -1;
-    long i = -1;
-    if (sscanf(auth->txn_id, "bench-%d-%ld", &client, &i) != 2 || client != r->index)
-        i = -1;
-    if (auth->code == RC_APPROVED)
-        r->approved++;
-    else
-        r->declined++;
+    if (n < 0)
+        return zmq_errno() == EAGAIN ? -1 : 0;
+    int64_t now_us = clock_mono_us();
+    authorization_t *auth =
+        (size_t)n <= sizeof buf ? wire_auth_decode(buf, (size_t)n) : NULL; /* n > size: cut */
+    long i = auth != NULL ? reply_index(s, auth->txn_id) : -1;
+    int answered = 0;
+    if (i < 0) {
+        s->tally.mismatched++;
+        if (auth != NULL)
+            note_problem(&s->tally, "reply to no request of this stream", auth);
+    } else if (s->slots[i].answered) {
+        s->tally.duplicated++;
+        note_problem(&s->tally, "second reply", auth);
+    } else {
+        slot_t *slot = &s->slots[i];
+        slot->answered = true;
+        slot->latency_us = now_us - slot->sent_us;
+        s->end_us = now_us;
+        classify(s, slot, auth);
+        answered = 1;
+    }
     wire_auth_free(auth);
-    return i;
+    return answered;
 }
 
-static void *client_main(void *arg)
+/* ---- one stream: a DEALER keeping `window` requests in flight ------------------------- */
+
+static void *dealer_open(void *ctx, const char *endpoint)
 {
-    client_run_t *r = arg;
-    void *ctx = zmq_ctx_new();
     void *sock = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0, timeout = REPLY_TIMEOUT_MS, hwm = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    zmq_connect(sock, r->endpoint);
-    int64_t *sent_us = calloc((size_t)r->count, sizeof *sent_us);
-    long next = 0, done = 0;
-    while (done < r->count) {
-        while (next < r->count && next - done < r->o->window) {
-            if (send_earn(sock, r, next, sent_us) != 0)
-                break;
-            next++;
-        }
-        long i = recv_reply(sock, r);
-        if (i < 0 && zmq_errno() == EAGAIN) {
-            r->lost += next - done;
-            break;
-        }
-        if (i >= 0 && i < r->count)
-            r->latency_us[i] = clock_mono_us() - sent_us[i];
-        done++;
+    int linger = 0, timeout = REPLY_TIMEOUT_MS, unlimited = 0;
+    if (sock == NULL)
+        return NULL;
+    if (zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout) != 0 ||
+        zmq_setsockopt(sock, ZMQ_SNDHWM, &unlimited, sizeof unlimited) != 0 ||
+        zmq_setsockopt(sock, ZMQ_RCVHWM, &unlimited, sizeof unlimited) != 0 ||
+        zmq_connect(sock, endpoint) != 0) {
+        fprintf(stderr, "bench_broker: cannot connect to %s: %s\n", endpoint,
+                zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
     }
-    free(sent_us);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    return sock;
+}
+
+static void stream_pump(stream_t *s, void *sock)
+{
+    long next = 0, answered = 0;
+    s->start_us = clock_mono_us();
+    s->end_us = s->start_us;
+    while (answered < s->count) {
+        while (next < s->count && next - answered < s->window && send_request(s, sock, next) == 0)
+            next++;
+        if (next == answered)
+            break; /* nothing in flight and the next send failed */
+        int rc = recv_reply(s, sock);
+        if (rc < 0)
+            break;
+        answered += rc;
+    }
+    s->tally.unanswered = next - answered;
+    s->tally.unsent = s->count - next;
+}
+
+static void *stream_main(void *arg)
+{
+    stream_t *s = arg;
+    void *ctx = zmq_ctx_new();
+    void *sock = ctx != NULL ? dealer_open(ctx, s->endpoint) : NULL;
+    if (s->start != NULL) {
+        pthread_mutex_lock(&s->start->mutex);
+        while (!s->start->open)
+            pthread_cond_wait(&s->start->opened, &s->start->mutex);
+        pthread_mutex_unlock(&s->start->mutex);
+    }
+    if (sock != NULL)
+        stream_pump(s, sock);
+    else
+        s->tally.unsent = s->count;
+    if (sock != NULL)
+        zmq_close(sock);
+    if (ctx != NULL)
+        zmq_ctx_term(ctx);
     return NULL;
+}
+
+static int stream_init(stream_t *s, stream_kind_t kind, const char *endpoint, long count)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->endpoint = endpoint;
+    s->count = count;
+    s->window = 1;
+    s->partner_id = kind == STREAM_EARN ? BENCH_PARTNER : OPERATOR_PARTNER_ID;
+    s->site_id = kind == STREAM_EARN ? BENCH_SITE : OPERATOR_SITE_ID;
+    s->slots = calloc((size_t)count, sizeof *s->slots);
+    return s->slots != NULL ? 0 : -1;
+}
+
+static void stream_free(stream_t *s)
+{
+    free(s->slots);
+    s->slots = NULL;
+}
+
+static bool stream_all_fresh(const stream_t *s) { return s->tally.fresh == s->count; }
+
+/* ---- the ledger and the broker -------------------------------------------------------- */
+
+static int ledger_seq(const char *dir, uint64_t *seq_out)
+{
+    ledger_t *l = NULL;
+    int rc = ledger_open(&l, dir, STORE_READ_ONLY);
+    if (rc != CL_OK) {
+        fprintf(stderr, "bench_broker: cannot open ledger %s read-only: %s\n", dir,
+                cl_strerror(rc));
+        return -1;
+    }
+    *seq_out = ledger_last_seq(l);
+    ledger_destroy(&l);
+    return 0;
+}
+
+static bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons((uint16_t)port);
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* Start our broker and make sure it is ours that answers (not another on --port). */
+static int broker_start(bench_t *b)
+{
+    world_start_broker(&b->w);
+    int status = 0;
+    if (waitpid(b->w.broker.pid, &status, WNOHANG) != 0) {
+        fprintf(stderr, "bench_broker: the broker exited at once; something else answers %s\n",
+                b->w.broker_endpoint);
+        b->w.broker.pid = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static int broker_stop(bench_t *b)
+{
+    int rc = world_stop_broker(&b->w, SIGTERM);
+    if (rc != 0)
+        fprintf(stderr, "bench_broker: broker stop: expected exit 0, got %d (log %s)\n", rc,
+                b->w.broker.log_path);
+    return rc == 0 ? 0 : -1;
+}
+
+/* An own broker: a fresh temp ledger, or --ledger (initialised if it is not there yet). */
+static int world_setup(bench_t *b)
+{
+    world_init(&b->w);
+    if (b->o.port != 0) {
+        snprintf(b->w.broker_endpoint, sizeof b->w.broker_endpoint, "tcp://127.0.0.1:%d",
+                 b->o.port);
+        if (!port_free(b->o.port)) {
+            fprintf(stderr, "bench_broker: port %d is in use\n", b->o.port);
+            return -1;
+        }
+    }
+    if (b->o.ledger != NULL) {
+        if (strlen(b->o.ledger) >= sizeof b->w.ledger) {
+            fprintf(stderr, "bench_broker: --ledger path too long\n");
+            return -1;
+        }
+        snprintf(b->w.ledger, sizeof b->w.ledger, "%s", b->o.ledger);
+        if (access(b->o.ledger, F_OK) != 0) {
+            char out[256];
+            if (world_ctl(&b->w, out, sizeof out, "init", (const char *)NULL) != 0) {
+                fprintf(stderr, "bench_broker: coalitionctl init %s failed: %s\n", b->o.ledger,
+                        out);
+                return -1;
+            }
+        }
+    }
+    snprintf(b->endpoint, sizeof b->endpoint, "%s", b->w.broker_endpoint);
+    snprintf(b->admin, sizeof b->admin, "ipc://%s/admin.sock", b->w.ledger);
+    b->ledger = b->w.ledger;
+    return 0;
+}
+
+/* The broker logs "writer: R request(s) in C commit(s), X per fsync" at each stop. */
+static int fsync_lines(const bench_t *b, double per_fsync[FSYNC_LINES_MAX],
+                       char lines[FSYNC_LINES_MAX][LOG_LINE_BYTES])
+{
+    char line[LOG_LINE_BYTES];
+    int n = 0;
+    FILE *f = fopen(b->w.broker.log_path, "r");
+    while (f != NULL && n < FSYNC_LINES_MAX && fgets(line, sizeof line, f) != NULL) {
+        const char *at = strstr(line, "writer:");
+        unsigned long long requests = 0, commits = 0;
+        if (at == NULL || strstr(at, "per fsync") == NULL ||
+            sscanf(at, "writer: %llu request(s) in %llu commit(s)", &requests, &commits) != 2)
+            continue;
+        snprintf(lines[n], LOG_LINE_BYTES, "%s", at);
+        per_fsync[n++] = commits > 0 ? (double)requests / (double)commits : 0.0;
+    }
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* After a failure: the broker's last words, since its log goes with the temp dir. */
+static void print_log_tail(const bench_t *b)
+{
+    static char tail[LOG_TAIL_LINES][LOG_LINE_BYTES];
+    size_t n = 0;
+    FILE *f = fopen(b->w.broker.log_path, "r");
+    while (f != NULL && fgets(tail[n % LOG_TAIL_LINES], LOG_LINE_BYTES, f) != NULL)
+        n++;
+    if (f != NULL)
+        fclose(f);
+    size_t first = n > LOG_TAIL_LINES ? n - LOG_TAIL_LINES : 0;
+    fprintf(stderr, "bench_broker: the broker log's last %zu line(s):\n", n - first);
+    for (size_t i = first; i < n; i++)
+        fprintf(stderr, "  %s", tail[i % LOG_TAIL_LINES]);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0.0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / USEC_PER_SEC;
+}
+
+/* User + system CPU of a running child from /proc/PID/stat (fields 14 and 15, after the
+ * parenthesised command name); negative when it cannot be read. */
+static double child_cpu_s(pid_t pid)
+{
+    char path[64], line[LOG_LINE_BYTES];
+    unsigned long utime = 0, stime = 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    bool ok = f != NULL && fgets(line, sizeof line, f) != NULL;
+    if (f != NULL)
+        fclose(f);
+    const char *after = ok ? strrchr(line, ')') : NULL;
+    if (after == NULL ||
+        sscanf(after, ") %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1.0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU used during the phase just ended: ours, and our broker's (restarted per phase). */
+static void print_cpu(bench_t *b, const char *phase)
+{
+    double self = self_cpu_s();
+    printf("%s: CPU bench_broker %.2f s", phase, self - b->cpu_mark_s);
+    b->cpu_mark_s = self;
+    if (b->own)
+        printf(", broker %.2f s", child_cpu_s(b->w.broker.pid));
+    printf("\n");
+}
+
+/* ---- phases --------------------------------------------------------------------------- */
+
+static void print_tally(const char *phase, const tally_t *t)
+{
+    printf("%s: fresh approvals %ld, replays %ld (%ld of approvals), declines %ld, "
+           "mismatched %ld, duplicate replies %ld, unanswered %ld, unsent %ld\n",
+           phase, t->fresh, t->replayed, t->replayed_approved, t->declined, t->mismatched,
+           t->duplicated, t->unanswered, t->unsent);
+    if (t->problem[0] != '\0')
+        printf("%s: first reply not fresh: %s\n", phase, t->problem);
+}
+
+/* Every setup request approved: fresh, or (a re-run on the same ledger) a replay of the
+ * approval that already made the partner or member. */
+static bool setup_ok(const stream_t *s)
+{
+    return s->tally.fresh + s->tally.replayed_approved == s->count;
+}
+
+static int setup_phase(bench_t *b)
+{
+    stream_t partner = {.slots = NULL}, enroll = {.slots = NULL};
+    int rc = -1;
+    if (stream_init(&partner, STREAM_PARTNER, b->admin, 1) != 0 ||
+        stream_init(&enroll, STREAM_ENROLL, b->admin, b->o.members) != 0)
+        goto out;
+    snprintf(partner.prefix, sizeof partner.prefix, "bench-partner-");
+    snprintf(enroll.prefix, sizeof enroll.prefix, "bench-enroll-");
+    enroll.window = ENROLL_WINDOW;
+    int64_t t0 = clock_mono_us();
+    stream_main(&partner);
+    if (setup_ok(&partner))
+        stream_main(&enroll);
+    b->setup_s = (double)(clock_mono_us() - t0) / USEC_PER_SEC;
+    b->setup_fresh = partner.tally.fresh + enroll.tally.fresh;
+    printf("setup: partner %s and %d members over %s in %.2f s (%.0f enrolments/s, window %d)\n",
+           BENCH_PARTNER, b->o.members, b->admin, b->setup_s,
+           (double)b->o.members / (b->setup_s > 0 ? b->setup_s : 1), ENROLL_WINDOW);
+    print_tally("setup partner", &partner.tally);
+    print_tally("setup members", &enroll.tally);
+    rc = setup_ok(&partner) && setup_ok(&enroll) ? 0 : -1;
+    if (rc != 0)
+        fprintf(stderr, "bench_broker: not every setup request was approved\n");
+out:
+    stream_free(&partner);
+    stream_free(&enroll);
+    return rc;
+}
+
+static int earn_streams_init(bench_t *b, stream_t *streams, gate_t *start)
+{
+    long share = b->o.requests / b->o.clients, rest = b->o.requests % b->o.clients;
+    for (int c = 0; c < b->o.clients; c++) {
+        stream_t *s = &streams[c];
+        if (stream_init(s, STREAM_EARN, b->endpoint, share + (c < rest ? 1 : 0)) != 0)
+            return -1;
+        int len = snprintf(s->prefix, sizeof s->prefix, "bench-%s-%d-", b->nonce, c);
+        if (len < 0 || (size_t)len >= sizeof s->prefix)
+            return -1;
+        s->window = b->o.window;
+        s->members = b->o.members;
+        uint64_t mix = b->o.seed ^ ((uint64_t)(c + 1) * 0xd1b54a32d192ed03u);
+        s->rng = splitmix64(&mix); /* clients' sequences start far apart */
+        s->start = start;
+    }
+    return 0;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -133,54 +626,259 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Operator setup over the admin socket, pipelined so it takes one commit per window. */
-static int admin_setup(const char *admin, int members)
+static int cmp_u64(const void *a, const void *b)
 {
-    client_t *c = NULL;
-    if (client_new(&c, admin) != 0)
-        return -1;
-    envelope_t env;
-    Coalition__PartnerAddRequest p = COALITION__PARTNER_ADD_REQUEST__INIT;
-    coalition__envelope__init(&env);
-    env.version = WIRE_VERSION;
-    env.partner_id = OPERATOR_PARTNER_ID;
-    env.terminal_id = "bench";
-    env.site_id = OPERATOR_SITE_ID;
-    env.txn_id = "bench-partner";
-    p.partner_id = "bench";
-    p.earn_rate_milli = 1000;
-    p.currency = "EUR";
-    env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
-    env.partner_add = &p;
-    authorization_t *auth = NULL;
-    int rc = client_call(c, &env, REPLY_TIMEOUT_MS, &auth);
-    int ok = rc == 0 && auth->code == RC_APPROVED;
-    wire_auth_free(auth);
-    for (int m = 0; ok && m < members; m++) {
-        char txn[32], member[32];
-        Coalition__EnrollRequest e = COALITION__ENROLL_REQUEST__INIT;
-        snprintf(txn, sizeof txn, "bench-enroll-%d", m);
-        snprintf(member, sizeof member, "m%d", m);
-        env.txn_id = txn;
-        e.member_id = member;
-        env.body_case = COALITION__ENVELOPE__BODY_ENROLL;
-        env.enroll = &e;
-        auth = NULL;
-        rc = client_call(c, &env, REPLY_TIMEOUT_MS, &auth);
-        ok = rc == 0 && auth->code == RC_APPROVED;
-        wire_auth_free(auth);
-    }
-    client_destroy(&c);
-    return ok ? 0 : -1;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
 }
+
+/* Nearest rank: the smallest value with at least p% of the values at or below it. */
+static int64_t percentile(const int64_t *sorted, long n, int p)
+{
+    long rank = (n * p + 99) / 100;
+    return sorted[rank > 0 ? rank - 1 : 0];
+}
+
+static void earn_figures(bench_t *b, const stream_t *streams, tally_t *sum)
+{
+    int64_t *all = calloc((size_t)b->o.requests, sizeof *all);
+    long k = 0;
+    memset(sum, 0, sizeof *sum);
+    for (int c = 0; c < b->o.clients; c++) {
+        const tally_t *t = &streams[c].tally;
+        sum->fresh += t->fresh;
+        sum->replayed += t->replayed;
+        sum->replayed_approved += t->replayed_approved;
+        sum->declined += t->declined;
+        sum->mismatched += t->mismatched;
+        sum->duplicated += t->duplicated;
+        sum->unanswered += t->unanswered;
+        sum->unsent += t->unsent;
+        if (sum->problem[0] == '\0')
+            memcpy(sum->problem, t->problem, sizeof sum->problem);
+        for (long i = 0; all != NULL && i < streams[c].count; i++) {
+            if (streams[c].slots[i].answered)
+                all[k++] = streams[c].slots[i].latency_us;
+        }
+    }
+    b->fresh_per_s =
+        b->elapsed_us > 0 ? (double)sum->fresh * USEC_PER_SEC / (double)b->elapsed_us : 0.0;
+    if (k > 0) {
+        qsort(all, (size_t)k, sizeof *all, cmp_i64);
+        b->p50_us = percentile(all, k, 50);
+        b->p90_us = percentile(all, k, 90);
+        b->p99_us = percentile(all, k, 99);
+        b->max_us = all[k - 1];
+    }
+    free(all);
+}
+
+/* Requests in flight at most: the window, unless a client has fewer requests than that. */
+static long in_flight(const options_t *o)
+{
+    long per_client = (o->requests + o->clients - 1) / o->clients;
+    return (long)o->clients * (per_client < o->window ? per_client : o->window);
+}
+
+static void gate_open(gate_t *g)
+{
+    pthread_mutex_lock(&g->mutex);
+    g->open = true;
+    pthread_cond_broadcast(&g->opened);
+    pthread_mutex_unlock(&g->mutex);
+}
+
+static int earn_phase(bench_t *b, stream_t *streams, tally_t *sum)
+{
+    pthread_t threads[CLIENTS_MAX];
+    gate_t start = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    int started = 0;
+    int rc = earn_streams_init(b, streams, &start);
+    for (int c = 0; rc == 0 && c < b->o.clients; c++) {
+        rc = pthread_create(&threads[c], NULL, stream_main, &streams[c]) == 0 ? 0 : -1;
+        started += rc == 0;
+    }
+    gate_open(&start); /* also when a thread failed: let the others run out and be joined */
+    for (int c = 0; c < started; c++)
+        pthread_join(threads[c], NULL);
+    if (rc != 0) {
+        fprintf(stderr, "bench_broker: cannot set up the %d client threads\n", b->o.clients);
+        return -1;
+    }
+    int64_t first_us = streams[0].start_us, last_us = streams[0].end_us;
+    for (int c = 1; c < b->o.clients; c++) {
+        first_us = streams[c].start_us < first_us ? streams[c].start_us : first_us;
+        last_us = streams[c].end_us > last_us ? streams[c].end_us : last_us;
+    }
+    b->elapsed_us = last_us - first_us;
+    earn_figures(b, streams, sum);
+    printf("earns: clients %d, window %d per client (%ld in flight), %ld requests, members "
+           "drawn uniformly from %d (seed %" PRIu64 ")\n",
+           b->o.clients, b->o.window, in_flight(&b->o), b->o.requests, b->o.members, b->o.seed);
+    print_tally("earns", sum);
+    printf("earns: elapsed %.3f s, %.0f fresh approvals/s\n", (double)b->elapsed_us / USEC_PER_SEC,
+           b->fresh_per_s);
+    printf("latency us: p50 %" PRId64 ", p90 %" PRId64 ", p99 %" PRId64 ", max %" PRId64 "\n",
+           b->p50_us, b->p90_us, b->p99_us, b->max_us);
+    return 0;
+}
+
+/* ---- the sequence check ----------------------------------------------------------------- */
+
+/* The fresh approvals' sequences must be distinct and all inside (from, to]. */
+static bool seqs_account_for(const stream_t *streams, int clients, long fresh, uint64_t from,
+                             uint64_t to)
+{
+    uint64_t *seqs = calloc((size_t)(fresh > 0 ? fresh : 1), sizeof *seqs);
+    long k = 0;
+    bool ok = seqs != NULL;
+    for (int c = 0; ok && c < clients; c++) {
+        for (long i = 0; i < streams[c].count && k < fresh; i++) {
+            if (streams[c].slots[i].seq != 0)
+                seqs[k++] = streams[c].slots[i].seq;
+        }
+    }
+    if (ok)
+        qsort(seqs, (size_t)k, sizeof *seqs, cmp_u64);
+    for (long i = 0; ok && i < k; i++)
+        ok = seqs[i] > from && seqs[i] <= to && (i == 0 || seqs[i] > seqs[i - 1]);
+    free(seqs);
+    return ok && k == fresh;
+}
+
+static bool seq_check(bench_t *b, const stream_t *streams, long fresh)
+{
+    if (b->ledger == NULL) {
+        printf("seq check: SKIPPED (external broker without --ledger DIR: nothing checks that "
+               "the ledger grew by the approvals counted)\n");
+        b->seq_verdict = "skipped";
+        return true;
+    }
+    uint64_t setup_growth = b->seq_setup - b->seq_start, earn_growth = b->seq_end - b->seq_setup;
+    bool setup_grew_ok = setup_growth == (uint64_t)b->setup_fresh;
+    bool earn_ok = earn_growth == (uint64_t)fresh;
+    bool seqs_ok = seqs_account_for(streams, b->o.clients, fresh, b->seq_setup, b->seq_end);
+    printf("seq check: setup %" PRIu64 " -> %" PRIu64 " (+%" PRIu64 "), counted %ld fresh: %s\n",
+           b->seq_start, b->seq_setup, setup_growth, b->setup_fresh,
+           setup_grew_ok ? "OK" : "MISMATCH");
+    printf("seq check: earns %" PRIu64 " -> %" PRIu64 " (+%" PRIu64 "), counted %ld fresh: %s; "
+           "their seqs distinct and in range: %s\n",
+           b->seq_setup, b->seq_end, earn_growth, fresh, earn_ok ? "OK" : "MISMATCH",
+           seqs_ok ? "OK" : "NO");
+    if (!b->own)
+        printf("seq check: external broker: any other traffic during the run shows as a "
+               "mismatch\n");
+    bool ok = setup_grew_ok && earn_ok && seqs_ok;
+    b->seq_verdict = ok ? "OK" : "MISMATCH";
+    return ok;
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+static void print_fsync(bench_t *b)
+{
+    double per_fsync[FSYNC_LINES_MAX];
+    char lines[FSYNC_LINES_MAX][LOG_LINE_BYTES];
+    int n = b->own ? fsync_lines(b, per_fsync, lines) : 0;
+    b->per_fsync = -1.0;
+    if (!b->own) {
+        printf("broker: requests per fsync: n/a (external broker; it logs them when it stops)\n");
+        return;
+    }
+    if (n != 2) {
+        printf("broker: expected 2 writer lines in %s (setup, earns), found %d\n",
+               b->w.broker.log_path, n);
+        return;
+    }
+    printf("broker (setup): %s", lines[0]);
+    printf("broker (earns): %s", lines[1]);
+    b->per_fsync = per_fsync[1];
+}
+
+static void print_summary(const bench_t *b)
+{
+    char per_fsync[32];
+    if (b->per_fsync < 0)
+        snprintf(per_fsync, sizeof per_fsync, "n/a");
+    else
+        snprintf(per_fsync, sizeof per_fsync, "%.0f", b->per_fsync);
+    printf("summary: | setup | in flight | fresh approvals/s | p50 | p90 | p99 | max | "
+           "requests per fsync | setup time | seq check |\n");
+    printf("summary: | `--clients %d --window %d --requests %ld --members %d` | %ld | %.0f | "
+           "%.2f ms | %.2f ms | %.2f ms | %.2f ms | %s | %.2f s | %s |\n",
+           b->o.clients, b->o.window, b->o.requests, b->o.members, in_flight(&b->o), b->fresh_per_s,
+           (double)b->p50_us / USEC_PER_MSEC, (double)b->p90_us / USEC_PER_MSEC,
+           (double)b->p99_us / USEC_PER_MSEC, (double)b->max_us / USEC_PER_MSEC, per_fsync,
+           b->setup_s, b->seq_verdict);
+}
+
+/* ---- options and main ------------------------------------------------------------------ */
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: bench_broker [--clients N] [--window N] [--requests N] [--members N]\n"
-                 "                    [--endpoint ENDPOINT]\n"
-                 "Durable earns through coalition-broker over loopback TCP; prints earns/s and\n"
-                 "latency percentiles. Without --endpoint it starts a broker on a fresh ledger.\n"
-                 "Defaults: --clients 8 --window 256 --requests 200000 --members 1000\n");
+    fprintf(out,
+            "Usage: bench_broker [--clients N] [--window N] [--requests N] [--members N]\n"
+            "                    [--seed N] [--port N] [--ledger DIR]\n"
+            "       bench_broker --endpoint ENDPOINT [--ledger DIR | --admin ENDPOINT] ...\n"
+            "Durable earns through coalition-broker over loopback TCP. Counts only fresh\n"
+            "approvals, checks the ledger's sequence grew by exactly that many, prints\n"
+            "throughput, latency percentiles and requests per fsync. Without --endpoint it\n"
+            "starts a broker (on --port, else a free port) on --ledger DIR, else on a fresh\n"
+            "ledger. With --endpoint, --ledger DIR (read-only) enables the sequence check and\n"
+            "setup through ipc://DIR/admin.sock; without it both are skipped.\n"
+            "Defaults: --clients %d --window %d --requests %ld --members %d --seed %u\n"
+            "Exit 0 every earn a fresh approval and the check passed, 1 otherwise, 2 usage.\n",
+            DEFAULT_CLIENTS, DEFAULT_WINDOW, DEFAULT_REQUESTS, DEFAULT_MEMBERS, DEFAULT_SEED);
+}
+
+static int parse_long(const char *name, const char *arg, long min, long max, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno != 0 || end == arg || *end != '\0' || v < min || v > max) {
+        fprintf(stderr, "bench_broker: --%s %s: expected %ld..%ld\n", name, arg, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_option(options_t *o, int c, const char *arg)
+{
+    long v = 0;
+    int rc = 0;
+    switch (c) {
+    case 'c':
+        rc = parse_long("clients", arg, 1, CLIENTS_MAX, &v);
+        o->clients = (int)v;
+        break;
+    case 'w':
+        rc = parse_long("window", arg, 1, WINDOW_MAX, &v);
+        o->window = (int)v;
+        break;
+    case 'n':
+        rc = parse_long("requests", arg, 1, REQUESTS_MAX, &v);
+        o->requests = v;
+        break;
+    case 'm':
+        rc = parse_long("members", arg, 1, MEMBERS_MAX, &v);
+        o->members = (int)v;
+        break;
+    case 'p':
+        rc = parse_long("port", arg, 1, PORT_MAX, &v);
+        o->port = (int)v;
+        break;
+    case 's':
+        rc = parse_long("seed", arg, 0, LONG_MAX, &v);
+        o->seed = (uint64_t)v;
+        break;
+    case 'e': o->endpoint = arg; break;
+    case 'l': o->ledger = arg; break;
+    case 'a': o->admin = arg; break;
+    default: rc = -1;
+    }
+    return rc;
 }
 
 static int parse_options(int argc, char **argv, options_t *o)
@@ -189,109 +887,132 @@ static int parse_options(int argc, char **argv, options_t *o)
                                              {"window", required_argument, NULL, 'w'},
                                              {"requests", required_argument, NULL, 'n'},
                                              {"members", required_argument, NULL, 'm'},
+                                             {"port", required_argument, NULL, 'p'},
+                                             {"seed", required_argument, NULL, 's'},
                                              {"endpoint", required_argument, NULL, 'e'},
+                                             {"ledger", required_argument, NULL, 'l'},
+                                             {"admin", required_argument, NULL, 'a'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "c:w:n:m:e:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c': o->clients = atoi(optarg); break;
-        case 'w': o->window = atoi(optarg); break;
-        case 'n': o->requests = atol(optarg); break;
-        case 'm': o->members = atoi(optarg); break;
-        case 'e': o->endpoint = optarg; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+    for (;;) {
+        int c = getopt_long(argc, argv, "c:w:n:m:p:s:e:l:a:h", longopts, NULL);
+        if (c == -1)
+            break;
+        if (c == 'h') {
+            usage(stdout);
+            exit(0);
+        }
+        if (parse_option(o, c, optarg) != 0) {
+            usage(stderr);
+            return -1;
         }
     }
-    if (o->clients < 1 || o->clients > CLIENTS_MAX || o->window < 1 || o->window > WINDOW_MAX ||
-        o->requests < o->clients || o->members < 1 || o->members > MEMBERS_MAX) {
-        fprintf(stderr,
-                "bench_broker: options out of range (clients 1-%d, window 1-%d, "
-                "members 1-%d)\n",
-                CLIENTS_MAX, WINDOW_MAX, MEMBERS_MAX);
+    if ((o->endpoint != NULL && strlen(o->endpoint) >= HARNESS_PATH_BYTES) ||
+        (o->ledger != NULL && strlen(o->ledger) >= HARNESS_PATH_BYTES) ||
+        (o->admin != NULL && strlen(o->admin) >= HARNESS_PATH_BYTES)) {
+        fprintf(stderr, "bench_broker: --endpoint, --ledger, --admin: at most %d bytes\n",
+                HARNESS_PATH_BYTES - 1);
+        return -1;
+    }
+    if (optind != argc || o->requests < o->clients || (o->endpoint != NULL && o->port != 0) ||
+        (o->endpoint == NULL && o->admin != NULL)) {
+        fprintf(stderr, "bench_broker: --requests must be >= --clients; --port and --admin "
+                        "go with one broker only (--port: ours, --admin: --endpoint's)\n");
         return -1;
     }
     return 0;
 }
 
-static void report(const options_t *o, client_run_t *runs, int64_t elapsed_us)
+/* An external broker: its endpoint; the ledger (read-only) and admin socket if given. */
+static void external_setup(bench_t *b)
 {
-    long total = 0, approved = 0, declined = 0, lost = 0, k = 0;
-    for (int i = 0; i < o->clients; i++) {
-        total += runs[i].count;
-        approved += runs[i].approved;
-        declined += runs[i].declined;
-        lost += runs[i].lost;
-    }
-    int64_t *all = calloc((size_t)total, sizeof *all);
-    for (int i = 0; i < o->clients; i++) {
-        for (long j = 0; j < runs[i].count; j++) {
-            if (runs[i].latency_us[j] > 0)
-                all[k++] = runs[i].latency_us[j];
-        }
-    }
-    qsort(all, (size_t)k, sizeof *all, cmp_i64);
-    printf("clients %d, window %d per client (%d in flight), %ld earns, %d members\n", o->clients,
-           o->window, o->clients * o->window, total, o->members);
-    printf("approved %ld, declined %ld, unanswered %ld\n", approved, declined, lost);
-    printf("elapsed %.3f s, throughput %.0f durable earns/s\n", (double)elapsed_us / 1e6,
-           (double)approved * 1e6 / (double)elapsed_us);
-    if (k > 0)
-        printf("latency us: p50 %" PRId64 ", p90 %" PRId64 ", p99 %" PRId64 ", max %" PRId64 "\n",
-               all[k / 2], all[k * 9 / 10], all[k * 99 / 100], all[k - 1]);
-    free(all);
+    snprintf(b->endpoint, sizeof b->endpoint, "%s", b->o.endpoint);
+    b->ledger = b->o.ledger;
+    if (b->o.admin != NULL)
+        snprintf(b->admin, sizeof b->admin, "%s", b->o.admin);
+    else if (b->o.ledger != NULL)
+        snprintf(b->admin, sizeof b->admin, "ipc://%s/admin.sock", b->o.ledger);
+}
+
+static void print_start(const bench_t *b)
+{
+    printf("bench_broker: %s broker on %s, ledger %s\n", b->own ? "own" : "external", b->endpoint,
+           b->ledger != NULL ? b->ledger : "(unknown: no seq check)");
+    printf("bench_broker: run nonce %s (in every earn's txn id), member seed %" PRIu64 "\n",
+           b->nonce, b->o.seed);
+}
+
+/* Setup, then earns, each bracketed by a read of the ledger's last sequence; our own
+ * broker is stopped at each read so that the read is final and the writer logs its
+ * commit figures per phase. Returns the exit status. */
+static int run(bench_t *b, stream_t *streams)
+{
+    tally_t sum;
+    bool ledger = b->ledger != NULL;
+    b->cpu_mark_s = self_cpu_s();
+    if ((ledger && ledger_seq(b->ledger, &b->seq_start) != 0) || (b->own && broker_start(b) != 0))
+        return 1;
+    if (b->admin[0] == '\0')
+        printf("setup: SKIPPED (no admin socket: partner %s and members m0..m%d must exist)\n",
+               BENCH_PARTNER, b->o.members - 1);
+    else if (setup_phase(b) != 0)
+        return 1;
+    print_cpu(b, "setup");
+    if ((b->own && broker_stop(b) != 0) || (ledger && ledger_seq(b->ledger, &b->seq_setup) != 0) ||
+        (b->own && broker_start(b) != 0))
+        return 1;
+    if (earn_phase(b, streams, &sum) != 0)
+        return 1;
+    print_cpu(b, "earns");
+    int stopped = b->own ? broker_stop(b) : 0;
+    if (ledger && ledger_seq(b->ledger, &b->seq_end) != 0)
+        return 1;
+    print_fsync(b);
+    bool checked = seq_check(b, streams, sum.fresh);
+    print_summary(b);
+    bool all_fresh = true;
+    for (int c = 0; c < b->o.clients; c++)
+        all_fresh = all_fresh && stream_all_fresh(&streams[c]);
+    if (!all_fresh)
+        printf("bench_broker: FAILED: %ld of %ld earns were not fresh approvals\n",
+               b->o.requests - sum.fresh, b->o.requests);
+    return all_fresh && checked && stopped == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
 {
-    options_t o = {8, 256, 1000, 200000, NULL};
-    if (parse_options(argc, argv, &o) != 0)
+    static bench_t b;                 /* large (paths, figures); one per process */
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows as it happens, also into a file */
+    b.o = (options_t){.clients = DEFAULT_CLIENTS,
+                      .window = DEFAULT_WINDOW,
+                      .members = DEFAULT_MEMBERS,
+                      .requests = DEFAULT_REQUESTS,
+                      .seed = DEFAULT_SEED};
+    if (parse_options(argc, argv, &b.o) != 0)
         return 2;
-    world_t w;
-    const char *endpoint = o.endpoint;
-    if (endpoint == NULL) {
-        world_init(&w);
-        world_start_broker(&w);
-        endpoint = w.broker_endpoint;
-        char admin[HARNESS_PATH_BYTES + 32];
-        snprintf(admin, sizeof admin, "ipc://%s/admin.sock", w.ledger);
-        if (admin_setup(admin, o.members) != 0) {
-            fprintf(stderr, "bench_broker: setup through the admin socket failed\n");
-            world_destroy(&w);
-            return 2;
-        }
+    int len = snprintf(b.nonce, sizeof b.nonce, "%" PRIx64 "-%ld", (uint64_t)clock_wall_ms(),
+                       (long)getpid());
+    if (len < 0 || (size_t)len >= sizeof b.nonce)
+        return 2;
+    b.own = b.o.endpoint == NULL;
+    b.seq_verdict = "not reached";
+    stream_t *streams = calloc((size_t)b.o.clients, sizeof *streams);
+    int rc = streams == NULL ? 2 : 0;
+    if (rc == 0 && b.own && world_setup(&b) != 0)
+        rc = 2;
+    if (rc == 0 && !b.own)
+        external_setup(&b);
+    if (rc == 0) {
+        print_start(&b);
+        rc = run(&b, streams);
     }
-    client_run_t runs[CLIENTS_MAX];
-    pthread_t threads[CLIENTS_MAX];
-    for (int i = 0; i < o.clients; i++) {
-        runs[i] = (client_run_t){
-            .o = &o, .endpoint = endpoint, .index = i, .count = o.requests / o.clients};
-        runs[i].latency_us = calloc((size_t)runs[i].count, sizeof(int64_t));
-    }
-    int64_t start = clock_mono_us();
-    for (int i = 0; i < o.clients; i++)
-        pthread_create(&threads[i], NULL, client_main, &runs[i]);
-    for (int i = 0; i < o.clients; i++)
-        pthread_join(threads[i], NULL);
-    int64_t elapsed = clock_mono_us() - start;
-    report(&o, runs, elapsed);
-    long bad = 0;
-    for (int i = 0; i < o.clients; i++) {
-        bad += runs[i].declined + runs[i].lost;
-        free(runs[i].latency_us);
-    }
-    if (o.endpoint == NULL) {
-        printf("broker stop: exit %d\n", world_stop_broker(&w, SIGTERM));
-        char line[512];
-        FILE *f = fopen(w.broker.log_path, "r");
-        while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-            if (strstr(line, "per fsync") != NULL)
-                printf("broker: %s", strstr(line, "writer:"));
-        }
-        if (f != NULL)
-            fclose(f);
-        world_destroy(&w);
-    }
-    return bad == 0 ? 0 : 1;
+    for (int c = 0; streams != NULL && c < b.o.clients; c++)
+        stream_free(&streams[c]);
+    free(streams);
+    if (b.own && rc == 1)
+        print_log_tail(&b);
+    if (b.own)
+        world_destroy(&b.w);
+    fflush(stdout);
+    return rc;
 }

@@ -199,8 +199,10 @@ static void expect_accounts(const world_t *w, const account_row_t *expected, siz
     EXPECT_EQ("sum of all account balances", 0, sum);
     for (size_t i = 0; i < count && i < got.count; i++) {
         EXPECT_STR("account name (in key order)", expected[i].name, got.rows[i].name);
-        char what[160];
-        snprintf(what, sizeof what, "balance of %s", expected[i].name);
+        /* The precision bounds the name to its field, so the message always fits. */
+        char what[sizeof "balance of " + ACCOUNT_NAME_BYTES_MAX];
+        snprintf(what, sizeof what, "balance of %.*s", (int)sizeof expected[i].name,
+                 expected[i].name);
         EXPECT_EQ(what, expected[i].balance, got.rows[i].balance);
     }
     EXPECT_EQ("number of accounts", count, got.count);
