@@ -97,21 +97,6 @@ static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
     free(reply);
 }
 
-/* A key the ledger already holds is answered here from a read transaction (a replay, or
- * 94); true if it was. Anything else, a lookup failure included, goes to the writer. */
-static bool answer_repeat(frontend_t *self, void *sock, request_t *r)
-{
-    uint8_t *reply = NULL;
-    size_t len = 0;
-    if (ledger_replay(self->ledger, r->env, r->hash, &reply, &len) != CL_OK) {
-        free(reply);
-        return false;
-    }
-    send_reply(sock, r, reply, len);
-    free(reply);
-    return true;
-}
-
 /* Decode and validate; true when the request joins the batch for the writer. */
 static bool accept_request(frontend_t *self, void *sock, origin_t origin, request_t *r,
                            const zmq_msg_t *payload)
@@ -145,7 +130,7 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
         send_decline(sock, r, r->env, code, why);
     } else if (r->env->body_case == COALITION__ENVELOPE__BODY_BALANCE) {
         answer_inquiry(self, sock, r);
-    } else if (!answer_repeat(self, sock, r)) {
+    } else {
         return true;
     }
     wire_envelope_free(r->env);

@@ -733,7 +733,16 @@ int ledger_replay(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE
 {
     *reply_out = NULL;
     read_call_t call = {env, hash, NULL, reply_out, reply_len_out};
-    return with_reader(self, replay_in, &call);
+    MDB_txn *txn = NULL; /* its own read transaction: any thread may call this */
+    if (pthread_rwlock_rdlock(&self->map_lock) != 0)
+        return CL_ERR_INVALID;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc == CL_OK) {
+        rc = replay_in(self, txn, &call);
+        mdb_txn_abort(txn);
+    }
+    pthread_rwlock_unlock(&self->map_lock);
+    return rc;
 }
 
 int ledger_account_balance(ledger_t *self, const char *account, int64_t *balance_out)

@@ -52,10 +52,11 @@ uint64_t ledger_last_seq(const ledger_t *self);
 int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                    uint8_t **reply_out, size_t *reply_len_out);
 
-/* Reader side: the answer to a request whose key the ledger already holds (the original
- * reply marked replay, and reversed if undone since; or 94 for another request), so
- * repeats are answered without the writer — even when the writer has failed. Returns
- * CL_ERR_NOT_FOUND when the key is new (or a tombstone awaits its original). */
+/* Reader side, in its own read transaction: the answer to a request whose key the ledger
+ * already holds (the original reply marked replay, and reversed if undone since; or 94
+ * for another request). The writer uses it when it has failed, so repeats still get
+ * their true answer instead of 96. Returns CL_ERR_NOT_FOUND when the key is new (or a
+ * tombstone awaits its original). */
 int ledger_replay(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                   uint8_t **reply_out, size_t *reply_len_out);
 

@@ -32,14 +32,19 @@ typedef struct round {
     size_t n;
 } round_t;
 
-static void fill_system_error(batch_t **batches, size_t n)
+/* The round could not be committed: a repeat of a key the ledger holds still gets its
+ * original answer (read, not written); anything else 96, which is never remembered. */
+static void fill_system_error(writer_t *self, batch_t **batches, size_t n)
 {
-    /* Not "not applied": a replay of an earlier approval can get here too. */
     char text[] = "Declined 96: system error; the clearinghouse cannot record requests now";
     for (size_t b = 0; b < n; b++) {
         for (size_t i = 0; i < batches[b]->count; i++) {
             request_t *r = &batches[b]->items[i];
             authorization_t auth;
+            free(r->reply);
+            r->reply = NULL;
+            if (ledger_replay(self->ledger, r->env, r->hash, &r->reply, &r->reply_len) == CL_OK)
+                continue;
             free(r->reply);
             wire_auth_decline(&auth, r->env, RC_SYSTEM_ERROR, text);
             wire_auth_echo(&auth, r->env, r->hash);
@@ -96,7 +101,7 @@ static void apply_round(writer_t *self, batch_t **batches, size_t n)
     if (rc != CL_OK) {
         log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
                   "writer: round of %zu batch(es) not committed: %s", n, cl_strerror(rc));
-        fill_system_error(batches, n);
+        fill_system_error(self, batches, n);
     }
 }
 
