@@ -616,7 +616,8 @@ static int decline_reversed_ahead(ledger_t *self, const envelope_t *env,
                                   const uint8_t hash[WIRE_HASH_BYTES], uint64_t tombstone_seq,
                                   uint8_t **reply_out, size_t *len_out)
 {
-    assert(tombstone_seq > 0 && tombstone_seq <= self->batch_seq);
+    if (tombstone_seq == 0 || tombstone_seq > self->batch_seq)
+        return CL_ERR_CORRUPT; /* read from disk: a damaged record fails the writer */
     decision_t d;
     memset(&d, 0, sizeof d);
     snprintf(d.member_id, sizeof d.member_id, "%s", wire_member_of(env));
