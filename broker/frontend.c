@@ -15,6 +15,7 @@
 #include "shutdown.h"
 #include "writer.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +132,7 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
     } else if (r->env->body_case == COALITION__ENVELOPE__BODY_BALANCE) {
         answer_inquiry(self, sock, r);
     } else {
+        assert(r->env != NULL && r->env->body_case != COALITION__ENVELOPE__BODY_BALANCE);
         return true;
     }
     wire_envelope_free(r->env);
@@ -155,6 +157,7 @@ static void read_socket(frontend_t *self, void *sock, origin_t origin, batch_t *
         }
         if (got == 1 && accept_request(self, sock, origin, r, &payload))
             batch->count++;
+        assert(batch->count <= BATCH_REQUESTS_MAX);
         zmq_msg_close(&payload);
     }
 }
@@ -180,6 +183,7 @@ static void deliver(frontend_t *self, batch_t *batch)
         r->env = NULL;
     }
     batch->count = 0;
+    assert(self->in_flight > 0 && self->pool_count < BATCHES_IN_FLIGHT_MAX);
     self->pool[self->pool_count++] = batch;
     self->in_flight--;
 }
@@ -193,6 +197,8 @@ static void drain_writer(frontend_t *self)
 
 static void take_intake(frontend_t *self)
 {
+    assert(self->pool_count > 0); /* intake is polled only while a batch is free */
+    assert(self->pool_count + self->in_flight == BATCHES_IN_FLIGHT_MAX);
     batch_t *batch = self->pool[--self->pool_count];
     read_socket(self, self->admin, ORIGIN_ADMIN, batch);
     read_socket(self, self->front, ORIGIN_PARTNER, batch);

@@ -18,6 +18,16 @@
 #include <sys/stat.h>
 
 #define META_SCHEMA_KEY "schema_version"
+
+_Static_assert(TXN_KEY_BYTES_MAX == PARTNER_ID_LEN_MAX + SITE_ID_LEN_MAX + TXN_ID_LEN_MAX + 2,
+               "a txn key holds the three longest ids and two separators");
+/* An idempotency record holds a whole reply (at most a wire message) and the hash. */
+_Static_assert(LEDGER_ENTRY_BYTES_MAX >= WIRE_MESSAGE_BYTES_MAX + 2 * WIRE_HASH_BYTES + 64,
+               "record buffers hold a stored reply with its hash and fields");
+_Static_assert(ACCOUNT_NAME_BYTES_MAX > sizeof "partner::redeemed" - 1 + PARTNER_ID_LEN_MAX,
+               "account names fit partner ids");
+_Static_assert(ACCOUNT_NAME_BYTES_MAX > sizeof MEMBER_PREFIX - 1 + MEMBER_ID_LEN_MAX,
+               "account names fit member ids");
 #define LEDGER_PATH_BYTES_MAX 4096
 
 static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
@@ -236,10 +246,12 @@ int ledger_put_record(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t key_len
                       const ProtobufCMessage *msg)
 {
     uint8_t buf[LEDGER_ENTRY_BYTES_MAX];
+    assert(txn != NULL && key != NULL && key_len > 0 && msg != NULL);
     size_t len = protobuf_c_message_get_packed_size(msg);
     if (len > sizeof buf)
         return CL_ERR_INVALID;
-    protobuf_c_message_pack(msg, buf);
+    size_t packed = protobuf_c_message_pack(msg, buf);
+    assert(packed == len);
     MDB_val k = {key_len, (void *)key};
     MDB_val v = {len, buf};
     return store_err(mdb_put(txn, dbi, &k, &v, 0));
@@ -289,7 +301,10 @@ int ledger_get_entry(ledger_t *self, MDB_txn *txn, uint64_t seq, journal_entry_t
 size_t ledger_txn_key(uint8_t key[TXN_KEY_BYTES_MAX], const char *partner, const char *site,
                       const char *txn_id)
 {
-    return store_triple_key(key, TXN_KEY_BYTES_MAX, partner, site, txn_id);
+    assert(partner != NULL && site != NULL && txn_id != NULL);
+    size_t len = store_triple_key(key, TXN_KEY_BYTES_MAX, partner, site, txn_id);
+    assert(len <= TXN_KEY_BYTES_MAX);
+    return len;
 }
 
 int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *site,
@@ -351,6 +366,7 @@ int ledger_batch_begin(ledger_t *self)
     }
     self->batch_seq = self->seq;
     memcpy(self->batch_head, self->head, WIRE_HASH_BYTES);
+    assert(self->batch != NULL && !self->failed);
     return CL_OK;
 }
 
@@ -365,6 +381,7 @@ int ledger_batch_commit(ledger_t *self)
 {
     if (self->batch == NULL)
         return CL_ERR_INVALID;
+    assert(self->batch_seq >= self->seq); /* a batch only appends */
     int rc = mdb_txn_commit(self->batch); /* fsyncs: the env has no NOSYNC flags */
     self->batch = NULL;
     if (rc != MDB_SUCCESS) {
@@ -375,6 +392,7 @@ int ledger_batch_commit(ledger_t *self)
     }
     self->seq = self->batch_seq;
     memcpy(self->head, self->batch_head, WIRE_HASH_BYTES);
+    assert(self->batch == NULL);
     return CL_OK;
 }
 
@@ -410,6 +428,8 @@ static void auth_code_of(const uint8_t hash[WIRE_HASH_BYTES], char out[AUTH_CODE
 static void reply_from_decision(authorization_t *auth, const envelope_t *env, const uint8_t *hash,
                                 decision_t *d, uint64_t seq, char *auth_code)
 {
+    /* An approval of a write has its journal entry; a decline has none. */
+    assert((seq > 0) == ((d->code == RC_APPROVED || d->code == RC_PARTIAL) && auth_code[0] != 0));
     wire_auth_decline(auth, env, d->code, d->text);
     wire_auth_echo(auth, env, hash);
     auth->member_id = d->member_id;
@@ -505,6 +525,7 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
 {
     journal_entry_t e = COALITION__JOURNAL_ENTRY__INIT;
     Coalition__Posting *postings[DECISION_POSTINGS_MAX];
+    assert(d->posting_count <= DECISION_POSTINGS_MAX);
     e.seq = self->batch_seq + 1;
     e.time_ms = now_ms;
     e.kind = d->kind;
@@ -557,6 +578,9 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
     uint8_t entry_hash[WIRE_HASH_BYTES];
     char auth_code[AUTH_CODE_LEN + 1];
     authorization_t auth;
+    uint64_t seq_before = self->batch_seq;
+    assert(d->code == RC_APPROVED || d->code == RC_PARTIAL);
+    assert(d->kind != COALITION__ENTRY_KIND__ENTRY_NONE);
     int rc = append_entry(self, child, env, hash, now_ms, d, entry_hash);
     if (rc != CL_OK)
         return rc;
@@ -576,6 +600,7 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
     }
     self->batch_seq++;
     memcpy(self->batch_head, entry_hash, WIRE_HASH_BYTES);
+    assert(self->batch_seq == seq_before + 1 && *reply_out != NULL);
     return CL_OK;
 }
 
@@ -585,6 +610,7 @@ static int finish_declined(ledger_t *self, MDB_txn *child, const envelope_t *env
                            decision_t *d, uint8_t **reply_out, size_t *len_out)
 {
     authorization_t auth;
+    assert(d->code != RC_APPROVED && d->code != RC_PARTIAL); /* a decline moves nothing */
     if (child != NULL)
         mdb_txn_abort(child);
     d->points = 0;
@@ -634,6 +660,7 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
     *reply_out = NULL;
     if (self->batch == NULL)
         return CL_ERR_INVALID;
+    assert(env != NULL && hash != NULL && !self->failed);
     Coalition__IdemRecord *idem = NULL;
     int rc = ledger_get_idem(self, self->batch, env->partner_id, env->site_id, env->txn_id, &idem);
     if (rc == CL_OK && idem->tombstone && idem->request_hash.len == 0) {
@@ -673,6 +700,7 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
 /* Run `fn` in the reader's read transaction (renewed, then reset), under the map lock. */
 static int with_reader(ledger_t *self, int (*fn)(ledger_t *, MDB_txn *, void *), void *ctx)
 {
+    assert(fn != NULL);
     if (pthread_rwlock_rdlock(&self->map_lock) != 0)
         return CL_ERR_INVALID;
     int rc = self->reader != NULL ? mdb_txn_renew(self->reader)

@@ -102,6 +102,8 @@ static bool is_member_account(const char *account)
 static int move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
                        const char *to, int64_t points)
 {
+    assert(points >= 0 && points <= POINTS_MAX);
+    assert(strcmp(from, to) != 0 && d->posting_count == 0);
     int64_t from_bal, to_bal, from_after, to_after;
     int rc = ledger_get_balance(self, txn, from, &from_bal);
     if (rc == CL_OK)
@@ -130,6 +132,8 @@ static int move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *
     }
     d->posting_count = DECISION_POSTINGS_MAX;
     d->balance = is_member_account(from) ? from_after : to_after;
+    assert(d->postings[0].delta + d->postings[1].delta == 0); /* the entry balances */
+    assert(d->balance >= 0 || !is_member_account(from));
     return CL_OK;
 }
 
@@ -208,6 +212,7 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         points = d->balance;
         code = RC_PARTIAL;
     }
+    assert(points > 0 && points <= d->balance && points <= r->points);
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, env->partner_id);
     ledger_account_member(member, sizeof member, r->member_id);
     rc = move_or_decline(self, txn, d, member, redeemed, points);
@@ -375,6 +380,8 @@ static int64_t earn_refund_points(const original_t *o, const Coalition__RefundRe
     d->amount_minor = amount;
     snprintf(d->currency, sizeof d->currency, "%s", e->currency);
     int64_t share = amount_share(e->points, o->rev.reversed_minor + amount, e->amount_minor);
+    /* Cumulative shares never decrease and never pass the original's points. */
+    assert(share >= o->rev.reversed_points && share <= e->points);
     return share - o->rev.reversed_points;
 }
 
@@ -397,6 +404,7 @@ static int64_t burn_refund_points(const original_t *o, const Coalition__RefundRe
                 (long long)points, (long long)left);
         return 0;
     }
+    assert(points > 0 && points <= left);
     return points;
 }
 
@@ -514,6 +522,7 @@ static int apply_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
         rc = ledger_put_balance(self, txn, account, 0);
     d->kind = COALITION__ENTRY_KIND__ENTRY_ENROLL;
     d->balance = 0;
+    assert(d->posting_count == 0); /* an enrolment moves no points */
     snprintf(d->text, sizeof d->text, "Member %s enrolled", member_id);
     return rc;
 }
@@ -545,6 +554,7 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
         rc = ledger_put_balance(self, txn, redeemed, 0);
     d->kind = COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD;
     d->added_partner_id = r->partner_id;
+    assert(d->posting_count == 0 && r->earn_rate_milli > 0); /* validated by wire_validate */
     d->earn_rate_milli = r->earn_rate_milli;
     snprintf(d->currency, sizeof d->currency, "%s", r->currency);
     char rate[AMOUNT_TEXT_BYTES];
@@ -570,6 +580,7 @@ int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
 
 int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
+    assert(env != NULL && d->posting_count == 0 && d->kind == COALITION__ENTRY_KIND__ENTRY_NONE);
     d->code = RC_APPROVED;
     set_member(d, wire_member_of(env));
     switch (env->body_case) {

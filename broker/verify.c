@@ -12,6 +12,7 @@
 
 #include "errors.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,6 +41,7 @@ void verify_free(verify_t *v)
 
 int verify_violation(verify_t *v, const char *fmt, ...)
 {
+    assert(v->why != NULL && v->why_size > 0);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(v->why, v->why_size, fmt, ap);

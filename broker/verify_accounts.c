@@ -9,6 +9,7 @@
 
 #include "errors.h"
 
+#include <assert.h>
 #include <string.h>
 
 static bool is_member_account(const char *name)
@@ -30,6 +31,7 @@ int vaccounts_open(verify_t *v, const char *name, uint64_t seq)
                                 (unsigned long long)seq);
     if (rc == CL_OK)
         a->opened_seq = seq;
+    assert(rc != CL_OK || (a != NULL && a->sum == 0)); /* opened empty */
     return rc;
 }
 

@@ -90,6 +90,7 @@ static int grow(vmap_t *m)
     m->slots = slots;
     m->slot_count = capacity * VMAP_SLOTS_PER_ITEM;
     m->capacity = capacity;
+    assert(m->count < m->capacity && m->slot_count > m->capacity); /* probing ends */
     for (size_t i = 0; i < m->count; i++) {
         const vkey_t *k = key_at(m, i);
         m->slots[probe(m, k->bytes, k->len)] = i + 1;
@@ -119,5 +120,6 @@ int vmap_insert(vmap_t *m, const void *key, size_t len, void **item_out)
     k->len = len;
     m->slots[at] = ++m->count;
     *item_out = item;
+    assert(m->count <= m->capacity && vmap_find(m, key, len) == item);
     return CL_OK;
 }

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "request.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,7 @@ static void drop_replies(batch_t **batches, size_t n)
 static int apply_once(void *ctx)
 {
     round_t *round = ctx;
+    assert(round->n > 0 && round->n <= BATCHES_IN_FLIGHT_MAX);
     drop_replies(round->batches, round->n);
     int rc = ledger_batch_begin(round->self->ledger);
     if (rc != CL_OK)
@@ -139,6 +141,8 @@ static bool collect(void *sock, batch_t **batches, size_t *n_out, size_t *reques
         requests += b->count;
         flags = ZMQ_DONTWAIT;
     }
+    assert(n <= BATCHES_IN_FLIGHT_MAX);
+    assert(requests <= WRITER_REQUESTS_PER_COMMIT_MAX + BATCH_REQUESTS_MAX);
     *n_out = n;
     *requests_out = requests;
     return stop;

@@ -3,6 +3,7 @@
 
 #include "errors.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -113,6 +114,7 @@ int amount_points_for(int64_t amount_minor, int exponent, int64_t rate_milli, in
     i128_t points = num / den;
     if (points > INT64_MAX)
         return CL_ERR_OVERFLOW;
+    assert(den > 0 && points >= 0); /* rounded down, never negative */
     *points_out = (int64_t)points;
     return CL_OK;
 }
@@ -123,7 +125,9 @@ int64_t amount_share(int64_t total, int64_t part, int64_t whole)
         return 0;
     if (part >= whole)
         return total;
-    return (int64_t)(((i128_t)total * part) / whole);
+    int64_t share = (int64_t)(((i128_t)total * part) / whole);
+    assert(total < 0 || (share >= 0 && share <= total)); /* 0 < part < whole */
+    return share;
 }
 
 void amount_format_points(int64_t points, char *buf, size_t size)

@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "errors.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -78,6 +79,7 @@ static int await_reply(client_t *self, const char *txn_id, int timeout_ms,
 int client_call_raw(client_t *self, const void *buf, size_t len, int timeout_ms,
                     authorization_t **auth_out)
 {
+    assert(self != NULL && buf != NULL && auth_out != NULL && timeout_ms >= 0);
     if (zmq_send(self->sock, buf, len, 0) != (int)len)
         return CL_ERR_ZMQ;
     return await_reply(self, NULL, timeout_ms, auth_out);
@@ -85,6 +87,7 @@ int client_call_raw(client_t *self, const void *buf, size_t len, int timeout_ms,
 
 int client_call(client_t *self, const envelope_t *env, int timeout_ms, authorization_t **auth_out)
 {
+    assert(self != NULL && env != NULL && auth_out != NULL && timeout_ms >= 0);
     size_t len = 0;
     uint8_t *buf = wire_pack_envelope(env, &len);
     if (buf == NULL)

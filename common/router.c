@@ -3,6 +3,7 @@
 
 #include "log.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@ int router_read(void *sock, peer_t *peer, zmq_msg_t *payload)
     bool ok = (count == 2 || (count == 3 && zmq_msg_size(&frames[1]) == 0)) &&
               zmq_msg_size(&frames[0]) <= ROUTING_ID_BYTES_MAX;
     if (ok) {
+        assert(zmq_msg_size(&frames[0]) <= ROUTING_ID_BYTES_MAX);
         peer->routing_id_len = zmq_msg_size(&frames[0]);
         memcpy(peer->routing_id, zmq_msg_data(&frames[0]), peer->routing_id_len);
         peer->delimiter = count == 3;
@@ -52,6 +54,8 @@ int router_read(void *sock, peer_t *peer, zmq_msg_t *payload)
 
 void router_reply(void *sock, const peer_t *peer, const void *buf, size_t len)
 {
+    assert(sock != NULL && peer != NULL && buf != NULL);
+    assert(peer->routing_id_len <= ROUTING_ID_BYTES_MAX);
     int rc = zmq_send(sock, peer->routing_id, peer->routing_id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0 && peer->delimiter)
         rc = zmq_send(sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);

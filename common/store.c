@@ -135,6 +135,7 @@ int store_env_grow(MDB_env *env)
         return CL_ERR_MAP_FULL;
     }
     size_t next = info.me_mapsize <= max / 2 ? info.me_mapsize * 2 : max;
+    assert(next > info.me_mapsize && next <= max); /* growing always makes progress */
     mrc = mdb_env_set_mapsize(env, next);
     if (mrc != MDB_SUCCESS) {
         log_error("cannot grow the LMDB map to %zu KiB: %s", next >> 10, mdb_strerror(mrc));
@@ -304,6 +305,7 @@ int store_lock_take(store_lock_t **lock_out, const char *dir, long *holder_pid_o
         return rc;
     }
     assert(lock->fd >= 0);
+    assert(lock != NULL);
     *lock_out = lock;
     return CL_OK;
 }
@@ -359,6 +361,7 @@ uint64_t store_get_u64(const uint8_t in[8])
 
 size_t store_triple_key(uint8_t *buf, size_t size, const char *a, const char *b, const char *c)
 {
+    assert(buf != NULL && a != NULL && b != NULL && c != NULL);
     const char *parts[] = {a, b, c};
     size_t at = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -371,5 +374,6 @@ size_t store_triple_key(uint8_t *buf, size_t size, const char *a, const char *b,
         memcpy(buf + at, parts[i], len);
         at += len;
     }
+    assert(at == strlen(a) + strlen(b) + strlen(c) + 2 && at <= size);
     return at;
 }

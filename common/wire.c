@@ -5,6 +5,7 @@
 #include "digest.h"
 #include "errors.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +186,7 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
 
 int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_size)
 {
+    assert(env != NULL && why != NULL && why_size > 0);
     if (env->version != WIRE_VERSION)
         return refuse(why, why_size, RC_FORMAT_ERROR, "unsupported protocol version %u",
                       env->version);
@@ -212,6 +214,7 @@ int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_
 
 int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
 {
+    assert(env != NULL && hash != NULL);
     envelope_t canonical = *env;
     canonical.client_time_ms = 0;
     uint8_t buf[WIRE_MESSAGE_BYTES_MAX];
@@ -256,6 +259,7 @@ void wire_auth_decline(authorization_t *auth, const envelope_t *env, int code, c
 
 void wire_auth_echo(authorization_t *auth, const envelope_t *env, const uint8_t *hash)
 {
+    assert(auth != NULL);
     auth->site_id = (env != NULL && env->site_id != NULL) ? env->site_id : "";
     auth->request_hash.data = (uint8_t *)hash;
     auth->request_hash.len = hash != NULL ? WIRE_HASH_BYTES : 0;

@@ -130,6 +130,7 @@ static void sendq_remove(agent_t *a, pending_t *p)
 /* The next moment something must happen to `p`: a till's deadline, a resend, a retry. */
 static void reschedule(agent_t *a, pending_t *p)
 {
+    assert(p->state < PENDING_STATE_COUNT);
     int64_t due = pending_first_deadline(p);
     if ((p->state == PENDING_IN_FLIGHT || p->state == PENDING_BACKOFF) && p->resend_ms < due)
         due = p->resend_ms;
@@ -143,6 +144,8 @@ static void reschedule(agent_t *a, pending_t *p)
 
 static int64_t resend_delay_ms(agent_t *a, unsigned attempts)
 {
+    _Static_assert(RESEND_SHIFT_MAX < 31, "the shifted retry interval fits in int64");
+    assert(a->opts->retry_ms > 0);
     unsigned shift = attempts > 0 ? attempts - 1 : 0;
     int64_t base = (int64_t)a->opts->retry_ms
                    << (shift < RESEND_SHIFT_MAX ? shift : RESEND_SHIFT_MAX);
@@ -196,6 +199,7 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
  * the journaled answer, marked replay, and the request is done. */
 static void answer_from_journal(agent_t *a, pending_t *p)
 {
+    assert(p->known_reply != NULL && p->outbox_seq == 0 && p->state != PENDING_REVOKED);
     authorization_t *auth = wire_auth_decode(p->known_reply, p->known_reply_len);
     uint8_t *bytes = NULL;
     size_t len = 0;
@@ -262,6 +266,7 @@ static int write_ops(agent_t *a, const char *what)
 
 static void unlink_dependency(pending_t *p)
 {
+    assert(p->blocked_on != NULL && p->state == PENDING_BLOCKED);
     pending_t **at = &p->blocked_on->dependents;
     while (*at != p)
         at = &(*at)->dep_next;
@@ -313,8 +318,10 @@ static void release_dependents(agent_t *a, pending_t *p)
 {
     while (p->dependents != NULL) {
         pending_t *d = p->dependents;
+        assert(d->blocked_on == p);
         unlink_dependency(d);
         place(a, d);
+        assert(d->blocked_on != p); /* p is out of the index or revoked: never again */
     }
 }
 
@@ -344,6 +351,7 @@ static void forget(agent_t *a, pending_t *p)
 
 static void to_in_flight(agent_t *a, pending_t *p, int64_t now)
 {
+    assert(p->state == PENDING_QUEUED && a->in_flight < (size_t)a->opts->window);
     sendq_remove(a, p);
     pending_set_state(p, PENDING_IN_FLIGHT);
     p->attempts++;
@@ -355,6 +363,7 @@ static void to_in_flight(agent_t *a, pending_t *p, int64_t now)
 /* No answer in time: back into the queue, ahead of requests never sent. */
 static void resend_due(agent_t *a, pending_t *p)
 {
+    assert(p->state == PENDING_IN_FLIGHT || p->state == PENDING_BACKOFF);
     if (p->state == PENDING_IN_FLIGHT)
         a->in_flight--;
     pending_set_state(p, PENDING_QUEUED);
@@ -364,6 +373,7 @@ static void resend_due(agent_t *a, pending_t *p)
 /* The broker answered 96 (not applied, not remembered) and no till waits: try later. */
 static void to_backoff(agent_t *a, pending_t *p, int64_t now)
 {
+    assert(p->waiter_count == 0 && pending_store_and_forward(p->kind));
     a->in_flight -= p->state == PENDING_IN_FLIGHT;
     if (p->state == PENDING_QUEUED)
         sendq_remove(a, p);
@@ -375,6 +385,7 @@ static void to_backoff(agent_t *a, pending_t *p, int64_t now)
 /* Admit a new request under its key; the caller writes it to the outbox. */
 static void admit_new(agent_t *a, pending_t *p)
 {
+    assert(p->state == PENDING_QUEUED && p->blocked_on == NULL && p->dependents == NULL);
     pending_map_put(a->by_txn, &p->by_txn);
     if (p->kind == COALITION__ENVELOPE__BODY_ENROLL && find_enrol(a, p->member_id) == NULL)
         pending_map_put(a->by_enrol, &p->by_enrol);
@@ -388,7 +399,8 @@ static void admit_new(agent_t *a, pending_t *p)
  * memory (and in the outbox: the reservation) and the write is retried. */
 static void save_revocation(agent_t *a, pending_t *burn, int64_t now)
 {
-    assert(burn->state == PENDING_REVOKED && !burn->saved);
+    assert(burn->state == PENDING_REVOKED && !burn->saved && a->op_count == 0);
+    assert(burn->revoked_by == NULL || burn->revoked_by->revokes == burn);
     pending_t *rev = burn->revoked_by;
     bool put_void = rev != NULL && rev->outbox_seq == 0;
     if (put_void)
@@ -420,6 +432,7 @@ static void revoke_burn(agent_t *a, pending_t *burn, int64_t now)
     if (burn->state == PENDING_BLOCKED)
         unlink_dependency(burn);
     pending_set_state(burn, PENDING_REVOKED);
+    assert(burn->waiter_count == 0 && burn->q_prev == NULL && burn->blocked_on == NULL);
     if (burn->attempts > 0 && rev == NULL) {
         log_error("cannot build the reversal of burn %s; it stays in the outbox and is "
                   "reversed at the next start",
@@ -471,6 +484,7 @@ static bool deadlines_due(agent_t *a, pending_t *p, int64_t now)
 
 static void timer_due(agent_t *a, pending_t *p, int64_t now)
 {
+    assert(p->heap_index == PENDING_NOT_IN_HEAP); /* popped: due now */
     if (!deadlines_due(a, p, now))
         return;
     if (p->state == PENDING_REVOKED && !p->saved && p->save_ms <= now) {
@@ -497,6 +511,7 @@ static void reversal_txn_id(const char *burn_txn, char out[TXN_ID_LEN_MAX + 1])
     out[1] = 'v';
     for (int i = 0; i < REVERSAL_HASH_HEX / 2; i++)
         snprintf(out + 2 + 2 * i, 3, "%02x", digest[i]);
+    assert(strlen(out) == 2 + REVERSAL_HASH_HEX && wire_id_valid(out, TXN_ID_LEN_MAX));
 }
 
 /* A void of `burn` under reversal_txn_id(). NULL when out of memory. */
@@ -544,6 +559,8 @@ static int check_request(agent_t *a, envelope_t *env, char *why, size_t why_size
     }
     env->partner_id = (char *)o->partner_id;
     env->site_id = (char *)o->site_id;
+    assert(wire_id_valid(env->partner_id, PARTNER_ID_LEN_MAX));
+    assert(wire_id_valid(env->site_id, SITE_ID_LEN_MAX));
     if (coalition__envelope__get_packed_size(env) > WIRE_MESSAGE_BYTES_MAX) {
         snprintf(why, why_size, "request over %d bytes once stamped", WIRE_MESSAGE_BYTES_MAX);
         return RC_FORMAT_ERROR;
@@ -572,6 +589,7 @@ static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *p
         return RC_UNAVAILABLE; /* sent with `pending` set: the outcome is not known yet */
     }
     reschedule(a, p);
+    assert(p->waiter_count > 0 && p->heap_index != PENDING_NOT_IN_HEAP);
     return RC_APPROVED;
 }
 
@@ -687,6 +705,7 @@ static void take_tills(agent_t *a, int64_t now)
         admit_new(a, p); /* a later repeat in this same pass joins it */
         batch[n++] = p;
     }
+    assert(n <= INTAKE_MAX && a->op_count <= n);
     if (write_ops(a, "intake") == CL_OK)
         return;
     for (size_t i = 0; i < n; i++) {
@@ -796,6 +815,7 @@ static void system_error(agent_t *a, const char *txn_id, int64_t now)
 static void deliver(agent_t *a, answer_t *ans)
 {
     pending_t *p = ans->p;
+    assert(p->state != PENDING_REVOKED && p->state != PENDING_BLOCKED);
     for (size_t w = 0; w < p->waiter_count; w++)
         router_reply(a->tills, &p->waiters[w].till, zmq_msg_data(&ans->msg),
                      zmq_msg_size(&ans->msg));
@@ -832,6 +852,7 @@ static void take_replies(agent_t *a, int64_t now)
     }
     for (size_t i = 0; i < error_count; i++)
         system_error(a, errors[i], now);
+    assert(a->op_count == 0);
 }
 
 /* ---- sending and housekeeping ------------------------------------------------------ */
@@ -844,6 +865,7 @@ static void send_ready(agent_t *a, int64_t now)
             break; /* no live connection (ZMQ_IMMEDIATE) or queue full: try next tick */
         to_in_flight(a, p, now);
     }
+    assert(a->in_flight <= (size_t)a->opts->window);
 }
 
 static void run_timers(agent_t *a, int64_t now)
@@ -1039,6 +1061,10 @@ int agent_run(const agent_options_t *opts, int stop_fd)
         run_timers(&a, now);
         send_ready(&a, now);
         prune_journal(&a, now);
+        /* Every held request is under its key; the window bounds what is in flight. */
+        assert(a.pending_count == pending_map_count(a.by_txn));
+        assert(a.in_flight <= (size_t)opts->window && a.in_flight <= a.pending_count);
+        assert(pending_heap_count(a.timers) <= a.pending_count && a.op_count == 0);
         stop = (items[2].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd);
     }
     close_agent(&a);

@@ -7,6 +7,7 @@
 #include "store.h"
 #include "wire.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +71,7 @@ int outbox_open(outbox_t **self_out, const char *dir, int read_only)
     }
     if (rc != CL_OK)
         goto err;
+    assert(self->outbox_next >= 1 && self->journal_next >= 1); /* keys start at 1 */
     *self_out = self;
     return CL_OK;
 err:
@@ -110,10 +112,12 @@ uint64_t outbox_journal_next_seq(const outbox_t *self) { return self->journal_ne
 static int put_packed(MDB_txn *txn, MDB_dbi dbi, uint64_t seq, const ProtobufCMessage *msg)
 {
     uint8_t key[8], buf[OUTBOX_RECORD_BYTES_MAX];
+    assert(seq > 0); /* keys start at 1 */
     size_t len = protobuf_c_message_get_packed_size(msg);
     if (len > sizeof buf)
         return CL_ERR_INVALID;
-    protobuf_c_message_pack(msg, buf);
+    size_t packed = protobuf_c_message_pack(msg, buf);
+    assert(packed == len);
     store_put_u64(key, seq);
     MDB_val k = {sizeof key, key}, v = {len, buf};
     return store_err(mdb_put(txn, dbi, &k, &v, 0));
@@ -121,6 +125,9 @@ static int put_packed(MDB_txn *txn, MDB_dbi dbi, uint64_t seq, const ProtobufCMe
 
 static int apply_op(outbox_t *self, MDB_txn *txn, const outbox_op_t *op)
 {
+    assert(op->kind == OUTBOX_OP_PUT || op->kind == OUTBOX_OP_DELETE ||
+           op->kind == OUTBOX_OP_JOURNAL || op->kind == OUTBOX_OP_REVERSED);
+    assert(op->kind != OUTBOX_OP_REVERSED || op->txn_id != NULL);
     if (op->kind == OUTBOX_OP_DELETE) {
         uint8_t key[8];
         store_put_u64(key, op->seq);
@@ -220,6 +227,7 @@ static int outbox_grow(void *ctx)
 
 int outbox_apply(outbox_t *self, const outbox_op_t *ops, size_t count)
 {
+    assert(self != NULL && ops != NULL && count > 0);
     outbox_round_t round = {self, ops, count};
     const store_retry_t retry = {outbox_attempt, outbox_grow, &round, OUTBOX_GROW_ATTEMPTS_MAX};
     int rc = store_retry_map_full(&retry);
@@ -314,6 +322,7 @@ int outbox_prune(outbox_t *self, int64_t before_ms, size_t max_records, size_t *
     int rc = store_err(mdb_txn_begin(self->env, NULL, 0, &txn));
     if (rc == CL_OK)
         rc = prune_journal(self, txn, before_ms, max_records, pruned_out);
+    assert(*pruned_out <= max_records);
     if (rc == CL_OK)
         rc = prune_reversed(self, txn, before_ms, max_records);
     if (rc == CL_OK)

@@ -40,6 +40,7 @@ void pending_set_state(pending_t *self, pending_state_t to)
     assert(to != PENDING_QUEUED || self->blocked_on == NULL);
     assert(to != PENDING_BLOCKED || self->blocked_on != NULL);
     self->state = to;
+    assert(self->state == to);
 }
 
 const char *pending_state_name(pending_state_t state)
@@ -83,6 +84,7 @@ pending_t *pending_new(const envelope_t *env, const char *own_site, uint8_t *byt
     p->heap_index = PENDING_NOT_IN_HEAP;
     p->by_txn.key = p->txn_id;
     p->by_enrol.key = p->member_id;
+    assert(p->outbox_seq == 0 && p->attempts == 0 && p->waiter_count == 0);
     return p;
 }
 
@@ -105,6 +107,8 @@ bool pending_add_waiter(pending_t *self, const peer_t *till, int64_t deadline_ms
     self->waiters[self->waiter_count].till = *till;
     self->waiters[self->waiter_count].deadline_ms = deadline_ms;
     self->waiter_count++;
+    assert(self->waiter_count <= PENDING_WAITERS_MAX &&
+           pending_first_deadline(self) <= deadline_ms);
     return true;
 }
 
@@ -166,6 +170,7 @@ void pending_map_put(pending_map_t *self, map_link_t *link)
     link->next = *bucket;
     *bucket = link;
     self->count++;
+    assert(pending_map_get(self, link->key) == link);
 }
 
 map_link_t *pending_map_get(const pending_map_t *self, const char *key)
@@ -185,6 +190,7 @@ void pending_map_remove(pending_map_t *self, map_link_t *link)
     *at = link->next;
     link->next = NULL;
     self->count--;
+    assert(pending_map_get(self, link->key) != link);
 }
 
 size_t pending_map_count(const pending_map_t *self) { return self->count; }
@@ -239,6 +245,7 @@ void pending_heap_destroy(pending_heap_t **self_p)
 
 static void heap_place(pending_heap_t *self, size_t i, pending_t *p)
 {
+    assert(i < self->count);
     self->items[i] = p;
     p->heap_index = i;
 }
@@ -251,6 +258,7 @@ static void sift_up(pending_heap_t *self, size_t i)
         i = (i - 1) / 2;
     }
     heap_place(self, i, p);
+    assert(i == 0 || self->items[(i - 1) / 2]->due_ms <= p->due_ms); /* heap order above */
 }
 
 static void sift_down(pending_heap_t *self, size_t i)
@@ -268,6 +276,7 @@ static void sift_down(pending_heap_t *self, size_t i)
         i = child;
     }
     heap_place(self, i, p);
+    assert(2 * i + 1 >= self->count || self->items[2 * i + 1]->due_ms >= p->due_ms);
 }
 
 static void heap_remove(pending_heap_t *self, pending_t *p)
@@ -303,6 +312,7 @@ pending_t *pending_heap_pop_due(pending_heap_t *self, int64_t now_ms)
         return NULL;
     pending_t *p = self->items[0];
     heap_remove(self, p);
+    assert(p->heap_index == PENDING_NOT_IN_HEAP && p->due_ms <= now_ms);
     return p;
 }
 
