@@ -199,6 +199,8 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         rc = check_member(self, txn, r->member_id, d);
     if (rc != CL_OK || declined(d))
         return rc;
+    if (d->balance < 0)
+        return CL_ERR_CORRUPT; /* read from disk: a member is never below zero */
     int64_t points = r->points;
     int code = RC_APPROVED;
     if (points > d->balance) {
@@ -241,6 +243,20 @@ typedef struct original {
     bool ahead;
 } original_t;
 
+/* A reversal record read from disk must fit its original before any arithmetic relies on
+ * it: what was given back lies within the original, and an earn's points are the
+ * cumulative share of its money. Otherwise the ledger is corrupt (the writer fails). */
+static bool reversal_consistent(const original_t *o)
+{
+    const journal_entry_t *e = o->entry;
+    const Coalition__ReversalRecord *r = &o->rev;
+    if (r->reversed_minor < 0 || r->reversed_minor > e->amount_minor || r->reversed_points < 0 ||
+        r->reversed_points > e->points)
+        return false;
+    return e->kind != COALITION__ENTRY_KIND__ENTRY_EARN ||
+           r->reversed_points == amount_share(e->points, r->reversed_minor, e->amount_minor);
+}
+
 static int load_reversal(ledger_t *self, MDB_txn *txn, original_t *o)
 {
     Coalition__ReversalRecord *stored = NULL;
@@ -256,7 +272,7 @@ static int load_reversal(ledger_t *self, MDB_txn *txn, original_t *o)
         o->rev.complete = stored->complete;
     }
     coalition__reversal_record__free_unpacked(stored, NULL);
-    return rc;
+    return rc == CL_OK && !reversal_consistent(o) ? CL_ERR_CORRUPT : rc;
 }
 
 /* Look the original up by its key. Not seen: o->ahead. A tombstone (another reversal got
