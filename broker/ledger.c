@@ -252,6 +252,7 @@ int ledger_put_record(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t key_len
         return CL_ERR_INVALID;
     size_t packed = protobuf_c_message_pack(msg, buf);
     assert(packed == len);
+    (void)packed;
     MDB_val k = {key_len, (void *)key};
     MDB_val v = {len, buf};
     return store_err(mdb_put(txn, dbi, &k, &v, 0));
@@ -601,6 +602,7 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
     self->batch_seq++;
     memcpy(self->batch_head, entry_hash, WIRE_HASH_BYTES);
     assert(self->batch_seq == seq_before + 1 && *reply_out != NULL);
+    (void)seq_before;
     return CL_OK;
 }
 

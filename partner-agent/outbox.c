@@ -118,6 +118,7 @@ static int put_packed(MDB_txn *txn, MDB_dbi dbi, uint64_t seq, const ProtobufCMe
         return CL_ERR_INVALID;
     size_t packed = protobuf_c_message_pack(msg, buf);
     assert(packed == len);
+    (void)packed;
     store_put_u64(key, seq);
     MDB_val k = {sizeof key, key}, v = {len, buf};
     return store_err(mdb_put(txn, dbi, &k, &v, 0));
