@@ -465,10 +465,18 @@ static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     char text[RECEIPT_TEXT_BYTES_MAX];
     if (idem->request_hash.len != WIRE_HASH_BYTES ||
         memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0) {
-        snprintf(text, sizeof text, "Declined 94: txn id %s was already used for another request",
-                 env->txn_id);
+        /* Under a tombstone any other request is still the one reversed ahead: 12. */
+        int code = idem->tombstone ? RC_INVALID_TRANSACTION : RC_DUPLICATE_KEY;
+        if (idem->tombstone)
+            snprintf(text, sizeof text,
+                     "Declined 12: %s was reversed (ledger seq %llu) before it arrived; not "
+                     "applied",
+                     env->txn_id, (unsigned long long)idem->tombstone_seq);
+        else
+            snprintf(text, sizeof text,
+                     "Declined 94: txn id %s was already used for another request", env->txn_id);
         authorization_t auth;
-        wire_auth_decline(&auth, env, RC_DUPLICATE_KEY, text);
+        wire_auth_decline(&auth, env, code, text);
         wire_auth_echo(&auth, env, hash);
         return reply_pack(&auth, reply_out, len_out);
     }

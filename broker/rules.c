@@ -243,6 +243,26 @@ typedef struct original {
     bool ahead;
 } original_t;
 
+/* An original read from disk must be what rules.c writes for an earn or burn before any
+ * arithmetic relies on it: points and money in range, a valid member, and its two
+ * postings moving exactly its points. Otherwise the ledger is corrupt. */
+static bool original_consistent(const journal_entry_t *e)
+{
+    bool earn = e->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
+    if (e->points < 0 || e->points > POINTS_MAX || !wire_id_valid(e->member_id, MEMBER_ID_LEN_MAX))
+        return false;
+    if (earn ? (e->amount_minor <= 0 || e->amount_minor > AMOUNT_MINOR_MAX) : e->amount_minor != 0)
+        return false;
+    if (e->n_postings != DECISION_POSTINGS_MAX)
+        return false;
+    int64_t member_delta = earn ? e->points : -e->points;
+    char member[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(member, sizeof member, e->member_id);
+    const Coalition__Posting *to_member = e->postings[earn ? 1 : 0];
+    return strcmp(to_member->account, member) == 0 && to_member->delta == member_delta &&
+           e->postings[earn ? 0 : 1]->delta == -member_delta;
+}
+
 /* A reversal record read from disk must fit its original before any arithmetic relies on
  * it: what was given back lies within the original, and an earn's points are the
  * cumulative share of its money. Otherwise the ledger is corrupt (the writer fails). */
@@ -264,7 +284,7 @@ static int load_reversal(ledger_t *self, MDB_txn *txn, original_t *o)
         ledger_get_record(txn, self->db_reversals, o->key, o->key_len,
                           &coalition__reversal_record__descriptor, (ProtobufCMessage **)&stored);
     if (rc == CL_ERR_NOT_FOUND)
-        return CL_OK;
+        return original_consistent(o->entry) ? CL_OK : CL_ERR_CORRUPT;
     if (rc == CL_OK) {
         o->rev.reversed_minor = stored->reversed_minor;
         o->rev.reversed_points = stored->reversed_points;
@@ -272,7 +292,9 @@ static int load_reversal(ledger_t *self, MDB_txn *txn, original_t *o)
         o->rev.complete = stored->complete;
     }
     coalition__reversal_record__free_unpacked(stored, NULL);
-    return rc == CL_OK && !reversal_consistent(o) ? CL_ERR_CORRUPT : rc;
+    if (rc == CL_OK && (!original_consistent(o->entry) || !reversal_consistent(o)))
+        return CL_ERR_CORRUPT;
+    return rc;
 }
 
 /* Look the original up by its key. Not seen: o->ahead. A tombstone (another reversal got

@@ -746,7 +746,9 @@ static void refund_of_unseen_original_leaves_a_tombstone(void **state)
     EXPECT_EQ("the original repeated: replay", true, again.replay);
     EXPECT_EQ("the original repeated: still 12", RC_INVALID_TRANSACTION, again.code);
     result_t other = earn(f, "fuel", "late", "m1", 999, "EUR");
-    EXPECT_EQ("another request under the key: 94", RC_DUPLICATE_KEY, other.code);
+    EXPECT_EQ("another request under the key: still 12, not 94", RC_INVALID_TRANSACTION,
+              other.code);
+    EXPECT_CONTAINS("its text", "before it arrived", other.text);
     result_t second = void_(f, "fuel", "v2", "late");
     expect_declined("a second reversal of it", &second, RC_INVALID_TRANSACTION, 0);
     EXPECT_CONTAINS("text", "already reversed", second.text);
@@ -757,6 +759,24 @@ static void refund_of_unseen_original_leaves_a_tombstone(void **state)
     char why[256];
     EXPECT_OK("verify", ledger_verify(f->l, why, sizeof why));
     (void)before;
+}
+
+/* Whatever claims a tombstone first (here an enrolment reusing the txn id), the real
+ * original arriving after it is still told 12, the reversal's answer, never 94. */
+static void original_after_another_request_claimed_its_tombstone_is_12(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "e1", "m1", 5000, "EUR");
+    result_t v = void_(f, "fuel", "v9", "b9");
+    expect_approved("void ahead of b9", &v, RC_APPROVED, 0, 0, WORLD_SEQ + 2);
+    request_t r;
+    result_t en = submit(f, enroll_req(&r, "fuel", "b9", "m7"), false);
+    EXPECT_EQ("an enrolment under b9: 12", RC_INVALID_TRANSACTION, en.code);
+    result_t b = burn(f, "fuel", "b9", "m1", 60, false);
+    EXPECT_EQ("the real burn b9: 12, not 94", RC_INVALID_TRANSACTION, b.code);
+    EXPECT_EQ("m1 keeps every point", 100, balance(f, "fuel", "m1"));
+    char why[256];
+    EXPECT_OK("verify", ledger_verify(f->l, why, sizeof why));
 }
 
 /* The agent's void of a burn it told the till failed can reach the broker first (a
@@ -1493,6 +1513,7 @@ int main(void)
         WORLD_TEST(refund_in_the_wrong_unit_declines_12),
         WORLD_TEST(refund_of_unseen_original_leaves_a_tombstone),
         WORLD_TEST(void_before_its_burn_blocks_the_burn),
+        WORLD_TEST(original_after_another_request_claimed_its_tombstone_is_12),
         WORLD_TEST(replay_of_a_reversed_approval_is_marked),
         WORLD_TEST(txn_ids_are_scoped_by_site),
         WORLD_TEST(refund_of_declined_original_declines_25),

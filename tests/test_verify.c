@@ -707,6 +707,45 @@ static void frozen_member_fails(void **state)
     expect_verify_corrupt(f, "member m1 is frozen without a journal entry");
 }
 
+static void set_points(ProtobufCMessage *msg, const void *ctx)
+{
+    ((journal_entry_t *)msg)->points = *(const int64_t *)ctx;
+}
+
+/* An original damaged on disk (its points edited, its postings left balanced) must fail
+ * the writer with CL_ERR_CORRUPT when a reversal reads it, never abort the broker on an
+ * assertion (it used to: move_points and earn_refund_points asserted on it). */
+static void reversal_of_a_damaged_original_fails_the_writer(void **state)
+{
+    fixture_t *f = *state;
+    result_t e = earn(f, "fuel", "e1", "m1", 5000, "EUR");
+    uint8_t key[8];
+    store_put_u64(key, e.seq);
+    const int64_t forged[] = {-7, POINTS_MAX + 1};
+    for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
+        tamper_record(f, "journal", key, sizeof key, &coalition__journal_entry__descriptor,
+                      set_points, &forged[i]);
+        request_t r;
+        request_init(&r, "fuel", "v1");
+        coalition__void_request__init(&r.void_request);
+        r.void_request.original_txn_id = "e1";
+        r.env.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
+        r.env.void_request = &r.void_request;
+        uint8_t hash[WIRE_HASH_BYTES];
+        uint8_t *reply = NULL;
+        size_t len = 0;
+        EXPECT_OK("wire_request_hash", wire_request_hash(&r.env, hash));
+        EXPECT_OK("ledger_batch_begin", ledger_batch_begin(f->l));
+        EXPECT_EQ("void of a damaged earn: the writer fails", CL_ERR_CORRUPT,
+                  ledger_apply(f->l, &r.env, hash, NOW_MS, &reply, &len));
+        ledger_batch_abort(f->l);
+        free(reply);
+        EXPECT_EQ("and refuses writes from then on", CL_ERR_STICKY, ledger_batch_begin(f->l));
+        ledger_destroy(&f->l); /* a restart clears the sticky state, not the damage */
+        EXPECT_OK("reopen", ledger_open(&f->l, f->dir, STORE_READ_WRITE));
+    }
+}
+
 /* A frozen member may not earn or burn, but what was done can still be undone: the agent's
  * safety void of a burn must never be refused (it could not be retried). */
 static void reversals_of_a_frozen_members_transactions_pass(void **state)
@@ -855,6 +894,7 @@ int main(void)
         WORLD_TEST(partner_record_claiming_another_entry_fails),
         WORLD_TEST(frozen_member_fails),
         WORLD_TEST(reversals_of_a_frozen_members_transactions_pass),
+        WORLD_TEST(reversal_of_a_damaged_original_fails_the_writer),
         WORLD_TEST(forged_member_record_fails),
         WORLD_TEST(deleted_member_record_fails),
         WORLD_TEST(consistently_altered_earn_points_fail),
