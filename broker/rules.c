@@ -375,6 +375,9 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
                           decision_t *d, int64_t points)
 {
     char partner_acct[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    /* load_original checked the original before any of its points are moved back. */
+    assert(o->entry != NULL && !o->ahead && original_consistent(o->entry));
+    assert(points >= 0 && points <= o->entry->points);
     ledger_account_member(member, sizeof member, o->entry->member_id);
     if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
         snprintf(partner_acct, sizeof partner_acct, ACCOUNT_REDEEMED_FMT, env->partner_id);
@@ -470,6 +473,7 @@ static int apply_refund(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
         goto out;
     }
     bool of_earn = o.entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
+    assert(!o.rev.voided); /* load_original declines a voided original */
     int64_t points = of_earn ? earn_refund_points(&o, r, d) : burn_refund_points(&o, r, d);
     if (declined(d))
         goto out;

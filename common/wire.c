@@ -276,6 +276,7 @@ const char *wire_original_txn(const envelope_t *env)
 
 const char *wire_original_site(const envelope_t *env)
 {
+    assert(env->site_id != NULL);
     const char *site = "";
     if (env->body_case == COALITION__ENVELOPE__BODY_REFUND)
         site = env->refund->original_site_id;
