@@ -3,6 +3,7 @@
  * until SIGTERM or SIGINT. */
 #include "errors.h"
 #include "frontend.h"
+#include "keys.h"
 #include "ledger.h"
 #include "log.h"
 #include "shutdown.h"
@@ -12,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define DEFAULT_LEDGER_DIR "ledger"
 #define DEFAULT_BIND "tcp://127.0.0.1:7700"
 #define ADMIN_SOCKET_NAME "admin.sock"
+#define BROKER_KEY_NAME "broker.key"
 #define ENDPOINT_BYTES_MAX 512
 
 static void usage(FILE *out)
@@ -25,13 +28,19 @@ static void usage(FILE *out)
             "Run the coalition clearinghouse: the only writer of the points ledger.\n\n"
             "  -l, --ledger DIR      ledger directory made by 'coalitionctl init' (default: %s)\n"
             "  -b, --bind ENDPOINT   where partner agents connect (default: %s)\n"
-            "  -a, --admin ENDPOINT  local operator socket (default: ipc://DIR/%s)\n"
+            "  -a, --admin ENDPOINT  local operator socket, ipc:// in an owner-only (0700)\n"
+            "                        directory (default: ipc://DIR/%s)\n"
+            "  -k, --key FILE        the broker's CURVE secret key, owner-only (default:\n"
+            "                        DIR/%s, made by 'coalitionctl init')\n"
+            "      --insecure        plain TCP without CURVE: the envelope's partner id is\n"
+            "                        believed. Only on loopback addresses; for tests of\n"
+            "                        the plain transport and benchmarks, never production\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
-            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, STORE_LOCK_FILE);
+            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -46,18 +55,72 @@ static int parse_level(const char *s, log_level_t *out)
     return -1;
 }
 
+/* The admin socket takes operator writes with no key: it must be a filesystem socket in
+ * a directory only this user can enter (a partner on the network can never reach it). */
+static bool admin_endpoint_private(const char *endpoint, char *why, size_t why_size)
+{
+    const char *path = strncmp(endpoint, "ipc://", 6) == 0 ? endpoint + 6 : NULL;
+    if (path == NULL || path[0] == '@') {
+        snprintf(why, why_size, "it must be an ipc:// path");
+        return false;
+    }
+    char dir[ENDPOINT_BYTES_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+        (st.st_mode & 077) != 0) {
+        snprintf(why, why_size, "its directory %s must exist, be ours and be mode 0700", dir);
+        return false;
+    }
+    return true;
+}
+
+/* The secure default: load the key (owner-only) unless --insecure on loopback. */
+static int load_server_key(const char *path, bool insecure, const char *bind, key_pair_t *key)
+{
+    if (insecure) {
+        if (!keys_endpoint_loopback(bind)) {
+            log_error("--insecure is allowed only on loopback addresses, not %s", bind);
+            return 1;
+        }
+        log_warn("INSECURE: plain TCP on %s without CURVE; partner ids in envelopes are "
+                 "believed. Never run a production broker like this.",
+                 bind);
+        return 0;
+    }
+    char why[KEY_WHY_BYTES_MAX];
+    int rc = keys_read_secret(path, key, why, sizeof why);
+    if (rc != CL_OK) {
+        log_error("cannot load the broker key: %s", why);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"ledger", required_argument, NULL, 'l'}, {"bind", required_argument, NULL, 'b'},
         {"admin", required_argument, NULL, 'a'},  {"log-level", required_argument, NULL, 'L'},
+        {"key", required_argument, NULL, 'k'},    {"insecure", no_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
-    frontend_options_t opts = {DEFAULT_BIND, NULL};
+    frontend_options_t opts = {DEFAULT_BIND, NULL, NULL};
+    const char *key_path = NULL;
+    bool insecure = false;
     log_level_t level = LOG_INFO;
     int c;
-    while ((c = getopt_long(argc, argv, "l:b:a:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:b:a:k:h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'k': key_path = optarg; break;
+        case 'I': insecure = true; break;
         case 'l': ledger_dir = optarg; break;
         case 'b': opts.bind_endpoint = optarg; break;
         case 'a': opts.admin_endpoint = optarg; break;
@@ -82,6 +145,19 @@ int main(int argc, char **argv)
         opts.admin_endpoint = admin;
     }
     umask(077); /* the admin socket and ledger files are the operator's alone */
+    char why[ENDPOINT_BYTES_MAX + 64], key_buf[ENDPOINT_BYTES_MAX];
+    if (!admin_endpoint_private(opts.admin_endpoint, why, sizeof why)) {
+        log_error("refusing admin endpoint %s: %s", opts.admin_endpoint, why);
+        return 1;
+    }
+    if (key_path == NULL) {
+        snprintf(key_buf, sizeof key_buf, "%s/%s", ledger_dir, BROKER_KEY_NAME);
+        key_path = key_buf;
+    }
+    key_pair_t server_key;
+    if (load_server_key(key_path, insecure, opts.bind_endpoint, &server_key) != 0)
+        return 1;
+    opts.server_key = insecure ? NULL : &server_key;
     ledger_t *ledger = NULL;
     /* Before any socket: a second broker on the same ledger stops here (CL_ERR_LOCKED,
      * logged with the running broker's pid) and touches nothing. */

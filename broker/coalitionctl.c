@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* explicit_bzero */
 /* coalitionctl: the operator's command. Writes (partners, members) go through the
  * broker's local admin socket so the writer sees one order of events. Reports read the
  * ledger directly, read-only, and never hold a read transaction while they print or for
@@ -9,6 +10,7 @@
 #include "clock.h"
 #include "errors.h"
 #include "json.h"
+#include "keys.h"
 #include "ledger.h"
 #include "log.h"
 
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_LEDGER_DIR "ledger"
@@ -43,7 +46,20 @@ static void usage(FILE *out)
         "Usage: coalitionctl [--ledger DIR] [--admin ENDPOINT] [--json] COMMAND\n"
         "Operate the coalition points ledger.\n\n"
         "Commands:\n"
-        "  init                                   create an empty ledger in DIR\n"
+        "  init                                   create an empty ledger in DIR and the\n"
+        "                                         broker's CURVE key pair (DIR/broker.key,\n"
+        "                                         DIR/broker.pub: give agents broker.pub)\n"
+        "  key new PARTICIPANT --role partner|bank [--out FILE]\n"
+        "                                         make a key pair: the secret key file\n"
+        "                                         (mode 0600, default PARTICIPANT.key) for\n"
+        "                                         the participant, the public key recorded\n"
+        "                                         in the ledger\n"
+        "  key list                               every recorded key and its state\n"
+        "  key revoke KEY                         revoke a key (its Z85 public key); its\n"
+        "                                         connections get 57 from the next message\n"
+        "  partner limits ID [--max-amount MONEY] [--max-points N]\n"
+        "                    [--burns-per-minute N] [--requests-per-second N]\n"
+        "                                         a partner's limits (unset: defaults)\n"
         "  partner add ID --earn-rate R [--currency CUR]\n"
         "                                         add a partner earning R points per\n"
         "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
@@ -59,7 +75,8 @@ static void usage(FILE *out)
         "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
         "  -j, --json            machine-readable output\n"
         "  -h, --help            this text\n\n"
-        "partner add and member add need the broker running; the rest read the ledger,\n"
+        "partner add/limits, member add and key new/revoke need the broker running; the\n"
+        "rest read the ledger,\n"
         "%d records per read transaction: a long accounts listing shows balances from\n"
         "successive moments (verify audits one consistent snapshot).\n"
         "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
@@ -160,6 +177,196 @@ static int cmd_member_add(ctl_t *ctl, int argc, char **argv)
     return send_admin(ctl, &env);
 }
 
+static const char *role_text(int role)
+{
+    return role == COALITION__KEY_ROLE__ROLE_PARTNER ? "partner"
+           : role == COALITION__KEY_ROLE__ROLE_BANK  ? "bank"
+                                                     : "none";
+}
+
+/* Write the secret key file first (exclusively, 0600), then record the public key; if
+ * the broker does not record it, the file is removed again. */
+static int cmd_key_new(ctl_t *ctl, int argc, char **argv)
+{
+    static const struct option longopts[] = {{"role", required_argument, NULL, 'r'},
+                                             {"out", required_argument, NULL, 'o'},
+                                             {NULL, 0, NULL, 0}};
+    const char *role_arg = NULL, *out = NULL;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "r:o:", longopts, NULL)) != -1) {
+        if (c == 'r')
+            role_arg = optarg;
+        else if (c == 'o')
+            out = optarg;
+        else
+            return EXIT_USAGE;
+    }
+    int role = role_arg == NULL                   ? -1
+               : strcmp(role_arg, "partner") == 0 ? COALITION__KEY_ROLE__ROLE_PARTNER
+               : strcmp(role_arg, "bank") == 0    ? COALITION__KEY_ROLE__ROLE_BANK
+                                                  : -1;
+    if (optind + 1 != argc || role < 0) {
+        fprintf(stderr, "coalitionctl: usage: key new PARTICIPANT --role partner|bank "
+                        "[--out FILE]\n");
+        return EXIT_USAGE;
+    }
+    const char *participant = argv[optind];
+    char path[SNAPSHOT_DIR_BYTES_MAX], comment[128];
+    snprintf(path, sizeof path, "%s", out != NULL ? out : participant);
+    if (out == NULL)
+        snprintf(path, sizeof path, "%s.key", participant);
+    key_pair_t pair;
+    if (keys_generate(&pair) != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot generate a key pair\n");
+        return EXIT_USAGE;
+    }
+    snprintf(comment, sizeof comment, "coalition CURVE key of %s %.32s", role_text(role),
+             participant);
+    int rc = keys_write_secret(path, &pair, comment);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot create %s: %s\n", path,
+                rc == CL_ERR_EXISTS ? "it exists; refusing to overwrite a key" : cl_strerror(rc));
+        explicit_bzero(&pair, sizeof pair);
+        return EXIT_USAGE;
+    }
+    envelope_t env;
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    Coalition__KeyAddRequest body = COALITION__KEY_ADD_REQUEST__INIT;
+    admin_envelope(&env, txn_id, sizeof txn_id);
+    body.public_key = pair.public_z85;
+    body.participant = (char *)participant;
+    body.role = (Coalition__KeyRole)role;
+    env.body_case = COALITION__ENVELOPE__BODY_KEY_ADD;
+    env.key_add = &body;
+    int exit_code = send_admin(ctl, &env);
+    if (exit_code != 0)
+        unlink(path);
+    else if (!ctl->json)
+        printf("public key %s; secret key in %s (mode 0600)\n", pair.public_z85, path);
+    explicit_bzero(&pair, sizeof pair);
+    return exit_code;
+}
+
+static int cmd_key_revoke(ctl_t *ctl, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "coalitionctl: usage: key revoke KEY\n");
+        return EXIT_USAGE;
+    }
+    envelope_t env;
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    Coalition__KeyRevokeRequest body = COALITION__KEY_REVOKE_REQUEST__INIT;
+    admin_envelope(&env, txn_id, sizeof txn_id);
+    body.public_key = argv[1];
+    env.body_case = COALITION__ENVELOPE__BODY_KEY_REVOKE;
+    env.key_revoke = &body;
+    return send_admin(ctl, &env);
+}
+
+static int open_read_only(ctl_t *ctl, ledger_t **ledger);
+
+static void print_key(const ctl_t *ctl, const ledger_key_row_t *k)
+{
+    const char *state = k->revoked_seq != 0 ? "revoked" : "active";
+    if (!ctl->json) {
+        printf("%s %-8s %-32s %-7s added=%" PRIu64, k->public_z85, role_text(k->role),
+               k->participant, state, k->created_seq);
+        if (k->revoked_seq != 0)
+            printf(" revoked=%" PRIu64, k->revoked_seq);
+        printf("\n");
+        return;
+    }
+    printf("{\"key\":\"%s\",\"role\":\"%s\",\"participant\":", k->public_z85, role_text(k->role));
+    json_write_string(stdout, k->participant);
+    printf(",\"state\":\"%s\",\"added_seq\":%" PRIu64 ",\"revoked_seq\":%" PRIu64 "}\n", state,
+           k->created_seq, k->revoked_seq);
+}
+
+static int cmd_key_list(ctl_t *ctl)
+{
+    ledger_t *ledger = NULL;
+    if (open_read_only(ctl, &ledger) != CL_OK)
+        return EXIT_USAGE;
+    ledger_key_row_t *rows = calloc(LEDGER_SLICE_RECORDS_MAX, sizeof *rows);
+    char after[KEY_Z85_BYTES] = "";
+    size_t count = LEDGER_SLICE_RECORDS_MAX;
+    int rc = rows != NULL ? CL_OK : CL_ERR_NOMEM;
+    while (rc == CL_OK && count == LEDGER_SLICE_RECORDS_MAX) {
+        rc = ledger_keys_slice(ledger, after, rows, LEDGER_SLICE_RECORDS_MAX, &count);
+        for (size_t i = 0; i < count && rc == CL_OK; i++)
+            print_key(ctl, &rows[i]);
+        if (count > 0)
+            memcpy(after, rows[count - 1].public_z85, sizeof after);
+    }
+    free(rows);
+    ledger_destroy(&ledger);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot read keys: %s\n", cl_strerror(rc));
+        return EXIT_DECLINED;
+    }
+    return 0;
+}
+
+static int parse_count(const char *text, uint32_t max, uint32_t *out)
+{
+    char *end = NULL;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end != '\0' || text[0] == '-' || v == 0 || v > max)
+        return CL_ERR_INVALID;
+    *out = (uint32_t)v;
+    return CL_OK;
+}
+
+/* Limits as options; money in major units of the partner's currency is not known here,
+ * so --max-amount takes minor units (cents). */
+static int parse_limits(int argc, char **argv, Coalition__PartnerLimitsRequest *body)
+{
+    static const struct option longopts[] = {{"max-amount", required_argument, NULL, 'm'},
+                                             {"max-points", required_argument, NULL, 'p'},
+                                             {"burns-per-minute", required_argument, NULL, 'b'},
+                                             {"requests-per-second", required_argument, NULL, 'r'},
+                                             {NULL, 0, NULL, 0}};
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "m:p:b:r:", longopts, NULL)) != -1) {
+        uint32_t n = 0;
+        char *end = NULL;
+        long long v = c == 'm' || c == 'p' ? strtoll(optarg, &end, 10) : 0;
+        bool bad = (c == 'm' || c == 'p') && (end == optarg || *end != '\0' || v <= 0);
+        if (c == 'm' && !bad)
+            body->max_amount_minor = v;
+        else if (c == 'p' && !bad)
+            body->max_points = v;
+        else if (c == 'b' && parse_count(optarg, VELOCITY_BURNS_PER_MINUTE_MAX, &n) == CL_OK)
+            body->burns_per_member_minute = n;
+        else if (c == 'r' && parse_count(optarg, PARTNER_REQUESTS_PER_SECOND_MAX, &n) == CL_OK)
+            body->requests_per_second = n;
+        else
+            return CL_ERR_INVALID;
+    }
+    return optind + 1 == argc ? CL_OK : CL_ERR_INVALID;
+}
+
+static int cmd_partner_limits(ctl_t *ctl, int argc, char **argv)
+{
+    Coalition__PartnerLimitsRequest body = COALITION__PARTNER_LIMITS_REQUEST__INIT;
+    if (parse_limits(argc, argv, &body) != CL_OK) {
+        fprintf(stderr,
+                "coalitionctl: usage: partner limits ID [--max-amount MINOR_UNITS] "
+                "[--max-points N] [--burns-per-minute 1..%d] [--requests-per-second 1..%d]\n",
+                VELOCITY_BURNS_PER_MINUTE_MAX, PARTNER_REQUESTS_PER_SECOND_MAX);
+        return EXIT_USAGE;
+    }
+    envelope_t env;
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    admin_envelope(&env, txn_id, sizeof txn_id);
+    body.partner_id = argv[optind];
+    env.body_case = COALITION__ENVELOPE__BODY_PARTNER_LIMITS;
+    env.partner_limits = &body;
+    return send_admin(ctl, &env);
+}
+
 static int open_read_only(ctl_t *ctl, ledger_t **ledger)
 {
     int rc = ledger_open(ledger, ctl->ledger_dir, STORE_READ_ONLY);
@@ -225,6 +432,10 @@ static int print_entry(const journal_entry_t *e, void *ctx)
             printf(" original=%s/%s", e->original_site_id, e->original_txn_id);
         if (e->added_partner_id[0] != '\0')
             printf(" added=%s", e->added_partner_id);
+        if (e->public_key[0] != '\0')
+            printf(" key=%s", e->public_key);
+        if (e->participant[0] != '\0')
+            printf(" participant=%s", e->participant);
         printf("\n");
         return CL_OK;
     }
@@ -243,6 +454,10 @@ static int print_entry(const journal_entry_t *e, void *ctx)
     json_write_string(stdout, e->original_site_id);
     printf(",\"added_partner\":");
     json_write_string(stdout, e->added_partner_id);
+    printf(",\"public_key\":");
+    json_write_string(stdout, e->public_key);
+    printf(",\"participant\":");
+    json_write_string(stdout, e->participant);
     printf(",\"amount_minor\":%" PRId64 ",\"currency\":", e->amount_minor);
     json_write_string(stdout, e->currency);
     printf(",\"points\":%" PRId64 ",\"postings\":[", e->points);
@@ -403,7 +618,22 @@ static int cmd_init(ctl_t *ctl)
                 cl_strerror(rc));
         return EXIT_DECLINED;
     }
-    printf("initialised an empty ledger in %s\n", ctl->ledger_dir);
+    char secret[SNAPSHOT_DIR_BYTES_MAX], public[SNAPSHOT_DIR_BYTES_MAX];
+    snprintf(secret, sizeof secret, "%s/broker.key", ctl->ledger_dir);
+    snprintf(public, sizeof public, "%s/broker.pub", ctl->ledger_dir);
+    key_pair_t pair;
+    rc = keys_generate(&pair);
+    if (rc == CL_OK)
+        rc = keys_write_secret(secret, &pair, "coalition broker CURVE key");
+    if (rc == CL_OK)
+        rc = keys_write_public(public, pair.public_z85, "coalition broker public key");
+    explicit_bzero(&pair, sizeof pair);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot write the broker's key pair in %s: %s\n",
+                ctl->ledger_dir, cl_strerror(rc));
+        return EXIT_DECLINED;
+    }
+    printf("initialised an empty ledger in %s; broker public key in %s\n", ctl->ledger_dir, public);
     return 0;
 }
 
@@ -414,6 +644,14 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return cmd_init(ctl);
     if (strcmp(cmd, "partner") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_partner_add(ctl, argc - 1, argv + 1);
+    if (strcmp(cmd, "partner") == 0 && argc >= 2 && strcmp(argv[1], "limits") == 0)
+        return cmd_partner_limits(ctl, argc - 1, argv + 1);
+    if (strcmp(cmd, "key") == 0 && argc >= 2 && strcmp(argv[1], "new") == 0)
+        return cmd_key_new(ctl, argc - 1, argv + 1);
+    if (strcmp(cmd, "key") == 0 && argc >= 2 && strcmp(argv[1], "revoke") == 0)
+        return cmd_key_revoke(ctl, argc - 1, argv + 1);
+    if (strcmp(cmd, "key") == 0 && argc == 2 && strcmp(argv[1], "list") == 0)
+        return cmd_key_list(ctl);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)
@@ -452,6 +690,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     log_init("coalitionctl", LOG_WARN);
+    umask(077); /* the ledger directory, its files and secret keys are owner-only */
     if (ctl.admin_endpoint == NULL) {
         snprintf(ctl.admin_buf, sizeof ctl.admin_buf, "ipc://%s/admin.sock", ctl.ledger_dir);
         ctl.admin_endpoint = ctl.admin_buf;

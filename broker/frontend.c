@@ -8,12 +8,15 @@
  *                        └─ write ──► batch ──inproc──► writer ──commit──► reply */
 #include "frontend.h"
 
+#include "clock.h"
 #include "errors.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "request.h"
 #include "router.h"
 #include "shutdown.h"
 #include "writer.h"
+#include "zap.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -31,15 +34,26 @@
 /* Bigger messages are cut off by libzmq with the connection; smaller ones but over
  * WIRE_MESSAGE_BYTES_MAX get a 30 reply. */
 #define SOCKET_MESSAGE_BYTES_MAX 65536
+/* A connection that has not finished its CURVE handshake by then is dropped. */
+#define HANDSHAKE_IVL_MS 5000
+#ifndef ZMQ_MSG_PROPERTY_USER_ID
+#define ZMQ_MSG_PROPERTY_USER_ID "User-Id"
+#endif
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93 /* libzmq 4.3 DRAFT option, built into Debian's libzmq5 */
+#endif
 
 /* Failures that can repeat once per message log through these, at most once a second. */
 typedef struct frontend_logs {
-    log_every_t format_error, declined, inquiry_failed, no_reply, hand_off_failed;
+    log_every_t format_error, declined, refused, inquiry_failed, no_reply, hand_off_failed;
 } frontend_logs_t;
 
 typedef struct frontend {
     void *ctx, *front, *admin, *pipe;
     ledger_t *ledger;
+    zap_t *zap;         /* NULL when insecure */
+    ratelimit_t *rates; /* per-participant request rate */
+    uint64_t refused;   /* requests refused for their key or rate, for the log */
     writer_t *writer;
     batch_t *pool[BATCHES_IN_FLIGHT_MAX];
     size_t pool_count;
@@ -52,13 +66,32 @@ static int set_int(void *sock, int option, int value)
     return zmq_setsockopt(sock, option, &value, sizeof value);
 }
 
-static void *open_router(void *ctx, const char *endpoint)
+/* CURVE server with ZAP, failing closed: ZMQ_ZAP_ENFORCE_DOMAIN must take. */
+static int set_curve_server(void *sock, const key_pair_t *key)
+{
+    int enforce = 0;
+    size_t size = sizeof enforce;
+    if (set_int(sock, ZMQ_CURVE_SERVER, 1) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, key->secret_z85, KEY_Z85_BYTES) ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, ZAP_DOMAIN, strlen(ZAP_DOMAIN)) ||
+        set_int(sock, ZMQ_ZAP_ENFORCE_DOMAIN, 1) ||
+        set_int(sock, ZMQ_HANDSHAKE_IVL, HANDSHAKE_IVL_MS) ||
+        zmq_getsockopt(sock, ZMQ_ZAP_ENFORCE_DOMAIN, &enforce, &size) || enforce != 1) {
+        log_error("cannot make the partner socket a CURVE server with enforced ZAP: %s",
+                  zmq_strerror(zmq_errno()));
+        return CL_ERR_ZMQ;
+    }
+    return CL_OK;
+}
+
+static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve)
 {
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
     if (sock == NULL)
         return NULL;
     int64_t max_bytes = SOCKET_MESSAGE_BYTES_MAX;
-    if (set_int(sock, ZMQ_ROUTER_MANDATORY, 1) || set_int(sock, ZMQ_LINGER, LINGER_MS) ||
+    if ((curve != NULL && set_curve_server(sock, curve) != CL_OK) ||
+        set_int(sock, ZMQ_ROUTER_MANDATORY, 1) || set_int(sock, ZMQ_LINGER, LINGER_MS) ||
         set_int(sock, ZMQ_SNDHWM, SOCKET_HWM) || set_int(sock, ZMQ_RCVHWM, SOCKET_HWM) ||
         set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) ||
         set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) ||
@@ -98,6 +131,53 @@ static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
     free(reply);
 }
 
+/* Who sent a partner-socket request, from its authenticated key; RC_APPROVED to go on.
+ * Identity never comes from the envelope: the key's participant must be the one it names
+ * (57), and the participant's request rate must allow it (91, retry later). */
+static int check_sender(frontend_t *self, request_t *r, char *why, size_t why_size)
+{
+    if (r->origin == ORIGIN_ADMIN || self->zap == NULL)
+        return RC_APPROVED; /* the operator's socket, or --insecure */
+    ledger_principal_t who;
+    int rc = r->principal[0] != '\0' ? ledger_principal(self->ledger, r->principal, &who)
+                                     : CL_ERR_NOT_FOUND;
+    if (rc == CL_ERR_NOT_FOUND) {
+        snprintf(why, why_size, "this key is not recorded");
+        return RC_NOT_PERMITTED;
+    }
+    if (rc != CL_OK) {
+        snprintf(why, why_size, "keys could not be read");
+        return RC_SYSTEM_ERROR;
+    }
+    int code = ledger_permits(&who, r->env, why, why_size);
+    if (code != RC_APPROVED)
+        return code;
+    if (!ratelimit_take(self->rates, who.participant, who.limits.requests_per_second,
+                        clock_mono_ms())) {
+        snprintf(why, why_size, "partner %s is over its limit of %u requests a second; retry",
+                 who.participant, who.limits.requests_per_second);
+        return RC_UNAVAILABLE;
+    }
+    return RC_APPROVED;
+}
+
+/* Declines repeat once per message: rate-limited lines, with the count of refusals. */
+static void log_decline(frontend_t *self, const request_t *r, bool sender_refused, int code,
+                        const char *why)
+{
+    if (!sender_refused) {
+        log_every(&self->logs.declined, LOG_EVERY_INTERVAL_MS, LOG_INFO,
+                  "declined %02d %s from %.32s: %s", code, wire_body_name(r->env),
+                  r->env->partner_id, why);
+        return;
+    }
+    self->refused++;
+    log_every(&self->logs.refused, LOG_EVERY_INTERVAL_MS, LOG_WARN,
+              "refused %02d %s for %.32s from key %.8s...: %s (%llu refused in all)", code,
+              wire_body_name(r->env), r->env->partner_id, r->principal, why,
+              (unsigned long long)self->refused);
+}
+
 /* Decode and validate; true when the request joins the batch for the writer. */
 static bool accept_request(frontend_t *self, void *sock, origin_t origin, request_t *r,
                            const zmq_msg_t *payload)
@@ -124,10 +204,13 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
     }
     if (code == RC_APPROVED)
         code = wire_validate(r->env, origin == ORIGIN_ADMIN, why, sizeof why);
+    bool sender_refused = false;
+    if (code == RC_APPROVED) {
+        code = check_sender(self, r, why, sizeof why);
+        sender_refused = code != RC_APPROVED;
+    }
     if (code != RC_APPROVED) {
-        log_every(&self->logs.declined, LOG_EVERY_INTERVAL_MS, LOG_INFO,
-                  "declined %02d %s from %.32s: %s", code, wire_body_name(r->env),
-                  r->env->partner_id, why);
+        log_decline(self, r, sender_refused, code, why);
         send_decline(sock, r, r->env, code, why);
     } else if (r->env->body_case == COALITION__ENVELOPE__BODY_BALANCE) {
         answer_inquiry(self, sock, r);
@@ -155,6 +238,10 @@ static void read_socket(frontend_t *self, void *sock, origin_t origin, batch_t *
             zmq_msg_close(&payload);
             return;
         }
+        const char *user_id = got == 1 ? zmq_msg_gets(&payload, ZMQ_MSG_PROPERTY_USER_ID) : NULL;
+        r->principal[0] = '\0';
+        if (user_id != NULL && keys_z85_valid(user_id))
+            memcpy(r->principal, user_id, KEY_Z85_BYTES);
         if (got == 1 && accept_request(self, sock, origin, r, &payload))
             batch->count++;
         assert(batch->count <= BATCH_REQUESTS_MAX);
@@ -227,11 +314,13 @@ static int run_loop(frontend_t *self, int stop_fd)
     bool stopping = false;
     while (!stopping || self->in_flight > 0) {
         short intake = (!stopping && self->pool_count > 0) ? ZMQ_POLLIN : 0;
+        void *zap = self->zap != NULL ? zap_socket(self->zap) : NULL;
         zmq_pollitem_t items[] = {{self->pipe, 0, ZMQ_POLLIN, 0},
                                   {self->front, 0, intake, 0},
                                   {self->admin, 0, intake, 0},
-                                  {NULL, stop_fd, stopping ? 0 : ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, 4, -1);
+                                  {NULL, stop_fd, stopping ? 0 : ZMQ_POLLIN, 0},
+                                  {zap, 0, zap != NULL ? ZMQ_POLLIN : 0, 0}};
+        int rc = zmq_poll(items, zap != NULL ? 5 : 4, -1);
         if (rc < 0 && zmq_errno() == EINTR)
             continue;
         if (rc < 0) {
@@ -240,6 +329,8 @@ static int run_loop(frontend_t *self, int stop_fd)
         }
         if (items[0].revents & ZMQ_POLLIN)
             drain_writer(self);
+        if (zap != NULL && (items[4].revents & ZMQ_POLLIN))
+            zap_handle(self->zap, true);
         if (intake && ((items[1].revents | items[2].revents) & ZMQ_POLLIN))
             take_intake(self);
         if ((items[3].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd)) {
@@ -267,14 +358,19 @@ static int frontend_open(frontend_t *self, const frontend_options_t *opts)
         zmq_bind(self->pipe, WRITER_ENDPOINT) != 0)
         return CL_ERR_ZMQ;
     int rc = writer_new(&self->writer, self->ctx, self->ledger, WRITER_ENDPOINT);
+    if (rc == CL_OK)
+        rc = ratelimit_new(&self->rates);
+    /* The ZAP handler before the partner socket, so no handshake ever finds none. */
+    if (rc == CL_OK && opts->server_key != NULL)
+        rc = zap_new(&self->zap, self->ctx, self->ledger);
     if (rc != CL_OK)
         return rc;
     /* The partner socket first: if its endpoint is taken (another broker), stop before
      * the admin socket, whose ipc path binding would take over from its owner. */
-    self->front = open_router(self->ctx, opts->bind_endpoint);
+    self->front = open_router(self->ctx, opts->bind_endpoint, opts->server_key);
     if (self->front == NULL)
         return CL_ERR_ZMQ;
-    self->admin = open_router(self->ctx, opts->admin_endpoint);
+    self->admin = open_router(self->ctx, opts->admin_endpoint, NULL);
     return self->admin != NULL ? CL_OK : CL_ERR_ZMQ;
 }
 
@@ -291,6 +387,8 @@ static void frontend_close(frontend_t *self)
         if (socks[i] != NULL)
             zmq_close(socks[i]);
     }
+    zap_destroy(&self->zap);
+    ratelimit_destroy(&self->rates);
     if (self->ctx != NULL)
         zmq_ctx_term(self->ctx);
     for (size_t i = 0; i < self->pool_count; i++)

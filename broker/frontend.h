@@ -4,11 +4,15 @@
 #ifndef COALITION_FRONTEND_H
 #define COALITION_FRONTEND_H
 
+#include "keys.h"
 #include "ledger.h"
 
 typedef struct frontend_options {
     const char *bind_endpoint;  /* partner agents, e.g. tcp://127.0.0.1:7700 */
     const char *admin_endpoint; /* operator, e.g. ipc://<ledger>/admin.sock */
+    /* The broker's CURVE key pair: the partner socket is a CURVE server with ZAP. NULL
+     * only with --insecure (plain TCP on loopback; the envelope's partner id is believed). */
+    const key_pair_t *server_key;
 } frontend_options_t;
 
 int frontend_run(ledger_t *ledger, const frontend_options_t *opts, int stop_fd);

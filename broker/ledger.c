@@ -3,7 +3,8 @@
  * decided in rules.c; this file makes it durable exactly once.
  *
  * Databases: meta (schema), journal (u64 BE seq -> JournalEntry), idem ("partner\0txn"
- * -> IdemRecord), accounts (name -> i64 BE), members, partners, reversals. */
+ * -> IdemRecord), accounts (name -> i64 BE), members, partners, reversals, keys (Z85
+ * public key -> KeyRecord). */
 #include "ledger_internal.h"
 
 #include "amount.h"
@@ -39,7 +40,7 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         {"meta", &self->db_meta},           {"journal", &self->db_journal},
         {"idem", &self->db_idem},           {"accounts", &self->db_accounts},
         {"members", &self->db_members},     {"partners", &self->db_partners},
-        {"reversals", &self->db_reversals},
+        {"reversals", &self->db_reversals}, {"keys", &self->db_keys},
     };
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
@@ -546,6 +547,10 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     e.original_txn_id = d->original_txn_id != NULL ? (char *)d->original_txn_id : "";
     e.original_site_id = d->original_site_id != NULL ? (char *)d->original_site_id : "";
     e.added_partner_id = d->added_partner_id != NULL ? (char *)d->added_partner_id : "";
+    e.public_key = d->public_key != NULL ? (char *)d->public_key : "";
+    e.participant = d->participant != NULL ? (char *)d->participant : "";
+    e.key_role = d->key_role;
+    e.limits = d->has_limits ? &d->limits : NULL;
     e.amount_minor = d->amount_minor;
     e.currency = d->currency;
     e.points = d->points;
@@ -693,6 +698,7 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
         return fail(self, rc, env);
     decision_t d;
     memset(&d, 0, sizeof d);
+    d.now_ms = now_ms;
     rc = rules_decide(self, child, env, &d);
     if (rc != CL_OK) {
         mdb_txn_abort(child);
@@ -702,6 +708,39 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
         rc = finish_approved(self, child, env, hash, now_ms, &d, reply_out, reply_len_out);
     else
         rc = finish_declined(self, child, env, hash, 0, &d, reply_out, reply_len_out);
+    return rc == CL_OK ? CL_OK : fail(self, rc, env);
+}
+
+/* A 57 for a sender whose key may not make this request: nothing is stored. */
+static int decline_not_permitted(const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
+                                 const char *why, uint8_t **reply_out, size_t *len_out)
+{
+    char text[RECEIPT_TEXT_BYTES_MAX];
+    snprintf(text, sizeof text, "Declined 57: %s", why);
+    authorization_t auth;
+    wire_auth_decline(&auth, env, RC_NOT_PERMITTED, text);
+    wire_auth_echo(&auth, env, hash);
+    return reply_pack(&auth, reply_out, len_out);
+}
+
+int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *env,
+                    const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, uint8_t **reply_out,
+                    size_t *reply_len_out)
+{
+    *reply_out = NULL;
+    if (public_z85 == NULL)
+        return ledger_apply(self, env, hash, now_ms, reply_out, reply_len_out);
+    if (self->batch == NULL)
+        return CL_ERR_INVALID;
+    ledger_principal_t who;
+    char why[RECEIPT_TEXT_BYTES_MAX] = "this key is not recorded";
+    int rc = access_lookup(self, self->batch, public_z85, &who);
+    if (rc != CL_OK && rc != CL_ERR_NOT_FOUND)
+        return fail(self, rc, env);
+    int code = rc == CL_OK ? ledger_permits(&who, env, why, sizeof why) : RC_NOT_PERMITTED;
+    if (code == RC_APPROVED)
+        return ledger_apply(self, env, hash, now_ms, reply_out, reply_len_out);
+    rc = decline_not_permitted(env, hash, why, reply_out, reply_len_out);
     return rc == CL_OK ? CL_OK : fail(self, rc, env);
 }
 
@@ -751,6 +790,23 @@ int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIR
     authorization_t auth;
     reply_from_decision(&auth, env, hash, &d, 0, "");
     return reply_pack(&auth, reply_out, reply_len_out);
+}
+
+typedef struct principal_call {
+    const char *public_z85;
+    ledger_principal_t *out;
+} principal_call_t;
+
+static int principal_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    const principal_call_t *c = ctx;
+    return access_lookup(self, txn, c->public_z85, c->out);
+}
+
+int ledger_principal(ledger_t *self, const char *public_z85, ledger_principal_t *out)
+{
+    principal_call_t call = {public_z85, out};
+    return with_reader(self, principal_in, &call);
 }
 
 static int replay_in(ledger_t *self, MDB_txn *txn, void *ctx)
@@ -988,6 +1044,9 @@ const char *ledger_entry_kind_name(int kind)
     case COALITION__ENTRY_KIND__ENTRY_ENROLL: return "enroll";
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD: return "partner-add";
     case COALITION__ENTRY_KIND__ENTRY_REVERSAL_AHEAD: return "reversal-ahead";
+    case COALITION__ENTRY_KIND__ENTRY_KEY_ADD: return "key-add";
+    case COALITION__ENTRY_KIND__ENTRY_KEY_REVOKE: return "key-revoke";
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_LIMITS: return "partner-limits";
     default: return "unknown";
     }
 }

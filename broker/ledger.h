@@ -11,6 +11,8 @@
 #ifndef COALITION_LEDGER_H
 #define COALITION_LEDGER_H
 
+#include "amount.h"
+#include "keys.h"
 #include "store.h"
 #include "wire.h"
 
@@ -19,13 +21,52 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 2u
+#define LEDGER_SCHEMA_VERSION 3u
 #define LEDGER_ENTRY_BYTES_MAX 4096
 #define ACCOUNT_NAME_BYTES_MAX 96
 /* Idempotency and reversal keys: "partner\0site\0txn". */
 #define TXN_KEY_BYTES_MAX (PARTNER_ID_LEN_MAX + 1 + SITE_ID_LEN_MAX + 1 + TXN_ID_LEN_MAX)
 
+/* Partner limits when the operator set none (PartnerLimitsRequest fields left 0). */
+#define LIMIT_MAX_AMOUNT_MINOR_DEFAULT INT64_C(10000000) /* 100,000.00 in a 2-decimal currency */
+#define LIMIT_MAX_POINTS_DEFAULT INT64_C(10000000)
+#define LIMIT_BURNS_PER_MEMBER_MINUTE_DEFAULT 30u
+#define LIMIT_REQUESTS_PER_SECOND_DEFAULT 5000u
+/* The velocity window and how many burn times a member record keeps for it. */
+#define VELOCITY_WINDOW_MS INT64_C(60000)
+#define VELOCITY_BURNS_KEPT VELOCITY_BURNS_PER_MINUTE_MAX
+_Static_assert(LIMIT_MAX_AMOUNT_MINOR_DEFAULT <= AMOUNT_MINOR_MAX, "default within the wire limit");
+_Static_assert(LIMIT_MAX_POINTS_DEFAULT <= POINTS_MAX, "default within the wire limit");
+_Static_assert(LIMIT_BURNS_PER_MEMBER_MINUTE_DEFAULT <= VELOCITY_BURNS_KEPT,
+               "the member record keeps enough burn times for the default");
+_Static_assert(LIMIT_REQUESTS_PER_SECOND_DEFAULT <= PARTNER_REQUESTS_PER_SECOND_MAX,
+               "default within the settable range");
+
 typedef struct ledger ledger_t;
+
+typedef struct ledger_limits {
+    int64_t max_amount_minor;
+    int64_t max_points;
+    uint32_t burns_per_member_minute;
+    uint32_t requests_per_second;
+} ledger_limits_t;
+
+/* Who an authenticated CURVE key is, from the keys database. */
+typedef struct ledger_principal {
+    char public_z85[KEY_Z85_BYTES];
+    char participant[PARTNER_ID_LEN_MAX + 1];
+    int role; /* COALITION__KEY_ROLE__ROLE_* */
+    bool revoked;
+    ledger_limits_t limits; /* a partner's limits in force (defaults filled in) */
+} ledger_principal_t;
+
+/* One row of the keys database, for listings. */
+typedef struct ledger_key_row {
+    char public_z85[KEY_Z85_BYTES];
+    char participant[PARTNER_ID_LEN_MAX + 1];
+    int role;
+    uint64_t created_seq, revoked_seq;
+} ledger_key_row_t;
 typedef Coalition__JournalEntry journal_entry_t;
 
 /* Create a new, empty ledger in `dir`. Fails with CL_ERR_EXISTS if one is there. */
@@ -42,6 +83,15 @@ void ledger_destroy(ledger_t **self_p);
 int ledger_batch_begin(ledger_t *self);
 int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                  int64_t now_ms, uint8_t **reply_out, size_t *reply_len_out);
+/* The same for a request that came over an authenticated connection: `public_z85` is the
+ * sender's CURVE key (ZAP User-Id). The key is looked up in the batch's transaction, so a
+ * revocation committed before is in force: an unknown or revoked key, a key of another
+ * participant than the envelope names, or a request its role may not make is declined 57
+ * and nothing is stored (no idempotency record, no journal entry). NULL: a trusted
+ * sender (the admin socket, or a broker running --insecure); identical to ledger_apply. */
+int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *env,
+                    const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, uint8_t **reply_out,
+                    size_t *reply_len_out);
 int ledger_batch_commit(ledger_t *self);
 void ledger_batch_abort(ledger_t *self);
 /* Grow the map after CL_ERR_MAP_FULL; only between batches. */
@@ -51,6 +101,21 @@ uint64_t ledger_last_seq(const ledger_t *self);
 /* Reader side, safe beside the writer: balance inquiry for a validated Balance request. */
 int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                    uint8_t **reply_out, size_t *reply_len_out);
+
+/* Reader side, beside the writer (the front end's thread): who a key is. CL_ERR_NOT_FOUND
+ * for a key never recorded; a revoked key is found with `revoked` set. */
+int ledger_principal(ledger_t *self, const char *public_z85, ledger_principal_t *out);
+/* RC_APPROVED when `p` may send `env` over the partner socket, else RC_NOT_PERMITTED with
+ * the reason: the key must be in force, its participant must be the envelope's partner,
+ * and its role must allow the body (partner: earn, burn, refund, void, balance, enrol;
+ * bank: nothing yet). */
+int ledger_permits(const ledger_principal_t *p, const envelope_t *env, char *why,
+                   size_t why_size);
+/* A partner's limits in force, defaults filled in for fields it leaves 0. */
+void ledger_limits_effective(const Coalition__Limits *stored, ledger_limits_t *out);
+/* Keys after `after` (NULL or "": from the first) in key order; read-only ledgers. */
+int ledger_keys_slice(ledger_t *self, const char *after, ledger_key_row_t *rows, size_t max,
+                      size_t *count_out);
 
 /* Reader side, in its own read transaction: the answer to a request whose key the ledger
  * already holds (the original reply marked replay, and reversed if undone since; or 94

@@ -18,7 +18,8 @@ struct ledger {
     MDB_env *env;
     store_mode_t mode;
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
-    MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals;
+    MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
+        db_keys;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -38,6 +39,12 @@ typedef struct decision {
     const char *original_txn_id;
     const char *original_site_id;
     const char *added_partner_id; /* ENTRY_PARTNER_ADD */
+    const char *public_key;       /* ENTRY_KEY_ADD, ENTRY_KEY_REVOKE */
+    const char *participant;      /* ENTRY_KEY_ADD, ENTRY_PARTNER_LIMITS */
+    uint32_t key_role;            /* ENTRY_KEY_ADD */
+    Coalition__Limits limits;     /* ENTRY_PARTNER_LIMITS */
+    bool has_limits;
+    int64_t now_ms; /* the writer's clock for this request (velocity) */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
     int64_t points;
@@ -50,6 +57,21 @@ typedef struct decision {
 
 /* rules.c: decide and, on approval, write accounts/members/partners/reversals in txn. */
 int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+/* access.c: the operator's key and limit requests. */
+int rules_key_add(ledger_t *self, MDB_txn *txn, decision_t *d, const Coalition__KeyAddRequest *r);
+int rules_key_revoke(ledger_t *self, MDB_txn *txn, decision_t *d,
+                     const Coalition__KeyRevokeRequest *r);
+int rules_partner_limits(ledger_t *self, MDB_txn *txn, decision_t *d,
+                         const Coalition__PartnerLimitsRequest *r);
+/* access.c: who a key is, in `txn`. */
+int access_lookup(ledger_t *self, MDB_txn *txn, const char *public_z85, ledger_principal_t *out);
+/* access.c: 65 when the member already has `limit` burns in the velocity window before
+ * now; on approval, record_burn adds this one (in the request's transaction). */
+int access_velocity_check(ledger_t *self, MDB_txn *txn, const char *member_id, uint32_t limit,
+                          decision_t *d);
+int access_velocity_record(ledger_t *self, MDB_txn *txn, const char *member_id, decision_t *d);
+__attribute__((format(printf, 3, 4))) void rules_decline(decision_t *d, int code, const char *fmt,
+                                                         ...);
 /* rules.c: answer a Balance request from a read transaction. */
 int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 

@@ -5,6 +5,7 @@
 #ifndef COALITION_REQUEST_H
 #define COALITION_REQUEST_H
 
+#include "keys.h"
 #include "router.h"
 #include "wire.h"
 
@@ -22,6 +23,9 @@ typedef struct request {
     peer_t peer;
     envelope_t *env;
     uint8_t hash[WIRE_HASH_BYTES];
+    /* The sender's authenticated CURVE public key (Z85), "" from the admin socket or a
+     * broker running --insecure. */
+    char principal[KEY_Z85_BYTES];
     uint8_t *reply; /* packed Authorization, malloc'd */
     size_t reply_len;
 } request_t;

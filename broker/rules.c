@@ -13,8 +13,9 @@
 #include <stdio.h>
 #include <string.h>
 
-__attribute__((format(printf, 3, 4))) static void decline(decision_t *d, int code, const char *fmt,
-                                                          ...)
+#define decline rules_decline
+
+void rules_decline(decision_t *d, int code, const char *fmt, ...)
 {
     int n = snprintf(d->text, sizeof d->text, "Declined %02d: ", code);
     va_list ap;
@@ -165,6 +166,13 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
                 r->currency);
         goto out;
     }
+    ledger_limits_t limits;
+    ledger_limits_effective(p->limits, &limits);
+    if (r->amount_minor > limits.max_amount_minor) {
+        decline(d, RC_EXCEEDS_LIMIT, "amount over partner %s's limit of %lld minor units a request",
+                p->partner_id, (long long)limits.max_amount_minor);
+        goto out;
+    }
     int exponent = amount_currency_exponent(r->currency);
     if (amount_points_for(r->amount_minor, exponent, p->earn_rate_milli, &points) != CL_OK ||
         points > POINTS_MAX) {
@@ -189,14 +197,35 @@ out:
     return rc;
 }
 
+/* 61 over the partner's per-request points limit; 65 when the member has had its
+ * partner's allowance of burns (at any partner) within the velocity window. */
+static int check_burn_limits(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    Coalition__PartnerRecord *p = NULL;
+    int rc = check_partner(self, txn, env, d, &p);
+    if (rc != CL_OK || declined(d))
+        return rc;
+    ledger_limits_t limits;
+    ledger_limits_effective(p->limits, &limits);
+    coalition__partner_record__free_unpacked(p, NULL);
+    if (env->burn->points > limits.max_points) {
+        decline(d, RC_EXCEEDS_LIMIT, "burn over partner %s's limit of %lld points a request",
+                env->partner_id, (long long)limits.max_points);
+        return CL_OK;
+    }
+    rc = check_member(self, txn, env->burn->member_id, d);
+    if (rc != CL_OK || declined(d))
+        return rc;
+    return access_velocity_check(self, txn, env->burn->member_id, limits.burns_per_member_minute,
+                                 d);
+}
+
 static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     const Coalition__BurnRequest *r = env->burn;
     char redeemed[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
-    int rc = check_partner(self, txn, env, d, NULL);
-    if (rc == CL_OK && !declined(d))
-        rc = check_member(self, txn, r->member_id, d);
+    int rc = check_burn_limits(self, txn, env, d);
     if (rc != CL_OK || declined(d))
         return rc;
     if (d->balance < 0)
@@ -218,6 +247,8 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, env->partner_id);
     ledger_account_member(member, sizeof member, r->member_id);
     rc = move_or_decline(self, txn, d, member, redeemed, points);
+    if (rc == CL_OK && !declined(d))
+        rc = access_velocity_record(self, txn, r->member_id, d);
     if (rc != CL_OK || declined(d))
         return rc;
     d->code = code;
@@ -633,6 +664,11 @@ int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     case COALITION__ENVELOPE__BODY_ENROLL: return apply_enroll(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_PARTNER_ADD:
         return apply_partner_add(self, txn, d, env->partner_add);
+    case COALITION__ENVELOPE__BODY_KEY_ADD: return rules_key_add(self, txn, d, env->key_add);
+    case COALITION__ENVELOPE__BODY_KEY_REVOKE:
+        return rules_key_revoke(self, txn, d, env->key_revoke);
+    case COALITION__ENVELOPE__BODY_PARTNER_LIMITS:
+        return rules_partner_limits(self, txn, d, env->partner_limits);
     default:
         /* Balance inquiries never reach the writer; the front end answers them. */
         decline(d, RC_INVALID_TRANSACTION, "%s is not a ledger write", wire_body_name(env));

@@ -69,6 +69,8 @@ typedef struct {
     uint64_t added_seq;
     int64_t rate_milli;
     char currency[CURRENCY_CODE_BYTES];
+    ledger_limits_t record_limits; /* as stored, 0 = default */
+    ledger_limits_t limits;        /* as the journal's partner-limits entries set them */
 } vpartner_t;
 
 /* What the journal's refunds and voids gave back of one original, keyed by its
@@ -131,6 +133,16 @@ int verify_expect_move(verify_t *v, const journal_entry_t *e, const char *from, 
                        int64_t points);
 /* No postings and no points (partner-add, enrolment, reversal ahead). */
 int verify_expect_no_moves(verify_t *v, const journal_entry_t *e);
+
+/* verify_keys.c. Key and partner-limit entries against the earlier journal; after the
+ * walk, the keys database against the journal and each partner's stored limits against
+ * its last partner-limits entry. */
+int verify_rederive_key(verify_t *v, const journal_entry_t *e);
+int verify_rederive_limits(verify_t *v, const journal_entry_t *e);
+int verify_key_records(verify_t *v);
+int verify_partner_limits(verify_t *v, const vpartner_t *p);
+/* The limits the journal had set for `p` so far, defaults filled in. */
+void verify_limits_in_force(const vpartner_t *p, ledger_limits_t *out);
 
 /* verify_reversals.c. A refund or void; a reversal ahead of its original; after the
  * walk, the reversals database against what the journal gave back. */

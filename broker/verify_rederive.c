@@ -56,6 +56,12 @@ static int visit_partner(const MDB_val *k, const MDB_val *val, void *ctx)
         p->record_rate_milli = rec->earn_rate_milli;
         snprintf(p->record_currency, sizeof p->record_currency, "%s", rec->currency);
         p->record_created_seq = rec->created_seq;
+        if (rec->limits != NULL) {
+            p->record_limits.max_amount_minor = rec->limits->max_amount_minor;
+            p->record_limits.max_points = rec->limits->max_points;
+            p->record_limits.burns_per_member_minute = rec->limits->burns_per_member_minute;
+            p->record_limits.requests_per_second = rec->limits->requests_per_second;
+        }
     }
     coalition__partner_record__free_unpacked(rec, NULL);
     return rc;
@@ -226,6 +232,12 @@ static int rederive_earn(verify_t *v, const journal_entry_t *e)
                                 (unsigned long long)e->seq, (long long)e->amount_minor);
     if (e->points != points)
         return earn_points_differ(v, e, p, points);
+    ledger_limits_t limits;
+    verify_limits_in_force(p, &limits);
+    if (e->amount_minor > limits.max_amount_minor)
+        return verify_violation(v, "entry %llu: an earn of %lld minor units over %s's limit of %lld",
+                                (unsigned long long)e->seq, (long long)e->amount_minor,
+                                e->partner_id, (long long)limits.max_amount_minor);
     char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, e->partner_id);
     ledger_account_member(member, sizeof member, e->member_id);
@@ -243,6 +255,12 @@ static int rederive_burn(verify_t *v, const journal_entry_t *e)
                                 "entry %llu: a burn of %lld points is outside the "
                                 "per-request limits",
                                 (unsigned long long)e->seq, (long long)e->points);
+    ledger_limits_t limits;
+    verify_limits_in_force(p, &limits);
+    if (e->points > limits.max_points)
+        return verify_violation(v, "entry %llu: a burn of %lld points over %s's limit of %lld",
+                                (unsigned long long)e->seq, (long long)e->points, e->partner_id,
+                                (long long)limits.max_points);
     char redeemed[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, e->partner_id);
     ledger_account_member(member, sizeof member, e->member_id);
@@ -263,6 +281,12 @@ int verify_rederive_entry(verify_t *v, const journal_entry_t *e)
     case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: return verify_rederive_reversal(v, e);
     case COALITION__ENTRY_KIND__ENTRY_REVERSAL_AHEAD: return verify_rederive_ahead(v, e);
+    case COALITION__ENTRY_KIND__ENTRY_KEY_ADD:
+    case COALITION__ENTRY_KIND__ENTRY_KEY_REVOKE:
+        return verify_expect_no_moves(v, e) == CL_OK ? verify_rederive_key(v, e) : CL_ERR_CORRUPT;
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_LIMITS:
+        return verify_expect_no_moves(v, e) == CL_OK ? verify_rederive_limits(v, e)
+                                                      : CL_ERR_CORRUPT;
     default:
         return verify_violation(v, "entry %llu has unknown kind %d", (unsigned long long)e->seq,
                                 (int)e->kind);
@@ -314,6 +338,9 @@ static int check_partner_records(verify_t *v)
                                     "partner record %s (created by entry %llu) has no "
                                     "partner-add entry",
                                     p->id.bytes, (unsigned long long)p->record_created_seq);
+        int rc = verify_partner_limits(v, p);
+        if (rc != CL_OK)
+            return rc;
     }
     return CL_OK;
 }
@@ -325,5 +352,7 @@ int verify_records(verify_t *v)
         rc = store_walk(v->txn, v->ledger->db_members, NULL, visit_member_record, v);
     if (rc == CL_OK)
         rc = check_partner_records(v);
+    if (rc == CL_OK)
+        rc = verify_key_records(v);
     return rc;
 }

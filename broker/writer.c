@@ -79,8 +79,9 @@ static int apply_once(void *ctx)
         batch_t *batch = round->batches[b];
         for (size_t i = 0; i < batch->count && rc == CL_OK; i++) {
             request_t *r = &batch->items[i];
-            rc = ledger_apply(round->self->ledger, r->env, r->hash, now_ms, &r->reply,
-                              &r->reply_len);
+            const char *key = r->principal[0] != '\0' ? r->principal : NULL;
+            rc = ledger_apply_as(round->self->ledger, key, r->env, r->hash, now_ms, &r->reply,
+                                 &r->reply_len);
         }
     }
     if (rc == CL_OK)

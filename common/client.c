@@ -16,6 +16,12 @@ struct client {
 
 int client_new(client_t **self_out, const char *endpoint)
 {
+    return client_new_curve(self_out, endpoint, NULL, NULL);
+}
+
+int client_new_curve(client_t **self_out, const char *endpoint, const key_pair_t *key,
+                     const char *server_public_z85)
+{
     client_t *self = calloc(1, sizeof *self);
     if (self == NULL)
         return CL_ERR_NOMEM;
@@ -23,7 +29,13 @@ int client_new(client_t **self_out, const char *endpoint)
     self->ctx = zmq_ctx_new();
     if (self->ctx != NULL)
         self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
-    if (self->sock == NULL ||
+    bool curve_ok =
+        key == NULL ||
+        (self->sock != NULL &&
+         zmq_setsockopt(self->sock, ZMQ_CURVE_SERVERKEY, server_public_z85, KEY_Z85_BYTES) == 0 &&
+         zmq_setsockopt(self->sock, ZMQ_CURVE_PUBLICKEY, key->public_z85, KEY_Z85_BYTES) == 0 &&
+         zmq_setsockopt(self->sock, ZMQ_CURVE_SECRETKEY, key->secret_z85, KEY_Z85_BYTES) == 0);
+    if (self->sock == NULL || !curve_ok ||
         zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
         zmq_connect(self->sock, endpoint) != 0) {
         client_destroy(&self);

@@ -4,11 +4,15 @@
 #ifndef COALITION_CLIENT_H
 #define COALITION_CLIENT_H
 
+#include "keys.h"
 #include "wire.h"
 
 typedef struct client client_t;
 
 int client_new(client_t **self_out, const char *endpoint);
+/* The same as a CURVE client: this participant's key pair and the server's public key. */
+int client_new_curve(client_t **self_out, const char *endpoint, const key_pair_t *key,
+                     const char *server_public_z85);
 void client_destroy(client_t **self_p);
 /* CL_OK with *auth_out set (free with wire_auth_free), or CL_ERR_TIMEOUT. */
 int client_call(client_t *self, const envelope_t *env, int timeout_ms, authorization_t **auth_out);

@@ -19,6 +19,7 @@ const char *cl_strerror(int err)
     case CL_ERR_OVERFLOW: return "integer overflow";
     case CL_ERR_VERSION: return "unsupported version";
     case CL_ERR_LOCKED: return "locked by another writer";
+    case CL_ERR_PERMISSION: return "secret file readable by group or others";
     default: return "unknown error";
     }
 }

@@ -18,7 +18,8 @@ typedef enum {
     CL_ERR_STICKY = -11,   /* the writer failed earlier and refuses further writes */
     CL_ERR_OVERFLOW = -12, /* an integer would overflow */
     CL_ERR_VERSION = -13,  /* on-disk schema or wire version not understood */
-    CL_ERR_LOCKED = -14    /* another process holds the store's writer lock */
+    CL_ERR_LOCKED = -14,   /* another process holds the store's writer lock */
+    CL_ERR_PERMISSION = -15 /* a secret file is readable by group or others */
 } cl_err_t;
 
 const char *cl_strerror(int err);

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,33 @@ void log_init(const char *program, log_level_t min_level)
 {
     log_program = program;
     log_min_level = min_level;
+}
+
+/* Copy `text` into out[0..room-1] with every byte outside printable ASCII (a newline, a
+ * control byte, anything non-ASCII a peer sent) written as \xNN, so one log line is
+ * always one line and cannot be forged. Stops before an escape that would not fit.
+ * Returns the bytes written, < room (no terminator is written). */
+size_t log_escape(char *out, size_t room, const char *text)
+{
+    assert(out != NULL && room > 0 && text != NULL);
+    static const char hex[] = "0123456789abcdef";
+    size_t len = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++) {
+        bool plain = *p >= 0x20 && *p < 0x7f && *p != '\\';
+        size_t need = plain ? 1 : 4;
+        if (len + need >= room)
+            break;
+        if (plain) {
+            out[len++] = (char)*p;
+        } else {
+            out[len++] = '\\';
+            out[len++] = 'x';
+            out[len++] = hex[*p >> 4];
+            out[len++] = hex[*p & 0xf];
+        }
+    }
+    assert(len < room);
+    return len;
 }
 
 /* One line: prefix, the formatted message, `suffix` (kept even when the message is cut). */
@@ -44,10 +72,11 @@ static void log_write(log_level_t level, const char *suffix, const char *fmt, va
     assert(suffix_len < LOG_SUFFIX_BYTES_MAX);
     /* Room for the message: the rest of the line less the suffix and the newline. */
     size_t room = sizeof line - (size_t)n - suffix_len - 1;
-    int m = vsnprintf(line + n, room, fmt, ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > (size_t)n + room - 1)
-        len = (size_t)n + room - 1;
+    char message[LOG_LINE_BYTES_MAX];
+    if (vsnprintf(message, sizeof message, fmt, ap) < 0)
+        message[0] = '\0';
+    size_t len = (size_t)n + log_escape(line + n, room, message);
+    assert(len < sizeof line - suffix_len);
     memcpy(line + len, suffix, suffix_len);
     len += suffix_len;
     line[len++] = '\n';

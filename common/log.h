@@ -4,11 +4,15 @@
 #ifndef COALITION_LOG_H
 #define COALITION_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } log_level_t;
 
 void log_init(const char *program, log_level_t min_level);
+/* Every line is escaped (log_escape): bytes outside printable ASCII and backslashes
+ * appear as \xNN, so text a peer sent cannot forge or split a line. */
+size_t log_escape(char *out, size_t room, const char *text);
 void log_msg(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)

@@ -4,6 +4,7 @@
 #include "amount.h"
 #include "digest.h"
 #include "errors.h"
+#include "keys.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -39,6 +40,9 @@ static bool has_unknown_fields(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_BALANCE: body = &env->balance->base; break;
     case COALITION__ENVELOPE__BODY_ENROLL: body = &env->enroll->base; break;
     case COALITION__ENVELOPE__BODY_PARTNER_ADD: body = &env->partner_add->base; break;
+    case COALITION__ENVELOPE__BODY_KEY_ADD: body = &env->key_add->base; break;
+    case COALITION__ENVELOPE__BODY_KEY_REVOKE: body = &env->key_revoke->base; break;
+    case COALITION__ENVELOPE__BODY_PARTNER_LIMITS: body = &env->partner_limits->base; break;
     default: break;
     }
     return env->base.n_unknown_fields > 0 || (body != NULL && body->n_unknown_fields > 0);
@@ -155,6 +159,36 @@ static int validate_partner_add(const Coalition__PartnerAddRequest *p, char *why
     return RC_APPROVED;
 }
 
+static int validate_key_add(const Coalition__KeyAddRequest *k, char *why, size_t why_size)
+{
+    if (!keys_z85_valid(k->public_key))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "public key is not 40 characters of Z85");
+    if (!wire_id_valid(k->participant, PARTNER_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "participant id missing or malformed");
+    if (strcmp(k->participant, OPERATOR_PARTNER_ID) == 0)
+        return refuse(why, why_size, RC_NOT_PERMITTED, "participant id is reserved");
+    if (k->role != COALITION__KEY_ROLE__ROLE_PARTNER && k->role != COALITION__KEY_ROLE__ROLE_BANK)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "role must be partner or bank");
+    return RC_APPROVED;
+}
+
+static int validate_limits(const Coalition__PartnerLimitsRequest *l, char *why, size_t why_size)
+{
+    if (!wire_id_valid(l->partner_id, PARTNER_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
+    if (l->max_amount_minor < 0 || l->max_amount_minor > AMOUNT_MINOR_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "max amount out of range");
+    if (l->max_points < 0 || l->max_points > POINTS_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "max points out of range");
+    if (l->burns_per_member_minute > VELOCITY_BURNS_PER_MINUTE_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "burns per member minute over %d",
+                      VELOCITY_BURNS_PER_MINUTE_MAX);
+    if (l->requests_per_second > PARTNER_REQUESTS_PER_SECOND_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "requests per second over %d",
+                      PARTNER_REQUESTS_PER_SECOND_MAX);
+    return RC_APPROVED;
+}
+
 static int validate_body(const envelope_t *env, char *why, size_t why_size)
 {
     switch (env->body_case) {
@@ -180,6 +214,13 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
         return validate_member(env->enroll->member_id, why, why_size);
     case COALITION__ENVELOPE__BODY_PARTNER_ADD:
         return validate_partner_add(env->partner_add, why, why_size);
+    case COALITION__ENVELOPE__BODY_KEY_ADD: return validate_key_add(env->key_add, why, why_size);
+    case COALITION__ENVELOPE__BODY_KEY_REVOKE:
+        if (!keys_z85_valid(env->key_revoke->public_key))
+            return refuse(why, why_size, RC_FORMAT_ERROR, "public key is not 40 characters of Z85");
+        return RC_APPROVED;
+    case COALITION__ENVELOPE__BODY_PARTNER_LIMITS:
+        return validate_limits(env->partner_limits, why, why_size);
     default: return refuse(why, why_size, RC_FORMAT_ERROR, "no request body");
     }
 }
@@ -199,7 +240,7 @@ int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_
     if (!wire_id_valid(env->txn_id, TXN_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR,
                       "txn id missing, malformed or longer than %d bytes", TXN_ID_LEN_MAX);
-    bool admin_body = env->body_case == COALITION__ENVELOPE__BODY_PARTNER_ADD;
+    bool admin_body = wire_admin_body(env);
     bool operator_id = strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0;
     if (from_admin != operator_id)
         return refuse(why, why_size, RC_NOT_PERMITTED, "partner id not allowed on this socket");
@@ -210,6 +251,14 @@ int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_
         return refuse(why, why_size, RC_NOT_PERMITTED, "the operator sends no %s requests",
                       wire_body_name(env));
     return validate_body(env, why, why_size);
+}
+
+bool wire_admin_body(const envelope_t *env)
+{
+    return env->body_case == COALITION__ENVELOPE__BODY_PARTNER_ADD ||
+           env->body_case == COALITION__ENVELOPE__BODY_KEY_ADD ||
+           env->body_case == COALITION__ENVELOPE__BODY_KEY_REVOKE ||
+           env->body_case == COALITION__ENVELOPE__BODY_PARTNER_LIMITS;
 }
 
 int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
@@ -246,21 +295,29 @@ uint8_t *wire_pack_auth(const authorization_t *auth, size_t *len_out)
     return buf;
 }
 
+/* An id echoed in a reply only when it is a valid id: a reply never carries bytes a
+ * peer sent that are not printable ASCII (invalid UTF-8 in a proto3 string field is
+ * refused by other languages' parsers), and never grows past AUTH_BYTES_MAX. */
+static char *echo_id(const char *s, size_t len_max)
+{
+    return wire_id_valid(s, len_max) ? (char *)s : "";
+}
+
 void wire_auth_decline(authorization_t *auth, const envelope_t *env, int code, char *text)
 {
     coalition__authorization__init(auth);
     auth->version = WIRE_VERSION;
-    auth->txn_id = (env != NULL && env->txn_id != NULL) ? env->txn_id : "";
+    auth->txn_id = env != NULL ? echo_id(env->txn_id, TXN_ID_LEN_MAX) : "";
     auth->code = (Coalition__ResponseCode)code;
     auth->text = text;
-    auth->member_id = env != NULL ? (char *)wire_member_of(env) : "";
+    auth->member_id = env != NULL ? echo_id(wire_member_of(env), MEMBER_ID_LEN_MAX) : "";
     wire_auth_echo(auth, env, NULL);
 }
 
 void wire_auth_echo(authorization_t *auth, const envelope_t *env, const uint8_t *hash)
 {
     assert(auth != NULL);
-    auth->site_id = (env != NULL && env->site_id != NULL) ? env->site_id : "";
+    auth->site_id = env != NULL ? echo_id(env->site_id, SITE_ID_LEN_MAX) : "";
     auth->request_hash.data = (uint8_t *)hash;
     auth->request_hash.len = hash != NULL ? WIRE_HASH_BYTES : 0;
 }
@@ -320,6 +377,9 @@ const char *wire_body_name(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_BALANCE: return "balance";
     case COALITION__ENVELOPE__BODY_ENROLL: return "enroll";
     case COALITION__ENVELOPE__BODY_PARTNER_ADD: return "partner-add";
+    case COALITION__ENVELOPE__BODY_KEY_ADD: return "key-add";
+    case COALITION__ENVELOPE__BODY_KEY_REVOKE: return "key-revoke";
+    case COALITION__ENVELOPE__BODY_PARTNER_LIMITS: return "partner-limits";
     default: return "none";
     }
 }

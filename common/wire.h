@@ -22,6 +22,17 @@
 #define MEMBER_ID_LEN_MAX 64
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
+/* The largest packed Authorization: every echoed id is at most its limit, the text at
+ * most RECEIPT_TEXT_BYTES_MAX; 512 covers them with their tags. */
+#define AUTH_BYTES_MAX 512
+_Static_assert(TXN_ID_LEN_MAX + SITE_ID_LEN_MAX + MEMBER_ID_LEN_MAX + RECEIPT_TEXT_BYTES_MAX +
+                       WIRE_HASH_BYTES + AUTH_CODE_LEN + 64 <=
+                   AUTH_BYTES_MAX,
+               "an Authorization fits AUTH_BYTES_MAX");
+_Static_assert(AUTH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX, "a reply is never over the request limit");
+/* Limits a partner may be given (PartnerLimitsRequest). */
+#define VELOCITY_BURNS_PER_MINUTE_MAX 64
+#define PARTNER_REQUESTS_PER_SECOND_MAX 1000000
 /* Partner id under which operator (admin socket) requests are keyed. No partner may use it. */
 #define OPERATOR_PARTNER_ID "operator"
 /* Site id of operator requests (coalitionctl, tools on the admin socket). */
@@ -70,6 +81,9 @@ void wire_auth_free(authorization_t *auth);
  * the response code, with a reason in `why`. Admin bodies are accepted only when
  * `from_admin`, partner bodies only when not. */
 int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_size);
+
+/* Bodies only the operator may send (admin socket). */
+bool wire_admin_body(const envelope_t *env);
 
 /* SHA-256 of the canonical request with client_time_ms left out. */
 int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES]);

@@ -47,6 +47,8 @@
 #define PRUNE_INTERVAL_MS 60000
 #define PRUNE_SLICE_MAX 1000
 #define LOG_REPEAT_MS 5000
+#define MONITOR_ENDPOINT "inproc://coalition-agent-monitor"
+#define MONITOR_EVENTS_PER_PASS 16
 #define MS_PER_DAY INT64_C(86400000)
 
 _Static_assert(OPS_MAX >= INTAKE_MAX, "one intake pass is one durable write");
@@ -68,7 +70,9 @@ typedef struct agent {
     uint64_t rng;
     int64_t next_prune_ms;
     /* Failures that can repeat per tick or per message log at most once per interval. */
-    log_every_t log_write, log_match, log_retry;
+    log_every_t log_write, log_match, log_retry, log_refused;
+    void *monitor;    /* handshake events of the broker connection */
+    bool key_refused; /* the broker's ZAP refused this agent's key at the last handshake */
 } agent_t;
 
 static pending_t *reversal_of(agent_t *a, const pending_t *burn);
@@ -180,15 +184,16 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
     envelope_t *env = wire_envelope_decode(p->envelope, p->envelope_len);
     authorization_t auth;
     char text[RECEIPT_TEXT_BYTES_MAX];
+    const char *cause = a->key_refused ? "the clearinghouse refused this agent's key (ask the "
+                                         "operator)"
+                                       : "the clearinghouse is unreachable";
     if (pending_store_and_forward(p->kind)) {
-        snprintf(text, sizeof text,
-                 "Stored offline: the clearinghouse is unreachable; "
-                 "it will be sent when it is back");
+        snprintf(text, sizeof text, "Stored offline: %s; it will be sent when it is back", cause);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.offline = true;
         auth.pending = true;
     } else {
-        snprintf(text, sizeof text, "Declined 91: clearinghouse unavailable; nothing applied");
+        snprintf(text, sizeof text, "Declined 91: %s; nothing applied", cause);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
     }
     router_reply_auth(a->tills, &w->till, &auth);
@@ -777,7 +782,7 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
-    if (ans->p != NULL && auth->code == RC_SYSTEM_ERROR) {
+    if (ans->p != NULL && (auth->code == RC_SYSTEM_ERROR || auth->code == RC_UNAVAILABLE)) {
         if (*error_count < REPLIES_MAX)
             snprintf(errors[(*error_count)++], TXN_ID_LEN_MAX + 1, "%s", ans->p->txn_id);
         ans->p = NULL;
@@ -960,6 +965,72 @@ static int set_int(void *sock, int option, int value)
     return zmq_setsockopt(sock, option, &value, sizeof value);
 }
 
+/* CURVE client of the broker, with a monitor on its handshakes so a refused key is
+ * reported (log and till replies) instead of looking like a broker that is down. */
+static int set_curve_client(agent_t *a)
+{
+    const agent_options_t *o = a->opts;
+    assert(o->key != NULL && keys_z85_valid(o->broker_public_z85));
+    if (zmq_setsockopt(a->broker, ZMQ_CURVE_SERVERKEY, o->broker_public_z85, KEY_Z85_BYTES) ||
+        zmq_setsockopt(a->broker, ZMQ_CURVE_PUBLICKEY, o->key->public_z85, KEY_Z85_BYTES) ||
+        zmq_setsockopt(a->broker, ZMQ_CURVE_SECRETKEY, o->key->secret_z85, KEY_Z85_BYTES) ||
+        zmq_socket_monitor(a->broker, MONITOR_ENDPOINT,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
+        log_error("cannot set up CURVE to the broker: %s", zmq_strerror(zmq_errno()));
+        return CL_ERR_ZMQ;
+    }
+    a->monitor = zmq_socket(a->ctx, ZMQ_PAIR);
+    if (a->monitor == NULL || set_int(a->monitor, ZMQ_LINGER, 0) ||
+        zmq_connect(a->monitor, MONITOR_ENDPOINT) != 0)
+        return CL_ERR_ZMQ;
+    return CL_OK;
+}
+
+static bool zmq_getsockopt_more(void *sock)
+{
+    int more = 0;
+    size_t size = sizeof more;
+    return zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &size) == 0 && more != 0;
+}
+
+/* One handshake event: [u16 event, u32 value][endpoint]. */
+static void take_monitor_events(agent_t *a)
+{
+    for (int i = 0; i < MONITOR_EVENTS_PER_PASS; i++) {
+        uint8_t head[6];
+        int n = zmq_recv(a->monitor, head, sizeof head, ZMQ_DONTWAIT);
+        if (n < 0)
+            return;
+        while (zmq_getsockopt_more(a->monitor))
+            zmq_recv(a->monitor, NULL, 0, 0); /* the endpoint frame */
+        uint16_t event;
+        uint32_t value;
+        memcpy(&event, head, sizeof event);
+        memcpy(&value, head + 2, sizeof value);
+        if (n != (int)sizeof head)
+            continue;
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            if (a->key_refused)
+                log_info("the broker accepted this agent's key again");
+            a->key_refused = false;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            a->key_refused = true;
+            log_every(&a->log_refused, LOG_REPEAT_MS, LOG_ERROR,
+                      "the broker REFUSED this agent's key (ZAP status %u): it is unknown or "
+                      "revoked; ask the operator ('coalitionctl key list'). Requests stay in the "
+                      "outbox and tills are told so",
+                      (unsigned)value);
+        } else {
+            log_every(&a->log_refused, LOG_REPEAT_MS, LOG_ERROR,
+                      "CURVE handshake with the broker failed (event 0x%x): is --broker-key the "
+                      "broker's public key?",
+                      (unsigned)event);
+        }
+    }
+}
+
 static int open_sockets(agent_t *a)
 {
     const agent_options_t *o = a->opts;
@@ -978,6 +1049,8 @@ static int open_sockets(agent_t *a)
         log_error("cannot listen on %s: %s", o->listen_endpoint, zmq_strerror(zmq_errno()));
         return CL_ERR_ZMQ;
     }
+    if (o->key != NULL && set_curve_client(a) != CL_OK)
+        return CL_ERR_ZMQ;
     /* IMMEDIATE: sends fail while no connection is up, so nothing queues blindly. */
     if (set_int(a->broker, ZMQ_LINGER, 0) || set_int(a->broker, ZMQ_IMMEDIATE, 1) ||
         set_int(a->broker, ZMQ_SNDHWM, SOCKET_HWM) || set_int(a->broker, ZMQ_RCVHWM, SOCKET_HWM) ||
@@ -1023,6 +1096,8 @@ static void close_agent(agent_t *a)
         zmq_close(a->tills);
     if (a->broker != NULL)
         zmq_close(a->broker);
+    if (a->monitor != NULL)
+        zmq_close(a->monitor);
     if (a->ctx != NULL)
         zmq_ctx_term(a->ctx);
     outbox_destroy(&a->store);
@@ -1046,14 +1121,18 @@ int agent_run(const agent_options_t *opts, int stop_fd)
     bool stop = false;
     while (rc == CL_OK && !stop) {
         short intake = a.pending_count < AGENT_PENDING_MAX ? ZMQ_POLLIN : 0;
-        zmq_pollitem_t items[] = {
-            {a.tills, 0, intake, 0}, {a.broker, 0, ZMQ_POLLIN, 0}, {NULL, stop_fd, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 3, TICK_MS) < 0 && zmq_errno() != EINTR) {
+        zmq_pollitem_t items[] = {{a.tills, 0, intake, 0},
+                                  {a.broker, 0, ZMQ_POLLIN, 0},
+                                  {NULL, stop_fd, ZMQ_POLLIN, 0},
+                                  {a.monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, a.monitor != NULL ? 4 : 3, TICK_MS) < 0 && zmq_errno() != EINTR) {
             log_error("poll failed: %s", zmq_strerror(zmq_errno()));
             rc = CL_ERR_ZMQ;
             break;
         }
         int64_t now = clock_mono_ms();
+        if (a.monitor != NULL && (items[3].revents & ZMQ_POLLIN))
+            take_monitor_events(&a);
         if (items[1].revents & ZMQ_POLLIN)
             take_replies(&a, now);
         if (items[0].revents & ZMQ_POLLIN)

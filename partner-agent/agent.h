@@ -31,6 +31,8 @@
 
 #define AGENT_SITE_DEFAULT "main"
 
+#include "keys.h"
+
 typedef struct agent_options {
     const char *partner_id;
     const char *site_id;
@@ -42,6 +44,10 @@ typedef struct agent_options {
     int window;
     int heartbeat_ms;
     int journal_days;
+    /* CURVE: this agent's key pair and the broker's public key. NULL only with
+     * --insecure (plain TCP to a loopback broker). */
+    const key_pair_t *key;
+    const char *broker_public_z85;
 } agent_options_t;
 
 /* Runs until stop_fd (see shutdown.h) is readable. */

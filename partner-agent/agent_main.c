@@ -3,6 +3,7 @@
 #include "agent.h"
 #include "errors.h"
 #include "json.h"
+#include "keys.h"
 #include "log.h"
 #include "outbox.h"
 #include "shutdown.h"
@@ -29,6 +30,11 @@ static void usage(FILE *out)
             "  -s, --site ID           this store's site id within the partner; txn ids are\n"
             "                          unique per (partner, site) (default: %s)\n"
             "  -b, --broker ENDPOINT   broker address (default: %s)\n"
+            "  -k, --key FILE          this agent's CURVE secret key file, owner-only (made by\n"
+            "                          'coalitionctl key new PARTNER --role partner')\n"
+            "  -K, --broker-key FILE   the broker's public key file (DIR/broker.pub of the\n"
+            "                          ledger); --key and --broker-key are required unless\n"
+            "      --insecure          plain TCP without CURVE, only to a loopback broker\n"
             "  -d, --data DIR          outbox and journal directory (default: agent-ID)\n"
             "  -l, --listen ENDPOINT   where tills connect (default: ipc://DIR/%s)\n"
             "      --till-wait-ms N    how long a till waits for the broker before an earn\n"
@@ -117,6 +123,35 @@ static int parse_ms(const char *name, const char *s, int min, int max, int *out)
     return 0;
 }
 
+/* The agent's key pair (refused when group or others can read it) and the broker's
+ * public key; or, with --insecure, nothing, and only towards a loopback broker. */
+static int load_keys(bool insecure, const char *key_path, const char *broker_key_path,
+                     const char *broker_endpoint, key_pair_t *key, char *broker_public)
+{
+    char why[KEY_WHY_BYTES_MAX];
+    if (insecure) {
+        if (!keys_endpoint_loopback(broker_endpoint)) {
+            log_error("--insecure is allowed only towards a loopback broker, not %s",
+                      broker_endpoint);
+            return 1;
+        }
+        log_warn("INSECURE: plain TCP to %s without CURVE; never run a production agent like "
+                 "this",
+                 broker_endpoint);
+        return 0;
+    }
+    if (key_path == NULL || broker_key_path == NULL) {
+        log_error("--key FILE and --broker-key FILE are required (or --insecure on loopback)");
+        return 1;
+    }
+    if (keys_read_secret(key_path, key, why, sizeof why) != CL_OK ||
+        keys_read_public(broker_key_path, broker_public, why, sizeof why) != CL_OK) {
+        log_error("refusing to start: %s", why);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -127,7 +162,8 @@ int main(int argc, char **argv)
         OPT_JOURNAL,
         OPT_OUTBOX,
         OPT_LOG,
-        OPT_JOURNAL_DAYS
+        OPT_JOURNAL_DAYS,
+        OPT_INSECURE
     };
     static const struct option longopts[] = {
         {"partner", required_argument, NULL, 'p'},
@@ -143,6 +179,9 @@ int main(int argc, char **argv)
         {"journal", no_argument, NULL, OPT_JOURNAL},
         {"outbox", no_argument, NULL, OPT_OUTBOX},
         {"log-level", required_argument, NULL, OPT_LOG},
+        {"key", required_argument, NULL, 'k'},
+        {"broker-key", required_argument, NULL, 'K'},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     agent_options_t o = {NULL,
@@ -154,11 +193,18 @@ int main(int argc, char **argv)
                          AGENT_RETRY_MS_DEFAULT,
                          AGENT_WINDOW_DEFAULT,
                          AGENT_HEARTBEAT_MS_DEFAULT,
-                         AGENT_JOURNAL_DAYS_DEFAULT};
+                         AGENT_JOURNAL_DAYS_DEFAULT,
+                         NULL,
+                         NULL};
+    const char *key_path = NULL, *broker_key_path = NULL;
+    bool insecure = false;
     int report = 0, bad = 0, c;
     log_level_t level = LOG_INFO;
-    while ((c = getopt_long(argc, argv, "p:s:b:d:l:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:s:b:d:l:k:K:h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'k': key_path = optarg; break;
+        case 'K': broker_key_path = optarg; break;
+        case OPT_INSECURE: insecure = true; break;
         case 'p': o.partner_id = optarg; break;
         case 's': o.site_id = optarg; break;
         case 'b': o.broker_endpoint = optarg; break;
@@ -210,6 +256,12 @@ int main(int argc, char **argv)
     }
     log_init("coalition-agent", level);
     umask(077);
+    key_pair_t key;
+    char broker_public[KEY_Z85_BYTES];
+    if (load_keys(insecure, key_path, broker_key_path, o.broker_endpoint, &key, broker_public) != 0)
+        return 2;
+    o.key = insecure ? NULL : &key;
+    o.broker_public_z85 = insecure ? NULL : broker_public;
     int stop_fd = shutdown_fd_open();
     if (stop_fd < 0) {
         log_error("cannot set up signal handling");

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "errors.h"
 #include "harness.h"
+#include "keys.h"
 #include "ledger.h"
 #include "wire.h"
 
@@ -47,6 +48,7 @@
 #define DEFAULT_MEMBERS 1000000
 #define DEFAULT_SEED 1u
 #define BENCH_PARTNER "bench"
+#define BENCH_RATE_LIMIT "1000000" /* requests a second: the highest a partner may be given */
 #define BENCH_SITE "bench"
 #define BENCH_TERMINAL "bench"
 #define EARN_CURRENCY "EUR"
@@ -73,9 +75,11 @@ typedef struct options {
     int clients, window, members, port; /* port 0: a free one */
     long requests;
     uint64_t seed;
-    const char *endpoint; /* NULL: start a broker */
-    const char *ledger;   /* NULL: a fresh one (own broker) or no seq check (--endpoint) */
-    const char *admin;    /* NULL: ipc://LEDGER/admin.sock when the ledger is known */
+    const char *endpoint;         /* NULL: start a broker */
+    const char *ledger;           /* NULL: a fresh one (own broker) or no seq check (--endpoint) */
+    const char *admin;            /* NULL: ipc://LEDGER/admin.sock when the ledger is known */
+    bool insecure;                /* plain TCP (the broker runs --insecure) instead of CURVE */
+    const char *key, *broker_key; /* an external broker's: our secret key, its public key */
 } options_t;
 
 typedef enum { STREAM_PARTNER, STREAM_ENROLL, STREAM_EARN } stream_kind_t;
@@ -108,9 +112,17 @@ typedef struct gate {
 } gate_t;
 
 /* A pipeline of `count` requests over one DEALER, `window` in flight. */
+/* CURVE credentials of the earn streams (partner BENCH_PARTNER): NULL for the admin
+ * socket's streams and with --insecure. */
+typedef struct curve {
+    key_pair_t key;
+    char server_z85[KEY_Z85_BYTES];
+} curve_t;
+
 typedef struct stream {
     stream_kind_t kind;
     const char *endpoint, *partner_id, *site_id;
+    const curve_t *curve;
     char prefix[PREFIX_BYTES];
     long count;
     int window, members;
@@ -145,6 +157,8 @@ typedef struct bench {
     double fresh_per_s, per_fsync;
     int64_t p50_us, p90_us, p99_us, max_us;
     const char *seq_verdict;
+    curve_t curve;
+    bool curve_on; /* earns over CURVE (the default) */
 } bench_t;
 
 /* ---- requests ------------------------------------------------------------------------- */
@@ -310,13 +324,17 @@ static int recv_reply(stream_t *s, void *sock)
 
 /* ---- one stream: a DEALER keeping `window` requests in flight ------------------------- */
 
-static void *dealer_open(void *ctx, const char *endpoint)
+static void *dealer_open(void *ctx, const char *endpoint, const curve_t *curve)
 {
     void *sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 0, timeout = REPLY_TIMEOUT_MS, unlimited = 0;
     if (sock == NULL)
         return NULL;
-    if (zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+    if ((curve != NULL &&
+         (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, curve->server_z85, KEY_Z85_BYTES) != 0 ||
+          zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, curve->key.public_z85, KEY_Z85_BYTES) != 0 ||
+          zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, curve->key.secret_z85, KEY_Z85_BYTES) != 0)) ||
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout) != 0 ||
         zmq_setsockopt(sock, ZMQ_SNDHWM, &unlimited, sizeof unlimited) != 0 ||
         zmq_setsockopt(sock, ZMQ_RCVHWM, &unlimited, sizeof unlimited) != 0 ||
@@ -352,7 +370,7 @@ static void *stream_main(void *arg)
 {
     stream_t *s = arg;
     void *ctx = zmq_ctx_new();
-    void *sock = ctx != NULL ? dealer_open(ctx, s->endpoint) : NULL;
+    void *sock = ctx != NULL ? dealer_open(ctx, s->endpoint, s->curve) : NULL;
     if (s->start != NULL) {
         pthread_mutex_lock(&s->start->mutex);
         while (!s->start->open)
@@ -448,6 +466,7 @@ static int broker_stop(bench_t *b)
 static int world_setup(bench_t *b)
 {
     world_init(&b->w);
+    b->w.insecure = b->o.insecure;
     if (b->o.port != 0) {
         snprintf(b->w.broker_endpoint, sizeof b->w.broker_endpoint, "tcp://127.0.0.1:%d",
                  b->o.port);
@@ -462,6 +481,9 @@ static int world_setup(bench_t *b)
             return -1;
         }
         snprintf(b->w.ledger, sizeof b->w.ledger, "%s", b->o.ledger);
+        snprintf(b->w.admin_endpoint, sizeof b->w.admin_endpoint, "ipc://%s/admin.sock",
+                 b->o.ledger);
+        snprintf(b->w.broker_pub, sizeof b->w.broker_pub, "%s/broker.pub", b->o.ledger);
         if (access(b->o.ledger, F_OK) != 0) {
             char out[256];
             if (world_ctl(&b->w, out, sizeof out, "init", (const char *)NULL) != 0) {
@@ -571,6 +593,35 @@ static bool setup_ok(const stream_t *s)
     return s->tally.fresh + s->tally.replayed_approved == s->count;
 }
 
+static int load_curve(bench_t *b, const char *key_path, const char *server_path)
+{
+    char why[KEY_WHY_BYTES_MAX];
+    if (keys_read_secret(key_path, &b->curve.key, why, sizeof why) != 0 ||
+        keys_read_public(server_path, b->curve.server_z85, why, sizeof why) != 0) {
+        fprintf(stderr, "bench_broker: %s\n", why);
+        return -1;
+    }
+    b->curve_on = true;
+    return 0;
+}
+
+/* After the partner exists: its key (our own broker), and a request rate limit above
+ * what the benchmark sends, so the broker's capacity is measured, not the limit. */
+static int keys_and_limits(bench_t *b)
+{
+    char out[1024];
+    if (world_ctl(&b->w, out, sizeof out, "--admin", b->admin, "partner", "limits", BENCH_PARTNER,
+                  "--requests-per-second", BENCH_RATE_LIMIT, (const char *)NULL) != 0) {
+        fprintf(stderr, "bench_broker: coalitionctl partner limits failed: %s\n", out);
+        return -1;
+    }
+    b->setup_fresh++; /* the limits are a journal entry */
+    if (!b->own || b->o.insecure)
+        return 0;
+    b->setup_fresh++; /* and so is the key */
+    return load_curve(b, world_key(&b->w, BENCH_PARTNER, "partner"), b->w.broker_pub);
+}
+
 static int setup_phase(bench_t *b)
 {
     stream_t partner = {.slots = NULL}, enroll = {.slots = NULL};
@@ -595,6 +646,8 @@ static int setup_phase(bench_t *b)
     rc = setup_ok(&partner) && setup_ok(&enroll) ? 0 : -1;
     if (rc != 0)
         fprintf(stderr, "bench_broker: not every setup request was approved\n");
+    if (rc == 0)
+        rc = keys_and_limits(b);
 out:
     stream_free(&partner);
     stream_free(&enroll);
@@ -608,6 +661,7 @@ static int earn_streams_init(bench_t *b, stream_t *streams, gate_t *start)
         stream_t *s = &streams[c];
         if (stream_init(s, STREAM_EARN, b->endpoint, share + (c < rest ? 1 : 0)) != 0)
             return -1;
+        s->curve = b->curve_on ? &b->curve : NULL;
         int len = snprintf(s->prefix, sizeof s->prefix, "bench-%s-%d-", b->nonce, c);
         if (len < 0 || (size_t)len >= sizeof s->prefix)
             return -1;
@@ -818,14 +872,18 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: bench_broker [--clients N] [--window N] [--requests N] [--members N]\n"
-            "                    [--seed N] [--port N] [--ledger DIR]\n"
-            "       bench_broker --endpoint ENDPOINT [--ledger DIR | --admin ENDPOINT] ...\n"
+            "                    [--seed N] [--port N] [--ledger DIR] [--insecure]\n"
+            "       bench_broker --endpoint ENDPOINT [--ledger DIR | --admin ENDPOINT]\n"
+            "                    [--key FILE --broker-key FILE | --insecure] ...\n"
             "Durable earns through coalition-broker over loopback TCP. Counts only fresh\n"
             "approvals, checks the ledger's sequence grew by exactly that many, prints\n"
             "throughput, latency percentiles and requests per fsync. Without --endpoint it\n"
             "starts a broker (on --port, else a free port) on --ledger DIR, else on a fresh\n"
             "ledger. With --endpoint, --ledger DIR (read-only) enables the sequence check and\n"
             "setup through ipc://DIR/admin.sock; without it both are skipped.\n"
+            "Earns go over CURVE as partner bench (own broker: a key made with coalitionctl;\n"
+            "external: --key and --broker-key), or plain TCP with --insecure (the broker\n"
+            "must run --insecure too). Setup raises bench's request rate limit.\n"
             "Defaults: --clients %d --window %d --requests %ld --members %d --seed %u\n"
             "Exit 0 every earn a fresh approval and the check passed, 1 otherwise, 2 usage.\n",
             DEFAULT_CLIENTS, DEFAULT_WINDOW, DEFAULT_REQUESTS, DEFAULT_MEMBERS, DEFAULT_SEED);
@@ -876,6 +934,9 @@ static int parse_option(options_t *o, int c, const char *arg)
     case 'e': o->endpoint = arg; break;
     case 'l': o->ledger = arg; break;
     case 'a': o->admin = arg; break;
+    case 'I': o->insecure = true; break;
+    case 'k': o->key = arg; break;
+    case 'K': o->broker_key = arg; break;
     default: rc = -1;
     }
     return rc;
@@ -883,19 +944,16 @@ static int parse_option(options_t *o, int c, const char *arg)
 
 static int parse_options(int argc, char **argv, options_t *o)
 {
-    static const struct option longopts[] = {{"clients", required_argument, NULL, 'c'},
-                                             {"window", required_argument, NULL, 'w'},
-                                             {"requests", required_argument, NULL, 'n'},
-                                             {"members", required_argument, NULL, 'm'},
-                                             {"port", required_argument, NULL, 'p'},
-                                             {"seed", required_argument, NULL, 's'},
-                                             {"endpoint", required_argument, NULL, 'e'},
-                                             {"ledger", required_argument, NULL, 'l'},
-                                             {"admin", required_argument, NULL, 'a'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"clients", required_argument, NULL, 'c'},  {"window", required_argument, NULL, 'w'},
+        {"requests", required_argument, NULL, 'n'}, {"members", required_argument, NULL, 'm'},
+        {"port", required_argument, NULL, 'p'},     {"seed", required_argument, NULL, 's'},
+        {"endpoint", required_argument, NULL, 'e'}, {"ledger", required_argument, NULL, 'l'},
+        {"admin", required_argument, NULL, 'a'},    {"insecure", no_argument, NULL, 'I'},
+        {"key", required_argument, NULL, 'k'},      {"broker-key", required_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     for (;;) {
-        int c = getopt_long(argc, argv, "c:w:n:m:p:s:e:l:a:h", longopts, NULL);
+        int c = getopt_long(argc, argv, "c:w:n:m:p:s:e:l:a:k:K:h", longopts, NULL);
         if (c == -1)
             break;
         if (c == 'h') {
@@ -924,20 +982,29 @@ static int parse_options(int argc, char **argv, options_t *o)
 }
 
 /* An external broker: its endpoint; the ledger (read-only) and admin socket if given. */
-static void external_setup(bench_t *b)
+static int external_setup(bench_t *b)
 {
+    if (!b->o.insecure && (b->o.key == NULL || b->o.broker_key == NULL)) {
+        fprintf(stderr, "bench_broker: --endpoint needs --key and --broker-key, or --insecure\n");
+        return -1;
+    }
+    if (!b->o.insecure && load_curve(b, b->o.key, b->o.broker_key) != 0)
+        return -1;
     snprintf(b->endpoint, sizeof b->endpoint, "%s", b->o.endpoint);
     b->ledger = b->o.ledger;
     if (b->o.admin != NULL)
         snprintf(b->admin, sizeof b->admin, "%s", b->o.admin);
     else if (b->o.ledger != NULL)
         snprintf(b->admin, sizeof b->admin, "ipc://%s/admin.sock", b->o.ledger);
+    return 0;
 }
 
 static void print_start(const bench_t *b)
 {
     printf("bench_broker: %s broker on %s, ledger %s\n", b->own ? "own" : "external", b->endpoint,
            b->ledger != NULL ? b->ledger : "(unknown: no seq check)");
+    printf("bench_broker: transport %s\n",
+           b->o.insecure ? "plain TCP (--insecure)" : "CURVE (earns authenticated by key)");
     printf("bench_broker: run nonce %s (in every earn's txn id), member seed %" PRIu64 "\n",
            b->nonce, b->o.seed);
 }
@@ -1000,8 +1067,8 @@ int main(int argc, char **argv)
     int rc = streams == NULL ? 2 : 0;
     if (rc == 0 && b.own && world_setup(&b) != 0)
         rc = 2;
-    if (rc == 0 && !b.own)
-        external_setup(&b);
+    if (rc == 0 && !b.own && external_setup(&b) != 0)
+        rc = 2;
     if (rc == 0) {
         print_start(&b);
         rc = run(&b, streams);

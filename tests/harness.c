@@ -3,6 +3,7 @@
 
 #include "client.h"
 #include "clock.h"
+#include "keys.h"
 #include "wire.h"
 
 #include <arpa/inet.h>
@@ -18,9 +19,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #define ARGS_MAX 32
-#define AGENT_ARGS_MAX 20
+#define AGENT_ARGS_MAX 24
+#define KEY_PATHS_MAX 16
 #define POLL_STEP_MS 20
 
 static void die(const char *fmt, ...)
@@ -187,6 +190,8 @@ void world_init(world_t *w)
     snprintf(w->broker_endpoint, sizeof w->broker_endpoint, "tcp://127.0.0.1:%d",
              harness_free_port());
     snprintf(w->broker.log_path, sizeof w->broker.log_path, "%s/broker.log", w->dir);
+    snprintf(w->admin_endpoint, sizeof w->admin_endpoint, "ipc://%s/admin.sock", w->ledger);
+    snprintf(w->broker_pub, sizeof w->broker_pub, "%s/broker.pub", w->ledger);
     w->till_wait_ms = 1000;
     w->retry_ms = 500;
     char out[256];
@@ -210,11 +215,17 @@ void world_destroy(world_t *w)
 
 void world_start_broker(world_t *w)
 {
-    char *argv[] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind",
-                    w->broker_endpoint,   NULL};
+    char *argv[] = {COALITION_BROKER_BIN,
+                    "--ledger",
+                    w->ledger,
+                    "--bind",
+                    w->broker_endpoint,
+                    w->insecure ? "--insecure" : NULL,
+                    NULL};
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;
-    if (!harness_wait_reply(w->broker_endpoint, HARNESS_READY_TIMEOUT_MS))
+    /* The admin socket binds after the partner socket: when it answers, both are up. */
+    if (!harness_wait_reply(w->admin_endpoint, HARNESS_READY_TIMEOUT_MS))
         die("broker did not come up on %s (log %s)", w->broker_endpoint, w->broker.log_path);
 }
 
@@ -241,6 +252,14 @@ static void spawn_agent(world_t *w, agent_proc_t *a)
     argv[n++] = wait_ms;
     argv[n++] = "--retry-ms";
     argv[n++] = retry_ms;
+    if (w->insecure) {
+        argv[n++] = "--insecure";
+    } else {
+        argv[n++] = "--key";
+        argv[n++] = (char *)world_key(w, a->partner_id, "partner");
+        argv[n++] = "--broker-key";
+        argv[n++] = w->broker_pub;
+    }
     if (a->site_id[0] != '\0') {
         argv[n++] = "--site";
         argv[n++] = a->site_id;
@@ -311,6 +330,53 @@ static int run_va(char **head, size_t head_count, char *out, size_t out_size, co
         argv[n++] = (char *)arg;
     argv[n] = NULL;
     return harness_run(argv, out, out_size);
+}
+
+const char *world_key(world_t *w, const char *participant, const char *role)
+{
+    static char paths[KEY_PATHS_MAX][HARNESS_PATH_BYTES];
+    static size_t next;
+    char *path = paths[next++ % KEY_PATHS_MAX];
+    snprintf(path, HARNESS_PATH_BYTES, "%s/%s.key", w->dir, participant);
+    if (access(path, F_OK) == 0)
+        return path;
+    char out[1024];
+    int rc = world_ctl(w, out, sizeof out, "key", "new", participant, "--role", role, "--out", path,
+                       NULL);
+    if (rc != 0)
+        die("coalitionctl key new %s --role %s failed (%d): %s", participant, role, rc, out);
+    return path;
+}
+
+static void load_key(world_t *w, const char *participant, key_pair_t *key, char *server)
+{
+    char why[KEY_WHY_BYTES_MAX];
+    if (keys_read_secret(world_key(w, participant, "partner"), key, why, sizeof why) != 0 ||
+        keys_read_public(w->broker_pub, server, why, sizeof why) != 0)
+        die("cannot load keys: %s", why);
+}
+
+int world_client(world_t *w, const char *participant, struct client **out)
+{
+    if (w->insecure)
+        return client_new(out, w->broker_endpoint);
+    key_pair_t key;
+    char server[KEY_Z85_BYTES];
+    load_key(w, participant, &key, server);
+    return client_new_curve(out, w->broker_endpoint, &key, server);
+}
+
+void world_curve_socket(world_t *w, void *sock, const char *participant)
+{
+    if (w->insecure)
+        return;
+    key_pair_t key;
+    char server[KEY_Z85_BYTES];
+    load_key(w, participant, &key, server);
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server, KEY_Z85_BYTES) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, key.public_z85, KEY_Z85_BYTES) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, key.secret_z85, KEY_Z85_BYTES))
+        die("cannot set CURVE options: %s", zmq_strerror(zmq_errno()));
 }
 
 int world_ctl(world_t *w, char *out, size_t out_size, const char *arg0, ...)

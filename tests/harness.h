@@ -37,6 +37,9 @@ typedef struct world {
     char dir[HARNESS_DIR_BYTES];
     char ledger[HARNESS_PATH_BYTES];
     char broker_endpoint[64];
+    char admin_endpoint[HARNESS_PATH_BYTES + 32];
+    char broker_pub[HARNESS_PATH_BYTES + 32]; /* the broker's public key file (coalitionctl init) */
+    bool insecure; /* start broker and agents with --insecure (plain TCP); default CURVE */
     proc_t broker;
     agent_proc_t agents[HARNESS_AGENTS_MAX];
     size_t agent_count;
@@ -62,6 +65,15 @@ agent_proc_t *world_start_agent_at(world_t *w, const char *partner_id, const cha
 int world_stop_agent(world_t *w, agent_proc_t *a, int signo);
 /* Start a stopped agent again with the same data directory and till socket. */
 void world_restart_agent(world_t *w, agent_proc_t *a);
+/* The secret key file of `participant` (role "partner" or "bank"), made with
+ * `coalitionctl key new` the first time (the broker must be running, and a partner
+ * added). Agents and world_client use it. */
+const char *world_key(world_t *w, const char *participant, const char *role);
+/* A CURVE client of the broker's partner socket as `participant` (partner role). */
+struct client;
+int world_client(world_t *w, const char *participant, struct client **out);
+/* Make a raw ZeroMQ socket a CURVE client as `participant`, before it connects. */
+void world_curve_socket(world_t *w, void *sock, const char *participant);
 /* Run coalitionctl with the world's ledger and `args` (NULL-terminated); capture stdout. */
 int world_ctl(world_t *w, char *out, size_t out_size, const char *arg0, ...);
 /* Run coalition-pos against an agent with `args`; capture stdout. */

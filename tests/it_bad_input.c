@@ -38,7 +38,7 @@
 #define OVER_SOCKET_LIMIT_BYTES 70000
 #define MULTIPART_FRAMES 4
 /* Setup: partner fuel = seq 1, grocer = 2, member alice = 3, bob = 4. */
-#define SETUP_LAST_SEQ 4u
+#define SETUP_LAST_SEQ 6u /* 2 partners, 2 members, 2 keys */
 
 typedef struct fixture {
     world_t world;
@@ -152,11 +152,23 @@ static void expect_envelope_refused(fixture_t *f, const char *what, const envelo
     snapshot_t before;
     take_snapshot(&f->world, &before);
     authorization_t *auth = NULL;
-    int rc = client_call(f->client, env, CALL_TIMEOUT_MS, &auth);
+    /* A reply echoes only valid ids (never bytes that are not printable ASCII): a
+     * malformed txn id comes back empty, so such a reply is taken as the next one. */
+    bool echoed = wire_id_valid(env->txn_id, TXN_ID_LEN_MAX);
+    int rc = CL_OK;
+    if (echoed) {
+        rc = client_call(f->client, env, CALL_TIMEOUT_MS, &auth);
+    } else {
+        size_t len = 0;
+        uint8_t *buf = wire_pack_envelope(env, &len);
+        assert_non_null(buf);
+        rc = client_call_raw(f->client, buf, len, CALL_TIMEOUT_MS, &auth);
+        free(buf);
+    }
     if (rc != CL_OK)
         fail_msg("%s: expected a reply within %d ms, got rc %d (%s)", what, CALL_TIMEOUT_MS, rc,
                  cl_strerror(rc));
-    expect_refusal(what, auth, code, env->txn_id);
+    expect_refusal(what, auth, code, echoed ? env->txn_id : "");
     wire_auth_free(auth);
     expect_unchanged(what, &f->world, &before);
 }
@@ -192,7 +204,7 @@ static void expect_still_serving(fixture_t *f, const char *what)
     env.balance = &body;
     client_t *c = NULL;
     authorization_t *auth = NULL;
-    int rc = client_new(&c, f->world.broker_endpoint);
+    int rc = world_client(&f->world, "fuel", &c);
     if (rc == CL_OK)
         rc = client_call(c, &env, CALL_TIMEOUT_MS, &auth);
     client_destroy(&c);
@@ -236,7 +248,9 @@ static int group_setup(void **state)
     expect_ctl_ok("member add alice", rc, out);
     rc = world_ctl(w, out, sizeof out, "member", "add", "bob", NULL);
     expect_ctl_ok("member add bob", rc, out);
-    if (client_new(&f->client, w->broker_endpoint) != CL_OK) {
+    world_key(w, "fuel", "partner");
+    world_key(w, "grocer", "partner");
+    if (world_client(w, "fuel", &f->client) != CL_OK) {
         fprintf(stderr, "cannot connect a client to %s\n", w->broker_endpoint);
         return -1;
     }
@@ -339,7 +353,7 @@ static void test_over_socket_limit(void **state)
     memset(huge, 'x', OVER_SOCKET_LIMIT_BYTES);
     client_t *c = NULL;
     authorization_t *auth = NULL;
-    EXPECT_EQ("client_new", CL_OK, client_new(&c, f->world.broker_endpoint));
+    EXPECT_EQ("world_client", CL_OK, world_client(&f->world, "fuel", &c));
     int rc = client_call_raw(c, huge, OVER_SOCKET_LIMIT_BYTES, SILENCE_MS, &auth);
     client_destroy(&c);
     free(huge);
@@ -359,7 +373,9 @@ static void test_unknown_partner(void **state)
     Coalition__EarnRequest body;
     earn_envelope(&env, &body, "unknown-partner-1");
     env.partner_id = "nobody";
-    expect_envelope_refused(f, "earn from an unknown partner", &env, RC_UNKNOWN_PARTNER);
+    /* Identity comes from the key: fuel's key naming another partner is refused 57. */
+    expect_envelope_refused(f, "earn naming another partner than its key's", &env,
+                            RC_NOT_PERMITTED);
 }
 
 static void test_bad_amounts(void **state)
@@ -522,6 +538,7 @@ static void test_multipart_dropped(void **state)
     assert_non_null(sock);
     EXPECT_EQ("zmq_setsockopt LINGER", 0,
               zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms));
+    world_curve_socket(&f->world, sock, "grocer");
     EXPECT_EQ("zmq_connect", 0, zmq_connect(sock, f->world.broker_endpoint));
     static const char *const frames[MULTIPART_FRAMES] = {"one", "two", "three", "four"};
     for (int i = 0; i < MULTIPART_FRAMES; i++) {

@@ -4,6 +4,7 @@
  * till was told against what the ledger holds. Values are asserted exactly. */
 #define _GNU_SOURCE /* prlimit(2): a full disk for one running agent */
 #include "harness.h"
+#include "keys.h"
 
 #include "clock.h"
 #include "coalition_pos.h"
@@ -310,11 +311,19 @@ static void test_other_request_under_a_pending_key_is_94(void **state)
 
 /* ---- replies must say what they answer ------------------------------------------------ */
 
-static void *bind_router(void *ctx, int port)
+/* A fake broker: a CURVE server with a key pair of its own (its public key written to
+ * `pub_path` for the agent's --broker-key) and no ZAP handler, so any client key may
+ * connect. */
+static void *bind_router(void *ctx, int port, const char *pub_path)
 {
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
     char endpoint[64];
-    int linger = 0;
+    int linger = 0, server = 1;
+    key_pair_t key;
+    if (keys_generate(&key) != 0 || keys_write_public(pub_path, key.public_z85, "fake") != 0)
+        fail_msg("cannot make the fake broker's key");
+    zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &server, sizeof server);
+    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, key.secret_z85, KEY_Z85_BYTES);
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_bind(sock, endpoint) != 0)
@@ -376,16 +385,30 @@ static void test_reply_for_another_request_is_dropped(void **state)
     world_t *w = *state;
     int port = harness_free_port();
     void *ctx = zmq_ctx_new();
-    void *fake = bind_router(ctx, port);
     char broker[64], data[HARNESS_PATH_BYTES], endpoint[HARNESS_PATH_BYTES],
-        log[HARNESS_PATH_BYTES];
+        log[HARNESS_PATH_BYTES], pub[HARNESS_PATH_BYTES];
+    snprintf(pub, sizeof pub, "%s/fake-%d.pub", w->dir, port);
+    void *fake = bind_router(ctx, port, pub);
     snprintf(broker, sizeof broker, "tcp://127.0.0.1:%d", port);
     snprintf(data, sizeof data, "%s/agent-fake", w->dir);
     snprintf(endpoint, sizeof endpoint, "ipc://%s/agent-fake.sock", w->dir);
     snprintf(log, sizeof log, "%s/agent-fake.log", w->dir);
-    char *argv[] = {
-        COALITION_AGENT_BIN, "--partner", "fuel",           "--broker", broker, "--data", data,
-        "--listen",          endpoint,    "--till-wait-ms", "5000",     NULL};
+    char *argv[] = {COALITION_AGENT_BIN,
+                    "--partner",
+                    "fuel",
+                    "--broker",
+                    broker,
+                    "--data",
+                    data,
+                    "--listen",
+                    endpoint,
+                    "--till-wait-ms",
+                    "5000",
+                    "--key",
+                    (char *)world_key(w, "fuel", "partner"),
+                    "--broker-key",
+                    pub,
+                    NULL};
     proc_t agent;
     memset(&agent, 0, sizeof agent);
     agent.pid = harness_spawn(argv, log);
@@ -505,8 +528,9 @@ static void fake_start(world_t *w, fake_world_t *f, const char *name, const char
 {
     int port = harness_free_port();
     f->ctx = zmq_ctx_new();
-    f->sock = bind_router(f->ctx, port);
-    char broker[64], data[HARNESS_PATH_BYTES];
+    char broker[64], data[HARNESS_PATH_BYTES], pub[HARNESS_PATH_BYTES];
+    snprintf(pub, sizeof pub, "%s/fake-%d.pub", w->dir, port);
+    f->sock = bind_router(f->ctx, port, pub);
     snprintf(broker, sizeof broker, "tcp://127.0.0.1:%d", port);
     snprintf(data, sizeof data, "%s/agent-%s", w->dir, name);
     snprintf(f->endpoint, sizeof f->endpoint, "ipc://%s/agent-%s.sock", w->dir, name);
@@ -524,6 +548,10 @@ static void fake_start(world_t *w, fake_world_t *f, const char *name, const char
                     (char *)till_wait_ms,
                     "--retry-ms",
                     (char *)retry_ms,
+                    "--key",
+                    (char *)world_key(w, "fuel", "partner"),
+                    "--broker-key",
+                    pub,
                     NULL};
     f->agent.pid = harness_spawn(argv, f->agent.log_path);
     EXPECT_TRUE("agent on a fake broker comes up", harness_wait_reply(f->endpoint, 10000));

@@ -35,6 +35,11 @@
 #define ACCOUNTS_MAX 16
 /* Setup: partner fuel = seq 1, grocer = 2, member alice = 3, bob = 4. */
 #define SETUP_LAST_SEQ 4u
+/* The agents' key-add entries (fuel, grocer), made by the harness after the setup's four
+ * operator writes. Sequence numbers in this file are written as counted without them;
+ * seq() gives the ledger's. */
+#define KEY_ENTRIES 2u
+#define seq(n) ((n) == 0 ? 0 : (uint64_t)(n) + KEY_ENTRIES)
 #define SHUTDOWN_BURST 200
 #define SHUTDOWN_SILENCE_MS 2000
 
@@ -305,7 +310,7 @@ static void expect_result(const char *what, int call_rc, const cpos_result_t *r,
     snprintf(field, sizeof field, "%s: balance", what);
     EXPECT_EQ(field, e->balance, r->balance);
     snprintf(field, sizeof field, "%s: seq", what);
-    EXPECT_EQ(field, e->seq, r->seq);
+    EXPECT_EQ(field, seq(e->seq), r->seq);
     snprintf(field, sizeof field, "%s: replay", what);
     EXPECT_EQ(field, e->replay, r->replay);
     snprintf(field, sizeof field, "%s: offline", what);
@@ -342,7 +347,7 @@ static void expect_pos(const char *what, int exit_rc, const char *out, int exit_
     expect_json(what, out, "points", raw);
     snprintf(raw, sizeof raw, "%" PRId64, e->balance);
     expect_json(what, out, "balance", raw);
-    snprintf(raw, sizeof raw, "%" PRIu64, e->seq);
+    snprintf(raw, sizeof raw, "%" PRIu64, seq(e->seq));
     expect_json(what, out, "seq", raw);
     expect_json(what, out, "replay", e->replay ? "true" : "false");
     expect_json(what, out, "offline", "false");
@@ -420,7 +425,7 @@ static void test_library_earn_burn_refund_void_balance(void **state)
     expect_result("enroll n1 carol at the till", rc, &r, &(expect_t){RC_APPROVED, 0, 0, 16, false});
     cpos_destroy(&pos);
 
-    EXPECT_EQ("ledger last seq", 16, last_seq(w));
+    EXPECT_EQ("ledger last seq", seq(16), last_seq(w));
     EXPECT_EQ("ledger balance of alice", 60, member_balance(w, "alice"));
     /* Issued: -(24 + 100 + 60) + 40 + 60 + 24 = -60; redeemed: 10 - 4 - 6 + 5 - 5 = 0. */
     const account_row_t expected[] = {{"member:alice", 60},          {"member:bob", 0},
@@ -494,7 +499,7 @@ static void test_cli_flow(void **state)
     expect_pos("pos earn for unknown member", rc, out, 1, "e4",
                &(expect_t){RC_UNKNOWN_MEMBER, 0, 0, 0, false});
 
-    EXPECT_EQ("ledger last seq", 12, last_seq(w));
+    EXPECT_EQ("ledger last seq", seq(12), last_seq(w));
     EXPECT_EQ("ledger balance of alice", 12, member_balance(w, "alice"));
     /* Issued: -(18 - 9 - 9 + 30 + 6 - 6) = -30; redeemed: 30 - 12 = 18. */
     const account_row_t expected[] = {
@@ -545,18 +550,18 @@ static void test_two_partners_one_ledger(void **state)
                 strstr(report, "{\"account\":\"partner:grocer:redeemed\",\"balance\":15}\n") !=
                     NULL);
 
-    exit_rc = world_ctl(w, report, sizeof report, "--json", "journal", "--from", "5", NULL);
+    exit_rc = world_ctl(w, report, sizeof report, "--json", "journal", "--from", "7", NULL);
     EXPECT_EQ("coalitionctl journal exit", 0, exit_rc);
     EXPECT_EQ("journal entries with txn id t1", 2, count_substr(report, "\"txn_id\":\"t1\""));
     EXPECT_TRUE("journal has the fuel earn t1 at seq 5",
-                line_with(report, "\"seq\":5,", line, sizeof line));
+                line_with(report, "\"seq\":7,", line, sizeof line));
     EXPECT_TRUE("seq 5 is fuel's earn t1",
                 strstr(line, "\"kind\":\"earn\",\"partner\":\"fuel\",\"txn_id\":\"t1\"") != NULL);
     EXPECT_TRUE("journal has the grocer burn t1 at seq 6",
-                line_with(report, "\"seq\":6,", line, sizeof line));
+                line_with(report, "\"seq\":8,", line, sizeof line));
     EXPECT_TRUE("seq 6 is grocer's burn t1",
                 strstr(line, "\"kind\":\"burn\",\"partner\":\"grocer\",\"txn_id\":\"t1\"") != NULL);
-    EXPECT_EQ("ledger last seq", 7, last_seq(w));
+    EXPECT_EQ("ledger last seq", seq(7), last_seq(w));
 
     /* Reversals find their original among the sender's own txn ids only: grocer's void
      * of "f2" is about grocer's own f2, not seen yet, so it leaves a tombstone (00, no
@@ -577,7 +582,7 @@ static void test_two_partners_one_ledger(void **state)
         {"partner:fuel:issued", -30},   {"partner:fuel:redeemed", 0},
         {"partner:grocer:issued", -18}, {"partner:grocer:redeemed", 0}};
     expect_accounts(w, after_void, sizeof after_void / sizeof after_void[0]);
-    EXPECT_EQ("ledger last seq at the end", 10, last_seq(w));
+    EXPECT_EQ("ledger last seq at the end", seq(10), last_seq(w));
     expect_verify_ok(w);
 }
 
@@ -603,7 +608,7 @@ static void test_retry_replays_and_duplicate_key(void **state)
     snprintf(raw, sizeof raw, "\"%s\"", first.auth_code);
     expect_json("pos retry of e1", out, "auth_code", raw);
 
-    EXPECT_EQ("ledger last seq after retries", 5, last_seq(w));
+    EXPECT_EQ("ledger last seq after retries", seq(5), last_seq(w));
     EXPECT_EQ("balance of alice after retries", 24, member_balance(w, "alice"));
 
     rc = cpos_earn(pos, "e1", "alice", 1000, "EUR", &r);
@@ -626,7 +631,7 @@ static void test_retry_replays_and_duplicate_key(void **state)
                   &(expect_t){RC_INSUFFICIENT_POINTS, 0, 20, 0, true});
     cpos_destroy(&pos);
 
-    EXPECT_EQ("ledger last seq at the end", 6, last_seq(w));
+    EXPECT_EQ("ledger last seq at the end", seq(6), last_seq(w));
     EXPECT_EQ("balance of alice at the end", 20, member_balance(w, "alice"));
     expect_verify_ok(w);
 }
@@ -696,7 +701,7 @@ static void expect_offline_earns_recorded(world_t *w, const agent_proc_t *fuel_a
     EXPECT_EQ("journal entries for o2", 1, count_substr(out, "\"txn_id\":\"o2\""));
     EXPECT_EQ("journal entries for ob1", 0, count_substr(out, "\"txn_id\":\"ob1\""));
     EXPECT_EQ("journal entries for ob2", 0, count_substr(out, "\"txn_id\":\"ob2\""));
-    EXPECT_EQ("journal entries in all", 7, count_lines(out));
+    EXPECT_EQ("journal entries in all", seq(7), count_lines(out));
 
     if (!wait_outbox_empty(fuel_agent, out, sizeof out))
         fail_msg("agent outbox: expected empty within %d ms, got: %s", DELIVERY_TIMEOUT_MS, out);
@@ -707,12 +712,12 @@ static void expect_offline_earns_recorded(world_t *w, const agent_proc_t *fuel_a
     expect_json("agent journal o1", line, "code", "\"00\"");
     expect_json("agent journal o1", line, "points", "24");
     expect_json("agent journal o1", line, "balance", "44");
-    expect_json("agent journal o1", line, "ledger_seq", "6");
+    expect_json("agent journal o1", line, "ledger_seq", "8");
     EXPECT_TRUE("agent journal has o2", line_with(out, "\"txn_id\":\"o2\"", line, sizeof line));
     expect_json("agent journal o2", line, "code", "\"00\"");
     expect_json("agent journal o2", line, "points", "100");
     expect_json("agent journal o2", line, "balance", "144");
-    expect_json("agent journal o2", line, "ledger_seq", "7");
+    expect_json("agent journal o2", line, "ledger_seq", "9");
 }
 
 static void test_offline_store_and_forward(void **state)
@@ -756,8 +761,8 @@ static void test_offline_store_and_forward(void **state)
     /* o1: floor(12.34 * 2) = 24, o2: 100; delivered in arrival order as seq 6 and 7. */
     uint64_t seq_got = 0;
     int64_t balance_got = 0;
-    if (!wait_ledger(w, 7, 144, &seq_got, &balance_got))
-        fail_msg("offline earns delivered: expected seq 7 and alice 144 within %d ms, got seq "
+    if (!wait_ledger(w, seq(7), 144, &seq_got, &balance_got))
+        fail_msg("offline earns delivered: expected seq 9 and alice 144 within %d ms, got seq "
                  "%" PRIu64 " and alice %" PRId64,
                  DELIVERY_TIMEOUT_MS, seq_got, balance_got);
 
@@ -774,13 +779,16 @@ static void test_offline_store_and_forward(void **state)
 
 /* ---- 7. graceful shutdown -------------------------------------------------------------- */
 
-static void *dealer_to(void *ctx, const char *endpoint)
+/* A DEALER to the broker's partner socket, authenticated as `partner`. */
+static void *dealer_to(world_t *w, void *ctx, const char *partner)
 {
     void *sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger_ms = 0;
-    if (sock == NULL || zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) != 0 ||
-        zmq_connect(sock, endpoint) != 0)
-        fail_msg("DEALER to %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    if (sock == NULL || zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) != 0)
+        fail_msg("DEALER: %s", zmq_strerror(zmq_errno()));
+    world_curve_socket(w, sock, partner);
+    if (zmq_connect(sock, w->broker_endpoint) != 0)
+        fail_msg("DEALER to %s: %s", w->broker_endpoint, zmq_strerror(zmq_errno()));
     return sock;
 }
 
@@ -830,11 +838,13 @@ static int collect_burst(void *sock, authorization_t *first)
     int approved = 0;
     for (authorization_t *auth = first; auth != NULL;) {
         EXPECT_EQ("code of a burst reply", RC_APPROVED, auth->code);
-        uint64_t seq = auth->seq;
-        if (seq < 6 || seq > 5 + SHUTDOWN_BURST || seen[seq - 5])
-            fail_msg("seq of a burst reply: expected a new one in 6..%d, got %" PRIu64,
-                     5 + SHUTDOWN_BURST, seq);
-        seen[seq - 5] = true;
+        uint64_t first_seq = seq(5);
+        uint64_t at = auth->seq;
+        if (at <= first_seq || at > first_seq + SHUTDOWN_BURST || seen[at - first_seq])
+            fail_msg("seq of a burst reply: expected a new one in %" PRIu64 "..%" PRIu64
+                     ", got %" PRIu64,
+                     first_seq + 1, first_seq + SHUTDOWN_BURST, at);
+        seen[at - first_seq] = true;
         approved++;
         wire_auth_free(auth);
         auth = approved < SHUTDOWN_BURST ? recv_auth(sock, SHUTDOWN_SILENCE_MS) : NULL;
@@ -882,13 +892,13 @@ static void test_broker_graceful_shutdown(void **state)
 {
     world_t *w = *state;
     void *ctx = zmq_ctx_new();
-    void *sock = dealer_to(ctx, w->broker_endpoint);
+    void *sock = dealer_to(w, ctx, "fuel");
     send_earn(sock, "g-first", 100);
     authorization_t *auth = recv_auth(sock, CALL_TIMEOUT_MS);
     if (auth == NULL)
         fail_msg("earn g-first: expected a reply within %d ms, got none", CALL_TIMEOUT_MS);
     EXPECT_EQ("earn g-first: code", RC_APPROVED, auth->code);
-    EXPECT_EQ("earn g-first: seq", 5, auth->seq);
+    EXPECT_EQ("earn g-first: seq", seq(5), auth->seq);
     wire_auth_free(auth);
 
     /* A burst, and SIGTERM as soon as its first answer shows the broker is busy with it. */
@@ -908,7 +918,8 @@ static void test_broker_graceful_shutdown(void **state)
     zmq_ctx_term(ctx);
 
     uint64_t seq_after = last_seq(w);
-    EXPECT_EQ("ledger last seq after shutdown = 5 + approved replies", 5 + approved, seq_after);
+    EXPECT_EQ("ledger last seq after shutdown = g-first + approved replies", seq(5) + approved,
+              seq_after);
     EXPECT_EQ("alice after shutdown = 2 points per approved earn", 2 * (1 + approved),
               member_balance(w, "alice"));
     expect_verify_ok(w);
@@ -924,7 +935,7 @@ static void test_broker_graceful_shutdown(void **state)
     /* It starts again on the same ledger and carries on from the same sequence. */
     world_start_broker(w);
     ctx = zmq_ctx_new();
-    sock = dealer_to(ctx, w->broker_endpoint);
+    sock = dealer_to(w, ctx, "fuel");
     send_earn(sock, "g-after", 1000);
     auth = recv_auth(sock, CALL_TIMEOUT_MS);
     if (auth == NULL)

@@ -43,7 +43,7 @@
 #define LOG_BYTES 16384
 /* Entries before the load: partner add, member add, then the preload earns. Three slices
  * of the journal, so the blocked reader has slices still to read when it resumes. */
-#define SETUP_ENTRIES 2
+#define SETUP_ENTRIES 3 /* partner add, member add, key add */
 #define PRELOAD_EARNS (2 * LEDGER_SLICE_RECORDS_MAX + 86)
 #define JOURNAL_ENTRIES (SETUP_ENTRIES + PRELOAD_EARNS)
 /* The load committed while the reader is blocked: one earn per commit, sequentially, so
@@ -317,7 +317,7 @@ static run_t run_load(fixture_t *f, size_t i, bool with_pager)
     client_t *client = NULL;
     ctl_ok(w, "00 Partner p1", "partner", "add", "p1", "--earn-rate", "1");
     ctl_ok(w, "00 Member alice enrolled (seq 2)", "member", "add", "alice", NULL, NULL);
-    EXPECT_EQ("client_new", 0, client_new(&client, w->broker_endpoint));
+    EXPECT_EQ("world_client", 0, world_client(w, "p1", &client));
     for (int e = 0; e < PRELOAD_EARNS; e++)
         earn(client, e, SETUP_ENTRIES + 1 + (uint64_t)e);
     if (with_pager) {

@@ -821,7 +821,10 @@ static void check_ledger_rows(audit_t *au)
     for (size_t i = 0; i < au->nl; i++) {
         const lrow_t *r = &au->l[i];
         if (r->kind == COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD ||
-            r->kind == COALITION__ENTRY_KIND__ENTRY_ENROLL)
+            r->kind == COALITION__ENTRY_KIND__ENTRY_ENROLL ||
+            r->kind == COALITION__ENTRY_KIND__ENTRY_KEY_ADD ||
+            r->kind == COALITION__ENTRY_KIND__ENTRY_KEY_REVOKE ||
+            r->kind == COALITION__ENTRY_KIND__ENTRY_PARTNER_LIMITS)
             continue; /* the setup, through the operator's socket */
         if (r->agent >= 0 && r->txn[0] == '~') {
             check_agent_reversal(au, r);

@@ -79,6 +79,7 @@ typedef struct {
     Coalition__VoidRequest void_request;
     Coalition__BalanceRequest balance;
     Coalition__EnrollRequest enroll;
+    Coalition__PartnerLimitsRequest limits;
     Coalition__PartnerAddRequest partner_add;
 } request_t;
 
@@ -217,6 +218,21 @@ static result_t add_partner(fixture_t *f, const char *partner, int64_t rate_mill
     r.partner_add.currency = (char *)currency;
     r.env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
     r.env.partner_add = &r.partner_add;
+    return submit(f, &r.env, true);
+}
+
+/* The operator raises a partner's per-request limits to the wire's. */
+static result_t set_limits(fixture_t *f, const char *partner, int64_t max_minor, int64_t max_points)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, next_op_txn(f, txn));
+    coalition__partner_limits_request__init(&r.limits);
+    r.limits.partner_id = (char *)partner;
+    r.limits.max_amount_minor = max_minor;
+    r.limits.max_points = max_points;
+    r.env.body_case = COALITION__ENVELOPE__BODY_PARTNER_LIMITS;
+    r.env.partner_limits = &r.limits;
     return submit(f, &r.env, true);
 }
 
@@ -1257,6 +1273,8 @@ static void earn_over_the_points_limit_declines_61(void **state)
     fixture_t *f = *state;
     result_t res = add_partner(f, "yen", EARN_RATE_MILLI_MAX, "JPY");
     expect_approved("add yen", &res, RC_APPROVED, 0, 0, WORLD_SEQ + 1);
+    res = set_limits(f, "yen", AMOUNT_MINOR_MAX, POINTS_MAX);
+    expect_approved("yen limits", &res, RC_APPROVED, 0, 0, WORLD_SEQ + 2);
     snapshot_t before;
     snapshot(f, &before);
     res = earn(f, "yen", "too-big", "m1", AMOUNT_MINOR_MAX, "JPY");
@@ -1265,7 +1283,7 @@ static void earn_over_the_points_limit_declines_61(void **state)
     expect_unchanged(f, &before);
     res = earn(f, "yen", "at-limit", "m1", POINTS_MAX / 1000, "JPY");
     expect_approved("earn of exactly POINTS_MAX", &res, RC_APPROVED, POINTS_MAX, POINTS_MAX,
-                    WORLD_SEQ + 2);
+                    WORLD_SEQ + 3);
 }
 
 static void declines_leave_the_ledger_unchanged(void **state)

@@ -63,6 +63,7 @@ typedef struct {
     Coalition__RefundRequest refund;
     Coalition__VoidRequest void_request;
     Coalition__EnrollRequest enroll;
+    Coalition__PartnerLimitsRequest limits;
     Coalition__PartnerAddRequest partner_add;
 } request_t;
 
@@ -164,6 +165,21 @@ static result_t add_partner(fixture_t *f, const char *partner, int64_t rate_mill
     r.partner_add.currency = (char *)currency;
     r.env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
     r.env.partner_add = &r.partner_add;
+    return submit(f, &r.env, true);
+}
+
+/* The operator raises a partner's per-request limits to the wire's. */
+static result_t set_limits(fixture_t *f, const char *partner, int64_t max_minor, int64_t max_points)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, next_op_txn(f, txn));
+    coalition__partner_limits_request__init(&r.limits);
+    r.limits.partner_id = (char *)partner;
+    r.limits.max_amount_minor = max_minor;
+    r.limits.max_points = max_points;
+    r.env.body_case = COALITION__ENVELOPE__BODY_PARTNER_LIMITS;
+    r.env.partner_limits = &r.limits;
     return submit(f, &r.env, true);
 }
 
@@ -551,10 +567,12 @@ static void earns_at_the_per_request_limit_pass(void **state)
     fixture_t *f = *state;
     result_t res = add_partner(f, "yen", EARN_RATE_MILLI_MAX, "JPY");
     expect_approved("add yen", &res, 0, 0, WORLD_SEQ + 1);
+    res = set_limits(f, "yen", AMOUNT_MINOR_MAX, POINTS_MAX);
+    expect_approved("yen limits", &res, 0, 0, WORLD_SEQ + 2);
     res = enroll(f, "m3");
-    expect_approved("enroll m3", &res, 0, 0, WORLD_SEQ + 2);
+    expect_approved("enroll m3", &res, 0, 0, WORLD_SEQ + 3);
     const char *members[LIMIT_MEMBERS] = {"m1", "m2", "m3"};
-    uint64_t seq = WORLD_SEQ + 2;
+    uint64_t seq = WORLD_SEQ + 3;
     for (int i = 0; i < LIMIT_MEMBERS; i++) {
         for (int n = 0; n < LIMIT_EARNS; n++) {
             char txn[TXN_ID_LEN_MAX + 1];
@@ -569,7 +587,7 @@ static void earns_at_the_per_request_limit_pass(void **state)
     expect_approved("burn of the limit", &res, POINTS_MAX, 3 * POINTS_MAX, ++seq);
     EXPECT_EQ("yen issued", -(int64_t)LIMIT_MEMBERS * LIMIT_EARNS * POINTS_MAX,
               account(f, "partner:yen:issued"));
-    expect_verify_ok(f, "19 entries, 9 accounts, 3 partners, 0 reversed originals, 0 tombstones: "
+    expect_verify_ok(f, "20 entries, 9 accounts, 3 partners, 0 reversed originals, 0 tombstones: "
                         "chain, balances, idempotency, contracts, members and reversals hold");
 }
 
