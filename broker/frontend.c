@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "errors.h"
 #include "log.h"
+#include "peers.h"
 #include "ratelimit.h"
 #include "request.h"
 #include "router.h"
@@ -26,14 +27,21 @@
 #include <zmq.h>
 
 #define WRITER_ENDPOINT "inproc://coalition-writer"
-#define SOCKET_HWM 100000
+/* Per peer: requests queued from it (inbound) and replies queued to it (outbound). An
+ * agent keeps at most AGENT_WINDOW_MAX (4096) requests in flight: replies to all of them
+ * fit, and a peer sending faster than the writer commits is slowed by TCP, not queued
+ * without end. Bound per connection: SOCKET_RCVHWM x SOCKET_MESSAGE_BYTES_MAX inbound
+ * (4 MiB) plus SOCKET_SNDHWM x AUTH_BYTES_MAX outbound (2 MiB). */
+#define SOCKET_RCVHWM 1024
+#define SOCKET_SNDHWM 4096
 #define READS_PER_PASS_MAX (2 * BATCH_REQUESTS_MAX)
 #define LINGER_MS 2000
 #define HEARTBEAT_IVL_MS 1000
 #define HEARTBEAT_TIMEOUT_MS 5000
-/* Bigger messages are cut off by libzmq with the connection; smaller ones but over
+/* Bigger frames are cut off by libzmq with the connection; smaller ones but over
  * WIRE_MESSAGE_BYTES_MAX get a 30 reply. */
-#define SOCKET_MESSAGE_BYTES_MAX 65536
+#define SOCKET_MESSAGE_BYTES_MAX 4096
+_Static_assert(SOCKET_MESSAGE_BYTES_MAX > WIRE_MESSAGE_BYTES_MAX, "an oversized envelope gets 30");
 /* A connection that has not finished its CURVE handshake by then is dropped. */
 #define HANDSHAKE_IVL_MS 5000
 #ifndef ZMQ_MSG_PROPERTY_USER_ID
@@ -52,6 +60,7 @@ typedef struct frontend {
     void *ctx, *front, *admin, *pipe;
     ledger_t *ledger;
     zap_t *zap;         /* NULL when insecure */
+    peers_t *peers;     /* connections on the partner socket, capped */
     ratelimit_t *rates; /* per-participant request rate */
     uint64_t refused;   /* requests refused for their key or rate, for the log */
     writer_t *writer;
@@ -84,15 +93,21 @@ static int set_curve_server(void *sock, const key_pair_t *key)
     return CL_OK;
 }
 
-static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve)
+/* `peers` (partner socket only): its connections are counted and capped from before it
+ * binds. */
+static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve, peers_t **peers)
 {
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
     if (sock == NULL)
         return NULL;
+    if (peers != NULL && peers_new(peers, ctx, sock) != CL_OK) {
+        zmq_close(sock);
+        return NULL;
+    }
     int64_t max_bytes = SOCKET_MESSAGE_BYTES_MAX;
     if ((curve != NULL && set_curve_server(sock, curve) != CL_OK) ||
         set_int(sock, ZMQ_ROUTER_MANDATORY, 1) || set_int(sock, ZMQ_LINGER, LINGER_MS) ||
-        set_int(sock, ZMQ_SNDHWM, SOCKET_HWM) || set_int(sock, ZMQ_RCVHWM, SOCKET_HWM) ||
+        set_int(sock, ZMQ_SNDHWM, SOCKET_SNDHWM) || set_int(sock, ZMQ_RCVHWM, SOCKET_RCVHWM) ||
         set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) ||
         set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) ||
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) ||
@@ -319,8 +334,9 @@ static int run_loop(frontend_t *self, int stop_fd)
                                   {self->front, 0, intake, 0},
                                   {self->admin, 0, intake, 0},
                                   {NULL, stop_fd, stopping ? 0 : ZMQ_POLLIN, 0},
+                                  {peers_socket(self->peers), 0, ZMQ_POLLIN, 0},
                                   {zap, 0, zap != NULL ? ZMQ_POLLIN : 0, 0}};
-        int rc = zmq_poll(items, zap != NULL ? 5 : 4, -1);
+        int rc = zmq_poll(items, zap != NULL ? 6 : 5, -1);
         if (rc < 0 && zmq_errno() == EINTR)
             continue;
         if (rc < 0) {
@@ -329,7 +345,9 @@ static int run_loop(frontend_t *self, int stop_fd)
         }
         if (items[0].revents & ZMQ_POLLIN)
             drain_writer(self);
-        if (zap != NULL && (items[4].revents & ZMQ_POLLIN))
+        if (items[4].revents & ZMQ_POLLIN)
+            peers_handle(self->peers);
+        if (zap != NULL && (items[5].revents & ZMQ_POLLIN))
             zap_handle(self->zap, true);
         if (intake && ((items[1].revents | items[2].revents) & ZMQ_POLLIN))
             take_intake(self);
@@ -367,10 +385,10 @@ static int frontend_open(frontend_t *self, const frontend_options_t *opts)
         return rc;
     /* The partner socket first: if its endpoint is taken (another broker), stop before
      * the admin socket, whose ipc path binding would take over from its owner. */
-    self->front = open_router(self->ctx, opts->bind_endpoint, opts->server_key);
+    self->front = open_router(self->ctx, opts->bind_endpoint, opts->server_key, &self->peers);
     if (self->front == NULL)
         return CL_ERR_ZMQ;
-    self->admin = open_router(self->ctx, opts->admin_endpoint, NULL);
+    self->admin = open_router(self->ctx, opts->admin_endpoint, NULL, NULL);
     return self->admin != NULL ? CL_OK : CL_ERR_ZMQ;
 }
 
@@ -388,6 +406,7 @@ static void frontend_close(frontend_t *self)
             zmq_close(socks[i]);
     }
     zap_destroy(&self->zap);
+    peers_destroy(&self->peers);
     ratelimit_destroy(&self->rates);
     if (self->ctx != NULL)
         zmq_ctx_term(self->ctx);

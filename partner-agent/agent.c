@@ -1003,12 +1003,13 @@ static void take_monitor_events(agent_t *a)
         int n = zmq_recv(a->monitor, head, sizeof head, ZMQ_DONTWAIT);
         if (n < 0)
             return;
-        while (zmq_getsockopt_more(a->monitor))
-            zmq_recv(a->monitor, NULL, 0, 0); /* the endpoint frame */
         uint16_t event;
         uint32_t value;
         memcpy(&event, head, sizeof event);
         memcpy(&value, head + 2, sizeof value);
+        uint8_t scratch[sizeof head];
+        while (zmq_getsockopt_more(a->monitor))
+            zmq_recv(a->monitor, scratch, sizeof scratch, 0); /* the endpoint, dropped */
         if (n != (int)sizeof head)
             continue;
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {

@@ -1,0 +1,128 @@
+/* Connection cap on the partner socket; see peers.h. */
+#include "peers.h"
+
+#include "errors.h"
+#include "log.h"
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <zmq.h>
+
+#define MONITOR_ENDPOINT "inproc://coalition-peers-monitor"
+#define EVENTS_PER_PASS_MAX 1024
+#define EVENT_HEAD_BYTES 6 /* u16 event, u32 value */
+
+_Static_assert(PEERS_MAX > PEERS_FD_RESERVE, "the reserve leaves room for peers");
+
+struct peers {
+    void *monitor;
+    size_t open, cap;
+    uint64_t refused, accept_failed;
+    log_every_t log_refused, log_accept_failed;
+};
+
+/* The cap under the fd limit, after raising the soft limit as far as allowed. */
+static size_t cap_for_fds(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return PEERS_MAX;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return PEERS_MAX;
+    }
+    /* Half the descriptors left after the reserve: connections over the cap hold theirs
+     * until libzmq's I/O thread has seen the shutdown, and a flood keeps arriving. */
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= 2 * PEERS_MAX + PEERS_FD_RESERVE)
+        return PEERS_MAX;
+    size_t usable = rl.rlim_cur > 2 * PEERS_FD_RESERVE ? (size_t)rl.rlim_cur - PEERS_FD_RESERVE
+                                                       : PEERS_FD_RESERVE;
+    return usable / 2;
+}
+
+int peers_new(peers_t **self_out, void *ctx, void *sock)
+{
+    peers_t *self = calloc(1, sizeof *self);
+    if (self == NULL)
+        return CL_ERR_NOMEM;
+    self->cap = cap_for_fds();
+    int linger = 0;
+    if (zmq_socket_monitor(sock, MONITOR_ENDPOINT,
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED) !=
+            0 ||
+        (self->monitor = zmq_socket(ctx, ZMQ_PAIR)) == NULL ||
+        zmq_setsockopt(self->monitor, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_connect(self->monitor, MONITOR_ENDPOINT) != 0) {
+        log_error("cannot monitor partner connections: %s", zmq_strerror(zmq_errno()));
+        peers_destroy(&self);
+        return CL_ERR_ZMQ;
+    }
+    log_info("partner connections: at most %zu open at once", self->cap);
+    *self_out = self;
+    return CL_OK;
+}
+
+void peers_destroy(peers_t **self_p)
+{
+    peers_t *self = *self_p;
+    if (self == NULL)
+        return;
+    if (self->monitor != NULL)
+        zmq_close(self->monitor);
+    free(self);
+    *self_p = NULL;
+}
+
+void *peers_socket(peers_t *self) { return self->monitor; }
+size_t peers_open(const peers_t *self) { return self->open; }
+size_t peers_cap(const peers_t *self) { return self->cap; }
+
+static void on_event(peers_t *self, uint16_t event, uint32_t value)
+{
+    if (event == ZMQ_EVENT_ACCEPTED) {
+        self->open++;
+        if (self->open > self->cap) {
+            /* Shut down, not closed: libzmq owns the descriptor and closes it when it sees
+             * the connection end, which reports DISCONNECTED and brings the count back. */
+            shutdown((int)value, SHUT_RDWR);
+            self->refused++;
+            log_every(&self->log_refused, LOG_EVERY_INTERVAL_MS, LOG_WARN,
+                      "refused a partner connection: %zu open, at most %zu (%llu refused in all)",
+                      self->open - 1, self->cap, (unsigned long long)self->refused);
+        }
+    } else if (event == ZMQ_EVENT_DISCONNECTED) {
+        if (self->open > 0)
+            self->open--;
+    } else if (event == ZMQ_EVENT_ACCEPT_FAILED) {
+        self->accept_failed++;
+        log_every(&self->log_accept_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "cannot accept a partner connection: %s (%llu failed in all; %zu open)",
+                  zmq_strerror((int)value), (unsigned long long)self->accept_failed, self->open);
+    }
+}
+
+void peers_handle(peers_t *self)
+{
+    for (int i = 0; i < EVENTS_PER_PASS_MAX; i++) {
+        uint8_t head[EVENT_HEAD_BYTES];
+        int n = zmq_recv(self->monitor, head, sizeof head, ZMQ_DONTWAIT);
+        if (n < 0)
+            return;
+        uint16_t event;
+        uint32_t value;
+        memcpy(&event, head, sizeof event);
+        memcpy(&value, head + 2, sizeof value);
+        int more = 0;
+        size_t size = sizeof more;
+        uint8_t scratch[EVENT_HEAD_BYTES];
+        while (zmq_getsockopt(self->monitor, ZMQ_RCVMORE, &more, &size) == 0 && more)
+            zmq_recv(self->monitor, scratch, sizeof scratch, 0); /* the endpoint, dropped */
+        if (n == EVENT_HEAD_BYTES)
+            on_event(self, event, value);
+    }
+}
