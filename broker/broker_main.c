@@ -19,6 +19,8 @@
 #define DEFAULT_BIND "tcp://127.0.0.1:7700"
 #define ADMIN_SOCKET_NAME "admin.sock"
 #define BROKER_KEY_NAME "broker.key"
+#define MEMORY_MAX_MB_MIN 64
+#define MEMORY_MAX_MB_MAX (1 << 20)
 #define ENDPOINT_BYTES_MAX 512
 
 static void usage(FILE *out)
@@ -32,6 +34,9 @@ static void usage(FILE *out)
             "                        directory (default: ipc://DIR/%s)\n"
             "  -k, --key FILE        the broker's CURVE secret key, owner-only (default:\n"
             "                        DIR/%s, made by 'coalitionctl init')\n"
+            "      --memory-max-mb N memory guard: past N MiB of heap in use, every partner\n"
+            "                        connection is dropped (agents reconnect and resend);\n"
+            "                        default %zu\n"
             "      --insecure        plain TCP without CURVE: the envelope's partner id is\n"
             "                        believed. Only on loopback addresses; for tests of\n"
             "                        the plain transport and benchmarks, never production\n"
@@ -40,7 +45,8 @@ static void usage(FILE *out)
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
-            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, STORE_LOCK_FILE);
+            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME,
+            FRONTEND_MEMORY_MAX_DEFAULT >> 20, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -106,21 +112,36 @@ static int load_server_key(const char *path, bool insecure, const char *bind, ke
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"ledger", required_argument, NULL, 'l'}, {"bind", required_argument, NULL, 'b'},
-        {"admin", required_argument, NULL, 'a'},  {"log-level", required_argument, NULL, 'L'},
-        {"key", required_argument, NULL, 'k'},    {"insecure", no_argument, NULL, 'I'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'},
+                                             {"bind", required_argument, NULL, 'b'},
+                                             {"admin", required_argument, NULL, 'a'},
+                                             {"log-level", required_argument, NULL, 'L'},
+                                             {"key", required_argument, NULL, 'k'},
+                                             {"insecure", no_argument, NULL, 'I'},
+                                             {"memory-max-mb", required_argument, NULL, 'M'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
-    frontend_options_t opts = {DEFAULT_BIND, NULL, NULL};
+    frontend_options_t opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT};
     const char *key_path = NULL;
     bool insecure = false;
     log_level_t level = LOG_INFO;
     int c;
-    while ((c = getopt_long(argc, argv, "l:b:a:k:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:b:a:k:M:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': key_path = optarg; break;
         case 'I': insecure = true; break;
+        case 'M': {
+            char *end = NULL;
+            unsigned long long mb = strtoull(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || mb < MEMORY_MAX_MB_MIN || mb > MEMORY_MAX_MB_MAX) {
+                fprintf(stderr, "coalition-broker: --memory-max-mb must be %d..%d\n",
+                        MEMORY_MAX_MB_MIN, MEMORY_MAX_MB_MAX);
+                return 2;
+            }
+            opts.memory_max_bytes = (size_t)mb << 20;
+            break;
+        }
         case 'l': ledger_dir = optarg; break;
         case 'b': opts.bind_endpoint = optarg; break;
         case 'a': opts.admin_endpoint = optarg; break;

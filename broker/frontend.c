@@ -21,9 +21,11 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #define WRITER_ENDPOINT "inproc://coalition-writer"
@@ -44,6 +46,11 @@
 _Static_assert(SOCKET_MESSAGE_BYTES_MAX > WIRE_MESSAGE_BYTES_MAX, "an oversized envelope gets 30");
 /* A connection that has not finished its CURVE handshake by then is dropped. */
 #define HANDSHAKE_IVL_MS 5000
+/* How often the memory guard looks at the heap, and how long a reopened partner socket
+ * may take to get its port back. */
+#define MEMORY_CHECK_MS 100
+#define REBIND_ATTEMPTS 50
+#define REBIND_PAUSE_MS 20
 #ifndef ZMQ_MSG_PROPERTY_USER_ID
 #define ZMQ_MSG_PROPERTY_USER_ID "User-Id"
 #endif
@@ -59,6 +66,9 @@ typedef struct frontend_logs {
 typedef struct frontend {
     void *ctx, *front, *admin, *pipe;
     ledger_t *ledger;
+    const frontend_options_t *opts;
+    int64_t next_memory_check_ms;
+    uint64_t memory_resets;
     zap_t *zap;         /* NULL when insecure */
     peers_t *peers;     /* connections on the partner socket, capped */
     ratelimit_t *rates; /* per-participant request rate */
@@ -324,6 +334,50 @@ static void take_intake(frontend_t *self)
     self->in_flight++;
 }
 
+/* Heap bytes in use (malloc'd, arena and mmapped): where libzmq keeps queued messages. */
+static size_t heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* Close the partner socket, dropping every connection with whatever it queued (an
+ * authenticated peer can grow a multipart message that never ends without limit: libzmq
+ * counts its high-water mark in whole messages), and bind it again. */
+static int reopen_partner_socket(frontend_t *self, size_t in_use)
+{
+    int linger = 0;
+    zmq_setsockopt(self->front, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(self->front);
+    peers_destroy(&self->peers);
+    self->memory_resets++;
+    for (int i = 0; i < REBIND_ATTEMPTS; i++) {
+        self->front =
+            open_router(self->ctx, self->opts->bind_endpoint, self->opts->server_key, &self->peers);
+        if (self->front != NULL)
+            break;
+        peers_destroy(&self->peers);
+        struct timespec pause = {0, REBIND_PAUSE_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    malloc_trim(0); /* give what the dropped queues held back to the system */
+    log_error("memory guard: %zu heap bytes in use, over %zu: dropped every partner connection "
+              "(%llu time(s) so far); %s",
+              in_use, self->opts->memory_max_bytes, (unsigned long long)self->memory_resets,
+              self->front != NULL ? "partners reconnect and resend" : "cannot bind again");
+    return self->front != NULL ? CL_OK : CL_ERR_ZMQ;
+}
+
+static int guard_memory(frontend_t *self)
+{
+    int64_t now = clock_mono_ms();
+    if (now < self->next_memory_check_ms)
+        return CL_OK;
+    self->next_memory_check_ms = now + MEMORY_CHECK_MS;
+    size_t in_use = heap_in_use();
+    return in_use > self->opts->memory_max_bytes ? reopen_partner_socket(self, in_use) : CL_OK;
+}
+
 static int run_loop(frontend_t *self, int stop_fd)
 {
     bool stopping = false;
@@ -336,7 +390,7 @@ static int run_loop(frontend_t *self, int stop_fd)
                                   {NULL, stop_fd, stopping ? 0 : ZMQ_POLLIN, 0},
                                   {peers_socket(self->peers), 0, ZMQ_POLLIN, 0},
                                   {zap, 0, zap != NULL ? ZMQ_POLLIN : 0, 0}};
-        int rc = zmq_poll(items, zap != NULL ? 6 : 5, -1);
+        int rc = zmq_poll(items, zap != NULL ? 6 : 5, MEMORY_CHECK_MS);
         if (rc < 0 && zmq_errno() == EINTR)
             continue;
         if (rc < 0) {
@@ -351,6 +405,8 @@ static int run_loop(frontend_t *self, int stop_fd)
             zap_handle(self->zap, true);
         if (intake && ((items[1].revents | items[2].revents) & ZMQ_POLLIN))
             take_intake(self);
+        if (guard_memory(self) != CL_OK)
+            return CL_ERR_ZMQ;
         if ((items[3].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd)) {
             stopping = true;
             log_info("stopping: intake closed, %zu batch(es) still committing", self->in_flight);
@@ -419,6 +475,7 @@ int frontend_run(ledger_t *ledger, const frontend_options_t *opts, int stop_fd)
     frontend_t self;
     memset(&self, 0, sizeof self);
     self.ledger = ledger;
+    self.opts = opts;
     int rc = frontend_open(&self, opts);
     if (rc == CL_OK) {
         log_info("ready: partners on %s, operator on %s, ledger at seq %llu", opts->bind_endpoint,

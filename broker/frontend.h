@@ -13,7 +13,13 @@ typedef struct frontend_options {
     /* The broker's CURVE key pair: the partner socket is a CURVE server with ZAP. NULL
      * only with --insecure (plain TCP on loopback; the envelope's partner id is believed). */
     const key_pair_t *server_key;
+    /* Memory guard: when the heap in use passes this, every partner connection is dropped
+     * (the socket is reopened); what they had queued is freed, agents reconnect and
+     * resend under the same txn ids. 0: FRONTEND_MEMORY_MAX_DEFAULT. */
+    size_t memory_max_bytes;
 } frontend_options_t;
+
+#define FRONTEND_MEMORY_MAX_DEFAULT ((size_t)1 << 30)
 
 int frontend_run(ledger_t *ledger, const frontend_options_t *opts, int stop_fd);
 

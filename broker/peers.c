@@ -6,13 +6,17 @@
 
 #include <assert.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <zmq.h>
 
-#define MONITOR_ENDPOINT "inproc://coalition-peers-monitor"
+/* One endpoint per partner socket the process opens (it is reopened by the memory
+ * guard): a closed socket's monitor endpoint may linger until libzmq's reaper runs. */
+#define MONITOR_ENDPOINT_FMT "inproc://coalition-peers-monitor-%u"
+#define MONITOR_ENDPOINT_BYTES 64
 #define EVENTS_PER_PASS_MAX 1024
 #define EVENT_HEAD_BYTES 6 /* u16 event, u32 value */
 
@@ -47,22 +51,26 @@ static size_t cap_for_fds(void)
 
 int peers_new(peers_t **self_out, void *ctx, void *sock)
 {
+    static unsigned generation;
+    char endpoint[MONITOR_ENDPOINT_BYTES];
+    snprintf(endpoint, sizeof endpoint, MONITOR_ENDPOINT_FMT, generation++);
     peers_t *self = calloc(1, sizeof *self);
     if (self == NULL)
         return CL_ERR_NOMEM;
     self->cap = cap_for_fds();
     int linger = 0;
-    if (zmq_socket_monitor(sock, MONITOR_ENDPOINT,
+    if (zmq_socket_monitor(sock, endpoint,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED) !=
             0 ||
         (self->monitor = zmq_socket(ctx, ZMQ_PAIR)) == NULL ||
         zmq_setsockopt(self->monitor, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
-        zmq_connect(self->monitor, MONITOR_ENDPOINT) != 0) {
+        zmq_connect(self->monitor, endpoint) != 0) {
         log_error("cannot monitor partner connections: %s", zmq_strerror(zmq_errno()));
         peers_destroy(&self);
         return CL_ERR_ZMQ;
     }
-    log_info("partner connections: at most %zu open at once", self->cap);
+    if (generation == 1)
+        log_info("partner connections: at most %zu open at once", self->cap);
     *self_out = self;
     return CL_OK;
 }
