@@ -36,6 +36,8 @@
  * (4 MiB) plus SOCKET_SNDHWM x AUTH_BYTES_MAX outbound (2 MiB). */
 #define SOCKET_RCVHWM 1024
 #define SOCKET_SNDHWM 4096
+/* The admin socket is local and owner-only: operator tools may pipeline deeply. */
+#define ADMIN_SOCKET_HWM 100000
 #define READS_PER_PASS_MAX (2 * BATCH_REQUESTS_MAX)
 #define LINGER_MS 2000
 #define HEARTBEAT_IVL_MS 1000
@@ -104,7 +106,8 @@ static int set_curve_server(void *sock, const key_pair_t *key)
 }
 
 /* `peers` (partner socket only): its connections are counted and capped from before it
- * binds. */
+ * binds, and its queues are bounded per connection; the admin socket (peers NULL) is
+ * local and owner-only. */
 static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve, peers_t **peers)
 {
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
@@ -117,7 +120,8 @@ static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curv
     int64_t max_bytes = SOCKET_MESSAGE_BYTES_MAX;
     if ((curve != NULL && set_curve_server(sock, curve) != CL_OK) ||
         set_int(sock, ZMQ_ROUTER_MANDATORY, 1) || set_int(sock, ZMQ_LINGER, LINGER_MS) ||
-        set_int(sock, ZMQ_SNDHWM, SOCKET_SNDHWM) || set_int(sock, ZMQ_RCVHWM, SOCKET_RCVHWM) ||
+        set_int(sock, ZMQ_SNDHWM, peers != NULL ? SOCKET_SNDHWM : ADMIN_SOCKET_HWM) ||
+        set_int(sock, ZMQ_RCVHWM, peers != NULL ? SOCKET_RCVHWM : ADMIN_SOCKET_HWM) ||
         set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) ||
         set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) ||
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) ||

@@ -782,6 +782,11 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
+    if (ans->p != NULL && auth->code == RC_NOT_PERMITTED)
+        log_every(&a->log_refused, LOG_REPEAT_MS, LOG_ERROR,
+                  "the broker declined %s with 57: %s (a revoked key, or a partner or site "
+                  "this agent's key does not belong to?)",
+                  ans->p->txn_id, auth->text);
     if (ans->p != NULL && (auth->code == RC_SYSTEM_ERROR || auth->code == RC_UNAVAILABLE)) {
         if (*error_count < REPLIES_MAX)
             snprintf(errors[(*error_count)++], TXN_ID_LEN_MAX + 1, "%s", ans->p->txn_id);
