@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -176,11 +178,22 @@ int keys_read_public(const char *path, char out[KEY_Z85_BYTES], char *why, size_
 
 bool keys_endpoint_loopback(const char *endpoint)
 {
-    static const char *const prefixes[] = {
-        "tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://"};
-    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
-        if (strncmp(endpoint, prefixes[i], strlen(prefixes[i])) == 0)
-            return true;
-    }
-    return false;
+    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0)
+        return true;
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return false;
+    /* The host is a literal loopback address: a name (which a connect would resolve) or
+     * an interface never is, so "tcp://127.example.com:1" is refused. */
+    const char *host = endpoint + 6;
+    const char *colon = strrchr(host, ':');
+    char literal[INET6_ADDRSTRLEN + 2];
+    size_t len = colon != NULL ? (size_t)(colon - host) : 0;
+    if (len == 0 || len >= sizeof literal)
+        return false;
+    memcpy(literal, host, len);
+    literal[len] = '\0';
+    struct in_addr v4;
+    if (strcmp(literal, "localhost") == 0 || strcmp(literal, "[::1]") == 0)
+        return true;
+    return inet_pton(AF_INET, literal, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
