@@ -151,6 +151,7 @@ int rules_key_add(ledger_t *self, MDB_txn *txn, decision_t *d, const Coalition__
     rec.role = (uint32_t)r->role;
     rec.created_seq = self->batch_seq + 1;
     rc = ledger_put_record(txn, self->db_keys, r->public_key, KEY_Z85_LEN, &rec.base);
+    self->batch_changes_access = true;
     d->kind = COALITION__ENTRY_KIND__ENTRY_KEY_ADD;
     d->public_key = r->public_key;
     d->participant = r->participant;
@@ -177,6 +178,7 @@ int rules_key_revoke(ledger_t *self, MDB_txn *txn, decision_t *d,
     } else {
         k->revoked_seq = self->batch_seq + 1;
         rc = ledger_put_record(txn, self->db_keys, r->public_key, KEY_Z85_LEN, &k->base);
+        self->batch_changes_access = true;
         d->kind = COALITION__ENTRY_KIND__ENTRY_KEY_REVOKE;
         d->public_key = r->public_key;
         snprintf(d->text, sizeof d->text, "Key %.8s... of %s %s revoked", r->public_key,
@@ -218,6 +220,7 @@ int rules_partner_limits(ledger_t *self, MDB_txn *txn, decision_t *d,
     rc = ledger_put_record(txn, self->db_partners, r->partner_id, strlen(r->partner_id), &p->base);
     p->limits = old;
     coalition__partner_record__free_unpacked(p, NULL);
+    self->batch_changes_access = true;
     d->kind = COALITION__ENTRY_KIND__ENTRY_PARTNER_LIMITS;
     d->participant = r->partner_id;
     ledger_limits_t in_force;

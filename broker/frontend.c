@@ -60,6 +60,18 @@ _Static_assert(SOCKET_MESSAGE_BYTES_MAX > WIRE_MESSAGE_BYTES_MAX, "an oversized 
 #define ZMQ_ZAP_ENFORCE_DOMAIN 93 /* libzmq 4.3 DRAFT option, built into Debian's libzmq5 */
 #endif
 
+/* Principals of recent keys, direct-mapped by key; dropped whole when the ledger's access
+ * generation moves (a key recorded or revoked, limits set), so a revocation is in force
+ * for the next message read after its commit. */
+#define PRINCIPAL_CACHE_SLOTS 256
+_Static_assert((PRINCIPAL_CACHE_SLOTS & (PRINCIPAL_CACHE_SLOTS - 1)) == 0, "a power of two");
+
+typedef struct principal_cache {
+    uint64_t generation;
+    bool used[PRINCIPAL_CACHE_SLOTS];
+    ledger_principal_t slots[PRINCIPAL_CACHE_SLOTS];
+} principal_cache_t;
+
 /* Failures that can repeat once per message log through these, at most once a second. */
 typedef struct frontend_logs {
     log_every_t format_error, declined, refused, inquiry_failed, no_reply, hand_off_failed;
@@ -74,7 +86,8 @@ typedef struct frontend {
     zap_t *zap;         /* NULL when insecure */
     peers_t *peers;     /* connections on the partner socket, capped */
     ratelimit_t *rates; /* per-participant request rate */
-    uint64_t refused;   /* requests refused for their key or rate, for the log */
+    principal_cache_t *principals;
+    uint64_t refused; /* requests refused for their key or rate, for the log */
     writer_t *writer;
     batch_t *pool[BATCHES_IN_FLIGHT_MAX];
     size_t pool_count;
@@ -160,6 +173,31 @@ static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
     free(reply);
 }
 
+/* Who a key is: from the cache, or the ledger (then cached). */
+static int lookup_principal(frontend_t *self, const char *z85, ledger_principal_t *out)
+{
+    principal_cache_t *c = self->principals;
+    uint64_t generation = ledger_access_generation(self->ledger);
+    if (generation != c->generation) {
+        memset(c->used, 0, sizeof c->used);
+        c->generation = generation;
+    }
+    uint32_t h = 2166136261u; /* FNV-1a over the key text */
+    for (size_t i = 0; i < KEY_Z85_LEN; i++)
+        h = (h ^ (uint8_t)z85[i]) * 16777619u;
+    size_t slot = h & (PRINCIPAL_CACHE_SLOTS - 1);
+    if (c->used[slot] && memcmp(c->slots[slot].public_z85, z85, KEY_Z85_BYTES) == 0) {
+        *out = c->slots[slot];
+        return CL_OK;
+    }
+    int rc = ledger_principal(self->ledger, z85, out);
+    if (rc == CL_OK) {
+        c->slots[slot] = *out;
+        c->used[slot] = true;
+    }
+    return rc;
+}
+
 /* Who sent a partner-socket request, from its authenticated key; RC_APPROVED to go on.
  * Identity never comes from the envelope: the key's participant must be the one it names
  * (57), and the participant's request rate must allow it (91, retry later). */
@@ -168,8 +206,8 @@ static int check_sender(frontend_t *self, request_t *r, char *why, size_t why_si
     if (r->origin == ORIGIN_ADMIN || self->zap == NULL)
         return RC_APPROVED; /* the operator's socket, or --insecure */
     ledger_principal_t who;
-    int rc = r->principal[0] != '\0' ? ledger_principal(self->ledger, r->principal, &who)
-                                     : CL_ERR_NOT_FOUND;
+    int rc =
+        r->principal[0] != '\0' ? lookup_principal(self, r->principal, &who) : CL_ERR_NOT_FOUND;
     if (rc == CL_ERR_NOT_FOUND) {
         snprintf(why, why_size, "this key is not recorded");
         return RC_NOT_PERMITTED;
@@ -438,6 +476,10 @@ static int frontend_open(frontend_t *self, const frontend_options_t *opts)
     int rc = writer_new(&self->writer, self->ctx, self->ledger, WRITER_ENDPOINT);
     if (rc == CL_OK)
         rc = ratelimit_new(&self->rates);
+    if (rc == CL_OK) {
+        self->principals = calloc(1, sizeof *self->principals);
+        rc = self->principals != NULL ? CL_OK : CL_ERR_NOMEM;
+    }
     /* The ZAP handler before the partner socket, so no handshake ever finds none. */
     if (rc == CL_OK && opts->server_key != NULL)
         rc = zap_new(&self->zap, self->ctx, self->ledger);
@@ -468,6 +510,7 @@ static void frontend_close(frontend_t *self)
     zap_destroy(&self->zap);
     peers_destroy(&self->peers);
     ratelimit_destroy(&self->rates);
+    free(self->principals);
     if (self->ctx != NULL)
         zmq_ctx_term(self->ctx);
     for (size_t i = 0; i < self->pool_count; i++)

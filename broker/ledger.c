@@ -368,6 +368,7 @@ int ledger_batch_begin(ledger_t *self)
     }
     self->batch_seq = self->seq;
     memcpy(self->batch_head, self->head, WIRE_HASH_BYTES);
+    self->batch_changes_access = false;
     assert(self->batch != NULL && !self->failed);
     return CL_OK;
 }
@@ -394,8 +395,15 @@ int ledger_batch_commit(ledger_t *self)
     }
     self->seq = self->batch_seq;
     memcpy(self->head, self->batch_head, WIRE_HASH_BYTES);
+    if (self->batch_changes_access)
+        atomic_fetch_add_explicit(&self->access_generation, 1, memory_order_release);
     assert(self->batch == NULL);
     return CL_OK;
+}
+
+uint64_t ledger_access_generation(ledger_t *self)
+{
+    return atomic_load_explicit(&self->access_generation, memory_order_acquire);
 }
 
 int ledger_grow(ledger_t *self)

@@ -105,6 +105,9 @@ int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIR
 /* Reader side, beside the writer (the front end's thread): who a key is. CL_ERR_NOT_FOUND
  * for a key never recorded; a revoked key is found with `revoked` set. */
 int ledger_principal(ledger_t *self, const char *public_z85, ledger_principal_t *out);
+/* Bumped by every commit that recorded or revoked a key or set limits: a reader caching
+ * principals drops its cache when it changes (any thread). */
+uint64_t ledger_access_generation(ledger_t *self);
 /* RC_APPROVED when `p` may send `env` over the partner socket, else RC_NOT_PERMITTED with
  * the reason: the key must be in force, its participant must be the envelope's partner,
  * and its role must allow the body (partner: earn, burn, refund, void, balance, enrol;

@@ -8,6 +8,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define DECISION_POSTINGS_MAX 2
 #define MEMBER_PREFIX "member:"
@@ -26,7 +27,9 @@ struct ledger {
     bool failed;               /* sticky: an I/O error happened; refuse writes */
     uint64_t seq;              /* last committed sequence and chain head */
     uint8_t head[WIRE_HASH_BYTES];
-    uint64_t batch_seq; /* the same, inside the open batch */
+    bool batch_changes_access;          /* the open batch records keys or limits */
+    _Atomic uint64_t access_generation; /* bumped by each commit that did */
+    uint64_t batch_seq;                 /* the same, inside the open batch */
     uint8_t batch_head[WIRE_HASH_BYTES];
 };
 
