@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define WRITER_ENDPOINT "inproc://coalition-writer"
@@ -36,6 +37,10 @@
  * (4 MiB) plus SOCKET_SNDHWM x AUTH_BYTES_MAX outbound (2 MiB). */
 #define SOCKET_RCVHWM 1024
 #define SOCKET_SNDHWM 4096
+/* Connections the kernel queues before libzmq accepts them: every agent reconnecting at
+ * once after a broker restart must not wait for SYN retries (libzmq's default is 100).
+ * The kernel caps it at net.core.somaxconn. */
+#define SOCKET_BACKLOG PEERS_MAX
 /* The admin socket is local and owner-only: operator tools may pipeline deeply. */
 #define ADMIN_SOCKET_HWM 100000
 #define READS_PER_PASS_MAX (2 * BATCH_REQUESTS_MAX)
@@ -52,6 +57,9 @@ _Static_assert(SOCKET_MESSAGE_BYTES_MAX > WIRE_MESSAGE_BYTES_MAX, "an oversized 
  * may take to get its port back. */
 #define MEMORY_CHECK_MS 100
 #define REBIND_ATTEMPTS 50
+/* Freed heap beyond this is given back to the system, at most once per interval. */
+#define MEMORY_SLACK_BYTES ((size_t)64 << 20)
+#define TRIM_INTERVAL_MS 5000
 #define REBIND_PAUSE_MS 20
 #ifndef ZMQ_MSG_PROPERTY_USER_ID
 #define ZMQ_MSG_PROPERTY_USER_ID "User-Id"
@@ -74,14 +82,14 @@ typedef struct principal_cache {
 
 /* Failures that can repeat once per message log through these, at most once a second. */
 typedef struct frontend_logs {
-    log_every_t format_error, declined, refused, inquiry_failed, no_reply, hand_off_failed;
+    log_every_t format_error, declined, refused, inquiry_failed, no_reply, hand_off_failed, dropped;
 } frontend_logs_t;
 
 typedef struct frontend {
     void *ctx, *front, *admin, *pipe;
     ledger_t *ledger;
     const frontend_options_t *opts;
-    int64_t next_memory_check_ms;
+    int64_t next_memory_check_ms, next_trim_ms;
     uint64_t memory_resets;
     zap_t *zap;         /* NULL when insecure */
     peers_t *peers;     /* connections on the partner socket, capped */
@@ -135,6 +143,7 @@ static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curv
         set_int(sock, ZMQ_ROUTER_MANDATORY, 1) || set_int(sock, ZMQ_LINGER, LINGER_MS) ||
         set_int(sock, ZMQ_SNDHWM, peers != NULL ? SOCKET_SNDHWM : ADMIN_SOCKET_HWM) ||
         set_int(sock, ZMQ_RCVHWM, peers != NULL ? SOCKET_RCVHWM : ADMIN_SOCKET_HWM) ||
+        set_int(sock, ZMQ_BACKLOG, SOCKET_BACKLOG) ||
         set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) ||
         set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) ||
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) ||
@@ -300,7 +309,7 @@ static void read_socket(frontend_t *self, void *sock, origin_t origin, batch_t *
         request_t *r = &batch->items[batch->count];
         zmq_msg_t payload;
         zmq_msg_init(&payload);
-        int got = router_read(sock, &r->peer, &payload);
+        int got = router_read(sock, &r->peer, &payload, &self->logs.dropped);
         if (got == 0) {
             zmq_msg_close(&payload);
             return;
@@ -410,6 +419,19 @@ static int reopen_partner_socket(frontend_t *self, size_t in_use)
     return self->front != NULL ? CL_OK : CL_ERR_ZMQ;
 }
 
+/* Resident anonymous bytes (resident less file-backed, so not the ledger's map), from
+ * /proc/self/statm; 0 if it cannot be read. */
+static size_t resident_anonymous_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0, resident = 0, shared = 0;
+    bool ok = f != NULL && fscanf(f, "%lu %lu %lu", &pages, &resident, &shared) == 3 &&
+              resident >= shared;
+    if (f != NULL)
+        fclose(f);
+    return ok ? (size_t)(resident - shared) * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
 static int guard_memory(frontend_t *self)
 {
     int64_t now = clock_mono_ms();
@@ -417,7 +439,15 @@ static int guard_memory(frontend_t *self)
         return CL_OK;
     self->next_memory_check_ms = now + MEMORY_CHECK_MS;
     size_t in_use = heap_in_use();
-    return in_use > self->opts->memory_max_bytes ? reopen_partner_socket(self, in_use) : CL_OK;
+    if (in_use > self->opts->memory_max_bytes)
+        return reopen_partner_socket(self, in_use);
+    /* Memory freed after a flood (queues of peers gone) goes back to the system instead
+     * of staying with the allocator. */
+    if (now >= self->next_trim_ms && resident_anonymous_bytes() > in_use + MEMORY_SLACK_BYTES) {
+        malloc_trim(0);
+        self->next_trim_ms = now + TRIM_INTERVAL_MS;
+    }
+    return CL_OK;
 }
 
 static int run_loop(frontend_t *self, int stop_fd)

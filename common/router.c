@@ -16,8 +16,9 @@ static void close_frames(zmq_msg_t *frames, int count)
         zmq_msg_close(&frames[i]);
 }
 
-int router_read(void *sock, peer_t *peer, zmq_msg_t *payload)
+int router_read(void *sock, peer_t *peer, zmq_msg_t *payload, log_every_t *drops)
 {
+    assert(drops != NULL);
     zmq_msg_t frames[FRAMES_MAX];
     int count = 0, flags = ZMQ_DONTWAIT;
     bool more = true;
@@ -46,7 +47,8 @@ int router_read(void *sock, peer_t *peer, zmq_msg_t *payload)
         peer->delimiter = count == 3;
         zmq_msg_move(payload, &frames[count - 1]);
     } else {
-        log_warn("dropped a message of %d frame(s): expected routing id and one payload", count);
+        log_every(drops, LOG_EVERY_INTERVAL_MS, LOG_WARN,
+                  "dropped a message of %d frame(s): expected routing id and one payload", count);
     }
     close_frames(frames, kept);
     return ok ? 1 : -1;

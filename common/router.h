@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
+#include "log.h"
 #include "wire.h"
 
 #define ROUTING_ID_BYTES_MAX 256
@@ -21,8 +22,9 @@ typedef struct peer {
 } peer_t;
 
 /* 1: a message, payload in `payload` (initialised by the caller); 0: nothing waiting;
- * -1: a malformed message was dropped. */
-int router_read(void *sock, peer_t *peer, zmq_msg_t *payload);
+ * -1: a malformed message was dropped, and logged through `drops` (the caller's
+ * rate-limited call site: a peer can send one such message after another). */
+int router_read(void *sock, peer_t *peer, zmq_msg_t *payload, log_every_t *drops);
 void router_reply(void *sock, const peer_t *peer, const void *buf, size_t len);
 /* Pack and send an Authorization. */
 void router_reply_auth(void *sock, const peer_t *peer, const authorization_t *auth);

@@ -70,7 +70,7 @@ typedef struct agent {
     uint64_t rng;
     int64_t next_prune_ms;
     /* Failures that can repeat per tick or per message log at most once per interval. */
-    log_every_t log_write, log_match, log_retry, log_refused;
+    log_every_t log_write, log_match, log_retry, log_refused, log_dropped;
     void *monitor;    /* handshake events of the broker connection */
     bool key_refused; /* the broker's ZAP refused this agent's key at the last handshake */
 } agent_t;
@@ -695,7 +695,7 @@ static void take_tills(agent_t *a, int64_t now)
         peer_t peer;
         zmq_msg_t payload;
         zmq_msg_init(&payload);
-        int got = router_read(a->tills, &peer, &payload);
+        int got = router_read(a->tills, &peer, &payload, &a->log_dropped);
         pending_t *p =
             got == 1 ? admit(a, &peer, zmq_msg_data(&payload), zmq_msg_size(&payload), now) : NULL;
         zmq_msg_close(&payload);
