@@ -215,13 +215,18 @@ void world_destroy(world_t *w)
 
 void world_start_broker(world_t *w)
 {
-    char *argv[] = {COALITION_BROKER_BIN,
-                    "--ledger",
-                    w->ledger,
-                    "--bind",
-                    w->broker_endpoint,
-                    w->insecure ? "--insecure" : NULL,
-                    NULL};
+    char memory[16];
+    snprintf(memory, sizeof memory, "%d", w->broker_memory_max_mb);
+    char *argv[ARGS_MAX] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind",
+                            w->broker_endpoint};
+    size_t n = 5;
+    if (w->insecure)
+        argv[n++] = "--insecure";
+    if (w->broker_memory_max_mb > 0) {
+        argv[n++] = "--memory-max-mb";
+        argv[n++] = memory;
+    }
+    argv[n] = NULL;
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;
     /* The admin socket binds after the partner socket: when it answers, both are up. */

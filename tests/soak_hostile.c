@@ -137,6 +137,11 @@
  * suppressed-count tail; the broker has fewer than this many such sites. */
 #define LOG_CALL_SITES_MAX 16
 #define BOUND_NONE (-1L)
+/* The broker's memory guard in this run (--memory-max-mb): past it every partner
+ * connection is dropped and the freed heap given back. A raw unending multipart message
+ * may grow the broker by that much, plus what it gains in one 100 ms guard check. */
+#define SOAK_MEMORY_MAX_MB 128
+#define MULTIPART_RSS_GROWTH_MAX_KIB ((SOAK_MEMORY_MAX_MB + 64) * KIB_PER_MIB)
 
 /* ---- hostile messages ------------------------------------------------------------------- */
 
@@ -2488,7 +2493,7 @@ static long multipart_flood(soak_t *s, phase_t *p, curve_conn_t *c, long frames_
 static long phase_multipart_raw(soak_t *s, const char *name, char tag, long *frames_max)
 {
     phase_t *p = phase_begin(s, name, tag);
-    p->bound_kib = BOUND_NONE;
+    p->bound_kib = MULTIPART_RSS_GROWTH_MAX_KIB;
     curve_conn_t c;
     int rc = curve_open(s, &c);
     check(s, p, rc == CL_OK,
@@ -2507,13 +2512,13 @@ static long phase_multipart_raw(soak_t *s, const char *name, char tag, long *fra
            frames, MULTIPART_FRAME_BYTES, (double)p->elapsed_us / USEC_PER_SEC,
            per_second(frames, p->elapsed_us),
            (double)frames * MULTIPART_FRAME_BYTES / (double)(KIB_PER_MIB * KIB_PER_MIB), stop);
-    printf("  broker RSS with the message unfinished: %ld KiB (%+ld KiB, %.0f bytes per frame "
-           "sent, %.1f MiB/s); no limit applies to an authenticated peer's unfinished "
-           "message\n",
+    printf("  broker RSS after the attack: %ld KiB (%+ld KiB, %.0f bytes per frame sent, %.1f "
+           "MiB/s); the broker's memory guard (%d MiB of heap) drops every partner connection "
+           "when an unfinished message grows past it\n",
            p->rss_held_kib, growth,
            frames > 0 ? (double)growth * KIB_PER_MIB / (double)frames : 0.0,
-           mib((long)per_second(growth, p->elapsed_us)));
-    probe(s, p, "with the multipart message pending");
+           mib((long)per_second(growth, p->elapsed_us)), SOAK_MEMORY_MAX_MB);
+    probe(s, p, "after the multipart attack");
     if (c.fd > 0)
         tcp_abort(c.fd);
     sleep_ms(CLOSE_SETTLE_MS);
@@ -2693,6 +2698,7 @@ static int setup_balances(soak_t *s)
 static int soak_setup(soak_t *s)
 {
     world_init(&s->w);
+    s->w.broker_memory_max_mb = SOAK_MEMORY_MAX_MB;
     world_start_broker(&s->w);
     const char *colon = strrchr(s->w.broker_endpoint, ':');
     s->port = colon != NULL ? (int)strtol(colon + 1, NULL, 10) : 0;
