@@ -9,6 +9,10 @@
 #include <string.h>
 #include <zmq.h>
 
+/* A send never blocks longer: with no peer to queue for (a CURVE handshake the server
+ * refused, say) zmq_send would otherwise wait for ever, past any call's timeout. */
+#define CLIENT_SEND_TIMEOUT_MS 1000
+
 struct client {
     void *ctx;
     void *sock;
@@ -25,7 +29,7 @@ int client_new_curve(client_t **self_out, const char *endpoint, const key_pair_t
     client_t *self = calloc(1, sizeof *self);
     if (self == NULL)
         return CL_ERR_NOMEM;
-    int linger_ms = 0;
+    int linger_ms = 0, send_timeout_ms = CLIENT_SEND_TIMEOUT_MS;
     self->ctx = zmq_ctx_new();
     if (self->ctx != NULL)
         self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
@@ -37,6 +41,7 @@ int client_new_curve(client_t **self_out, const char *endpoint, const key_pair_t
          zmq_setsockopt(self->sock, ZMQ_CURVE_SECRETKEY, key->secret_z85, KEY_Z85_BYTES) == 0);
     if (self->sock == NULL || !curve_ok ||
         zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
+        zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &send_timeout_ms, sizeof send_timeout_ms) ||
         zmq_connect(self->sock, endpoint) != 0) {
         client_destroy(&self);
         return CL_ERR_ZMQ;

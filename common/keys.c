@@ -180,7 +180,8 @@ bool keys_endpoint_loopback(const char *endpoint)
 {
     if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0)
         return true;
-    if (strncmp(endpoint, "tcp://", 6) != 0)
+    /* "tcp://SOURCE;ADDRESS" binds or connects to ADDRESS: no source part is accepted. */
+    if (strncmp(endpoint, "tcp://", 6) != 0 || strchr(endpoint, ';') != NULL)
         return false;
     /* The host is a literal loopback address: a name (which a connect would resolve) or
      * an interface never is, so "tcp://127.example.com:1" is refused. */

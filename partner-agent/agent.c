@@ -15,6 +15,7 @@
 #include "pending.h"
 #include "router.h"
 #include "shutdown.h"
+#include "till_check.h"
 #include "wire.h"
 
 #include <assert.h>
@@ -546,33 +547,6 @@ static pending_t *reversal_of(agent_t *a, const pending_t *burn)
 
 /* ---- intake from tills ------------------------------------------------------------- */
 
-/* Checks before a request may be held: ours, not reserved, valid. RC_APPROVED or a code. */
-static int check_request(agent_t *a, envelope_t *env, char *why, size_t why_size)
-{
-    const agent_options_t *o = a->opts;
-    if (env->partner_id[0] != '\0' && strcmp(env->partner_id, o->partner_id) != 0) {
-        snprintf(why, why_size, "this agent serves partner %s", o->partner_id);
-        return RC_NOT_PERMITTED;
-    }
-    if (env->site_id[0] != '\0' && strcmp(env->site_id, o->site_id) != 0) {
-        snprintf(why, why_size, "this agent serves site %s", o->site_id);
-        return RC_NOT_PERMITTED;
-    }
-    if (env->txn_id[0] == AGENT_TXN_PREFIX) {
-        snprintf(why, why_size, "txn ids starting with '%c' are reserved", AGENT_TXN_PREFIX);
-        return RC_FORMAT_ERROR;
-    }
-    env->partner_id = (char *)o->partner_id;
-    env->site_id = (char *)o->site_id;
-    assert(wire_id_valid(env->partner_id, PARTNER_ID_LEN_MAX));
-    assert(wire_id_valid(env->site_id, SITE_ID_LEN_MAX));
-    if (coalition__envelope__get_packed_size(env) > WIRE_MESSAGE_BYTES_MAX) {
-        snprintf(why, why_size, "request over %d bytes once stamped", WIRE_MESSAGE_BYTES_MAX);
-        return RC_FORMAT_ERROR;
-    }
-    return wire_validate(env, false, why, why_size);
-}
-
 /* A request under a key already pending: joins it when it is the same request. */
 static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *peer, int64_t now,
                 char *why, size_t why_size)
@@ -667,7 +641,7 @@ static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t
     }
     char *sent_partner_id = env->partner_id, *sent_site_id = env->site_id; /* env owns them */
     pending_t *p = NULL;
-    int code = check_request(a, env, why, sizeof why);
+    int code = till_check_request(env, a->opts->partner_id, a->opts->site_id, why, sizeof why);
     if (code == RC_APPROVED) {
         pending_t *existing = find_txn(a, env->txn_id);
         if (existing != NULL)

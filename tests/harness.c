@@ -26,6 +26,8 @@
 #define KEY_PATHS_MAX 16
 #define POLL_STEP_MS 20
 
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...);
+
 static void die(const char *fmt, ...)
 {
     va_list ap;

@@ -462,6 +462,8 @@ static void key_files_round_trip_and_refuse_loose_modes(void **state)
     EXPECT_FALSE("any address", keys_endpoint_loopback("tcp://0.0.0.0:7700"));
     EXPECT_FALSE("a name that looks loopback", keys_endpoint_loopback("tcp://127.evil.com:7700"));
     EXPECT_TRUE("127/8", keys_endpoint_loopback("tcp://127.1.2.3:7700"));
+    EXPECT_FALSE("a loopback source, any address",
+                 keys_endpoint_loopback("tcp://127.0.0.1:0;0.0.0.0:7700"));
     EXPECT_TRUE("ipc", keys_endpoint_loopback("ipc:///tmp/x.sock"));
 }
 

@@ -1,0 +1,215 @@
+/* libFuzzer target: a message off the wire, as the broker and the tills read one.
+ * For every input: wire_auth_decode, and a decoded Authorization packs and decodes to the
+ * same fields; wire_envelope_decode, and for a decoded Envelope: wire_validate from
+ * either socket (never both; an approval implies every bound the ledger relies on),
+ * wire_request_hash (client time left out), packing back and decoding again gives the
+ * same size, hash, verdicts and bytes, and the broker's decline fits a wire message. */
+#include "fuzz_support.h"
+
+#include "amount.h"
+#include "errors.h"
+#include "wire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WHY_BYTES RECEIPT_TEXT_BYTES_MAX
+
+static void check_auth(const uint8_t *data, size_t size)
+{
+    authorization_t *auth = wire_auth_decode(data, size);
+    if (auth == NULL)
+        return;
+    FUZZ_REQUIRE(wire_code_meaning((int)auth->code) != NULL, "no meaning for a code");
+    /* protobuf-c packs unknown fields back as it read them, even ones it should not have
+     * accepted (field number 0 from a non-minimal tag): only a reply the project could
+     * have written is held to the round trip. */
+    if (auth->base.n_unknown_fields > 0) {
+        wire_auth_free(auth);
+        return;
+    }
+    size_t len = 0;
+    uint8_t *bytes = wire_pack_auth(auth, &len);
+    FUZZ_REQUIRE(bytes != NULL, "a decoded Authorization could not be packed");
+    fuzz_reply_t first, again;
+    fuzz_reply_decode(data, size, &first);
+    fuzz_reply_decode(bytes, len, &again);
+    fuzz_reply_require_same(&first, &again, "Authorization packed and decoded again");
+    FUZZ_REQUIRE(first.replay == again.replay && first.reversed == again.reversed &&
+                     strcmp(first.site_id, again.site_id) == 0 &&
+                     first.request_hash_len == again.request_hash_len &&
+                     memcmp(first.request_hash, again.request_hash, sizeof first.request_hash) == 0,
+                 "Authorization packed and decoded again: flags, site or hash differ");
+    free(bytes);
+    wire_auth_free(auth);
+}
+
+static void check_reversal(const envelope_t *env)
+{
+    FUZZ_REQUIRE(wire_id_valid(wire_original_txn(env), TXN_ID_LEN_MAX) &&
+                     wire_id_valid(wire_original_site(env), SITE_ID_LEN_MAX),
+                 "approved reversal names a malformed original");
+    FUZZ_REQUIRE(strcmp(wire_original_txn(env), env->txn_id) != 0 ||
+                     strcmp(wire_original_site(env), env->site_id) != 0,
+                 "approved reversal of itself");
+}
+
+static void check_refund(const envelope_t *env)
+{
+    const Coalition__RefundRequest *r = env->refund;
+    FUZZ_REQUIRE(r->amount_minor >= 0 && r->points >= 0 &&
+                     !(r->amount_minor > 0 && r->points > 0) &&
+                     r->amount_minor <= AMOUNT_MINOR_MAX && r->points <= POINTS_MAX,
+                 "approved refund of %lld minor units, %lld points", (long long)r->amount_minor,
+                 (long long)r->points);
+    check_reversal(env);
+}
+
+/* What an approved partner request promises the ledger, checked apart from wire.c. */
+static void check_partner_body(const envelope_t *env)
+{
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN:
+        FUZZ_REQUIRE(env->earn->amount_minor > 0 && env->earn->amount_minor <= AMOUNT_MINOR_MAX &&
+                         amount_currency_exponent(env->earn->currency) >= 0,
+                     "approved earn of %lld minor units", (long long)env->earn->amount_minor);
+        break;
+    case COALITION__ENVELOPE__BODY_BURN:
+        FUZZ_REQUIRE(env->burn->points > 0 && env->burn->points <= POINTS_MAX,
+                     "approved burn of %lld points", (long long)env->burn->points);
+        break;
+    case COALITION__ENVELOPE__BODY_REFUND: check_refund(env); break;
+    case COALITION__ENVELOPE__BODY_VOID_REQUEST: check_reversal(env); break;
+    case COALITION__ENVELOPE__BODY_BALANCE:
+    case COALITION__ENVELOPE__BODY_ENROLL: break;
+    default: fuzz_fail("approved partner request with body %s", wire_body_name(env));
+    }
+}
+
+/* What an approved operator request promises: an enrolment or a partner contract. */
+static void check_admin_body(const envelope_t *env)
+{
+    if (env->body_case == COALITION__ENVELOPE__BODY_ENROLL)
+        return;
+    FUZZ_REQUIRE(env->body_case == COALITION__ENVELOPE__BODY_PARTNER_ADD,
+                 "approved operator request with body %s", wire_body_name(env));
+    const Coalition__PartnerAddRequest *p = env->partner_add;
+    FUZZ_REQUIRE(wire_id_valid(p->partner_id, PARTNER_ID_LEN_MAX) &&
+                     strcmp(p->partner_id, OPERATOR_PARTNER_ID) != 0,
+                 "approved partner add of a malformed or reserved partner id");
+    FUZZ_REQUIRE(p->earn_rate_milli > 0 && p->earn_rate_milli <= EARN_RATE_MILLI_MAX &&
+                     amount_currency_exponent(p->currency) >= 0,
+                 "approved partner add with rate %lld", (long long)p->earn_rate_milli);
+}
+
+/* wire_validate's answers for the partner socket [0] and the admin socket [1]. */
+typedef struct verdicts {
+    int code[2];
+    char why[2][WHY_BYTES];
+} verdicts_t;
+
+/* Both sockets' verdicts; an approval implies the header and body bounds. */
+static void validate_both(const envelope_t *env, verdicts_t *v)
+{
+    for (int from_admin = 0; from_admin <= 1; from_admin++) {
+        char *why = v->why[from_admin];
+        why[0] = '\0';
+        int code = wire_validate(env, from_admin == 1, why, WHY_BYTES);
+        FUZZ_REQUIRE(fuzz_code_known(code), "wire_validate returned %d", code);
+        FUZZ_REQUIRE(code == RC_APPROVED || why[0] != '\0', "decline %02d without a reason", code);
+        v->code[from_admin] = code;
+        if (code != RC_APPROVED)
+            continue;
+        FUZZ_REQUIRE(env->version == WIRE_VERSION &&
+                         wire_id_valid(env->partner_id, PARTNER_ID_LEN_MAX) &&
+                         wire_id_valid(env->terminal_id, TERMINAL_ID_LEN_MAX) &&
+                         wire_id_valid(env->site_id, SITE_ID_LEN_MAX) &&
+                         wire_id_valid(env->txn_id, TXN_ID_LEN_MAX),
+                     "approved request with a malformed header");
+        bool member_body = env->body_case != COALITION__ENVELOPE__BODY_REFUND &&
+                           env->body_case != COALITION__ENVELOPE__BODY_VOID_REQUEST &&
+                           env->body_case != COALITION__ENVELOPE__BODY_PARTNER_ADD;
+        FUZZ_REQUIRE(!member_body || wire_id_valid(wire_member_of(env), MEMBER_ID_LEN_MAX),
+                     "approved %s names a malformed member", wire_body_name(env));
+        FUZZ_REQUIRE((strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0) == (from_admin == 1),
+                     "approved from the %s socket with partner id %s",
+                     from_admin ? "admin" : "partner", env->partner_id);
+        if (from_admin)
+            check_admin_body(env);
+        else
+            check_partner_body(env);
+    }
+    FUZZ_REQUIRE(v->code[0] != RC_APPROVED || v->code[1] != RC_APPROVED,
+                 "one envelope approved on both sockets");
+}
+
+/* The idempotency hash: defined for every decoded envelope, blind to the client's time. */
+static void hash_of(envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
+{
+    int rc = wire_request_hash(env, hash);
+    FUZZ_REQUIRE(rc == CL_OK, "wire_request_hash of a decoded envelope: %s", cl_strerror(rc));
+    int64_t client_time_ms = env->client_time_ms;
+    uint8_t other[WIRE_HASH_BYTES];
+    env->client_time_ms = client_time_ms ^ INT64_C(0x5a5a5a5a5a);
+    rc = wire_request_hash(env, other);
+    env->client_time_ms = client_time_ms;
+    FUZZ_REQUIRE(rc == CL_OK && memcmp(hash, other, WIRE_HASH_BYTES) == 0,
+                 "the request hash depends on client_time_ms");
+}
+
+/* Packed back, the envelope is the same size, decodes again to the same hash and
+ * verdicts, and packs to the same bytes again (the canonical form is a fixed point). */
+static void check_round_trip(const envelope_t *env, size_t size,
+                             const uint8_t hash[WIRE_HASH_BYTES], const verdicts_t *v)
+{
+    size_t len = 0, len_again = 0;
+    uint8_t *bytes = wire_pack_envelope(env, &len);
+    FUZZ_REQUIRE(bytes != NULL, "a decoded envelope could not be packed");
+    FUZZ_REQUIRE(len == size, "a %zu-byte envelope packs to %zu bytes", size, len);
+    envelope_t *again = wire_envelope_decode(bytes, len);
+    FUZZ_REQUIRE(again != NULL, "a packed envelope does not decode again");
+    uint8_t hash_again[WIRE_HASH_BYTES];
+    hash_of(again, hash_again);
+    FUZZ_REQUIRE(memcmp(hash, hash_again, WIRE_HASH_BYTES) == 0,
+                 "packed and decoded again, the envelope hashes differently");
+    verdicts_t v_again;
+    validate_both(again, &v_again);
+    FUZZ_REQUIRE(v->code[0] == v_again.code[0] && v->code[1] == v_again.code[1],
+                 "packed and decoded again, verdicts %d/%d became %d/%d", v->code[0], v->code[1],
+                 v_again.code[0], v_again.code[1]);
+    uint8_t *bytes_again = wire_pack_envelope(again, &len_again);
+    FUZZ_REQUIRE(bytes_again != NULL && len_again == len && memcmp(bytes, bytes_again, len) == 0,
+                 "a packed envelope packs differently once decoded again");
+    free(bytes_again);
+    wire_envelope_free(again);
+    free(bytes);
+}
+
+static void check_envelope(const uint8_t *data, size_t size)
+{
+    envelope_t *env = wire_envelope_decode(data, size);
+    if (env == NULL)
+        return;
+    FUZZ_REQUIRE(size > 0 && size <= WIRE_MESSAGE_BYTES_MAX, "decoded a %zu-byte envelope", size);
+    uint8_t hash[WIRE_HASH_BYTES];
+    hash_of(env, hash);
+    verdicts_t v;
+    validate_both(env, &v);
+    check_round_trip(env, size, hash, &v);
+    for (int from_admin = 0; from_admin <= 1; from_admin++) {
+        if (v.code[from_admin] == RC_APPROVED)
+            continue;
+        /* The broker's own decline (frontend.c accept_request) must reach the sender. */
+        fuzz_reply_t reply;
+        fuzz_decline_reply(env, hash, v.code[from_admin], v.why[from_admin], &reply);
+    }
+    wire_envelope_free(env);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    check_auth(data, size);
+    check_envelope(data, size);
+    return 0;
+}
