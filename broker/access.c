@@ -127,6 +127,8 @@ int ledger_permits(const ledger_principal_t *p, const envelope_t *env, char *why
 
 int rules_key_add(ledger_t *self, MDB_txn *txn, decision_t *d, const Coalition__KeyAddRequest *r)
 {
+    assert(keys_z85_valid(r->public_key)); /* wire_validate checked the request */
+    assert(wire_id_valid(r->participant, PARTNER_ID_LEN_MAX));
     Coalition__KeyRecord *existing = NULL;
     int rc = get_key(txn, self->db_keys, r->public_key, &existing);
     coalition__key_record__free_unpacked(existing, NULL);
@@ -164,6 +166,7 @@ int rules_key_add(ledger_t *self, MDB_txn *txn, decision_t *d, const Coalition__
 int rules_key_revoke(ledger_t *self, MDB_txn *txn, decision_t *d,
                      const Coalition__KeyRevokeRequest *r)
 {
+    assert(keys_z85_valid(r->public_key));
     Coalition__KeyRecord *k = NULL;
     int rc = get_key(txn, self->db_keys, r->public_key, &k);
     if (rc == CL_ERR_NOT_FOUND) {
@@ -200,6 +203,8 @@ static void limits_text(decision_t *d, const char *partner, const ledger_limits_
 int rules_partner_limits(ledger_t *self, MDB_txn *txn, decision_t *d,
                          const Coalition__PartnerLimitsRequest *r)
 {
+    assert(wire_id_valid(r->partner_id, PARTNER_ID_LEN_MAX));
+    assert(r->burns_per_member_minute <= VELOCITY_BURNS_PER_MINUTE_MAX);
     Coalition__PartnerRecord *p = NULL;
     int rc = ledger_get_record(txn, self->db_partners, r->partner_id, strlen(r->partner_id),
                                &coalition__partner_record__descriptor, (ProtobufCMessage **)&p);
@@ -341,5 +346,27 @@ int ledger_keys_slice(ledger_t *self, const char *after, ledger_key_row_t *rows,
         mdb_txn_abort(txn);
     }
     *count_out = rc == CL_OK ? s.count : 0;
+    return rc;
+}
+
+int ledger_partner_limits(ledger_t *self, const char *partner_id, ledger_limits_t *stored_out)
+{
+    assert(wire_id_valid(partner_id, PARTNER_ID_LEN_MAX) && stored_out != NULL);
+    memset(stored_out, 0, sizeof *stored_out);
+    MDB_txn *txn = NULL;
+    Coalition__PartnerRecord *p = NULL;
+    int rc = store_read_begin(self->env, &txn);
+    if (rc != CL_OK)
+        return rc;
+    rc = ledger_get_record(txn, self->db_partners, partner_id, strlen(partner_id),
+                           &coalition__partner_record__descriptor, (ProtobufCMessage **)&p);
+    mdb_txn_abort(txn);
+    if (rc == CL_OK && p->limits != NULL) {
+        stored_out->max_amount_minor = p->limits->max_amount_minor;
+        stored_out->max_points = p->limits->max_points;
+        stored_out->burns_per_member_minute = p->limits->burns_per_member_minute;
+        stored_out->requests_per_second = p->limits->requests_per_second;
+    }
+    coalition__partner_record__free_unpacked(p, NULL);
     return rc;
 }

@@ -55,11 +55,13 @@ static void usage(FILE *out)
         "                                         the participant, the public key recorded\n"
         "                                         in the ledger\n"
         "  key list                               every recorded key and its state\n"
-        "  key revoke KEY                         revoke a key (its Z85 public key); its\n"
+        "  key revoke KEY|KEYFILE                 revoke a key (its Z85 public key, or a\n"
+        "                                         key file holding it); its\n"
         "                                         connections get 57 from the next message\n"
         "  partner limits ID [--max-amount MONEY] [--max-points N]\n"
-        "                    [--burns-per-minute N] [--requests-per-second N]\n"
-        "                                         a partner's limits (unset: defaults)\n"
+        "                    [--burns-per-minute N] [--requests-per-second N] [--reset]\n"
+        "                                         set a partner's limits; those not given\n"
+        "                                         keep their value (--reset: the default)\n"
         "  partner add ID --earn-rate R [--currency CUR]\n"
         "                                         add a partner earning R points per\n"
         "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
@@ -251,14 +253,24 @@ static int cmd_key_new(ctl_t *ctl, int argc, char **argv)
 static int cmd_key_revoke(ctl_t *ctl, int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "coalitionctl: usage: key revoke KEY\n");
+        fprintf(stderr, "coalitionctl: usage: key revoke KEY|KEYFILE\n");
+        return EXIT_USAGE;
+    }
+    /* The Z85 public key itself, or a key file (public or secret) to read it from. */
+    char public_z85[KEY_Z85_BYTES], why[KEY_WHY_BYTES_MAX];
+    if (keys_z85_valid(argv[1])) {
+        snprintf(public_z85, sizeof public_z85, "%s", argv[1]);
+    } else if (keys_read_public(argv[1], public_z85, why, sizeof why) != CL_OK) {
+        fprintf(stderr, "coalitionctl: %s is neither a public key (40 characters of Z85) nor a "
+                        "key file: %s\n",
+                argv[1], why);
         return EXIT_USAGE;
     }
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
     Coalition__KeyRevokeRequest body = COALITION__KEY_REVOKE_REQUEST__INIT;
     admin_envelope(&env, txn_id, sizeof txn_id);
-    body.public_key = argv[1];
+    body.public_key = public_z85;
     env.body_case = COALITION__ENVELOPE__BODY_KEY_REVOKE;
     env.key_revoke = &body;
     return send_admin(ctl, &env);
@@ -320,16 +332,29 @@ static int parse_count(const char *text, uint32_t max, uint32_t *out)
 
 /* Limits as options; money in major units of the partner's currency is not known here,
  * so --max-amount takes minor units (cents). */
-static int parse_limits(int argc, char **argv, Coalition__PartnerLimitsRequest *body)
+/* Which limits the command line gives (the others keep their value, or with --reset go
+ * back to the default). */
+enum { GIVE_AMOUNT = 1, GIVE_POINTS = 2, GIVE_BURNS = 4, GIVE_RATE = 8, GIVE_RESET = 16 };
+
+static int parse_limits(int argc, char **argv, Coalition__PartnerLimitsRequest *body,
+                        unsigned *given)
 {
     static const struct option longopts[] = {{"max-amount", required_argument, NULL, 'm'},
                                              {"max-points", required_argument, NULL, 'p'},
                                              {"burns-per-minute", required_argument, NULL, 'b'},
                                              {"requests-per-second", required_argument, NULL, 'r'},
+                                             {"reset", no_argument, NULL, 'R'},
                                              {NULL, 0, NULL, 0}};
+    static const unsigned bits[] = {['m'] = GIVE_AMOUNT, ['p'] = GIVE_POINTS,
+                                    ['b'] = GIVE_BURNS, ['r'] = GIVE_RATE, ['R'] = GIVE_RESET};
     int c;
     optind = 0;
+    *given = 0;
     while ((c = getopt_long(argc, argv, "m:p:b:r:", longopts, NULL)) != -1) {
+        if (c > 0 && (size_t)c < sizeof bits / sizeof bits[0])
+            *given |= bits[c];
+        if (c == 'R')
+            continue;
         uint32_t n = 0;
         char *end = NULL;
         long long v = c == 'm' || c == 'p' ? strtoll(optarg, &end, 10) : 0;
@@ -348,16 +373,42 @@ static int parse_limits(int argc, char **argv, Coalition__PartnerLimitsRequest *
     return optind + 1 == argc ? CL_OK : CL_ERR_INVALID;
 }
 
+/* Limits not given keep the value the ledger holds now (read just before; an operator
+ * changing the same partner at the same moment may be overwritten), unless --reset. */
+static void keep_current_limits(ctl_t *ctl, const char *partner, unsigned given,
+                                Coalition__PartnerLimitsRequest *body)
+{
+    ledger_t *ledger = NULL;
+    ledger_limits_t now;
+    if ((given & GIVE_RESET) || !wire_id_valid(partner, PARTNER_ID_LEN_MAX) ||
+        ledger_open(&ledger, ctl->ledger_dir, STORE_READ_ONLY) != CL_OK)
+        return; /* the broker answers for a partner or ledger that is not there */
+    if (ledger_partner_limits(ledger, partner, &now) == CL_OK) {
+        if (!(given & GIVE_AMOUNT))
+            body->max_amount_minor = now.max_amount_minor;
+        if (!(given & GIVE_POINTS))
+            body->max_points = now.max_points;
+        if (!(given & GIVE_BURNS))
+            body->burns_per_member_minute = now.burns_per_member_minute;
+        if (!(given & GIVE_RATE))
+            body->requests_per_second = now.requests_per_second;
+    }
+    ledger_destroy(&ledger);
+}
+
 static int cmd_partner_limits(ctl_t *ctl, int argc, char **argv)
 {
     Coalition__PartnerLimitsRequest body = COALITION__PARTNER_LIMITS_REQUEST__INIT;
-    if (parse_limits(argc, argv, &body) != CL_OK) {
+    unsigned given = 0;
+    if (parse_limits(argc, argv, &body, &given) != CL_OK) {
         fprintf(stderr,
                 "coalitionctl: usage: partner limits ID [--max-amount MINOR_UNITS] "
-                "[--max-points N] [--burns-per-minute 1..%d] [--requests-per-second 1..%d]\n",
+                "[--max-points N] [--burns-per-minute 1..%d] [--requests-per-second 1..%d] "
+                "[--reset]\n",
                 VELOCITY_BURNS_PER_MINUTE_MAX, PARTNER_REQUESTS_PER_SECOND_MAX);
         return EXIT_USAGE;
     }
+    keep_current_limits(ctl, argv[optind], given, &body);
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
     admin_envelope(&env, txn_id, sizeof txn_id);

@@ -195,12 +195,14 @@ static int lookup_principal(frontend_t *self, const char *z85, ledger_principal_
     for (size_t i = 0; i < KEY_Z85_LEN; i++)
         h = (h ^ (uint8_t)z85[i]) * 16777619u;
     size_t slot = h & (PRINCIPAL_CACHE_SLOTS - 1);
+    assert(slot < PRINCIPAL_CACHE_SLOTS && keys_z85_valid(z85));
     if (c->used[slot] && memcmp(c->slots[slot].public_z85, z85, KEY_Z85_BYTES) == 0) {
         *out = c->slots[slot];
         return CL_OK;
     }
     int rc = ledger_principal(self->ledger, z85, out);
     if (rc == CL_OK) {
+        assert(memcmp(out->public_z85, z85, KEY_Z85_BYTES) == 0);
         c->slots[slot] = *out;
         c->used[slot] = true;
     }
@@ -397,6 +399,7 @@ static size_t heap_in_use(void)
  * counts its high-water mark in whole messages), and bind it again. */
 static int reopen_partner_socket(frontend_t *self, size_t in_use)
 {
+    assert(self->front != NULL && in_use > self->opts->memory_max_bytes);
     int linger = 0;
     zmq_setsockopt(self->front, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(self->front);
@@ -438,6 +441,7 @@ static int guard_memory(frontend_t *self)
     if (now < self->next_memory_check_ms)
         return CL_OK;
     self->next_memory_check_ms = now + MEMORY_CHECK_MS;
+    assert(self->opts->memory_max_bytes > 0);
     size_t in_use = heap_in_use();
     if (in_use > self->opts->memory_max_bytes)
         return reopen_partner_socket(self, in_use);

@@ -116,6 +116,9 @@ int ledger_permits(const ledger_principal_t *p, const envelope_t *env, char *why
                    size_t why_size);
 /* A partner's limits in force, defaults filled in for fields it leaves 0. */
 void ledger_limits_effective(const Coalition__Limits *stored, ledger_limits_t *out);
+/* A partner's limits as stored (0 = the default) in a read transaction of its own, for
+ * coalitionctl (read-only ledgers): CL_ERR_NOT_FOUND for an unknown partner. */
+int ledger_partner_limits(ledger_t *self, const char *partner_id, ledger_limits_t *stored_out);
 /* Keys after `after` (NULL or "": from the first) in key order; read-only ledgers. */
 int ledger_keys_slice(ledger_t *self, const char *after, ledger_key_row_t *rows, size_t max,
                       size_t *count_out);

@@ -69,6 +69,7 @@ int peers_new(peers_t **self_out, void *ctx, void *sock)
         peers_destroy(&self);
         return CL_ERR_ZMQ;
     }
+    assert(self->cap > 0 && self->cap <= PEERS_MAX);
     if (generation == 1)
         log_info("partner connections: at most %zu open at once", self->cap);
     *self_out = self;

@@ -96,6 +96,7 @@ static bool frame_is(zmq_msg_t *m, const char *text)
 static const char *decide(zap_t *self, zap_request_t *req, bool admit_more,
                           char user_id[KEY_Z85_BYTES], const char **text)
 {
+    assert(req->count <= ZAP_FRAMES);
     if (req->overlong || req->count != ZAP_FRAMES || !frame_is(&req->frames[0], ZAP_VERSION) ||
         !frame_is(&req->frames[2], ZAP_DOMAIN) || !frame_is(&req->frames[5], "CURVE") ||
         zmq_msg_size(&req->frames[6]) != KEY_BINARY_BYTES) {
