@@ -96,10 +96,14 @@ void fuzz_decline_reply(const envelope_t *env, const uint8_t *hash, int code, co
     FUZZ_REQUIRE(out->seq == 0 && out->points == 0 && out->auth_code[0] == '\0',
                  "decline %02d carries seq %llu, points %lld, auth code \"%s\"", code,
                  (unsigned long long)out->seq, (long long)out->points, out->auth_code);
-    /* Without an envelope there is nothing to echo. */
+    /* Without an envelope there is nothing to echo; an id that is not valid (unprintable,
+     * over its limit) is never echoed: a reply carries only printable ASCII. */
     const char *txn_id = env != NULL ? env->txn_id : "";
     const char *site_id = env != NULL ? env->site_id : "";
     const char *member_id = env != NULL ? wire_member_of(env) : "";
+    txn_id = wire_id_valid(txn_id, TXN_ID_LEN_MAX) ? txn_id : "";
+    site_id = wire_id_valid(site_id, SITE_ID_LEN_MAX) ? site_id : "";
+    member_id = wire_id_valid(member_id, MEMBER_ID_LEN_MAX) ? member_id : "";
     FUZZ_REQUIRE(strcmp(out->txn_id, txn_id) == 0, "decline %02d echoes txn id \"%s\"", code,
                  out->txn_id);
     FUZZ_REQUIRE(strcmp(out->site_id, site_id) == 0, "decline %02d echoes site \"%s\"", code,
