@@ -4,6 +4,7 @@
 #include "errors.h"
 #include "frontend.h"
 #include "keys.h"
+#include "peers.h"
 #include "ledger.h"
 #include "log.h"
 #include "shutdown.h"
@@ -34,6 +35,8 @@ static void usage(FILE *out)
             "                        directory (default: ipc://DIR/%s)\n"
             "  -k, --key FILE        the broker's CURVE secret key, owner-only (default:\n"
             "                        DIR/%s, made by 'coalitionctl init')\n"
+            "      --max-connections N  partner connections open at once (default %d, or half\n"
+            "                        the file-descriptor limit if lower)\n"
             "      --memory-max-mb N memory guard: past N MiB of heap in use, every partner\n"
             "                        connection is dropped (agents reconnect and resend);\n"
             "                        default %zu\n"
@@ -45,7 +48,7 @@ static void usage(FILE *out)
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
-            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME,
+            DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, PEERS_DEFAULT,
             FRONTEND_MEMORY_MAX_DEFAULT >> 20, STORE_LOCK_FILE);
 }
 
@@ -119,10 +122,12 @@ int main(int argc, char **argv)
                                              {"key", required_argument, NULL, 'k'},
                                              {"insecure", no_argument, NULL, 'I'},
                                              {"memory-max-mb", required_argument, NULL, 'M'},
+                                             {"max-connections", required_argument, NULL, 'C'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
-    frontend_options_t opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT};
+    frontend_options_t opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
+                               PEERS_DEFAULT};
     const char *key_path = NULL;
     bool insecure = false;
     log_level_t level = LOG_INFO;
@@ -131,6 +136,16 @@ int main(int argc, char **argv)
         switch (c) {
         case 'k': key_path = optarg; break;
         case 'I': insecure = true; break;
+        case 'C': {
+            char *end = NULL;
+            unsigned long long n = strtoull(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || n < 1 || n > PEERS_MAX) {
+                fprintf(stderr, "coalition-broker: --max-connections must be 1..%d\n", PEERS_MAX);
+                return 2;
+            }
+            opts.connections_max = (size_t)n;
+            break;
+        }
         case 'M': {
             char *end = NULL;
             unsigned long long mb = strtoull(optarg, &end, 10);

@@ -261,8 +261,9 @@ static int cmd_key_revoke(ctl_t *ctl, int argc, char **argv)
     if (keys_z85_valid(argv[1])) {
         snprintf(public_z85, sizeof public_z85, "%s", argv[1]);
     } else if (keys_read_public(argv[1], public_z85, why, sizeof why) != CL_OK) {
-        fprintf(stderr, "coalitionctl: %s is neither a public key (40 characters of Z85) nor a "
-                        "key file: %s\n",
+        fprintf(stderr,
+                "coalitionctl: %s is neither a public key (40 characters of Z85) nor a "
+                "key file: %s\n",
                 argv[1], why);
         return EXIT_USAGE;
     }
@@ -345,8 +346,11 @@ static int parse_limits(int argc, char **argv, Coalition__PartnerLimitsRequest *
                                              {"requests-per-second", required_argument, NULL, 'r'},
                                              {"reset", no_argument, NULL, 'R'},
                                              {NULL, 0, NULL, 0}};
-    static const unsigned bits[] = {['m'] = GIVE_AMOUNT, ['p'] = GIVE_POINTS,
-                                    ['b'] = GIVE_BURNS, ['r'] = GIVE_RATE, ['R'] = GIVE_RESET};
+    static const unsigned bits[] = {['m'] = GIVE_AMOUNT,
+                                    ['p'] = GIVE_POINTS,
+                                    ['b'] = GIVE_BURNS,
+                                    ['r'] = GIVE_RATE,
+                                    ['R'] = GIVE_RESET};
     int c;
     optind = 0;
     *given = 0;

@@ -40,7 +40,7 @@
 /* Connections the kernel queues before libzmq accepts them: every agent reconnecting at
  * once after a broker restart must not wait for SYN retries (libzmq's default is 100).
  * The kernel caps it at net.core.somaxconn. */
-#define SOCKET_BACKLOG PEERS_MAX
+#define SOCKET_BACKLOG 1024
 /* The admin socket is local and owner-only: operator tools may pipeline deeply. */
 #define ADMIN_SOCKET_HWM 100000
 #define READS_PER_PASS_MAX (2 * BATCH_REQUESTS_MAX)
@@ -129,12 +129,13 @@ static int set_curve_server(void *sock, const key_pair_t *key)
 /* `peers` (partner socket only): its connections are counted and capped from before it
  * binds, and its queues are bounded per connection; the admin socket (peers NULL) is
  * local and owner-only. */
-static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve, peers_t **peers)
+static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve, peers_t **peers,
+                         size_t connections_max)
 {
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
     if (sock == NULL)
         return NULL;
-    if (peers != NULL && peers_new(peers, ctx, sock) != CL_OK) {
+    if (peers != NULL && peers_new(peers, ctx, sock, connections_max) != CL_OK) {
         zmq_close(sock);
         return NULL;
     }
@@ -406,8 +407,8 @@ static int reopen_partner_socket(frontend_t *self, size_t in_use)
     peers_destroy(&self->peers);
     self->memory_resets++;
     for (int i = 0; i < REBIND_ATTEMPTS; i++) {
-        self->front =
-            open_router(self->ctx, self->opts->bind_endpoint, self->opts->server_key, &self->peers);
+        self->front = open_router(self->ctx, self->opts->bind_endpoint, self->opts->server_key,
+                                  &self->peers, self->opts->connections_max);
         if (self->front != NULL)
             break;
         peers_destroy(&self->peers);
@@ -521,10 +522,11 @@ static int frontend_open(frontend_t *self, const frontend_options_t *opts)
         return rc;
     /* The partner socket first: if its endpoint is taken (another broker), stop before
      * the admin socket, whose ipc path binding would take over from its owner. */
-    self->front = open_router(self->ctx, opts->bind_endpoint, opts->server_key, &self->peers);
+    self->front = open_router(self->ctx, opts->bind_endpoint, opts->server_key, &self->peers,
+                              opts->connections_max);
     if (self->front == NULL)
         return CL_ERR_ZMQ;
-    self->admin = open_router(self->ctx, opts->admin_endpoint, NULL, NULL);
+    self->admin = open_router(self->ctx, opts->admin_endpoint, NULL, NULL, 0);
     return self->admin != NULL ? CL_OK : CL_ERR_ZMQ;
 }
 

@@ -17,6 +17,7 @@ typedef struct frontend_options {
      * (the socket is reopened); what they had queued is freed, agents reconnect and
      * resend under the same txn ids. 0: FRONTEND_MEMORY_MAX_DEFAULT. */
     size_t memory_max_bytes;
+    size_t connections_max; /* partner connections open at once (1..PEERS_MAX) */
 } frontend_options_t;
 
 #define FRONTEND_MEMORY_MAX_DEFAULT ((size_t)1 << 30)

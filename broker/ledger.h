@@ -112,8 +112,7 @@ uint64_t ledger_access_generation(ledger_t *self);
  * the reason: the key must be in force, its participant must be the envelope's partner,
  * and its role must allow the body (partner: earn, burn, refund, void, balance, enrol;
  * bank: nothing yet). */
-int ledger_permits(const ledger_principal_t *p, const envelope_t *env, char *why,
-                   size_t why_size);
+int ledger_permits(const ledger_principal_t *p, const envelope_t *env, char *why, size_t why_size);
 /* A partner's limits in force, defaults filled in for fields it leaves 0. */
 void ledger_limits_effective(const Coalition__Limits *stored, ledger_limits_t *out);
 /* A partner's limits as stored (0 = the default) in a read transaction of its own, for

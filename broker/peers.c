@@ -30,34 +30,35 @@ struct peers {
 };
 
 /* The cap under the fd limit, after raising the soft limit as far as allowed. */
-static size_t cap_for_fds(void)
+static size_t cap_for_fds(size_t wanted)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return PEERS_MAX;
+        return wanted;
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
-            return PEERS_MAX;
+            return wanted;
     }
     /* Half the descriptors left after the reserve: connections over the cap hold theirs
      * until libzmq's I/O thread has seen the shutdown, and a flood keeps arriving. */
-    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= 2 * PEERS_MAX + PEERS_FD_RESERVE)
-        return PEERS_MAX;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= 2 * wanted + PEERS_FD_RESERVE)
+        return wanted;
     size_t usable = rl.rlim_cur > 2 * PEERS_FD_RESERVE ? (size_t)rl.rlim_cur - PEERS_FD_RESERVE
                                                        : PEERS_FD_RESERVE;
-    return usable / 2;
+    return usable / 2 < wanted ? usable / 2 : wanted;
 }
 
-int peers_new(peers_t **self_out, void *ctx, void *sock)
+int peers_new(peers_t **self_out, void *ctx, void *sock, size_t wanted)
 {
+    assert(wanted > 0 && wanted <= PEERS_MAX);
     static unsigned generation;
     char endpoint[MONITOR_ENDPOINT_BYTES];
     snprintf(endpoint, sizeof endpoint, MONITOR_ENDPOINT_FMT, generation++);
     peers_t *self = calloc(1, sizeof *self);
     if (self == NULL)
         return CL_ERR_NOMEM;
-    self->cap = cap_for_fds();
+    self->cap = cap_for_fds(wanted);
     int linger = 0;
     if (zmq_socket_monitor(sock, endpoint,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED) !=

@@ -1,5 +1,5 @@
 /* Connections on the partner socket, bounded. A socket monitor reports every accepted
- * and closed TCP connection; past PEERS_MAX open at once (or fewer when the process's
+ * and closed TCP connection; past the cap (PEERS_DEFAULT) open at once (or fewer when the process's
  * file-descriptor limit is lower), a new connection is shut down at once, so a flood of
  * connections cannot exhaust file descriptors and leave real partners unanswered while
  * the listener spins. Failed accepts (EMFILE and the like) are logged, rate-limited, with
@@ -11,16 +11,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PEERS_MAX 1024
+/* Connections open at once: the default, and the most --max-connections allows. */
+#define PEERS_DEFAULT 8192
+#define PEERS_MAX 65536
 /* File descriptors kept for everything else: ledger, admin socket, libzmq's own. */
 #define PEERS_FD_RESERVE 64
 
 typedef struct peers peers_t;
 
-/* Start monitoring `sock` (before it binds); the cap is PEERS_MAX or half of the fd limit
- * less PEERS_FD_RESERVE, whichever is lower (the soft limit is raised to the hard one
- * first): with `ulimit -n 1024`, 480 connections. */
-int peers_new(peers_t **self_out, void *ctx, void *sock);
+/* Start monitoring `sock` (before it binds); the cap is `wanted` (1..PEERS_MAX) or half
+ * of the fd limit less PEERS_FD_RESERVE, whichever is lower (the soft limit is raised to
+ * the hard one first): with `ulimit -n 1024`, 480 connections. */
+int peers_new(peers_t **self_out, void *ctx, void *sock, size_t wanted);
 void peers_destroy(peers_t **self_p);
 void *peers_socket(peers_t *self);
 /* Handle every monitor event waiting. */

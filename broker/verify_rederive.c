@@ -235,7 +235,8 @@ static int rederive_earn(verify_t *v, const journal_entry_t *e)
     ledger_limits_t limits;
     verify_limits_in_force(p, &limits);
     if (e->amount_minor > limits.max_amount_minor)
-        return verify_violation(v, "entry %llu: an earn of %lld minor units over %s's limit of %lld",
+        return verify_violation(v,
+                                "entry %llu: an earn of %lld minor units over %s's limit of %lld",
                                 (unsigned long long)e->seq, (long long)e->amount_minor,
                                 e->partner_id, (long long)limits.max_amount_minor);
     char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
@@ -286,7 +287,7 @@ int verify_rederive_entry(verify_t *v, const journal_entry_t *e)
         return verify_expect_no_moves(v, e) == CL_OK ? verify_rederive_key(v, e) : CL_ERR_CORRUPT;
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_LIMITS:
         return verify_expect_no_moves(v, e) == CL_OK ? verify_rederive_limits(v, e)
-                                                      : CL_ERR_CORRUPT;
+                                                     : CL_ERR_CORRUPT;
     default:
         return verify_violation(v, "entry %llu has unknown kind %d", (unsigned long long)e->seq,
                                 (int)e->kind);
