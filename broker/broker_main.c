@@ -37,7 +37,7 @@ static void usage(FILE *out)
             "                        DIR/%s, made by 'coalitionctl init')\n"
             "      --max-connections N  partner connections open at once (default %d, or half\n"
             "                        the file-descriptor limit if lower)\n"
-            "      --memory-max-mb N memory guard: past N MiB of heap in use, every partner\n"
+            "      --memory-max-mb N memory guard: past N MiB resident, every partner\n"
             "                        connection is dropped (agents reconnect and resend);\n"
             "                        default %zu\n"
             "      --insecure        plain TCP without CURVE: the envelope's partner id is\n"

@@ -53,14 +53,13 @@
 _Static_assert(SOCKET_MESSAGE_BYTES_MAX > WIRE_MESSAGE_BYTES_MAX, "an oversized envelope gets 30");
 /* A connection that has not finished its CURVE handshake by then is dropped. */
 #define HANDSHAKE_IVL_MS 5000
-/* How often the memory guard looks at the heap, and how long a reopened partner socket
- * may take to get its port back. */
+/* How often the memory guard looks at resident memory, and how long after dropping every
+ * partner connection it waits before it may do so again (libzmq tears them down). */
 #define MEMORY_CHECK_MS 100
-#define REBIND_ATTEMPTS 50
+#define GUARD_COOLDOWN_MS 5000
 /* Freed heap beyond this is given back to the system, at most once per interval. */
 #define MEMORY_SLACK_BYTES ((size_t)64 << 20)
 #define TRIM_INTERVAL_MS 5000
-#define REBIND_PAUSE_MS 20
 #ifndef ZMQ_MSG_PROPERTY_USER_ID
 #define ZMQ_MSG_PROPERTY_USER_ID "User-Id"
 #endif
@@ -82,14 +81,16 @@ typedef struct principal_cache {
 
 /* Failures that can repeat once per message log through these, at most once a second. */
 typedef struct frontend_logs {
-    log_every_t format_error, declined, refused, inquiry_failed, no_reply, hand_off_failed, dropped;
+    log_every_t format_error, declined, refused, inquiry_failed, no_reply, hand_off_failed, dropped,
+        rebind;
 } frontend_logs_t;
 
 typedef struct frontend {
     void *ctx, *front, *admin, *pipe;
     ledger_t *ledger;
     const frontend_options_t *opts;
-    int64_t next_memory_check_ms, next_trim_ms;
+    int64_t next_memory_check_ms, next_trim_ms, guard_quiet_until_ms;
+    bool front_unbound; /* reopened by the memory guard, not bound again yet */
     uint64_t memory_resets;
     zap_t *zap;         /* NULL when insecure */
     peers_t *peers;     /* connections on the partner socket, capped */
@@ -129,7 +130,7 @@ static int set_curve_server(void *sock, const key_pair_t *key)
 /* `peers` (partner socket only): its connections are counted and capped from before it
  * binds, and its queues are bounded per connection; the admin socket (peers NULL) is
  * local and owner-only. */
-static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve, peers_t **peers,
+static void *make_router(void *ctx, const key_pair_t *curve, peers_t **peers,
                          size_t connections_max)
 {
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
@@ -147,8 +148,19 @@ static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curv
         set_int(sock, ZMQ_BACKLOG, SOCKET_BACKLOG) ||
         set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) ||
         set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) ||
-        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) ||
-        zmq_bind(sock, endpoint) != 0) {
+        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes)) {
+        log_error("cannot set up a ROUTER socket: %s", zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curve, peers_t **peers,
+                         size_t connections_max)
+{
+    void *sock = make_router(ctx, curve, peers, connections_max);
+    if (sock != NULL && zmq_bind(sock, endpoint) != 0) {
         log_error("cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(sock);
         return NULL;
@@ -388,43 +400,15 @@ static void take_intake(frontend_t *self)
     self->in_flight++;
 }
 
-/* Heap bytes in use (malloc'd, arena and mmapped): where libzmq keeps queued messages. */
+/* Heap bytes the allocator has handed out (arena and mmapped chunks). */
 static size_t heap_in_use(void)
 {
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
 }
 
-/* Close the partner socket, dropping every connection with whatever it queued (an
- * authenticated peer can grow a multipart message that never ends without limit: libzmq
- * counts its high-water mark in whole messages), and bind it again. */
-static int reopen_partner_socket(frontend_t *self, size_t in_use)
-{
-    assert(self->front != NULL && in_use > self->opts->memory_max_bytes);
-    int linger = 0;
-    zmq_setsockopt(self->front, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_close(self->front);
-    peers_destroy(&self->peers);
-    self->memory_resets++;
-    for (int i = 0; i < REBIND_ATTEMPTS; i++) {
-        self->front = open_router(self->ctx, self->opts->bind_endpoint, self->opts->server_key,
-                                  &self->peers, self->opts->connections_max);
-        if (self->front != NULL)
-            break;
-        peers_destroy(&self->peers);
-        struct timespec pause = {0, REBIND_PAUSE_MS * 1000000L};
-        nanosleep(&pause, NULL);
-    }
-    malloc_trim(0); /* give what the dropped queues held back to the system */
-    log_error("memory guard: %zu heap bytes in use, over %zu: dropped every partner connection "
-              "(%llu time(s) so far); %s",
-              in_use, self->opts->memory_max_bytes, (unsigned long long)self->memory_resets,
-              self->front != NULL ? "partners reconnect and resend" : "cannot bind again");
-    return self->front != NULL ? CL_OK : CL_ERR_ZMQ;
-}
-
 /* Resident anonymous bytes (resident less file-backed, so not the ledger's map), from
- * /proc/self/statm; 0 if it cannot be read. */
+ * /proc/self/statm: what queued messages and connections cost. 0 if it cannot be read. */
 static size_t resident_anonymous_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -436,6 +420,46 @@ static size_t resident_anonymous_bytes(void)
     return ok ? (size_t)(resident - shared) * (size_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* Close the partner socket, dropping every connection with whatever it queued (an
+ * authenticated peer can grow a multipart message that never ends without limit: libzmq
+ * counts its high-water mark in whole messages), and open a new one, bound again as soon
+ * as libzmq has let the port go (guard_memory retries). Never fatal: until then partners
+ * get no answer and reconnect. */
+static int reopen_partner_socket(frontend_t *self, size_t resident, int64_t now)
+{
+    assert(self->front != NULL && resident > self->opts->memory_max_bytes);
+    int linger = 0;
+    zmq_setsockopt(self->front, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(self->front);
+    peers_destroy(&self->peers);
+    self->memory_resets++;
+    self->front =
+        make_router(self->ctx, self->opts->server_key, &self->peers, self->opts->connections_max);
+    self->front_unbound = true;
+    self->guard_quiet_until_ms = now + GUARD_COOLDOWN_MS;
+    malloc_trim(0); /* give what the dropped queues held back to the system */
+    log_error("memory guard: %zu resident bytes, over %zu: dropped every partner connection "
+              "(%llu time(s) so far); partners reconnect and resend",
+              resident, self->opts->memory_max_bytes, (unsigned long long)self->memory_resets);
+    return self->front != NULL ? CL_OK : CL_ERR_ZMQ;
+}
+
+static void rebind_partner_socket(frontend_t *self)
+{
+    assert(self->front != NULL && self->front_unbound);
+    if (zmq_bind(self->front, self->opts->bind_endpoint) == 0) {
+        self->front_unbound = false;
+        log_info("partner socket bound again on %s", self->opts->bind_endpoint);
+    } else {
+        log_every(&self->logs.rebind, LOG_EVERY_INTERVAL_MS, LOG_WARN,
+                  "partner socket not bound yet on %s: %s; retrying", self->opts->bind_endpoint,
+                  zmq_strerror(zmq_errno()));
+    }
+}
+
+/* Every MEMORY_CHECK_MS: past --memory-max-mb of resident memory, drop every partner
+ * connection (at most once per GUARD_COOLDOWN_MS, the time libzmq takes to let them go);
+ * memory freed after a flood goes back to the system. */
 static int guard_memory(frontend_t *self)
 {
     int64_t now = clock_mono_ms();
@@ -443,12 +467,12 @@ static int guard_memory(frontend_t *self)
         return CL_OK;
     self->next_memory_check_ms = now + MEMORY_CHECK_MS;
     assert(self->opts->memory_max_bytes > 0);
-    size_t in_use = heap_in_use();
-    if (in_use > self->opts->memory_max_bytes)
-        return reopen_partner_socket(self, in_use);
-    /* Memory freed after a flood (queues of peers gone) goes back to the system instead
-     * of staying with the allocator. */
-    if (now >= self->next_trim_ms && resident_anonymous_bytes() > in_use + MEMORY_SLACK_BYTES) {
+    if (self->front_unbound)
+        rebind_partner_socket(self);
+    size_t resident = resident_anonymous_bytes();
+    if (resident > self->opts->memory_max_bytes && now >= self->guard_quiet_until_ms)
+        return reopen_partner_socket(self, resident, now);
+    if (now >= self->next_trim_ms && resident > heap_in_use() + MEMORY_SLACK_BYTES) {
         malloc_trim(0);
         self->next_trim_ms = now + TRIM_INTERVAL_MS;
     }

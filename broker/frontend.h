@@ -13,9 +13,9 @@ typedef struct frontend_options {
     /* The broker's CURVE key pair: the partner socket is a CURVE server with ZAP. NULL
      * only with --insecure (plain TCP on loopback; the envelope's partner id is believed). */
     const key_pair_t *server_key;
-    /* Memory guard: when the heap in use passes this, every partner connection is dropped
-     * (the socket is reopened); what they had queued is freed, agents reconnect and
-     * resend under the same txn ids. 0: FRONTEND_MEMORY_MAX_DEFAULT. */
+    /* Memory guard: when resident anonymous memory passes this, every partner connection
+     * is dropped (the socket is reopened); what they had queued is freed, agents reconnect
+     * and resend under the same txn ids. */
     size_t memory_max_bytes;
     size_t connections_max; /* partner connections open at once (1..PEERS_MAX) */
 } frontend_options_t;

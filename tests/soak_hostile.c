@@ -137,8 +137,8 @@
  * suppressed-count tail; the broker has fewer than this many such sites. */
 #define LOG_CALL_SITES_MAX 16
 #define BOUND_NONE (-1L)
-/* The broker's memory guard in this run (--memory-max-mb): past it every partner
- * connection is dropped and the freed heap given back. A raw unending multipart message
+/* The broker's memory guard in this run (--memory-max-mb): past it (resident) every
+ * partner connection is dropped and the freed memory given back. A raw unending multipart message
  * may grow the broker by that much, plus what it gains in one 100 ms guard check. */
 #define SOAK_MEMORY_MAX_MB 128
 #define MULTIPART_RSS_GROWTH_MAX_KIB ((SOAK_MEMORY_MAX_MB + 64) * KIB_PER_MIB)
@@ -2513,7 +2513,7 @@ static long phase_multipart_raw(soak_t *s, const char *name, char tag, long *fra
            per_second(frames, p->elapsed_us),
            (double)frames * MULTIPART_FRAME_BYTES / (double)(KIB_PER_MIB * KIB_PER_MIB), stop);
     printf("  broker RSS after the attack: %ld KiB (%+ld KiB, %.0f bytes per frame sent, %.1f "
-           "MiB/s); the broker's memory guard (%d MiB of heap) drops every partner connection "
+           "MiB/s); the broker's memory guard (%d MiB resident) drops every partner connection "
            "when an unfinished message grows past it\n",
            p->rss_held_kib, growth,
            frames > 0 ? (double)growth * KIB_PER_MIB / (double)frames : 0.0,
