@@ -40,7 +40,7 @@
 /* Connections the kernel queues before libzmq accepts them: every agent reconnecting at
  * once after a broker restart must not wait for SYN retries (libzmq's default is 100).
  * The kernel caps it at net.core.somaxconn. */
-#define SOCKET_BACKLOG 1024
+#define SOCKET_BACKLOG 4096
 /* The admin socket is local and owner-only: operator tools may pipeline deeply. */
 #define ADMIN_SOCKET_HWM 100000
 #define READS_PER_PASS_MAX (2 * BATCH_REQUESTS_MAX)
