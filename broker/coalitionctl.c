@@ -58,7 +58,7 @@ static void usage(FILE *out)
         "  key revoke KEY|KEYFILE                 revoke a key (its Z85 public key, or a\n"
         "                                         key file holding it); its\n"
         "                                         connections get 57 from the next message\n"
-        "  partner limits ID [--max-amount MONEY] [--max-points N]\n"
+        "  partner limits ID [--max-amount MINOR] [--max-points N]\n"
         "                    [--burns-per-minute N] [--requests-per-second N] [--reset]\n"
         "                                         set a partner's limits; those not given\n"
         "                                         keep their value (--reset: the default)\n"
@@ -242,8 +242,13 @@ static int cmd_key_new(ctl_t *ctl, int argc, char **argv)
     env.body_case = COALITION__ENVELOPE__BODY_KEY_ADD;
     env.key_add = &body;
     int exit_code = send_admin(ctl, &env);
-    if (exit_code != 0)
-        unlink(path);
+    if (exit_code == EXIT_DECLINED)
+        unlink(path); /* refused: no key was recorded, so no secret to keep */
+    else if (exit_code != 0)
+        fprintf(stderr,
+                "coalitionctl: kept %s: the broker may have recorded its key (public key %s); "
+                "check 'coalitionctl key list' and revoke it if it is not wanted\n",
+                path, pair.public_z85);
     else if (!ctl->json)
         printf("public key %s; secret key in %s (mode 0600)\n", pair.public_z85, path);
     explicit_bzero(&pair, sizeof pair);

@@ -150,6 +150,8 @@ static void *make_router(void *ctx, const key_pair_t *curve, peers_t **peers,
         set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) ||
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes)) {
         log_error("cannot set up a ROUTER socket: %s", zmq_strerror(zmq_errno()));
+        if (peers != NULL)
+            peers_destroy(peers);
         zmq_close(sock);
         return NULL;
     }
@@ -162,6 +164,8 @@ static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curv
     void *sock = make_router(ctx, curve, peers, connections_max);
     if (sock != NULL && zmq_bind(sock, endpoint) != 0) {
         log_error("cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        if (peers != NULL)
+            peers_destroy(peers);
         zmq_close(sock);
         return NULL;
     }
@@ -329,7 +333,11 @@ static void read_socket(frontend_t *self, void *sock, origin_t origin, batch_t *
             zmq_msg_close(&payload);
             return;
         }
-        const char *user_id = got == 1 ? zmq_msg_gets(&payload, ZMQ_MSG_PROPERTY_USER_ID) : NULL;
+        /* A User-Id means something only where ZAP set it: on the admin socket or without
+         * CURVE a peer could send one itself. */
+        bool authenticated = got == 1 && origin == ORIGIN_PARTNER && self->zap != NULL;
+        const char *user_id =
+            authenticated ? zmq_msg_gets(&payload, ZMQ_MSG_PROPERTY_USER_ID) : NULL;
         r->principal[0] = '\0';
         if (user_id != NULL && keys_z85_valid(user_id))
             memcpy(r->principal, user_id, KEY_Z85_BYTES);
@@ -423,15 +431,15 @@ static size_t resident_anonymous_bytes(void)
 /* Close the partner socket, dropping every connection with whatever it queued (an
  * authenticated peer can grow a multipart message that never ends without limit: libzmq
  * counts its high-water mark in whole messages), and open a new one, bound again as soon
- * as libzmq has let the port go (guard_memory retries). Never fatal: until then partners
- * get no answer and reconnect. */
+ * as libzmq has let the port go (guard_memory retries; until then partners get no answer
+ * and reconnect). Fatal only if libzmq cannot make a socket at all. */
 static int reopen_partner_socket(frontend_t *self, size_t resident, int64_t now)
 {
     assert(self->front != NULL && resident > self->opts->memory_max_bytes);
     int linger = 0;
     zmq_setsockopt(self->front, ZMQ_LINGER, &linger, sizeof linger);
+    peers_destroy(&self->peers); /* before the socket it monitors */
     zmq_close(self->front);
-    peers_destroy(&self->peers);
     self->memory_resets++;
     self->front =
         make_router(self->ctx, self->opts->server_key, &self->peers, self->opts->connections_max);
@@ -472,9 +480,10 @@ static int guard_memory(frontend_t *self)
     size_t resident = resident_anonymous_bytes();
     if (resident > self->opts->memory_max_bytes && now >= self->guard_quiet_until_ms)
         return reopen_partner_socket(self, resident, now);
-    if (now >= self->next_trim_ms && resident > heap_in_use() + MEMORY_SLACK_BYTES) {
-        malloc_trim(0);
-        self->next_trim_ms = now + TRIM_INTERVAL_MS;
+    if (now >= self->next_trim_ms && resident > MEMORY_SLACK_BYTES) {
+        self->next_trim_ms = now + TRIM_INTERVAL_MS; /* mallinfo2 locks every arena */
+        if (resident > heap_in_use() + MEMORY_SLACK_BYTES)
+            malloc_trim(0);
     }
     return CL_OK;
 }
@@ -503,7 +512,7 @@ static int run_loop(frontend_t *self, int stop_fd)
         if (items[4].revents & ZMQ_POLLIN)
             peers_handle(self->peers);
         if (zap != NULL && (items[5].revents & ZMQ_POLLIN))
-            zap_handle(self->zap, true);
+            zap_handle(self->zap);
         if (intake && ((items[1].revents | items[2].revents) & ZMQ_POLLIN))
             take_intake(self);
         if (guard_memory(self) != CL_OK)
@@ -562,13 +571,13 @@ static void frontend_close(frontend_t *self)
             log_error("cannot stop the writer: %s", zmq_strerror(zmq_errno()));
         writer_destroy(&self->writer);
     }
+    peers_destroy(&self->peers); /* before the socket it monitors */
     void *socks[] = {self->front, self->admin, self->pipe};
     for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++) {
         if (socks[i] != NULL)
             zmq_close(socks[i]);
     }
     zap_destroy(&self->zap);
-    peers_destroy(&self->peers);
     ratelimit_destroy(&self->rates);
     free(self->principals);
     if (self->ctx != NULL)

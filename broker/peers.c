@@ -23,6 +23,7 @@
 _Static_assert(PEERS_MAX > PEERS_FD_RESERVE, "the reserve leaves room for peers");
 
 struct peers {
+    void *watched; /* the partner socket: its monitor is stopped before it is closed */
     void *monitor;
     size_t open, cap;
     uint64_t refused, accept_failed;
@@ -59,12 +60,14 @@ int peers_new(peers_t **self_out, void *ctx, void *sock, size_t wanted)
     if (self == NULL)
         return CL_ERR_NOMEM;
     self->cap = cap_for_fds(wanted);
-    int linger = 0;
+    int linger = 0, unlimited = 0;
+    self->watched = sock;
     if (zmq_socket_monitor(sock, endpoint,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPT_FAILED) !=
             0 ||
         (self->monitor = zmq_socket(ctx, ZMQ_PAIR)) == NULL ||
         zmq_setsockopt(self->monitor, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(self->monitor, ZMQ_RCVHWM, &unlimited, sizeof unlimited) != 0 ||
         zmq_connect(self->monitor, endpoint) != 0) {
         log_error("cannot monitor partner connections: %s", zmq_strerror(zmq_errno()));
         peers_destroy(&self);
@@ -82,6 +85,10 @@ void peers_destroy(peers_t **self_p)
     peers_t *self = *self_p;
     if (self == NULL)
         return;
+    /* libzmq's I/O thread sends monitor events with a blocking send until the monitor is
+     * stopped: stop it first, or an event after the reader is gone (or a full queue)
+     * wedges that thread and every connection with it. */
+    zmq_socket_monitor(self->watched, NULL, 0);
     if (self->monitor != NULL)
         zmq_close(self->monitor);
     free(self);
@@ -92,13 +99,24 @@ void *peers_socket(peers_t *self) { return self->monitor; }
 size_t peers_open(const peers_t *self) { return self->open; }
 size_t peers_cap(const peers_t *self) { return self->cap; }
 
+static bool is_tcp(int fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    return getsockname(fd, (struct sockaddr *)&addr, &len) == 0 &&
+           (addr.ss_family == AF_INET || addr.ss_family == AF_INET6);
+}
+
 static void on_event(peers_t *self, uint16_t event, uint32_t value)
 {
     if (event == ZMQ_EVENT_ACCEPTED) {
         self->open++;
-        if (self->open > self->cap) {
+        if (self->open > self->cap && is_tcp((int)value)) {
             /* Shut down, not closed: libzmq owns the descriptor and closes it when it sees
-             * the connection end, which reports DISCONNECTED and brings the count back. */
+             * the connection end, which reports DISCONNECTED and brings the count back.
+             * The event is handled late: if that connection is gone already its number may
+             * name a newer one, which is then cut too (it reconnects); never anything but
+             * a TCP socket (the admin socket is a filesystem socket). */
             shutdown((int)value, SHUT_RDWR);
             self->refused++;
             log_every(&self->log_refused, LOG_EVERY_INTERVAL_MS, LOG_WARN,

@@ -19,10 +19,12 @@
 
 typedef struct peers peers_t;
 
-/* Start monitoring `sock` (before it binds); the cap is `wanted` (1..PEERS_MAX) or half
- * of the fd limit less PEERS_FD_RESERVE, whichever is lower (the soft limit is raised to
+/* Start monitoring `sock` (before it binds; the monitor's queue is unbounded, so libzmq's
+ * I/O thread never blocks on it, and drained by peers_handle); the cap is `wanted` (1..PEERS_MAX)
+ * or half of the fd limit less PEERS_FD_RESERVE, whichever is lower (the soft limit is raised to
  * the hard one first): with `ulimit -n 1024`, 480 connections. */
 int peers_new(peers_t **self_out, void *ctx, void *sock, size_t wanted);
+/* Stops the monitor; call it before the monitored socket is closed. */
 void peers_destroy(peers_t **self_p);
 void *peers_socket(peers_t *self);
 /* Handle every monitor event waiting. */

@@ -25,12 +25,31 @@ static int from_operator(verify_t *v, const journal_entry_t *e)
     return CL_OK;
 }
 
+/* What rules_key_add accepts: a partner or bank role; a valid participant that is not
+ * the operator; for a partner key, a partner added by an earlier entry. */
+static bool key_add_valid(verify_t *v, const journal_entry_t *e)
+{
+    bool partner = e->key_role == COALITION__KEY_ROLE__ROLE_PARTNER;
+    if (!partner && e->key_role != COALITION__KEY_ROLE__ROLE_BANK)
+        return false;
+    if (!wire_id_valid(e->participant, PARTNER_ID_LEN_MAX) ||
+        strcmp(e->participant, OPERATOR_PARTNER_ID) == 0)
+        return false;
+    const vpartner_t *p = vmap_find(&v->partners, e->participant, strlen(e->participant));
+    return !partner || (p != NULL && p->added_seq != 0 && p->added_seq < e->seq);
+}
+
 int verify_rederive_key(verify_t *v, const journal_entry_t *e)
 {
     if (from_operator(v, e) != CL_OK)
         return CL_ERR_CORRUPT;
     if (!keys_z85_valid(e->public_key))
         return verify_violation(v, "entry %llu names no valid key", (unsigned long long)e->seq);
+    if (e->kind == COALITION__ENTRY_KIND__ENTRY_KEY_ADD && !key_add_valid(v, e))
+        return verify_violation(v,
+                                "key-add entry %llu gives role %u to %s: not a role, or not a "
+                                "participant the rules accept",
+                                (unsigned long long)e->seq, e->key_role, e->participant);
     Coalition__KeyRecord *k = NULL;
     int rc = get_key(v, e->public_key, &k);
     if (rc == CL_ERR_NOT_FOUND)
@@ -99,6 +118,12 @@ int verify_rederive_limits(verify_t *v, const journal_entry_t *e)
                                 "partner-limits entry %llu names %s, which no earlier entry "
                                 "added",
                                 (unsigned long long)e->seq, e->participant);
+    const Coalition__Limits *l = e->limits;
+    if (l->max_amount_minor < 0 || l->max_amount_minor > AMOUNT_MINOR_MAX || l->max_points < 0 ||
+        l->max_points > POINTS_MAX || l->burns_per_member_minute > VELOCITY_BURNS_PER_MINUTE_MAX ||
+        l->requests_per_second > PARTNER_REQUESTS_PER_SECOND_MAX)
+        return verify_violation(v, "partner-limits entry %llu sets limits out of range",
+                                (unsigned long long)e->seq);
     p->limits.max_amount_minor = e->limits->max_amount_minor;
     p->limits.max_points = e->limits->max_points;
     p->limits.burns_per_member_minute = e->limits->burns_per_member_minute;

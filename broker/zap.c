@@ -93,18 +93,14 @@ static bool frame_is(zmq_msg_t *m, const char *text)
 }
 
 /* The status for a well-formed request; the key's Z85 text in `user_id` on 200. */
-static const char *decide(zap_t *self, zap_request_t *req, bool admit_more,
-                          char user_id[KEY_Z85_BYTES], const char **text)
+static const char *decide(zap_t *self, zap_request_t *req, char user_id[KEY_Z85_BYTES],
+                          const char **text)
 {
     assert(req->count <= ZAP_FRAMES);
     if (req->overlong || req->count != ZAP_FRAMES || !frame_is(&req->frames[0], ZAP_VERSION) ||
         !frame_is(&req->frames[2], ZAP_DOMAIN) || !frame_is(&req->frames[5], "CURVE") ||
         zmq_msg_size(&req->frames[6]) != KEY_BINARY_BYTES) {
         *text = "not a CURVE request for the coalition domain";
-        return "400";
-    }
-    if (!admit_more) {
-        *text = "too many connections";
         return "400";
     }
     zmq_z85_encode(user_id, zmq_msg_data(&req->frames[6]), KEY_BINARY_BYTES);
@@ -130,11 +126,11 @@ static void send_frame(void *sock, const void *data, size_t len, bool more)
         log_error("ZAP: cannot reply: %s", zmq_strerror(zmq_errno()));
 }
 
-static void answer(zap_t *self, zap_request_t *req, bool admit_more)
+static void answer(zap_t *self, zap_request_t *req)
 {
     char user_id[KEY_Z85_BYTES] = "";
     const char *text = "";
-    const char *status = decide(self, req, admit_more, user_id, &text);
+    const char *status = decide(self, req, user_id, &text);
     bool ok = strcmp(status, "200") == 0;
     assert(!ok || strlen(user_id) == KEY_Z85_LEN);
     if (!ok) {
@@ -159,11 +155,11 @@ static void answer(zap_t *self, zap_request_t *req, bool admit_more)
     send_frame(self->sock, "", 0, false);
 }
 
-void zap_handle(zap_t *self, bool admit_more)
+void zap_handle(zap_t *self)
 {
     zap_request_t req;
     for (int i = 0; i < ZAP_REQUESTS_PER_PASS_MAX && read_request(self, &req); i++) {
-        answer(self, &req, admit_more);
+        answer(self, &req);
         for (int f = 0; f < req.count; f++)
             zmq_msg_close(&req.frames[f]);
     }

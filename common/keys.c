@@ -81,7 +81,10 @@ int keys_write_public(const char *path, const char *public_z85, const char *comm
 static int read_file(const char *path, bool owner_only, char *text, size_t size, char *why,
                      size_t why_size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO put in a key's place must not hang the program before the
+     * regular-file check. Symbolic links are followed (secrets are often mounted so);
+     * the mode checked is the target's. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(why, why_size, "cannot open key file %s: %s", path,
@@ -126,7 +129,7 @@ static bool find_key(const char *text, const char *label, char out[KEY_Z85_BYTES
             while (*p == ' ' || *p == '\t')
                 p++;
             size_t rest = len - (size_t)(p - line);
-            while (rest > 0 && (p[rest - 1] == '\r' || p[rest - 1] == ' '))
+            while (rest > 0 && (p[rest - 1] == '\r' || p[rest - 1] == ' ' || p[rest - 1] == '\t'))
                 rest--;
             if (rest == KEY_Z85_LEN) {
                 memcpy(out, p, KEY_Z85_LEN);

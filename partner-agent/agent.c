@@ -77,6 +77,12 @@ typedef struct agent {
 } agent_t;
 
 static pending_t *reversal_of(agent_t *a, const pending_t *burn);
+
+/* A broker answer that is not final (answer_is_final), handled after the pass. */
+typedef struct not_final {
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    int code;
+} not_final_t;
 static void forget(agent_t *a, pending_t *p);
 static void reversal_txn_id(const char *burn_txn, char out[TXN_ID_LEN_MAX + 1]);
 
@@ -427,11 +433,12 @@ static void save_revocation(agent_t *a, pending_t *burn, int64_t now)
  * remembered as reversed. If it may have reached the broker, its void is queued and sent
  * at once, whether or not the disk takes the revocation yet. Until the revocation is
  * written the burn stays here, REVOKED, and repeats of its txn id are declined 12. */
-static void revoke_burn(agent_t *a, pending_t *burn, int64_t now)
+static void revoke_burn(agent_t *a, pending_t *burn, int64_t now, bool may_be_applied)
 {
     assert(burn->kind == COALITION__ENVELOPE__BODY_BURN && burn->state != PENDING_REVOKED);
+    assert(!may_be_applied || burn->attempts > 0);
     tell_every_waiter_timeout(a, burn);
-    pending_t *rev = burn->attempts > 0 ? reversal_of(a, burn) : NULL;
+    pending_t *rev = may_be_applied ? reversal_of(a, burn) : NULL;
     if (burn->state == PENDING_QUEUED)
         sendq_remove(a, burn);
     a->in_flight -= burn->state == PENDING_IN_FLIGHT;
@@ -439,7 +446,7 @@ static void revoke_burn(agent_t *a, pending_t *burn, int64_t now)
         unlink_dependency(burn);
     pending_set_state(burn, PENDING_REVOKED);
     assert(burn->waiter_count == 0 && burn->q_prev == NULL && burn->blocked_on == NULL);
-    if (burn->attempts > 0 && rev == NULL) {
+    if (may_be_applied && rev == NULL) {
         log_error("cannot build the reversal of burn %s; it stays in the outbox and is "
                   "reversed at the next start",
                   burn->txn_id);
@@ -469,7 +476,7 @@ static bool deadlines_due(agent_t *a, pending_t *p, int64_t now)
         return false;
     }
     if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
-        revoke_burn(a, p, now);
+        revoke_burn(a, p, now, p->attempts > 0);
         return false;
     }
     if (!pending_store_and_forward(p->kind)) {
@@ -741,11 +748,21 @@ static void add_answer_ops(agent_t *a, answer_t *ans, uint64_t jseq)
         add_revocation_ops(a, p->revokes, p, false);
 }
 
-/* Read one reply; true when it answers a pending request (kept in ans->msg). A 96 (the
- * broker could not record it now; not remembered) is never a final answer: its txn id is
- * noted in `errors` and handled once this pass's answers are written. */
+/* Whether a broker answer is final. Not final, and never stored by the broker: 96 (it
+ * could not record the request now), 91 (this partner is over its request rate; this
+ * copy was not applied) and 57 (this agent's key is revoked or not recorded: the agent
+ * stamps partner and site itself, so nothing else gives a 57; the request waits for a
+ * key that works, and a till told "stored offline" is not let down). */
+static bool answer_is_final(int code)
+{
+    return code != RC_SYSTEM_ERROR && code != RC_UNAVAILABLE && code != RC_NOT_PERMITTED;
+}
+
+/* Read one reply; true when it answers a pending request (kept in ans->msg). An answer
+ * that is not final is noted in `errors` (txn id and code) and handled once this pass's
+ * answers are written. */
 static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t n,
-                       char (*errors)[TXN_ID_LEN_MAX + 1], size_t *error_count, bool *more)
+                       not_final_t *errors, size_t *error_count, bool *more)
 {
     zmq_msg_init(&ans->msg);
     *more = zmq_msg_recv(&ans->msg, a->broker, ZMQ_DONTWAIT) >= 0;
@@ -756,14 +773,19 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
-    if (ans->p != NULL && auth->code == RC_NOT_PERMITTED)
+    if (ans->p != NULL && auth->code == RC_NOT_PERMITTED) {
+        a->key_refused = true;
         log_every(&a->log_refused, LOG_REPEAT_MS, LOG_ERROR,
-                  "the broker declined %s with 57: %s (a revoked key, or a partner or site "
-                  "this agent's key does not belong to?)",
+                  "the broker refused %s with 57: %s. This agent's key is revoked or not "
+                  "recorded: requests stay in the outbox until it runs with a key that works",
                   ans->p->txn_id, auth->text);
-    if (ans->p != NULL && (auth->code == RC_SYSTEM_ERROR || auth->code == RC_UNAVAILABLE)) {
-        if (*error_count < REPLIES_MAX)
-            snprintf(errors[(*error_count)++], TXN_ID_LEN_MAX + 1, "%s", ans->p->txn_id);
+    }
+    if (ans->p != NULL && !answer_is_final(auth->code)) {
+        if (*error_count < REPLIES_MAX) {
+            not_final_t *e = &errors[(*error_count)++];
+            snprintf(e->txn_id, sizeof e->txn_id, "%s", ans->p->txn_id);
+            e->code = auth->code;
+        }
         ans->p = NULL;
     }
     wire_auth_free(auth);
@@ -772,21 +794,24 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     return ans->p != NULL;
 }
 
-/* The broker answered 96. A burn is revoked (its tills told 91, its void queued: it may
- * have been applied by an earlier copy); an earn, refund, void or enrolment is kept (its
- * tills told "stored offline") and resent later; an inquiry is given up (91). */
-static void system_error(agent_t *a, const char *txn_id, int64_t now)
+/* The broker answered 96, 91 or 57 (answer_is_final). A burn is revoked (its tills told
+ * 91) and voided if it may have been applied: by an earlier copy, or by this one unless
+ * the answer is the rate limit's 91 (refused before the ledger) to the only copy sent; an
+ * earn, refund, void or enrolment is kept (its tills told "stored offline") and resent
+ * later; an inquiry is given up (91). */
+static void not_final(agent_t *a, const not_final_t *e, int64_t now)
 {
-    pending_t *p = find_txn(a, txn_id);
+    pending_t *p = find_txn(a, e->txn_id);
     if (p == NULL || p->state == PENDING_BACKOFF || p->state == PENDING_REVOKED ||
         p->state == PENDING_BLOCKED)
-        return; /* answered meanwhile, or a second 96 for the same request */
-    log_every(&a->log_retry, LOG_REPEAT_MS, LOG_WARN, "broker system error on %s; will retry",
-              txn_id);
+        return; /* answered meanwhile, or a second such answer for the same request */
+    log_every(&a->log_retry, LOG_REPEAT_MS, LOG_WARN, "broker answered %02d to %s; will retry",
+              e->code, e->txn_id);
     if (p->known_reply != NULL) {
         answer_from_journal(a, p);
     } else if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
-        revoke_burn(a, p, now);
+        bool only_copy_refused = e->code == RC_UNAVAILABLE && p->attempts == 1;
+        revoke_burn(a, p, now, !only_copy_refused);
     } else if (!pending_store_and_forward(p->kind)) {
         tell_every_waiter_timeout(a, p);
         forget(a, p);
@@ -815,7 +840,7 @@ static void deliver(agent_t *a, answer_t *ans)
 static void take_replies(agent_t *a, int64_t now)
 {
     answer_t answers[REPLIES_MAX];
-    char errors[REPLIES_MAX][TXN_ID_LEN_MAX + 1];
+    not_final_t errors[REPLIES_MAX];
     size_t n = 0, error_count = 0;
     uint64_t jseq = outbox_journal_next_seq(a->store);
     bool more = true;
@@ -835,7 +860,7 @@ static void take_replies(agent_t *a, int64_t now)
         zmq_msg_close(&answers[i].msg);
     }
     for (size_t i = 0; i < error_count; i++)
-        system_error(a, errors[i], now);
+        not_final(a, &errors[i], now);
     assert(a->op_count == 0);
 }
 
@@ -932,7 +957,7 @@ static int load_outbox(agent_t *a)
     int rc = outbox_foreach(a->store, load_entry, &l);
     int64_t now = clock_mono_ms();
     for (size_t i = 0; rc == CL_OK && i < l.burn_count; i++)
-        revoke_burn(a, l.burns[i], now);
+        revoke_burn(a, l.burns[i], now, l.burns[i]->attempts > 0);
     free(l.burns);
     if (rc == CL_OK && a->pending_count > 0)
         log_info("resuming %zu request(s) from the outbox", a->pending_count);
@@ -961,8 +986,9 @@ static int set_curve_client(agent_t *a)
         return CL_ERR_ZMQ;
     }
     a->monitor = zmq_socket(a->ctx, ZMQ_PAIR);
+    /* Unbounded: libzmq's I/O thread sends events with a blocking send. */
     if (a->monitor == NULL || set_int(a->monitor, ZMQ_LINGER, 0) ||
-        zmq_connect(a->monitor, MONITOR_ENDPOINT) != 0)
+        set_int(a->monitor, ZMQ_RCVHWM, 0) || zmq_connect(a->monitor, MONITOR_ENDPOINT) != 0)
         return CL_ERR_ZMQ;
     return CL_OK;
 }
@@ -1074,6 +1100,8 @@ static void close_agent(agent_t *a)
     pending_map_destroy(&a->by_enrol);
     if (a->tills != NULL)
         zmq_close(a->tills);
+    if (a->monitor != NULL) /* stopped before the socket it monitors is closed */
+        zmq_socket_monitor(a->broker, NULL, 0);
     if (a->broker != NULL)
         zmq_close(a->broker);
     if (a->monitor != NULL)

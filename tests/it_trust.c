@@ -1562,6 +1562,53 @@ static void test_agent_with_unknown_key_tells_tills(void **state)
     expect_verify(w);
 }
 
+/* The agent's key is revoked while it runs (its connection stays up): an earn is told
+ * "stored offline" and a burn 91, nothing is applied; with a new key and a restart the
+ * stored earn is delivered exactly once and the burn never applied. What the tills were
+ * told is what the ledger ends up holding. */
+static void test_agent_key_revoked_then_reissued(void **state)
+{
+    fixture_t *f = *state;
+    world_t *w = &f->world;
+    char out[OUT_BYTES];
+    w->till_wait_ms = 1500;
+    agent_proc_t *a = world_start_agent(w, "fuel");
+    int rc = world_pos(w, a, out, sizeof out, "earn", "--member", "alice", "--amount", "1.00",
+                       "--txn", "rk-e0", NULL);
+    EXPECT_EQ("earn before the revocation", 0, rc);
+    int64_t alice = balance_of(w, "member:alice");
+    const char *key_path = world_key(w, "fuel", "partner");
+    ctl_ok("key revoke", world_ctl(w, out, sizeof out, "key", "revoke", key_path, NULL), out);
+    rc = world_pos(w, a, out, sizeof out, "earn", "--member", "alice", "--amount", "5.00", "--txn",
+                   "rk-e1", NULL);
+    if (rc != 3)
+        fail_msg("earn with the revoked key: expected exit 3 (stored offline), got %d: %s", rc,
+                 out);
+    EXPECT_CONTAINS("earn with the revoked key", "refused this agent's key", out);
+    rc = world_pos(w, a, out, sizeof out, "burn", "--member", "alice", "--points", "1", "--txn",
+                   "rk-b1", NULL);
+    EXPECT_EQ("burn with the revoked key: declined", 1, rc);
+    EXPECT_CONTAINS("burn with the revoked key", "\"code\":\"91\"", out);
+    expect_log("agent log", a->proc.log_path, "This agent's key is revoked or not recorded");
+    EXPECT_EQ("nothing applied while revoked", alice, balance_of(w, "member:alice"));
+    /* The operator issues a new key in the same place; the agent restarts with it. */
+    EXPECT_EQ("remove the revoked key file", 0, unlink(key_path));
+    world_key(w, "fuel", "partner");
+    world_restart_agent(w, a);
+    int64_t want = alice + 10; /* rk-e1: 5.00 EUR at 2 points; rk-b1 never applied */
+    for (int i = 0; i < 100 && balance_of(w, "member:alice") != want; i++)
+        sleep_ms(100);
+    EXPECT_EQ("the stored earn delivered once, the burn not applied", want,
+              balance_of(w, "member:alice"));
+    rc = world_pos(w, a, out, sizeof out, "earn", "--member", "alice", "--amount", "5.00", "--txn",
+                   "rk-e1", NULL);
+    EXPECT_EQ("a repeat of the stored earn", 0, rc);
+    EXPECT_CONTAINS("a repeat of the stored earn", "\"replay\":true", out);
+    EXPECT_EQ("still once", want, balance_of(w, "member:alice"));
+    EXPECT_EQ("the agent stops cleanly", 0, world_stop_agent(w, a, SIGTERM));
+    expect_verify(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1591,6 +1638,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_agent_insecure_loopback_check_reads_the_broker_address,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_with_unknown_key_tells_tills, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_key_revoked_then_reissued, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
