@@ -8,6 +8,7 @@
 
 #include "amount.h"
 #include "errors.h"
+#include "keys.h"
 #include "wire.h"
 
 #include <stdio.h>
@@ -88,10 +89,41 @@ static void check_partner_body(const envelope_t *env)
 }
 
 /* What an approved operator request promises: an enrolment or a partner contract. */
+/* The operator's key and limit bodies: a real key, a role, limits within their ranges. */
+static void check_access_body(const envelope_t *env)
+{
+    if (env->body_case == COALITION__ENVELOPE__BODY_KEY_ADD) {
+        const Coalition__KeyAddRequest *k = env->key_add;
+        FUZZ_REQUIRE(keys_z85_valid(k->public_key) &&
+                         wire_id_valid(k->participant, PARTNER_ID_LEN_MAX) &&
+                         strcmp(k->participant, OPERATOR_PARTNER_ID) != 0 &&
+                         (k->role == COALITION__KEY_ROLE__ROLE_PARTNER ||
+                          k->role == COALITION__KEY_ROLE__ROLE_BANK),
+                     "approved key add with a malformed key, participant or role");
+    } else if (env->body_case == COALITION__ENVELOPE__BODY_KEY_REVOKE) {
+        FUZZ_REQUIRE(keys_z85_valid(env->key_revoke->public_key),
+                     "approved key revoke of a malformed key");
+    } else {
+        const Coalition__PartnerLimitsRequest *l = env->partner_limits;
+        FUZZ_REQUIRE(wire_id_valid(l->partner_id, PARTNER_ID_LEN_MAX) && l->max_amount_minor >= 0 &&
+                         l->max_amount_minor <= AMOUNT_MINOR_MAX && l->max_points >= 0 &&
+                         l->max_points <= POINTS_MAX &&
+                         l->burns_per_member_minute <= VELOCITY_BURNS_PER_MINUTE_MAX &&
+                         l->requests_per_second <= PARTNER_REQUESTS_PER_SECOND_MAX,
+                     "approved partner limits out of range");
+    }
+}
+
 static void check_admin_body(const envelope_t *env)
 {
     if (env->body_case == COALITION__ENVELOPE__BODY_ENROLL)
         return;
+    if (env->body_case == COALITION__ENVELOPE__BODY_KEY_ADD ||
+        env->body_case == COALITION__ENVELOPE__BODY_KEY_REVOKE ||
+        env->body_case == COALITION__ENVELOPE__BODY_PARTNER_LIMITS) {
+        check_access_body(env);
+        return;
+    }
     FUZZ_REQUIRE(env->body_case == COALITION__ENVELOPE__BODY_PARTNER_ADD,
                  "approved operator request with body %s", wire_body_name(env));
     const Coalition__PartnerAddRequest *p = env->partner_add;
@@ -127,9 +159,10 @@ static void validate_both(const envelope_t *env, verdicts_t *v)
                          wire_id_valid(env->site_id, SITE_ID_LEN_MAX) &&
                          wire_id_valid(env->txn_id, TXN_ID_LEN_MAX),
                      "approved request with a malformed header");
-        bool member_body = env->body_case != COALITION__ENVELOPE__BODY_REFUND &&
-                           env->body_case != COALITION__ENVELOPE__BODY_VOID_REQUEST &&
-                           env->body_case != COALITION__ENVELOPE__BODY_PARTNER_ADD;
+        bool member_body = env->body_case == COALITION__ENVELOPE__BODY_EARN ||
+                           env->body_case == COALITION__ENVELOPE__BODY_BURN ||
+                           env->body_case == COALITION__ENVELOPE__BODY_BALANCE ||
+                           env->body_case == COALITION__ENVELOPE__BODY_ENROLL;
         FUZZ_REQUIRE(!member_body || wire_id_valid(wire_member_of(env), MEMBER_ID_LEN_MAX),
                      "approved %s names a malformed member", wire_body_name(env));
         FUZZ_REQUIRE((strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0) == (from_admin == 1),
