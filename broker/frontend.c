@@ -56,7 +56,7 @@ _Static_assert(SOCKET_MESSAGE_BYTES_MAX > WIRE_MESSAGE_BYTES_MAX, "an oversized 
 /* How often the memory guard looks at resident memory, and how long after dropping every
  * partner connection it waits before it may do so again (libzmq tears them down). */
 #define MEMORY_CHECK_MS 100
-#define GUARD_COOLDOWN_MS 5000
+#define GUARD_COOLDOWN_MS 1000
 /* Freed heap beyond this is given back to the system, at most once per interval. */
 #define MEMORY_SLACK_BYTES ((size_t)64 << 20)
 #define TRIM_INTERVAL_MS 5000
@@ -445,7 +445,6 @@ static int reopen_partner_socket(frontend_t *self, size_t resident, int64_t now)
         make_router(self->ctx, self->opts->server_key, &self->peers, self->opts->connections_max);
     self->front_unbound = true;
     self->guard_quiet_until_ms = now + GUARD_COOLDOWN_MS;
-    malloc_trim(0); /* give what the dropped queues held back to the system */
     log_error("memory guard: %zu resident bytes, over %zu: dropped every partner connection "
               "(%llu time(s) so far); partners reconnect and resend",
               resident, self->opts->memory_max_bytes, (unsigned long long)self->memory_resets);
@@ -480,6 +479,10 @@ static int guard_memory(frontend_t *self)
     size_t resident = resident_anonymous_bytes();
     if (resident > self->opts->memory_max_bytes && now >= self->guard_quiet_until_ms)
         return reopen_partner_socket(self, resident, now);
+    if (now < self->guard_quiet_until_ms) {
+        malloc_trim(0); /* libzmq frees the dropped connections' queues as it tears them down */
+        return CL_OK;
+    }
     if (now >= self->next_trim_ms && resident > MEMORY_SLACK_BYTES) {
         self->next_trim_ms = now + TRIM_INTERVAL_MS; /* mallinfo2 locks every arena */
         if (resident > heap_in_use() + MEMORY_SLACK_BYTES)
