@@ -78,6 +78,7 @@ typedef struct request {
     Coalition__BalanceRequest balance;
     Coalition__EnrollRequest enroll;
     Coalition__PartnerAddRequest partner_add;
+    Coalition__PartnerLimitsRequest limits;
 } request_t;
 
 /* One sending of a request (a repeat sends an earlier request again). */
@@ -204,13 +205,23 @@ static void partner_add_body(request_t *r, const uint8_t *op)
     r->env.partner_add = &r->partner_add;
 }
 
+static void limits_body(request_t *r, const uint8_t *op)
+{
+    coalition__partner_limits_request__init(&r->limits);
+    r->limits.partner_id = (char *)PARTNERS[op[2] % LEDGER_PARTNERS];
+    r->limits.max_points = value_of(op[6]);
+    r->limits.burns_per_member_minute = 1u + op[5] % 4u;
+    r->env.body_case = COALITION__ENVELOPE__BODY_PARTNER_LIMITS;
+    r->env.partner_limits = &r->limits;
+}
+
 /* Build the request of one operation (not a repeat) into the next free slot. */
 static const request_t *build(const uint8_t *op, ledger_op_kind_t kind)
 {
     assert(world.request_count < REQUESTS_MAX && kind != LEDGER_OP_REPEAT);
     request_t *r = &world.requests[world.request_count++];
-    bool operator= kind ==
-        LEDGER_OP_PARTNER_ADD ||(kind == LEDGER_OP_ENROLL && (op[1] & LEDGER_FLAG_AS_OPERATOR));
+    bool operator= kind == LEDGER_OP_PARTNER_ADD ||
+        kind == LEDGER_OP_LIMITS ||(kind == LEDGER_OP_ENROLL && (op[1] & LEDGER_FLAG_AS_OPERATOR));
     header(r, op, operator);
     switch (kind) {
     case LEDGER_OP_EARN: earn_body(r, op); break;
@@ -220,6 +231,7 @@ static const request_t *build(const uint8_t *op, ledger_op_kind_t kind)
     case LEDGER_OP_VOID: void_body(r, op); break;
     case LEDGER_OP_ENROLL: member_body(r, op, false); break;
     case LEDGER_OP_BALANCE: member_body(r, op, true); break;
+    case LEDGER_OP_LIMITS: limits_body(r, op); break;
     default: partner_add_body(r, op); break;
     }
     return r;

@@ -25,7 +25,10 @@ typedef enum {
     LEDGER_OP_PARTNER_ADD = 6, /* from the operator: adds the partner of byte 2 */
     LEDGER_OP_BALANCE = 7,     /* answered by ledger_inquire, as the front end does */
     LEDGER_OP_REPEAT = 8,      /* the request of an earlier operation again, byte for byte */
-    LEDGER_OP_KINDS = 9
+    LEDGER_OP_LIMITS = 9,      /* from the operator: limits of the partner of byte 2: most
+                                  points a burn (byte 6 as a value, 0: default), burns per
+                                  member a minute 1 + byte 5 % 4 */
+    LEDGER_OP_KINDS = 10
 } ledger_op_kind_t;
 
 enum {
