@@ -3,12 +3,12 @@
 
 #include "errors.h"
 #include "log.h"
+#include "monitor.h"
 
 #include <assert.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <zmq.h>
@@ -18,7 +18,6 @@
 #define MONITOR_ENDPOINT_FMT "inproc://coalition-peers-monitor-%u"
 #define MONITOR_ENDPOINT_BYTES 64
 #define EVENTS_PER_PASS_MAX 1024
-#define EVENT_HEAD_BYTES 6 /* u16 event, u32 value */
 
 _Static_assert(PEERS_MAX > PEERS_FD_RESERVE, "the reserve leaves room for peers");
 
@@ -136,21 +135,11 @@ static void on_event(peers_t *self, uint16_t event, uint32_t value)
 
 void peers_handle(peers_t *self)
 {
-    for (int i = 0; i < EVENTS_PER_PASS_MAX; i++) {
-        uint8_t head[EVENT_HEAD_BYTES];
-        int n = zmq_recv(self->monitor, head, sizeof head, ZMQ_DONTWAIT);
-        if (n < 0)
-            return;
-        uint16_t event;
-        uint32_t value;
-        memcpy(&event, head, sizeof event);
-        memcpy(&value, head + 2, sizeof value);
-        int more = 0;
-        size_t size = sizeof more;
-        uint8_t scratch[EVENT_HEAD_BYTES];
-        while (zmq_getsockopt(self->monitor, ZMQ_RCVMORE, &more, &size) == 0 && more)
-            zmq_recv(self->monitor, scratch, sizeof scratch, 0); /* the endpoint, dropped */
-        if (n == EVENT_HEAD_BYTES)
-            on_event(self, event, value);
+    monitor_event_t e;
+    int got = 1;
+    for (int i = 0; i < EVENTS_PER_PASS_MAX && got != 0; i++) {
+        got = monitor_read(self->monitor, &e);
+        if (got == 1)
+            on_event(self, e.event, e.value);
     }
 }

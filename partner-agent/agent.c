@@ -11,6 +11,7 @@
 #include "digest.h"
 #include "errors.h"
 #include "log.h"
+#include "monitor.h"
 #include "outbox.h"
 #include "pending.h"
 #include "router.h"
@@ -993,30 +994,18 @@ static int set_curve_client(agent_t *a)
     return CL_OK;
 }
 
-static bool zmq_getsockopt_more(void *sock)
-{
-    int more = 0;
-    size_t size = sizeof more;
-    return zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &size) == 0 && more != 0;
-}
-
-/* One handshake event: [u16 event, u32 value][endpoint]. */
+/* Handshake events of the broker connection. */
 static void take_monitor_events(agent_t *a)
 {
+    monitor_event_t e;
     for (int i = 0; i < MONITOR_EVENTS_PER_PASS; i++) {
-        uint8_t head[6];
-        int n = zmq_recv(a->monitor, head, sizeof head, ZMQ_DONTWAIT);
-        if (n < 0)
+        int got = monitor_read(a->monitor, &e);
+        if (got == 0)
             return;
-        uint16_t event;
-        uint32_t value;
-        memcpy(&event, head, sizeof event);
-        memcpy(&value, head + 2, sizeof value);
-        uint8_t scratch[sizeof head];
-        while (zmq_getsockopt_more(a->monitor))
-            zmq_recv(a->monitor, scratch, sizeof scratch, 0); /* the endpoint, dropped */
-        if (n != (int)sizeof head)
+        if (got < 0)
             continue;
+        uint16_t event = e.event;
+        uint32_t value = e.value;
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             if (a->key_refused)
                 log_info("the broker accepted this agent's key again");
