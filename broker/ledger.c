@@ -4,7 +4,7 @@
  *
  * Databases: meta (schema), journal (u64 BE seq -> JournalEntry), idem ("partner\0txn"
  * -> IdemRecord), accounts (name -> i64 BE), members, partners, reversals, keys (Z85
- * public key -> KeyRecord). */
+ * public key -> KeyRecord), contracts and settlement (settle.c). */
 #include "ledger_internal.h"
 
 #include "amount.h"
@@ -41,6 +41,7 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         {"idem", &self->db_idem},           {"accounts", &self->db_accounts},
         {"members", &self->db_members},     {"partners", &self->db_partners},
         {"reversals", &self->db_reversals}, {"keys", &self->db_keys},
+        {"contracts", &self->db_contracts}, {"settlement", &self->db_settlement},
     };
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
@@ -369,6 +370,13 @@ int ledger_batch_begin(ledger_t *self)
     self->batch_seq = self->seq;
     memcpy(self->batch_head, self->head, WIRE_HASH_BYTES);
     self->batch_changes_access = false;
+    rc = settle_batch_load(self, self->batch);
+    if (rc != CL_OK) {
+        ledger_batch_abort(self);
+        self->failed = rc != CL_ERR_MAP_FULL;
+        log_error("ledger settlement state unreadable: %s", cl_strerror(rc));
+        return rc;
+    }
     assert(self->batch != NULL && !self->failed);
     return CL_OK;
 }
@@ -563,6 +571,15 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     e.currency = d->currency;
     e.points = d->points;
     e.earn_rate_milli = d->earn_rate_milli;
+    e.window_id = self->batch_window_id;
+    e.contract_from_ms = d->settle.contract_from_ms;
+    e.settle_minor = d->settle.settle_minor;
+    e.fee_minor = d->settle.fee_minor;
+    e.contract = d->has_contract ? &d->contract : NULL;
+    e.settlement = d->has_settlement ? &d->settlement : NULL;
+    e.closed_window_id = d->closed_window_id;
+    e.client_time_ms = env->client_time_ms;
+    assert(e.window_id != 0); /* settle_roll opened one before anything is recorded */
     for (size_t i = 0; i < d->posting_count; i++)
         postings[i] = &d->postings[i];
     e.postings = postings;
@@ -700,6 +717,9 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
     }
     if (rc != CL_ERR_NOT_FOUND)
         return fail(self, rc, env);
+    rc = settle_roll(self, self->batch, now_ms);
+    if (rc != CL_OK)
+        return fail(self, rc, env);
     MDB_txn *child = NULL;
     rc = store_err(mdb_txn_begin(self->env, self->batch, 0, &child));
     if (rc != CL_OK)
@@ -712,7 +732,19 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
         mdb_txn_abort(child);
         return fail(self, rc, env);
     }
-    if (d.code == RC_APPROVED || d.code == RC_PARTIAL)
+    bool approved = d.code == RC_APPROVED || d.code == RC_PARTIAL;
+    if (approved)
+        rc = settle_project(self, child, &d);
+    if (rc == CL_ERR_OVERFLOW) {
+        rules_decline(&d, RC_EXCEEDS_LIMIT, "settlement counters would pass their limit");
+        approved = false;
+        rc = CL_OK;
+    }
+    if (rc != CL_OK) {
+        mdb_txn_abort(child);
+        return fail(self, rc, env);
+    }
+    if (approved)
         rc = finish_approved(self, child, env, hash, now_ms, &d, reply_out, reply_len_out);
     else
         rc = finish_declined(self, child, env, hash, 0, &d, reply_out, reply_len_out);
@@ -755,7 +787,7 @@ int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *en
 /* ---- read side --------------------------------------------------------------------- */
 
 /* Run `fn` in the reader's read transaction (renewed, then reset), under the map lock. */
-static int with_reader(ledger_t *self, int (*fn)(ledger_t *, MDB_txn *, void *), void *ctx)
+int ledger_with_reader(ledger_t *self, int (*fn)(ledger_t *, MDB_txn *, void *), void *ctx)
 {
     assert(fn != NULL);
     if (pthread_rwlock_rdlock(&self->map_lock) != 0)
@@ -792,7 +824,7 @@ int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIR
     decision_t d;
     memset(&d, 0, sizeof d);
     read_call_t call = {env, hash, &d, reply_out, reply_len_out};
-    int rc = with_reader(self, inquire_in, &call);
+    int rc = ledger_with_reader(self, inquire_in, &call);
     if (rc != CL_OK)
         return rc;
     authorization_t auth;
@@ -814,7 +846,7 @@ static int principal_in(ledger_t *self, MDB_txn *txn, void *ctx)
 int ledger_principal(ledger_t *self, const char *public_z85, ledger_principal_t *out)
 {
     principal_call_t call = {public_z85, out};
-    return with_reader(self, principal_in, &call);
+    return ledger_with_reader(self, principal_in, &call);
 }
 
 static int replay_in(ledger_t *self, MDB_txn *txn, void *ctx)

@@ -21,7 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 3u
+#define LEDGER_SCHEMA_VERSION 4u
 #define LEDGER_ENTRY_BYTES_MAX 4096
 #define ACCOUNT_NAME_BYTES_MAX 96
 /* Idempotency and reversal keys: "partner\0site\0txn". */

@@ -5,6 +5,7 @@
 
 #include "amount.h"
 #include "ledger.h"
+#include "settle.h"
 
 #include <protobuf-c/protobuf-c.h>
 #include <pthread.h>
@@ -20,7 +21,7 @@ struct ledger {
     store_mode_t mode;
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
-        db_keys;
+        db_keys, db_contracts, db_settlement;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -31,7 +32,19 @@ struct ledger {
     _Atomic uint64_t access_generation; /* bumped by each commit that did */
     uint64_t batch_seq;                 /* the same, inside the open batch */
     uint8_t batch_head[WIRE_HASH_BYTES];
+    uint64_t batch_window_id;    /* the open settlement window inside the batch (0: none) */
+    int64_t batch_window_end_ms; /* when it ends */
 };
+
+/* What an approved request does to settlement: the counters of `partner` in the open
+ * window move by the entry's points, settle_minor and fee_minor (settle.c). */
+typedef struct settle_effect {
+    bool priced;
+    const char *partner;
+    int64_t contract_from_ms;
+    int64_t settle_minor, fee_minor;
+    int64_t prepaid_delta; /* change of the partner's prepaid block */
+} settle_effect_t;
 
 /* What one request does. Strings point into the envelope or into the buffers here. */
 typedef struct decision {
@@ -47,6 +60,12 @@ typedef struct decision {
     uint32_t key_role;            /* ENTRY_KEY_ADD */
     Coalition__Limits limits;     /* ENTRY_PARTNER_LIMITS */
     bool has_limits;
+    settle_effect_t settle;
+    Coalition__Contract contract; /* ENTRY_CONTRACT_SET */
+    bool has_contract;
+    Coalition__SettlementConfig settlement; /* ENTRY_SETTLEMENT_CONFIG */
+    bool has_settlement;
+    uint64_t closed_window_id; /* ENTRY_WINDOW_CLOSE */
     int64_t now_ms; /* the writer's clock for this request (velocity) */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
@@ -66,6 +85,48 @@ int rules_key_revoke(ledger_t *self, MDB_txn *txn, decision_t *d,
                      const Coalition__KeyRevokeRequest *r);
 int rules_partner_limits(ledger_t *self, MDB_txn *txn, decision_t *d,
                          const Coalition__PartnerLimitsRequest *r);
+/* settle_rules.c: the operator's settlement requests. */
+int rules_contract_set(ledger_t *self, MDB_txn *txn, decision_t *d,
+                       const Coalition__ContractSetRequest *r);
+int rules_partner_topup(ledger_t *self, MDB_txn *txn, decision_t *d,
+                        const Coalition__PartnerTopupRequest *r);
+int rules_settlement_config(ledger_t *self, MDB_txn *txn, decision_t *d,
+                            const Coalition__SettlementConfigRequest *r);
+int rules_window_close(ledger_t *self, MDB_txn *txn, decision_t *d,
+                       const Coalition__WindowCloseRequest *r);
+/* settle.c: state, windows and contracts in `txn`; get_* return CL_ERR_NOT_FOUND when
+ * absent (the state: its defaults instead). */
+int settle_get_state(ledger_t *self, MDB_txn *txn, Coalition__SettlementState **out);
+int settle_get_window(ledger_t *self, MDB_txn *txn, uint64_t id, Coalition__WindowRecord **out);
+int settle_put_window(ledger_t *self, MDB_txn *txn, const Coalition__WindowRecord *w);
+int settle_get_prepaid(ledger_t *self, MDB_txn *txn, const char *partner, int64_t *out);
+int settle_contract_exact(ledger_t *self, MDB_txn *txn, const char *partner, int64_t from_ms,
+                          Coalition__Contract **out);
+int settle_contract_at(ledger_t *self, MDB_txn *txn, const char *partner, int64_t at_ms,
+                       Coalition__Contract **out);
+int settle_put_contract(ledger_t *self, MDB_txn *txn, const char *partner,
+                        const Coalition__Contract *c);
+/* At batch begin: the open window. Before each request: open the next window when the
+ * open one's period is over (or the first one). end_early: an early close. */
+int settle_batch_load(ledger_t *self, MDB_txn *txn);
+int settle_roll(ledger_t *self, MDB_txn *txn, int64_t now_ms);
+int settle_end_early(ledger_t *self, MDB_txn *txn, int64_t now_ms);
+/* Pricing into d->settle (earn: 61 past the prepaid block or the net cap). */
+int settle_price_earn(ledger_t *self, MDB_txn *txn, const char *partner,
+                      const Coalition__Contract *c, int64_t points, decision_t *d);
+void settle_price_burn(const char *partner, const Coalition__Contract *c, int64_t points,
+                       decision_t *d);
+void settle_price_reversal(const char *partner, const Coalition__Contract *c, bool of_earn,
+                           int64_t reversed_before, int64_t points, decision_t *d);
+/* The approved decision onto the open window's counters and the prepaid block.
+ * CL_ERR_OVERFLOW: a counter would leave int64 (the request is declined 61). */
+int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d);
+/* A stored counters record (NULL: none, all zero). */
+void settle_counters_read(const Coalition__WindowCounters *r, settle_counters_t *c);
+/* The counters an entry of `kind` moves (verify uses the same arithmetic on its own
+ * recomputation). False on overflow or a kind that moves none. */
+bool settle_counters_apply(settle_counters_t *c, int kind, int64_t points, int64_t money,
+                           int64_t fee);
 /* access.c: who a key is, in `txn`. */
 int access_lookup(ledger_t *self, MDB_txn *txn, const char *public_z85, ledger_principal_t *out);
 /* access.c: 65 when the member already has `limit` burns in the velocity window before
@@ -91,6 +152,8 @@ size_t ledger_txn_key(uint8_t key[TXN_KEY_BYTES_MAX], const char *partner, const
                       const char *txn_id);
 int ledger_get_idem(ledger_t *self, MDB_txn *txn, const char *partner, const char *site,
                     const char *txn_id, Coalition__IdemRecord **out);
+/* Run `fn` in the ledger's reusable read transaction (any thread, beside the writer). */
+int ledger_with_reader(ledger_t *self, int (*fn)(ledger_t *, MDB_txn *, void *), void *ctx);
 /* Walks inside a caller's transaction (the public foreach functions open their own). */
 int ledger_walk_journal(ledger_t *self, MDB_txn *txn, uint64_t from_seq, ledger_entry_fn fn,
                         void *ctx);

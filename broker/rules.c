@@ -150,35 +150,60 @@ static int move_or_decline(ledger_t *self, MDB_txn *txn, decision_t *d, const ch
     return rc;
 }
 
-static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+/* The contract in force for the sender now; a partner has one from its partner-add on. */
+static int contract_now(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d,
+                        Coalition__Contract **out)
 {
-    const Coalition__EarnRequest *r = env->earn;
-    Coalition__PartnerRecord *p = NULL;
-    char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    int rc = settle_contract_at(self, txn, env->partner_id, d->now_ms, out);
+    return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc;
+}
+
+/* Points for the earn's money under contract `c`: 13 for another currency, 61 over the
+ * partner's money limit or the points limit. */
+static int64_t earn_points(const Coalition__EarnRequest *r, const Coalition__PartnerRecord *p,
+                           const Coalition__Contract *c, decision_t *d)
+{
     int64_t points = 0;
-    int rc = check_partner(self, txn, env, d, &p);
-    if (rc == CL_OK && !declined(d))
-        rc = check_member(self, txn, r->member_id, d);
-    if (rc != CL_OK || declined(d))
-        goto out;
-    if (strcmp(r->currency, p->currency) != 0) {
-        decline(d, RC_INVALID_AMOUNT, "partner %s earns in %s, not %s", p->partner_id, p->currency,
+    if (strcmp(r->currency, c->currency) != 0) {
+        decline(d, RC_INVALID_AMOUNT, "partner %s earns in %s, not %s", p->partner_id, c->currency,
                 r->currency);
-        goto out;
+        return 0;
     }
     ledger_limits_t limits;
     ledger_limits_effective(p->limits, &limits);
     if (r->amount_minor > limits.max_amount_minor) {
         decline(d, RC_EXCEEDS_LIMIT, "amount over partner %s's limit of %lld minor units a request",
                 p->partner_id, (long long)limits.max_amount_minor);
-        goto out;
+        return 0;
     }
     int exponent = amount_currency_exponent(r->currency);
-    if (amount_points_for(r->amount_minor, exponent, p->earn_rate_milli, &points) != CL_OK ||
+    if (amount_points_for(r->amount_minor, exponent, c->earn_rate_milli, &points) != CL_OK ||
         points > POINTS_MAX) {
         decline(d, RC_EXCEEDS_LIMIT, "points for this amount exceed the limit");
-        goto out;
+        return 0;
     }
+    assert(points >= 0 && points <= POINTS_MAX);
+    return points;
+}
+
+static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    const Coalition__EarnRequest *r = env->earn;
+    Coalition__PartnerRecord *p = NULL;
+    Coalition__Contract *c = NULL;
+    char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    int rc = check_partner(self, txn, env, d, &p);
+    if (rc == CL_OK && !declined(d))
+        rc = check_member(self, txn, r->member_id, d);
+    if (rc == CL_OK && !declined(d))
+        rc = contract_now(self, txn, env, d, &c);
+    if (rc != CL_OK || declined(d))
+        goto out;
+    int64_t points = earn_points(r, p, c, d);
+    if (!declined(d))
+        rc = settle_price_earn(self, txn, env->partner_id, c, points, d);
+    if (rc != CL_OK || declined(d))
+        goto out;
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, env->partner_id);
     ledger_account_member(member, sizeof member, r->member_id);
     rc = move_or_decline(self, txn, d, issued, member, points);
@@ -193,6 +218,7 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     points_text(d->balance, bal);
     snprintf(d->text, sizeof d->text, "Earned %s points. Balance %s", pts, bal);
 out:
+    coalition__contract__free_unpacked(c, NULL);
     coalition__partner_record__free_unpacked(p, NULL);
     return rc;
 }
@@ -244,6 +270,12 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         code = RC_PARTIAL;
     }
     assert(points > 0 && points <= d->balance && points <= r->points);
+    Coalition__Contract *c = NULL;
+    rc = contract_now(self, txn, env, d, &c);
+    if (rc != CL_OK)
+        return rc;
+    settle_price_burn(env->partner_id, c, points, d);
+    coalition__contract__free_unpacked(c, NULL);
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, env->partner_id);
     ledger_account_member(member, sizeof member, r->member_id);
     rc = move_or_decline(self, txn, d, member, redeemed, points);
@@ -409,6 +441,13 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
     /* load_original checked the original before any of its points are moved back. */
     assert(o->entry != NULL && !o->ahead && original_consistent(o->entry));
     assert(points >= 0 && points <= o->entry->points);
+    Coalition__Contract *c = NULL;
+    int rc = settle_contract_exact(self, txn, env->partner_id, o->entry->contract_from_ms, &c);
+    if (rc != CL_OK)
+        return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc; /* the original was priced so */
+    bool of_earn = o->entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
+    settle_price_reversal(env->partner_id, c, of_earn, o->rev.reversed_points, points, d);
+    coalition__contract__free_unpacked(c, NULL);
     ledger_account_member(member, sizeof member, o->entry->member_id);
     if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
         snprintf(partner_acct, sizeof partner_acct, ACCOUNT_REDEEMED_FMT, env->partner_id);
@@ -621,6 +660,13 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, r->partner_id);
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, r->partner_id);
     rc = ledger_put_record(txn, self->db_partners, r->partner_id, strlen(r->partner_id), &p.base);
+    Coalition__Contract c = COALITION__CONTRACT__INIT; /* prices 0 until a contract sets them */
+    c.from_ms = d->now_ms < 0 ? 0 : d->now_ms;
+    c.earn_rate_milli = r->earn_rate_milli;
+    c.currency = r->currency;
+    c.created_seq = p.created_seq;
+    if (rc == CL_OK)
+        rc = settle_put_contract(self, txn, r->partner_id, &c);
     if (rc == CL_OK)
         rc = ledger_put_balance(self, txn, issued, 0);
     if (rc == CL_OK)
@@ -669,6 +715,14 @@ int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
         return rules_key_revoke(self, txn, d, env->key_revoke);
     case COALITION__ENVELOPE__BODY_PARTNER_LIMITS:
         return rules_partner_limits(self, txn, d, env->partner_limits);
+    case COALITION__ENVELOPE__BODY_CONTRACT_SET:
+        return rules_contract_set(self, txn, d, env->contract_set);
+    case COALITION__ENVELOPE__BODY_PARTNER_TOPUP:
+        return rules_partner_topup(self, txn, d, env->partner_topup);
+    case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG:
+        return rules_settlement_config(self, txn, d, env->settlement_config);
+    case COALITION__ENVELOPE__BODY_WINDOW_CLOSE:
+        return rules_window_close(self, txn, d, env->window_close);
     default:
         /* Balance inquiries never reach the writer; the front end answers them. */
         decline(d, RC_INVALID_TRANSACTION, "%s is not a ledger write", wire_body_name(env));

@@ -130,6 +130,15 @@ int64_t amount_share(int64_t total, int64_t part, int64_t whole)
     return share;
 }
 
+int64_t amount_price(int64_t points, int64_t per_mille)
+{
+    assert(points >= 0 && points <= POINTS_MAX);
+    assert(per_mille >= 0 && per_mille <= INT64_C(1000000));
+    int64_t money = (int64_t)(((i128_t)points * per_mille + 500) / 1000);
+    assert(money >= 0 && money <= POINTS_MAX * INT64_C(1000));
+    return money;
+}
+
 void amount_format_points(int64_t points, char *buf, size_t size)
 {
     char digits[AMOUNT_TEXT_BYTES];

@@ -43,6 +43,13 @@ int amount_points_for(int64_t amount_minor, int exponent, int64_t rate_milli, in
  * difference of cumulative shares makes the shares add up to the total exactly. */
 int64_t amount_share(int64_t total, int64_t part, int64_t whole);
 
+/* Money for `points` at `per_mille` minor units per 1,000 points, rounded half up to the
+ * minor unit: (points * per_mille + 500) / 1000, exact in 128 bits. 0 <= points <=
+ * POINTS_MAX and 0 <= per_mille <= 10^6 keep the result below 2^63. Settlement prices
+ * each journal entry so; a reversal's money is the difference of the prices of the
+ * cumulative points reversed, so reversing everything gives back exactly the original. */
+int64_t amount_price(int64_t points, int64_t per_mille);
+
 /* 1240 -> "1,240". */
 void amount_format_points(int64_t points, char *buf, size_t size);
 

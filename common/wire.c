@@ -43,6 +43,10 @@ static bool has_unknown_fields(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_KEY_ADD: body = &env->key_add->base; break;
     case COALITION__ENVELOPE__BODY_KEY_REVOKE: body = &env->key_revoke->base; break;
     case COALITION__ENVELOPE__BODY_PARTNER_LIMITS: body = &env->partner_limits->base; break;
+    case COALITION__ENVELOPE__BODY_CONTRACT_SET: body = &env->contract_set->base; break;
+    case COALITION__ENVELOPE__BODY_PARTNER_TOPUP: body = &env->partner_topup->base; break;
+    case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG: body = &env->settlement_config->base; break;
+    case COALITION__ENVELOPE__BODY_WINDOW_CLOSE: body = &env->window_close->base; break;
     default: break;
     }
     return env->base.n_unknown_fields > 0 || (body != NULL && body->n_unknown_fields > 0);
@@ -189,6 +193,52 @@ static int validate_limits(const Coalition__PartnerLimitsRequest *l, char *why, 
     return RC_APPROVED;
 }
 
+static int validate_contract(const Coalition__ContractSetRequest *c, char *why, size_t why_size)
+{
+    if (!wire_id_valid(c->partner_id, PARTNER_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
+    if (c->from_ms < 0 || c->from_ms > CONTRACT_FROM_MS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "contract start out of range");
+    if (c->earn_rate_milli <= 0 || c->earn_rate_milli > EARN_RATE_MILLI_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "earn rate out of range");
+    if (amount_currency_exponent(c->currency) < 0)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "unknown currency");
+    if (c->issue_price_per_mille < 0 || c->issue_price_per_mille > PRICE_PER_MILLE_MAX ||
+        c->reimburse_per_mille < 0 || c->reimburse_per_mille > PRICE_PER_MILLE_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "price per 1,000 points out of range");
+    if (c->fee_minor < 0 || c->fee_minor > FEE_MINOR_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "fee out of range");
+    if (c->net_cap_minor < 0 || c->net_cap_minor > NET_CAP_MINOR_MAX)
+        return refuse(why, why_size, RC_INVALID_AMOUNT, "net cap out of range");
+    if (c->funding != COALITION__FUNDING__FUNDING_POSTPAID &&
+        c->funding != COALITION__FUNDING__FUNDING_PREPAID)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "funding must be postpaid or prepaid");
+    return RC_APPROVED;
+}
+
+static int validate_settlement(const envelope_t *env, char *why, size_t why_size)
+{
+    if (env->body_case == COALITION__ENVELOPE__BODY_PARTNER_TOPUP) {
+        if (!wire_id_valid(env->partner_topup->partner_id, PARTNER_ID_LEN_MAX))
+            return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
+        return validate_points(env->partner_topup->points, why, why_size);
+    }
+    if (env->body_case == COALITION__ENVELOPE__BODY_WINDOW_CLOSE)
+        return env->window_close->window_id > 0
+                   ? RC_APPROVED
+                   : refuse(why, why_size, RC_FORMAT_ERROR, "window id missing");
+    const Coalition__SettlementConfigRequest *c = env->settlement_config;
+    if (c->period_seconds < 0 || c->period_seconds > SETTLEMENT_PERIOD_SECONDS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "period out of range (0: a month)");
+    if (c->grace_seconds < 0 || c->grace_seconds > SETTLEMENT_GRACE_SECONDS_MAX ||
+        (c->period_seconds > 0 && c->grace_seconds >= c->period_seconds))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "grace out of range (shorter than the period)");
+    if (c->model != COALITION__SETTLEMENT_MODEL__MODEL_HUB &&
+        c->model != COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "model must be hub or issuer-pays");
+    return RC_APPROVED;
+}
+
 static int validate_body(const envelope_t *env, char *why, size_t why_size)
 {
     switch (env->body_case) {
@@ -221,6 +271,11 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
         return RC_APPROVED;
     case COALITION__ENVELOPE__BODY_PARTNER_LIMITS:
         return validate_limits(env->partner_limits, why, why_size);
+    case COALITION__ENVELOPE__BODY_CONTRACT_SET:
+        return validate_contract(env->contract_set, why, why_size);
+    case COALITION__ENVELOPE__BODY_PARTNER_TOPUP:
+    case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG:
+    case COALITION__ENVELOPE__BODY_WINDOW_CLOSE: return validate_settlement(env, why, why_size);
     default: return refuse(why, why_size, RC_FORMAT_ERROR, "no request body");
     }
 }
@@ -258,7 +313,11 @@ bool wire_admin_body(const envelope_t *env)
     return env->body_case == COALITION__ENVELOPE__BODY_PARTNER_ADD ||
            env->body_case == COALITION__ENVELOPE__BODY_KEY_ADD ||
            env->body_case == COALITION__ENVELOPE__BODY_KEY_REVOKE ||
-           env->body_case == COALITION__ENVELOPE__BODY_PARTNER_LIMITS;
+           env->body_case == COALITION__ENVELOPE__BODY_PARTNER_LIMITS ||
+           env->body_case == COALITION__ENVELOPE__BODY_CONTRACT_SET ||
+           env->body_case == COALITION__ENVELOPE__BODY_PARTNER_TOPUP ||
+           env->body_case == COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG ||
+           env->body_case == COALITION__ENVELOPE__BODY_WINDOW_CLOSE;
 }
 
 int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
@@ -380,6 +439,10 @@ const char *wire_body_name(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_KEY_ADD: return "key-add";
     case COALITION__ENVELOPE__BODY_KEY_REVOKE: return "key-revoke";
     case COALITION__ENVELOPE__BODY_PARTNER_LIMITS: return "partner-limits";
+    case COALITION__ENVELOPE__BODY_CONTRACT_SET: return "contract-set";
+    case COALITION__ENVELOPE__BODY_PARTNER_TOPUP: return "partner-topup";
+    case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG: return "settlement-config";
+    case COALITION__ENVELOPE__BODY_WINDOW_CLOSE: return "window-close";
     default: return "none";
     }
 }

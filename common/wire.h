@@ -33,6 +33,20 @@ _Static_assert(AUTH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX, "a reply is never over 
 /* Limits a partner may be given (PartnerLimitsRequest). */
 #define VELOCITY_BURNS_PER_MINUTE_MAX 64
 #define PARTNER_REQUESTS_PER_SECOND_MAX 1000000
+/* Settlement terms (ContractSetRequest, SettlementConfigRequest, PartnerTopupRequest). */
+#define PRICE_PER_MILLE_MAX INT64_C(1000000) /* 10,000.00 per 1,000 points, 2 decimals */
+#define FEE_MINOR_MAX INT64_C(1000000)
+#define NET_CAP_MINOR_MAX INT64_C(1000000000000000)
+#define CONTRACT_FROM_MS_MAX INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
+#define SETTLEMENT_PERIOD_SECONDS_MAX INT64_C(31622400) /* 366 days */
+/* Automatic close waits at most this long after a window ends; shorter than any period
+ * (a calendar month has 28 days or more), so at most two windows are unclosed at once
+ * while the broker runs. */
+#define SETTLEMENT_GRACE_SECONDS_MAX INT64_C(2419199)
+#define SETTLEMENT_GRACE_SECONDS_DEFAULT INT64_C(86400)
+_Static_assert(SETTLEMENT_GRACE_SECONDS_DEFAULT <= SETTLEMENT_GRACE_SECONDS_MAX,
+               "the default grace is settable");
+_Static_assert(SETTLEMENT_GRACE_SECONDS_MAX < 28 * 86400, "grace shorter than the shortest month");
 /* Partner id under which operator (admin socket) requests are keyed. No partner may use it. */
 #define OPERATOR_PARTNER_ID "operator"
 /* Site id of operator requests (coalitionctl, tools on the admin socket). */

@@ -1,0 +1,523 @@
+/* Settlement inside the ledger's write path: contracts in force, window roll-over, the
+ * pricing of each entry and the projection of each approved entry onto its window's
+ * counters and its partner's prepaid position, in the same transaction as the entry.
+ * The lifecycle diagram and the money rules are in settle.h.
+ *
+ * Settlement database keys:
+ *   "S"                        SettlementState (config, open window, oldest unclosed)
+ *   "W" u64be(id)              WindowRecord
+ *   "C" u64be(id) partner      WindowCounters of that partner in that window
+ *   "P" partner                PartnerPosition (prepaid block)
+ * Contracts database: partner "\0" u64be(from_ms) -> Contract. */
+#include "ledger_internal.h"
+
+#include "amount.h"
+#include "errors.h"
+#include "log.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define STATE_KEY "S"
+#define WINDOW_TAG 'W'
+#define COUNTERS_TAG 'C'
+#define POSITION_TAG 'P'
+#define MS_PER_DAY INT64_C(86400000)
+
+_Static_assert(SETTLE_WINDOW_KEY_BYTES == 1 + 8 + PARTNER_ID_LEN_MAX, "tag, id, partner");
+
+/* ---- time -------------------------------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+void settle_period_bounds(int64_t period_seconds, int64_t at_ms, int64_t *start_ms,
+                          int64_t *end_ms)
+{
+    assert(at_ms >= 0 && period_seconds >= 0);
+    if (period_seconds > 0) {
+        int64_t period_ms = period_seconds * 1000;
+        *start_ms = at_ms / period_ms * period_ms;
+        *end_ms = *start_ms + period_ms;
+    } else {
+        time_t secs = (time_t)(at_ms / 1000);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        int64_t y = tm.tm_year + 1900, m = tm.tm_mon + 1;
+        *start_ms = days_from_civil(y, m, 1) * MS_PER_DAY;
+        *end_ms = days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * MS_PER_DAY;
+    }
+    assert(*start_ms <= at_ms && at_ms < *end_ms);
+}
+
+/* ---- keys and records ---------------------------------------------------------------- */
+
+static size_t window_key(uint8_t key[SETTLE_WINDOW_KEY_BYTES], char tag, uint64_t id,
+                         const char *partner)
+{
+    size_t plen = partner != NULL ? strlen(partner) : 0;
+    assert(plen <= PARTNER_ID_LEN_MAX);
+    key[0] = (uint8_t)tag;
+    store_put_u64(key + 1, id);
+    if (plen > 0)
+        memcpy(key + 9, partner, plen);
+    return 9 + plen;
+}
+
+static size_t contract_key(uint8_t key[CONTRACT_KEY_BYTES], const char *partner, int64_t from_ms)
+{
+    size_t plen = strlen(partner);
+    assert(plen > 0 && plen <= PARTNER_ID_LEN_MAX && from_ms >= 0);
+    memcpy(key, partner, plen);
+    key[plen] = 0;
+    store_put_u64(key + plen + 1, (uint64_t)from_ms);
+    return plen + 9;
+}
+
+int settle_get_state(ledger_t *self, MDB_txn *txn, Coalition__SettlementState **out)
+{
+    int rc = ledger_get_record(txn, self->db_settlement, STATE_KEY, 1,
+                               &coalition__settlement_state__descriptor, (ProtobufCMessage **)out);
+    if (rc != CL_ERR_NOT_FOUND)
+        return rc;
+    /* Never configured: the defaults (a calendar month, a day's grace, hub). */
+    static Coalition__SettlementConfig defaults = COALITION__SETTLEMENT_CONFIG__INIT;
+    defaults.grace_seconds = SETTLEMENT_GRACE_SECONDS_DEFAULT;
+    Coalition__SettlementState fresh = COALITION__SETTLEMENT_STATE__INIT;
+    fresh.config = &defaults;
+    uint8_t buf[256];
+    size_t len = coalition__settlement_state__pack(&fresh, buf);
+    *out = coalition__settlement_state__unpack(NULL, len, buf);
+    return *out == NULL ? CL_ERR_NOMEM : CL_OK;
+}
+
+static int put_state(ledger_t *self, MDB_txn *txn, const Coalition__SettlementState *s)
+{
+    assert(s->config != NULL && s->oldest_unclosed_id <= s->open_window_id + 1);
+    return ledger_put_record(txn, self->db_settlement, STATE_KEY, 1, &s->base);
+}
+
+int settle_get_window(ledger_t *self, MDB_txn *txn, uint64_t id, Coalition__WindowRecord **out)
+{
+    uint8_t key[SETTLE_WINDOW_KEY_BYTES];
+    size_t len = window_key(key, WINDOW_TAG, id, NULL);
+    return ledger_get_record(txn, self->db_settlement, key, len,
+                             &coalition__window_record__descriptor, (ProtobufCMessage **)out);
+}
+
+int settle_put_window(ledger_t *self, MDB_txn *txn, const Coalition__WindowRecord *w)
+{
+    uint8_t key[SETTLE_WINDOW_KEY_BYTES];
+    size_t len = window_key(key, WINDOW_TAG, w->id, NULL);
+    assert(w->id > 0 && w->start_ms <= w->end_ms);
+    return ledger_put_record(txn, self->db_settlement, key, len, &w->base);
+}
+
+int settle_batch_load(ledger_t *self, MDB_txn *txn)
+{
+    Coalition__SettlementState *s = NULL;
+    int rc = settle_get_state(self, txn, &s);
+    if (rc != CL_OK)
+        return rc;
+    self->batch_window_id = s->open_window_id;
+    self->batch_window_end_ms = INT64_MIN;
+    coalition__settlement_state__free_unpacked(s, NULL);
+    if (self->batch_window_id == 0)
+        return CL_OK;
+    Coalition__WindowRecord *w = NULL;
+    rc = settle_get_window(self, txn, self->batch_window_id, &w);
+    if (rc == CL_ERR_NOT_FOUND)
+        return CL_ERR_CORRUPT; /* the state names an open window that is not there */
+    if (rc == CL_OK)
+        self->batch_window_end_ms = w->end_ms;
+    coalition__window_record__free_unpacked(w, NULL);
+    return rc;
+}
+
+/* ---- roll-over ------------------------------------------------------------------------ */
+
+/* End the open window (if any) at the chain head and open the next one at now_ms:
+ * OPEN -> ENDED for the old one, (none) -> OPEN for the new one. `end_at_ms` shortens the
+ * old window (an early close); otherwise it ends where its period ends. */
+static int open_next(ledger_t *self, MDB_txn *txn, int64_t now_ms, int64_t end_at_ms)
+{
+    Coalition__SettlementState *s = NULL;
+    Coalition__WindowRecord *old = NULL;
+    int rc = settle_get_state(self, txn, &s);
+    int64_t start = 0, end = 0;
+    settle_period_bounds(s != NULL ? s->config->period_seconds : 0, now_ms, &start, &end);
+    if (rc == CL_OK && s->open_window_id > 0) {
+        rc = settle_get_window(self, txn, s->open_window_id, &old);
+        if (rc == CL_OK && old->state != COALITION__WINDOW_STATE__WINDOW_OPEN)
+            rc = CL_ERR_CORRUPT;
+        if (rc == CL_OK) {
+            assert(old->last_hash.len == 0 && old->last_seq == 0); /* set once, here */
+            old->state = COALITION__WINDOW_STATE__WINDOW_ENDED;
+            if (end_at_ms != 0)
+                old->end_ms = end_at_ms > old->start_ms ? end_at_ms : old->start_ms;
+            old->last_seq = self->batch_seq;
+            old->last_hash.data = self->batch_head;
+            old->last_hash.len = WIRE_HASH_BYTES;
+            start = start > old->end_ms ? start : old->end_ms;
+            rc = settle_put_window(self, txn, old);
+        }
+    }
+    if (rc == CL_OK) {
+        Coalition__WindowRecord w = COALITION__WINDOW_RECORD__INIT;
+        w.id = s->open_window_id + 1;
+        w.start_ms = start < now_ms ? start : now_ms;
+        w.end_ms = end;
+        w.state = COALITION__WINDOW_STATE__WINDOW_OPEN;
+        w.model = s->config->model;
+        w.grace_seconds = s->config->grace_seconds;
+        w.first_seq = self->batch_seq + 1;
+        s->open_window_id = w.id;
+        if (s->oldest_unclosed_id == 0)
+            s->oldest_unclosed_id = w.id;
+        rc = settle_put_window(self, txn, &w);
+        if (rc == CL_OK)
+            rc = put_state(self, txn, s);
+        self->batch_window_id = w.id;
+        self->batch_window_end_ms = w.end_ms;
+    }
+    if (old != NULL)
+        old->last_hash.data = NULL; /* not owned by the record */
+    coalition__window_record__free_unpacked(old, NULL);
+    coalition__settlement_state__free_unpacked(s, NULL);
+    assert(rc != CL_OK || now_ms < self->batch_window_end_ms);
+    return rc;
+}
+
+int settle_roll(ledger_t *self, MDB_txn *txn, int64_t now_ms)
+{
+    assert(self->batch != NULL);
+    if (self->batch_window_id != 0 && now_ms < self->batch_window_end_ms)
+        return CL_OK;
+    return open_next(self, txn, now_ms < 0 ? 0 : now_ms, 0);
+}
+
+int settle_end_early(ledger_t *self, MDB_txn *txn, int64_t now_ms)
+{
+    assert(self->batch_window_id != 0);
+    return open_next(self, txn, now_ms, now_ms);
+}
+
+/* ---- contracts ----------------------------------------------------------------------- */
+
+int settle_contract_exact(ledger_t *self, MDB_txn *txn, const char *partner, int64_t from_ms,
+                          Coalition__Contract **out)
+{
+    uint8_t key[CONTRACT_KEY_BYTES];
+    size_t len = contract_key(key, partner, from_ms);
+    return ledger_get_record(txn, self->db_contracts, key, len, &coalition__contract__descriptor,
+                             (ProtobufCMessage **)out);
+}
+
+/* The contract with the latest start at or before at_ms. */
+int settle_contract_at(ledger_t *self, MDB_txn *txn, const char *partner, int64_t at_ms,
+                       Coalition__Contract **out)
+{
+    uint8_t key[CONTRACT_KEY_BYTES];
+    size_t plen = strlen(partner);
+    size_t len = contract_key(key, partner, at_ms < 0 ? 0 : at_ms);
+    store_put_u64(key + plen + 1, (uint64_t)(at_ms < 0 ? 0 : at_ms) + 1);
+    MDB_cursor *cur = NULL;
+    MDB_val k = {len, key}, v;
+    int rc = mdb_cursor_open(txn, self->db_contracts, &cur);
+    if (rc != MDB_SUCCESS)
+        return store_err(rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    bool ours = rc == MDB_SUCCESS && k.mv_size == plen + 9 && memcmp(k.mv_data, partner, plen) == 0 &&
+                ((const uint8_t *)k.mv_data)[plen] == 0;
+    if (ours)
+        *out = coalition__contract__unpack(NULL, v.mv_size, v.mv_data);
+    mdb_cursor_close(cur);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return store_err(rc);
+    if (!ours)
+        return CL_ERR_NOT_FOUND;
+    if (*out == NULL || (*out)->from_ms > at_ms)
+        return CL_ERR_CORRUPT;
+    return CL_OK;
+}
+
+int settle_put_contract(ledger_t *self, MDB_txn *txn, const char *partner,
+                        const Coalition__Contract *c)
+{
+    uint8_t key[CONTRACT_KEY_BYTES];
+    size_t len = contract_key(key, partner, c->from_ms);
+    assert(c->earn_rate_milli > 0 && c->created_seq > 0);
+    return ledger_put_record(txn, self->db_contracts, key, len, &c->base);
+}
+
+/* ---- counters and positions ---------------------------------------------------------- */
+
+void settle_counters_read(const Coalition__WindowCounters *r, settle_counters_t *c)
+{
+    memset(c, 0, sizeof *c);
+    if (r == NULL)
+        return;
+    c->points_issued = r->points_issued;
+    c->points_issued_reversed = r->points_issued_reversed;
+    c->points_redeemed = r->points_redeemed;
+    c->points_redeemed_reversed = r->points_redeemed_reversed;
+    c->issue_minor = r->issue_minor;
+    c->issue_reversed_minor = r->issue_reversed_minor;
+    c->reimburse_minor = r->reimburse_minor;
+    c->reimburse_reversed_minor = r->reimburse_reversed_minor;
+    c->fee_minor = r->fee_minor;
+    c->topup_points = r->topup_points;
+    c->topup_minor = r->topup_minor;
+    c->entries = r->entries;
+}
+
+static void counters_to(const settle_counters_t *c, Coalition__WindowCounters *r)
+{
+    coalition__window_counters__init(r);
+    r->points_issued = c->points_issued;
+    r->points_issued_reversed = c->points_issued_reversed;
+    r->points_redeemed = c->points_redeemed;
+    r->points_redeemed_reversed = c->points_redeemed_reversed;
+    r->issue_minor = c->issue_minor;
+    r->issue_reversed_minor = c->issue_reversed_minor;
+    r->reimburse_minor = c->reimburse_minor;
+    r->reimburse_reversed_minor = c->reimburse_reversed_minor;
+    r->fee_minor = c->fee_minor;
+    r->topup_points = c->topup_points;
+    r->topup_minor = c->topup_minor;
+    r->entries = c->entries;
+}
+
+settle_i128_t settle_net_hub(const settle_counters_t *c)
+{
+    return (settle_i128_t)c->issue_minor - c->issue_reversed_minor + c->topup_minor + c->fee_minor -
+           c->reimburse_minor + c->reimburse_reversed_minor;
+}
+
+static int get_counters(ledger_t *self, MDB_txn *txn, uint64_t window_id, const char *partner,
+                        settle_counters_t *out)
+{
+    uint8_t key[SETTLE_WINDOW_KEY_BYTES];
+    size_t len = window_key(key, COUNTERS_TAG, window_id, partner);
+    Coalition__WindowCounters *r = NULL;
+    int rc = ledger_get_record(txn, self->db_settlement, key, len,
+                               &coalition__window_counters__descriptor, (ProtobufCMessage **)&r);
+    settle_counters_read(rc == CL_OK ? r : NULL, out);
+    coalition__window_counters__free_unpacked(r, NULL);
+    return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
+}
+
+static int put_counters(ledger_t *self, MDB_txn *txn, uint64_t window_id, const char *partner,
+                        const settle_counters_t *c)
+{
+    uint8_t key[SETTLE_WINDOW_KEY_BYTES];
+    size_t len = window_key(key, COUNTERS_TAG, window_id, partner);
+    Coalition__WindowCounters r;
+    counters_to(c, &r);
+    return ledger_put_record(txn, self->db_settlement, key, len, &r.base);
+}
+
+int settle_get_prepaid(ledger_t *self, MDB_txn *txn, const char *partner, int64_t *out)
+{
+    uint8_t key[SETTLE_WINDOW_KEY_BYTES];
+    size_t plen = strlen(partner);
+    key[0] = POSITION_TAG;
+    memcpy(key + 1, partner, plen);
+    Coalition__PartnerPosition *p = NULL;
+    int rc = ledger_get_record(txn, self->db_settlement, key, plen + 1,
+                               &coalition__partner_position__descriptor, (ProtobufCMessage **)&p);
+    *out = rc == CL_OK ? p->prepaid_remaining : 0;
+    coalition__partner_position__free_unpacked(p, NULL);
+    if (rc == CL_OK && *out < 0)
+        return CL_ERR_CORRUPT;
+    return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
+}
+
+static int put_prepaid(ledger_t *self, MDB_txn *txn, const char *partner, int64_t remaining)
+{
+    uint8_t key[SETTLE_WINDOW_KEY_BYTES];
+    size_t plen = strlen(partner);
+    assert(remaining >= 0 && plen <= PARTNER_ID_LEN_MAX);
+    key[0] = POSITION_TAG;
+    memcpy(key + 1, partner, plen);
+    Coalition__PartnerPosition p = COALITION__PARTNER_POSITION__INIT;
+    p.prepaid_remaining = remaining;
+    return ledger_put_record(txn, self->db_settlement, key, plen + 1, &p.base);
+}
+
+/* A partner's net debit over every window not closed yet (hub model), for its cap. */
+static int unsettled_net(ledger_t *self, MDB_txn *txn, const char *partner, settle_i128_t *out)
+{
+    Coalition__SettlementState *s = NULL;
+    int rc = settle_get_state(self, txn, &s);
+    *out = 0;
+    if (rc != CL_OK)
+        return rc;
+    uint64_t first = s->oldest_unclosed_id, last = s->open_window_id;
+    coalition__settlement_state__free_unpacked(s, NULL);
+    for (uint64_t id = first; id != 0 && id <= last && rc == CL_OK; id++) {
+        Coalition__WindowRecord *w = NULL;
+        rc = settle_get_window(self, txn, id, &w);
+        bool closed = rc == CL_OK && w->state == COALITION__WINDOW_STATE__WINDOW_CLOSED;
+        coalition__window_record__free_unpacked(w, NULL);
+        settle_counters_t c;
+        if (rc == CL_OK && !closed)
+            rc = get_counters(self, txn, id, partner, &c);
+        if (rc == CL_OK && !closed)
+            *out += settle_net_hub(&c);
+    }
+    return rc;
+}
+
+/* ---- pricing (decision side) ----------------------------------------------------------- */
+
+static void effect_begin(decision_t *d, const char *partner, const Coalition__Contract *c)
+{
+    assert(c != NULL && partner != NULL);
+    d->settle.priced = true;
+    d->settle.partner = partner;
+    d->settle.contract_from_ms = c->from_ms;
+    d->settle.settle_minor = 0;
+    d->settle.fee_minor = 0;
+    d->settle.prepaid_delta = 0;
+}
+
+int settle_price_earn(ledger_t *self, MDB_txn *txn, const char *partner,
+                      const Coalition__Contract *c, int64_t points, decision_t *d)
+{
+    assert(points >= 0 && points <= POINTS_MAX);
+    effect_begin(d, partner, c);
+    d->settle.fee_minor = c->fee_minor;
+    if (c->funding == COALITION__FUNDING__FUNDING_PREPAID) {
+        int64_t remaining = 0;
+        int rc = settle_get_prepaid(self, txn, partner, &remaining);
+        if (rc != CL_OK)
+            return rc;
+        if (points > remaining) {
+            rules_decline(d, RC_EXCEEDS_LIMIT,
+                          "partner %s's prepaid points are used up (%lld left, %lld needed)",
+                          partner, (long long)remaining, (long long)points);
+            return CL_OK;
+        }
+        d->settle.prepaid_delta = -points;
+    } else {
+        d->settle.settle_minor = amount_price(points, c->issue_price_per_mille);
+    }
+    if (c->net_cap_minor == 0)
+        return CL_OK;
+    settle_i128_t net = 0;
+    int rc = unsettled_net(self, txn, partner, &net);
+    if (rc == CL_OK && net + d->settle.settle_minor + d->settle.fee_minor > c->net_cap_minor)
+        rules_decline(d, RC_EXCEEDS_LIMIT,
+                      "partner %s's unsettled net position would pass its cap of %lld minor "
+                      "units",
+                      partner, (long long)c->net_cap_minor);
+    return rc;
+}
+
+void settle_price_burn(const char *partner, const Coalition__Contract *c, int64_t points,
+                       decision_t *d)
+{
+    assert(points > 0 && points <= POINTS_MAX);
+    effect_begin(d, partner, c);
+    d->settle.settle_minor = amount_price(points, c->reimburse_per_mille);
+    d->settle.fee_minor = c->fee_minor;
+}
+
+void settle_price_reversal(const char *partner, const Coalition__Contract *c, bool of_earn,
+                           int64_t reversed_before, int64_t points, decision_t *d)
+{
+    assert(reversed_before >= 0 && points >= 0 && reversed_before + points <= POINTS_MAX);
+    effect_begin(d, partner, c);
+    if (of_earn && c->funding == COALITION__FUNDING__FUNDING_PREPAID) {
+        d->settle.prepaid_delta = points; /* the points go back into the block */
+        return;
+    }
+    int64_t per_mille = of_earn ? c->issue_price_per_mille : c->reimburse_per_mille;
+    d->settle.settle_minor = amount_price(reversed_before + points, per_mille) -
+                             amount_price(reversed_before, per_mille);
+    assert(d->settle.settle_minor >= 0);
+}
+
+/* ---- projection (apply side) ------------------------------------------------------------ */
+
+static bool add_to(int64_t *field, int64_t delta)
+{
+    return !__builtin_add_overflow(*field, delta, field);
+}
+
+/* The counters an approved entry of `kind` moves. False on overflow. */
+static bool counters_add(settle_counters_t *c, int kind, int64_t points, int64_t money,
+                         int64_t fee)
+{
+    bool ok = true;
+    switch (kind) {
+    case COALITION__ENTRY_KIND__ENTRY_EARN:
+        ok = add_to(&c->points_issued, points) && add_to(&c->issue_minor, money);
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_BURN:
+        ok = add_to(&c->points_redeemed, points) && add_to(&c->reimburse_minor, money);
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
+        ok = add_to(&c->points_issued_reversed, points) && add_to(&c->issue_reversed_minor, money);
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
+        ok = add_to(&c->points_redeemed_reversed, points) &&
+             add_to(&c->reimburse_reversed_minor, money);
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP:
+        ok = add_to(&c->topup_points, points) && add_to(&c->topup_minor, money);
+        break;
+    default: return false;
+    }
+    c->entries++;
+    return ok && add_to(&c->fee_minor, fee);
+}
+
+bool settle_counters_apply(settle_counters_t *c, int kind, int64_t points, int64_t money,
+                           int64_t fee)
+{
+    return counters_add(c, kind, points, money, fee);
+}
+
+int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
+{
+    if (!d->settle.priced)
+        return CL_OK;
+    assert(self->batch_window_id != 0 && d->settle.partner != NULL);
+    assert(d->settle.settle_minor >= 0 && d->settle.fee_minor >= 0);
+    settle_counters_t c;
+    int rc = get_counters(self, txn, self->batch_window_id, d->settle.partner, &c);
+    if (rc != CL_OK)
+        return rc;
+    if (!counters_add(&c, d->kind, d->points, d->settle.settle_minor, d->settle.fee_minor))
+        return CL_ERR_OVERFLOW;
+    rc = put_counters(self, txn, self->batch_window_id, d->settle.partner, &c);
+    if (rc != CL_OK || d->settle.prepaid_delta == 0)
+        return rc;
+    int64_t remaining = 0;
+    rc = settle_get_prepaid(self, txn, d->settle.partner, &remaining);
+    if (rc != CL_OK)
+        return rc;
+    if (!add_to(&remaining, d->settle.prepaid_delta))
+        return CL_ERR_OVERFLOW;
+    if (remaining < 0)
+        return CL_ERR_CORRUPT; /* the earn checked the block */
+    return put_prepaid(self, txn, d->settle.partner, remaining);
+}

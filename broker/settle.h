@@ -1,0 +1,102 @@
+/* Settlement: partner contracts, settlement windows and their per-partner counters, as
+ * the ledger keeps them (see ARCHITECTURE.md, Settlement). Read side for coalitionctl and
+ * tests; the writer side is internal to the ledger (ledger_internal.h).
+ *
+ * Window lifecycle (every transition is in settle.c):
+ *
+ *        first write                period over (any write or the       window close
+ *   (none) ───────────► OPEN ──────  writer's tick), or close --early ──► ENDED ──────────► CLOSED
+ *                        ▲                                                  │  (operator, or the
+ *                        └────────── the next window opens at once ◄────────┘   writer after grace)
+ *
+ * Exactly one window is OPEN once anything was written; events go to it. Counters of a
+ * window change only while it is OPEN; CLOSED never changes again.
+ *
+ * Money: minor units of the partner's contract currency. Prices are per 1,000 points and
+ * each journal entry's money is rounded half up to the minor unit (amount_price); a
+ * reversal moves the difference of the prices of its original's cumulative reversed
+ * points, under the original's contract, so a full reversal gives back exactly what the
+ * original moved.
+ *
+ * Hub model net of a partner in a window (positive: the partner pays the operator):
+ *   issue - issue_reversed + topup + fees - reimburse + reimburse_reversed
+ * and the operator's margin is the sum of the nets, so the partner x operator matrix and
+ * the margin balance by construction. */
+#ifndef COALITION_SETTLE_H
+#define COALITION_SETTLE_H
+
+#include "ledger.h"
+
+#include <stdint.h>
+
+/* Windows kept unclosed at once while the broker runs (grace < period), with margin:
+ * reading the unsettled net of a partner (net cap) reads at most this many windows'
+ * counters before it gives up with CL_ERR_CORRUPT-free decline 61. */
+#define SETTLE_UNCLOSED_WINDOWS_MAX 8
+#define SETTLE_WINDOW_KEY_BYTES (1 + 8 + PARTNER_ID_LEN_MAX)
+#define CONTRACT_KEY_BYTES (PARTNER_ID_LEN_MAX + 1 + 8)
+
+typedef struct settle_window {
+    uint64_t id;
+    int64_t start_ms, end_ms;
+    int state; /* COALITION__WINDOW_STATE__WINDOW_* */
+    int model; /* COALITION__SETTLEMENT_MODEL__MODEL_* */
+    uint64_t first_seq, last_seq, close_seq;
+    uint8_t last_hash[WIRE_HASH_BYTES];
+    int64_t grace_seconds;
+} settle_window_t;
+
+typedef struct settle_counters {
+    int64_t points_issued, points_issued_reversed, points_redeemed, points_redeemed_reversed;
+    int64_t issue_minor, issue_reversed_minor, reimburse_minor, reimburse_reversed_minor;
+    int64_t fee_minor, topup_points, topup_minor;
+    uint64_t entries;
+} settle_counters_t;
+
+typedef struct settle_partner_row {
+    char partner_id[PARTNER_ID_LEN_MAX + 1];
+    settle_counters_t c;
+} settle_partner_row_t;
+
+typedef struct settle_contract {
+    char partner_id[PARTNER_ID_LEN_MAX + 1];
+    int64_t from_ms, earn_rate_milli;
+    char currency[CURRENCY_CODE_BYTES];
+    int64_t issue_price_per_mille, reimburse_per_mille, fee_minor, net_cap_minor;
+    int funding; /* COALITION__FUNDING__FUNDING_* */
+    uint64_t created_seq;
+} settle_contract_t;
+
+typedef struct settle_config {
+    int64_t period_seconds, grace_seconds;
+    int model;
+    uint64_t open_window_id, oldest_unclosed_id;
+} settle_config_t;
+
+/* Net of one partner's counters under the hub model (see above), in 128 bits. */
+__extension__ typedef __int128 settle_i128_t;
+settle_i128_t settle_net_hub(const settle_counters_t *c);
+
+/* Read side, each in a read transaction of its own (read-only ledgers). */
+int ledger_settle_config(ledger_t *self, settle_config_t *out);
+/* Windows with id > after_id, in id order, at most max. */
+int ledger_windows_slice(ledger_t *self, uint64_t after_id, settle_window_t *rows, size_t max,
+                         size_t *count_out);
+int ledger_window(ledger_t *self, uint64_t id, settle_window_t *out);
+/* Counters of the window's partners after `after` (NULL or "": from the first). */
+int ledger_window_counters(ledger_t *self, uint64_t window_id, const char *after,
+                           settle_partner_row_t *rows, size_t max, size_t *count_out);
+/* Contracts of a partner, oldest first, at most max. */
+int ledger_contracts(ledger_t *self, const char *partner_id, settle_contract_t *rows, size_t max,
+                     size_t *count_out);
+int ledger_prepaid_remaining(ledger_t *self, const char *partner_id, int64_t *out);
+
+/* UTC time as 2026-11-30T10:00:00.000Z. */
+#define SETTLE_TIME_TEXT_BYTES 32
+void settle_time_text(int64_t ms, char buf[SETTLE_TIME_TEXT_BYTES]);
+
+/* The calendar-month window (period 0) or the period-aligned one containing at_ms. */
+void settle_period_bounds(int64_t period_seconds, int64_t at_ms, int64_t *start_ms,
+                          int64_t *end_ms);
+
+#endif

@@ -1,0 +1,235 @@
+/* The operator's settlement requests: a contract, a prepaid top-up, the settlement
+ * configuration and a window's close. Each is decided and written in the request's
+ * nested transaction (a decline leaves no trace) and journalled without postings. */
+#include "ledger_internal.h"
+
+#include "amount.h"
+#include "errors.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+
+void settle_time_text(int64_t ms, char buf[SETTLE_TIME_TEXT_BYTES])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, SETTLE_TIME_TEXT_BYTES, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, SETTLE_TIME_TEXT_BYTES - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static int partner_known(ledger_t *self, MDB_txn *txn, const char *partner, decision_t *d)
+{
+    MDB_val k = {strlen(partner), (void *)partner}, v;
+    int rc = mdb_get(txn, self->db_partners, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        rules_decline(d, RC_UNKNOWN_PARTNER, "unknown partner %s", partner);
+        return CL_OK;
+    }
+    return store_err(rc);
+}
+
+int rules_contract_set(ledger_t *self, MDB_txn *txn, decision_t *d,
+                       const Coalition__ContractSetRequest *r)
+{
+    int rc = partner_known(self, txn, r->partner_id, d);
+    if (rc != CL_OK || d->code != RC_APPROVED)
+        return rc;
+    int64_t from = r->from_ms == 0 ? d->now_ms : r->from_ms;
+    char when[SETTLE_TIME_TEXT_BYTES];
+    settle_time_text(from, when);
+    if (from < d->now_ms) {
+        rules_decline(d, RC_INVALID_TRANSACTION,
+                      "a contract cannot start in the past (%s); history keeps its prices", when);
+        return CL_OK;
+    }
+    Coalition__Contract *same = NULL;
+    rc = settle_contract_exact(self, txn, r->partner_id, from, &same);
+    coalition__contract__free_unpacked(same, NULL);
+    if (rc == CL_OK && from == d->now_ms) {
+        rules_decline(d, RC_INVALID_TRANSACTION, "a contract of %s already starts at %s",
+                      r->partner_id, when);
+        return CL_OK;
+    }
+    if (rc != CL_OK && rc != CL_ERR_NOT_FOUND)
+        return rc;
+    Coalition__Contract *c = &d->contract;
+    coalition__contract__init(c);
+    c->from_ms = from;
+    c->earn_rate_milli = r->earn_rate_milli;
+    snprintf(d->currency, sizeof d->currency, "%s", r->currency);
+    c->currency = d->currency;
+    c->issue_price_per_mille = r->issue_price_per_mille;
+    c->reimburse_per_mille = r->reimburse_per_mille;
+    c->fee_minor = r->fee_minor;
+    c->funding = r->funding;
+    c->net_cap_minor = r->net_cap_minor;
+    c->created_seq = self->batch_seq + 1;
+    d->has_contract = true;
+    d->kind = COALITION__ENTRY_KIND__ENTRY_CONTRACT_SET;
+    d->participant = r->partner_id;
+    snprintf(d->text, sizeof d->text, "Contract of %s from %s recorded%s", r->partner_id, when,
+             rc == CL_OK ? " (replacing the one not yet in force)" : "");
+    return settle_put_contract(self, txn, r->partner_id, c);
+}
+
+int rules_partner_topup(ledger_t *self, MDB_txn *txn, decision_t *d,
+                        const Coalition__PartnerTopupRequest *r)
+{
+    int rc = partner_known(self, txn, r->partner_id, d);
+    if (rc != CL_OK || d->code != RC_APPROVED)
+        return rc;
+    Coalition__Contract *c = NULL;
+    rc = settle_contract_at(self, txn, r->partner_id, d->now_ms, &c);
+    if (rc == CL_ERR_NOT_FOUND)
+        rc = CL_ERR_CORRUPT; /* a partner has a contract from its partner-add on */
+    if (rc == CL_OK && c->funding != COALITION__FUNDING__FUNDING_PREPAID)
+        rules_decline(d, RC_INVALID_TRANSACTION,
+                      "partner %s is post-paid under its contract in force; nothing to top up",
+                      r->partner_id);
+    int64_t remaining = 0;
+    if (rc == CL_OK && d->code == RC_APPROVED)
+        rc = settle_get_prepaid(self, txn, r->partner_id, &remaining);
+    if (rc == CL_OK && d->code == RC_APPROVED && remaining > POINTS_MAX - r->points)
+        rules_decline(d, RC_EXCEEDS_LIMIT, "the prepaid block would pass %lld points",
+                      (long long)POINTS_MAX);
+    if (rc == CL_OK && d->code == RC_APPROVED) {
+        d->settle.priced = true;
+        d->settle.partner = r->partner_id;
+        d->settle.contract_from_ms = c->from_ms;
+        d->settle.settle_minor = amount_price(r->points, c->issue_price_per_mille);
+        d->settle.prepaid_delta = r->points;
+        d->kind = COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP;
+        d->participant = r->partner_id;
+        d->points = r->points;
+        snprintf(d->currency, sizeof d->currency, "%s", c->currency);
+        snprintf(d->text, sizeof d->text, "Partner %s bought %lld points: %lld left in its block",
+                 r->partner_id, (long long)r->points, (long long)(remaining + r->points));
+    }
+    coalition__contract__free_unpacked(c, NULL);
+    return rc;
+}
+
+int rules_settlement_config(ledger_t *self, MDB_txn *txn, decision_t *d,
+                            const Coalition__SettlementConfigRequest *r)
+{
+    Coalition__SettlementState *s = NULL;
+    int rc = settle_get_state(self, txn, &s);
+    if (rc != CL_OK)
+        return rc;
+    Coalition__SettlementConfig *c = &d->settlement;
+    coalition__settlement_config__init(c);
+    c->period_seconds = r->period_seconds;
+    c->grace_seconds = r->grace_seconds;
+    c->model = r->model;
+    d->has_settlement = true;
+    Coalition__SettlementConfig *kept = s->config;
+    s->config = c;
+    rc = ledger_put_record(txn, self->db_settlement, "S", 1, &s->base);
+    s->config = kept;
+    coalition__settlement_state__free_unpacked(s, NULL);
+    d->kind = COALITION__ENTRY_KIND__ENTRY_SETTLEMENT_CONFIG;
+    char period[32];
+    if (r->period_seconds == 0)
+        snprintf(period, sizeof period, "calendar month");
+    else
+        snprintf(period, sizeof period, "%" PRId64 " s", r->period_seconds);
+    snprintf(d->text, sizeof d->text,
+             "Settlement: windows of a %s from the next one, closed %" PRId64 " s after they end, "
+             "%s model",
+             period, r->grace_seconds,
+             r->model == COALITION__SETTLEMENT_MODEL__MODEL_HUB ? "hub" : "issuer-pays");
+    return rc;
+}
+
+/* Advance the state's oldest unclosed window past closed ones. */
+static int advance_oldest(ledger_t *self, MDB_txn *txn)
+{
+    Coalition__SettlementState *s = NULL;
+    int rc = settle_get_state(self, txn, &s);
+    while (rc == CL_OK && s->oldest_unclosed_id != 0 &&
+           s->oldest_unclosed_id < s->open_window_id) {
+        Coalition__WindowRecord *w = NULL;
+        rc = settle_get_window(self, txn, s->oldest_unclosed_id, &w);
+        bool closed = rc == CL_OK && w->state == COALITION__WINDOW_STATE__WINDOW_CLOSED;
+        coalition__window_record__free_unpacked(w, NULL);
+        if (!closed)
+            break;
+        s->oldest_unclosed_id++;
+    }
+    if (rc == CL_OK)
+        rc = ledger_put_record(txn, self->db_settlement, "S", 1, &s->base);
+    coalition__settlement_state__free_unpacked(s, NULL);
+    return rc;
+}
+
+/* 12 unless the window may be closed now: it exists, is not closed, and is not open
+ * (an open one is ended first when the request says `early`). */
+static int closable(ledger_t *self, MDB_txn *txn, decision_t *d,
+                    const Coalition__WindowCloseRequest *r, Coalition__WindowRecord **w)
+{
+    uint64_t id = r->window_id;
+    int rc = settle_get_window(self, txn, id, w);
+    if (rc == CL_ERR_NOT_FOUND) {
+        rules_decline(d, RC_INVALID_TRANSACTION, "no settlement window %" PRIu64, id);
+        return CL_OK;
+    }
+    if (rc != CL_OK)
+        return rc;
+    if ((*w)->state == COALITION__WINDOW_STATE__WINDOW_CLOSED) {
+        rules_decline(d, RC_INVALID_TRANSACTION, "window %" PRIu64 " is already closed (seq %" PRIu64 ")",
+                      id, (*w)->close_seq);
+        return CL_OK;
+    }
+    if ((*w)->state != COALITION__WINDOW_STATE__WINDOW_OPEN)
+        return CL_OK;
+    if (!r->early) {
+        char end[SETTLE_TIME_TEXT_BYTES];
+        settle_time_text((*w)->end_ms, end);
+        rules_decline(d, RC_INVALID_TRANSACTION,
+                      "window %" PRIu64 " is open until %s (close it early with --early)", id, end);
+        return CL_OK;
+    }
+    coalition__window_record__free_unpacked(*w, NULL);
+    *w = NULL;
+    rc = settle_end_early(self, txn, d->now_ms);
+    if (rc == CL_OK)
+        rc = settle_get_window(self, txn, id, w);
+    return rc;
+}
+
+/* ENDED -> CLOSED. Nothing else changes: the counters are already complete. */
+int rules_window_close(ledger_t *self, MDB_txn *txn, decision_t *d,
+                       const Coalition__WindowCloseRequest *r)
+{
+    Coalition__WindowRecord *w = NULL;
+    int rc = closable(self, txn, d, r, &w);
+    if (rc != CL_OK || d->code != RC_APPROVED) {
+        coalition__window_record__free_unpacked(w, NULL);
+        return rc;
+    }
+    if (w->state != COALITION__WINDOW_STATE__WINDOW_ENDED) {
+        coalition__window_record__free_unpacked(w, NULL);
+        return CL_ERR_CORRUPT;
+    }
+    w->state = COALITION__WINDOW_STATE__WINDOW_CLOSED;
+    w->close_seq = self->batch_seq + 1;
+    rc = settle_put_window(self, txn, w);
+    if (rc == CL_OK)
+        rc = advance_oldest(self, txn);
+    char start[SETTLE_TIME_TEXT_BYTES], end[SETTLE_TIME_TEXT_BYTES];
+    settle_time_text(w->start_ms, start);
+    settle_time_text(w->end_ms, end);
+    d->kind = COALITION__ENTRY_KIND__ENTRY_WINDOW_CLOSE;
+    d->closed_window_id = w->id;
+    snprintf(d->text, sizeof d->text,
+             "Window %" PRIu64 " closed: %s to %s, its last entry seq %" PRIu64, w->id, start, end,
+             w->last_seq);
+    coalition__window_record__free_unpacked(w, NULL);
+    assert(rc != CL_OK || d->closed_window_id == r->window_id);
+    return rc;
+}
