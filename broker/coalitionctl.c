@@ -5,6 +5,8 @@
  * longer than one bounded slice (LEDGER_SLICE_RECORDS_MAX records), so a stalled reader
  * (a paused pager) cannot make the running broker's ledger file grow; verify audits a
  * compacted snapshot copied into a temporary directory. */
+#include "ctl.h"
+
 #include "amount.h"
 #include "client.h"
 #include "clock.h"
@@ -24,20 +26,10 @@
 
 #define DEFAULT_LEDGER_DIR "ledger"
 #define ADMIN_TIMEOUT_MS 5000
-#define ENDPOINT_BYTES_MAX 512
-#define EXIT_DECLINED 1
-#define EXIT_USAGE 2
 #define SNAPSHOT_DIR_BYTES_MAX 4096
 #define SNAPSHOT_DIR_PATTERN "coalitionctl-verify.XXXXXX"
 #define DEFAULT_TMPDIR "/tmp"
 #define VERIFY_WHY_BYTES_MAX 512
-
-typedef struct ctl {
-    const char *ledger_dir;
-    const char *admin_endpoint;
-    char admin_buf[ENDPOINT_BYTES_MAX];
-    bool json;
-} ctl_t;
 
 static void usage(FILE *out)
 {
@@ -65,6 +57,25 @@ static void usage(FILE *out)
         "  partner add ID --earn-rate R [--currency CUR]\n"
         "                                         add a partner earning R points per\n"
         "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
+        "  partner topup ID --points N            a prepaid partner buys N points\n"
+        "  contract set ID --from TIME [--earn-rate R] [--currency CUR]\n"
+        "               [--issue-price M] [--reimburse M] [--fee M]\n"
+        "               [--funding postpaid|prepaid] [--net-cap M]\n"
+        "                                         a partner's contract from TIME (now,\n"
+        "                                         YYYY-MM-DD[THH:MM:SSZ] UTC, @EPOCH_MS);\n"
+        "                                         prices M in the currency per 1,000 points,\n"
+        "                                         fee per earn or burn; terms not given keep\n"
+        "                                         the latest contract's value\n"
+        "  contract show ID                       its contracts (* in force) and prepaid block\n"
+        "  settlement show | settlement set [--period month|SECONDS] [--grace SECONDS]\n"
+        "               [--model hub|issuer-pays]  how windows are cut (from the next one)\n"
+        "  window list                            settlement windows and their state\n"
+        "  window close ID [--early]              close an ended window (idempotent);\n"
+        "                                         --early ends the open one first\n"
+        "  statement WINDOW [--partner P] [--format csv|json] [--detail] [--out FILE]\n"
+        "               [--sign-key FILE]         a closed window's signed statement\n"
+        "                                         (default key DIR/operator.sign)\n"
+        "  statement-verify FILE --pubkey KEY     check a statement's signature\n"
         "  member add ID                          enrol a member\n"
         "  balance MEMBER                         a member's points balance\n"
         "  accounts                               every account and its balance\n"
@@ -85,7 +96,7 @@ static void usage(FILE *out)
         DEFAULT_LEDGER_DIR, LEDGER_SLICE_RECORDS_MAX);
 }
 
-static void admin_envelope(envelope_t *env, char *txn_id, size_t size)
+void ctl_admin_envelope(envelope_t *env, char *txn_id, size_t size)
 {
     coalition__envelope__init(env);
     snprintf(txn_id, size, "ctl-%" PRId64 "-%ld", clock_wall_ms(), (long)getpid());
@@ -97,7 +108,7 @@ static void admin_envelope(envelope_t *env, char *txn_id, size_t size)
     env->client_time_ms = clock_wall_ms();
 }
 
-static int send_admin(ctl_t *ctl, const envelope_t *env)
+int ctl_send_admin(ctl_t *ctl, const envelope_t *env, authorization_t **auth_out)
 {
     client_t *client = NULL;
     authorization_t *auth = NULL;
@@ -111,6 +122,10 @@ static int send_admin(ctl_t *ctl, const envelope_t *env)
         return EXIT_USAGE;
     }
     int code = auth->code;
+    if (auth_out != NULL) {
+        *auth_out = auth; /* the caller reports it */
+        return code == RC_APPROVED ? 0 : EXIT_DECLINED;
+    }
     if (ctl->json) {
         printf("{\"code\":\"%02d\",\"approved\":%s,\"seq\":%" PRIu64 ",\"text\":", code,
                code == RC_APPROVED ? "true" : "false", auth->seq);
@@ -154,13 +169,13 @@ static int cmd_partner_add(ctl_t *ctl, int argc, char **argv)
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
     Coalition__PartnerAddRequest body = COALITION__PARTNER_ADD_REQUEST__INIT;
-    admin_envelope(&env, txn_id, sizeof txn_id);
+    ctl_admin_envelope(&env, txn_id, sizeof txn_id);
     body.partner_id = argv[optind];
     body.earn_rate_milli = rate_milli;
     body.currency = (char *)currency;
     env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
     env.partner_add = &body;
-    return send_admin(ctl, &env);
+    return ctl_send_admin(ctl, &env, NULL);
 }
 
 static int cmd_member_add(ctl_t *ctl, int argc, char **argv)
@@ -172,11 +187,11 @@ static int cmd_member_add(ctl_t *ctl, int argc, char **argv)
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
     Coalition__EnrollRequest body = COALITION__ENROLL_REQUEST__INIT;
-    admin_envelope(&env, txn_id, sizeof txn_id);
+    ctl_admin_envelope(&env, txn_id, sizeof txn_id);
     body.member_id = argv[1];
     env.body_case = COALITION__ENVELOPE__BODY_ENROLL;
     env.enroll = &body;
-    return send_admin(ctl, &env);
+    return ctl_send_admin(ctl, &env, NULL);
 }
 
 static const char *role_text(int role)
@@ -235,13 +250,13 @@ static int cmd_key_new(ctl_t *ctl, int argc, char **argv)
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
     Coalition__KeyAddRequest body = COALITION__KEY_ADD_REQUEST__INIT;
-    admin_envelope(&env, txn_id, sizeof txn_id);
+    ctl_admin_envelope(&env, txn_id, sizeof txn_id);
     body.public_key = pair.public_z85;
     body.participant = (char *)participant;
     body.role = (Coalition__KeyRole)role;
     env.body_case = COALITION__ENVELOPE__BODY_KEY_ADD;
     env.key_add = &body;
-    int exit_code = send_admin(ctl, &env);
+    int exit_code = ctl_send_admin(ctl, &env, NULL);
     if (exit_code == EXIT_DECLINED)
         unlink(path); /* refused: no key was recorded, so no secret to keep */
     else if (exit_code != 0)
@@ -275,14 +290,13 @@ static int cmd_key_revoke(ctl_t *ctl, int argc, char **argv)
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
     Coalition__KeyRevokeRequest body = COALITION__KEY_REVOKE_REQUEST__INIT;
-    admin_envelope(&env, txn_id, sizeof txn_id);
+    ctl_admin_envelope(&env, txn_id, sizeof txn_id);
     body.public_key = public_z85;
     env.body_case = COALITION__ENVELOPE__BODY_KEY_REVOKE;
     env.key_revoke = &body;
-    return send_admin(ctl, &env);
+    return ctl_send_admin(ctl, &env, NULL);
 }
 
-static int open_read_only(ctl_t *ctl, ledger_t **ledger);
 
 static void print_key(const ctl_t *ctl, const ledger_key_row_t *k)
 {
@@ -304,7 +318,7 @@ static void print_key(const ctl_t *ctl, const ledger_key_row_t *k)
 static int cmd_key_list(ctl_t *ctl)
 {
     ledger_t *ledger = NULL;
-    if (open_read_only(ctl, &ledger) != CL_OK)
+    if (ctl_open_read_only(ctl, &ledger) != CL_OK)
         return EXIT_USAGE;
     ledger_key_row_t *rows = calloc(LEDGER_SLICE_RECORDS_MAX, sizeof *rows);
     char after[KEY_Z85_BYTES] = "";
@@ -420,14 +434,14 @@ static int cmd_partner_limits(ctl_t *ctl, int argc, char **argv)
     keep_current_limits(ctl, argv[optind], given, &body);
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
-    admin_envelope(&env, txn_id, sizeof txn_id);
+    ctl_admin_envelope(&env, txn_id, sizeof txn_id);
     body.partner_id = argv[optind];
     env.body_case = COALITION__ENVELOPE__BODY_PARTNER_LIMITS;
     env.partner_limits = &body;
-    return send_admin(ctl, &env);
+    return ctl_send_admin(ctl, &env, NULL);
 }
 
-static int open_read_only(ctl_t *ctl, ledger_t **ledger)
+int ctl_open_read_only(ctl_t *ctl, ledger_t **ledger)
 {
     int rc = ledger_open(ledger, ctl->ledger_dir, STORE_READ_ONLY);
     if (rc != CL_OK)
@@ -444,7 +458,7 @@ static int cmd_balance(ctl_t *ctl, int argc, char **argv)
     }
     ledger_t *ledger = NULL;
     int64_t balance = 0;
-    if (open_read_only(ctl, &ledger) != CL_OK)
+    if (ctl_open_read_only(ctl, &ledger) != CL_OK)
         return EXIT_USAGE;
     int rc = ledger_member_balance(ledger, argv[1], &balance);
     ledger_destroy(&ledger);
@@ -587,7 +601,7 @@ static int cmd_report(ctl_t *ctl, const char *what, int argc, char **argv)
         return EXIT_USAGE;
     }
     ledger_t *ledger = NULL;
-    if (open_read_only(ctl, &ledger) != CL_OK)
+    if (ctl_open_read_only(ctl, &ledger) != CL_OK)
         return EXIT_USAGE;
     /* The journal as of now: entries committed while it prints are not chased. */
     int rc = journal ? print_journal(ctl, ledger, from, ledger_last_seq(ledger))
@@ -612,7 +626,7 @@ static int take_snapshot(ctl_t *ctl, char *dir, size_t size)
         return CL_ERR_IO;
     }
     ledger_t *ledger = NULL;
-    int rc = open_read_only(ctl, &ledger);
+    int rc = ctl_open_read_only(ctl, &ledger);
     if (rc != CL_OK)
         return rc;
     rc = ledger_snapshot(ledger, dir);
@@ -693,7 +707,15 @@ static int cmd_init(ctl_t *ctl)
                 ctl->ledger_dir, cl_strerror(rc));
         return EXIT_DECLINED;
     }
-    printf("initialised an empty ledger in %s; broker public key in %s\n", ctl->ledger_dir, public);
+    rc = ctl_signing_key_new(ctl->ledger_dir);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot write the operator's signing key in %s: %s\n",
+                ctl->ledger_dir, cl_strerror(rc));
+        return EXIT_DECLINED;
+    }
+    printf("initialised an empty ledger in %s; broker public key in %s; statements are signed "
+           "with %s/operator.sign (give partners operator.sign.pub)\n",
+           ctl->ledger_dir, public, ctl->ledger_dir);
     return 0;
 }
 
@@ -712,6 +734,18 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return cmd_key_revoke(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "key") == 0 && argc == 2 && strcmp(argv[1], "list") == 0)
         return cmd_key_list(ctl);
+    if (strcmp(cmd, "partner") == 0 && argc >= 2 && strcmp(argv[1], "topup") == 0)
+        return ctl_partner_topup(ctl, argc - 1, argv + 1);
+    if (strcmp(cmd, "contract") == 0)
+        return ctl_contract(ctl, argc, argv);
+    if (strcmp(cmd, "settlement") == 0)
+        return ctl_settlement(ctl, argc, argv);
+    if (strcmp(cmd, "window") == 0)
+        return ctl_window(ctl, argc, argv);
+    if (strcmp(cmd, "statement") == 0)
+        return ctl_statement(ctl, argc, argv);
+    if (strcmp(cmd, "statement-verify") == 0)
+        return ctl_statement_verify(ctl, argc, argv);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)

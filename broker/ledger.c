@@ -1087,6 +1087,10 @@ const char *ledger_entry_kind_name(int kind)
     case COALITION__ENTRY_KIND__ENTRY_KEY_ADD: return "key-add";
     case COALITION__ENTRY_KIND__ENTRY_KEY_REVOKE: return "key-revoke";
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_LIMITS: return "partner-limits";
+    case COALITION__ENTRY_KIND__ENTRY_CONTRACT_SET: return "contract-set";
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP: return "topup";
+    case COALITION__ENTRY_KIND__ENTRY_SETTLEMENT_CONFIG: return "settlement-config";
+    case COALITION__ENTRY_KIND__ENTRY_WINDOW_CLOSE: return "window-close";
     default: return "unknown";
     }
 }

@@ -94,6 +94,12 @@ int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *en
                     size_t *reply_len_out);
 int ledger_batch_commit(ledger_t *self);
 void ledger_batch_abort(ledger_t *self);
+/* The writer's periodic step, in a batch of its own between rounds: open the next
+ * settlement window when the open one's period is over, and close every window whose
+ * grace after its end has passed (as the operator's window close, keyed
+ * "window-close-ID" at site SETTLE_BROKER_SITE_ID). */
+#define SETTLE_BROKER_SITE_ID "broker"
+int ledger_housekeep(ledger_t *self, int64_t now_ms, size_t *closed_out);
 /* Grow the map after CL_ERR_MAP_FULL; only between batches. */
 int ledger_grow(ledger_t *self);
 uint64_t ledger_last_seq(const ledger_t *self);

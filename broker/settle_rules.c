@@ -5,10 +5,12 @@
 
 #include "amount.h"
 #include "errors.h"
+#include "log.h"
 
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,6 +47,18 @@ int rules_contract_set(ledger_t *self, MDB_txn *txn, decision_t *d,
     if (from < d->now_ms) {
         rules_decline(d, RC_INVALID_TRANSACTION,
                       "a contract cannot start in the past (%s); history keeps its prices", when);
+        return CL_OK;
+    }
+    Coalition__Contract *now = NULL;
+    rc = settle_contract_at(self, txn, r->partner_id, INT64_MAX - 1, &now);
+    bool same_currency = rc == CL_OK && strcmp(now->currency, r->currency) == 0;
+    coalition__contract__free_unpacked(now, NULL);
+    if (rc != CL_OK)
+        return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc;
+    if (!same_currency) {
+        rules_decline(d, RC_INVALID_AMOUNT,
+                      "%s settles in its first contract's currency; a new currency needs a new "
+                      "partner", r->partner_id);
         return CL_OK;
     }
     Coalition__Contract *same = NULL;
@@ -231,5 +245,80 @@ int rules_window_close(ledger_t *self, MDB_txn *txn, decision_t *d,
              w->last_seq);
     coalition__window_record__free_unpacked(w, NULL);
     assert(rc != CL_OK || d->closed_window_id == r->window_id);
+    return rc;
+}
+
+/* ---- the writer's housekeeping -------------------------------------------------------- */
+
+/* Windows ENDED for longer than their grace at now_ms, oldest first, at most `max`. */
+static int due_windows(ledger_t *self, MDB_txn *txn, int64_t now_ms, uint64_t *ids, size_t max,
+                       size_t *count)
+{
+    Coalition__SettlementState *s = NULL;
+    int rc = settle_get_state(self, txn, &s);
+    *count = 0;
+    for (uint64_t id = rc == CL_OK ? s->oldest_unclosed_id : 0;
+         rc == CL_OK && id != 0 && id < s->open_window_id && *count < max; id++) {
+        Coalition__WindowRecord *w = NULL;
+        rc = settle_get_window(self, txn, id, &w);
+        if (rc == CL_OK && w->state == COALITION__WINDOW_STATE__WINDOW_ENDED &&
+            w->end_ms + w->grace_seconds * 1000 <= now_ms)
+            ids[(*count)++] = id;
+        coalition__window_record__free_unpacked(w, NULL);
+    }
+    coalition__settlement_state__free_unpacked(s, NULL);
+    return rc;
+}
+
+/* Close one window as the operator would, keyed "window-close-ID" at site "broker". */
+static int close_due(ledger_t *self, uint64_t id, int64_t now_ms)
+{
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    snprintf(txn_id, sizeof txn_id, "window-close-%" PRIu64, id);
+    Coalition__WindowCloseRequest body = COALITION__WINDOW_CLOSE_REQUEST__INIT;
+    body.window_id = id;
+    envelope_t env = COALITION__ENVELOPE__INIT;
+    env.version = WIRE_VERSION;
+    env.partner_id = OPERATOR_PARTNER_ID;
+    env.terminal_id = "settlement";
+    env.site_id = SETTLE_BROKER_SITE_ID;
+    env.txn_id = txn_id;
+    env.client_time_ms = now_ms;
+    env.body_case = COALITION__ENVELOPE__BODY_WINDOW_CLOSE;
+    env.window_close = &body;
+    uint8_t hash[WIRE_HASH_BYTES];
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    int rc = wire_request_hash(&env, hash);
+    if (rc == CL_OK)
+        rc = ledger_apply(self, &env, hash, now_ms, &reply, &len);
+    authorization_t *auth = rc == CL_OK ? wire_auth_decode(reply, len) : NULL;
+    if (auth != NULL)
+        log_info("settlement: %s", auth->text);
+    wire_auth_free(auth);
+    free(reply);
+    return rc;
+}
+
+int ledger_housekeep(ledger_t *self, int64_t now_ms, size_t *closed_out)
+{
+    uint64_t ids[SETTLE_UNCLOSED_WINDOWS_MAX];
+    size_t n = 0;
+    *closed_out = 0;
+    int rc = ledger_batch_begin(self);
+    if (rc != CL_OK)
+        return rc;
+    rc = settle_roll(self, self->batch, now_ms);
+    if (rc == CL_OK)
+        rc = due_windows(self, self->batch, now_ms, ids, SETTLE_UNCLOSED_WINDOWS_MAX, &n);
+    for (size_t i = 0; i < n && rc == CL_OK; i++)
+        rc = close_due(self, ids[i], now_ms);
+    if (rc != CL_OK) {
+        ledger_batch_abort(self);
+        return rc;
+    }
+    rc = ledger_batch_commit(self);
+    if (rc == CL_OK)
+        *closed_out = n;
     return rc;
 }

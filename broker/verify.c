@@ -15,6 +15,7 @@
 #include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define DECIMAL_BASE 10
@@ -30,13 +31,21 @@ void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t 
     vmap_init(&v->accounts, sizeof(vaccount_t));
     vmap_init(&v->partners, sizeof(vpartner_t));
     vmap_init(&v->reversals, sizeof(vreversal_t));
+    vmap_init(&v->contracts, sizeof(vcontract_t));
+    vmap_init(&v->counters, sizeof(vcounters_t));
+    vmap_init(&v->windows, sizeof(vwindow_t));
 }
 
 void verify_free(verify_t *v)
 {
+    for (size_t i = 0; i < v->partners.count; i++)
+        free(((vpartner_t *)vmap_at(&v->partners, i))->contracts);
     vmap_free(&v->accounts);
     vmap_free(&v->partners);
     vmap_free(&v->reversals);
+    vmap_free(&v->contracts);
+    vmap_free(&v->counters);
+    vmap_free(&v->windows);
 }
 
 int verify_violation(verify_t *v, const char *fmt, ...)
@@ -129,6 +138,8 @@ static int check_entry(verify_t *v, const journal_entry_t *e)
     int rc = check_chain(v, e, hash);
     if (rc == CL_OK)
         rc = verify_rederive_entry(v, e);
+    if (rc == CL_OK)
+        rc = verify_settle_entry(v, e);
     if (rc == CL_OK)
         rc = vaccounts_post(v, e);
     if (rc == CL_OK)
@@ -258,11 +269,14 @@ int ledger_verify(ledger_t *self, char *why, size_t why_size)
     if (rc == CL_OK)
         rc = verify_records(&v);
     if (rc == CL_OK)
+        rc = verify_settle_records(&v);
+    if (rc == CL_OK)
         snprintf(why, why_size,
                  "%llu entries, %zu accounts, %zu partners, %zu reversed originals, %llu "
-                 "tombstones: chain, balances, idempotency, contracts, members and reversals hold",
+                 "tombstones, %zu windows: chain, balances, idempotency, contracts, members, "
+                 "reversals and settlement counters hold",
                  (unsigned long long)v.entries, v.accounts.count, v.partners.count,
-                 v.reversals.count, (unsigned long long)v.tombstones);
+                 v.reversals.count, (unsigned long long)v.tombstones, v.windows.count);
     else if (rc != CL_ERR_CORRUPT)
         snprintf(why, why_size, "cannot read the ledger: %s", cl_strerror(rc));
     if (txn != NULL)

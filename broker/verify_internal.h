@@ -71,7 +71,31 @@ typedef struct {
     char currency[CURRENCY_CODE_BYTES];
     ledger_limits_t record_limits; /* as stored, 0 = default */
     ledger_limits_t limits;        /* as the journal's partner-limits entries set them */
+    size_t *contracts;             /* indices into verify_t.contracts, by start time */
+    size_t n_contracts, cap_contracts;
+    int64_t prepaid; /* the prepaid block as the journal leaves it */
 } vpartner_t;
+
+/* A contract as the journal recorded it, keyed like the contracts database. */
+typedef struct {
+    vkey_t key;
+    settle_contract_t c;
+    bool seen; /* matched with its record */
+} vcontract_t;
+
+/* One partner's counters in one window, keyed like the settlement database ("C" id
+ * partner), as the journal's entries add up. */
+typedef struct {
+    vkey_t key;
+    settle_counters_t c;
+    bool seen;
+} vcounters_t;
+
+/* A window as the journal shows it, keyed by its u64be id. */
+typedef struct {
+    vkey_t key;
+    uint64_t id, min_seq, max_seq, close_seq;
+} vwindow_t;
 
 /* What the journal's refunds and voids gave back of one original, keyed by its
  * (partner, site, txn) key. */
@@ -98,6 +122,10 @@ typedef struct {
     vmap_t accounts;  /* vaccount_t */
     vmap_t partners;  /* vpartner_t */
     vmap_t reversals; /* vreversal_t */
+    vmap_t contracts; /* vcontract_t */
+    vmap_t counters;  /* vcounters_t */
+    vmap_t windows;   /* vwindow_t */
+    uint64_t last_window_id;
 } verify_t;
 
 void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t why_size);
@@ -143,6 +171,19 @@ int verify_key_records(verify_t *v);
 int verify_partner_limits(verify_t *v, const vpartner_t *p);
 /* The limits the journal had set for `p` so far, defaults filled in. */
 void verify_limits_in_force(const vpartner_t *p, ledger_limits_t *out);
+
+/* verify_settle.c. Each entry's window (never decreasing, never a closed one) and
+ * settlement fields (contract, money, fee) against the contracts the journal recorded,
+ * summed into window counters and prepaid blocks; a reversal's are priced under its
+ * original's contract, `reversed_before` being its original's points given back before
+ * it. After the walk: contracts, counters, prepaid blocks and windows in the database
+ * against the journal, both ways. */
+int verify_settle_entry(verify_t *v, const journal_entry_t *e);
+int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_entry_t *original,
+                           int64_t reversed_before);
+int verify_settle_records(verify_t *v);
+/* The contract of `p` in force at `at_ms` among those recorded so far, or NULL. */
+const settle_contract_t *verify_contract_at(const verify_t *v, const vpartner_t *p, int64_t at_ms);
 
 /* verify_reversals.c. A refund or void; a reversal ahead of its original; after the
  * walk, the reversals database against what the journal gave back. */

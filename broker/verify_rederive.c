@@ -5,7 +5,8 @@
  *   partner-add  the partner record at its created_seq; the contract comes from the
  *                ENTRY (rate, currency), never from the partners database
  *   enroll       the member record at its created_seq; nothing sets `frozen` yet
- *   earn         points = amount_points_for(amount, exponent, contract rate)
+ *   earn         points = amount_points_for(amount, exponent, rate of the contract in
+ *                force at the entry's time; verify_settle.c keeps the contracts)
  *   burn         points within the per-request limit; the member's balance covers them
  *                (verify_accounts.c keeps the running balances)
  *   refund/void  points from the original (found by its idempotency key) and what the
@@ -198,12 +199,12 @@ int verify_expect_move(verify_t *v, const journal_entry_t *e, const char *from, 
 }
 
 static int earn_points_differ(verify_t *v, const journal_entry_t *e, const vpartner_t *p,
-                              int64_t points)
+                              const settle_contract_t *c, int64_t points)
 {
     char amount[AMOUNT_TEXT_BYTES], rate[RATE_TEXT_BYTES];
     amount_format_minor(e->amount_minor, amount_currency_exponent(e->currency), amount,
                         sizeof amount);
-    amount_format_minor(p->rate_milli, RATE_DECIMALS, rate, sizeof rate);
+    amount_format_minor(c->earn_rate_milli, RATE_DECIMALS, rate, sizeof rate);
     return verify_violation(v,
                             "entry %llu: an earn of %s %s at %s's %s points per %s is %lld "
                             "points, the entry says %lld",
@@ -217,21 +218,25 @@ static int rederive_earn(verify_t *v, const journal_entry_t *e)
     int rc = verify_partner_in_force(v, e, &p);
     if (rc != CL_OK)
         return rc;
-    if (strcmp(e->currency, p->currency) != 0)
+    const settle_contract_t *c = verify_contract_at(v, p, e->time_ms);
+    if (c == NULL)
+        return verify_violation(v, "entry %llu: an earn at %s before any contract of it",
+                                (unsigned long long)e->seq, e->partner_id);
+    if (strcmp(e->currency, c->currency) != 0)
         return verify_violation(v, "entry %llu: an earn in %s at %s, whose contract is in %s",
                                 (unsigned long long)e->seq, e->currency, e->partner_id,
-                                p->currency);
+                                c->currency);
     int64_t points = 0;
     int exponent = amount_currency_exponent(e->currency);
     if (e->amount_minor <= 0 || e->amount_minor > AMOUNT_MINOR_MAX ||
-        amount_points_for(e->amount_minor, exponent, p->rate_milli, &points) != CL_OK ||
+        amount_points_for(e->amount_minor, exponent, c->earn_rate_milli, &points) != CL_OK ||
         points > POINTS_MAX)
         return verify_violation(v,
                                 "entry %llu: an earn of %lld minor units, or its points, "
                                 "exceed the per-request limits",
                                 (unsigned long long)e->seq, (long long)e->amount_minor);
     if (e->points != points)
-        return earn_points_differ(v, e, p, points);
+        return earn_points_differ(v, e, p, c, points);
     ledger_limits_t limits;
     verify_limits_in_force(p, &limits);
     if (e->amount_minor > limits.max_amount_minor)
@@ -288,6 +293,10 @@ int verify_rederive_entry(verify_t *v, const journal_entry_t *e)
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_LIMITS:
         return verify_expect_no_moves(v, e) == CL_OK ? verify_rederive_limits(v, e)
                                                      : CL_ERR_CORRUPT;
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP: /* points, no postings: verify_settle.c */
+    case COALITION__ENTRY_KIND__ENTRY_CONTRACT_SET:
+    case COALITION__ENTRY_KIND__ENTRY_WINDOW_CLOSE: return CL_OK;
+    case COALITION__ENTRY_KIND__ENTRY_SETTLEMENT_CONFIG: return verify_expect_no_moves(v, e);
     default:
         return verify_violation(v, "entry %llu has unknown kind %d", (unsigned long long)e->seq,
                                 (int)e->kind);

@@ -252,6 +252,8 @@ int verify_rederive_reversal(verify_t *v, const journal_entry_t *e)
                      : verify_expect_move(v, e, partner, member, r.points);
     }
     if (rc == CL_OK)
+        rc = verify_settle_reversal(v, e, r.original, r.reversed_points);
+    if (rc == CL_OK)
         rc = note_reversal(v, e, &r);
     coalition__journal_entry__free_unpacked(r.original, NULL);
     return rc;

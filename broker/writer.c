@@ -24,6 +24,7 @@ struct writer {
     uint64_t commits, requests; /* reported at stop: requests per fsync */
     log_every_t round_failed;   /* one line a second when every round fails */
     log_every_t hand_back_failed;
+    int64_t housekept_ms; /* monotonic time of the last housekeeping */
 };
 
 /* What one attempt at a round works on. */
@@ -149,11 +150,32 @@ static bool collect(void *sock, batch_t **batches, size_t *n_out, size_t *reques
     return stop;
 }
 
+/* Settlement's clock-driven steps (window roll-over and automatic close), at most once
+ * per WRITER_HOUSEKEEP_INTERVAL_MS, between rounds. A full map is grown for the next
+ * attempt; after any other failure the ledger is failed and every round says 96. */
+static void housekeep(writer_t *self)
+{
+    int64_t now = clock_mono_ms();
+    if (now - self->housekept_ms < WRITER_HOUSEKEEP_INTERVAL_MS)
+        return;
+    self->housekept_ms = now;
+    size_t closed = 0;
+    int rc = ledger_housekeep(self->ledger, clock_wall_ms(), &closed);
+    if (rc == CL_ERR_MAP_FULL)
+        rc = ledger_grow(self->ledger);
+    if (rc != CL_OK)
+        log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "writer: settlement housekeeping failed: %s", cl_strerror(rc));
+    else if (closed > 0)
+        log_info("writer: closed %zu settlement window(s) after their grace", closed);
+}
+
 static void *writer_main(void *arg)
 {
     writer_t *self = arg;
     batch_t *batches[BATCHES_IN_FLIGHT_MAX];
     bool stop = false;
+    self->housekept_ms = clock_mono_ms() - WRITER_HOUSEKEEP_INTERVAL_MS;
     while (!stop) {
         size_t n = 0, requests = 0;
         stop = collect(self->sock, batches, &n, &requests);
@@ -167,6 +189,8 @@ static void *writer_main(void *arg)
                 log_every(&self->hand_back_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
                           "writer: cannot hand back a batch: %s", zmq_strerror(zmq_errno()));
         }
+        if (!stop)
+            housekeep(self);
     }
     return NULL;
 }
@@ -178,9 +202,10 @@ int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char 
         return CL_ERR_NOMEM;
     self->ledger = ledger;
     self->sock = zmq_socket(zmq_ctx, ZMQ_PAIR);
-    int linger_ms = 0;
+    int linger_ms = 0, wake_ms = WRITER_HOUSEKEEP_INTERVAL_MS;
     if (self->sock == NULL ||
         zmq_setsockopt(self->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
+        zmq_setsockopt(self->sock, ZMQ_RCVTIMEO, &wake_ms, sizeof wake_ms) ||
         zmq_connect(self->sock, endpoint) != 0) {
         log_error("writer: cannot connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto err;

@@ -12,6 +12,9 @@
  * 8 attempts reach 128 times the map the round started with. */
 #define WRITER_MAP_GROW_ATTEMPTS_MAX 8
 
+/* How often the idle writer wakes for settlement's roll-over and automatic close. */
+#define WRITER_HOUSEKEEP_INTERVAL_MS 1000
+
 _Static_assert(WRITER_MAP_GROW_ATTEMPTS_MAX >= 2, "a full map must be grown and retried once");
 
 typedef struct writer writer_t;

@@ -553,8 +553,9 @@ static void mixed_sequence_passes(void **state)
     EXPECT_EQ("fuel redeemed", 0, account(f, "partner:fuel:redeemed"));
     EXPECT_EQ("grocer issued", -15, account(f, "partner:grocer:issued"));
     EXPECT_EQ("grocer redeemed", 0, account(f, "partner:grocer:redeemed"));
-    expect_verify_ok(f, "21 entries, 6 accounts, 2 partners, 6 reversed originals, 2 tombstones: "
-                        "chain, balances, idempotency, contracts, members and reversals hold");
+    expect_verify_ok(f, "21 entries, 6 accounts, 2 partners, 6 reversed originals, 2 tombstones, 1 windows: "
+                        "chain, balances, idempotency, contracts, members, reversals and "
+                        "settlement counters hold");
 }
 
 /* What the broker allows at the top: a JPY partner at 1000 points per yen credits at
@@ -587,8 +588,9 @@ static void earns_at_the_per_request_limit_pass(void **state)
     expect_approved("burn of the limit", &res, POINTS_MAX, 3 * POINTS_MAX, ++seq);
     EXPECT_EQ("yen issued", -(int64_t)LIMIT_MEMBERS * LIMIT_EARNS * POINTS_MAX,
               account(f, "partner:yen:issued"));
-    expect_verify_ok(f, "20 entries, 9 accounts, 3 partners, 0 reversed originals, 0 tombstones: "
-                        "chain, balances, idempotency, contracts, members and reversals hold");
+    expect_verify_ok(f, "20 entries, 9 accounts, 3 partners, 0 reversed originals, 0 tombstones, 1 windows: "
+                        "chain, balances, idempotency, contracts, members, reversals and "
+                        "settlement counters hold");
 }
 
 /* ---- 128-bit sums ------------------------------------------------------------------ */
@@ -668,18 +670,35 @@ static void edited_earn_rate_fails(void **state)
                              "partner-add entry 1 says 2.000 points per EUR");
 }
 
-/* The broker earns at the edited rate; with the record put back, the earn stands out. */
+static void set_contract_rate(ProtobufCMessage *msg, const void *ctx)
+{
+    ((Coalition__Contract *)msg)->earn_rate_milli = *(const int64_t *)ctx;
+}
+
+/* The contract partner-add recorded for fuel: key "fuel\0" u64be(its start). */
+static size_t fuel_contract_key(uint8_t key[16])
+{
+    memcpy(key, "fuel", 5);
+    store_put_u64(key + 5, (uint64_t)NOW_MS);
+    return 13;
+}
+
+/* The broker earns at the edited contract rate; with the record put back, the earn
+ * stands out; edited and left so, the contract record itself stands out. */
 static void points_earned_under_an_edited_rate_fail(void **state)
 {
     fixture_t *f = *state;
     int64_t rate = 3000;
-    tamper_record(f, "partners", "fuel", strlen("fuel"), &coalition__partner_record__descriptor,
-                  set_rate, &rate);
+    uint8_t key[16];
+    size_t key_len = fuel_contract_key(key);
+    tamper_record(f, "contracts", key, key_len, &coalition__contract__descriptor,
+                  set_contract_rate, &rate);
+    expect_verify_corrupt(f, "contract of fuel from 1700000000000 differs from its entry 1");
     result_t res = earn(f, "fuel", "e1", "m1", 1000, "EUR");
     expect_approved("earn at the edited rate", &res, 30, 30, WORLD_SEQ + 1);
     rate = 2000;
-    tamper_record(f, "partners", "fuel", strlen("fuel"), &coalition__partner_record__descriptor,
-                  set_rate, &rate);
+    tamper_record(f, "contracts", key, key_len, &coalition__contract__descriptor,
+                  set_contract_rate, &rate);
     expect_verify_corrupt(f, "entry 5: an earn of 10.00 EUR at fuel's 2.000 points per EUR is "
                              "20 points, the entry says 30");
 }

@@ -1,0 +1,44 @@
+/* coalitionctl's parts: the shared command context and helpers (coalitionctl.c), the
+ * settlement commands (ctl_settle.c) and statements (ctl_statement.c). */
+#ifndef COALITION_CTL_H
+#define COALITION_CTL_H
+
+#include "ledger.h"
+#include "wire.h"
+
+#include <stdbool.h>
+
+#define ENDPOINT_BYTES_MAX 512
+#define EXIT_DECLINED 1
+#define EXIT_USAGE 2
+#define CTL_PATH_BYTES_MAX 4096
+
+typedef struct ctl {
+    const char *ledger_dir;
+    const char *admin_endpoint;
+    char admin_buf[ENDPOINT_BYTES_MAX];
+    bool json;
+} ctl_t;
+
+/* An operator envelope with a fresh txn id (held in txn_id). */
+void ctl_admin_envelope(envelope_t *env, char *txn_id, size_t size);
+/* Send over the admin socket. auth_out NULL: print the answer; otherwise hand it over
+ * (free with wire_auth_free). 0 approved, EXIT_DECLINED, or EXIT_USAGE (no answer). */
+int ctl_send_admin(ctl_t *ctl, const envelope_t *env, authorization_t **auth_out);
+int ctl_open_read_only(ctl_t *ctl, ledger_t **ledger);
+
+/* ctl_settle.c: contract set|show, partner topup, settlement set|show, window list|close,
+ * liability. argv[0] is the command's first word. */
+int ctl_contract(ctl_t *ctl, int argc, char **argv);
+int ctl_partner_topup(ctl_t *ctl, int argc, char **argv);
+int ctl_settlement(ctl_t *ctl, int argc, char **argv);
+int ctl_window(ctl_t *ctl, int argc, char **argv);
+/* "now", "@EPOCH_MS", "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SS[.mmm]Z" (UTC). */
+int ctl_parse_time(const char *text, int64_t *ms_out);
+
+/* ctl_statement.c: statement, statement-verify; the operator's signing key pair. */
+int ctl_statement(ctl_t *ctl, int argc, char **argv);
+int ctl_statement_verify(ctl_t *ctl, int argc, char **argv);
+int ctl_signing_key_new(const char *dir);
+
+#endif

@@ -1,0 +1,540 @@
+/* The audit of settlement: every entry's window and settlement fields re-derived from the
+ * contracts the journal recorded before it, the window counters and prepaid blocks summed
+ * again from the entries, and the contracts, counters, prepaid blocks and windows in the
+ * database compared with that, both ways.
+ *
+ *   window ids    never decrease; no entry lands in a window closed before it; each
+ *                 window's entries lie within its first_seq..last_seq, and an ended
+ *                 window's last_hash is the hash of its last_seq entry
+ *   earn          contract in force at its time: prepaid 0 money (the block shrinks),
+ *                 post-paid amount_price(points, issue price); the contract's fee
+ *   burn          amount_price(points, reimbursement); the contract's fee
+ *   refund/void   under the original's contract: the difference of the prices of the
+ *                 cumulative points reversed; a prepaid earn's points go back to the block
+ *   top-up        a prepaid contract in force; amount_price(points, issue price)
+ *   contract-set  starts no earlier than it was recorded
+ *   window-close  closes a window that is not closed, whose record names this entry
+ *
+ * Memory: one item per contract, per (window, partner) with activity, per window. */
+#include "verify_internal.h"
+
+#include "amount.h"
+#include "errors.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SEQ(e) ((unsigned long long)(e)->seq)
+
+static vkey_t contract_vkey(const char *partner, int64_t from_ms)
+{
+    vkey_t k;
+    size_t plen = strlen(partner);
+    assert(plen <= PARTNER_ID_LEN_MAX && from_ms >= 0);
+    memcpy(k.bytes, partner, plen);
+    k.bytes[plen] = 0;
+    store_put_u64((uint8_t *)k.bytes + plen + 1, (uint64_t)from_ms);
+    k.len = plen + 9;
+    k.bytes[k.len] = '\0';
+    return k;
+}
+
+static vkey_t counters_vkey(uint64_t window_id, const char *partner)
+{
+    vkey_t k;
+    size_t plen = strlen(partner);
+    k.bytes[0] = 'C';
+    store_put_u64((uint8_t *)k.bytes + 1, window_id);
+    memcpy(k.bytes + 9, partner, plen);
+    k.len = 9 + plen;
+    k.bytes[k.len] = '\0';
+    return k;
+}
+
+const settle_contract_t *verify_contract_at(const verify_t *v, const vpartner_t *p, int64_t at_ms)
+{
+    for (size_t i = p->n_contracts; i > 0; i--) {
+        const vcontract_t *c = vmap_at(&v->contracts, p->contracts[i - 1]);
+        if (c->c.from_ms <= at_ms)
+            return &c->c;
+    }
+    return NULL;
+}
+
+static const settle_contract_t *contract_from(const verify_t *v, const vpartner_t *p,
+                                              int64_t from_ms)
+{
+    vkey_t k = contract_vkey(p->id.bytes, from_ms);
+    const vcontract_t *c = vmap_find(&v->contracts, k.bytes, k.len);
+    return c != NULL ? &c->c : NULL;
+}
+
+/* Record a contract (a replacement of one not yet in force takes its place). */
+static int note_contract(verify_t *v, vpartner_t *p, const settle_contract_t *c)
+{
+    vkey_t k = contract_vkey(p->id.bytes, c->from_ms);
+    vcontract_t *item = vmap_find(&v->contracts, k.bytes, k.len);
+    if (item != NULL) {
+        item->c = *c;
+        return CL_OK;
+    }
+    if (p->n_contracts == p->cap_contracts) {
+        size_t cap = p->cap_contracts == 0 ? 4 : 2 * p->cap_contracts;
+        size_t *grown = realloc(p->contracts, cap * sizeof *grown);
+        if (grown == NULL)
+            return CL_ERR_NOMEM;
+        p->contracts = grown;
+        p->cap_contracts = cap;
+    }
+    int rc = vmap_insert(&v->contracts, k.bytes, k.len, (void **)&item);
+    if (rc != CL_OK)
+        return rc;
+    item->c = *c;
+    size_t at = p->n_contracts++;
+    while (at > 0 && ((vcontract_t *)vmap_at(&v->contracts, p->contracts[at - 1]))->c.from_ms >
+                         c->from_ms) {
+        p->contracts[at] = p->contracts[at - 1];
+        at--;
+    }
+    p->contracts[at] = v->contracts.count - 1;
+    return CL_OK;
+}
+
+static vpartner_t *partner_of(verify_t *v, const char *id)
+{
+    return vmap_find(&v->partners, id, strlen(id));
+}
+
+static void contract_of_entry(const journal_entry_t *e, settle_contract_t *c)
+{
+    const Coalition__Contract *r = e->contract;
+    memset(c, 0, sizeof *c);
+    snprintf(c->partner_id, sizeof c->partner_id, "%s", e->participant);
+    c->from_ms = r->from_ms;
+    c->earn_rate_milli = r->earn_rate_milli;
+    snprintf(c->currency, sizeof c->currency, "%s", r->currency);
+    c->issue_price_per_mille = r->issue_price_per_mille;
+    c->reimburse_per_mille = r->reimburse_per_mille;
+    c->fee_minor = r->fee_minor;
+    c->net_cap_minor = r->net_cap_minor;
+    c->funding = (int)r->funding;
+    c->created_seq = r->created_seq;
+}
+
+static int rederive_contract_set(verify_t *v, const journal_entry_t *e)
+{
+    vpartner_t *p = partner_of(v, e->participant);
+    if (p == NULL || p->added_seq == 0 || e->contract == NULL)
+        return verify_violation(v, "contract entry %llu names %s, which no earlier entry added",
+                                SEQ(e), e->participant);
+    settle_contract_t c;
+    contract_of_entry(e, &c);
+    if (c.from_ms < e->time_ms || c.created_seq != e->seq || c.earn_rate_milli <= 0 ||
+        c.earn_rate_milli > EARN_RATE_MILLI_MAX || c.issue_price_per_mille < 0 ||
+        c.issue_price_per_mille > PRICE_PER_MILLE_MAX || c.reimburse_per_mille < 0 ||
+        c.reimburse_per_mille > PRICE_PER_MILLE_MAX || c.fee_minor < 0 || c.fee_minor > FEE_MINOR_MAX)
+        return verify_violation(v, "contract entry %llu is not a contract the rules record",
+                                SEQ(e));
+    const settle_contract_t *first = verify_contract_at(v, p, INT64_MAX);
+    if (first == NULL || strcmp(first->currency, c.currency) != 0)
+        return verify_violation(v, "contract entry %llu changes %s's currency", SEQ(e),
+                                e->participant);
+    return note_contract(v, p, &c);
+}
+
+/* A partner-add records the partner's first contract: its rate and currency, no prices. */
+static int note_first_contract(verify_t *v, const journal_entry_t *e)
+{
+    vpartner_t *p = partner_of(v, e->added_partner_id);
+    assert(p != NULL); /* verify_rederive_entry checked the partner-add */
+    settle_contract_t c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.partner_id, sizeof c.partner_id, "%s", e->added_partner_id);
+    c.from_ms = e->time_ms < 0 ? 0 : e->time_ms;
+    c.earn_rate_milli = e->earn_rate_milli;
+    snprintf(c.currency, sizeof c.currency, "%s", e->currency);
+    c.created_seq = e->seq;
+    return note_contract(v, p, &c);
+}
+
+/* Add the entry to its window's counters of `partner`. */
+static int count(verify_t *v, const journal_entry_t *e, const char *partner)
+{
+    vkey_t k = counters_vkey(e->window_id, partner);
+    vcounters_t *item = vmap_find(&v->counters, k.bytes, k.len);
+    int rc = item == NULL ? vmap_insert(&v->counters, k.bytes, k.len, (void **)&item) : CL_OK;
+    if (rc != CL_OK)
+        return rc;
+    if (!settle_counters_apply(&item->c, e->kind, e->points, e->settle_minor, e->fee_minor))
+        return verify_violation(v, "entry %llu: %s's counters in window %llu pass int64", SEQ(e),
+                                partner, (unsigned long long)e->window_id);
+    return CL_OK;
+}
+
+static int expect_priced(verify_t *v, const journal_entry_t *e, const settle_contract_t *c,
+                         int64_t money, int64_t fee)
+{
+    if (e->contract_from_ms == c->from_ms && e->settle_minor == money && e->fee_minor == fee)
+        return CL_OK;
+    return verify_violation(v,
+                            "entry %llu (%s): priced %lld minor units and fee %lld under the "
+                            "contract from %lld; its contract from %lld gives %lld and %lld",
+                            SEQ(e), ledger_entry_kind_name(e->kind), (long long)e->settle_minor,
+                            (long long)e->fee_minor, (long long)e->contract_from_ms,
+                            (long long)c->from_ms, (long long)money, (long long)fee);
+}
+
+static int unpriced(verify_t *v, const journal_entry_t *e)
+{
+    if (e->contract_from_ms == 0 && e->settle_minor == 0 && e->fee_minor == 0)
+        return CL_OK;
+    return verify_violation(v, "entry %llu (%s) carries settlement money; it moves none", SEQ(e),
+                            ledger_entry_kind_name(e->kind));
+}
+
+static int prepaid_add(verify_t *v, const journal_entry_t *e, vpartner_t *p, int64_t delta)
+{
+    if (__builtin_add_overflow(p->prepaid, delta, &p->prepaid) || p->prepaid < 0)
+        return verify_violation(v, "entry %llu takes %s's prepaid block below zero", SEQ(e),
+                                p->id.bytes);
+    return CL_OK;
+}
+
+static int settle_earn(verify_t *v, const journal_entry_t *e, vpartner_t *p)
+{
+    const settle_contract_t *c = verify_contract_at(v, p, e->time_ms);
+    assert(c != NULL); /* rederive_earn found it for the points */
+    bool prepaid = c->funding == COALITION__FUNDING__FUNDING_PREPAID;
+    int64_t money = prepaid ? 0 : amount_price(e->points, c->issue_price_per_mille);
+    int rc = expect_priced(v, e, c, money, c->fee_minor);
+    if (rc == CL_OK && prepaid)
+        rc = prepaid_add(v, e, p, -e->points);
+    return rc;
+}
+
+static int settle_burn(verify_t *v, const journal_entry_t *e, vpartner_t *p)
+{
+    const settle_contract_t *c = verify_contract_at(v, p, e->time_ms);
+    if (c == NULL)
+        return verify_violation(v, "burn entry %llu: %s has no contract in force", SEQ(e),
+                                p->id.bytes);
+    return expect_priced(v, e, c, amount_price(e->points, c->reimburse_per_mille), c->fee_minor);
+}
+
+static int settle_topup(verify_t *v, const journal_entry_t *e)
+{
+    vpartner_t *p = partner_of(v, e->participant);
+    const settle_contract_t *c = p != NULL ? verify_contract_at(v, p, e->time_ms) : NULL;
+    if (c == NULL || c->funding != COALITION__FUNDING__FUNDING_PREPAID || e->points <= 0 ||
+        e->points > POINTS_MAX || e->n_postings != 0)
+        return verify_violation(v, "top-up entry %llu: %s has no prepaid contract in force",
+                                SEQ(e), e->participant);
+    int rc = expect_priced(v, e, c, amount_price(e->points, c->issue_price_per_mille), 0);
+    return rc == CL_OK ? prepaid_add(v, e, p, e->points) : rc;
+}
+
+int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_entry_t *original,
+                           int64_t reversed_before)
+{
+    vpartner_t *p = partner_of(v, e->partner_id);
+    const settle_contract_t *c = p != NULL ? contract_from(v, p, original->contract_from_ms) : NULL;
+    if (c == NULL)
+        return verify_violation(v, "entry %llu reverses entry %llu, priced under no contract",
+                                SEQ(e), SEQ(original));
+    bool of_earn = original->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
+    bool prepaid = of_earn && c->funding == COALITION__FUNDING__FUNDING_PREPAID;
+    int64_t per_mille = of_earn ? c->issue_price_per_mille : c->reimburse_per_mille;
+    int64_t money = prepaid ? 0
+                            : amount_price(reversed_before + e->points, per_mille) -
+                                  amount_price(reversed_before, per_mille);
+    int rc = expect_priced(v, e, c, money, 0);
+    if (rc == CL_OK && prepaid)
+        rc = prepaid_add(v, e, p, e->points);
+    return rc == CL_OK ? count(v, e, e->partner_id) : rc;
+}
+
+/* The entry's window: never decreasing, never closed, and its seq span noted. */
+static int settle_window(verify_t *v, const journal_entry_t *e)
+{
+    if (e->window_id == 0 || e->window_id < v->last_window_id)
+        return verify_violation(v, "entry %llu is in window %llu, after window %llu", SEQ(e),
+                                (unsigned long long)e->window_id,
+                                (unsigned long long)v->last_window_id);
+    v->last_window_id = e->window_id;
+    uint8_t key[8];
+    store_put_u64(key, e->window_id);
+    vwindow_t *w = vmap_find(&v->windows, key, sizeof key);
+    if (w == NULL) {
+        int rc = vmap_insert(&v->windows, key, sizeof key, (void **)&w);
+        if (rc != CL_OK)
+            return rc;
+        w->id = e->window_id;
+        w->min_seq = e->seq;
+    }
+    if (w->close_seq != 0)
+        return verify_violation(v, "entry %llu lands in window %llu, closed by entry %llu", SEQ(e),
+                                (unsigned long long)w->id, (unsigned long long)w->close_seq);
+    w->max_seq = e->seq;
+    return CL_OK;
+}
+
+static int settle_close(verify_t *v, const journal_entry_t *e)
+{
+    uint8_t key[8];
+    store_put_u64(key, e->closed_window_id);
+    vwindow_t *w = vmap_find(&v->windows, key, sizeof key);
+    int rc = CL_OK;
+    if (w == NULL) { /* a window without entries */
+        rc = vmap_insert(&v->windows, key, sizeof key, (void **)&w);
+        if (rc == CL_OK)
+            w->id = e->closed_window_id;
+    }
+    if (rc == CL_OK && (w->close_seq != 0 || e->closed_window_id >= e->window_id))
+        return verify_violation(v, "entry %llu closes window %llu, which was closed or still open",
+                                SEQ(e), (unsigned long long)e->closed_window_id);
+    if (rc == CL_OK)
+        w->close_seq = e->seq;
+    return rc;
+}
+
+int verify_settle_entry(verify_t *v, const journal_entry_t *e)
+{
+    int rc = settle_window(v, e);
+    if (rc != CL_OK)
+        return rc;
+    vpartner_t *p = partner_of(v, e->partner_id);
+    switch (e->kind) {
+    case COALITION__ENTRY_KIND__ENTRY_EARN:
+        rc = settle_earn(v, e, p);
+        return rc == CL_OK ? count(v, e, e->partner_id) : rc;
+    case COALITION__ENTRY_KIND__ENTRY_BURN:
+        rc = settle_burn(v, e, p);
+        return rc == CL_OK ? count(v, e, e->partner_id) : rc;
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP:
+        rc = settle_topup(v, e);
+        return rc == CL_OK ? count(v, e, e->participant) : rc;
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
+        return CL_OK; /* verify_settle_reversal, from the reversal's re-derivation */
+    case COALITION__ENTRY_KIND__ENTRY_PARTNER_ADD:
+        rc = unpriced(v, e);
+        return rc == CL_OK ? note_first_contract(v, e) : rc;
+    case COALITION__ENTRY_KIND__ENTRY_CONTRACT_SET:
+        rc = unpriced(v, e);
+        return rc == CL_OK && verify_expect_no_moves(v, e) == CL_OK ? rederive_contract_set(v, e)
+                                                                    : CL_ERR_CORRUPT;
+    case COALITION__ENTRY_KIND__ENTRY_WINDOW_CLOSE:
+        rc = unpriced(v, e);
+        return rc == CL_OK && verify_expect_no_moves(v, e) == CL_OK ? settle_close(v, e)
+                                                                    : CL_ERR_CORRUPT;
+    default: return unpriced(v, e);
+    }
+}
+
+/* ---- records against the journal ---------------------------------------------------- */
+
+static int visit_contract(const MDB_val *k, const MDB_val *val, void *ctx)
+{
+    verify_t *v = ctx;
+    vcontract_t *item = k->mv_size < VERIFY_KEY_BYTES_MAX
+                            ? vmap_find(&v->contracts, k->mv_data, k->mv_size)
+                            : NULL;
+    if (item == NULL)
+        return verify_violation(v, "a contract record no journal entry recorded (%.*s)",
+                                (int)strnlen(k->mv_data, k->mv_size), (const char *)k->mv_data);
+    Coalition__Contract *r = coalition__contract__unpack(NULL, val->mv_size, val->mv_data);
+    const settle_contract_t *c = &item->c;
+    bool same = r != NULL && r->from_ms == c->from_ms && r->earn_rate_milli == c->earn_rate_milli &&
+                strcmp(r->currency, c->currency) == 0 &&
+                r->issue_price_per_mille == c->issue_price_per_mille &&
+                r->reimburse_per_mille == c->reimburse_per_mille && r->fee_minor == c->fee_minor &&
+                (int)r->funding == c->funding && r->net_cap_minor == c->net_cap_minor &&
+                r->created_seq == c->created_seq;
+    coalition__contract__free_unpacked(r, NULL);
+    item->seen = true;
+    if (!same)
+        return verify_violation(v, "contract of %s from %lld differs from its entry %llu",
+                                c->partner_id, (long long)c->from_ms,
+                                (unsigned long long)c->created_seq);
+    return CL_OK;
+}
+
+static bool counters_equal(const settle_counters_t *a, const settle_counters_t *b)
+{
+    return a->points_issued == b->points_issued &&
+           a->points_issued_reversed == b->points_issued_reversed &&
+           a->points_redeemed == b->points_redeemed &&
+           a->points_redeemed_reversed == b->points_redeemed_reversed &&
+           a->issue_minor == b->issue_minor && a->issue_reversed_minor == b->issue_reversed_minor &&
+           a->reimburse_minor == b->reimburse_minor &&
+           a->reimburse_reversed_minor == b->reimburse_reversed_minor &&
+           a->fee_minor == b->fee_minor && a->topup_points == b->topup_points &&
+           a->topup_minor == b->topup_minor && a->entries == b->entries;
+}
+
+static int check_counters(verify_t *v, const MDB_val *k, const MDB_val *val)
+{
+    vcounters_t *item = k->mv_size < VERIFY_KEY_BYTES_MAX
+                            ? vmap_find(&v->counters, k->mv_data, k->mv_size)
+                            : NULL;
+    const uint8_t *key = k->mv_data;
+    unsigned long long id = k->mv_size >= 9 ? (unsigned long long)store_get_u64(key + 1) : 0;
+    int plen = k->mv_size >= 9 ? (int)(k->mv_size - 9) : 0;
+    Coalition__WindowCounters *r =
+        coalition__window_counters__unpack(NULL, val->mv_size, val->mv_data);
+    settle_counters_t stored;
+    settle_counters_read(r, &stored);
+    coalition__window_counters__free_unpacked(r, NULL);
+    if (item == NULL || r == NULL || !counters_equal(&stored, &item->c))
+        return verify_violation(v,
+                                "window %llu counters of %.*s differ from a recomputation from "
+                                "the journal",
+                                id, plen, (const char *)key + 9);
+    item->seen = true;
+    return CL_OK;
+}
+
+static int check_prepaid(verify_t *v, const MDB_val *k, const MDB_val *val, uint64_t *nonzero)
+{
+    vpartner_t *p = k->mv_size > 1 ? vmap_find(&v->partners, (const char *)k->mv_data + 1,
+                                               k->mv_size - 1)
+                                   : NULL;
+    Coalition__PartnerPosition *r =
+        coalition__partner_position__unpack(NULL, val->mv_size, val->mv_data);
+    bool same = p != NULL && r != NULL && r->prepaid_remaining == p->prepaid;
+    *nonzero += same && p->prepaid != 0;
+    coalition__partner_position__free_unpacked(r, NULL);
+    if (!same)
+        return verify_violation(v, "prepaid block of %.*s differs from its top-ups and earns",
+                                (int)k->mv_size - 1, (const char *)k->mv_data + 1);
+    return CL_OK;
+}
+
+/* What the walk of the settlement database found. */
+typedef struct {
+    verify_t *v;
+    uint64_t windows, open_id;
+    uint64_t prepaid_records; /* those holding points, each matching the journal */
+} vsettle_walk_t;
+
+static int check_window_hash(verify_t *v, const Coalition__WindowRecord *r)
+{
+    if (r->last_seq == 0)
+        return r->last_hash.len == 0 || r->last_hash.len == WIRE_HASH_BYTES ? CL_OK
+                                                                           : CL_ERR_CORRUPT;
+    journal_entry_t *e = NULL;
+    int rc = ledger_get_entry(v->ledger, v->txn, r->last_seq, &e);
+    if (rc == CL_ERR_NOT_FOUND)
+        return verify_violation(v, "window %llu ends at entry %llu, not in the journal",
+                                (unsigned long long)r->id, (unsigned long long)r->last_seq);
+    bool same = rc == CL_OK && r->last_hash.len == WIRE_HASH_BYTES &&
+                memcmp(r->last_hash.data, e->hash.data, WIRE_HASH_BYTES) == 0;
+    coalition__journal_entry__free_unpacked(e, NULL);
+    if (rc == CL_OK && !same)
+        return verify_violation(v, "window %llu's last hash is not the hash of entry %llu",
+                                (unsigned long long)r->id, (unsigned long long)r->last_seq);
+    return rc;
+}
+
+static int check_window(vsettle_walk_t *w, const Coalition__WindowRecord *r)
+{
+    verify_t *v = w->v;
+    uint8_t key[8];
+    store_put_u64(key, r->id);
+    vwindow_t *seen = vmap_find(&v->windows, key, sizeof key);
+    bool open = r->state == COALITION__WINDOW_STATE__WINDOW_OPEN;
+    bool closed = r->state == COALITION__WINDOW_STATE__WINDOW_CLOSED;
+    if (r->id != w->windows + 1 || w->open_id != 0 || r->start_ms > r->end_ms ||
+        (!open && !closed && r->state != COALITION__WINDOW_STATE__WINDOW_ENDED))
+        return verify_violation(v, "window record %llu is out of order or in no valid state",
+                                (unsigned long long)r->id);
+    if (seen != NULL && (seen->min_seq < r->first_seq || (!open && seen->max_seq > r->last_seq)))
+        return verify_violation(v, "window %llu holds entries %llu..%llu outside its seqs %llu..%llu",
+                                (unsigned long long)r->id, (unsigned long long)seen->min_seq,
+                                (unsigned long long)seen->max_seq,
+                                (unsigned long long)r->first_seq, (unsigned long long)r->last_seq);
+    uint64_t close_seq = seen != NULL ? seen->close_seq : 0;
+    if (closed != (close_seq != 0) || r->close_seq != close_seq)
+        return verify_violation(v, "window %llu says closed at %llu, the journal at %llu",
+                                (unsigned long long)r->id, (unsigned long long)r->close_seq,
+                                (unsigned long long)close_seq);
+    w->windows++;
+    if (open)
+        w->open_id = r->id;
+    return open ? CL_OK : check_window_hash(v, r);
+}
+
+static int visit_settlement(const MDB_val *k, const MDB_val *val, void *ctx)
+{
+    vsettle_walk_t *w = ctx;
+    const char tag = k->mv_size > 0 ? ((const char *)k->mv_data)[0] : 0;
+    if (tag == 'C')
+        return check_counters(w->v, k, val);
+    if (tag == 'P')
+        return check_prepaid(w->v, k, val, &w->prepaid_records);
+    if (tag == 'S')
+        return CL_OK; /* checked after the walk */
+    Coalition__WindowRecord *r = tag == 'W' && k->mv_size == 9
+                                     ? coalition__window_record__unpack(NULL, val->mv_size,
+                                                                        val->mv_data)
+                                     : NULL;
+    int rc = r != NULL && r->id == store_get_u64((const uint8_t *)k->mv_data + 1)
+                 ? check_window(w, r)
+                 : verify_violation(w->v, "an unreadable settlement record");
+    coalition__window_record__free_unpacked(r, NULL);
+    return rc;
+}
+
+static int check_state(verify_t *v, const vsettle_walk_t *w)
+{
+    Coalition__SettlementState *s = NULL;
+    int rc = settle_get_state(v->ledger, v->txn, &s);
+    if (rc != CL_OK)
+        return rc;
+    bool ok = s->open_window_id == w->windows && w->open_id == w->windows &&
+              v->last_window_id <= w->windows &&
+              s->oldest_unclosed_id <= s->open_window_id + (s->open_window_id == 0);
+    coalition__settlement_state__free_unpacked(s, NULL);
+    if (!ok)
+        return verify_violation(v,
+                                "settlement state: %llu windows recorded, the open one is %llu, "
+                                "the journal reaches window %llu",
+                                (unsigned long long)w->windows, (unsigned long long)w->open_id,
+                                (unsigned long long)v->last_window_id);
+    return CL_OK;
+}
+
+int verify_settle_records(verify_t *v)
+{
+    vsettle_walk_t w = {v, 0, 0, 0};
+    int rc = store_walk(v->txn, v->ledger->db_contracts, NULL, visit_contract, v);
+    if (rc == CL_OK)
+        rc = store_walk(v->txn, v->ledger->db_settlement, NULL, visit_settlement, &w);
+    if (rc == CL_OK)
+        rc = check_state(v, &w);
+    for (size_t i = 0; rc == CL_OK && i < v->contracts.count; i++) {
+        const vcontract_t *c = vmap_at(&v->contracts, i);
+        if (!c->seen)
+            rc = verify_violation(v, "contract of %s recorded by entry %llu has no record",
+                                  c->c.partner_id, (unsigned long long)c->c.created_seq);
+    }
+    for (size_t i = 0; rc == CL_OK && i < v->counters.count; i++) {
+        const vcounters_t *c = vmap_at(&v->counters, i);
+        if (!c->seen)
+            rc = verify_violation(v, "window %llu counters of %s are missing",
+                                  (unsigned long long)store_get_u64((const uint8_t *)c->key.bytes + 1),
+                                  c->key.bytes + 9);
+    }
+    uint64_t holding = 0;
+    for (size_t i = 0; i < v->partners.count; i++)
+        holding += ((const vpartner_t *)vmap_at(&v->partners, i))->prepaid != 0;
+    if (rc == CL_OK && holding != w.prepaid_records)
+        rc = verify_violation(v, "%llu partners hold prepaid points by the journal, %llu records",
+                              (unsigned long long)holding,
+                              (unsigned long long)w.prepaid_records);
+    return rc;
+}
