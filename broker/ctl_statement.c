@@ -1,7 +1,5 @@
-/* coalitionctl statement: a closed window's settlement statement from its counters
- * (O(partners) records, never the journal), as JSON or CSV, optionally with the line
- * items (the window's journal entries) a partner can audit, signed with the operator's
- * Ed25519 key; and statement-verify, which checks such a file.
+/* coalitionctl statement and statement-verify: a closed window's statement
+ * (statement.c) signed with the operator's Ed25519 key, and the check of such a file.
  *
  * What is signed: the document without its signature. JSON: the file is
  * {"statement":{...},"signature":"ed25519:B64"}\n and the signed bytes are the same text
@@ -9,11 +7,10 @@
  * is #signature,ed25519:B64 and the signed bytes are every line before it. */
 #include "ctl.h"
 
-#include "amount.h"
 #include "errors.h"
 #include "json.h"
-#include "settle.h"
 #include "sign.h"
+#include "statement.h"
 
 #include <assert.h>
 #include <getopt.h>
@@ -22,347 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STATEMENT_FORMAT "coalition-statement-1"
-#define STATEMENT_PARTNERS_MAX 4096
-#define STATEMENT_CURRENCIES_MAX 32
 #define STATEMENT_FILE_BYTES_MAX (256u << 20) /* statement-verify reads at most this */
 #define JSON_SIGNATURE_TAG ",\"signature\":\""
 #define CSV_SIGNATURE_TAG "#signature,"
-
-typedef struct party {
-    settle_partner_row_t row;
-    char currency[CURRENCY_CODE_BYTES];
-    int64_t pays, paid, net; /* what it pays, what it is paid, pays - paid */
-} party_t;
-
-typedef struct margin {
-    char currency[CURRENCY_CODE_BYTES];
-    int64_t amount;
-} margin_t;
-
-typedef struct stmt {
-    ctl_t *ctl;
-    ledger_t *ledger;
-    settle_window_t w;
-    const char *partner; /* NULL: every partner */
-    bool csv, detail;
-    party_t *parties;
-    size_t n_parties;
-    margin_t margins[STATEMENT_CURRENCIES_MAX];
-    size_t n_margins;
-    FILE *out;
-} stmt_t;
-
-static const char *direction(int64_t net)
-{
-    return net > 0 ? "partner pays operator" : net < 0 ? "operator pays partner" : "even";
-}
-
-/* Hub figures of one partner; false when a sum leaves int64. */
-static bool party_figures(party_t *p)
-{
-    const settle_counters_t *c = &p->row.c;
-    bool ok = !__builtin_add_overflow(c->issue_minor, c->topup_minor, &p->pays) &&
-              !__builtin_add_overflow(p->pays, c->fee_minor, &p->pays) &&
-              !__builtin_add_overflow(p->pays, c->reimburse_reversed_minor, &p->pays) &&
-              !__builtin_add_overflow(c->reimburse_minor, c->issue_reversed_minor, &p->paid) &&
-              !__builtin_sub_overflow(p->pays, p->paid, &p->net);
-    assert(!ok || (settle_i128_t)p->net == settle_net_hub(c));
-    return ok;
-}
-
-static int add_margin(stmt_t *s, const char *currency, int64_t net)
-{
-    size_t i = 0;
-    while (i < s->n_margins && strcmp(s->margins[i].currency, currency) != 0)
-        i++;
-    if (i == STATEMENT_CURRENCIES_MAX)
-        return CL_ERR_OVERFLOW;
-    if (i == s->n_margins) {
-        snprintf(s->margins[i].currency, CURRENCY_CODE_BYTES, "%s", currency);
-        s->margins[i].amount = 0;
-        s->n_margins++;
-    }
-    return __builtin_add_overflow(s->margins[i].amount, net, &s->margins[i].amount)
-               ? CL_ERR_OVERFLOW
-               : CL_OK;
-}
-
-static int party_add(stmt_t *s, const settle_partner_row_t *row)
-{
-    if (s->n_parties == STATEMENT_PARTNERS_MAX)
-        return CL_ERR_OVERFLOW;
-    party_t *p = &s->parties[s->n_parties];
-    memset(p, 0, sizeof *p);
-    p->row = *row;
-    settle_contract_t first;
-    size_t n = 0;
-    int rc = ledger_contracts(s->ledger, row->partner_id, &first, 1, &n);
-    if (rc == CL_OK && n != 1)
-        rc = CL_ERR_CORRUPT;
-    if (rc != CL_OK)
-        return rc;
-    snprintf(p->currency, sizeof p->currency, "%s", first.currency); /* fixed per partner */
-    if (!party_figures(p))
-        return CL_ERR_OVERFLOW;
-    s->n_parties++;
-    return add_margin(s, p->currency, p->net);
-}
-
-static int load_parties(stmt_t *s)
-{
-    settle_partner_row_t rows[LEDGER_SLICE_RECORDS_MAX];
-    char after[PARTNER_ID_LEN_MAX + 1] = "";
-    size_t n = 0;
-    int rc;
-    do {
-        rc = ledger_window_counters(s->ledger, s->w.id, after, rows, LEDGER_SLICE_RECORDS_MAX, &n);
-        for (size_t i = 0; rc == CL_OK && i < n; i++)
-            if (s->partner == NULL || strcmp(s->partner, rows[i].partner_id) == 0)
-                rc = party_add(s, &rows[i]);
-        if (n > 0)
-            snprintf(after, sizeof after, "%s", rows[n - 1].partner_id);
-    } while (rc == CL_OK && n == LEDGER_SLICE_RECORDS_MAX);
-    return rc;
-}
-
-/* ---- line items ------------------------------------------------------------------------ */
-
-static bool priced_kind(int kind)
-{
-    switch (kind) {
-    case COALITION__ENTRY_KIND__ENTRY_EARN:
-    case COALITION__ENTRY_KIND__ENTRY_BURN:
-    case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
-    case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
-    case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
-    case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
-    case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP: return true;
-    default: return false;
-    }
-}
-
-/* The partner whose counters an entry moved (a top-up names it as participant). */
-static const char *entry_partner(const journal_entry_t *e)
-{
-    return e->kind == COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP ? e->participant : e->partner_id;
-}
-
-/* CSV field: quoted when it holds a comma, quote or line break (RFC 4180). */
-static void csv_field(FILE *out, const char *s)
-{
-    if (strpbrk(s, ",\"\r\n") == NULL) {
-        fputs(s, out);
-        return;
-    }
-    fputc('"', out);
-    for (; *s != '\0'; s++) {
-        if (*s == '"')
-            fputc('"', out);
-        fputc(*s, out);
-    }
-    fputc('"', out);
-}
-
-static void emit_line(stmt_t *s, const journal_entry_t *e, bool first)
-{
-    char at[SETTLE_TIME_TEXT_BYTES], till[SETTLE_TIME_TEXT_BYTES] = "";
-    settle_time_text(e->time_ms, at);
-    if (e->client_time_ms > 0)
-        settle_time_text(e->client_time_ms, till);
-    const char *strs[] = {entry_partner(e), e->site_id, e->txn_id, e->original_txn_id,
-                          e->member_id};
-    const char *names[] = {"partner", "site", "txn", "original_txn", "member"};
-    if (s->csv) {
-        fprintf(s->out, "line,%" PRIu64 ",%s,%s,%s", e->seq, at, till,
-                ledger_entry_kind_name(e->kind));
-        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-            fputc(',', s->out);
-            csv_field(s->out, strs[i]);
-        }
-        fprintf(s->out, ",%" PRId64 ",%" PRId64 ",%" PRId64 "\n", e->points, e->settle_minor,
-                e->fee_minor);
-        return;
-    }
-    fprintf(s->out, "%s\n{\"seq\":%" PRIu64 ",\"time\":\"%s\",\"till_time\":\"%s\",\"kind\":\"%s\"",
-            first ? "" : ",", e->seq, at, till, ledger_entry_kind_name(e->kind));
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        fprintf(s->out, ",\"%s\":", names[i]);
-        json_write_string(s->out, strs[i]);
-    }
-    fprintf(s->out, ",\"points\":%" PRId64 ",\"money_minor\":%" PRId64 ",\"fee_minor\":%" PRId64 "}",
-            e->points, e->settle_minor, e->fee_minor);
-}
-
-/* The window's priced entries (of the partner), read in bounded slices. */
-static int emit_lines(stmt_t *s)
-{
-    journal_entry_t *entries[LEDGER_SLICE_RECORDS_MAX];
-    uint64_t next = s->w.first_seq;
-    size_t n = 0;
-    bool first = true;
-    int rc = CL_OK;
-    if (s->csv)
-        fprintf(s->out, "record,seq,time,till_time,kind,partner,site,txn,original_txn,member,"
-                        "points,money_minor,fee_minor\n");
-    while (rc == CL_OK && next <= s->w.last_seq) {
-        rc = ledger_journal_slice(s->ledger, next, entries, LEDGER_SLICE_RECORDS_MAX, &n);
-        for (size_t i = 0; rc == CL_OK && i < n && entries[i]->seq <= s->w.last_seq; i++) {
-            const journal_entry_t *e = entries[i];
-            if (e->window_id == s->w.id && priced_kind(e->kind) &&
-                (s->partner == NULL || strcmp(entry_partner(e), s->partner) == 0)) {
-                emit_line(s, e, first);
-                first = false;
-            }
-        }
-        next = n > 0 ? entries[n - 1]->seq + 1 : s->w.last_seq + 1;
-        ledger_journal_slice_free(entries, n);
-    }
-    return rc;
-}
-
-/* ---- the document -------------------------------------------------------------------- */
-
-static void hex_of(const uint8_t *b, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
-static void emit_party_json(stmt_t *s, const party_t *p, bool first)
-{
-    const settle_counters_t *c = &p->row.c;
-    fprintf(s->out, "%s\n{\"partner\":", first ? "" : ",");
-    json_write_string(s->out, p->row.partner_id);
-    fprintf(s->out,
-            ",\"currency\":\"%s\",\"points_issued\":%" PRId64 ",\"points_issued_reversed\":%" PRId64
-            ",\"points_redeemed\":%" PRId64 ",\"points_redeemed_reversed\":%" PRId64
-            ",\"points_topped_up\":%" PRId64 ",\"issue_minor\":%" PRId64
-            ",\"issue_reversed_minor\":%" PRId64 ",\"topup_minor\":%" PRId64 ",\"fee_minor\":%" PRId64
-            ",\"reimburse_minor\":%" PRId64 ",\"reimburse_reversed_minor\":%" PRId64
-            ",\"partner_pays_minor\":%" PRId64 ",\"partner_is_paid_minor\":%" PRId64
-            ",\"net_minor\":%" PRId64 ",\"direction\":\"%s\",\"entries\":%" PRIu64 "}",
-            p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
-            c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
-            c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
-            p->paid, p->net, direction(p->net), c->entries);
-}
-
-static void emit_party_csv(stmt_t *s, const party_t *p)
-{
-    const settle_counters_t *c = &p->row.c;
-    fputs("partner,", s->out);
-    csv_field(s->out, p->row.partner_id);
-    fprintf(s->out,
-            ",%s,%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
-            ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
-            ",%s,%" PRIu64 "\n",
-            p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
-            c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
-            c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
-            p->paid, p->net, direction(p->net), c->entries);
-}
-
-/* The hub model's matrix: every partner's net against the operator. */
-static void emit_matrix(stmt_t *s)
-{
-    bool first = true;
-    if (s->csv)
-        fprintf(s->out, "record,payer,payee,currency,amount_minor\n");
-    for (size_t i = 0; i < s->n_parties; i++) {
-        const party_t *p = &s->parties[i];
-        if (p->net == 0)
-            continue;
-        const char *payer = p->net > 0 ? p->row.partner_id : OPERATOR_PARTNER_ID;
-        const char *payee = p->net > 0 ? OPERATOR_PARTNER_ID : p->row.partner_id;
-        int64_t amount = p->net > 0 ? p->net : -p->net;
-        if (s->csv) {
-            fputs("matrix,", s->out);
-            csv_field(s->out, payer);
-            fputc(',', s->out);
-            csv_field(s->out, payee);
-            fprintf(s->out, ",%s,%" PRId64 "\n", p->currency, amount);
-            continue;
-        }
-        fprintf(s->out, "%s\n{\"payer\":", first ? "" : ",");
-        json_write_string(s->out, payer);
-        fprintf(s->out, ",\"payee\":");
-        json_write_string(s->out, payee);
-        fprintf(s->out, ",\"currency\":\"%s\",\"amount_minor\":%" PRId64 "}", p->currency, amount);
-        first = false;
-    }
-}
-
-static void emit_margins(stmt_t *s)
-{
-    if (s->csv)
-        fprintf(s->out, "record,currency,operator_margin_minor\n");
-    for (size_t i = 0; i < s->n_margins; i++) {
-        if (s->csv)
-            fprintf(s->out, "margin,%s,%" PRId64 "\n", s->margins[i].currency,
-                    s->margins[i].amount);
-        else
-            fprintf(s->out, "%s\n{\"currency\":\"%s\",\"amount_minor\":%" PRId64 "}",
-                    i == 0 ? "" : ",", s->margins[i].currency, s->margins[i].amount);
-    }
-}
-
-static void emit_header(stmt_t *s)
-{
-    char start[SETTLE_TIME_TEXT_BYTES], end[SETTLE_TIME_TEXT_BYTES];
-    char hash[2 * WIRE_HASH_BYTES + 1];
-    settle_time_text(s->w.start_ms, start);
-    settle_time_text(s->w.end_ms, end);
-    hex_of(s->w.last_hash, WIRE_HASH_BYTES, hash);
-    const char *model = s->w.model == COALITION__SETTLEMENT_MODEL__MODEL_HUB ? "hub" : "issuer-pays";
-    if (s->csv) {
-        fprintf(s->out, "record,format,window,start,end,model,first_seq,last_seq,last_hash,"
-                        "close_seq,partner\n");
-        fprintf(s->out, "statement,%s,%" PRIu64 ",%s,%s,%s,%" PRIu64 ",%" PRIu64 ",%s,%" PRIu64 ",",
-                STATEMENT_FORMAT, s->w.id, start, end, model, s->w.first_seq, s->w.last_seq, hash,
-                s->w.close_seq);
-        csv_field(s->out, s->partner != NULL ? s->partner : "");
-        fprintf(s->out, "\nrecord,partner,currency,points_issued,points_issued_reversed,"
-                        "points_redeemed,points_redeemed_reversed,points_topped_up,issue_minor,"
-                        "issue_reversed_minor,topup_minor,fee_minor,reimburse_minor,"
-                        "reimburse_reversed_minor,partner_pays_minor,partner_is_paid_minor,"
-                        "net_minor,direction,entries\n");
-        return;
-    }
-    fprintf(s->out,
-            "{\"statement\":{\"format\":\"%s\",\"window\":%" PRIu64 ",\"start\":\"%s\",\"end\":\"%s\","
-            "\"model\":\"%s\",\"first_seq\":%" PRIu64 ",\"last_seq\":%" PRIu64 ",\"last_hash\":\"%s\","
-            "\"close_seq\":%" PRIu64 ",\"partner\":",
-            STATEMENT_FORMAT, s->w.id, start, end, model, s->w.first_seq, s->w.last_seq, hash,
-            s->w.close_seq);
-    json_write_string(s->out, s->partner != NULL ? s->partner : "");
-}
-
-static int emit(stmt_t *s)
-{
-    emit_header(s);
-    if (!s->csv)
-        fprintf(s->out, ",\"partners\":[");
-    for (size_t i = 0; i < s->n_parties; i++) {
-        if (s->csv)
-            emit_party_csv(s, &s->parties[i]);
-        else
-            emit_party_json(s, &s->parties[i], i == 0);
-    }
-    fprintf(s->out, s->csv ? "" : "],\"matrix\":[");
-    emit_matrix(s);
-    if (s->partner == NULL) {
-        fprintf(s->out, s->csv ? "" : "],\"operator_margin\":[");
-        emit_margins(s);
-    }
-    int rc = CL_OK;
-    if (s->detail) {
-        fprintf(s->out, s->csv ? "" : "],\"lines\":[");
-        rc = emit_lines(s);
-    }
-    fprintf(s->out, s->csv ? "" : "]}}\n");
-    return rc;
-}
 
 /* ---- signing and the commands ------------------------------------------------------------ */
 
@@ -389,11 +48,12 @@ static int write_signed(const char *doc, size_t len, bool csv, const char *key_p
 
 typedef struct stmt_args {
     uint64_t window;
-    const char *format, *out_path, *key_path;
+    const char *partner, *format, *out_path, *key_path;
+    bool csv, detail;
     char key_buf[CTL_PATH_BYTES_MAX];
 } stmt_args_t;
 
-static int statement_args(ctl_t *ctl, int argc, char **argv, stmt_t *s, stmt_args_t *a)
+static int statement_args(ctl_t *ctl, int argc, char **argv, stmt_args_t *a)
 {
     static const struct option longopts[] = {{"partner", required_argument, NULL, 'p'},
                                              {"format", required_argument, NULL, 'f'},
@@ -408,9 +68,9 @@ static int statement_args(ctl_t *ctl, int argc, char **argv, stmt_t *s, stmt_arg
     optind = 0;
     while ((c = getopt_long(argc, argv, "p:f:do:k:", longopts, NULL)) != -1) {
         switch (c) {
-        case 'p': s->partner = optarg; break;
+        case 'p': a->partner = optarg; break;
         case 'f': a->format = optarg; break;
-        case 'd': s->detail = true; break;
+        case 'd': a->detail = true; break;
         case 'o': a->out_path = optarg; break;
         case 'k': a->key_path = optarg; break;
         default: return EXIT_USAGE;
@@ -418,8 +78,9 @@ static int statement_args(ctl_t *ctl, int argc, char **argv, stmt_t *s, stmt_arg
     }
     char *end = NULL;
     a->window = optind + 1 == argc ? strtoull(argv[optind], &end, 10) : 0;
-    s->csv = strcmp(a->format, "csv") == 0;
-    if (a->window == 0 || *end != '\0' || (!s->csv && strcmp(a->format, "json") != 0)) {
+    a->csv = strcmp(a->format, "csv") == 0;
+    if (a->window == 0 || *end != '\0' || (!a->csv && strcmp(a->format, "json") != 0) ||
+        (a->partner != NULL && !wire_id_valid(a->partner, PARTNER_ID_LEN_MAX))) {
         fprintf(stderr, "coalitionctl: usage: statement WINDOW [--partner P] [--format csv|json] "
                         "[--detail] [--out FILE] [--sign-key FILE]\n");
         return EXIT_USAGE;
@@ -427,66 +88,41 @@ static int statement_args(ctl_t *ctl, int argc, char **argv, stmt_t *s, stmt_arg
     return 0;
 }
 
-/* The window must be closed: a statement is final. */
-static int statement_window(stmt_t *s, uint64_t id)
+static int report_build_error(int rc, uint64_t id)
 {
-    int rc = ledger_window(s->ledger, id, &s->w);
-    if (rc == CL_ERR_NOT_FOUND) {
+    if (rc == CL_ERR_NOT_FOUND)
         fprintf(stderr, "coalitionctl: no settlement window %" PRIu64 "\n", id);
-        return EXIT_DECLINED;
-    }
-    if (rc == CL_OK && s->w.state != COALITION__WINDOW_STATE__WINDOW_CLOSED) {
+    else if (rc == CL_ERR_INVALID)
         fprintf(stderr, "coalitionctl: window %" PRIu64 " is not closed yet; statements are "
                         "final, so only closed windows have one (see window close)\n", id);
-        return EXIT_DECLINED;
-    }
-    if (rc != CL_OK) {
-        fprintf(stderr, "coalitionctl: cannot read window %" PRIu64 ": %s\n", id, cl_strerror(rc));
-        return EXIT_USAGE;
-    }
-    return 0;
-}
-
-static int statement_build(stmt_t *s, char **doc, size_t *len)
-{
-    s->parties = calloc(STATEMENT_PARTNERS_MAX, sizeof *s->parties);
-    s->out = open_memstream(doc, len);
-    int rc = s->parties != NULL && s->out != NULL ? load_parties(s) : CL_ERR_NOMEM;
-    if (rc == CL_OK)
-        rc = emit(s);
-    if (s->out != NULL && fclose(s->out) != 0 && rc == CL_OK)
-        rc = CL_ERR_NOMEM;
-    free(s->parties);
-    s->parties = NULL;
-    if (rc != CL_OK)
-        fprintf(stderr, "coalitionctl: cannot build the statement: %s\n", cl_strerror(rc));
-    return rc;
+    else
+        fprintf(stderr, "coalitionctl: cannot build the statement of window %" PRIu64 ": %s\n",
+                id, cl_strerror(rc));
+    return rc == CL_ERR_NOT_FOUND || rc == CL_ERR_INVALID ? EXIT_DECLINED : EXIT_USAGE;
 }
 
 int ctl_statement(ctl_t *ctl, int argc, char **argv)
 {
-    stmt_t s;
     stmt_args_t a;
-    memset(&s, 0, sizeof s);
     memset(&a, 0, sizeof a);
-    s.ctl = ctl;
-    int rc = statement_args(ctl, argc, argv, &s, &a);
+    int rc = statement_args(ctl, argc, argv, &a);
+    ledger_t *ledger = NULL;
     if (rc != 0)
         return rc;
-    if (ctl_open_read_only(ctl, &s.ledger) != CL_OK)
+    if (ctl_open_read_only(ctl, &ledger) != CL_OK)
         return EXIT_USAGE;
     char *doc = NULL;
     size_t len = 0;
-    rc = statement_window(&s, a.window);
-    if (rc == 0 && statement_build(&s, &doc, &len) != CL_OK)
-        rc = EXIT_USAGE;
-    ledger_destroy(&s.ledger);
-    FILE *out = rc == 0 && a.out_path != NULL ? fopen(a.out_path, "we") : stdout;
-    if (rc == 0 && out == NULL) {
+    int built = statement_build(ledger, a.window, a.partner, a.csv, a.detail, &doc, &len);
+    ledger_destroy(&ledger);
+    if (built != CL_OK)
+        return report_build_error(built, a.window);
+    FILE *out = a.out_path != NULL ? fopen(a.out_path, "we") : stdout;
+    if (out == NULL) {
         fprintf(stderr, "coalitionctl: cannot write %s\n", a.out_path);
         rc = EXIT_USAGE;
     }
-    if (rc == 0 && write_signed(doc, len, s.csv, a.key_path, out) != CL_OK)
+    if (rc == 0 && write_signed(doc, len, a.csv, a.key_path, out) != CL_OK)
         rc = EXIT_USAGE;
     if (out != NULL && out != stdout && fclose(out) != 0 && rc == 0)
         rc = EXIT_USAGE;
