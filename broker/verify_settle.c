@@ -452,7 +452,8 @@ static int check_window(vsettle_walk_t *w, const Coalition__WindowRecord *r)
         (!open && !closed && r->state != COALITION__WINDOW_STATE__WINDOW_ENDED))
         return verify_violation(v, "window record %llu is out of order or in no valid state",
                                 (unsigned long long)r->id);
-    if (seen != NULL && (seen->min_seq < r->first_seq || (!open && seen->max_seq > r->last_seq)))
+    bool holds = seen != NULL && seen->max_seq != 0; /* a closed window may hold nothing */
+    if (holds && (seen->min_seq < r->first_seq || (!open && seen->max_seq > r->last_seq)))
         return verify_violation(v, "window %llu holds entries %llu..%llu outside its seqs %llu..%llu",
                                 (unsigned long long)r->id, (unsigned long long)seen->min_seq,
                                 (unsigned long long)seen->max_seq,
