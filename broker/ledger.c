@@ -580,6 +580,16 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     e.closed_window_id = d->closed_window_id;
     e.client_time_ms = env->client_time_ms;
     assert(e.window_id != 0); /* settle_roll opened one before anything is recorded */
+    Coalition__PairAmount shares[SETTLE_PARTNERS_MAX], *share_ptrs[SETTLE_PARTNERS_MAX];
+    for (size_t i = 0; i < d->settle.n_shares; i++) {
+        coalition__pair_amount__init(&shares[i]);
+        shares[i].partner_id = d->settle.shares[i].partner_id;
+        shares[i].points = d->settle.shares[i].points;
+        shares[i].minor = d->settle.shares[i].minor;
+        share_ptrs[i] = &shares[i];
+    }
+    e.issuer_shares = share_ptrs;
+    e.n_issuer_shares = d->settle.n_shares;
     for (size_t i = 0; i < d->posting_count; i++)
         postings[i] = &d->postings[i];
     e.postings = postings;

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define LEDGER_SCHEMA_VERSION 4u
-#define LEDGER_ENTRY_BYTES_MAX 4096
+#define LEDGER_ENTRY_BYTES_MAX 16384
 #define ACCOUNT_NAME_BYTES_MAX 96
 /* Idempotency and reversal keys: "partner\0site\0txn". */
 #define TXN_KEY_BYTES_MAX (PARTNER_ID_LEN_MAX + 1 + SITE_ID_LEN_MAX + 1 + TXN_ID_LEN_MAX)

@@ -16,6 +16,13 @@
 #define ACCOUNT_ISSUED_FMT "partner:%s:issued"
 #define ACCOUNT_REDEEMED_FMT "partner:%s:redeemed"
 
+/* Points outstanding by issuer (the settlement "O" record), sorted by id. */
+typedef struct outstanding {
+    size_t n;
+    char ids[SETTLE_PARTNERS_MAX][PARTNER_ID_LEN_MAX + 1];
+    int64_t points[SETTLE_PARTNERS_MAX];
+} outstanding_t;
+
 struct ledger {
     MDB_env *env;
     store_mode_t mode;
@@ -34,6 +41,9 @@ struct ledger {
     uint8_t batch_head[WIRE_HASH_BYTES];
     uint64_t batch_window_id;    /* the open settlement window inside the batch (0: none) */
     int64_t batch_window_end_ms; /* when it ends */
+    /* Writer-only scratch for settle.c (too large for the stack of every request). */
+    settle_partner_row_t scratch_row;
+    outstanding_t scratch_outstanding;
 };
 
 /* What an approved request does to settlement: the counters of `partner` in the open
@@ -44,6 +54,8 @@ typedef struct settle_effect {
     int64_t contract_from_ms;
     int64_t settle_minor, fee_minor;
     int64_t prepaid_delta; /* change of the partner's prepaid block */
+    size_t n_shares;       /* a burn's issuers, or what a burn's reversal gives back */
+    settle_pair_t shares[SETTLE_PARTNERS_MAX];
 } settle_effect_t;
 
 /* What one request does. Strings point into the envelope or into the buffers here. */
@@ -114,10 +126,14 @@ int settle_end_early(ledger_t *self, MDB_txn *txn, int64_t now_ms);
 /* Pricing into d->settle (earn: 61 past the prepaid block or the net cap). */
 int settle_price_earn(ledger_t *self, MDB_txn *txn, const char *partner,
                       const Coalition__Contract *c, int64_t points, decision_t *d);
-void settle_price_burn(const char *partner, const Coalition__Contract *c, int64_t points,
-                       decision_t *d);
-void settle_price_reversal(const char *partner, const Coalition__Contract *c, bool of_earn,
-                           int64_t reversed_before, int64_t points, decision_t *d);
+int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
+                      const Coalition__Contract *c, int64_t points, decision_t *d);
+/* CL_ERR_CORRUPT when a burn original's issuer shares do not add up. */
+int settle_price_reversal(const char *partner, const Coalition__Contract *c,
+                          const journal_entry_t *original, int64_t reversed_before,
+                          int64_t points, decision_t *d);
+/* A stored counters record into a row (scalars and pairs); NULL: all zero. */
+int settle_counters_row(const Coalition__WindowCounters *r, settle_partner_row_t *row);
 /* The approved decision onto the open window's counters and the prepaid block.
  * CL_ERR_OVERFLOW: a counter would leave int64 (the request is declined 61). */
 int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d);

@@ -274,8 +274,10 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     rc = contract_now(self, txn, env, d, &c);
     if (rc != CL_OK)
         return rc;
-    settle_price_burn(env->partner_id, c, points, d);
+    rc = settle_price_burn(self, txn, env->partner_id, c, points, d);
     coalition__contract__free_unpacked(c, NULL);
+    if (rc != CL_OK)
+        return rc;
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, env->partner_id);
     ledger_account_member(member, sizeof member, r->member_id);
     rc = move_or_decline(self, txn, d, member, redeemed, points);
@@ -445,9 +447,10 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
     int rc = settle_contract_exact(self, txn, env->partner_id, o->entry->contract_from_ms, &c);
     if (rc != CL_OK)
         return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc; /* the original was priced so */
-    bool of_earn = o->entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
-    settle_price_reversal(env->partner_id, c, of_earn, o->rev.reversed_points, points, d);
+    rc = settle_price_reversal(env->partner_id, c, o->entry, o->rev.reversed_points, points, d);
     coalition__contract__free_unpacked(c, NULL);
+    if (rc != CL_OK)
+        return rc;
     ledger_account_member(member, sizeof member, o->entry->member_id);
     if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
         snprintf(partner_acct, sizeof partner_acct, ACCOUNT_REDEEMED_FMT, env->partner_id);
@@ -651,6 +654,15 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     }
     if (rc != MDB_NOTFOUND)
         return store_err(rc);
+    MDB_stat st;
+    rc = mdb_stat(txn, self->db_partners, &st);
+    if (rc != MDB_SUCCESS)
+        return store_err(rc);
+    if (st.ms_entries >= SETTLE_PARTNERS_MAX) {
+        decline(d, RC_EXCEEDS_LIMIT, "the coalition holds its maximum of %d partners",
+                SETTLE_PARTNERS_MAX);
+        return CL_OK;
+    }
     Coalition__PartnerRecord p = COALITION__PARTNER_RECORD__INIT;
     p.partner_id = r->partner_id;
     p.earn_rate_milli = r->earn_rate_milli;

@@ -308,26 +308,58 @@ settle_i128_t settle_net_hub(const settle_counters_t *c)
            c->reimburse_minor + c->reimburse_reversed_minor;
 }
 
-static int get_counters(ledger_t *self, MDB_txn *txn, uint64_t window_id, const char *partner,
-                        settle_counters_t *out)
+static void pairs_read(const Coalition__WindowCounters *r, settle_partner_row_t *row)
+{
+    row->n_pairs = 0;
+    for (size_t i = 0; r != NULL && i < r->n_owed_by && i < SETTLE_PARTNERS_MAX; i++) {
+        settle_pair_t *p = &row->pairs[row->n_pairs++];
+        snprintf(p->partner_id, sizeof p->partner_id, "%s", r->owed_by[i]->partner_id);
+        p->points = r->owed_by[i]->points;
+        p->minor = r->owed_by[i]->minor;
+    }
+}
+
+int settle_counters_row(const Coalition__WindowCounters *r, settle_partner_row_t *row)
+{
+    settle_counters_read(r, &row->c);
+    pairs_read(r, row);
+    return r == NULL || r->n_owed_by <= SETTLE_PARTNERS_MAX ? CL_OK : CL_ERR_CORRUPT;
+}
+
+static int get_row(ledger_t *self, MDB_txn *txn, uint64_t window_id, const char *partner,
+                   settle_partner_row_t *row)
 {
     uint8_t key[SETTLE_WINDOW_KEY_BYTES];
     size_t len = window_key(key, COUNTERS_TAG, window_id, partner);
     Coalition__WindowCounters *r = NULL;
     int rc = ledger_get_record(txn, self->db_settlement, key, len,
                                &coalition__window_counters__descriptor, (ProtobufCMessage **)&r);
-    settle_counters_read(rc == CL_OK ? r : NULL, out);
+    snprintf(row->partner_id, sizeof row->partner_id, "%s", partner);
+    int read = settle_counters_row(rc == CL_OK ? r : NULL, row);
     coalition__window_counters__free_unpacked(r, NULL);
+    if (rc == CL_OK)
+        rc = read;
     return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
 }
 
-static int put_counters(ledger_t *self, MDB_txn *txn, uint64_t window_id, const char *partner,
-                        const settle_counters_t *c)
+static int put_row(ledger_t *self, MDB_txn *txn, uint64_t window_id,
+                   const settle_partner_row_t *row)
 {
     uint8_t key[SETTLE_WINDOW_KEY_BYTES];
-    size_t len = window_key(key, COUNTERS_TAG, window_id, partner);
+    size_t len = window_key(key, COUNTERS_TAG, window_id, row->partner_id);
     Coalition__WindowCounters r;
-    counters_to(c, &r);
+    Coalition__PairAmount pairs[SETTLE_PARTNERS_MAX], *ptrs[SETTLE_PARTNERS_MAX];
+    assert(row->n_pairs <= SETTLE_PARTNERS_MAX);
+    counters_to(&row->c, &r);
+    for (size_t i = 0; i < row->n_pairs; i++) {
+        coalition__pair_amount__init(&pairs[i]);
+        pairs[i].partner_id = (char *)row->pairs[i].partner_id;
+        pairs[i].points = row->pairs[i].points;
+        pairs[i].minor = row->pairs[i].minor;
+        ptrs[i] = &pairs[i];
+    }
+    r.owed_by = ptrs;
+    r.n_owed_by = row->n_pairs;
     return ledger_put_record(txn, self->db_settlement, key, len, &r.base);
 }
 
@@ -374,13 +406,123 @@ static int unsettled_net(ledger_t *self, MDB_txn *txn, const char *partner, sett
         rc = settle_get_window(self, txn, id, &w);
         bool closed = rc == CL_OK && w->state == COALITION__WINDOW_STATE__WINDOW_CLOSED;
         coalition__window_record__free_unpacked(w, NULL);
-        settle_counters_t c;
         if (rc == CL_OK && !closed)
-            rc = get_counters(self, txn, id, partner, &c);
+            rc = get_row(self, txn, id, partner, &self->scratch_row);
         if (rc == CL_OK && !closed)
-            *out += settle_net_hub(&c);
+            *out += settle_net_hub(&self->scratch_row.c);
     }
     return rc;
+}
+
+/* ---- issuer shares ------------------------------------------------------------------ */
+
+__extension__ typedef __int128 i128_t;
+
+void settle_split(int64_t total, const int64_t *weights, size_t n, int64_t *out)
+{
+    i128_t sum = 0, given = 0;
+    i128_t rem[SETTLE_PARTNERS_MAX];
+    assert(total >= 0 && n <= SETTLE_PARTNERS_MAX);
+    for (size_t i = 0; i < n; i++)
+        sum += weights[i] > 0 ? weights[i] : 0;
+    assert(sum > 0 || total == 0);
+    for (size_t i = 0; i < n; i++) {
+        i128_t w = weights[i] > 0 ? weights[i] : 0;
+        out[i] = sum > 0 ? (int64_t)((i128_t)total * w / sum) : 0;
+        rem[i] = sum > 0 ? (i128_t)total * w % sum : 0;
+        given += out[i];
+    }
+    /* The units left over, one each to the largest remainders, ties to the lower index. */
+    for (i128_t left = total - given; left > 0; left--) {
+        size_t best = n;
+        for (size_t i = 0; i < n; i++)
+            if (rem[i] > 0 && (best == n || rem[i] > rem[best]))
+                best = i;
+        assert(best < n);
+        out[best]++;
+        rem[best] = 0;
+    }
+}
+
+void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after,
+                      int64_t *out)
+{
+    int64_t prefix = 0;
+    assert(0 <= before && before <= after);
+    for (size_t i = 0; i < n; i++) {
+        int64_t lo = before - prefix, hi = after - prefix;
+        lo = lo < 0 ? 0 : lo > shares[i] ? shares[i] : lo;
+        hi = hi < 0 ? 0 : hi > shares[i] ? shares[i] : hi;
+        out[i] = hi - lo;
+        prefix += shares[i];
+    }
+}
+
+#define OUTSTANDING_KEY "O"
+
+
+static int outstanding_get(ledger_t *self, MDB_txn *txn, outstanding_t *o)
+{
+    Coalition__Outstanding *r = NULL;
+    int rc = ledger_get_record(txn, self->db_settlement, OUTSTANDING_KEY, 1,
+                               &coalition__outstanding__descriptor, (ProtobufCMessage **)&r);
+    o->n = 0;
+    if (rc == CL_OK && r->n_issuers > SETTLE_PARTNERS_MAX)
+        rc = CL_ERR_CORRUPT;
+    for (size_t i = 0; rc == CL_OK && i < r->n_issuers; i++) {
+        snprintf(o->ids[i], sizeof o->ids[i], "%s", r->issuers[i]->partner_id);
+        o->points[i] = r->issuers[i]->points;
+        o->n++;
+    }
+    coalition__outstanding__free_unpacked(r, NULL);
+    return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
+}
+
+static int outstanding_put(ledger_t *self, MDB_txn *txn, const outstanding_t *o)
+{
+    Coalition__PairAmount pairs[SETTLE_PARTNERS_MAX], *ptrs[SETTLE_PARTNERS_MAX];
+    Coalition__Outstanding r = COALITION__OUTSTANDING__INIT;
+    for (size_t i = 0; i < o->n; i++) {
+        coalition__pair_amount__init(&pairs[i]);
+        pairs[i].partner_id = (char *)o->ids[i];
+        pairs[i].points = o->points[i];
+        ptrs[i] = &pairs[i];
+    }
+    r.issuers = ptrs;
+    r.n_issuers = o->n;
+    return ledger_put_record(txn, self->db_settlement, OUTSTANDING_KEY, 1, &r.base);
+}
+
+/* The index of issuer `id` in the sorted list, inserted at zero when absent. */
+static size_t outstanding_slot(outstanding_t *o, const char *id)
+{
+    size_t at = 0;
+    while (at < o->n && strcmp(o->ids[at], id) < 0)
+        at++;
+    if (at < o->n && strcmp(o->ids[at], id) == 0)
+        return at;
+    assert(o->n < SETTLE_PARTNERS_MAX);
+    memmove(o->ids[at + 1], o->ids[at], (o->n - at) * sizeof o->ids[0]);
+    memmove(&o->points[at + 1], &o->points[at], (o->n - at) * sizeof o->points[0]);
+    snprintf(o->ids[at], sizeof o->ids[at], "%s", id);
+    o->points[at] = 0;
+    o->n++;
+    return at;
+}
+
+static size_t row_pair_slot(settle_partner_row_t *row, const char *id)
+{
+    size_t at = 0;
+    while (at < row->n_pairs && strcmp(row->pairs[at].partner_id, id) < 0)
+        at++;
+    if (at < row->n_pairs && strcmp(row->pairs[at].partner_id, id) == 0)
+        return at;
+    assert(row->n_pairs < SETTLE_PARTNERS_MAX);
+    memmove(&row->pairs[at + 1], &row->pairs[at], (row->n_pairs - at) * sizeof row->pairs[0]);
+    memset(&row->pairs[at], 0, sizeof row->pairs[at]);
+    snprintf(row->pairs[at].partner_id, sizeof row->pairs[at].partner_id, "%s", id);
+    row->n_pairs++;
+    return at;
 }
 
 /* ---- pricing (decision side) ----------------------------------------------------------- */
@@ -429,28 +571,78 @@ int settle_price_earn(ledger_t *self, MDB_txn *txn, const char *partner,
     return rc;
 }
 
-void settle_price_burn(const char *partner, const Coalition__Contract *c, int64_t points,
-                       decision_t *d)
+static void add_share(decision_t *d, const char *issuer, int64_t points, int64_t minor)
+{
+    if (points == 0 && minor == 0)
+        return;
+    assert(d->settle.n_shares < SETTLE_PARTNERS_MAX);
+    settle_pair_t *sh = &d->settle.shares[d->settle.n_shares++];
+    snprintf(sh->partner_id, sizeof sh->partner_id, "%s", issuer);
+    sh->points = points;
+    sh->minor = minor;
+}
+
+int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
+                      const Coalition__Contract *c, int64_t points, decision_t *d)
 {
     assert(points > 0 && points <= POINTS_MAX);
     effect_begin(d, partner, c);
     d->settle.settle_minor = amount_price(points, c->reimburse_per_mille);
     d->settle.fee_minor = c->fee_minor;
+    outstanding_t *o = &self->scratch_outstanding;
+    int rc = outstanding_get(self, txn, o);
+    if (rc != CL_OK)
+        return rc;
+    int64_t pts[SETTLE_PARTNERS_MAX], money[SETTLE_PARTNERS_MAX], sum = 0;
+    for (size_t i = 0; i < o->n; i++)
+        sum += o->points[i] > 0 ? o->points[i] : 0;
+    if (sum < points)
+        return CL_ERR_CORRUPT; /* outstanding points are the members' balances */
+    settle_split(points, o->points, o->n, pts);
+    settle_split(d->settle.settle_minor, o->points, o->n, money);
+    for (size_t i = 0; i < o->n; i++)
+        add_share(d, o->ids[i], pts[i], money[i]);
+    return CL_OK;
 }
 
-void settle_price_reversal(const char *partner, const Coalition__Contract *c, bool of_earn,
-                           int64_t reversed_before, int64_t points, decision_t *d)
+int settle_price_reversal(const char *partner, const Coalition__Contract *c,
+                          const journal_entry_t *original, int64_t reversed_before,
+                          int64_t points, decision_t *d)
 {
-    assert(reversed_before >= 0 && points >= 0 && reversed_before + points <= POINTS_MAX);
+    bool of_earn = original->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
+    assert(reversed_before >= 0 && points >= 0 && reversed_before + points <= original->points);
     effect_begin(d, partner, c);
     if (of_earn && c->funding == COALITION__FUNDING__FUNDING_PREPAID) {
         d->settle.prepaid_delta = points; /* the points go back into the block */
-        return;
+        return CL_OK;
     }
     int64_t per_mille = of_earn ? c->issue_price_per_mille : c->reimburse_per_mille;
-    d->settle.settle_minor = amount_price(reversed_before + points, per_mille) -
-                             amount_price(reversed_before, per_mille);
+    int64_t money_before = amount_price(reversed_before, per_mille);
+    int64_t money_after = amount_price(reversed_before + points, per_mille);
+    d->settle.settle_minor = money_after - money_before;
     assert(d->settle.settle_minor >= 0);
+    if (of_earn)
+        return CL_OK;
+    size_t n = original->n_issuer_shares;
+    int64_t shares[SETTLE_PARTNERS_MAX], money[SETTLE_PARTNERS_MAX];
+    int64_t back[SETTLE_PARTNERS_MAX], back_money[SETTLE_PARTNERS_MAX], sp = 0, sm = 0;
+    if (n > SETTLE_PARTNERS_MAX)
+        return CL_ERR_CORRUPT;
+    for (size_t i = 0; i < n; i++) {
+        shares[i] = original->issuer_shares[i]->points;
+        money[i] = original->issuer_shares[i]->minor;
+        if (shares[i] < 0 || money[i] < 0)
+            return CL_ERR_CORRUPT;
+        sp += shares[i];
+        sm += money[i];
+    }
+    if (sp != original->points || sm != original->settle_minor)
+        return CL_ERR_CORRUPT; /* a burn's shares add up to its points and money */
+    settle_waterfall(shares, n, reversed_before, reversed_before + points, back);
+    settle_waterfall(money, n, money_before, money_after, back_money);
+    for (size_t i = 0; i < n; i++)
+        add_share(d, original->issuer_shares[i]->partner_id, back[i], back_money[i]);
+    return CL_OK;
 }
 
 /* ---- projection (apply side) ------------------------------------------------------------ */
@@ -496,19 +688,53 @@ bool settle_counters_apply(settle_counters_t *c, int kind, int64_t points, int64
     return counters_add(c, kind, points, money, fee);
 }
 
+/* The issuers' outstanding points and, for burns and their reversals, the redeemer's
+ * pair counters in `row`. */
+static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d,
+                               settle_partner_row_t *row)
+{
+    int sign = 0;
+    bool burnish = false;
+    switch (d->kind) {
+    case COALITION__ENTRY_KIND__ENTRY_EARN: sign = 1; break;
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_EARN: sign = -1; break;
+    case COALITION__ENTRY_KIND__ENTRY_BURN: sign = -1, burnish = true; break;
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: sign = 1, burnish = true; break;
+    default: return CL_OK;
+    }
+    outstanding_t *o = &self->scratch_outstanding;
+    int rc = outstanding_get(self, txn, o);
+    if (rc != CL_OK)
+        return rc;
+    if (!burnish && !add_to(&o->points[outstanding_slot(o, d->settle.partner)], sign * d->points))
+        return CL_ERR_OVERFLOW;
+    for (size_t i = 0; burnish && i < d->settle.n_shares; i++) {
+        const settle_pair_t *sh = &d->settle.shares[i];
+        settle_pair_t *pair = &row->pairs[row_pair_slot(row, sh->partner_id)];
+        if (!add_to(&o->points[outstanding_slot(o, sh->partner_id)], sign * sh->points) ||
+            !add_to(&pair->points, -sign * sh->points) || !add_to(&pair->minor, -sign * sh->minor))
+            return CL_ERR_OVERFLOW;
+    }
+    return outstanding_put(self, txn, o);
+}
+
 int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
 {
     if (!d->settle.priced)
         return CL_OK;
     assert(self->batch_window_id != 0 && d->settle.partner != NULL);
     assert(d->settle.settle_minor >= 0 && d->settle.fee_minor >= 0);
-    settle_counters_t c;
-    int rc = get_counters(self, txn, self->batch_window_id, d->settle.partner, &c);
+    settle_partner_row_t *row = &self->scratch_row;
+    int rc = get_row(self, txn, self->batch_window_id, d->settle.partner, row);
     if (rc != CL_OK)
         return rc;
-    if (!counters_add(&c, d->kind, d->points, d->settle.settle_minor, d->settle.fee_minor))
+    if (!counters_add(&row->c, d->kind, d->points, d->settle.settle_minor, d->settle.fee_minor))
         return CL_ERR_OVERFLOW;
-    rc = put_counters(self, txn, self->batch_window_id, d->settle.partner, &c);
+    rc = project_outstanding(self, txn, d, row);
+    if (rc == CL_OK)
+        rc = put_row(self, txn, self->batch_window_id, row);
     if (rc != CL_OK || d->settle.prepaid_delta == 0)
         return rc;
     int64_t remaining = 0;

@@ -33,6 +33,13 @@
  * reading the unsettled net of a partner (net cap) reads at most this many windows'
  * counters before it gives up with CL_ERR_CORRUPT-free decline 61. */
 #define SETTLE_UNCLOSED_WINDOWS_MAX 8
+/* Partners a coalition holds at most: a burn's issuer shares name each at most once and
+ * fit a journal entry (LEDGER_ENTRY_BYTES_MAX). */
+#define SETTLE_PARTNERS_MAX 128
+/* A PairAmount packed: two tags and lengths, an id, two int64 varints, with margin. */
+#define SETTLE_PAIR_BYTES_MAX (4 + PARTNER_ID_LEN_MAX + 2 * 11)
+_Static_assert(SETTLE_PARTNERS_MAX * (SETTLE_PAIR_BYTES_MAX + 3) + 2048 <= LEDGER_ENTRY_BYTES_MAX,
+               "a burn's issuer shares fit a journal entry");
 #define SETTLE_WINDOW_KEY_BYTES (1 + 8 + PARTNER_ID_LEN_MAX)
 #define CONTRACT_KEY_BYTES (PARTNER_ID_LEN_MAX + 1 + 8)
 
@@ -53,9 +60,19 @@ typedef struct settle_counters {
     uint64_t entries;
 } settle_counters_t;
 
+/* Points and money between one issuer and the partner whose counters hold it. */
+typedef struct settle_pair {
+    char partner_id[PARTNER_ID_LEN_MAX + 1];
+    int64_t points, minor;
+} settle_pair_t;
+
 typedef struct settle_partner_row {
     char partner_id[PARTNER_ID_LEN_MAX + 1];
     settle_counters_t c;
+    /* As redeemer in this window: what each issuer owes it for burns (less what burn
+     * reversals gave back), sorted by issuer; used by the issuer-pays model. */
+    size_t n_pairs;
+    settle_pair_t pairs[SETTLE_PARTNERS_MAX];
 } settle_partner_row_t;
 
 typedef struct settle_contract {
@@ -72,6 +89,23 @@ typedef struct settle_config {
     int model;
     uint64_t open_window_id, oldest_unclosed_id;
 } settle_config_t;
+
+/* Issuer-pays model: a burn's reimbursement (its money under the redeemer's contract) is
+ * owed to the redeeming partner by the issuers of the points outstanding when it is
+ * recorded, pro rata to each issuer's outstanding points (negative figures weigh 0).
+ * Rounding: largest remainder. Each issuer gets floor(total * w_i / W); the units left
+ * over go one each to the largest remainders (total * w_i mod W), ties to the issuer
+ * whose id sorts first. Points and money are split so, separately, so each burn's
+ * shares add up to its points and its money exactly and every matrix balances to the
+ * cent. A reversal of a burn gives back to the burn's issuers in id order, each filled
+ * up to its share before the next (on the cumulative points and money reversed). The
+ * operator keeps issue revenue, top-ups and fees in both models; under issuer-pays it
+ * pays no reimbursement:
+ *   net = issue - issue_reversed + topup + fees + owed to redeemers - owed by issuers */
+void settle_split(int64_t total, const int64_t *weights, size_t n, int64_t *out);
+/* out[i] = what of shares[i] a cumulative reversal from `before` to `after` gives back. */
+void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after,
+                      int64_t *out);
 
 /* Net of one partner's counters under the hub model (see above), in 128 bits. */
 __extension__ typedef __int128 settle_i128_t;
@@ -90,6 +124,8 @@ int ledger_window_counters(ledger_t *self, uint64_t window_id, const char *after
 int ledger_contracts(ledger_t *self, const char *partner_id, settle_contract_t *rows, size_t max,
                      size_t *count_out);
 int ledger_prepaid_remaining(ledger_t *self, const char *partner_id, int64_t *out);
+/* Points outstanding by issuer (coalition-wide), sorted by partner id. */
+int ledger_outstanding(ledger_t *self, settle_pair_t *rows, size_t max, size_t *count_out);
 
 /* UTC time as 2026-11-30T10:00:00.000Z. */
 #define SETTLE_TIME_TEXT_BYTES 32

@@ -107,8 +107,10 @@ static int take_counters(const MDB_val *k, const MDB_val *v, void *ctx)
         return CL_ERR_CORRUPT;
     memcpy(row->partner_id, key + 9, plen);
     row->partner_id[plen] = '\0';
-    settle_counters_read(c, &row->c);
+    int rc = settle_counters_row(c, row);
     coalition__window_counters__free_unpacked(c, NULL);
+    if (rc != CL_OK)
+        return rc;
     r->count++;
     return r->count == r->max ? STORE_WALK_STOP : CL_OK;
 }
@@ -205,4 +207,31 @@ int ledger_prepaid_remaining(ledger_t *self, const char *partner_id, int64_t *ou
         return CL_ERR_INVALID;
     struct read_rows r = {0, partner_id, NULL, 0, 0, out};
     return ledger_with_reader(self, prepaid_in, &r);
+}
+
+static int outstanding_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    struct read_rows *r = ctx;
+    Coalition__Outstanding *o = NULL;
+    int rc = ledger_get_record(txn, self->db_settlement, "O", 1,
+                               &coalition__outstanding__descriptor, (ProtobufCMessage **)&o);
+    if (rc == CL_ERR_NOT_FOUND)
+        return CL_OK;
+    settle_pair_t *rows = r->rows;
+    for (size_t i = 0; rc == CL_OK && i < o->n_issuers && r->count < r->max; i++) {
+        settle_pair_t *row = &rows[r->count++];
+        snprintf(row->partner_id, sizeof row->partner_id, "%s", o->issuers[i]->partner_id);
+        row->points = o->issuers[i]->points;
+        row->minor = 0;
+    }
+    coalition__outstanding__free_unpacked(o, NULL);
+    return rc;
+}
+
+int ledger_outstanding(ledger_t *self, settle_pair_t *rows, size_t max, size_t *count_out)
+{
+    struct read_rows r = {0, NULL, rows, max, 0, NULL};
+    int rc = ledger_with_reader(self, outstanding_in, &r);
+    *count_out = r.count;
+    return rc;
 }

@@ -34,6 +34,7 @@ void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t 
     vmap_init(&v->contracts, sizeof(vcontract_t));
     vmap_init(&v->counters, sizeof(vcounters_t));
     vmap_init(&v->windows, sizeof(vwindow_t));
+    vmap_init(&v->pairs, sizeof(vpair_t));
 }
 
 void verify_free(verify_t *v)
@@ -46,6 +47,7 @@ void verify_free(verify_t *v)
     vmap_free(&v->contracts);
     vmap_free(&v->counters);
     vmap_free(&v->windows);
+    vmap_free(&v->pairs);
 }
 
 int verify_violation(verify_t *v, const char *fmt, ...)

@@ -91,6 +91,14 @@ typedef struct {
     bool seen;
 } vcounters_t;
 
+/* What an issuer owes a redeemer in a window (issuer-pays pairs), keyed "C" id redeemer
+ * "\0" issuer. */
+typedef struct {
+    vkey_t key;
+    int64_t points, minor;
+    bool seen;
+} vpair_t;
+
 /* A window as the journal shows it, keyed by its u64be id. */
 typedef struct {
     vkey_t key;
@@ -125,6 +133,9 @@ typedef struct {
     vmap_t contracts; /* vcontract_t */
     vmap_t counters;  /* vcounters_t */
     vmap_t windows;   /* vwindow_t */
+    vmap_t pairs;     /* vpair_t */
+    outstanding_t outstanding; /* by issuer, as the journal leaves it */
+    bool outstanding_seen;     /* matched with its record */
     uint64_t last_window_id;
 } verify_t;
 

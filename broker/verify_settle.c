@@ -159,6 +159,114 @@ static int note_first_contract(verify_t *v, const journal_entry_t *e)
     return note_contract(v, p, &c);
 }
 
+/* ---- issuers' outstanding points and issuer-pays pairs ------------------------------- */
+
+static size_t vout_slot(outstanding_t *o, const char *id)
+{
+    size_t at = 0;
+    while (at < o->n && strcmp(o->ids[at], id) < 0)
+        at++;
+    if (at < o->n && strcmp(o->ids[at], id) == 0)
+        return at;
+    assert(o->n < SETTLE_PARTNERS_MAX); /* partners are at most that many */
+    memmove(o->ids[at + 1], o->ids[at], (o->n - at) * sizeof o->ids[0]);
+    memmove(&o->points[at + 1], &o->points[at], (o->n - at) * sizeof o->points[0]);
+    snprintf(o->ids[at], sizeof o->ids[at], "%s", id);
+    o->points[at] = 0;
+    o->n++;
+    return at;
+}
+
+static int vpair_add(verify_t *v, const journal_entry_t *e, const char *issuer, int64_t points,
+                     int64_t minor)
+{
+    vkey_t k;
+    size_t rlen = strlen(e->partner_id), ilen = strlen(issuer);
+    k.bytes[0] = 'C';
+    store_put_u64((uint8_t *)k.bytes + 1, e->window_id);
+    memcpy(k.bytes + 9, e->partner_id, rlen);
+    k.bytes[9 + rlen] = 0;
+    memcpy(k.bytes + 10 + rlen, issuer, ilen);
+    k.len = 10 + rlen + ilen;
+    k.bytes[k.len] = '\0';
+    vpair_t *p = vmap_find(&v->pairs, k.bytes, k.len);
+    int rc = p == NULL ? vmap_insert(&v->pairs, k.bytes, k.len, (void **)&p) : CL_OK;
+    if (rc != CL_OK)
+        return rc;
+    p->points += points;
+    p->minor += minor;
+    return CL_OK;
+}
+
+/* The entry's issuer shares must be exactly the non-zero (points, money) of `ids`. */
+static int expect_shares(verify_t *v, const journal_entry_t *e, char (*ids)[PARTNER_ID_LEN_MAX + 1],
+                         const int64_t *pts, const int64_t *money, size_t n)
+{
+    size_t k = 0;
+    bool same = true;
+    for (size_t i = 0; i < n && same; i++) {
+        if (pts[i] == 0 && money[i] == 0)
+            continue;
+        const Coalition__PairAmount *sh = k < e->n_issuer_shares ? e->issuer_shares[k] : NULL;
+        same = sh != NULL && strcmp(sh->partner_id, ids[i]) == 0 && sh->points == pts[i] &&
+               sh->minor == money[i];
+        k++;
+    }
+    if (same && k == e->n_issuer_shares)
+        return CL_OK;
+    return verify_violation(v, "entry %llu (%s): its issuer shares are not the pro rata split of "
+                               "the outstanding points",
+                            SEQ(e), ledger_entry_kind_name(e->kind));
+}
+
+/* A burn: split its points and money over the issuers' outstanding points. */
+static int settle_burn_shares(verify_t *v, const journal_entry_t *e)
+{
+    outstanding_t *o = &v->outstanding;
+    int64_t pts[SETTLE_PARTNERS_MAX], money[SETTLE_PARTNERS_MAX], sum = 0;
+    for (size_t i = 0; i < o->n; i++)
+        sum += o->points[i] > 0 ? o->points[i] : 0;
+    if (sum < e->points)
+        return verify_violation(v, "burn entry %llu redeems more than is outstanding", SEQ(e));
+    settle_split(e->points, o->points, o->n, pts);
+    settle_split(e->settle_minor, o->points, o->n, money);
+    int rc = expect_shares(v, e, o->ids, pts, money, o->n);
+    for (size_t i = 0; rc == CL_OK && i < o->n; i++) {
+        o->points[i] -= pts[i];
+        if (pts[i] != 0 || money[i] != 0)
+            rc = vpair_add(v, e, o->ids[i], pts[i], money[i]);
+    }
+    return rc;
+}
+
+/* A burn's reversal: its original's shares given back in order, up to each share. */
+static int settle_burn_back(verify_t *v, const journal_entry_t *e, const journal_entry_t *o,
+                            int64_t before, const settle_contract_t *c)
+{
+    size_t n = o->n_issuer_shares;
+    char ids[SETTLE_PARTNERS_MAX][PARTNER_ID_LEN_MAX + 1];
+    int64_t shares[SETTLE_PARTNERS_MAX], money[SETTLE_PARTNERS_MAX];
+    int64_t back[SETTLE_PARTNERS_MAX], back_money[SETTLE_PARTNERS_MAX];
+    if (n > SETTLE_PARTNERS_MAX)
+        return verify_violation(v, "burn entry %llu names too many issuers", SEQ(o));
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof ids[i], "%s", o->issuer_shares[i]->partner_id);
+        shares[i] = o->issuer_shares[i]->points;
+        money[i] = o->issuer_shares[i]->minor;
+    }
+    int64_t m0 = amount_price(before, c->reimburse_per_mille);
+    int64_t m1 = amount_price(before + e->points, c->reimburse_per_mille);
+    settle_waterfall(shares, n, before, before + e->points, back);
+    settle_waterfall(money, n, m0, m1, back_money);
+    int rc = expect_shares(v, e, ids, back, back_money, n);
+    for (size_t i = 0; rc == CL_OK && i < n; i++) {
+        v->outstanding.points[vout_slot(&v->outstanding, ids[i])] += back[i];
+        if (back[i] != 0 || back_money[i] != 0)
+            rc = vpair_add(v, e, ids[i], -back[i], -back_money[i]);
+    }
+    return rc;
+}
+
 /* Add the entry to its window's counters of `partner`. */
 static int count(verify_t *v, const journal_entry_t *e, const char *partner)
 {
@@ -252,6 +360,10 @@ int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_
     int rc = expect_priced(v, e, c, money, 0);
     if (rc == CL_OK && prepaid)
         rc = prepaid_add(v, e, p, e->points);
+    if (rc == CL_OK && of_earn)
+        v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] -= e->points;
+    else if (rc == CL_OK)
+        rc = settle_burn_back(v, e, original, reversed_before, c);
     return rc == CL_OK ? count(v, e, e->partner_id) : rc;
 }
 
@@ -299,18 +411,32 @@ static int settle_close(verify_t *v, const journal_entry_t *e)
     return rc;
 }
 
+static bool burnish(int kind)
+{
+    return kind == COALITION__ENTRY_KIND__ENTRY_BURN ||
+           kind == COALITION__ENTRY_KIND__ENTRY_REFUND_BURN ||
+           kind == COALITION__ENTRY_KIND__ENTRY_VOID_BURN;
+}
+
 int verify_settle_entry(verify_t *v, const journal_entry_t *e)
 {
     int rc = settle_window(v, e);
     if (rc != CL_OK)
         return rc;
+    if (e->n_issuer_shares != 0 && !burnish(e->kind))
+        return verify_violation(v, "entry %llu (%s) names issuer shares", SEQ(e),
+                                ledger_entry_kind_name(e->kind));
     vpartner_t *p = partner_of(v, e->partner_id);
     switch (e->kind) {
     case COALITION__ENTRY_KIND__ENTRY_EARN:
         rc = settle_earn(v, e, p);
+        if (rc == CL_OK)
+            v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] += e->points;
         return rc == CL_OK ? count(v, e, e->partner_id) : rc;
     case COALITION__ENTRY_KIND__ENTRY_BURN:
         rc = settle_burn(v, e, p);
+        if (rc == CL_OK)
+            rc = settle_burn_shares(v, e);
         return rc == CL_OK ? count(v, e, e->partner_id) : rc;
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP:
         rc = settle_topup(v, e);
@@ -388,13 +514,46 @@ static int check_counters(verify_t *v, const MDB_val *k, const MDB_val *val)
         coalition__window_counters__unpack(NULL, val->mv_size, val->mv_data);
     settle_counters_t stored;
     settle_counters_read(r, &stored);
+    bool same = item != NULL && r != NULL && counters_equal(&stored, &item->c);
+    for (size_t i = 0; same && i < r->n_owed_by; i++) {
+        const Coalition__PairAmount *pa = r->owed_by[i];
+        vkey_t pk;
+        size_t ilen = strlen(pa->partner_id);
+        same = ilen <= PARTNER_ID_LEN_MAX && k->mv_size + 1 + ilen < VERIFY_KEY_BYTES_MAX;
+        if (!same)
+            break;
+        memcpy(pk.bytes, key, k->mv_size);
+        pk.bytes[k->mv_size] = 0;
+        memcpy(pk.bytes + k->mv_size + 1, pa->partner_id, ilen);
+        pk.len = k->mv_size + 1 + ilen;
+        vpair_t *p = vmap_find(&v->pairs, pk.bytes, pk.len);
+        same = p != NULL && !p->seen && p->points == pa->points && p->minor == pa->minor;
+        if (same)
+            p->seen = true;
+    }
     coalition__window_counters__free_unpacked(r, NULL);
-    if (item == NULL || r == NULL || !counters_equal(&stored, &item->c))
+    if (!same)
         return verify_violation(v,
                                 "window %llu counters of %.*s differ from a recomputation from "
                                 "the journal",
                                 id, plen, (const char *)key + 9);
     item->seen = true;
+    return CL_OK;
+}
+
+/* The issuers' outstanding points against the journal's, in the same (id) order. */
+static int check_outstanding(verify_t *v, const MDB_val *val)
+{
+    Coalition__Outstanding *r = coalition__outstanding__unpack(NULL, val->mv_size, val->mv_data);
+    const outstanding_t *o = &v->outstanding;
+    bool same = r != NULL && r->n_issuers == o->n;
+    for (size_t i = 0; same && i < o->n; i++)
+        same = strcmp(r->issuers[i]->partner_id, o->ids[i]) == 0 &&
+               r->issuers[i]->points == o->points[i];
+    coalition__outstanding__free_unpacked(r, NULL);
+    if (!same)
+        return verify_violation(v, "points outstanding by issuer differ from the journal's");
+    v->outstanding_seen = true;
     return CL_OK;
 }
 
@@ -479,6 +638,8 @@ static int visit_settlement(const MDB_val *k, const MDB_val *val, void *ctx)
         return check_prepaid(w->v, k, val, &w->prepaid_records);
     if (tag == 'S')
         return CL_OK; /* checked after the walk */
+    if (tag == 'O' && k->mv_size == 1)
+        return check_outstanding(w->v, val);
     Coalition__WindowRecord *r = tag == 'W' && k->mv_size == 9
                                      ? coalition__window_record__unpack(NULL, val->mv_size,
                                                                         val->mv_data)
@@ -522,6 +683,15 @@ int verify_settle_records(verify_t *v)
         if (!c->seen)
             rc = verify_violation(v, "contract of %s recorded by entry %llu has no record",
                                   c->c.partner_id, (unsigned long long)c->c.created_seq);
+    }
+    if (rc == CL_OK && v->outstanding.n > 0 && !v->outstanding_seen)
+        rc = verify_violation(v, "the points outstanding by issuer are missing");
+    for (size_t i = 0; rc == CL_OK && i < v->pairs.count; i++) {
+        const vpair_t *p = vmap_at(&v->pairs, i);
+        if (!p->seen)
+            rc = verify_violation(v, "window %llu: what %s owes %s is missing from its counters",
+                                  (unsigned long long)store_get_u64((const uint8_t *)p->key.bytes + 1),
+                                  p->key.bytes + 10 + strlen(p->key.bytes + 9), p->key.bytes + 9);
     }
     for (size_t i = 0; rc == CL_OK && i < v->counters.count; i++) {
         const vcounters_t *c = vmap_at(&v->counters, i);
