@@ -14,12 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STATEMENT_PARTNERS_MAX 4096
 #define STATEMENT_CURRENCIES_MAX 32
 
 typedef struct party {
     settle_partner_row_t row;
     char currency[CURRENCY_CODE_BYTES];
+    int64_t op_net;          /* with the operator: issue - reversed + top-ups + fees */
+    int64_t owes, owed;      /* issuer-pays: to redeemers, from issuers (self excluded) */
     int64_t pays, paid, net; /* what it pays, what it is paid, pays - paid */
 } party_t;
 
@@ -32,9 +33,10 @@ typedef struct stmt {
     ledger_t *ledger;
     settle_window_t w;
     const char *partner; /* NULL: every partner */
-    bool csv, detail;
-    party_t *parties;
+    bool csv, detail, issuer_pays;
+    party_t *parties; /* every partner with counters in the window, by id */
     size_t n_parties;
+    int64_t (*owes)[SETTLE_PARTNERS_MAX]; /* issuer-pays: owes[i][r], issuer i to redeemer r */
     margin_t margins[STATEMENT_CURRENCIES_MAX];
     size_t n_margins;
     FILE *out;
@@ -42,19 +44,29 @@ typedef struct stmt {
 
 static const char *direction(int64_t net)
 {
-    return net > 0 ? "partner pays operator" : net < 0 ? "operator pays partner" : "even";
+    return net > 0 ? "partner pays" : net < 0 ? "partner is paid" : "even";
 }
 
-/* Hub figures of one partner; false when a sum leaves int64. */
-static bool party_figures(party_t *p)
+static bool shown(const stmt_t *s, const party_t *p)
+{
+    return s->partner == NULL || strcmp(s->partner, p->row.partner_id) == 0;
+}
+
+/* Both models' figures of one party; false when a sum leaves int64. */
+static bool party_figures(const stmt_t *s, party_t *p)
 {
     const settle_counters_t *c = &p->row.c;
-    bool ok = !__builtin_add_overflow(c->issue_minor, c->topup_minor, &p->pays) &&
+    int64_t extra_pays = s->issuer_pays ? p->owes : c->reimburse_reversed_minor;
+    int64_t extra_paid = s->issuer_pays ? p->owed : c->reimburse_minor;
+    bool ok = !__builtin_sub_overflow(c->issue_minor, c->issue_reversed_minor, &p->op_net) &&
+              !__builtin_add_overflow(p->op_net, c->topup_minor, &p->op_net) &&
+              !__builtin_add_overflow(p->op_net, c->fee_minor, &p->op_net) &&
+              !__builtin_add_overflow(c->issue_minor, c->topup_minor, &p->pays) &&
               !__builtin_add_overflow(p->pays, c->fee_minor, &p->pays) &&
-              !__builtin_add_overflow(p->pays, c->reimburse_reversed_minor, &p->pays) &&
-              !__builtin_add_overflow(c->reimburse_minor, c->issue_reversed_minor, &p->paid) &&
+              !__builtin_add_overflow(p->pays, extra_pays, &p->pays) &&
+              !__builtin_add_overflow(c->issue_reversed_minor, extra_paid, &p->paid) &&
               !__builtin_sub_overflow(p->pays, p->paid, &p->net);
-    assert(!ok || (settle_i128_t)p->net == settle_net_hub(c));
+    assert(!ok || s->issuer_pays || (settle_i128_t)p->net == settle_net_hub(c));
     return ok;
 }
 
@@ -77,7 +89,7 @@ static int add_margin(stmt_t *s, const char *currency, int64_t net)
 
 static int party_add(stmt_t *s, const settle_partner_row_t *row)
 {
-    if (s->n_parties == STATEMENT_PARTNERS_MAX)
+    if (s->n_parties == SETTLE_PARTNERS_MAX)
         return CL_ERR_OVERFLOW;
     party_t *p = &s->parties[s->n_parties];
     memset(p, 0, sizeof *p);
@@ -87,29 +99,71 @@ static int party_add(stmt_t *s, const settle_partner_row_t *row)
     int rc = ledger_contracts(s->ledger, row->partner_id, &first, 1, &n);
     if (rc == CL_OK && n != 1)
         rc = CL_ERR_CORRUPT;
-    if (rc != CL_OK)
-        return rc;
-    snprintf(p->currency, sizeof p->currency, "%s", first.currency); /* fixed per partner */
-    if (!party_figures(p))
-        return CL_ERR_OVERFLOW;
-    s->n_parties++;
-    return add_margin(s, p->currency, p->net);
+    if (rc == CL_OK)
+        snprintf(p->currency, sizeof p->currency, "%s", first.currency); /* fixed per partner */
+    s->n_parties += rc == CL_OK;
+    return rc;
+}
+
+static size_t party_index(const stmt_t *s, const char *id)
+{
+    for (size_t i = 0; i < s->n_parties; i++)
+        if (strcmp(s->parties[i].row.partner_id, id) == 0)
+            return i;
+    return s->n_parties;
+}
+
+/* Issuer-pays: who owes whom, from every redeemer's pairs (an issuer paying itself is
+ * left out: it nets to nothing). An issuer without counters of its own in the window
+ * gets a row of zeros so that it can be shown owing. */
+static int load_pairs(stmt_t *s)
+{
+    size_t redeemers = s->n_parties;
+    for (size_t r = 0; r < redeemers; r++) {
+        for (size_t k = 0; k < s->parties[r].row.n_pairs; k++) {
+            const settle_pair_t *pair = &s->parties[r].row.pairs[k];
+            size_t i = party_index(s, pair->partner_id);
+            if (i == s->n_parties) {
+                settle_partner_row_t zero;
+                memset(&zero, 0, sizeof zero);
+                snprintf(zero.partner_id, sizeof zero.partner_id, "%s", pair->partner_id);
+                int rc = party_add(s, &zero);
+                if (rc != CL_OK)
+                    return rc;
+            }
+            if (i == r)
+                continue;
+            s->owes[i][r] += pair->minor;
+            s->parties[i].owes += pair->minor;
+            s->parties[r].owed += pair->minor;
+        }
+    }
+    return CL_OK;
 }
 
 static int load_parties(stmt_t *s)
 {
-    settle_partner_row_t rows[LEDGER_SLICE_RECORDS_MAX];
+    enum { SLICE = 16 };
+    settle_partner_row_t *rows = malloc(SLICE * sizeof *rows);
     char after[PARTNER_ID_LEN_MAX + 1] = "";
     size_t n = 0;
-    int rc;
-    do {
-        rc = ledger_window_counters(s->ledger, s->w.id, after, rows, LEDGER_SLICE_RECORDS_MAX, &n);
+    int rc = rows != NULL ? CL_OK : CL_ERR_NOMEM;
+    while (rc == CL_OK) {
+        rc = ledger_window_counters(s->ledger, s->w.id, after, rows, SLICE, &n);
         for (size_t i = 0; rc == CL_OK && i < n; i++)
-            if (s->partner == NULL || strcmp(s->partner, rows[i].partner_id) == 0)
-                rc = party_add(s, &rows[i]);
+            rc = party_add(s, &rows[i]);
         if (n > 0)
             snprintf(after, sizeof after, "%s", rows[n - 1].partner_id);
-    } while (rc == CL_OK && n == LEDGER_SLICE_RECORDS_MAX);
+        if (n < SLICE)
+            break;
+    }
+    free(rows);
+    if (rc == CL_OK && s->issuer_pays)
+        rc = load_pairs(s);
+    for (size_t i = 0; rc == CL_OK && i < s->n_parties; i++) {
+        party_t *p = &s->parties[i];
+        rc = party_figures(s, p) ? add_margin(s, p->currency, p->net) : CL_ERR_OVERFLOW;
+    }
     return rc;
 }
 
@@ -228,11 +282,13 @@ static void emit_party_json(stmt_t *s, const party_t *p, bool first)
             ",\"issue_reversed_minor\":%" PRId64 ",\"topup_minor\":%" PRId64 ",\"fee_minor\":%" PRId64
             ",\"reimburse_minor\":%" PRId64 ",\"reimburse_reversed_minor\":%" PRId64
             ",\"partner_pays_minor\":%" PRId64 ",\"partner_is_paid_minor\":%" PRId64
-            ",\"net_minor\":%" PRId64 ",\"direction\":\"%s\",\"entries\":%" PRIu64 "}",
+            ",\"net_minor\":%" PRId64 ",\"direction\":\"%s\",\"entries\":%" PRIu64
+            ",\"operator_net_minor\":%" PRId64 ",\"owes_redeemers_minor\":%" PRId64
+            ",\"owed_by_issuers_minor\":%" PRId64 "}",
             p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
             c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
             c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
-            p->paid, p->net, direction(p->net), c->entries);
+            p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed);
 }
 
 static void emit_party_csv(stmt_t *s, const party_t *p)
@@ -243,14 +299,46 @@ static void emit_party_csv(stmt_t *s, const party_t *p)
     fprintf(s->out,
             ",%s,%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
             ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
-            ",%s,%" PRIu64 "\n",
+            ",%s,%" PRIu64 ",%" PRId64 ",%" PRId64 ",%" PRId64 "\n",
             p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
             c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
             c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
-            p->paid, p->net, direction(p->net), c->entries);
+            p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed);
 }
 
-/* The hub model's matrix: every partner's net against the operator. */
+static void emit_cell(stmt_t *s, const char *payer, const char *payee, const char *currency,
+                      int64_t amount, bool *first)
+{
+    assert(amount > 0);
+    if (s->csv) {
+        fputs("matrix,", s->out);
+        csv_field(s->out, payer);
+        fputc(',', s->out);
+        csv_field(s->out, payee);
+        fprintf(s->out, ",%s,%" PRId64 "\n", currency, amount);
+        return;
+    }
+    fprintf(s->out, "%s\n{\"payer\":", *first ? "" : ",");
+    json_write_string(s->out, payer);
+    fprintf(s->out, ",\"payee\":");
+    json_write_string(s->out, payee);
+    fprintf(s->out, ",\"currency\":\"%s\",\"amount_minor\":%" PRId64 "}", currency, amount);
+    *first = false;
+}
+
+/* A net owed between `a` and `b` (positive: a pays b), as one cell. */
+static void emit_net(stmt_t *s, const char *a, const char *b, const char *currency, int64_t net,
+                     bool *first)
+{
+    if (net > 0)
+        emit_cell(s, a, b, currency, net, first);
+    else if (net < 0)
+        emit_cell(s, b, a, currency, -net, first);
+}
+
+/* Hub: every partner's net against the operator. Issuer-pays: each partner's part with
+ * the operator, and between each two partners what one owes the other net of the other
+ * way (in the redeemer's currency; two currencies are not netted). */
 static void emit_matrix(stmt_t *s)
 {
     bool first = true;
@@ -258,25 +346,23 @@ static void emit_matrix(stmt_t *s)
         fprintf(s->out, "record,payer,payee,currency,amount_minor\n");
     for (size_t i = 0; i < s->n_parties; i++) {
         const party_t *p = &s->parties[i];
-        if (p->net == 0)
-            continue;
-        const char *payer = p->net > 0 ? p->row.partner_id : OPERATOR_PARTNER_ID;
-        const char *payee = p->net > 0 ? OPERATOR_PARTNER_ID : p->row.partner_id;
-        int64_t amount = p->net > 0 ? p->net : -p->net;
-        if (s->csv) {
-            fputs("matrix,", s->out);
-            csv_field(s->out, payer);
-            fputc(',', s->out);
-            csv_field(s->out, payee);
-            fprintf(s->out, ",%s,%" PRId64 "\n", p->currency, amount);
-            continue;
+        if (shown(s, p))
+            emit_net(s, p->row.partner_id, OPERATOR_PARTNER_ID, p->currency,
+                     s->issuer_pays ? p->op_net : p->net, &first);
+    }
+    for (size_t i = 0; s->issuer_pays && i < s->n_parties; i++) {
+        for (size_t j = i + 1; j < s->n_parties; j++) {
+            const party_t *a = &s->parties[i], *b = &s->parties[j];
+            if (!shown(s, a) && !shown(s, b))
+                continue;
+            if (strcmp(a->currency, b->currency) == 0) {
+                emit_net(s, a->row.partner_id, b->row.partner_id, b->currency,
+                         s->owes[i][j] - s->owes[j][i], &first);
+                continue;
+            }
+            emit_net(s, a->row.partner_id, b->row.partner_id, b->currency, s->owes[i][j], &first);
+            emit_net(s, b->row.partner_id, a->row.partner_id, a->currency, s->owes[j][i], &first);
         }
-        fprintf(s->out, "%s\n{\"payer\":", first ? "" : ",");
-        json_write_string(s->out, payer);
-        fprintf(s->out, ",\"payee\":");
-        json_write_string(s->out, payee);
-        fprintf(s->out, ",\"currency\":\"%s\",\"amount_minor\":%" PRId64 "}", p->currency, amount);
-        first = false;
     }
 }
 
@@ -313,7 +399,8 @@ static void emit_header(stmt_t *s)
                         "points_redeemed,points_redeemed_reversed,points_topped_up,issue_minor,"
                         "issue_reversed_minor,topup_minor,fee_minor,reimburse_minor,"
                         "reimburse_reversed_minor,partner_pays_minor,partner_is_paid_minor,"
-                        "net_minor,direction,entries\n");
+                        "net_minor,direction,entries,operator_net_minor,owes_redeemers_minor,"
+                        "owed_by_issuers_minor\n");
         return;
     }
     fprintf(s->out,
@@ -330,11 +417,15 @@ static int emit(stmt_t *s)
     emit_header(s);
     if (!s->csv)
         fprintf(s->out, ",\"partners\":[");
+    bool first = true;
     for (size_t i = 0; i < s->n_parties; i++) {
+        if (!shown(s, &s->parties[i]))
+            continue;
         if (s->csv)
             emit_party_csv(s, &s->parties[i]);
         else
-            emit_party_json(s, &s->parties[i], i == 0);
+            emit_party_json(s, &s->parties[i], first);
+        first = false;
     }
     fprintf(s->out, s->csv ? "" : "],\"matrix\":[");
     emit_matrix(s);
@@ -353,14 +444,17 @@ static int emit(stmt_t *s)
 
 static int build(stmt_t *s, char **doc, size_t *len)
 {
-    s->parties = calloc(STATEMENT_PARTNERS_MAX, sizeof *s->parties);
+    s->parties = calloc(SETTLE_PARTNERS_MAX, sizeof *s->parties);
+    s->owes = calloc(SETTLE_PARTNERS_MAX, sizeof *s->owes);
     s->out = open_memstream(doc, len);
-    int rc = s->parties != NULL && s->out != NULL ? load_parties(s) : CL_ERR_NOMEM;
+    int rc = s->parties != NULL && s->owes != NULL && s->out != NULL ? load_parties(s)
+                                                                       : CL_ERR_NOMEM;
     if (rc == CL_OK)
         rc = emit(s);
     if (s->out != NULL && fclose(s->out) != 0 && rc == CL_OK)
         rc = CL_ERR_NOMEM;
     free(s->parties);
+    free(s->owes);
     if (rc != CL_OK) {
         free(*doc);
         *doc = NULL;
@@ -384,6 +478,7 @@ int statement_build(ledger_t *ledger, uint64_t window_id, const char *partner, b
         return rc;
     if (s.w.state != COALITION__WINDOW_STATE__WINDOW_CLOSED)
         return CL_ERR_INVALID;
+    s.issuer_pays = s.w.model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
     rc = build(&s, doc_out, len_out);
     assert(rc != CL_OK || (*len_out >= 2 && (*doc_out)[*len_out - 1] == '\n'));
     return rc;

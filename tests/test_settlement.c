@@ -81,10 +81,15 @@ typedef struct {
     int contract; /* index into contracts */
     int member;
     bool voided;
+    int64_t shares[O_PARTNERS_MAX], share_money[O_PARTNERS_MAX]; /* a burn's issuers */
 } o_original_t;
 
 typedef struct {
     int64_t period_s; /* 0: calendar month */
+    bool issuer_pays, next_issuer_pays;
+    bool window_ip[O_WINDOWS_MAX];
+    int64_t outstanding[O_PARTNERS_MAX];
+    int64_t owes[O_WINDOWS_MAX][O_PARTNERS_MAX][O_PARTNERS_MAX]; /* [w][issuer][redeemer] */
     uint64_t open_id;
     int64_t open_end;
     bool closed[O_WINDOWS_MAX];
@@ -129,6 +134,45 @@ static void o_roll(oracle_t *o, int64_t now)
     o->open_id++;
     assert_true(o->open_id < O_WINDOWS_MAX);
     o->open_end = o_period_end(o->period_s, now);
+    o->window_ip[o->open_id] = o->next_issuer_pays;
+}
+
+/* Largest remainder over max(0, weight), ties to the lower index (the oracle's own). */
+static void o_split(int64_t total, const int64_t *weights, int64_t *out)
+{
+    i128_t sum = 0, rem[O_PARTNERS_MAX];
+    int64_t given = 0;
+    for (int i = 0; i < O_PARTNERS_MAX; i++)
+        sum += weights[i] > 0 ? weights[i] : 0;
+    for (int i = 0; i < O_PARTNERS_MAX; i++) {
+        i128_t w = weights[i] > 0 ? weights[i] : 0;
+        out[i] = sum == 0 ? 0 : (int64_t)((i128_t)total * w / sum);
+        rem[i] = sum == 0 ? 0 : (i128_t)total * w - (i128_t)out[i] * sum;
+        given += out[i];
+    }
+    for (; given < total; given++) {
+        int best = -1;
+        for (int i = 0; i < O_PARTNERS_MAX; i++)
+            if (rem[i] > 0 && (best < 0 || rem[i] > rem[best]))
+                best = i;
+        assert_true(best >= 0);
+        out[best]++;
+        rem[best] = 0;
+    }
+}
+
+/* What of each share a reversal from cumulative `from` to `to` gives back: shares are
+ * filled in issuer order. */
+static void o_fill(const int64_t *shares, int64_t from, int64_t to, int64_t *out)
+{
+    int64_t below = 0;
+    for (int i = 0; i < O_PARTNERS_MAX; i++) {
+        int64_t a = from - below, b = to - below;
+        a = a < 0 ? 0 : a > shares[i] ? shares[i] : a;
+        b = b < 0 ? 0 : b > shares[i] ? shares[i] : b;
+        out[i] = b - a;
+        below += shares[i];
+    }
 }
 
 static const o_contract_t *o_in_force(const oracle_t *o, int partner, int64_t t, int *index)
@@ -393,6 +437,7 @@ static result_t op_earn(fixture_t *f, int p, const char *txn, int m, int64_t amo
     if (c->prepaid)
         o->prepaid[p] -= points;
     o->balance[m] += points;
+    o->outstanding[p] += points;
     o_original_t *orig = &o->originals[o->n_originals++];
     assert_true(o->n_originals < O_ORIGINALS_MAX);
     memset(orig, 0, sizeof *orig);
@@ -427,14 +472,21 @@ static result_t op_burn(fixture_t *f, int p, const char *txn, int m, int64_t poi
     if (want != RC_APPROVED)
         return res;
     o_counts_t *k = o_counts(f, p);
+    int64_t money = o_price(points, c->reimb);
     k->redeemed += points;
-    k->reimb += o_price(points, c->reimb);
+    k->reimb += money;
     k->fee += c->fee;
     k->entries++;
     o->balance[m] -= points;
     o_original_t *orig = &o->originals[o->n_originals++];
     assert_true(o->n_originals < O_ORIGINALS_MAX);
     memset(orig, 0, sizeof *orig);
+    o_split(points, o->outstanding, orig->shares);
+    o_split(money, o->outstanding, orig->share_money);
+    for (int i = 0; i < O_PARTNERS_MAX; i++) {
+        o->outstanding[i] -= orig->shares[i];
+        o->owes[o->open_id][i][p] += orig->share_money[i];
+    }
     snprintf(orig->txn, sizeof orig->txn, "%s", txn);
     orig->partner = p;
     orig->member = m;
@@ -464,6 +516,18 @@ static void o_reverse(fixture_t *f, o_original_t *orig, int64_t points, int64_t 
     k->entries++;
     if (prepaid)
         o->prepaid[orig->partner] += points;
+    if (orig->earn) {
+        o->outstanding[orig->partner] -= points;
+    } else {
+        int64_t back[O_PARTNERS_MAX], back_money[O_PARTNERS_MAX];
+        o_fill(orig->shares, orig->reversed_points, orig->reversed_points + points, back);
+        o_fill(orig->share_money, o_price(orig->reversed_points, per),
+               o_price(orig->reversed_points + points, per), back_money);
+        for (int i = 0; i < O_PARTNERS_MAX; i++) {
+            o->outstanding[i] += back[i];
+            o->owes[o->open_id][i][orig->partner] -= back_money[i];
+        }
+    }
     o->balance[orig->member] += orig->earn ? -points : points;
     orig->reversed_points += points;
     orig->reversed_minor += minor;
@@ -587,24 +651,33 @@ static result_t op_close(fixture_t *f, uint64_t window, bool early)
         if (open) { /* ended now; the next window opens at once */
             o->open_id++;
             o->open_end = o_period_end(o->period_s, f->now);
+            o->window_ip[o->open_id] = o->next_issuer_pays;
         }
     }
     return res;
 }
 
-static void op_period(fixture_t *f, int64_t period_s, int64_t grace_s)
+static void op_settlement(fixture_t *f, int64_t period_s, int64_t grace_s, bool issuer_pays)
 {
     request_t r;
     request_init(f, &r, OPERATOR_PARTNER_ID, NULL);
     coalition__settlement_config_request__init(&r.config);
     r.config.period_seconds = period_s;
     r.config.grace_seconds = grace_s;
+    r.config.model = issuer_pays ? COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS
+                                 : COALITION__SETTLEMENT_MODEL__MODEL_HUB;
     r.env.body_case = COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG;
     r.env.settlement_config = &r.config;
     o_roll(&f->o, f->now);
     result_t res = submit(f, &r.env);
     expect_code("settlement config", RC_APPROVED, &res);
     f->o.period_s = period_s;
+    f->o.next_issuer_pays = issuer_pays;
+}
+
+static void op_period(fixture_t *f, int64_t period_s, int64_t grace_s)
+{
+    op_settlement(f, period_s, grace_s, false);
 }
 
 /* ---- comparisons ------------------------------------------------------------------------- */
@@ -668,22 +741,75 @@ static int csv_split(char *line, char **fields, int max)
     return n;
 }
 
+/* What partner p owes redeemers (to > 0) or is owed by issuers (to < 0) in window w,
+ * leaving out what it owes itself. */
+static int64_t o_pairs(const oracle_t *o, uint64_t w, int p, bool owes)
+{
+    int64_t sum = 0;
+    for (int q = 0; q < O_PARTNERS_MAX; q++)
+        if (q != p)
+            sum += owes ? o->owes[w][p][q] : o->owes[w][q][p];
+    return sum;
+}
+
+static int64_t o_op_net(const o_counts_t *c)
+{
+    return c->issue - c->issue_rev + c->topup + c->fee;
+}
+
+/* The net of p in window w under the window's model. */
+static int64_t o_net_in(const oracle_t *o, uint64_t w, int p)
+{
+    const o_counts_t *c = &o->counts[w][p];
+    if (!o->window_ip[w])
+        return o_net(c);
+    return o_op_net(c) + o_pairs(o, w, p, true) - o_pairs(o, w, p, false);
+}
+
+#define OPERATOR_INDEX O_PARTNERS_MAX
+
+static int party_of(const char *id)
+{
+    return strcmp(id, OPERATOR_PARTNER_ID) == 0 ? OPERATOR_INDEX : partner_index(id);
+}
+
+/* The matrix the oracle expects: [payer][payee] (index O_PARTNERS_MAX: the operator). */
+static void o_matrix(const oracle_t *o, uint64_t w, int64_t m[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1])
+{
+    memset(m, 0, sizeof(int64_t) * (O_PARTNERS_MAX + 1) * (O_PARTNERS_MAX + 1));
+    bool ip = o->window_ip[w];
+    for (int p = 0; p < O_PARTNERS_MAX; p++) {
+        int64_t net = ip ? o_op_net(&o->counts[w][p]) : o_net(&o->counts[w][p]);
+        if (net > 0)
+            m[p][OPERATOR_INDEX] = net;
+        else
+            m[OPERATOR_INDEX][p] = -net;
+        for (int q = p + 1; ip && q < O_PARTNERS_MAX; q++) {
+            int64_t flow = o->owes[w][p][q] - o->owes[w][q][p];
+            if (flow > 0)
+                m[p][q] = flow;
+            else
+                m[q][p] = -flow;
+        }
+    }
+}
+
 /* The statement's figures, read back from its CSV, against the oracle's. */
 static void compare_statement(fixture_t *f, uint64_t w)
 {
     char *doc = NULL;
     size_t len = 0;
     EXPECT_OK("statement", statement_build(f->l, w, NULL, true, false, &doc, &len));
-    int64_t nets[O_PARTNERS_MAX] = {0}, margin = 0, matrix_sum = 0, o_margin = 0;
-    bool margin_seen = false;
+    int64_t got[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1], want_m[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1];
+    bool row_seen[O_PARTNERS_MAX] = {false};
+    memset(got, 0, sizeof got);
+    int64_t margin = 0, o_margin = 0;
     char *save = NULL;
     for (char *line = strtok_r(doc, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
         char *fld[24] = {NULL};
         int n = csv_split(line, fld, 24);
-        if (n == 0)
-            continue;
-        if (strcmp(fld[0], "partner") == 0) {
-            EXPECT_EQ("partner row fields", 19, n);
+        if (n > 0 && strcmp(fld[0], "partner") == 0) {
+            EXPECT_EQ("partner row fields", 22, n);
             int p = partner_index(fld[1]);
             const o_counts_t *o = &f->o.counts[w][p];
             settle_counters_t c = {strtoll(fld[3], NULL, 10), strtoll(fld[4], NULL, 10),
@@ -693,25 +819,37 @@ static void compare_statement(fixture_t *f, uint64_t w)
                                    strtoll(fld[11], NULL, 10), strtoll(fld[7], NULL, 10),
                                    strtoll(fld[10], NULL, 10), strtoull(fld[18], NULL, 10)};
             expect_counts("statement", o, &c);
-            nets[p] = strtoll(fld[16], NULL, 10);
-            EXPECT_EQ("statement net", o_net(o), nets[p]);
+            EXPECT_EQ("statement net", o_net_in(&f->o, w, p), strtoll(fld[16], NULL, 10));
             EXPECT_EQ("pays - paid", strtoll(fld[14], NULL, 10) - strtoll(fld[15], NULL, 10),
-                      nets[p]);
-        } else if (strcmp(fld[0], "matrix") == 0) {
-            int64_t amount = strtoll(fld[4], NULL, 10);
-            bool pays = strcmp(fld[2], OPERATOR_PARTNER_ID) == 0;
-            int p = partner_index(pays ? fld[1] : fld[2]);
-            EXPECT_EQ("matrix cell", pays ? nets[p] : -nets[p], amount);
-            matrix_sum += pays ? amount : -amount;
-        } else if (strcmp(fld[0], "margin") == 0) {
-            margin = strtoll(fld[2], NULL, 10);
-            margin_seen = true;
+                      strtoll(fld[16], NULL, 10));
+            EXPECT_EQ("operator part", o_op_net(o), strtoll(fld[19], NULL, 10));
+            EXPECT_EQ("owes redeemers", f->o.window_ip[w] ? o_pairs(&f->o, w, p, true) : 0,
+                      strtoll(fld[20], NULL, 10));
+            EXPECT_EQ("owed by issuers", f->o.window_ip[w] ? o_pairs(&f->o, w, p, false) : 0,
+                      strtoll(fld[21], NULL, 10));
+            row_seen[p] = true;
+        } else if (n > 0 && strcmp(fld[0], "matrix") == 0) {
+            EXPECT_EQ("matrix row fields", 5, n);
+            got[party_of(fld[1])][party_of(fld[2])] += strtoll(fld[4], NULL, 10);
+        } else if (n > 0 && strcmp(fld[0], "margin") == 0) {
+            margin += strtoll(fld[2], NULL, 10);
         }
     }
-    for (int p = 0; p < O_PARTNERS_MAX; p++)
-        o_margin += o_net(&f->o.counts[w][p]);
-    EXPECT_EQ("operator margin = oracle", o_margin, margin_seen ? margin : 0);
-    EXPECT_EQ("matrix balances with the margin", matrix_sum, margin_seen ? margin : 0);
+    o_matrix(&f->o, w, want_m);
+    int64_t into_operator = 0;
+    for (int a = 0; a <= O_PARTNERS_MAX; a++) {
+        for (int b = 0; b <= O_PARTNERS_MAX; b++) {
+            EXPECT_EQ("matrix cell", want_m[a][b], got[a][b]);
+            into_operator += b == OPERATOR_INDEX ? got[a][b] : a == OPERATOR_INDEX ? -got[a][b] : 0;
+        }
+    }
+    for (int p = 0; p < O_PARTNERS_MAX; p++) {
+        o_margin += o_net_in(&f->o, w, p);
+        if (!row_seen[p])
+            EXPECT_EQ("a partner without a row has no net", 0, o_net_in(&f->o, w, p));
+    }
+    EXPECT_EQ("operator margin = oracle", o_margin, margin);
+    EXPECT_EQ("the matrix balances with the margin", into_operator, margin);
     free(doc);
 }
 
@@ -1034,7 +1172,8 @@ static void run_stream(fixture_t *f, unsigned seed)
 {
     srand(seed);
     world(f, O_PARTNERS_MAX);
-    op_period(f, 600, 5);
+    bool issuer_pays = seed % 2 == 1;
+    op_settlement(f, 600, 5, issuer_pays);
     op_close(f, 1, true);
     for (int p = 0; p < O_PARTNERS_MAX; p++) {
         o_contract_t c = terms(p, rand() % 20000, rand() % 20000, rand() % 50);
@@ -1069,8 +1208,11 @@ static void run_stream(fixture_t *f, unsigned seed)
             c.prepaid = p % 4 == 3;
             c.cap = p % 4 == 2 ? 5000 + rand() % 5000 : 0;
             op_contract(f, &c, rand() % 2 ? 0 : f->now + rand() % 120000);
-        } else if (what < 95) {
+        } else if (what < 94) {
             op_close(f, f->o.open_id, true);
+        } else if (what < 95) {
+            issuer_pays = !issuer_pays; /* from the next window */
+            op_settlement(f, 600, 5, issuer_pays);
         } else {
             for (uint64_t w = 1; w < f->o.open_id; w++)
                 if (!f->o.closed[w])
@@ -1085,6 +1227,12 @@ static void run_stream(fixture_t *f, unsigned seed)
     for (uint64_t w = 1; w < f->o.open_id; w++)
         compare_statement(f, w);
     compare_totals(f);
+    settle_pair_t out[SETTLE_PARTNERS_MAX];
+    size_t n_out = 0;
+    EXPECT_OK("outstanding", ledger_outstanding(f->l, out, SETTLE_PARTNERS_MAX, &n_out));
+    for (size_t i = 0; i < n_out; i++)
+        EXPECT_EQ("outstanding by issuer", f->o.outstanding[partner_index(out[i].partner_id)],
+                  out[i].points);
     expect_verify_ok(f);
     print_message("seed %u: %" PRIu64 " windows, %d originals\n", seed, f->o.open_id,
                   f->o.n_originals);
