@@ -391,7 +391,58 @@ static int put_prepaid(ledger_t *self, MDB_txn *txn, const char *partner, int64_
     return ledger_put_record(txn, self->db_settlement, key, plen + 1, &p.base);
 }
 
-/* A partner's net debit over every window not closed yet (hub model), for its cap. */
+/* Issuer-pays: what `partner` owes redeemers in the window, from every redeemer's pairs
+ * (one walk over the window's counters: O(partners)). */
+struct owes_walk {
+    uint64_t window_id;
+    const char *partner;
+    settle_i128_t owes;
+};
+
+static int add_owes(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    struct owes_walk *w = ctx;
+    const uint8_t *key = k->mv_data;
+    if (k->mv_size < 10 || key[0] != COUNTERS_TAG || store_get_u64(key + 1) != w->window_id)
+        return STORE_WALK_STOP;
+    size_t plen = strlen(w->partner);
+    if (k->mv_size - 9 == plen && memcmp(key + 9, w->partner, plen) == 0)
+        return CL_OK; /* what it owes itself nets to nothing */
+    Coalition__WindowCounters *r = coalition__window_counters__unpack(NULL, v->mv_size, v->mv_data);
+    if (r == NULL)
+        return CL_ERR_CORRUPT;
+    for (size_t i = 0; i < r->n_owed_by; i++)
+        if (strcmp(r->owed_by[i]->partner_id, w->partner) == 0)
+            w->owes += r->owed_by[i]->minor;
+    coalition__window_counters__free_unpacked(r, NULL);
+    return CL_OK;
+}
+
+/* The partner's net in one window under the window's model. */
+static int window_net(ledger_t *self, MDB_txn *txn, const Coalition__WindowRecord *w,
+                      const char *partner, settle_i128_t *out)
+{
+    settle_partner_row_t *row = &self->scratch_row;
+    int rc = get_row(self, txn, w->id, partner, row);
+    if (rc != CL_OK || w->model != COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS) {
+        *out = rc == CL_OK ? settle_net_hub(&row->c) : 0;
+        return rc;
+    }
+    const settle_counters_t *c = &row->c;
+    *out = (settle_i128_t)c->issue_minor - c->issue_reversed_minor + c->topup_minor + c->fee_minor;
+    for (size_t i = 0; i < row->n_pairs; i++)
+        if (strcmp(row->pairs[i].partner_id, partner) != 0)
+            *out -= row->pairs[i].minor;
+    uint8_t key[SETTLE_WINDOW_KEY_BYTES];
+    MDB_val from = {window_key(key, COUNTERS_TAG, w->id, NULL), key};
+    struct owes_walk walk = {w->id, partner, 0};
+    rc = store_walk(txn, self->db_settlement, &from, add_owes, &walk);
+    *out += walk.owes;
+    return rc;
+}
+
+/* A partner's net debit over every window not closed yet, each under its own model, for
+ * its cap. */
 static int unsettled_net(ledger_t *self, MDB_txn *txn, const char *partner, settle_i128_t *out)
 {
     Coalition__SettlementState *s = NULL;
@@ -403,13 +454,12 @@ static int unsettled_net(ledger_t *self, MDB_txn *txn, const char *partner, sett
     coalition__settlement_state__free_unpacked(s, NULL);
     for (uint64_t id = first; id != 0 && id <= last && rc == CL_OK; id++) {
         Coalition__WindowRecord *w = NULL;
+        settle_i128_t net = 0;
         rc = settle_get_window(self, txn, id, &w);
-        bool closed = rc == CL_OK && w->state == COALITION__WINDOW_STATE__WINDOW_CLOSED;
+        if (rc == CL_OK && w->state != COALITION__WINDOW_STATE__WINDOW_CLOSED)
+            rc = window_net(self, txn, w, partner, &net);
         coalition__window_record__free_unpacked(w, NULL);
-        if (rc == CL_OK && !closed)
-            rc = get_row(self, txn, id, partner, &self->scratch_row);
-        if (rc == CL_OK && !closed)
-            *out += settle_net_hub(&self->scratch_row.c);
+        *out += net;
     }
     return rc;
 }

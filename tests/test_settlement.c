@@ -100,6 +100,7 @@ typedef struct {
     o_original_t originals[O_ORIGINALS_MAX];
     int n_originals;
     int64_t balance[O_MEMBERS];
+    int cap_declines, prepaid_declines, ip_burns;
 } oracle_t;
 
 static const char *PARTNERS[O_PARTNERS_MAX] = {"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"};
@@ -201,14 +202,6 @@ static int64_t o_net(const o_counts_t *c)
     return c->issue - c->issue_rev + c->topup + c->fee - c->reimb + c->reimb_rev;
 }
 
-static int64_t o_unsettled(const oracle_t *o, int partner)
-{
-    int64_t sum = 0;
-    for (uint64_t w = 1; w <= o->open_id; w++)
-        if (!o->closed[w])
-            sum += o_net(&o->counts[w][partner]);
-    return sum;
-}
 
 static o_original_t *o_original(oracle_t *o, const char *txn)
 {
@@ -400,6 +393,8 @@ static result_t op_contract(fixture_t *f, const o_contract_t *terms, int64_t fro
 
 static o_counts_t *o_counts(fixture_t *f, int p) { return &f->o.counts[f->o.open_id][p]; }
 
+static int64_t o_unsettled(const oracle_t *o, int partner);
+
 /* An earn the oracle predicts: 61 past the prepaid block or the cap, else approved. */
 static result_t op_earn(fixture_t *f, int p, const char *txn, int m, int64_t amount)
 {
@@ -420,10 +415,13 @@ static result_t op_earn(fixture_t *f, int p, const char *txn, int m, int64_t amo
     int64_t points = (int64_t)((i128_t)amount * c->rate / 100000);
     int64_t money = c->prepaid ? 0 : o_price(points, c->issue);
     int want = RC_APPROVED;
-    if (c->prepaid && points > o->prepaid[p])
+    if (c->prepaid && points > o->prepaid[p]) {
         want = RC_EXCEEDS_LIMIT;
-    else if (c->cap > 0 && o_unsettled(o, p) + money + c->fee > c->cap)
+        o->prepaid_declines++;
+    } else if (c->cap > 0 && o_unsettled(o, p) + money + c->fee > c->cap) {
         want = RC_EXCEEDS_LIMIT;
+        o->cap_declines++;
+    }
     result_t res = submit(f, &r.env);
     expect_code("earn", want, &res);
     if (want != RC_APPROVED)
@@ -481,6 +479,7 @@ static result_t op_burn(fixture_t *f, int p, const char *txn, int m, int64_t poi
     o_original_t *orig = &o->originals[o->n_originals++];
     assert_true(o->n_originals < O_ORIGINALS_MAX);
     memset(orig, 0, sizeof *orig);
+    o->ip_burns += o->window_ip[o->open_id];
     o_split(points, o->outstanding, orig->shares);
     o_split(money, o->outstanding, orig->share_money);
     for (int i = 0; i < O_PARTNERS_MAX; i++) {
@@ -764,6 +763,16 @@ static int64_t o_net_in(const oracle_t *o, uint64_t w, int p)
     if (!o->window_ip[w])
         return o_net(c);
     return o_op_net(c) + o_pairs(o, w, p, true) - o_pairs(o, w, p, false);
+}
+
+/* A partner's net over the windows not closed, each under its model (its cap). */
+static int64_t o_unsettled(const oracle_t *o, int partner)
+{
+    int64_t sum = 0;
+    for (uint64_t w = 1; w <= o->open_id; w++)
+        if (!o->closed[w])
+            sum += o_net_in(o, w, partner);
+    return sum;
 }
 
 #define OPERATOR_INDEX O_PARTNERS_MAX
@@ -1234,8 +1243,10 @@ static void run_stream(fixture_t *f, unsigned seed)
         EXPECT_EQ("outstanding by issuer", f->o.outstanding[partner_index(out[i].partner_id)],
                   out[i].points);
     expect_verify_ok(f);
-    print_message("seed %u: %" PRIu64 " windows, %d originals\n", seed, f->o.open_id,
-                  f->o.n_originals);
+    print_message("seed %u: %" PRIu64 " windows, %d originals, %d burns under issuer-pays, "
+                  "61s: %d cap, %d prepaid\n",
+                  seed, f->o.open_id, f->o.n_originals, f->o.ip_burns, f->o.cap_declines,
+                  f->o.prepaid_declines);
 }
 
 /* SETTLEMENT_SEED=N runs one seed; otherwise four, each on a fresh ledger. */
