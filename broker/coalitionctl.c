@@ -57,6 +57,25 @@ static void usage(FILE *out)
         "  partner add ID --earn-rate R [--currency CUR]\n"
         "                                         add a partner earning R points per\n"
         "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
+        "  member add ID                          enrol a member\n"
+        "  balance MEMBER                         a member's points balance\n"
+        "  accounts                               every account and its balance\n"
+        "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
+        "                                         committed when the command started\n"
+        "  verify                                 re-derive the ledger from its journal, on a\n"
+        "                                         compacted snapshot ($TMPDIR, removed after)\n\n"
+        "Options:\n"
+        "  -l, --ledger DIR      ledger directory (default: %s)\n"
+        "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
+        "  -j, --json            machine-readable output\n"
+        "  -h, --help            this text\n\n"
+        "partner add/limits, member add and key new/revoke need the broker running; the\n"
+        "rest read the ledger,\n"
+        "%d records per read transaction: a long accounts listing shows balances from\n"
+        "successive moments (verify audits one consistent snapshot).\n"
+        "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
+        DEFAULT_LEDGER_DIR, LEDGER_SLICE_RECORDS_MAX);
+    fputs("\nSettlement commands (writes through the broker, reports read the ledger):\n"
         "  partner topup ID --points N            a prepaid partner buys N points\n"
         "  contract set ID --from TIME [--earn-rate R] [--currency CUR]\n"
         "               [--issue-price M] [--reimburse M] [--fee M]\n"
@@ -76,24 +95,12 @@ static void usage(FILE *out)
         "               [--sign-key FILE]         a closed window's signed statement\n"
         "                                         (default key DIR/operator.sign)\n"
         "  statement-verify FILE --pubkey KEY     check a statement's signature\n"
-        "  member add ID                          enrol a member\n"
-        "  balance MEMBER                         a member's points balance\n"
-        "  accounts                               every account and its balance\n"
-        "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
-        "                                         committed when the command started\n"
-        "  verify                                 re-derive the ledger from its journal, on a\n"
-        "                                         compacted snapshot ($TMPDIR, removed after)\n\n"
-        "Options:\n"
-        "  -l, --ledger DIR      ledger directory (default: %s)\n"
-        "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
-        "  -j, --json            machine-readable output\n"
-        "  -h, --help            this text\n\n"
-        "partner add/limits, member add and key new/revoke need the broker running; the\n"
-        "rest read the ledger,\n"
-        "%d records per read transaction: a long accounts listing shows balances from\n"
-        "successive moments (verify audits one consistent snapshot).\n"
-        "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
-        DEFAULT_LEDGER_DIR, LEDGER_SLICE_RECORDS_MAX);
+        "  reconcile --partner P --window ID --agent-journal FILE\n"
+        "                                         match an agent's export (coalition-agent\n"
+        "                                         --data DIR export --window ID) against\n"
+        "                                         the ledger; exit 1 on any difference\n"
+          ,
+          out);
 }
 
 void ctl_admin_envelope(envelope_t *env, char *txn_id, size_t size)
@@ -746,6 +753,8 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return ctl_statement(ctl, argc, argv);
     if (strcmp(cmd, "statement-verify") == 0)
         return ctl_statement_verify(ctl, argc, argv);
+    if (strcmp(cmd, "reconcile") == 0)
+        return ctl_reconcile(ctl, argc, argv);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)

@@ -41,4 +41,7 @@ int ctl_statement(ctl_t *ctl, int argc, char **argv);
 int ctl_statement_verify(ctl_t *ctl, int argc, char **argv);
 int ctl_signing_key_new(const char *dir);
 
+/* ctl_reconcile.c: an agent's export of a window against the ledger. */
+int ctl_reconcile(ctl_t *ctl, int argc, char **argv);
+
 #endif

@@ -443,8 +443,8 @@ static void auth_code_of(const uint8_t hash[WIRE_HASH_BYTES], char out[AUTH_CODE
     snprintf(out, AUTH_CODE_LEN + 1, "%02X%02X%02X", hash[0], hash[1], hash[2]);
 }
 
-static void reply_from_decision(authorization_t *auth, const envelope_t *env, const uint8_t *hash,
-                                decision_t *d, uint64_t seq, char *auth_code)
+static void reply_from_decision(const ledger_t *self, authorization_t *auth, const envelope_t *env,
+                                const uint8_t *hash, decision_t *d, uint64_t seq, char *auth_code)
 {
     /* An approval of a write has its journal entry; a decline has none. */
     assert((seq > 0) == ((d->code == RC_APPROVED || d->code == RC_PARTIAL) && auth_code[0] != 0));
@@ -455,6 +455,11 @@ static void reply_from_decision(authorization_t *auth, const envelope_t *env, co
     auth->balance = d->balance;
     auth->seq = seq;
     auth->auth_code = auth_code;
+    if (seq > 0) {
+        auth->window_id = self->batch_window_id;
+        auth->settle_minor = d->settle.settle_minor;
+        auth->fee_minor = d->settle.fee_minor;
+    }
 }
 
 /* Whether the approval stored under `key` was voided or fully refunded since. */
@@ -634,7 +639,7 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
     if (rc != CL_OK)
         return rc;
     auth_code_of(entry_hash, auth_code);
-    reply_from_decision(&auth, env, hash, d, self->batch_seq + 1, auth_code);
+    reply_from_decision(self, &auth, env, hash, d, self->batch_seq + 1, auth_code);
     rc = reply_pack(&auth, reply_out, len_out);
     if (rc == CL_OK)
         rc = put_idem(self, child, env, hash, self->batch_seq + 1, 0, *reply_out, *len_out);
@@ -664,7 +669,7 @@ static int finish_declined(ledger_t *self, MDB_txn *child, const envelope_t *env
     if (child != NULL)
         mdb_txn_abort(child);
     d->points = 0;
-    reply_from_decision(&auth, env, hash, d, 0, "");
+    reply_from_decision(self, &auth, env, hash, d, 0, "");
     int rc = reply_pack(&auth, reply_out, len_out);
     /* An unknown partner has no key space to remember anything in: storing its declines
      * would let any sender grow the ledger. */
@@ -838,7 +843,7 @@ int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIR
     if (rc != CL_OK)
         return rc;
     authorization_t auth;
-    reply_from_decision(&auth, env, hash, &d, 0, "");
+    reply_from_decision(self, &auth, env, hash, &d, 0, "");
     return reply_pack(&auth, reply_out, reply_len_out);
 }
 
@@ -870,6 +875,35 @@ static int replay_in(ledger_t *self, MDB_txn *txn, void *ctx)
     if (rc == CL_OK)
         rc = reply_to_repeat(self, txn, c->env, c->hash, idem, c->reply_out, c->len_out);
     coalition__idem_record__free_unpacked(idem, NULL);
+    return rc;
+}
+
+typedef struct txn_call {
+    const char *partner, *site, *txn_id;
+    uint64_t seq;
+} txn_call_t;
+
+static int txn_seq_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    txn_call_t *c = ctx;
+    Coalition__IdemRecord *idem = NULL;
+    int rc = ledger_get_idem(self, txn, c->partner, c->site, c->txn_id, &idem);
+    if (rc == CL_OK)
+        c->seq = idem->seq;
+    coalition__idem_record__free_unpacked(idem, NULL);
+    return rc;
+}
+
+int ledger_txn_seq(ledger_t *self, const char *partner, const char *site, const char *txn_id,
+                   uint64_t *seq_out)
+{
+    *seq_out = 0;
+    if (!wire_id_valid(partner, PARTNER_ID_LEN_MAX) || !wire_id_valid(site, SITE_ID_LEN_MAX) ||
+        !wire_id_valid(txn_id, TXN_ID_LEN_MAX))
+        return CL_ERR_INVALID;
+    txn_call_t call = {partner, site, txn_id, 0};
+    int rc = ledger_with_reader(self, txn_seq_in, &call);
+    *seq_out = call.seq;
     return rc;
 }
 

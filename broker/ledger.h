@@ -136,6 +136,11 @@ int ledger_keys_slice(ledger_t *self, const char *after, ledger_key_row_t *rows,
 int ledger_replay(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                   uint8_t **reply_out, size_t *reply_len_out);
 
+/* The journal seq of the approval stored under (partner, site, txn_id): 0 for a
+ * remembered decline or a tombstone; CL_ERR_NOT_FOUND when the key is unknown. */
+int ledger_txn_seq(ledger_t *self, const char *partner, const char *site, const char *txn_id,
+                   uint64_t *seq_out);
+
 /* Read-only helpers for coalitionctl and tests. */
 int ledger_account_balance(ledger_t *self, const char *account, int64_t *balance_out);
 int ledger_member_balance(ledger_t *self, const char *member_id, int64_t *balance_out);

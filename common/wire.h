@@ -23,10 +23,12 @@
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
 /* The largest packed Authorization: every echoed id is at most its limit, the text at
- * most RECEIPT_TEXT_BYTES_MAX; 512 covers them with their tags. */
+ * most RECEIPT_TEXT_BYTES_MAX; 512 covers them with their tags and the numbers (at most
+ * 11 bytes each with its tag: 128 for code, points, balance, seq, flags, window, money,
+ * fee and the strings' tags and lengths). */
 #define AUTH_BYTES_MAX 512
 _Static_assert(TXN_ID_LEN_MAX + SITE_ID_LEN_MAX + MEMBER_ID_LEN_MAX + RECEIPT_TEXT_BYTES_MAX +
-                       WIRE_HASH_BYTES + AUTH_CODE_LEN + 64 <=
+                       WIRE_HASH_BYTES + AUTH_CODE_LEN + 128 <=
                    AUTH_BYTES_MAX,
                "an Authorization fits AUTH_BYTES_MAX");
 _Static_assert(AUTH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX, "a reply is never over the request limit");

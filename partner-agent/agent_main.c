@@ -1,6 +1,8 @@
 /* coalition-agent: one per merchant site. Parses options and runs the agent until
- * SIGTERM/SIGINT; --journal and --outbox print its local records instead. */
+ * SIGTERM/SIGINT; --journal and --outbox print its local records instead, and the
+ * export command a settlement window's records for reconciliation. */
 #include "agent.h"
+#include "agent_export.h"
 #include "errors.h"
 #include "json.h"
 #include "keys.h"
@@ -25,7 +27,10 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: coalition-agent --partner ID [options]\n"
-            "Run a merchant site's agent: tills connect to it, it talks to the broker.\n\n"
+            "       coalition-agent --data DIR export --window ID\n"
+            "Run a merchant site's agent: tills connect to it, it talks to the broker.\n"
+            "export prints what the agent was told for settlement window ID (JSON lines:\n"
+            "approvals, then requests still in the outbox) for 'coalitionctl reconcile'.\n\n"
             "  -p, --partner ID        this site's partner id (required)\n"
             "  -s, --site ID           this store's site id within the partner; txn ids are\n"
             "                          unique per (partner, site) (default: %s)\n"
@@ -108,6 +113,34 @@ static int print_store(const char *dir, bool journal)
     if (rc != CL_OK)
         fprintf(stderr, "coalition-agent: cannot read %s: %s\n", dir, cl_strerror(rc));
     return rc == CL_OK ? 0 : 1;
+}
+
+/* argv: export --window ID */
+static int export_command(const char *dir, int argc, char **argv)
+{
+    static const struct option longopts[] = {{"window", required_argument, NULL, 'w'},
+                                             {NULL, 0, NULL, 0}};
+    const char *window_text = NULL;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "w:", longopts, NULL)) != -1) {
+        if (c != 'w')
+            return 2;
+        window_text = optarg;
+    }
+    char *end = NULL;
+    unsigned long long window = window_text != NULL ? strtoull(window_text, &end, 10) : 0;
+    if (dir == NULL || window == 0 || *end != '\0' || optind != argc) {
+        fprintf(stderr, "coalition-agent: usage: coalition-agent --data DIR export --window ID\n");
+        return 2;
+    }
+    uint64_t lines = 0;
+    int rc = agent_export(dir, window, &lines);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalition-agent: cannot read %s: %s\n", dir, cl_strerror(rc));
+        return 1;
+    }
+    return 0;
 }
 
 static int parse_ms(const char *name, const char *s, int min, int max, int *out)
@@ -200,7 +233,8 @@ int main(int argc, char **argv)
     bool insecure = false;
     int report = 0, bad = 0, c;
     log_level_t level = LOG_INFO;
-    while ((c = getopt_long(argc, argv, "p:s:b:d:l:k:K:h", longopts, NULL)) != -1) {
+    /* '+': options end at a command (export), which takes its own. */
+    while ((c = getopt_long(argc, argv, "+p:s:b:d:l:k:K:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': key_path = optarg; break;
         case 'K': broker_key_path = optarg; break;
@@ -231,6 +265,8 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
+    if (!bad && optind < argc && strcmp(argv[optind], "export") == 0)
+        return export_command(o.data_dir, argc - optind, argv + optind);
     if (bad || optind != argc)
         return 2;
     char data_buf[DATA_DIR_BYTES_MAX], listen_buf[ENDPOINT_BYTES_MAX];

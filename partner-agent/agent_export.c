@@ -1,0 +1,96 @@
+/* coalition-agent export --window ID: the agent's side of a settlement window for
+ * reconciliation (coalitionctl reconcile). JSON lines, one per approval the agent was
+ * told for that window (as its journal holds them, replays included: the reader keys
+ * them by site and txn id), then one per request still in the outbox, which no window
+ * holds yet ("status":"outbox"). */
+#include "agent_export.h"
+
+#include "errors.h"
+#include "json.h"
+#include "outbox.h"
+#include "wire.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+typedef struct export_ctx {
+    uint64_t window;
+    uint64_t lines;
+} export_ctx_t;
+
+/* What the request asked: its ids, member, money and points. */
+static void print_request_fields(const envelope_t *env)
+{
+    int64_t amount = 0, points = 0;
+    if (env->body_case == COALITION__ENVELOPE__BODY_EARN)
+        amount = env->earn->amount_minor;
+    else if (env->body_case == COALITION__ENVELOPE__BODY_BURN)
+        points = env->burn->points;
+    else if (env->body_case == COALITION__ENVELOPE__BODY_REFUND)
+        amount = env->refund->amount_minor, points = env->refund->points;
+    const char *original = wire_original_txn(env);
+    printf("\"site\":");
+    json_write_string(stdout, env->site_id);
+    printf(",\"txn_id\":");
+    json_write_string(stdout, env->txn_id);
+    printf(",\"type\":\"%s\",\"original_txn_id\":", wire_body_name(env));
+    json_write_string(stdout, original != NULL ? original : "");
+    printf(",\"member\":");
+    json_write_string(stdout, wire_member_of(env));
+    printf(",\"amount_minor\":%" PRId64 ",\"till_time_ms\":%" PRId64, amount,
+           env->client_time_ms);
+    if (env->body_case == COALITION__ENVELOPE__BODY_BURN)
+        printf(",\"requested_points\":%" PRId64, points);
+}
+
+static int export_answer(uint64_t seq, int64_t time_ms, const uint8_t *env_bytes, size_t env_len,
+                         const uint8_t *auth_bytes, size_t auth_len, void *ctx)
+{
+    export_ctx_t *x = ctx;
+    (void)seq;
+    authorization_t *auth = wire_auth_decode(auth_bytes, auth_len);
+    envelope_t *env = wire_envelope_decode(env_bytes, env_len);
+    bool approved = auth != NULL && env != NULL && auth->seq > 0 &&
+                    (auth->code == RC_APPROVED || auth->code == RC_PARTIAL);
+    if (approved && auth->window_id == x->window) {
+        printf("{\"status\":\"answered\",");
+        print_request_fields(env);
+        printf(",\"code\":\"%02d\",\"points\":%" PRId64 ",\"money_minor\":%" PRId64
+               ",\"fee_minor\":%" PRId64 ",\"ledger_seq\":%" PRIu64 ",\"window\":%" PRIu64
+               ",\"answered_ms\":%" PRId64 ",\"replay\":%s}\n",
+               auth->code, auth->points, auth->settle_minor, auth->fee_minor, auth->seq,
+               auth->window_id, time_ms, auth->replay ? "true" : "false");
+        x->lines++;
+    }
+    wire_auth_free(auth);
+    wire_envelope_free(env);
+    return CL_OK;
+}
+
+static int export_pending(uint64_t seq, const uint8_t *env_bytes, size_t len, void *ctx)
+{
+    export_ctx_t *x = ctx;
+    envelope_t *env = wire_envelope_decode(env_bytes, len);
+    if (env == NULL)
+        return CL_ERR_CORRUPT;
+    printf("{\"status\":\"outbox\",\"outbox_seq\":%" PRIu64 ",", seq);
+    print_request_fields(env);
+    printf("}\n");
+    wire_envelope_free(env);
+    x->lines++;
+    return CL_OK;
+}
+
+int agent_export(const char *dir, uint64_t window, uint64_t *lines_out)
+{
+    outbox_t *store = NULL;
+    export_ctx_t x = {window, 0};
+    int rc = outbox_open(&store, dir, 1);
+    if (rc == CL_OK)
+        rc = outbox_journal_foreach(store, export_answer, &x);
+    if (rc == CL_OK)
+        rc = outbox_foreach(store, export_pending, &x);
+    outbox_destroy(&store);
+    *lines_out = x.lines;
+    return rc;
+}

@@ -1,0 +1,11 @@
+/* The agent's local records of one settlement window, for reconciliation. */
+#ifndef COALITION_AGENT_EXPORT_H
+#define COALITION_AGENT_EXPORT_H
+
+#include <stdint.h>
+
+/* Print to stdout (JSON lines) every approval the agent's journal holds for `window`,
+ * then every request still in its outbox. Read-only. */
+int agent_export(const char *dir, uint64_t window, uint64_t *lines_out);
+
+#endif
