@@ -99,6 +99,8 @@ static void usage(FILE *out)
         "                                         match an agent's export (coalition-agent\n"
         "                                         --data DIR export --window ID) against\n"
         "                                         the ledger; exit 1 on any difference\n"
+        "  liability [--as-of TIME]               points outstanding by issuer and age,\n"
+        "                                         valued at issue price (journal replay)\n"
           ,
           out);
 }
@@ -755,6 +757,8 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return ctl_statement_verify(ctl, argc, argv);
     if (strcmp(cmd, "reconcile") == 0)
         return ctl_reconcile(ctl, argc, argv);
+    if (strcmp(cmd, "liability") == 0)
+        return ctl_liability(ctl, argc, argv);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)

@@ -1,0 +1,361 @@
+/* coalitionctl liability --as-of TIME: the points outstanding at TIME by issuing partner
+ * and by age bucket, valued at issue price, for the operator's books. A report: it
+ * replays the journal up to TIME in bounded slices (never the writer's path).
+ *
+ *   earn            a lot of the issuer, dated by the earn's day, valued at the issue
+ *                   price of the contract it was priced under (prepaid or not)
+ *   earn reversal   takes its points from its original's lot
+ *   burn            each issuer's share (the entry's issuer shares, pro rata) is taken
+ *                   from that issuer's lots, oldest first
+ *   burn reversal   gives each issuer's share back as a lot dated by the reversal, at
+ *                   the issuer's issue price then
+ * A lot that cannot give what is asked (its points went to burns before the reversal)
+ * leaves a shortfall against the issuer, shown as "unaged": each issuer's total is then
+ * exactly its outstanding points in the ledger (checked when TIME is after the last
+ * entry). Age buckets: up to 30 days, 31-90, 91-180, 181-365, over 365. */
+#include "ctl.h"
+
+#include "amount.h"
+#include "errors.h"
+#include "json.h"
+#include "settle.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DAY_MS INT64_C(86400000)
+#define LOTS_PER_ISSUER_MAX 100000u /* distinct (day, price) lots: centuries of days */
+#define BUCKETS 5
+static const int64_t BUCKET_DAYS[BUCKETS - 1] = {30, 90, 180, 365};
+static const char *BUCKET_NAMES[BUCKETS] = {"0-30d", "31-90d", "91-180d", "181-365d", "over-365d"};
+
+typedef struct lot {
+    int64_t day, per_mille, points;
+} lot_t;
+
+typedef struct issuer {
+    char id[PARTNER_ID_LEN_MAX + 1];
+    char currency[CURRENCY_CODE_BYTES];
+    lot_t *lots; /* by day, then price */
+    size_t n_lots, cap_lots, first; /* lots before `first` are empty */
+    int64_t shortfall;              /* points owed back that no lot held */
+} issuer_t;
+
+typedef struct liab {
+    ctl_t *ctl;
+    ledger_t *ledger;
+    int64_t as_of;
+    issuer_t issuers[SETTLE_PARTNERS_MAX];
+    size_t n_issuers;
+    uint64_t last_seq;
+    bool as_of_before_end; /* some entry is later than as_of */
+} liab_t;
+
+static issuer_t *issuer_of(liab_t *l, const char *id)
+{
+    for (size_t i = 0; i < l->n_issuers; i++)
+        if (strcmp(l->issuers[i].id, id) == 0)
+            return &l->issuers[i];
+    if (l->n_issuers == SETTLE_PARTNERS_MAX)
+        return NULL;
+    issuer_t *is = &l->issuers[l->n_issuers++];
+    memset(is, 0, sizeof *is);
+    snprintf(is->id, sizeof is->id, "%s", id);
+    return is;
+}
+
+/* The issue price and currency of a partner's contract from `from_ms`, or in force at
+ * `at_ms` when from_ms < 0. */
+static int price_of(liab_t *l, issuer_t *is, int64_t from_ms, int64_t at_ms, int64_t *per_mille)
+{
+    settle_contract_t rows[64];
+    size_t n = 0;
+    int rc = ledger_contracts(l->ledger, is->id, rows, 64, &n);
+    if (rc != CL_OK || n == 0)
+        return rc != CL_OK ? rc : CL_ERR_CORRUPT;
+    snprintf(is->currency, sizeof is->currency, "%s", rows[0].currency);
+    *per_mille = -1;
+    for (size_t i = 0; i < n; i++)
+        if (from_ms >= 0 ? rows[i].from_ms == from_ms : rows[i].from_ms <= at_ms)
+            *per_mille = rows[i].issue_price_per_mille;
+    return *per_mille >= 0 || n == 64 ? CL_OK : CL_ERR_CORRUPT;
+}
+
+static int add_lot(issuer_t *is, int64_t day, int64_t per_mille, int64_t points)
+{
+    size_t at = is->n_lots;
+    while (at > is->first && (is->lots[at - 1].day > day ||
+                              (is->lots[at - 1].day == day && is->lots[at - 1].per_mille > per_mille)))
+        at--;
+    if (at > is->first && is->lots[at - 1].day == day && is->lots[at - 1].per_mille == per_mille) {
+        is->lots[at - 1].points += points;
+        return CL_OK;
+    }
+    if (is->n_lots == is->cap_lots) {
+        size_t cap = is->cap_lots == 0 ? 64 : 2 * is->cap_lots;
+        lot_t *grown = cap <= LOTS_PER_ISSUER_MAX ? realloc(is->lots, cap * sizeof *grown) : NULL;
+        if (grown == NULL)
+            return CL_ERR_NOMEM;
+        is->lots = grown;
+        is->cap_lots = cap;
+    }
+    memmove(&is->lots[at + 1], &is->lots[at], (is->n_lots - at) * sizeof *is->lots);
+    is->lots[at] = (lot_t){day, per_mille, points};
+    is->n_lots++;
+    return CL_OK;
+}
+
+/* Take points from one lot; what it cannot give becomes a shortfall. */
+static void take_from(issuer_t *is, int64_t day, int64_t per_mille, int64_t points)
+{
+    for (size_t i = is->first; i < is->n_lots && points > 0; i++) {
+        lot_t *lot = &is->lots[i];
+        if (lot->day != day || lot->per_mille != per_mille)
+            continue;
+        int64_t take = lot->points < points ? lot->points : points;
+        lot->points -= take;
+        points -= take;
+    }
+    is->shortfall += points;
+}
+
+/* Take points from the oldest lots first. */
+static void take_oldest(issuer_t *is, int64_t points)
+{
+    for (size_t i = is->first; i < is->n_lots && points > 0; i++) {
+        lot_t *lot = &is->lots[i];
+        int64_t take = lot->points < points ? lot->points : points;
+        lot->points -= take;
+        points -= take;
+        if (lot->points == 0 && i == is->first)
+            is->first++;
+    }
+    is->shortfall += points;
+}
+
+/* The earn a reversal names, read back from the ledger. */
+static int original_of(liab_t *l, const journal_entry_t *e, journal_entry_t **out)
+{
+    const char *site = e->original_site_id[0] != '\0' ? e->original_site_id : e->site_id;
+    uint64_t seq = 0;
+    size_t n = 0;
+    int rc = ledger_txn_seq(l->ledger, e->partner_id, site, e->original_txn_id, &seq);
+    if (rc == CL_OK && seq == 0)
+        rc = CL_ERR_CORRUPT;
+    if (rc == CL_OK)
+        rc = ledger_journal_slice(l->ledger, seq, out, 1, &n);
+    if (rc == CL_OK && (n != 1 || (*out)->seq != seq)) {
+        ledger_journal_slice_free(out, n);
+        rc = CL_ERR_CORRUPT;
+    }
+    return rc;
+}
+
+static int replay_entry(liab_t *l, const journal_entry_t *e)
+{
+    bool earnish = e->kind == COALITION__ENTRY_KIND__ENTRY_EARN ||
+                   e->kind == COALITION__ENTRY_KIND__ENTRY_REFUND_EARN ||
+                   e->kind == COALITION__ENTRY_KIND__ENTRY_VOID_EARN;
+    issuer_t *is = earnish ? issuer_of(l, e->partner_id) : NULL;
+    int64_t per_mille = 0;
+    int rc = CL_OK;
+    if (earnish && is == NULL)
+        return CL_ERR_OVERFLOW;
+    switch (e->kind) {
+    case COALITION__ENTRY_KIND__ENTRY_EARN:
+        rc = price_of(l, is, e->contract_from_ms, 0, &per_mille);
+        return rc == CL_OK ? add_lot(is, e->time_ms / DAY_MS, per_mille, e->points) : rc;
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_EARN: {
+        journal_entry_t *o = NULL;
+        rc = original_of(l, e, &o);
+        if (rc == CL_OK)
+            rc = price_of(l, is, o->contract_from_ms, 0, &per_mille);
+        if (rc == CL_OK)
+            take_from(is, o->time_ms / DAY_MS, per_mille, e->points);
+        ledger_journal_slice_free(&o, o != NULL);
+        return rc;
+    }
+    case COALITION__ENTRY_KIND__ENTRY_BURN:
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
+        for (size_t i = 0; rc == CL_OK && i < e->n_issuer_shares; i++) {
+            const Coalition__PairAmount *sh = e->issuer_shares[i];
+            issuer_t *by = issuer_of(l, sh->partner_id);
+            if (by == NULL)
+                return CL_ERR_OVERFLOW;
+            if (e->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
+                take_oldest(by, sh->points);
+                continue;
+            }
+            rc = price_of(l, by, -1, e->time_ms, &per_mille);
+            if (rc == CL_OK)
+                rc = add_lot(by, e->time_ms / DAY_MS, per_mille, sh->points);
+        }
+        return rc;
+    default: return CL_OK;
+    }
+}
+
+static int replay(liab_t *l)
+{
+    journal_entry_t *entries[LEDGER_SLICE_RECORDS_MAX];
+    uint64_t next = 1;
+    size_t n = LEDGER_SLICE_RECORDS_MAX;
+    int rc = CL_OK;
+    while (rc == CL_OK && n == LEDGER_SLICE_RECORDS_MAX) {
+        rc = ledger_journal_slice(l->ledger, next, entries, LEDGER_SLICE_RECORDS_MAX, &n);
+        for (size_t i = 0; rc == CL_OK && i < n; i++) {
+            l->last_seq = entries[i]->seq;
+            if (entries[i]->time_ms <= l->as_of)
+                rc = replay_entry(l, entries[i]);
+            else
+                l->as_of_before_end = true;
+        }
+        if (n > 0)
+            next = entries[n - 1]->seq + 1;
+        ledger_journal_slice_free(entries, n);
+    }
+    return rc;
+}
+
+typedef struct figures {
+    int64_t points[BUCKETS], value[BUCKETS];
+    int64_t total_points, total_value, unaged_points, unaged_value;
+} figures_t;
+
+static int issuer_figures(liab_t *l, issuer_t *is, figures_t *f)
+{
+    memset(f, 0, sizeof *f);
+    int64_t today = l->as_of / DAY_MS, per_mille = 0;
+    for (size_t i = is->first; i < is->n_lots; i++) {
+        const lot_t *lot = &is->lots[i];
+        int64_t age = today - lot->day;
+        size_t b = 0;
+        while (b < BUCKETS - 1 && age > BUCKET_DAYS[b])
+            b++;
+        f->points[b] += lot->points;
+        f->value[b] += amount_price(lot->points, lot->per_mille);
+        f->total_points += lot->points;
+        f->total_value += amount_price(lot->points, lot->per_mille);
+    }
+    int rc = price_of(l, is, -1, l->as_of, &per_mille);
+    f->unaged_points = -is->shortfall;
+    f->unaged_value = -amount_price(is->shortfall, per_mille < 0 ? 0 : per_mille);
+    f->total_points += f->unaged_points;
+    f->total_value += f->unaged_value;
+    return rc;
+}
+
+static void print_issuer(const liab_t *l, const issuer_t *is, const figures_t *f)
+{
+    if (l->ctl->json) {
+        printf("{\"issuer\":");
+        json_write_string(stdout, is->id);
+        printf(",\"currency\":\"%s\"", is->currency);
+        for (size_t b = 0; b < BUCKETS; b++)
+            printf(",\"points_%s\":%" PRId64 ",\"value_%s_minor\":%" PRId64, BUCKET_NAMES[b],
+                   f->points[b], BUCKET_NAMES[b], f->value[b]);
+        printf(",\"points_unaged\":%" PRId64 ",\"value_unaged_minor\":%" PRId64
+               ",\"points\":%" PRId64 ",\"value_minor\":%" PRId64 "}\n",
+               f->unaged_points, f->unaged_value, f->total_points, f->total_value);
+        return;
+    }
+    int exponent = amount_currency_exponent(is->currency);
+    char value[AMOUNT_TEXT_BYTES];
+    printf("%-16s %3s", is->id, is->currency);
+    for (size_t b = 0; b < BUCKETS; b++)
+        printf(" %12" PRId64, f->points[b]);
+    amount_format_minor(f->total_value, exponent < 0 ? 2 : exponent, value, sizeof value);
+    printf(" %10" PRId64 " %14" PRId64 " %16s\n", f->unaged_points, f->total_points, value);
+}
+
+/* With every entry replayed, each issuer's total must be the ledger's outstanding. */
+static int check_totals(liab_t *l, const int64_t *totals)
+{
+    settle_pair_t rows[SETTLE_PARTNERS_MAX];
+    size_t n = 0;
+    int rc = ledger_outstanding(l->ledger, rows, SETTLE_PARTNERS_MAX, &n);
+    for (size_t i = 0; rc == CL_OK && i < n; i++) {
+        int64_t mine = 0;
+        for (size_t k = 0; k < l->n_issuers; k++)
+            if (strcmp(l->issuers[k].id, rows[i].partner_id) == 0)
+                mine = totals[k];
+        if (mine != rows[i].points) {
+            fprintf(stderr, "coalitionctl: %s: %" PRId64 " points by the journal, %" PRId64
+                            " outstanding in the ledger\n", rows[i].partner_id, mine, rows[i].points);
+            rc = CL_ERR_CORRUPT;
+        }
+    }
+    return rc;
+}
+
+static int print_report(liab_t *l)
+{
+    int64_t totals[SETTLE_PARTNERS_MAX];
+    char when[SETTLE_TIME_TEXT_BYTES];
+    settle_time_text(l->as_of, when);
+    if (!l->ctl->json) {
+        printf("points outstanding as of %s by issuer and age, valued at issue price\n", when);
+        printf("%-16s %3s", "ISSUER", "CUR");
+        for (size_t b = 0; b < BUCKETS; b++)
+            printf(" %12s", BUCKET_NAMES[b]);
+        printf(" %10s %14s %16s\n", "UNAGED", "POINTS", "VALUE");
+    }
+    int rc = CL_OK;
+    for (size_t i = 0; rc == CL_OK && i < l->n_issuers; i++) {
+        figures_t f;
+        rc = issuer_figures(l, &l->issuers[i], &f);
+        totals[i] = f.total_points;
+        if (rc == CL_OK)
+            print_issuer(l, &l->issuers[i], &f);
+    }
+    if (rc == CL_OK && !l->as_of_before_end) {
+        rc = check_totals(l, totals);
+        if (rc == CL_OK && !l->ctl->json)
+            printf("totals equal the ledger's points outstanding by issuer (journal to seq %" PRIu64
+                   ")\n", l->last_seq);
+    }
+    return rc;
+}
+
+int ctl_liability(ctl_t *ctl, int argc, char **argv)
+{
+    liab_t *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return EXIT_USAGE;
+    l->ctl = ctl;
+    l->as_of = INT64_MAX / 2;
+    int rc = 0;
+    if (argc == 3 && strcmp(argv[1], "--as-of") == 0) {
+        if (ctl_parse_time(argv[2], &l->as_of) != CL_OK) {
+            fprintf(stderr, "coalitionctl: --as-of '%s' is not a time; see --help\n", argv[2]);
+            rc = EXIT_USAGE;
+        }
+        if (l->as_of == 0) /* now */
+            l->as_of = (int64_t)time(NULL) * 1000;
+    } else if (argc != 1) {
+        fprintf(stderr, "coalitionctl: usage: liability [--as-of TIME]\n");
+        rc = EXIT_USAGE;
+    } else {
+        l->as_of = (int64_t)time(NULL) * 1000;
+    }
+    if (rc == 0 && ctl_open_read_only(ctl, &l->ledger) != CL_OK)
+        rc = EXIT_USAGE;
+    int failed = rc == 0 ? replay(l) : CL_OK;
+    if (failed == CL_OK && rc == 0)
+        failed = print_report(l);
+    if (failed != CL_OK) {
+        fprintf(stderr, "coalitionctl: liability report failed: %s\n", cl_strerror(failed));
+        rc = EXIT_DECLINED;
+    }
+    ledger_destroy(&l->ledger);
+    for (size_t i = 0; i < l->n_issuers; i++)
+        free(l->issuers[i].lots);
+    free(l);
+    return rc;
+}
