@@ -16,6 +16,7 @@
 #include "ctl.h"
 
 #include "amount.h"
+#include "clock.h"
 #include "errors.h"
 #include "json.h"
 #include "settle.h"
@@ -329,21 +330,20 @@ int ctl_liability(ctl_t *ctl, int argc, char **argv)
     if (l == NULL)
         return EXIT_USAGE;
     l->ctl = ctl;
-    l->as_of = INT64_MAX / 2;
     int rc = 0;
     if (argc == 3 && strcmp(argv[1], "--as-of") == 0) {
         if (ctl_parse_time(argv[2], &l->as_of) != CL_OK) {
             fprintf(stderr, "coalitionctl: --as-of '%s' is not a time; see --help\n", argv[2]);
             rc = EXIT_USAGE;
         }
-        if (l->as_of == 0) /* now */
-            l->as_of = (int64_t)time(NULL) * 1000;
     } else if (argc != 1) {
         fprintf(stderr, "coalitionctl: usage: liability [--as-of TIME]\n");
         rc = EXIT_USAGE;
     } else {
-        l->as_of = (int64_t)time(NULL) * 1000;
+        l->as_of = 0;
     }
+    if (l->as_of == 0) /* now: everything recorded so far, aged from the wall clock */
+        l->as_of = clock_wall_ms();
     if (rc == 0 && ctl_open_read_only(ctl, &l->ledger) != CL_OK)
         rc = EXIT_USAGE;
     int failed = rc == 0 ? replay(l) : CL_OK;
