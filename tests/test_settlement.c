@@ -257,7 +257,7 @@ static result_t submit(fixture_t *f, const envelope_t *env)
 {
     result_t res;
     memset(&res, 0, sizeof res);
-    char why[TEXT_BYTES] = "";
+    char why[RECEIPT_TEXT_BYTES_MAX] = "";
     bool admin = strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0;
     res.code = wire_validate(env, admin, why, sizeof why);
     if (res.code != RC_APPROVED) {
@@ -1190,7 +1190,7 @@ static void run_stream(fixture_t *f, unsigned seed)
         c.cap = p % 4 == 2 ? 5000 + rand() % 5000 : 0;
         op_contract(f, &c, 0);
     }
-    char txn[32], orig[32];
+    char txn[TXN_ID_LEN_MAX + 1], orig[TXN_ID_LEN_MAX + 1];
     int n_txn = 0;
     for (int i = 0; i < 1500; i++) {
         f->now += 3000 + rand() % 9000;

@@ -79,6 +79,10 @@ typedef struct request {
     Coalition__EnrollRequest enroll;
     Coalition__PartnerAddRequest partner_add;
     Coalition__PartnerLimitsRequest limits;
+    Coalition__ContractSetRequest contract;
+    Coalition__PartnerTopupRequest topup;
+    Coalition__WindowCloseRequest close;
+    Coalition__SettlementConfigRequest config;
 } request_t;
 
 /* One sending of a request (a repeat sends an earlier request again). */
@@ -215,13 +219,61 @@ static void limits_body(request_t *r, const uint8_t *op)
     r->env.partner_limits = &r->limits;
 }
 
+static void contract_body(request_t *r, const uint8_t *op)
+{
+    Coalition__ContractSetRequest *c = &r->contract;
+    const char *currency = world.currency[op[2] % LEDGER_PARTNERS];
+    coalition__contract_set_request__init(c);
+    c->partner_id = (char *)PARTNERS[op[2] % LEDGER_PARTNERS];
+    c->from_ms = (op[5] & 1) ? NOW_MS + (int64_t)world.sub_count + op[5] / 2 : 0;
+    c->earn_rate_milli = value_of(op[6]);
+    c->currency = (char *)(currency != NULL ? currency : CURRENCIES[0]);
+    c->issue_price_per_mille = op[7] * 37 % 3000;
+    c->reimburse_per_mille = op[3] * 53 % 3000;
+    c->fee_minor = op[5] % 7;
+    c->funding = (op[5] & 2) ? COALITION__FUNDING__FUNDING_PREPAID
+                             : COALITION__FUNDING__FUNDING_POSTPAID;
+    c->net_cap_minor = (op[5] & 4) ? value_of(op[6]) : 0;
+    r->env.body_case = COALITION__ENVELOPE__BODY_CONTRACT_SET;
+    r->env.contract_set = c;
+}
+
+static void settle_body(request_t *r, const uint8_t *op)
+{
+    switch (op[5] % 3) {
+    case 0:
+        coalition__partner_topup_request__init(&r->topup);
+        r->topup.partner_id = (char *)PARTNERS[op[2] % LEDGER_PARTNERS];
+        r->topup.points = value_of(op[6]);
+        r->env.body_case = COALITION__ENVELOPE__BODY_PARTNER_TOPUP;
+        r->env.partner_topup = &r->topup;
+        break;
+    case 1:
+        coalition__window_close_request__init(&r->close);
+        r->close.window_id = 1u + op[6] % 4u;
+        r->close.early = op[3] & 1;
+        r->env.body_case = COALITION__ENVELOPE__BODY_WINDOW_CLOSE;
+        r->env.window_close = &r->close;
+        break;
+    default:
+        coalition__settlement_config_request__init(&r->config);
+        r->config.period_seconds = op[6] % 3 == 0 ? 0 : op[6] % 120 + 1;
+        r->config.model = (op[3] & 1) ? COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS
+                                      : COALITION__SETTLEMENT_MODEL__MODEL_HUB;
+        r->env.body_case = COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG;
+        r->env.settlement_config = &r->config;
+        break;
+    }
+}
+
 /* Build the request of one operation (not a repeat) into the next free slot. */
 static const request_t *build(const uint8_t *op, ledger_op_kind_t kind)
 {
     assert(world.request_count < REQUESTS_MAX && kind != LEDGER_OP_REPEAT);
     request_t *r = &world.requests[world.request_count++];
-    bool operator= kind == LEDGER_OP_PARTNER_ADD ||
-        kind == LEDGER_OP_LIMITS ||(kind == LEDGER_OP_ENROLL && (op[1] & LEDGER_FLAG_AS_OPERATOR));
+    bool operator= kind == LEDGER_OP_PARTNER_ADD || kind == LEDGER_OP_LIMITS ||
+        kind == LEDGER_OP_CONTRACT || kind == LEDGER_OP_SETTLE ||
+        (kind == LEDGER_OP_ENROLL && (op[1] & LEDGER_FLAG_AS_OPERATOR));
     header(r, op, operator);
     switch (kind) {
     case LEDGER_OP_EARN: earn_body(r, op); break;
@@ -232,6 +284,8 @@ static const request_t *build(const uint8_t *op, ledger_op_kind_t kind)
     case LEDGER_OP_ENROLL: member_body(r, op, false); break;
     case LEDGER_OP_BALANCE: member_body(r, op, true); break;
     case LEDGER_OP_LIMITS: limits_body(r, op); break;
+    case LEDGER_OP_CONTRACT: contract_body(r, op); break;
+    case LEDGER_OP_SETTLE: settle_body(r, op); break;
     default: partner_add_body(r, op); break;
     }
     return r;

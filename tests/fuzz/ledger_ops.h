@@ -28,7 +28,18 @@ typedef enum {
     LEDGER_OP_LIMITS = 9,      /* from the operator: limits of the partner of byte 2: most
                                   points a burn (byte 6 as a value, 0: default), burns per
                                   member a minute 1 + byte 5 % 4 */
-    LEDGER_OP_KINDS = 10
+    LEDGER_OP_CONTRACT = 10,   /* from the operator: a contract of the partner of byte 2:
+                                  from now (byte 5 bit 0 clear) or byte 5 / 2 ms ahead; rate
+                                  byte 6 as a value; issue price byte 7 * 37 % 3000,
+                                  reimbursement byte 3 * 53 % 3000 per 1,000 points; fee
+                                  byte 5 % 7; prepaid when byte 5 bit 1; a net cap of byte 6
+                                  as a value when byte 5 bit 2 */
+    LEDGER_OP_SETTLE = 11,     /* from the operator, byte 5 % 3: 0 a top-up of the partner
+                                  of byte 2 (byte 6 as points); 1 close window 1 + byte 6 % 4
+                                  (early when byte 3 bit 0); 2 settlement config: period
+                                  byte 6 % 3 == 0 ? a month : byte 6 % 120 + 1 s, model
+                                  issuer-pays when byte 3 bit 0 */
+    LEDGER_OP_KINDS = 12
 } ledger_op_kind_t;
 
 enum {

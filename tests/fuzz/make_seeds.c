@@ -340,6 +340,22 @@ static const op_t LIMITS[] = {
     OP(REFUND_MONEY, 0, 2, 0, 2, 0, 0, 0),
 };
 
+/* Settlement: a prepaid contract and its top-up, earns and a burn, an early close, the
+ * issuer-pays model from the next window, a burn split over issuers and its refund. */
+static const op_t SETTLE[] = {
+    OP(CONTRACT, 0, 0, 5, 0, 2, 7, 20),
+    OP(SETTLE, 0, 0, 0, 1, 0, 10, 0),
+    OP(EARN, 0, 0, 0, 0, 0, 5, 0),
+    OP(EARN, 0, 1, 0, 1, 0, 5, 0),
+    OP(BURN, 0, 2, 0, 0, 0, 1, 0),
+    OP(SETTLE, 0, 0, 1, 2, 1, 0, 0),
+    OP(SETTLE, 0, 0, 1, 3, 2, 1, 0),
+    OP(SETTLE, 0, 0, 1, 4, 1, 1, 0),
+    OP(BURN, 0, 1, 0, 2, 0, 1, 0),
+    OP(REFUND_POINTS, 0, 1, 0, 3, 0, 0, 2),
+    OP(SETTLE, 0, 0, 0, 5, 1, 0, 0),
+};
+
 #define WRITE_OPS(name, ops) write_ops(name, ops, sizeof ops / sizeof ops[0])
 
 static void ledger_sequences(void)
@@ -350,6 +366,7 @@ static void ledger_sequences(void)
     WRITE_OPS("late-partner", LATE_PARTNER);
     WRITE_OPS("batch", BATCH);
     WRITE_OPS("limits", LIMITS);
+    WRITE_OPS("settlement", SETTLE);
 }
 
 int main(int argc, char **argv)
