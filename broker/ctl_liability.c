@@ -38,9 +38,13 @@ typedef struct lot {
     int64_t day, per_mille, points;
 } lot_t;
 
+#define CONTRACTS_PER_PARTNER_MAX 4096
+
 typedef struct issuer {
     char id[PARTNER_ID_LEN_MAX + 1];
     char currency[CURRENCY_CODE_BYTES];
+    settle_contract_t *contracts; /* read once, oldest first */
+    size_t n_contracts;
     lot_t *lots; /* by day, then price */
     size_t n_lots, cap_lots, first; /* lots before `first` are empty */
     int64_t shortfall;              /* points owed back that no lot held */
@@ -69,21 +73,31 @@ static issuer_t *issuer_of(liab_t *l, const char *id)
     return is;
 }
 
-/* The issue price and currency of a partner's contract from `from_ms`, or in force at
- * `at_ms` when from_ms < 0. */
+/* The issue price of a partner's contract from `from_ms`, or of the one in force at
+ * `at_ms` when from_ms < 0; the partner's contracts are read once. */
 static int price_of(liab_t *l, issuer_t *is, int64_t from_ms, int64_t at_ms, int64_t *per_mille)
 {
-    settle_contract_t rows[64];
-    size_t n = 0;
-    int rc = ledger_contracts(l->ledger, is->id, rows, 64, &n);
-    if (rc != CL_OK || n == 0)
-        return rc != CL_OK ? rc : CL_ERR_CORRUPT;
-    snprintf(is->currency, sizeof is->currency, "%s", rows[0].currency);
+    if (is->contracts == NULL) {
+        is->contracts = malloc(CONTRACTS_PER_PARTNER_MAX * sizeof *is->contracts);
+        if (is->contracts == NULL)
+            return CL_ERR_NOMEM;
+        int rc = ledger_contracts(l->ledger, is->id, is->contracts, CONTRACTS_PER_PARTNER_MAX,
+                                  &is->n_contracts);
+        if (rc != CL_OK || is->n_contracts == 0)
+            return rc != CL_OK ? rc : CL_ERR_CORRUPT;
+        if (is->n_contracts == CONTRACTS_PER_PARTNER_MAX)
+            return CL_ERR_OVERFLOW; /* more than this report holds */
+        snprintf(is->currency, sizeof is->currency, "%s", is->contracts[0].currency);
+    }
     *per_mille = -1;
-    for (size_t i = 0; i < n; i++)
-        if (from_ms >= 0 ? rows[i].from_ms == from_ms : rows[i].from_ms <= at_ms)
-            *per_mille = rows[i].issue_price_per_mille;
-    return *per_mille >= 0 || n == 64 ? CL_OK : CL_ERR_CORRUPT;
+    for (size_t i = 0; i < is->n_contracts; i++) {
+        const settle_contract_t *c = &is->contracts[i];
+        if (from_ms >= 0 ? c->from_ms == from_ms : c->from_ms <= at_ms)
+            *per_mille = c->issue_price_per_mille;
+    }
+    if (*per_mille < 0 && from_ms < 0)
+        *per_mille = 0; /* before its first contract: nothing was issued at a price */
+    return *per_mille >= 0 ? CL_OK : CL_ERR_CORRUPT;
 }
 
 static int add_lot(issuer_t *is, int64_t day, int64_t per_mille, int64_t points)
@@ -354,8 +368,10 @@ int ctl_liability(ctl_t *ctl, int argc, char **argv)
         rc = EXIT_DECLINED;
     }
     ledger_destroy(&l->ledger);
-    for (size_t i = 0; i < l->n_issuers; i++)
+    for (size_t i = 0; i < l->n_issuers; i++) {
         free(l->issuers[i].lots);
+        free(l->issuers[i].contracts);
+    }
     free(l);
     return rc;
 }

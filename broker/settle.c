@@ -88,6 +88,11 @@ int settle_get_state(ledger_t *self, MDB_txn *txn, Coalition__SettlementState **
 {
     int rc = ledger_get_record(txn, self->db_settlement, STATE_KEY, 1,
                                &coalition__settlement_state__descriptor, (ProtobufCMessage **)out);
+    if (rc == CL_OK && (*out)->config == NULL) {
+        coalition__settlement_state__free_unpacked(*out, NULL);
+        *out = NULL;
+        return CL_ERR_CORRUPT; /* put_state always stores the configuration */
+    }
     if (rc != CL_ERR_NOT_FOUND)
         return rc;
     /* Never configured: the defaults (a calendar month, a day's grace, hub). */
