@@ -370,6 +370,8 @@ int ledger_batch_begin(ledger_t *self)
     self->batch_seq = self->seq;
     memcpy(self->batch_head, self->head, WIRE_HASH_BYTES);
     self->batch_changes_access = false;
+    self->outstanding_loaded = false;
+    self->outstanding_dirty = false;
     rc = settle_batch_load(self, self->batch);
     if (rc != CL_OK) {
         ledger_batch_abort(self);
@@ -386,6 +388,8 @@ void ledger_batch_abort(ledger_t *self)
     if (self->batch != NULL)
         mdb_txn_abort(self->batch);
     self->batch = NULL;
+    self->outstanding_loaded = false;
+    self->outstanding_dirty = false;
 }
 
 int ledger_batch_commit(ledger_t *self)
@@ -393,7 +397,15 @@ int ledger_batch_commit(ledger_t *self)
     if (self->batch == NULL)
         return CL_ERR_INVALID;
     assert(self->batch_seq >= self->seq); /* a batch only appends */
-    int rc = mdb_txn_commit(self->batch); /* fsyncs: the env has no NOSYNC flags */
+    int rc = settle_batch_flush(self);
+    if (rc != CL_OK) {
+        ledger_batch_abort(self);
+        if (rc != CL_ERR_MAP_FULL)
+            self->failed = true;
+        log_error("ledger commit failed writing settlement state: %s", cl_strerror(rc));
+        return rc;
+    }
+    rc = mdb_txn_commit(self->batch); /* fsyncs: the env has no NOSYNC flags */
     self->batch = NULL;
     if (rc != MDB_SUCCESS) {
         if (rc != MDB_MAP_FULL)

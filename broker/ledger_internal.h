@@ -43,7 +43,9 @@ struct ledger {
     int64_t batch_window_end_ms; /* when it ends */
     /* Writer-only scratch for settle.c (too large for the stack of every request). */
     settle_partner_row_t scratch_row;
+    outstanding_t batch_outstanding; /* settle_outstanding: the batch's copy */
     outstanding_t scratch_outstanding;
+    bool outstanding_loaded, outstanding_dirty;
 };
 
 /* What an approved request does to settlement: the counters of `partner` in the open
@@ -121,6 +123,10 @@ int settle_put_contract(ledger_t *self, MDB_txn *txn, const char *partner,
 /* At batch begin: the open window. Before each request: open the next window when the
  * open one's period is over (or the first one). end_early: an early close. */
 int settle_batch_load(ledger_t *self, MDB_txn *txn);
+/* The batch's copy of the points outstanding by issuer; settle_batch_flush writes it into
+ * the batch before it commits. */
+int settle_outstanding(ledger_t *self, MDB_txn *txn, outstanding_t **out);
+int settle_batch_flush(ledger_t *self);
 int settle_roll(ledger_t *self, MDB_txn *txn, int64_t now_ms);
 int settle_end_early(ledger_t *self, MDB_txn *txn, int64_t now_ms);
 /* Pricing into d->settle (earn: 61 past the prepaid block or the net cap). */

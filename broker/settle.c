@@ -163,10 +163,11 @@ static int open_next(ledger_t *self, MDB_txn *txn, int64_t now_ms, int64_t end_a
     settle_period_bounds(s != NULL ? s->config->period_seconds : 0, now_ms, &start, &end);
     if (rc == CL_OK && s->open_window_id > 0) {
         rc = settle_get_window(self, txn, s->open_window_id, &old);
-        if (rc == CL_OK && old->state != COALITION__WINDOW_STATE__WINDOW_OPEN)
+        /* Only an open window ends, and its end (last seq, last hash) is set once, here. */
+        if (rc == CL_OK && (old->state != COALITION__WINDOW_STATE__WINDOW_OPEN ||
+                            old->last_hash.len != 0 || old->last_seq != 0))
             rc = CL_ERR_CORRUPT;
         if (rc == CL_OK) {
-            assert(old->last_hash.len == 0 && old->last_seq == 0); /* set once, here */
             old->state = COALITION__WINDOW_STATE__WINDOW_ENDED;
             if (end_at_ms != 0)
                 old->end_ms = end_at_ms > old->start_ms ? end_at_ms : old->start_ms;
@@ -195,8 +196,10 @@ static int open_next(ledger_t *self, MDB_txn *txn, int64_t now_ms, int64_t end_a
         self->batch_window_id = w.id;
         self->batch_window_end_ms = w.end_ms;
     }
-    if (old != NULL)
+    if (old != NULL && old->last_hash.data == self->batch_head) {
         old->last_hash.data = NULL; /* not owned by the record */
+        old->last_hash.len = 0;
+    }
     coalition__window_record__free_unpacked(old, NULL);
     coalition__settlement_state__free_unpacked(s, NULL);
     assert(rc != CL_OK || now_ms < self->batch_window_end_ms);
@@ -533,6 +536,36 @@ static int outstanding_get(ledger_t *self, MDB_txn *txn, outstanding_t *o)
     return rc == CL_ERR_NOT_FOUND ? CL_OK : rc;
 }
 
+/* The batch's copy of the outstanding points, read on first use; projections change it
+ * in place and settle_batch_flush writes it once, before the batch commits (a batch that
+ * is aborted or redone reads it again). Only approved requests change it, after every
+ * check that could decline them. */
+int settle_outstanding(ledger_t *self, MDB_txn *txn, outstanding_t **out)
+{
+    assert(self->batch != NULL);
+    if (!self->outstanding_loaded) {
+        int rc = outstanding_get(self, txn, &self->batch_outstanding);
+        if (rc != CL_OK)
+            return rc;
+        self->outstanding_loaded = true;
+        self->outstanding_dirty = false;
+    }
+    *out = &self->batch_outstanding;
+    return CL_OK;
+}
+
+static int outstanding_put(ledger_t *self, MDB_txn *txn, const outstanding_t *o);
+
+int settle_batch_flush(ledger_t *self)
+{
+    if (!self->outstanding_dirty)
+        return CL_OK;
+    assert(self->outstanding_loaded && self->batch != NULL);
+    int rc = outstanding_put(self, self->batch, &self->batch_outstanding);
+    self->outstanding_dirty = rc != CL_OK;
+    return rc;
+}
+
 static int outstanding_put(ledger_t *self, MDB_txn *txn, const outstanding_t *o)
 {
     Coalition__PairAmount pairs[SETTLE_PARTNERS_MAX], *ptrs[SETTLE_PARTNERS_MAX];
@@ -644,8 +677,8 @@ int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
     effect_begin(d, partner, c);
     d->settle.settle_minor = amount_price(points, c->reimburse_per_mille);
     d->settle.fee_minor = c->fee_minor;
-    outstanding_t *o = &self->scratch_outstanding;
-    int rc = outstanding_get(self, txn, o);
+    outstanding_t *o = NULL;
+    int rc = settle_outstanding(self, txn, &o);
     if (rc != CL_OK)
         return rc;
     int64_t pts[SETTLE_PARTNERS_MAX], money[SETTLE_PARTNERS_MAX], sum = 0;
@@ -759,10 +792,13 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: sign = 1, burnish = true; break;
     default: return CL_OK;
     }
-    outstanding_t *o = &self->scratch_outstanding;
-    int rc = outstanding_get(self, txn, o);
+    outstanding_t *cached = NULL;
+    int rc = settle_outstanding(self, txn, &cached);
     if (rc != CL_OK)
         return rc;
+    /* Worked on a copy: an overflow declines the request and leaves the batch's copy. */
+    outstanding_t *o = &self->scratch_outstanding;
+    memcpy(o, cached, sizeof *o);
     if (!burnish && !add_to(&o->points[outstanding_slot(o, d->settle.partner)], sign * d->points))
         return CL_ERR_OVERFLOW;
     for (size_t i = 0; burnish && i < d->settle.n_shares; i++) {
@@ -772,7 +808,9 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
             !add_to(&pair->points, -sign * sh->points) || !add_to(&pair->minor, -sign * sh->minor))
             return CL_ERR_OVERFLOW;
     }
-    return outstanding_put(self, txn, o);
+    memcpy(cached, o, sizeof *o);
+    self->outstanding_dirty = true;
+    return CL_OK;
 }
 
 int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
