@@ -569,6 +569,25 @@ out:
     return rc;
 }
 
+/* The points a void gives back: all of an original nothing was refunded of, else it is
+ * declined. The partner agent's safety void of a burn (wire_agent_txn) gives back what
+ * refunds left: a refund at another site may reach the ledger first (no agent can order
+ * the two), and the burn's tills were told it failed, so it must end given back in full. */
+static int64_t void_gives_back(const envelope_t *env, const original_t *o, decision_t *d)
+{
+    const journal_entry_t *e = o->entry;
+    int64_t left = e->points - o->rev.reversed_points;
+    bool refunded = o->rev.reversed_minor > 0 || o->rev.reversed_points > 0;
+    bool safety = e->kind == COALITION__ENTRY_KIND__ENTRY_BURN && wire_agent_txn(env->txn_id);
+    if (refunded && !(safety && left > 0)) {
+        decline(d, RC_INVALID_TRANSACTION, "%s is partly refunded; refund the rest instead",
+                env->void_request->original_txn_id);
+        return 0;
+    }
+    assert(left >= 0 && left <= e->points); /* load_original checked the reversal record */
+    return left;
+}
+
 static int apply_void(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     const char *original_txn_id = env->void_request->original_txn_id;
@@ -583,12 +602,11 @@ static int apply_void(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         rc = reverse_ahead(self, txn, env, &o, d);
         goto out;
     }
-    if (o.rev.reversed_minor > 0 || o.rev.reversed_points > 0) {
-        decline(d, RC_INVALID_TRANSACTION, "%s is partly refunded; refund the rest instead",
-                original_txn_id);
+    int64_t points = void_gives_back(env, &o, d);
+    int64_t minor = o.entry->amount_minor - o.rev.reversed_minor;
+    if (declined(d))
         goto out;
-    }
-    rc = reverse_points(self, txn, env, &o, d, o.entry->points);
+    rc = reverse_points(self, txn, env, &o, d, points);
     if (rc != CL_OK || declined(d))
         goto out;
     o.rev.voided = true;
@@ -598,8 +616,8 @@ static int apply_void(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     bool of_earn = o.entry->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
     d->kind =
         of_earn ? COALITION__ENTRY_KIND__ENTRY_VOID_EARN : COALITION__ENTRY_KIND__ENTRY_VOID_BURN;
-    d->points = o.entry->points;
-    d->amount_minor = o.entry->amount_minor;
+    d->points = points;
+    d->amount_minor = minor;
     snprintf(d->currency, sizeof d->currency, "%s", o.entry->currency);
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
     points_text(d->points, pts);

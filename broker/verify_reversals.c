@@ -104,19 +104,24 @@ static int load_original(verify_t *v, const journal_entry_t *e, reversal_t *r)
     return rc;
 }
 
-/* rules.c apply_void: only before any refund; everything comes back. */
+/* rules.c void_gives_back: only before any refund, except the partner agent's safety
+ * void of a burn, which may come after refunds that left something; what is left comes
+ * back. */
 static int void_points(verify_t *v, const journal_entry_t *e, reversal_t *r)
 {
     const journal_entry_t *o = r->original;
-    if (r->reversed_minor > 0 || r->reversed_points > 0)
+    bool refunded = r->reversed_minor > 0 || r->reversed_points > 0;
+    bool safety = o->kind == COALITION__ENTRY_KIND__ENTRY_BURN && wire_agent_txn(e->txn_id);
+    if (refunded && !(safety && r->reversed_points < o->points))
         return verify_violation(v, "entry %llu voids %s after it was partly refunded",
                                 (unsigned long long)e->seq, r->key_text);
-    if (e->amount_minor != o->amount_minor)
+    int64_t minor = o->amount_minor - r->reversed_minor;
+    if (e->amount_minor != minor)
         return verify_violation(v, "entry %llu voids %s of %lld minor units, the entry says %lld",
-                                (unsigned long long)e->seq, r->key_text, (long long)o->amount_minor,
+                                (unsigned long long)e->seq, r->key_text, (long long)minor,
                                 (long long)e->amount_minor);
-    r->minor = o->amount_minor;
-    r->points = o->points;
+    r->minor = minor;
+    r->points = o->points - r->reversed_points;
     return CL_OK;
 }
 

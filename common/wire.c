@@ -381,6 +381,12 @@ void wire_auth_echo(authorization_t *auth, const envelope_t *env, const uint8_t 
     auth->request_hash.len = hash != NULL ? WIRE_HASH_BYTES : 0;
 }
 
+bool wire_agent_txn(const char *txn_id)
+{
+    assert(txn_id != NULL);
+    return txn_id[0] == WIRE_AGENT_TXN_PREFIX;
+}
+
 const char *wire_original_txn(const envelope_t *env)
 {
     switch (env->body_case) {

@@ -78,6 +78,12 @@ typedef Coalition__Authorization authorization_t;
 /* 1..len_max printable ASCII bytes without spaces. */
 bool wire_id_valid(const char *s, size_t len_max);
 
+/* Txn ids the partner agent makes itself start with this; tills may not use it. Its one
+ * kind of request is the safety void of a burn whose tills were told it failed (91),
+ * which the ledger lets give back what refunds at another site left of that burn. */
+#define WIRE_AGENT_TXN_PREFIX '~'
+bool wire_agent_txn(const char *txn_id);
+
 /* The site a refund or void names for its original: its own unless it says otherwise. */
 const char *wire_original_site(const envelope_t *env);
 /* The original txn id a refund or void names, or NULL for other bodies. */

@@ -26,8 +26,9 @@
 #define AGENT_JOURNAL_DAYS_MAX 3650
 /* Requests held at once (in flight plus stored offline); past it tills get 91. */
 #define AGENT_PENDING_MAX 200000
-/* Prefix of txn ids the agent makes itself (reversals); tills may not use it. */
-#define AGENT_TXN_PREFIX '~'
+/* Prefix of txn ids the agent makes itself (reversals); tills may not use it. Its users
+ * include wire.h, which owns it: the broker knows the agent's safety voids by it. */
+#define AGENT_TXN_PREFIX WIRE_AGENT_TXN_PREFIX
 
 #define AGENT_SITE_DEFAULT "main"
 

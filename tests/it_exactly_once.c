@@ -770,6 +770,158 @@ static void test_unsent_burn_revoked_on_a_full_disk_stays_revoked(void **state)
     EXPECT_EQ("alice keeps every point", 100, alice(w));
 }
 
+/* ---- a return at the other site racing the agent's safety void ------------------------ */
+
+/* A request of the relayed agent, kept as sent: [identity][envelope]. */
+typedef struct held {
+    uint8_t id[256];
+    int id_len;
+    zmq_msg_t msg;
+    envelope_t *env;
+} held_t;
+
+static void hold_request(void *sock, held_t *h)
+{
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, CALL_TIMEOUT_MS) != 1)
+        fail_msg("relay: expected a request from agent north, got none");
+    h->id_len = zmq_recv(sock, h->id, sizeof h->id, 0);
+    zmq_msg_init(&h->msg);
+    int n = zmq_msg_recv(&h->msg, sock, 0);
+    EXPECT_TRUE("relay: identity and envelope", h->id_len > 0 && n > 0);
+    h->env = wire_envelope_decode(zmq_msg_data(&h->msg), zmq_msg_size(&h->msg));
+    EXPECT_TRUE("relay: envelope decodes", h->env != NULL);
+}
+
+/* Pass a held request to the real broker as it was sent; its answer is left in `reply`. */
+static authorization_t *pass_up(void *up, held_t *h, zmq_msg_t *reply)
+{
+    size_t len = zmq_msg_size(&h->msg);
+    EXPECT_EQ("relay: sent to the broker", (int)len, zmq_send(up, zmq_msg_data(&h->msg), len, 0));
+    zmq_pollitem_t item = {up, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, CALL_TIMEOUT_MS) != 1)
+        fail_msg("relay: expected the broker's answer to %s, got none", h->env->txn_id);
+    zmq_msg_init(reply);
+    EXPECT_TRUE("relay: the broker's answer", zmq_msg_recv(reply, up, 0) > 0);
+    authorization_t *auth = wire_auth_decode(zmq_msg_data(reply), zmq_msg_size(reply));
+    EXPECT_TRUE("relay: the answer decodes", auth != NULL);
+    return auth;
+}
+
+/* Agent fuel/north, connected to the relay at `port` instead of the broker (a world
+ * agent, so teardown stops it even when a check fails). */
+static agent_proc_t *start_north_behind_relay(world_t *w, int port, const char *relay_pub)
+{
+    char endpoint[sizeof w->broker_endpoint], pub[sizeof w->broker_pub];
+    memcpy(endpoint, w->broker_endpoint, sizeof endpoint);
+    memcpy(pub, w->broker_pub, sizeof pub);
+    snprintf(w->broker_endpoint, sizeof w->broker_endpoint, "tcp://127.0.0.1:%d", port);
+    snprintf(w->broker_pub, sizeof w->broker_pub, "%s", relay_pub);
+    agent_proc_t *north = start_north(w, 60000); /* no resend while the relay holds one */
+    memcpy(w->broker_endpoint, endpoint, sizeof endpoint);
+    memcpy(w->broker_pub, pub, sizeof pub);
+    return north;
+}
+
+/* Pass a held request to the broker and its answer back to the agent; its code and
+ * points are returned. */
+static int pass_both_ways(void *up, void *down, held_t *h, int64_t *points)
+{
+    zmq_msg_t reply;
+    authorization_t *auth = pass_up(up, h, &reply);
+    int code = auth->code;
+    *points = auth->points;
+    size_t len = zmq_msg_size(&reply);
+    int sent = zmq_send(down, h->id, (size_t)h->id_len, ZMQ_SNDMORE);
+    if (sent >= 0)
+        sent = zmq_send(down, zmq_msg_data(&reply), len, 0);
+    EXPECT_EQ("relay: the answer back to the agent", (int)len, sent);
+    wire_auth_free(auth);
+    zmq_msg_close(&reply);
+    return code;
+}
+
+static void held_free(held_t *h)
+{
+    wire_envelope_free(h->env);
+    zmq_msg_close(&h->msg);
+}
+
+/* A burn of 30 points at north that the ledger applies but whose answer is lost: its till
+ * is told 91 and the agent sends its safety void, which the relay holds (in `v1`). */
+static void burn_told_91_and_its_void_held(void *up, void *down, const agent_proc_t *north,
+                                           held_t *v1)
+{
+    till_call_t burn = {north->endpoint, 1, 0, {0}}; /* b1: 30 points of alice */
+    pthread_t t;
+    pthread_create(&t, NULL, till_thread, &burn);
+    held_t b1;
+    zmq_msg_t reply;
+    hold_request(down, &b1);
+    EXPECT_EQ("north sends the burn", COALITION__ENVELOPE__BODY_BURN, b1.env->body_case);
+    authorization_t *auth = pass_up(up, &b1, &reply);
+    EXPECT_EQ("burn b1: applied by the ledger", RC_APPROVED, auth->code);
+    EXPECT_EQ("burn b1: points", 30, auth->points);
+    wire_auth_free(auth);
+    zmq_msg_close(&reply); /* lost on its way back */
+    held_free(&b1);
+    pthread_join(t, NULL);
+    EXPECT_EQ("burn b1: call", CPOS_OK, burn.rc);
+    EXPECT_EQ("burn b1: its till is told 91", RC_UNAVAILABLE, burn.r.code);
+    EXPECT_FALSE("burn b1: not approved", burn.r.approved);
+    hold_request(down, v1);
+    EXPECT_EQ("north's next request: a void", COALITION__ENVELOPE__BODY_VOID_REQUEST,
+              v1->env->body_case);
+    EXPECT_STR("the void names", "b1", v1->env->void_request->original_txn_id);
+}
+
+/* it_sim seed 40082568 (burn-91-applied): a burn at site north reached the ledger but its
+ * answer did not reach the agent, so its till was told 91 and the agent queued its safety
+ * void; before that void reached the ledger, a till at the other site (main) refunded
+ * part of the burn, which no agent can order. The ledger declined the void 12 ("partly
+ * refunded"), and the rest of the burn stayed applied although its till was told it
+ * failed. Here a relay between agent north and the broker loses the burn's answer and
+ * holds the void back until the refund is in. */
+static void test_refund_at_the_other_site_never_leaves_a_burn_told_91_applied(void **state)
+{
+    world_t *w = *state;
+    earn_ok(w, "e1", 5000, 100);
+    int port = harness_free_port();
+    char relay_pub[HARNESS_PATH_BYTES];
+    snprintf(relay_pub, sizeof relay_pub, "%s/relay-%d.pub", w->dir, port);
+    void *ctx = zmq_ctx_new();
+    void *down = bind_router(ctx, port, relay_pub);
+    void *up = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(up, ZMQ_LINGER, &linger, sizeof linger);
+    world_curve_socket(w, up, "fuel");
+    EXPECT_EQ("relay: connect to the broker", 0, zmq_connect(up, w->broker_endpoint));
+    agent_proc_t *north = start_north_behind_relay(w, port, relay_pub);
+    held_t v1;
+    burn_told_91_and_its_void_held(up, down, north, &v1);
+    cpos_t *pos = till(w, "till-main");
+    cpos_result_t r;
+    EXPECT_EQ("refund r1 at main: call", CPOS_OK,
+              cpos_refund_at(pos, "r1", "north", "b1", 0, 10, &r));
+    EXPECT_EQ("refund r1 at main of north's b1: code", RC_APPROVED, r.code);
+    EXPECT_EQ("refund r1: points returned", 10, r.points);
+    cpos_destroy(&pos);
+    int64_t void_points = 0;
+    int void_code = pass_both_ways(up, down, &v1, &void_points);
+    held_free(&v1);
+    wait_outbox_empty(north); /* the void's answer is journaled */
+    EXPECT_EQ("agent north stops cleanly", 0, world_stop_agent(w, north, SIGTERM));
+    zmq_close(up);
+    zmq_close(down);
+    zmq_ctx_term(ctx);
+    EXPECT_EQ("alice: the burn her till was told failed (91) is given back in full", 100, alice(w));
+    EXPECT_EQ("safety void after the refund: code", RC_APPROVED, void_code);
+    EXPECT_EQ("safety void after the refund: the 20 points the refund left", 20, void_points);
+    EXPECT_EQ("reversals of b1 in the journal (the refund, the void)", 2,
+              entries_with(w, "original_txn_id", "b1"));
+    expect_verify_ok(w);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -791,6 +943,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsent_burn_revoked_on_a_full_disk_stays_revoked,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_refund_at_the_other_site_never_leaves_a_burn_told_91_applied, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

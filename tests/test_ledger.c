@@ -44,6 +44,8 @@
 #define TEXT_BYTES (RECEIPT_TEXT_BYTES_MAX + 64)
 /* Entries made by setup_world: two partner adds and two enrolments. */
 #define WORLD_SEQ 4u
+/* The txn id form of the partner agent's safety void of a burn (agent.c). */
+#define SAFETY_VOID_TXN "~v0123456789abcdef0123456789abcd"
 /* 10^12 JPY at 1000 points per yen: the most points one earn can credit. */
 
 typedef struct {
@@ -988,6 +990,58 @@ static void void_after_partial_refund_declines_12(void **state)
     expect_unchanged(f, &before);
 }
 
+/* The partner agent's safety void of a burn its tills were told failed (91), txn id
+ * "~v...": a refund at the other site of the partner may reach the ledger first, as no
+ * agent can order the two. The void gives back what that refund left, so the burn ends
+ * given back in full, as its tills were told; it used to be declined 12 "partly
+ * refunded", leaving the rest applied (it_sim: burn-91-applied). */
+static void safety_void_after_partial_refund_returns_the_rest(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "e1", "m1", 1234, "EUR");
+    burn(f, "fuel", "b1", "m1", 10, false);
+    result_t r1 = refund(f, "fuel", "r1", "b1", 0, 4);
+    expect_approved("refund 4 of 10 points", &r1, RC_APPROVED, 4, 18, WORLD_SEQ + 3);
+    result_t v = void_(f, "fuel", SAFETY_VOID_TXN, "b1");
+    expect_approved("safety void after a refund of 4", &v, RC_APPROVED, 6, 24, WORLD_SEQ + 4);
+    EXPECT_STR("text", "Voided b1: 6 points returned. Balance 24", v.text);
+    EXPECT_EQ("fuel redeemed", 0, account(f, "partner:fuel:redeemed"));
+    result_t r2 = refund(f, "fuel", "r2", "b1", 0, 0);
+    expect_declined("refund after the safety void", &r2, RC_INVALID_TRANSACTION, 24);
+    EXPECT_CONTAINS("text", "b1 was voided", r2.text);
+    expect_verify_ok(f, WORLD_SEQ + 4);
+}
+
+/* A safety void after refunds gave a burn back in full has nothing to give back: 12. */
+static void safety_void_after_full_refund_declines_12(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "e1", "m1", 1234, "EUR");
+    burn(f, "fuel", "b1", "m1", 10, false);
+    refund(f, "fuel", "r1", "b1", 0, 0);
+    snapshot_t before;
+    snapshot(f, &before);
+    result_t v = void_(f, "fuel", SAFETY_VOID_TXN, "b1");
+    expect_declined("safety void after a full refund", &v, RC_INVALID_TRANSACTION, 24);
+    expect_unchanged(f, &before);
+    expect_verify_ok(f, WORLD_SEQ + 3);
+}
+
+/* A till's void of a partly refunded burn is still declined: only the agent's own. */
+static void till_void_of_partly_refunded_burn_declines_12(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "e1", "m1", 1234, "EUR");
+    burn(f, "fuel", "b1", "m1", 10, false);
+    refund(f, "fuel", "r1", "b1", 0, 4);
+    snapshot_t before;
+    snapshot(f, &before);
+    result_t v = void_(f, "fuel", "v1", "b1");
+    expect_declined("till's void after a refund of 4", &v, RC_INVALID_TRANSACTION, 18);
+    EXPECT_CONTAINS("text", "partly refunded", v.text);
+    expect_unchanged(f, &before);
+}
+
 static void refund_after_void_declines_12(void **state)
 {
     fixture_t *f = *state;
@@ -1543,6 +1597,9 @@ int main(void)
         WORLD_TEST(void_of_spent_earn_declines_51),
         WORLD_TEST(void_twice_declines_12),
         WORLD_TEST(void_after_partial_refund_declines_12),
+        WORLD_TEST(safety_void_after_partial_refund_returns_the_rest),
+        WORLD_TEST(safety_void_after_full_refund_declines_12),
+        WORLD_TEST(till_void_of_partly_refunded_burn_declines_12),
         WORLD_TEST(refund_after_void_declines_12),
         WORLD_TEST(voided_original_decline_reports_the_members_balance),
         WORLD_TEST(balance_inquiry_reads_without_an_entry),
