@@ -26,13 +26,21 @@
 /* ---- signing and the commands ------------------------------------------------------------ */
 
 /* Append the signature to the unsigned document (see the top of this file). */
-static int write_signed(const char *doc, size_t len, bool csv, const char *key_path, FILE *out)
+/* Sign the unsigned document, then write it with its signature (see the top of this
+ * file) to `path` (NULL: standard output); nothing is written when signing fails. */
+static int write_signed(const char *doc, size_t len, bool csv, const char *key_path,
+                        const char *path)
 {
     char sig[SIGN_TEXT_BYTES], why[256];
     int rc = sign_document(key_path, doc, len, sig, why, sizeof why);
     if (rc != CL_OK) {
         fprintf(stderr, "coalitionctl: cannot sign the statement: %s\n", why);
         return rc;
+    }
+    FILE *out = path != NULL ? fopen(path, "we") : stdout;
+    if (out == NULL) {
+        fprintf(stderr, "coalitionctl: cannot write %s\n", path);
+        return CL_ERR_IO;
     }
     bool ok;
     if (csv) {
@@ -43,7 +51,10 @@ static int write_signed(const char *doc, size_t len, bool csv, const char *key_p
         ok = fwrite(doc, 1, len - 2, out) == len - 2 &&
              fprintf(out, JSON_SIGNATURE_TAG "%s\"}\n", sig) > 0;
     }
-    return ok && fflush(out) == 0 ? CL_OK : CL_ERR_IO;
+    ok = fflush(out) == 0 && ok;
+    if (out != stdout)
+        ok = fclose(out) == 0 && ok;
+    return ok ? CL_OK : CL_ERR_IO;
 }
 
 typedef struct stmt_args {
@@ -117,14 +128,7 @@ int ctl_statement(ctl_t *ctl, int argc, char **argv)
     ledger_destroy(&ledger);
     if (built != CL_OK)
         return report_build_error(built, a.window);
-    FILE *out = a.out_path != NULL ? fopen(a.out_path, "we") : stdout;
-    if (out == NULL) {
-        fprintf(stderr, "coalitionctl: cannot write %s\n", a.out_path);
-        rc = EXIT_USAGE;
-    }
-    if (rc == 0 && write_signed(doc, len, a.csv, a.key_path, out) != CL_OK)
-        rc = EXIT_USAGE;
-    if (out != NULL && out != stdout && fclose(out) != 0 && rc == 0)
+    if (write_signed(doc, len, a.csv, a.key_path, a.out_path) != CL_OK)
         rc = EXIT_USAGE;
     free(doc);
     return rc;
@@ -144,41 +148,31 @@ static int read_all(const char *path, char **buf, size_t *len)
     return ok ? CL_OK : CL_ERR_IO;
 }
 
-/* Split a signed file into its signed bytes (rebuilt in `doc`) and its signature. */
-static int split_signed(char *file, size_t len, char **sig, size_t *signed_len)
+/* Split a signed file into its signed bytes (rebuilt in place, at most as long as the
+ * file) and its signature (copied out). */
+static int split_signed(char *file, size_t len, char sig[SIGN_TEXT_BYTES], size_t *signed_len)
 {
     if (strlen(file) != len)
         return CL_ERR_CORRUPT; /* a NUL inside: not a statement */
-    char *csv = NULL;
-    for (char *p = strstr(file, "\n" CSV_SIGNATURE_TAG); p != NULL;
-         p = strstr(p + 1, "\n" CSV_SIGNATURE_TAG))
-        csv = p;
-    if (csv != NULL && strncmp(file, "record,format,", 14) == 0) {
-        *sig = csv + 1 + strlen(CSV_SIGNATURE_TAG);
-        char *nl = strchr(*sig, '\n');
-        if (nl == NULL || nl[1] != '\0')
-            return CL_ERR_CORRUPT;
-        *nl = '\0';
-        *signed_len = (size_t)(csv + 1 - file);
-        return CL_OK;
-    }
-    char *json = NULL;
-    for (char *p = strstr(file, JSON_SIGNATURE_TAG); p != NULL;
-         p = strstr(p + 1, JSON_SIGNATURE_TAG))
-        json = p;
-    if (json == NULL || strncmp(file, "{\"statement\":", 13) != 0)
+    const char *tag = NULL;
+    bool csv = strncmp(file, "record,format,", 14) == 0;
+    const char *needle = csv ? "\n" CSV_SIGNATURE_TAG : JSON_SIGNATURE_TAG;
+    for (const char *p = strstr(file, needle); p != NULL; p = strstr(p + 1, needle))
+        tag = p;
+    if (tag == NULL || (!csv && strncmp(file, "{\"statement\":", 13) != 0))
         return CL_ERR_CORRUPT;
-    *sig = json + strlen(JSON_SIGNATURE_TAG);
-    char *quote = strchr(*sig, '"');
-    if (quote == NULL || strcmp(quote, "\"}\n") != 0)
+    const char *start = tag + strlen(needle);
+    const char *end = csv ? strchr(start, '\n') : strchr(start, '"');
+    const char *tail = csv ? "\n" : "\"}\n";
+    if (end == NULL || (size_t)(end - start) != SIGN_TEXT_BYTES - 1 || strcmp(end, tail) != 0)
         return CL_ERR_CORRUPT;
-    *quote = '\0';
-    char *sig_copy = *sig;
-    size_t sig_len = strlen(sig_copy);
-    memmove(json + 2 + sig_len + 1, sig_copy, sig_len + 1); /* keep the signature after */
-    *sig = json + 2 + sig_len + 1;
-    memcpy(json, "}\n", 2);
-    *signed_len = (size_t)(json + 2 - file);
+    memcpy(sig, start, SIGN_TEXT_BYTES - 1);
+    sig[SIGN_TEXT_BYTES - 1] = '\0';
+    size_t keep = (size_t)(tag - file) + (csv ? 1 : 0);
+    if (!csv)
+        memcpy(file + keep, "}\n", 2); /* {"statement":{...}} and its newline */
+    *signed_len = keep + (csv ? 0 : 2);
+    assert(*signed_len <= len);
     return CL_OK;
 }
 
@@ -198,12 +192,12 @@ int ctl_statement_verify(ctl_t *ctl, int argc, char **argv)
         fprintf(stderr, "coalitionctl: usage: statement-verify FILE --pubkey KEY\n");
         return EXIT_USAGE;
     }
-    char *file = NULL, *sig = NULL, why[256] = "";
+    char *file = NULL, sig[SIGN_TEXT_BYTES], why[256] = "";
     size_t len = 0, signed_len = 0;
     int rc = read_all(argv[optind], &file, &len);
     if (rc != CL_OK)
         snprintf(why, sizeof why, "cannot read %s", argv[optind]);
-    else if ((rc = split_signed(file, len, &sig, &signed_len)) != CL_OK)
+    else if ((rc = split_signed(file, len, sig, &signed_len)) != CL_OK)
         snprintf(why, sizeof why, "%s is not a signed statement", argv[optind]);
     else
         rc = sign_check(pubkey, file, signed_len, sig, why, sizeof why);

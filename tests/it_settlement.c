@@ -183,6 +183,15 @@ static void statements_are_signed_and_closing_is_idempotent(void **state)
     fclose(f);
     EXPECT_EQ("a changed byte is refused", 1,
               world_ctl(w, out, sizeof out, "statement-verify", path, "--pubkey", pub, NULL));
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"statement\":{\"window\":1},\"signature\":\"ed25519:");
+    for (int i = 0; i < 300; i++)
+        fputc('A', f);
+    fprintf(f, "\"}\n");
+    fclose(f);
+    EXPECT_EQ("an over-long signature is refused", 1,
+              world_ctl(w, out, sizeof out, "statement-verify", path, "--pubkey", pub, NULL));
     EXPECT_EQ("liability", 0, world_ctl(w, out, sizeof out, "liability", NULL));
     EXPECT_CONTAINS("ties to the ledger", "totals equal the ledger's points outstanding", out);
     expect_verify(w);
