@@ -41,6 +41,7 @@ struct ledger {
     uint8_t batch_head[WIRE_HASH_BYTES];
     uint64_t batch_window_id;    /* the open settlement window inside the batch (0: none) */
     int64_t batch_window_end_ms; /* when it ends */
+    int batch_window_model;      /* its settlement model */
     /* Writer-only scratch for settle.c (too large for the stack of every request). */
     settle_partner_row_t scratch_row;
     outstanding_t batch_outstanding; /* settle_outstanding: the batch's copy */
@@ -56,6 +57,7 @@ typedef struct settle_effect {
     int64_t contract_from_ms;
     int64_t settle_minor, fee_minor;
     int64_t prepaid_delta; /* change of the partner's prepaid block */
+    bool via_issuers;      /* a burn or its reversal settled by issuers (issuer-pays) */
     size_t n_shares;       /* a burn's issuers, or what a burn's reversal gives back */
     settle_pair_t shares[SETTLE_PARTNERS_MAX];
 } settle_effect_t;
@@ -136,8 +138,10 @@ int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
                       const Coalition__Contract *c, int64_t points, decision_t *d);
 /* CL_ERR_CORRUPT when a burn original's issuer shares do not add up. */
 int settle_price_reversal(const char *partner, const Coalition__Contract *c,
-                          const journal_entry_t *original, int64_t reversed_before,
-                          int64_t points, decision_t *d);
+                          const journal_entry_t *original, bool via_issuers,
+                          int64_t reversed_before, int64_t points, decision_t *d);
+/* The model of window `id` (a burn's, for its reversals). */
+int settle_window_model(ledger_t *self, MDB_txn *txn, uint64_t id, int *model_out);
 /* A stored counters record into a row (scalars and pairs); NULL: all zero. */
 int settle_counters_row(const Coalition__WindowCounters *r, settle_partner_row_t *row);
 /* The approved decision onto the open window's counters and the prepaid block.
@@ -148,7 +152,7 @@ void settle_counters_read(const Coalition__WindowCounters *r, settle_counters_t 
 /* The counters an entry of `kind` moves (verify uses the same arithmetic on its own
  * recomputation). False on overflow or a kind that moves none. */
 bool settle_counters_apply(settle_counters_t *c, int kind, int64_t points, int64_t money,
-                           int64_t fee);
+                           int64_t fee, bool via_issuers);
 /* access.c: who a key is, in `txn`. */
 int access_lookup(ledger_t *self, MDB_txn *txn, const char *public_z85, ledger_principal_t *out);
 /* access.c: 65 when the member already has `limit` burns in the velocity window before

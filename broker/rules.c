@@ -272,8 +272,10 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     assert(points > 0 && points <= d->balance && points <= r->points);
     Coalition__Contract *c = NULL;
     rc = contract_now(self, txn, env, d, &c);
-    if (rc != CL_OK)
+    if (rc != CL_OK) {
+        coalition__contract__free_unpacked(c, NULL); /* set even when it is corrupt */
         return rc;
+    }
     rc = settle_price_burn(self, txn, env->partner_id, c, points, d);
     coalition__contract__free_unpacked(c, NULL);
     if (rc != CL_OK)
@@ -447,7 +449,13 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
     int rc = settle_contract_exact(self, txn, env->partner_id, o->entry->contract_from_ms, &c);
     if (rc != CL_OK)
         return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc; /* the original was priced so */
-    rc = settle_price_reversal(env->partner_id, c, o->entry, o->rev.reversed_points, points, d);
+    int model = COALITION__SETTLEMENT_MODEL__MODEL_HUB;
+    if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN)
+        rc = settle_window_model(self, txn, o->entry->window_id, &model);
+    bool via_issuers = model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
+    if (rc == CL_OK)
+        rc = settle_price_reversal(env->partner_id, c, o->entry, via_issuers,
+                                   o->rev.reversed_points, points, d);
     coalition__contract__free_unpacked(c, NULL);
     if (rc != CL_OK)
         return rc;

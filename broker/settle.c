@@ -143,10 +143,22 @@ int settle_batch_load(ledger_t *self, MDB_txn *txn)
     rc = settle_get_window(self, txn, self->batch_window_id, &w);
     if (rc == CL_ERR_NOT_FOUND)
         return CL_ERR_CORRUPT; /* the state names an open window that is not there */
-    if (rc == CL_OK)
+    if (rc == CL_OK) {
         self->batch_window_end_ms = w->end_ms;
+        self->batch_window_model = (int)w->model;
+    }
     coalition__window_record__free_unpacked(w, NULL);
     return rc;
+}
+
+int settle_window_model(ledger_t *self, MDB_txn *txn, uint64_t id, int *model_out)
+{
+    Coalition__WindowRecord *w = NULL;
+    int rc = settle_get_window(self, txn, id, &w);
+    if (rc == CL_OK)
+        *model_out = (int)w->model;
+    coalition__window_record__free_unpacked(w, NULL);
+    return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc;
 }
 
 /* ---- roll-over ------------------------------------------------------------------------ */
@@ -195,6 +207,7 @@ static int open_next(ledger_t *self, MDB_txn *txn, int64_t now_ms, int64_t end_a
             rc = put_state(self, txn, s);
         self->batch_window_id = w.id;
         self->batch_window_end_ms = w.end_ms;
+        self->batch_window_model = (int)w.model;
     }
     if (old != NULL && old->last_hash.data == self->batch_head) {
         old->last_hash.data = NULL; /* not owned by the record */
@@ -291,6 +304,8 @@ void settle_counters_read(const Coalition__WindowCounters *r, settle_counters_t 
     c->topup_points = r->topup_points;
     c->topup_minor = r->topup_minor;
     c->entries = r->entries;
+    c->hub_reimburse_minor = r->hub_reimburse_minor;
+    c->hub_reimburse_reversed_minor = r->hub_reimburse_reversed_minor;
 }
 
 static void counters_to(const settle_counters_t *c, Coalition__WindowCounters *r)
@@ -308,12 +323,14 @@ static void counters_to(const settle_counters_t *c, Coalition__WindowCounters *r
     r->topup_points = c->topup_points;
     r->topup_minor = c->topup_minor;
     r->entries = c->entries;
+    r->hub_reimburse_minor = c->hub_reimburse_minor;
+    r->hub_reimburse_reversed_minor = c->hub_reimburse_reversed_minor;
 }
 
-settle_i128_t settle_net_hub(const settle_counters_t *c)
+settle_i128_t settle_net_operator(const settle_counters_t *c)
 {
     return (settle_i128_t)c->issue_minor - c->issue_reversed_minor + c->topup_minor + c->fee_minor -
-           c->reimburse_minor + c->reimburse_reversed_minor;
+           c->hub_reimburse_minor + c->hub_reimburse_reversed_minor;
 }
 
 static void pairs_read(const Coalition__WindowCounters *r, settle_partner_row_t *row)
@@ -426,18 +443,16 @@ static int add_owes(const MDB_val *k, const MDB_val *v, void *ctx)
     return CL_OK;
 }
 
-/* The partner's net in one window under the window's model. */
+/* The partner's net in one window: its part with the operator and the pairs. */
 static int window_net(ledger_t *self, MDB_txn *txn, const Coalition__WindowRecord *w,
                       const char *partner, settle_i128_t *out)
 {
     settle_partner_row_t *row = &self->scratch_row;
     int rc = get_row(self, txn, w->id, partner, row);
-    if (rc != CL_OK || w->model != COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS) {
-        *out = rc == CL_OK ? settle_net_hub(&row->c) : 0;
+    *out = 0;
+    if (rc != CL_OK)
         return rc;
-    }
-    const settle_counters_t *c = &row->c;
-    *out = (settle_i128_t)c->issue_minor - c->issue_reversed_minor + c->topup_minor + c->fee_minor;
+    *out = settle_net_operator(&row->c);
     for (size_t i = 0; i < row->n_pairs; i++)
         if (strcmp(row->pairs[i].partner_id, partner) != 0)
             *out -= row->pairs[i].minor;
@@ -449,8 +464,7 @@ static int window_net(ledger_t *self, MDB_txn *txn, const Coalition__WindowRecor
     return rc;
 }
 
-/* A partner's net debit over every window not closed yet, each under its own model, for
- * its cap. */
+/* A partner's net debit over every window not closed yet, for its cap. */
 static int unsettled_net(ledger_t *self, MDB_txn *txn, const char *partner, settle_i128_t *out)
 {
     Coalition__SettlementState *s = NULL;
@@ -624,6 +638,7 @@ static void effect_begin(decision_t *d, const char *partner, const Coalition__Co
     d->settle.settle_minor = 0;
     d->settle.fee_minor = 0;
     d->settle.prepaid_delta = 0;
+    d->settle.via_issuers = false;
 }
 
 int settle_price_earn(ledger_t *self, MDB_txn *txn, const char *partner,
@@ -677,6 +692,7 @@ int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
     effect_begin(d, partner, c);
     d->settle.settle_minor = amount_price(points, c->reimburse_per_mille);
     d->settle.fee_minor = c->fee_minor;
+    d->settle.via_issuers = self->batch_window_model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
     outstanding_t *o = NULL;
     int rc = settle_outstanding(self, txn, &o);
     if (rc != CL_OK)
@@ -694,12 +710,13 @@ int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
 }
 
 int settle_price_reversal(const char *partner, const Coalition__Contract *c,
-                          const journal_entry_t *original, int64_t reversed_before,
-                          int64_t points, decision_t *d)
+                          const journal_entry_t *original, bool via_issuers,
+                          int64_t reversed_before, int64_t points, decision_t *d)
 {
     bool of_earn = original->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
     assert(reversed_before >= 0 && points >= 0 && reversed_before + points <= original->points);
     effect_begin(d, partner, c);
+    d->settle.via_issuers = !of_earn && via_issuers;
     if (of_earn && c->funding == COALITION__FUNDING__FUNDING_PREPAID) {
         d->settle.prepaid_delta = points; /* the points go back into the block */
         return CL_OK;
@@ -742,7 +759,7 @@ static bool add_to(int64_t *field, int64_t delta)
 
 /* The counters an approved entry of `kind` moves. False on overflow. */
 static bool counters_add(settle_counters_t *c, int kind, int64_t points, int64_t money,
-                         int64_t fee)
+                         int64_t fee, bool via_issuers)
 {
     bool ok = true;
     switch (kind) {
@@ -750,7 +767,8 @@ static bool counters_add(settle_counters_t *c, int kind, int64_t points, int64_t
         ok = add_to(&c->points_issued, points) && add_to(&c->issue_minor, money);
         break;
     case COALITION__ENTRY_KIND__ENTRY_BURN:
-        ok = add_to(&c->points_redeemed, points) && add_to(&c->reimburse_minor, money);
+        ok = add_to(&c->points_redeemed, points) && add_to(&c->reimburse_minor, money) &&
+             (via_issuers || add_to(&c->hub_reimburse_minor, money));
         break;
     case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
@@ -759,7 +777,8 @@ static bool counters_add(settle_counters_t *c, int kind, int64_t points, int64_t
     case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
         ok = add_to(&c->points_redeemed_reversed, points) &&
-             add_to(&c->reimburse_reversed_minor, money);
+             add_to(&c->reimburse_reversed_minor, money) &&
+             (via_issuers || add_to(&c->hub_reimburse_reversed_minor, money));
         break;
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP:
         ok = add_to(&c->topup_points, points) && add_to(&c->topup_minor, money);
@@ -771,9 +790,9 @@ static bool counters_add(settle_counters_t *c, int kind, int64_t points, int64_t
 }
 
 bool settle_counters_apply(settle_counters_t *c, int kind, int64_t points, int64_t money,
-                           int64_t fee)
+                           int64_t fee, bool via_issuers)
 {
-    return counters_add(c, kind, points, money, fee);
+    return counters_add(c, kind, points, money, fee, via_issuers);
 }
 
 /* The issuers' outstanding points and, for burns and their reversals, the redeemer's
@@ -803,9 +822,12 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
         return CL_ERR_OVERFLOW;
     for (size_t i = 0; burnish && i < d->settle.n_shares; i++) {
         const settle_pair_t *sh = &d->settle.shares[i];
+        if (!add_to(&o->points[outstanding_slot(o, sh->partner_id)], sign * sh->points))
+            return CL_ERR_OVERFLOW;
+        if (!d->settle.via_issuers)
+            continue; /* settled through the operator: no pair */
         settle_pair_t *pair = &row->pairs[row_pair_slot(row, sh->partner_id)];
-        if (!add_to(&o->points[outstanding_slot(o, sh->partner_id)], sign * sh->points) ||
-            !add_to(&pair->points, -sign * sh->points) || !add_to(&pair->minor, -sign * sh->minor))
+        if (!add_to(&pair->points, -sign * sh->points) || !add_to(&pair->minor, -sign * sh->minor))
             return CL_ERR_OVERFLOW;
     }
     memcpy(cached, o, sizeof *o);
@@ -823,7 +845,8 @@ int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
     int rc = get_row(self, txn, self->batch_window_id, d->settle.partner, row);
     if (rc != CL_OK)
         return rc;
-    if (!counters_add(&row->c, d->kind, d->points, d->settle.settle_minor, d->settle.fee_minor))
+    if (!counters_add(&row->c, d->kind, d->points, d->settle.settle_minor, d->settle.fee_minor,
+                      d->settle.via_issuers))
         return CL_ERR_OVERFLOW;
     rc = project_outstanding(self, txn, d, row);
     if (rc == CL_OK)

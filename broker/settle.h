@@ -18,10 +18,14 @@
  * points, under the original's contract, so a full reversal gives back exactly what the
  * original moved.
  *
- * Hub model net of a partner in a window (positive: the partner pays the operator):
- *   issue - issue_reversed + topup + fees - reimburse + reimburse_reversed
- * and the operator's margin is the sum of the nets, so the partner x operator matrix and
- * the margin balance by construction. */
+ * A burn is settled under the model of the window it is recorded in (hub: the operator
+ * pays the redeemer; issuer-pays: the issuers do), and a reversal of a burn under its
+ * burn's, wherever it is recorded. A partner's net in a window (positive: it pays):
+ *   issue - issue_reversed + topup + fees            (its part with the operator)
+ *   - hub_reimburse + hub_reimburse_reversed         (redemptions settled by the operator)
+ *   + owed to redeemers - owed by issuers            (redemptions settled by issuers)
+ * and the operator's margin is the sum of the nets (the pairs cancel), so the matrix and
+ * the margin balance by construction. Issuer-pays needs every partner in one currency. */
 #ifndef COALITION_SETTLE_H
 #define COALITION_SETTLE_H
 
@@ -58,6 +62,10 @@ typedef struct settle_counters {
     int64_t issue_minor, issue_reversed_minor, reimburse_minor, reimburse_reversed_minor;
     int64_t fee_minor, topup_points, topup_minor;
     uint64_t entries;
+    /* Of the reimbursements above, those settled through the operator (burns recorded in a
+     * hub window, and reversals of such burns wherever they are recorded); the others are
+     * owed by issuers (the pairs). */
+    int64_t hub_reimburse_minor, hub_reimburse_reversed_minor;
 } settle_counters_t;
 
 /* Points and money between one issuer and the partner whose counters hold it. */
@@ -107,9 +115,9 @@ void settle_split(int64_t total, const int64_t *weights, size_t n, int64_t *out)
 void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after,
                       int64_t *out);
 
-/* Net of one partner's counters under the hub model (see above), in 128 bits. */
+/* A partner's net with the operator in a window (above, without the pairs), 128 bits. */
 __extension__ typedef __int128 settle_i128_t;
-settle_i128_t settle_net_hub(const settle_counters_t *c);
+settle_i128_t settle_net_operator(const settle_counters_t *c);
 
 /* Read side, each in a read transaction of its own (read-only ledgers). */
 int ledger_settle_config(ledger_t *self, settle_config_t *out);

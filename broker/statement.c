@@ -52,21 +52,23 @@ static bool shown(const stmt_t *s, const party_t *p)
     return s->partner == NULL || strcmp(s->partner, p->row.partner_id) == 0;
 }
 
-/* Both models' figures of one party; false when a sum leaves int64. */
-static bool party_figures(const stmt_t *s, party_t *p)
+/* One party's figures (settle.h): false when a sum leaves int64. */
+static bool party_figures(party_t *p)
 {
     const settle_counters_t *c = &p->row.c;
-    int64_t extra_pays = s->issuer_pays ? p->owes : c->reimburse_reversed_minor;
-    int64_t extra_paid = s->issuer_pays ? p->owed : c->reimburse_minor;
     bool ok = !__builtin_sub_overflow(c->issue_minor, c->issue_reversed_minor, &p->op_net) &&
               !__builtin_add_overflow(p->op_net, c->topup_minor, &p->op_net) &&
               !__builtin_add_overflow(p->op_net, c->fee_minor, &p->op_net) &&
+              !__builtin_sub_overflow(p->op_net, c->hub_reimburse_minor, &p->op_net) &&
+              !__builtin_add_overflow(p->op_net, c->hub_reimburse_reversed_minor, &p->op_net) &&
               !__builtin_add_overflow(c->issue_minor, c->topup_minor, &p->pays) &&
               !__builtin_add_overflow(p->pays, c->fee_minor, &p->pays) &&
-              !__builtin_add_overflow(p->pays, extra_pays, &p->pays) &&
-              !__builtin_add_overflow(c->issue_reversed_minor, extra_paid, &p->paid) &&
+              !__builtin_add_overflow(p->pays, c->hub_reimburse_reversed_minor, &p->pays) &&
+              !__builtin_add_overflow(p->pays, p->owes, &p->pays) &&
+              !__builtin_add_overflow(c->issue_reversed_minor, c->hub_reimburse_minor, &p->paid) &&
+              !__builtin_add_overflow(p->paid, p->owed, &p->paid) &&
               !__builtin_sub_overflow(p->pays, p->paid, &p->net);
-    assert(!ok || s->issuer_pays || (settle_i128_t)p->net == settle_net_hub(c));
+    assert(!ok || (settle_i128_t)p->net == settle_net_operator(c) + p->owes - p->owed);
     return ok;
 }
 
@@ -158,11 +160,11 @@ static int load_parties(stmt_t *s)
             break;
     }
     free(rows);
-    if (rc == CL_OK && s->issuer_pays)
+    if (rc == CL_OK)
         rc = load_pairs(s);
     for (size_t i = 0; rc == CL_OK && i < s->n_parties; i++) {
         party_t *p = &s->parties[i];
-        rc = party_figures(s, p) ? add_margin(s, p->currency, p->net) : CL_ERR_OVERFLOW;
+        rc = party_figures(p) ? add_margin(s, p->currency, p->op_net) : CL_ERR_OVERFLOW;
     }
     return rc;
 }
@@ -284,11 +286,13 @@ static void emit_party_json(stmt_t *s, const party_t *p, bool first)
             ",\"partner_pays_minor\":%" PRId64 ",\"partner_is_paid_minor\":%" PRId64
             ",\"net_minor\":%" PRId64 ",\"direction\":\"%s\",\"entries\":%" PRIu64
             ",\"operator_net_minor\":%" PRId64 ",\"owes_redeemers_minor\":%" PRId64
-            ",\"owed_by_issuers_minor\":%" PRId64 "}",
+            ",\"owed_by_issuers_minor\":%" PRId64 ",\"hub_reimburse_minor\":%" PRId64
+            ",\"hub_reimburse_reversed_minor\":%" PRId64 "}",
             p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
             c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
             c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
-            p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed);
+            p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed,
+            c->hub_reimburse_minor, c->hub_reimburse_reversed_minor);
 }
 
 static void emit_party_csv(stmt_t *s, const party_t *p)
@@ -299,11 +303,12 @@ static void emit_party_csv(stmt_t *s, const party_t *p)
     fprintf(s->out,
             ",%s,%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
             ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
-            ",%s,%" PRIu64 ",%" PRId64 ",%" PRId64 ",%" PRId64 "\n",
+            ",%s,%" PRIu64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 "\n",
             p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
             c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
             c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
-            p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed);
+            p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed,
+            c->hub_reimburse_minor, c->hub_reimburse_reversed_minor);
 }
 
 static void emit_cell(stmt_t *s, const char *payer, const char *payee, const char *currency,
@@ -336,9 +341,9 @@ static void emit_net(stmt_t *s, const char *a, const char *b, const char *curren
         emit_cell(s, b, a, currency, -net, first);
 }
 
-/* Hub: every partner's net against the operator. Issuer-pays: each partner's part with
- * the operator, and between each two partners what one owes the other net of the other
- * way (in the redeemer's currency; two currencies are not netted). */
+/* Each partner's part with the operator (all of its net under the hub model), and between
+ * each two partners what one owes the other for redemptions settled by issuers, net of
+ * the other way. */
 static void emit_matrix(stmt_t *s)
 {
     bool first = true;
@@ -347,10 +352,9 @@ static void emit_matrix(stmt_t *s)
     for (size_t i = 0; i < s->n_parties; i++) {
         const party_t *p = &s->parties[i];
         if (shown(s, p))
-            emit_net(s, p->row.partner_id, OPERATOR_PARTNER_ID, p->currency,
-                     s->issuer_pays ? p->op_net : p->net, &first);
+            emit_net(s, p->row.partner_id, OPERATOR_PARTNER_ID, p->currency, p->op_net, &first);
     }
-    for (size_t i = 0; s->issuer_pays && i < s->n_parties; i++) {
+    for (size_t i = 0; i < s->n_parties; i++) {
         for (size_t j = i + 1; j < s->n_parties; j++) {
             const party_t *a = &s->parties[i], *b = &s->parties[j];
             if (!shown(s, a) && !shown(s, b))
@@ -400,7 +404,7 @@ static void emit_header(stmt_t *s)
                         "issue_reversed_minor,topup_minor,fee_minor,reimburse_minor,"
                         "reimburse_reversed_minor,partner_pays_minor,partner_is_paid_minor,"
                         "net_minor,direction,entries,operator_net_minor,owes_redeemers_minor,"
-                        "owed_by_issuers_minor\n");
+                        "owed_by_issuers_minor,hub_reimburse_minor,hub_reimburse_reversed_minor\n");
         return;
     }
     fprintf(s->out,

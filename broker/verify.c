@@ -48,6 +48,7 @@ void verify_free(verify_t *v)
     vmap_free(&v->counters);
     vmap_free(&v->windows);
     vmap_free(&v->pairs);
+    free(v->configs);
 }
 
 int verify_violation(verify_t *v, const char *fmt, ...)

@@ -103,7 +103,15 @@ typedef struct {
 typedef struct {
     vkey_t key;
     uint64_t id, min_seq, max_seq, close_seq;
+    int model; /* as the configuration before its first entry set it */
 } vwindow_t;
+
+/* A settlement configuration entry: what windows opened after `seq` take. */
+typedef struct {
+    uint64_t seq;
+    int model;
+    int64_t grace_seconds, period_seconds;
+} vconfig_t;
 
 /* What the journal's refunds and voids gave back of one original, keyed by its
  * (partner, site, txn) key. */
@@ -136,6 +144,8 @@ typedef struct {
     vmap_t pairs;     /* vpair_t */
     outstanding_t outstanding; /* by issuer, as the journal leaves it */
     bool outstanding_seen;     /* matched with its record */
+    vconfig_t *configs;        /* the journal's settlement configurations, in order */
+    size_t n_configs, cap_configs;
     uint64_t last_window_id;
 } verify_t;
 

@@ -220,7 +220,7 @@ static int expect_shares(verify_t *v, const journal_entry_t *e, char (*ids)[PART
 }
 
 /* A burn: split its points and money over the issuers' outstanding points. */
-static int settle_burn_shares(verify_t *v, const journal_entry_t *e)
+static int settle_burn_shares(verify_t *v, const journal_entry_t *e, bool via_issuers)
 {
     outstanding_t *o = &v->outstanding;
     int64_t pts[SETTLE_PARTNERS_MAX], money[SETTLE_PARTNERS_MAX], sum = 0;
@@ -233,7 +233,7 @@ static int settle_burn_shares(verify_t *v, const journal_entry_t *e)
     int rc = expect_shares(v, e, o->ids, pts, money, o->n);
     for (size_t i = 0; rc == CL_OK && i < o->n; i++) {
         o->points[i] -= pts[i];
-        if (pts[i] != 0 || money[i] != 0)
+        if (via_issuers && (pts[i] != 0 || money[i] != 0))
             rc = vpair_add(v, e, o->ids[i], pts[i], money[i]);
     }
     return rc;
@@ -241,7 +241,7 @@ static int settle_burn_shares(verify_t *v, const journal_entry_t *e)
 
 /* A burn's reversal: its original's shares given back in order, up to each share. */
 static int settle_burn_back(verify_t *v, const journal_entry_t *e, const journal_entry_t *o,
-                            int64_t before, const settle_contract_t *c)
+                            int64_t before, const settle_contract_t *c, bool via_issuers)
 {
     size_t n = o->n_issuer_shares;
     char ids[SETTLE_PARTNERS_MAX][PARTNER_ID_LEN_MAX + 1];
@@ -261,21 +261,22 @@ static int settle_burn_back(verify_t *v, const journal_entry_t *e, const journal
     int rc = expect_shares(v, e, ids, back, back_money, n);
     for (size_t i = 0; rc == CL_OK && i < n; i++) {
         v->outstanding.points[vout_slot(&v->outstanding, ids[i])] += back[i];
-        if (back[i] != 0 || back_money[i] != 0)
+        if (via_issuers && (back[i] != 0 || back_money[i] != 0))
             rc = vpair_add(v, e, ids[i], -back[i], -back_money[i]);
     }
     return rc;
 }
 
 /* Add the entry to its window's counters of `partner`. */
-static int count(verify_t *v, const journal_entry_t *e, const char *partner)
+static int count(verify_t *v, const journal_entry_t *e, const char *partner, bool via_issuers)
 {
     vkey_t k = counters_vkey(e->window_id, partner);
     vcounters_t *item = vmap_find(&v->counters, k.bytes, k.len);
     int rc = item == NULL ? vmap_insert(&v->counters, k.bytes, k.len, (void **)&item) : CL_OK;
     if (rc != CL_OK)
         return rc;
-    if (!settle_counters_apply(&item->c, e->kind, e->points, e->settle_minor, e->fee_minor))
+    if (!settle_counters_apply(&item->c, e->kind, e->points, e->settle_minor, e->fee_minor,
+                               via_issuers))
         return verify_violation(v, "entry %llu: %s's counters in window %llu pass int64", SEQ(e),
                                 partner, (unsigned long long)e->window_id);
     return CL_OK;
@@ -343,6 +344,15 @@ static int settle_topup(verify_t *v, const journal_entry_t *e)
     return rc == CL_OK ? prepaid_add(v, e, p, e->points) : rc;
 }
 
+/* Whether a burn recorded in window `id` was settled by its issuers. */
+static bool window_via_issuers(const verify_t *v, uint64_t id)
+{
+    uint8_t key[8];
+    store_put_u64(key, id);
+    const vwindow_t *w = vmap_find(&v->windows, key, sizeof key);
+    return w != NULL && w->model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
+}
+
 int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_entry_t *original,
                            int64_t reversed_before)
 {
@@ -360,11 +370,43 @@ int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_
     int rc = expect_priced(v, e, c, money, 0);
     if (rc == CL_OK && prepaid)
         rc = prepaid_add(v, e, p, e->points);
+    bool via = !of_earn && window_via_issuers(v, original->window_id);
     if (rc == CL_OK && of_earn)
         v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] -= e->points;
     else if (rc == CL_OK)
-        rc = settle_burn_back(v, e, original, reversed_before, c);
-    return rc == CL_OK ? count(v, e, e->partner_id) : rc;
+        rc = settle_burn_back(v, e, original, reversed_before, c, via);
+    return rc == CL_OK ? count(v, e, e->partner_id, via) : rc;
+}
+
+/* The configuration in force for a window opened before entry `seq` (the defaults before
+ * any configuration entry). */
+static vconfig_t config_before(const verify_t *v, uint64_t seq)
+{
+    vconfig_t c = {0, COALITION__SETTLEMENT_MODEL__MODEL_HUB, SETTLEMENT_GRACE_SECONDS_DEFAULT, 0};
+    for (size_t i = 0; i < v->n_configs && v->configs[i].seq < seq; i++)
+        c = v->configs[i];
+    return c;
+}
+
+static int note_config(verify_t *v, const journal_entry_t *e)
+{
+    const Coalition__SettlementConfig *r = e->settlement;
+    if (r == NULL || r->period_seconds < 0 || r->period_seconds > SETTLEMENT_PERIOD_SECONDS_MAX ||
+        r->grace_seconds < 0 || r->grace_seconds > SETTLEMENT_GRACE_SECONDS_MAX ||
+        r->model > COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS)
+        return verify_violation(v, "settlement entry %llu is not a configuration the rules record",
+                                SEQ(e));
+    if (v->n_configs == v->cap_configs) {
+        size_t cap = v->cap_configs == 0 ? 8 : 2 * v->cap_configs;
+        vconfig_t *grown = realloc(v->configs, cap * sizeof *grown);
+        if (grown == NULL)
+            return CL_ERR_NOMEM;
+        v->configs = grown;
+        v->cap_configs = cap;
+    }
+    v->configs[v->n_configs++] =
+        (vconfig_t){e->seq, (int)r->model, r->grace_seconds, r->period_seconds};
+    return CL_OK;
 }
 
 /* The entry's window: never decreasing, never closed, and its seq span noted. */
@@ -384,6 +426,7 @@ static int settle_window(verify_t *v, const journal_entry_t *e)
             return rc;
         w->id = e->window_id;
         w->min_seq = e->seq;
+        w->model = config_before(v, e->seq).model;
     }
     if (w->close_seq != 0)
         return verify_violation(v, "entry %llu lands in window %llu, closed by entry %llu", SEQ(e),
@@ -432,15 +475,20 @@ int verify_settle_entry(verify_t *v, const journal_entry_t *e)
         rc = settle_earn(v, e, p);
         if (rc == CL_OK)
             v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] += e->points;
-        return rc == CL_OK ? count(v, e, e->partner_id) : rc;
-    case COALITION__ENTRY_KIND__ENTRY_BURN:
+        return rc == CL_OK ? count(v, e, e->partner_id, false) : rc;
+    case COALITION__ENTRY_KIND__ENTRY_BURN: {
+        bool via = window_via_issuers(v, e->window_id);
         rc = settle_burn(v, e, p);
         if (rc == CL_OK)
-            rc = settle_burn_shares(v, e);
-        return rc == CL_OK ? count(v, e, e->partner_id) : rc;
+            rc = settle_burn_shares(v, e, via);
+        return rc == CL_OK ? count(v, e, e->partner_id, via) : rc;
+    }
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP:
         rc = settle_topup(v, e);
-        return rc == CL_OK ? count(v, e, e->participant) : rc;
+        return rc == CL_OK ? count(v, e, e->participant, false) : rc;
+    case COALITION__ENTRY_KIND__ENTRY_SETTLEMENT_CONFIG:
+        rc = unpriced(v, e);
+        return rc == CL_OK ? note_config(v, e) : rc;
     case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
     case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
@@ -499,7 +547,9 @@ static bool counters_equal(const settle_counters_t *a, const settle_counters_t *
            a->reimburse_minor == b->reimburse_minor &&
            a->reimburse_reversed_minor == b->reimburse_reversed_minor &&
            a->fee_minor == b->fee_minor && a->topup_points == b->topup_points &&
-           a->topup_minor == b->topup_minor && a->entries == b->entries;
+           a->topup_minor == b->topup_minor && a->entries == b->entries &&
+           a->hub_reimburse_minor == b->hub_reimburse_minor &&
+           a->hub_reimburse_reversed_minor == b->hub_reimburse_reversed_minor;
 }
 
 static int check_counters(verify_t *v, const MDB_val *k, const MDB_val *val)

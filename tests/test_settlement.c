@@ -71,6 +71,7 @@ typedef struct {
     int64_t issued, issued_rev, redeemed, redeemed_rev;
     int64_t issue, issue_rev, reimb, reimb_rev, fee, topup_points, topup;
     int64_t entries;
+    int64_t hub_reimb, hub_reimb_rev; /* settled through the operator */
 } o_counts_t;
 
 typedef struct {
@@ -81,6 +82,7 @@ typedef struct {
     int contract; /* index into contracts */
     int member;
     bool voided;
+    bool via_issuers; /* a burn recorded in an issuer-pays window */
     int64_t shares[O_PARTNERS_MAX], share_money[O_PARTNERS_MAX]; /* a burn's issuers */
 } o_original_t;
 
@@ -197,9 +199,11 @@ static int64_t o_price(int64_t points, int64_t per_mille)
     return (int64_t)(((i128_t)points * per_mille + 500) / 1000);
 }
 
-static int64_t o_net(const o_counts_t *c)
+/* The part with the operator: issue revenue, top-ups and fees, less the redemptions the
+ * operator settles (burns in hub windows and their reversals). */
+static int64_t o_op_net(const o_counts_t *c)
 {
-    return c->issue - c->issue_rev + c->topup + c->fee - c->reimb + c->reimb_rev;
+    return c->issue - c->issue_rev + c->topup + c->fee - c->hub_reimb + c->hub_reimb_rev;
 }
 
 
@@ -497,9 +501,13 @@ static result_t op_burn(fixture_t *f, int p, const char *txn, int m, int64_t poi
     o->ip_burns += o->window_ip[o->open_id];
     o_split(points, o->outstanding, orig->shares);
     o_split(money, o->outstanding, orig->share_money);
+    orig->via_issuers = o->window_ip[o->open_id];
+    if (!orig->via_issuers)
+        k->hub_reimb += money;
     for (int i = 0; i < O_PARTNERS_MAX; i++) {
         o->outstanding[i] -= orig->shares[i];
-        o->owes[o->open_id][i][p] += orig->share_money[i];
+        if (orig->via_issuers)
+            o->owes[o->open_id][i][p] += orig->share_money[i];
     }
     snprintf(orig->txn, sizeof orig->txn, "%s", txn);
     orig->partner = p;
@@ -539,8 +547,11 @@ static void o_reverse(fixture_t *f, o_original_t *orig, int64_t points, int64_t 
                o_price(orig->reversed_points + points, per), back_money);
         for (int i = 0; i < O_PARTNERS_MAX; i++) {
             o->outstanding[i] += back[i];
-            o->owes[o->open_id][i][orig->partner] -= back_money[i];
+            if (orig->via_issuers)
+                o->owes[o->open_id][i][orig->partner] -= back_money[i];
         }
+        if (!orig->via_issuers)
+            k->hub_reimb_rev += money;
     }
     o->balance[orig->member] += orig->earn ? -points : points;
     orig->reversed_points += points;
@@ -716,6 +727,8 @@ static void expect_counts(const char *who, const o_counts_t *o, const settle_cou
     FIELD(topup_points, c->topup_points);
     FIELD(topup, c->topup_minor);
     FIELD(entries, (int64_t)c->entries);
+    FIELD(hub_reimb, c->hub_reimburse_minor);
+    FIELD(hub_reimb_rev, c->hub_reimburse_reversed_minor);
 #undef FIELD
 }
 
@@ -767,18 +780,10 @@ static int64_t o_pairs(const oracle_t *o, uint64_t w, int p, bool owes)
     return sum;
 }
 
-static int64_t o_op_net(const o_counts_t *c)
-{
-    return c->issue - c->issue_rev + c->topup + c->fee;
-}
-
-/* The net of p in window w under the window's model. */
+/* The net of p in window w: its part with the operator and its pairs. */
 static int64_t o_net_in(const oracle_t *o, uint64_t w, int p)
 {
-    const o_counts_t *c = &o->counts[w][p];
-    if (!o->window_ip[w])
-        return o_net(c);
-    return o_op_net(c) + o_pairs(o, w, p, true) - o_pairs(o, w, p, false);
+    return o_op_net(&o->counts[w][p]) + o_pairs(o, w, p, true) - o_pairs(o, w, p, false);
 }
 
 /* A partner's net over the windows not closed, each under its model (its cap). */
@@ -802,14 +807,13 @@ static int party_of(const char *id)
 static void o_matrix(const oracle_t *o, uint64_t w, int64_t m[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1])
 {
     memset(m, 0, sizeof(int64_t) * (O_PARTNERS_MAX + 1) * (O_PARTNERS_MAX + 1));
-    bool ip = o->window_ip[w];
     for (int p = 0; p < O_PARTNERS_MAX; p++) {
-        int64_t net = ip ? o_op_net(&o->counts[w][p]) : o_net(&o->counts[w][p]);
+        int64_t net = o_op_net(&o->counts[w][p]);
         if (net > 0)
             m[p][OPERATOR_INDEX] = net;
         else
             m[OPERATOR_INDEX][p] = -net;
-        for (int q = p + 1; ip && q < O_PARTNERS_MAX; q++) {
+        for (int q = p + 1; q < O_PARTNERS_MAX; q++) {
             int64_t flow = o->owes[w][p][q] - o->owes[w][q][p];
             if (flow > 0)
                 m[p][q] = flow;
@@ -835,7 +839,7 @@ static void compare_statement(fixture_t *f, uint64_t w)
         char *fld[24] = {NULL};
         int n = csv_split(line, fld, 24);
         if (n > 0 && strcmp(fld[0], "partner") == 0) {
-            EXPECT_EQ("partner row fields", 22, n);
+            EXPECT_EQ("partner row fields", 24, n);
             int p = partner_index(fld[1]);
             const o_counts_t *o = &f->o.counts[w][p];
             settle_counters_t c = {strtoll(fld[3], NULL, 10), strtoll(fld[4], NULL, 10),
@@ -843,16 +847,15 @@ static void compare_statement(fixture_t *f, uint64_t w)
                                    strtoll(fld[8], NULL, 10), strtoll(fld[9], NULL, 10),
                                    strtoll(fld[12], NULL, 10), strtoll(fld[13], NULL, 10),
                                    strtoll(fld[11], NULL, 10), strtoll(fld[7], NULL, 10),
-                                   strtoll(fld[10], NULL, 10), strtoull(fld[18], NULL, 10)};
+                                   strtoll(fld[10], NULL, 10), strtoull(fld[18], NULL, 10),
+                                   strtoll(fld[22], NULL, 10), strtoll(fld[23], NULL, 10)};
             expect_counts("statement", o, &c);
             EXPECT_EQ("statement net", o_net_in(&f->o, w, p), strtoll(fld[16], NULL, 10));
             EXPECT_EQ("pays - paid", strtoll(fld[14], NULL, 10) - strtoll(fld[15], NULL, 10),
                       strtoll(fld[16], NULL, 10));
             EXPECT_EQ("operator part", o_op_net(o), strtoll(fld[19], NULL, 10));
-            EXPECT_EQ("owes redeemers", f->o.window_ip[w] ? o_pairs(&f->o, w, p, true) : 0,
-                      strtoll(fld[20], NULL, 10));
-            EXPECT_EQ("owed by issuers", f->o.window_ip[w] ? o_pairs(&f->o, w, p, false) : 0,
-                      strtoll(fld[21], NULL, 10));
+            EXPECT_EQ("owes redeemers", o_pairs(&f->o, w, p, true), strtoll(fld[20], NULL, 10));
+            EXPECT_EQ("owed by issuers", o_pairs(&f->o, w, p, false), strtoll(fld[21], NULL, 10));
             row_seen[p] = true;
         } else if (n > 0 && strcmp(fld[0], "matrix") == 0) {
             EXPECT_EQ("matrix row fields", 5, n);
@@ -1118,10 +1121,45 @@ static void net_cap_reached(void **state)
         snprintf(txn, sizeof txn, "e%d", i);
         op_earn(f, 0, txn, 0, 1000); /* 20 points: 2.00 + 0.10 fee each; the 5th passes */
     }
-    EXPECT_EQ("four earns fit under 10.00", 4 * 210, o_net(&f->o.counts[1][0]));
+    EXPECT_EQ("four earns fit under 10.00", 4 * 210, o_op_net(&f->o.counts[1][0]));
     op_close(f, 1, true);
     op_earn(f, 0, "after", 0, 1000);
     compare_counters(f);
+    expect_verify_ok(f);
+}
+
+/* A burn is settled under the model of the window it was recorded in, and its reversal
+ * under the same, wherever it lands: a hub burn voided in an issuer-pays window gives the
+ * operator its money back; an issuer-pays burn refunded in a hub window gives it back to
+ * its issuers. */
+static void reversals_follow_their_burns_model(void **state)
+{
+    fixture_t *f = *state;
+    world(f, 3);
+    for (int p = 0; p < 3; p++) {
+        o_contract_t c = terms(p, 1000, 800 + 100 * p, 3);
+        op_contract(f, &c, 0);
+    }
+    op_earn(f, 0, "e1", 0, 50000);
+    op_earn(f, 1, "e2", 0, 30000);
+    op_burn(f, 2, "b1", 0, 400); /* window 1: hub */
+    op_settlement(f, 0, 60, true);
+    op_close(f, 1, true); /* window 2: issuer-pays */
+    op_void(f, "v1", "b1");
+    op_burn(f, 2, "b2", 0, 700);
+    EXPECT_EQ("the hub burn's void goes back to the operator: 400 points at 10.00", 400,
+              f->o.counts[2][2].hub_reimb_rev);
+    op_settlement(f, 0, 60, false);
+    op_close(f, 2, true); /* window 3: hub */
+    op_refund(f, "r2", "b2", 0, 300);
+    EXPECT_EQ("the issuer-pays burn's refund goes back to its issuers", 0,
+              f->o.counts[3][2].hub_reimb_rev);
+    EXPECT_TRUE("and shows in the pairs",
+                f->o.owes[3][0][2] + f->o.owes[3][1][2] == -o_price(300, 1000));
+    op_close(f, 3, true);
+    compare_counters(f);
+    for (uint64_t w = 1; w <= 3; w++)
+        compare_statement(f, w);
     expect_verify_ok(f);
 }
 
@@ -1330,6 +1368,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(offline_earn_after_the_close, setup, teardown),
         cmocka_unit_test_setup_teardown(prepaid_partner_runs_out, setup, teardown),
         cmocka_unit_test_setup_teardown(net_cap_reached, setup, teardown),
+        cmocka_unit_test_setup_teardown(reversals_follow_their_burns_model, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_settlement_requests_change_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(windows_roll_and_close_on_their_own, setup, teardown),
         cmocka_unit_test_setup_teardown(random_streams_match_the_oracle, setup, teardown),
