@@ -110,6 +110,9 @@ int rules_settlement_config(ledger_t *self, MDB_txn *txn, decision_t *d,
                             const Coalition__SettlementConfigRequest *r);
 int rules_window_close(ledger_t *self, MDB_txn *txn, decision_t *d,
                        const Coalition__WindowCloseRequest *r);
+/* settle_rules.c: issuer-pays needs every partner in one currency. */
+int settle_one_currency(ledger_t *self, MDB_txn *txn, const char *extra, bool *one_out);
+int settle_issuer_pays_anywhere(ledger_t *self, MDB_txn *txn, bool *out);
 /* settle.c: state, windows and contracts in `txn`; get_* return CL_ERR_NOT_FOUND when
  * absent (the state: its defaults instead). */
 int settle_get_state(ledger_t *self, MDB_txn *txn, Coalition__SettlementState **out);

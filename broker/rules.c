@@ -689,6 +689,18 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
                 SETTLE_PARTNERS_MAX);
         return CL_OK;
     }
+    bool issuer_pays = false, one_currency = true;
+    rc = settle_issuer_pays_anywhere(self, txn, &issuer_pays);
+    if (rc == CL_OK && issuer_pays)
+        rc = settle_one_currency(self, txn, r->currency, &one_currency);
+    if (rc != CL_OK)
+        return rc;
+    if (!one_currency) {
+        decline(d, RC_INVALID_AMOUNT,
+                "issuer-pays settles partners of one currency; %s is not the coalition's",
+                r->currency);
+        return CL_OK;
+    }
     Coalition__PartnerRecord p = COALITION__PARTNER_RECORD__INIT;
     p.partner_id = r->partner_id;
     p.earn_rate_milli = r->earn_rate_milli;

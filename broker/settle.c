@@ -136,6 +136,7 @@ int settle_batch_load(ledger_t *self, MDB_txn *txn)
         return rc;
     self->batch_window_id = s->open_window_id;
     self->batch_window_end_ms = INT64_MIN;
+    self->batch_window_model = COALITION__SETTLEMENT_MODEL__MODEL_HUB;
     coalition__settlement_state__free_unpacked(s, NULL);
     if (self->batch_window_id == 0)
         return CL_OK;

@@ -128,11 +128,66 @@ int rules_partner_topup(ledger_t *self, MDB_txn *txn, decision_t *d,
     return rc;
 }
 
-int rules_settlement_config(ledger_t *self, MDB_txn *txn, decision_t *d,
-                            const Coalition__SettlementConfigRequest *r)
+struct currency_walk {
+    const char *first; /* the first partner's currency (points into the walk's buffer) */
+    char buf[CURRENCY_CODE_BYTES];
+    bool mixed;
+};
+
+static int note_currency(const MDB_val *k, const MDB_val *v, void *ctx)
+{
+    (void)k;
+    struct currency_walk *w = ctx;
+    Coalition__PartnerRecord *p = coalition__partner_record__unpack(NULL, v->mv_size, v->mv_data);
+    if (p == NULL)
+        return CL_ERR_CORRUPT;
+    if (w->first == NULL) {
+        snprintf(w->buf, sizeof w->buf, "%s", p->currency);
+        w->first = w->buf;
+    } else if (strcmp(w->first, p->currency) != 0) {
+        w->mixed = true;
+    }
+    coalition__partner_record__free_unpacked(p, NULL);
+    return w->mixed ? STORE_WALK_STOP : CL_OK;
+}
+
+/* Whether every partner, and `extra` (NULL: none), settle in one currency. */
+int settle_one_currency(ledger_t *self, MDB_txn *txn, const char *extra, bool *one_out)
+{
+    struct currency_walk w = {NULL, "", false};
+    int rc = store_walk(txn, self->db_partners, NULL, note_currency, &w);
+    *one_out = rc == CL_OK && !w.mixed && (extra == NULL || w.first == NULL ||
+                                           strcmp(w.first, extra) == 0);
+    return rc;
+}
+
+/* Whether issuer-pays is configured or in force in the open window. */
+int settle_issuer_pays_anywhere(ledger_t *self, MDB_txn *txn, bool *out)
 {
     Coalition__SettlementState *s = NULL;
     int rc = settle_get_state(self, txn, &s);
+    *out = self->batch_window_model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS ||
+           (rc == CL_OK && s->config->model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS);
+    coalition__settlement_state__free_unpacked(s, NULL);
+    return rc;
+}
+
+int rules_settlement_config(ledger_t *self, MDB_txn *txn, decision_t *d,
+                            const Coalition__SettlementConfigRequest *r)
+{
+    bool one = true;
+    int rc = r->model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS
+                 ? settle_one_currency(self, txn, NULL, &one)
+                 : CL_OK;
+    if (rc != CL_OK)
+        return rc;
+    if (!one) {
+        rules_decline(d, RC_INVALID_TRANSACTION,
+                      "issuer-pays settles partners of one currency; these use several");
+        return CL_OK;
+    }
+    Coalition__SettlementState *s = NULL;
+    rc = settle_get_state(self, txn, &s);
     if (rc != CL_OK)
         return rc;
     Coalition__SettlementConfig *c = &d->settlement;

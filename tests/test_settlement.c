@@ -1186,6 +1186,27 @@ static void bad_settlement_requests_change_nothing(void **state)
     r.txn_id[0] = 'x';
     want("unknown partner", RC_UNKNOWN_PARTNER, submit(f, &r.env));
     op_topup(f, 0, 10);
+    op_settlement(f, 0, 60, true); /* issuer-pays from the next window, all in EUR */
+    seq++;
+    request_init(f, &r, OPERATOR_PARTNER_ID, NULL);
+    coalition__partner_add_request__init(&r.partner_add);
+    r.partner_add.partner_id = "dollar";
+    r.partner_add.earn_rate_milli = 1000;
+    r.partner_add.currency = "USD";
+    r.env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
+    r.env.partner_add = &r.partner_add;
+    want("a USD partner under issuer-pays", RC_INVALID_AMOUNT, submit(f, &r.env));
+    op_settlement(f, 0, 60, false);
+    seq++;
+    r.txn_id[0] = 'y';
+    want("a USD partner under hub", RC_APPROVED, submit(f, &r.env));
+    seq++;
+    request_init(f, &r, OPERATOR_PARTNER_ID, NULL);
+    coalition__settlement_config_request__init(&r.config);
+    r.config.model = COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
+    r.env.body_case = COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG;
+    r.env.settlement_config = &r.config;
+    want("issuer-pays over two currencies", RC_INVALID_TRANSACTION, submit(f, &r.env));
     op_close(f, 7, false);
     op_close(f, 1, false);
     EXPECT_EQ("nothing journalled", seq, ledger_last_seq(f->l));
