@@ -627,6 +627,7 @@ static int check_prepaid(verify_t *v, const MDB_val *k, const MDB_val *val, uint
 typedef struct {
     verify_t *v;
     uint64_t windows, open_id;
+    uint64_t prev_last_seq; /* the previous window's last seq (0: open or none) */
     uint64_t prepaid_records; /* those holding points, each matching the journal */
 } vsettle_walk_t;
 
@@ -672,7 +673,17 @@ static int check_window(vsettle_walk_t *w, const Coalition__WindowRecord *r)
         return verify_violation(v, "window %llu says closed at %llu, the journal at %llu",
                                 (unsigned long long)r->id, (unsigned long long)r->close_seq,
                                 (unsigned long long)close_seq);
+    vconfig_t cfg = config_before(v, r->first_seq);
+    if ((int)r->model != cfg.model || r->grace_seconds != cfg.grace_seconds)
+        return verify_violation(v, "window %llu's model or grace is not the configuration's "
+                                   "before entry %llu",
+                                (unsigned long long)r->id, (unsigned long long)r->first_seq);
+    if (w->windows > 0 && w->prev_last_seq + 1 != r->first_seq)
+        return verify_violation(v, "window %llu starts at entry %llu, its predecessor ends at %llu",
+                                (unsigned long long)r->id, (unsigned long long)r->first_seq,
+                                (unsigned long long)w->prev_last_seq);
     w->windows++;
+    w->prev_last_seq = r->last_seq;
     if (open)
         w->open_id = r->id;
     return open ? CL_OK : check_window_hash(v, r);
@@ -707,14 +718,18 @@ static int check_state(verify_t *v, const vsettle_walk_t *w)
     int rc = settle_get_state(v->ledger, v->txn, &s);
     if (rc != CL_OK)
         return rc;
+    vconfig_t cfg = config_before(v, UINT64_MAX);
     bool ok = s->open_window_id == w->windows && w->open_id == w->windows &&
               v->last_window_id <= w->windows &&
-              s->oldest_unclosed_id <= s->open_window_id + (s->open_window_id == 0);
+              s->oldest_unclosed_id <= s->open_window_id + (s->open_window_id == 0) &&
+              (int)s->config->model == cfg.model && s->config->grace_seconds == cfg.grace_seconds &&
+              s->config->period_seconds == cfg.period_seconds;
     coalition__settlement_state__free_unpacked(s, NULL);
     if (!ok)
         return verify_violation(v,
                                 "settlement state: %llu windows recorded, the open one is %llu, "
-                                "the journal reaches window %llu",
+                                "the journal reaches window %llu (or its configuration is not "
+                                "the journal's last)",
                                 (unsigned long long)w->windows, (unsigned long long)w->open_id,
                                 (unsigned long long)v->last_window_id);
     return CL_OK;
@@ -722,7 +737,7 @@ static int check_state(verify_t *v, const vsettle_walk_t *w)
 
 int verify_settle_records(verify_t *v)
 {
-    vsettle_walk_t w = {v, 0, 0, 0};
+    vsettle_walk_t w = {v, 0, 0, 0, 0};
     int rc = store_walk(v->txn, v->ledger->db_contracts, NULL, visit_contract, v);
     if (rc == CL_OK)
         rc = store_walk(v->txn, v->ledger->db_settlement, NULL, visit_settlement, &w);

@@ -1343,6 +1343,59 @@ static void random_streams_match_the_oracle(void **state)
     }
 }
 
+/* Put one record into a database of the closed ledger, behind its back; reopen it. */
+static void raw_put(fixture_t *f, const char *db, const void *key, size_t key_len,
+                    const ProtobufCMessage *msg)
+{
+    commit(f);
+    ledger_destroy(&f->l);
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    uint8_t buf[4096];
+    assert_int_equal(mdb_env_create(&env), MDB_SUCCESS);
+    assert_int_equal(mdb_env_set_maxdbs(env, STORE_DBS_MAX), MDB_SUCCESS);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), MDB_SUCCESS);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), MDB_SUCCESS);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), MDB_SUCCESS);
+    MDB_val k = {key_len, (void *)key}, v = {protobuf_c_message_pack(msg, buf), buf};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), MDB_SUCCESS);
+    assert_int_equal(mdb_txn_commit(txn), MDB_SUCCESS);
+    mdb_env_close(env);
+    EXPECT_OK("reopen", ledger_open(&f->l, f->dir, STORE_READ_WRITE));
+}
+
+/* A closed window's model switched behind the ledger's back would move money between
+ * partners in its statement: verify finds it. */
+static void tampered_window_model_fails_verify(void **state)
+{
+    fixture_t *f = *state;
+    world(f, 2);
+    op_earn(f, 0, "e1", 0, 10000);
+    op_burn(f, 1, "b1", 0, 5);
+    op_close(f, 1, true);
+    settle_window_t w;
+    EXPECT_OK("window", ledger_window(f->l, 1, &w));
+    Coalition__WindowRecord r = COALITION__WINDOW_RECORD__INIT;
+    r.id = 1;
+    r.start_ms = w.start_ms;
+    r.end_ms = w.end_ms;
+    r.state = (uint32_t)w.state;
+    r.model = COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
+    r.first_seq = w.first_seq;
+    r.last_seq = w.last_seq;
+    r.last_hash.data = w.last_hash;
+    r.last_hash.len = WIRE_HASH_BYTES;
+    r.close_seq = w.close_seq;
+    r.grace_seconds = w.grace_seconds;
+    uint8_t key[9] = {'W'};
+    store_put_u64(key + 1, 1);
+    raw_put(f, "settlement", key, sizeof key, &r.base);
+    char why[512];
+    EXPECT_EQ("verify", CL_ERR_CORRUPT, ledger_verify(f->l, why, sizeof why));
+    EXPECT_CONTAINS("why", "window 1's model or grace is not the configuration's", why);
+}
+
 /* A window counter changed behind the ledger's back is found by verify. */
 static void tampered_counters_fail_verify(void **state)
 {
@@ -1394,6 +1447,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(windows_roll_and_close_on_their_own, setup, teardown),
         cmocka_unit_test_setup_teardown(random_streams_match_the_oracle, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_counters_fail_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(tampered_window_model_fails_verify, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
