@@ -4,8 +4,10 @@
  * every transaction missing on either side or differing in kind, points, money or fee,
  * with the reason when it is known. Exit 0 when everything matches, 1 otherwise.
  *
- * Only the sites present in the export are compared (one agent serves one site); the
- * ledger's read is in bounded journal slices, the export is read line by line. */
+ * The export's header names its partner, site and window, which must be the ones asked
+ * for; only that site is compared (one agent serves one site), so an empty export of a
+ * busy site shows every ledger entry missing. The ledger's read is in bounded journal
+ * slices, the export is read line by line. */
 #include "ctl.h"
 
 #include "errors.h"
@@ -20,7 +22,7 @@
 
 #define RECONCILE_ITEMS_MAX 10000000u
 #define RECONCILE_LINE_BYTES_MAX 4096
-#define RECONCILE_SITES_MAX 64
+#define RECONCILE_SITES_MAX 1 /* an export covers its agent's one site */
 #define KIND_BYTES 16
 
 typedef struct item {
@@ -41,6 +43,7 @@ typedef struct recon {
     ctl_t *ctl;
     ledger_t *ledger;
     const char *partner;
+    uint64_t window;
     settle_window_t w;
     side_t agent, ledger_side;
     char sites[RECONCILE_SITES_MAX][SITE_ID_LEN_MAX + 1];
@@ -78,6 +81,24 @@ static bool site_known(const recon_t *r, const char *site)
     return false;
 }
 
+/* The export's first line: its partner and window must be the ones asked for; its site
+ * is the one compared (an export with no lines still covers it). */
+static bool agent_header(recon_t *r, const char *line)
+{
+    char kind[32], partner[PARTNER_ID_LEN_MAX + 1];
+    int64_t window = 0;
+    if (!json_get_string(line, "export", kind, sizeof kind) ||
+        strcmp(kind, "coalition-agent") != 0 ||
+        !json_get_string(line, "partner", partner, sizeof partner) ||
+        strcmp(partner, r->partner) != 0 || !json_get_int(line, "window", &window) ||
+        (uint64_t)window != r->window ||
+        !json_get_string(line, "site", r->sites[0], sizeof r->sites[0]) ||
+        !wire_id_valid(r->sites[0], SITE_ID_LEN_MAX))
+        return false;
+    r->n_sites = 1;
+    return true;
+}
+
 /* One export line into the agent side; false when it is not one. */
 static bool agent_line(recon_t *r, const char *line)
 {
@@ -98,8 +119,8 @@ static bool agent_line(recon_t *r, const char *line)
                        !json_get_int(line, "ledger_seq", &seq)))
         return false;
     it.seq = (uint64_t)seq;
-    if (!site_known(r, it.site) && r->n_sites < RECONCILE_SITES_MAX)
-        snprintf(r->sites[r->n_sites++], sizeof r->sites[0], "%s", it.site);
+    if (!site_known(r, it.site))
+        return false; /* an agent serves one site: its header's */
     item_t *slot = side_add(&r->agent);
     if (slot == NULL)
         return false;
@@ -117,6 +138,15 @@ static int read_agent(recon_t *r, const char *path)
     char line[RECONCILE_LINE_BYTES_MAX];
     unsigned long number = 0;
     int rc = 0;
+    if (fgets(line, sizeof line, f) == NULL || !agent_header(r, line)) {
+        fprintf(stderr, "coalitionctl: %s does not begin with the export header of partner %s, "
+                        "window %" PRIu64 " (coalition-agent --partner %s export --window %" PRIu64
+                        ")\n",
+                path, r->partner, r->window, r->partner, r->window);
+        fclose(f);
+        return EXIT_USAGE;
+    }
+    number++;
     while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
         number++;
         if (line[0] == '\n')
@@ -157,6 +187,7 @@ static const char *agent_type(int kind)
     case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN: return "refund";
     case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: return "void";
+    case COALITION__ENTRY_KIND__ENTRY_REVERSAL_AHEAD: return "reversal";
     default: return "";
     }
 }
@@ -247,7 +278,11 @@ static void compare_pair(recon_t *r, const item_t *a, const item_t *l)
         report(r, a, what, "the agent has not journalled the broker's answer yet");
         return;
     }
-    if (strcmp(a->kind, l->kind) != 0 || a->points != l->points || a->money != l->money ||
+    /* A refund or void recorded ahead of its original is a reversal-ahead entry. */
+    bool same_kind = strcmp(a->kind, l->kind) == 0 ||
+                     (strcmp(l->kind, "reversal") == 0 &&
+                      (strcmp(a->kind, "refund") == 0 || strcmp(a->kind, "void") == 0));
+    if (!same_kind || a->points != l->points || a->money != l->money ||
         a->fee != l->fee || a->seq != l->seq) {
         snprintf(what, sizeof what,
                  "differs: agent %s %" PRId64 " points, %" PRId64 " money, %" PRId64
@@ -325,6 +360,7 @@ int ctl_reconcile(ctl_t *ctl, int argc, char **argv)
     uint64_t window = 0;
     const char *file = NULL;
     int rc = reconcile_args(argc, argv, &r.partner, &window, &file);
+    r.window = window;
     if (rc == 0)
         rc = read_agent(&r, file);
     if (rc == 0 && ctl_open_read_only(ctl, &r.ledger) != CL_OK)

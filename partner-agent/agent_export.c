@@ -81,11 +81,19 @@ static int export_pending(uint64_t seq, const uint8_t *env_bytes, size_t len, vo
     return CL_OK;
 }
 
-int agent_export(const char *dir, uint64_t window, uint64_t *lines_out)
+int agent_export(const char *dir, const char *partner, const char *site, uint64_t window,
+                 uint64_t *lines_out)
 {
     outbox_t *store = NULL;
     export_ctx_t x = {window, 0};
     int rc = outbox_open(&store, dir, 1);
+    if (rc == CL_OK) {
+        printf("{\"export\":\"coalition-agent\",\"partner\":");
+        json_write_string(stdout, partner);
+        printf(",\"site\":");
+        json_write_string(stdout, site);
+        printf(",\"window\":%" PRIu64 "}\n", window);
+    }
     if (rc == CL_OK)
         rc = outbox_journal_foreach(store, export_answer, &x);
     if (rc == CL_OK)

@@ -4,8 +4,10 @@
 
 #include <stdint.h>
 
-/* Print to stdout (JSON lines) every approval the agent's journal holds for `window`,
- * then every request still in its outbox. Read-only. */
-int agent_export(const char *dir, uint64_t window, uint64_t *lines_out);
+/* Print to stdout (JSON lines) a header (partner, site, window), every approval the
+ * agent's journal holds for `window`, then every request still in its outbox. Read-only.
+ * Only this site's requests are in its store. */
+int agent_export(const char *dir, const char *partner, const char *site, uint64_t window,
+                 uint64_t *lines_out);
 
 #endif

@@ -27,7 +27,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: coalition-agent --partner ID [options]\n"
-            "       coalition-agent --data DIR export --window ID\n"
+            "       coalition-agent --partner ID [--site ID] [--data DIR] export --window ID\n"
             "Run a merchant site's agent: tills connect to it, it talks to the broker.\n"
             "export prints what the agent was told for settlement window ID (JSON lines:\n"
             "approvals, then requests still in the outbox) for 'coalitionctl reconcile'.\n\n"
@@ -116,7 +116,7 @@ static int print_store(const char *dir, bool journal)
 }
 
 /* argv: export --window ID */
-static int export_command(const char *dir, int argc, char **argv)
+static int export_command(const agent_options_t *o, int argc, char **argv)
 {
     static const struct option longopts[] = {{"window", required_argument, NULL, 'w'},
                                              {NULL, 0, NULL, 0}};
@@ -130,14 +130,18 @@ static int export_command(const char *dir, int argc, char **argv)
     }
     char *end = NULL;
     unsigned long long window = window_text != NULL ? strtoull(window_text, &end, 10) : 0;
-    if (dir == NULL || window == 0 || *end != '\0' || optind != argc) {
-        fprintf(stderr, "coalition-agent: usage: coalition-agent --data DIR export --window ID\n");
+    if (o->data_dir == NULL || o->partner_id == NULL ||
+        !wire_id_valid(o->partner_id, PARTNER_ID_LEN_MAX) ||
+        !wire_id_valid(o->site_id, SITE_ID_LEN_MAX) || window == 0 || *end != '\0' ||
+        optind != argc) {
+        fprintf(stderr, "coalition-agent: usage: coalition-agent --partner ID [--site ID] "
+                        "[--data DIR] export --window ID\n");
         return 2;
     }
     uint64_t lines = 0;
-    int rc = agent_export(dir, window, &lines);
+    int rc = agent_export(o->data_dir, o->partner_id, o->site_id, window, &lines);
     if (rc != CL_OK) {
-        fprintf(stderr, "coalition-agent: cannot read %s: %s\n", dir, cl_strerror(rc));
+        fprintf(stderr, "coalition-agent: cannot read %s: %s\n", o->data_dir, cl_strerror(rc));
         return 1;
     }
     return 0;
@@ -265,15 +269,16 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (!bad && optind < argc && strcmp(argv[optind], "export") == 0)
-        return export_command(o.data_dir, argc - optind, argv + optind);
-    if (bad || optind != argc)
+    bool export = !bad && optind < argc && strcmp(argv[optind], "export") == 0;
+    if (bad || (optind != argc && !export))
         return 2;
     char data_buf[DATA_DIR_BYTES_MAX], listen_buf[ENDPOINT_BYTES_MAX];
     if (o.data_dir == NULL && o.partner_id != NULL) {
         snprintf(data_buf, sizeof data_buf, "agent-%s", o.partner_id);
         o.data_dir = data_buf;
     }
+    if (export)
+        return export_command(&o, argc - optind, argv + optind);
     if (report != 0 && o.data_dir != NULL)
         return print_store(o.data_dir, report == 1);
     if (o.partner_id == NULL || !wire_id_valid(o.partner_id, PARTNER_ID_LEN_MAX)) {

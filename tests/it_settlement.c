@@ -80,8 +80,9 @@ static const char *export_window(world_t *w, const agent_proc_t *a, const char *
                                  const char *name, char *path, size_t size)
 {
     snprintf(path, size, "%s/%s", w->dir, name);
-    char *const argv[] = {COALITION_AGENT_BIN, "--data", (char *)a->data_dir, "export",
-                          "--window", (char *)window, NULL};
+    char *const argv[] = {COALITION_AGENT_BIN, "--partner", (char *)a->partner_id, "--site",
+                          a->site_id[0] != '\0' ? (char *)a->site_id : "main", "--data",
+                          (char *)a->data_dir, "export", "--window", (char *)window, NULL};
     EXPECT_EQ("agent export", 0, harness_run_to_file(argv, path));
     return path;
 }
@@ -127,6 +128,18 @@ static void offline_earn_after_the_close(void **state)
     EXPECT_CONTAINS("e2 is named", "main/e2: missing in the ledger: still in the agent's outbox",
                     out);
     EXPECT_CONTAINS("e1 matched", "1 matched, 1 difference(s)", out);
+    FILE *empty = fopen(path, "w");
+    assert_non_null(empty);
+    fprintf(empty, "{\"export\":\"coalition-agent\",\"partner\":\"fuel\",\"site\":\"main\","
+                   "\"window\":1}\n");
+    fclose(empty);
+    EXPECT_EQ("an empty export of a busy window differs", 1,
+              world_ctl(w, out, sizeof out, "reconcile", "--partner", "fuel", "--window", "1",
+                        "--agent-journal", path, NULL));
+    EXPECT_CONTAINS("e1 named", "main/e1: missing in the agent's export", out);
+    EXPECT_EQ("another partner's export is refused", 2,
+              world_ctl(w, out, sizeof out, "reconcile", "--partner", "grocer", "--window", "1",
+                        "--agent-journal", path, NULL));
     world_restart_agent(w, fuel);
     wait_outbox_empty(w, fuel);
     export_window(w, fuel, "2", "fuel-2.jsonl", path, sizeof path);
