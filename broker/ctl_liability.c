@@ -34,6 +34,8 @@
 static const int64_t BUCKET_DAYS[BUCKETS - 1] = {30, 90, 180, 365};
 static const char *BUCKET_NAMES[BUCKETS] = {"0-30d", "31-90d", "91-180d", "181-365d", "over-365d"};
 
+__extension__ typedef __int128 i128_t;
+
 typedef struct lot {
     int64_t day, per_mille, points;
 } lot_t;
@@ -47,7 +49,7 @@ typedef struct issuer {
     size_t n_contracts;
     lot_t *lots; /* by day, then price */
     size_t n_lots, cap_lots, first; /* lots before `first` are empty */
-    int64_t shortfall;              /* points owed back that no lot held */
+    i128_t shortfall;               /* points owed back that no lot held */
 } issuer_t;
 
 typedef struct liab {
@@ -106,10 +108,10 @@ static int add_lot(issuer_t *is, int64_t day, int64_t per_mille, int64_t points)
     while (at > is->first && (is->lots[at - 1].day > day ||
                               (is->lots[at - 1].day == day && is->lots[at - 1].per_mille > per_mille)))
         at--;
-    if (at > is->first && is->lots[at - 1].day == day && is->lots[at - 1].per_mille == per_mille) {
-        is->lots[at - 1].points += points;
-        return CL_OK;
-    }
+    if (at > is->first && is->lots[at - 1].day == day && is->lots[at - 1].per_mille == per_mille)
+        return __builtin_add_overflow(is->lots[at - 1].points, points, &is->lots[at - 1].points)
+                   ? CL_ERR_OVERFLOW
+                   : CL_OK;
     if (is->n_lots == is->cap_lots) {
         size_t cap = is->cap_lots == 0 ? 64 : 2 * is->cap_lots;
         lot_t *grown = cap <= LOTS_PER_ISSUER_MAX ? realloc(is->lots, cap * sizeof *grown) : NULL;
@@ -238,9 +240,16 @@ static int replay(liab_t *l)
     return rc;
 }
 
+/* round_half_up(points * per_mille / 1000), as amount_price, for sums past its range. */
+static i128_t lot_value(i128_t points, int64_t per_mille)
+{
+    i128_t v = points * per_mille;
+    return v >= 0 ? (v + 500) / 1000 : -((-v + 500) / 1000);
+}
+
 typedef struct figures {
-    int64_t points[BUCKETS], value[BUCKETS];
-    int64_t total_points, total_value, unaged_points, unaged_value;
+    i128_t points[BUCKETS], value[BUCKETS];
+    i128_t total_points, total_value, unaged_points, unaged_value;
 } figures_t;
 
 static int issuer_figures(liab_t *l, issuer_t *is, figures_t *f)
@@ -254,16 +263,21 @@ static int issuer_figures(liab_t *l, issuer_t *is, figures_t *f)
         while (b < BUCKETS - 1 && age > BUCKET_DAYS[b])
             b++;
         f->points[b] += lot->points;
-        f->value[b] += amount_price(lot->points, lot->per_mille);
+        f->value[b] += lot_value(lot->points, lot->per_mille);
         f->total_points += lot->points;
-        f->total_value += amount_price(lot->points, lot->per_mille);
+        f->total_value += lot_value(lot->points, lot->per_mille);
     }
     int rc = price_of(l, is, -1, l->as_of, &per_mille);
     f->unaged_points = -is->shortfall;
-    f->unaged_value = -amount_price(is->shortfall, per_mille < 0 ? 0 : per_mille);
+    f->unaged_value = -lot_value(is->shortfall, per_mille < 0 ? 0 : per_mille);
     f->total_points += f->unaged_points;
     f->total_value += f->unaged_value;
-    return rc;
+    bool fits = f->total_points >= INT64_MIN && f->total_points <= INT64_MAX &&
+                f->total_value >= INT64_MIN && f->total_value <= INT64_MAX &&
+                f->unaged_value >= INT64_MIN;
+    for (size_t b = 0; b < BUCKETS; b++)
+        fits = fits && f->value[b] <= INT64_MAX && f->points[b] <= INT64_MAX;
+    return rc == CL_OK && !fits ? CL_ERR_OVERFLOW : rc;
 }
 
 static void print_issuer(const liab_t *l, const issuer_t *is, const figures_t *f)
@@ -274,19 +288,21 @@ static void print_issuer(const liab_t *l, const issuer_t *is, const figures_t *f
         printf(",\"currency\":\"%s\"", is->currency);
         for (size_t b = 0; b < BUCKETS; b++)
             printf(",\"points_%s\":%" PRId64 ",\"value_%s_minor\":%" PRId64, BUCKET_NAMES[b],
-                   f->points[b], BUCKET_NAMES[b], f->value[b]);
+                   (int64_t)f->points[b], BUCKET_NAMES[b], (int64_t)f->value[b]);
         printf(",\"points_unaged\":%" PRId64 ",\"value_unaged_minor\":%" PRId64
                ",\"points\":%" PRId64 ",\"value_minor\":%" PRId64 "}\n",
-               f->unaged_points, f->unaged_value, f->total_points, f->total_value);
+               (int64_t)f->unaged_points, (int64_t)f->unaged_value, (int64_t)f->total_points,
+               (int64_t)f->total_value);
         return;
     }
     int exponent = amount_currency_exponent(is->currency);
     char value[AMOUNT_TEXT_BYTES];
     printf("%-16s %3s", is->id, is->currency);
     for (size_t b = 0; b < BUCKETS; b++)
-        printf(" %12" PRId64, f->points[b]);
-    amount_format_minor(f->total_value, exponent < 0 ? 2 : exponent, value, sizeof value);
-    printf(" %10" PRId64 " %14" PRId64 " %16s\n", f->unaged_points, f->total_points, value);
+        printf(" %12" PRId64, (int64_t)f->points[b]);
+    amount_format_minor((int64_t)f->total_value, exponent < 0 ? 2 : exponent, value, sizeof value);
+    printf(" %10" PRId64 " %14" PRId64 " %16s\n", (int64_t)f->unaged_points,
+           (int64_t)f->total_points, value);
 }
 
 /* With every entry replayed, each issuer's total must be the ledger's outstanding. */
@@ -325,7 +341,7 @@ static int print_report(liab_t *l)
     for (size_t i = 0; rc == CL_OK && i < l->n_issuers; i++) {
         figures_t f;
         rc = issuer_figures(l, &l->issuers[i], &f);
-        totals[i] = f.total_points;
+        totals[i] = (int64_t)f.total_points;
         if (rc == CL_OK)
             print_issuer(l, &l->issuers[i], &f);
     }

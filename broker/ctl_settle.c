@@ -9,6 +9,7 @@
 #include "json.h"
 #include "settle.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -39,8 +40,12 @@ int ctl_parse_time(const char *text, int64_t *ms_out)
     int ms = 0;
     if (rest != NULL && *rest == 'T') {
         rest = strptime(rest + 1, "%H:%M:%S", &tm);
-        if (rest != NULL && *rest == '.' && sscanf(rest + 1, "%3d", &ms) == 1)
-            rest += 4;
+        if (rest != NULL && rest[0] == '.') {
+            bool three = isdigit((unsigned char)rest[1]) && isdigit((unsigned char)rest[2]) &&
+                         isdigit((unsigned char)rest[3]);
+            ms = three ? (rest[1] - '0') * 100 + (rest[2] - '0') * 10 + (rest[3] - '0') : 0;
+            rest = three ? rest + 4 : NULL; /* milliseconds: exactly three digits */
+        }
         rest = rest != NULL && strcmp(rest, "Z") == 0 ? rest + 1 : NULL;
     }
     if (rest == NULL || *rest != '\0')

@@ -1,6 +1,7 @@
 /* JSON string escaping. */
 #include "json.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,14 @@ static bool read_string(const char **p, char *out, size_t size)
             case 'r': c = '\r'; break;
             case 't': c = '\t'; break;
             case 'u':
-                if (sscanf(s, "%4x", &v) != 1 || v == 0 || v > 0x7f)
+                for (int i = 0; i < 4; i++) {
+                    if (!isxdigit((unsigned char)s[i]))
+                        return false; /* exactly four hex digits, never past the end */
+                    v = v * 16 + (unsigned)(isdigit((unsigned char)s[i])
+                                                ? s[i] - '0'
+                                                : (tolower((unsigned char)s[i]) - 'a' + 10));
+                }
+                if (v == 0 || v > 0x7f)
                     return false;
                 s += 4;
                 c = (char)v;
