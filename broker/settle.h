@@ -33,9 +33,9 @@
 
 #include <stdint.h>
 
-/* Windows kept unclosed at once while the broker runs (grace < period), with margin:
- * reading the unsettled net of a partner (net cap) reads at most this many windows'
- * counters before it gives up with CL_ERR_CORRUPT-free decline 61. */
+/* Windows the writer's housekeeping closes in one step. While the broker runs at most
+ * two are unclosed (grace < period); after a long stop more may be, and each tick closes
+ * up to this many. */
 #define SETTLE_UNCLOSED_WINDOWS_MAX 8
 /* Partners a coalition holds at most: a burn's issuer shares name each at most once and
  * fit a journal entry (LEDGER_ENTRY_BYTES_MAX). */
