@@ -21,6 +21,7 @@
 #include "json.h"
 #include "settle.h"
 
+#include <assert.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -129,6 +130,7 @@ static int add_lot(issuer_t *is, int64_t day, int64_t per_mille, int64_t points)
 /* Take points from one lot; what it cannot give becomes a shortfall. */
 static void take_from(issuer_t *is, int64_t day, int64_t per_mille, int64_t points)
 {
+    assert(points >= 0 && per_mille >= 0);
     for (size_t i = is->first; i < is->n_lots && points > 0; i++) {
         lot_t *lot = &is->lots[i];
         if (lot->day != day || lot->per_mille != per_mille)
@@ -143,6 +145,7 @@ static void take_from(issuer_t *is, int64_t day, int64_t per_mille, int64_t poin
 /* Take points from the oldest lots first. */
 static void take_oldest(issuer_t *is, int64_t points)
 {
+    assert(points >= 0 && is->first <= is->n_lots);
     for (size_t i = is->first; i < is->n_lots && points > 0; i++) {
         lot_t *lot = &is->lots[i];
         int64_t take = lot->points < points ? lot->points : points;

@@ -14,6 +14,7 @@
 #include "json.h"
 #include "settle.h"
 
+#include <assert.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -194,6 +195,7 @@ static const char *agent_type(int kind)
 
 static int take_ledger_entry(recon_t *r, const journal_entry_t *e)
 {
+    assert(r->n_sites == 1); /* the export's header named its site */
     const char *type = agent_type(e->kind);
     if (e->window_id != r->w.id || type[0] == '\0' || strcmp(e->partner_id, r->partner) != 0 ||
         !site_known(r, e->site_id))
@@ -271,6 +273,7 @@ static void report(recon_t *r, const item_t *it, const char *what, const char *r
 /* Both sides hold the key: the same kind, points, money and fee, or a difference. */
 static void compare_pair(recon_t *r, const item_t *a, const item_t *l)
 {
+    assert(item_cmp(a, l) == 0); /* the same key on both sides */
     char what[256];
     if (a->outbox) {
         snprintf(what, sizeof what, "in the ledger (seq %" PRIu64 "), still in the agent's outbox",
@@ -298,6 +301,7 @@ static void compare_pair(recon_t *r, const item_t *a, const item_t *l)
 
 static void merge(recon_t *r)
 {
+    assert(r->matched == 0 && r->differences == 0);
     size_t i = 0, j = 0;
     char reason[160];
     while (i < r->agent.n || j < r->ledger_side.n) {

@@ -10,6 +10,7 @@
 #include "settle.h"
 
 #include <ctype.h>
+#include <assert.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -411,6 +412,7 @@ static void hash_hex(const uint8_t hash[WIRE_HASH_BYTES], char out[2 * WIRE_HASH
 
 static void print_window(const ctl_t *ctl, const settle_window_t *w)
 {
+    assert(w->id > 0 && w->start_ms <= w->end_ms);
     char start[SETTLE_TIME_TEXT_BYTES], end[SETTLE_TIME_TEXT_BYTES];
     char hex[2 * WIRE_HASH_BYTES + 1];
     settle_time_text(w->start_ms, start);

@@ -193,6 +193,7 @@ static int open_next(ledger_t *self, MDB_txn *txn, int64_t now_ms, int64_t end_a
     }
     if (rc == CL_OK) {
         Coalition__WindowRecord w = COALITION__WINDOW_RECORD__INIT;
+        assert(s->open_window_id < UINT64_MAX && start <= end);
         w.id = s->open_window_id + 1;
         w.start_ms = start < now_ms ? start : now_ms;
         w.end_ms = end;
@@ -371,6 +372,8 @@ static int get_row(ledger_t *self, MDB_txn *txn, uint64_t window_id, const char 
 static int put_row(ledger_t *self, MDB_txn *txn, uint64_t window_id,
                    const settle_partner_row_t *row)
 {
+    assert(window_id != 0 && window_id == self->batch_window_id); /* only the open window */
+    assert(wire_id_valid(row->partner_id, PARTNER_ID_LEN_MAX));
     uint8_t key[SETTLE_WINDOW_KEY_BYTES];
     size_t len = window_key(key, COUNTERS_TAG, window_id, row->partner_id);
     Coalition__WindowCounters r;
@@ -407,6 +410,7 @@ int settle_get_prepaid(ledger_t *self, MDB_txn *txn, const char *partner, int64_
 
 static int put_prepaid(ledger_t *self, MDB_txn *txn, const char *partner, int64_t remaining)
 {
+    assert(self->batch != NULL && remaining <= POINTS_MAX);
     uint8_t key[SETTLE_WINDOW_KEY_BYTES];
     size_t plen = strlen(partner);
     assert(remaining >= 0 && plen <= PARTNER_ID_LEN_MAX);
@@ -506,6 +510,7 @@ void settle_split(int64_t total, const int64_t *weights, size_t n, int64_t *out)
         given += out[i];
     }
     /* The units left over, one each to the largest remainders, ties to the lower index. */
+    assert(given <= total && total - given <= (i128_t)n);
     for (i128_t left = total - given; left > 0; left--) {
         size_t best = n;
         for (size_t i = 0; i < n; i++)
@@ -515,6 +520,14 @@ void settle_split(int64_t total, const int64_t *weights, size_t n, int64_t *out)
         out[best]++;
         rem[best] = 0;
     }
+#ifndef NDEBUG
+    i128_t check = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert(out[i] >= 0 && (weights[i] > 0 || out[i] == 0)); /* only weights get shares */
+        check += out[i];
+    }
+    assert(check == total); /* the shares add up to the whole, exactly */
+#endif
 }
 
 void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after,
@@ -527,8 +540,16 @@ void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t a
         lo = lo < 0 ? 0 : lo > shares[i] ? shares[i] : lo;
         hi = hi < 0 ? 0 : hi > shares[i] ? shares[i] : hi;
         out[i] = hi - lo;
+        assert(out[i] >= 0 && out[i] <= shares[i]);
         prefix += shares[i];
     }
+#ifndef NDEBUG
+    int64_t given = 0;
+    for (size_t i = 0; i < n; i++)
+        given += out[i];
+    /* What comes back is the part of (before, after] the shares cover. */
+    assert(given == (after < prefix ? after : prefix) - (before < prefix ? before : prefix));
+#endif
 }
 
 #define OUTSTANDING_KEY "O"
@@ -605,6 +626,7 @@ static size_t outstanding_slot(outstanding_t *o, const char *id)
     if (at < o->n && strcmp(o->ids[at], id) == 0)
         return at;
     assert(o->n < SETTLE_PARTNERS_MAX);
+    assert(at == o->n || strcmp(o->ids[at], id) > 0); /* the list stays sorted */
     memmove(o->ids[at + 1], o->ids[at], (o->n - at) * sizeof o->ids[0]);
     memmove(&o->points[at + 1], &o->points[at], (o->n - at) * sizeof o->points[0]);
     snprintf(o->ids[at], sizeof o->ids[at], "%s", id);
@@ -621,6 +643,7 @@ static size_t row_pair_slot(settle_partner_row_t *row, const char *id)
     if (at < row->n_pairs && strcmp(row->pairs[at].partner_id, id) == 0)
         return at;
     assert(row->n_pairs < SETTLE_PARTNERS_MAX);
+    assert(at == row->n_pairs || strcmp(row->pairs[at].partner_id, id) > 0);
     memmove(&row->pairs[at + 1], &row->pairs[at], (row->n_pairs - at) * sizeof row->pairs[0]);
     memset(&row->pairs[at], 0, sizeof row->pairs[at]);
     snprintf(row->pairs[at].partner_id, sizeof row->pairs[at].partner_id, "%s", id);
@@ -646,6 +669,7 @@ int settle_price_earn(ledger_t *self, MDB_txn *txn, const char *partner,
                       const Coalition__Contract *c, int64_t points, decision_t *d)
 {
     assert(points >= 0 && points <= POINTS_MAX);
+    assert(c->issue_price_per_mille >= 0 && c->fee_minor >= 0 && c->net_cap_minor >= 0);
     effect_begin(d, partner, c);
     d->settle.fee_minor = c->fee_minor;
     if (c->funding == COALITION__FUNDING__FUNDING_PREPAID) {
@@ -705,6 +729,7 @@ int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
         return CL_ERR_CORRUPT; /* outstanding points are the members' balances */
     settle_split(points, o->points, o->n, pts);
     settle_split(d->settle.settle_minor, o->points, o->n, money);
+    assert(d->settle.n_shares == 0 && o->n <= SETTLE_PARTNERS_MAX);
     for (size_t i = 0; i < o->n; i++)
         add_share(d, o->ids[i], pts[i], money[i]);
     return CL_OK;
@@ -746,6 +771,8 @@ int settle_price_reversal(const char *partner, const Coalition__Contract *c,
         return CL_ERR_CORRUPT; /* a burn's shares add up to its points and money */
     settle_waterfall(shares, n, reversed_before, reversed_before + points, back);
     settle_waterfall(money, n, money_before, money_after, back_money);
+    if (money_after > original->settle_minor)
+        return CL_ERR_CORRUPT; /* the burn's money is the price of all its points */
     for (size_t i = 0; i < n; i++)
         add_share(d, original->issuer_shares[i]->partner_id, back[i], back_money[i]);
     return CL_OK;
@@ -831,6 +858,7 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
         if (!add_to(&pair->points, -sign * sh->points) || !add_to(&pair->minor, -sign * sh->minor))
             return CL_ERR_OVERFLOW;
     }
+    assert(o->n >= cached->n); /* issuers are never removed */
     memcpy(cached, o, sizeof *o);
     self->outstanding_dirty = true;
     return CL_OK;
@@ -862,5 +890,6 @@ int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
         return CL_ERR_OVERFLOW;
     if (remaining < 0)
         return CL_ERR_CORRUPT; /* the earn checked the block */
+    assert(d->settle.prepaid_delta > 0 || d->kind == COALITION__ENTRY_KIND__ENTRY_EARN);
     return put_prepaid(self, txn, d->settle.partner, remaining);
 }

@@ -41,6 +41,7 @@ int ledger_settle_config(ledger_t *self, settle_config_t *out)
 
 static void window_from(const Coalition__WindowRecord *w, settle_window_t *out)
 {
+    assert(w != NULL && out != NULL);
     memset(out, 0, sizeof *out);
     out->id = w->id;
     out->start_ms = w->start_ms;
@@ -75,6 +76,7 @@ static int windows_in(ledger_t *self, MDB_txn *txn, void *ctx)
 int ledger_windows_slice(ledger_t *self, uint64_t after_id, settle_window_t *rows, size_t max,
                          size_t *count_out)
 {
+    assert(rows != NULL && max > 0);
     struct read_rows r = {after_id, NULL, rows, max, 0, NULL};
     int rc = ledger_with_reader(self, windows_in, &r);
     *count_out = r.count;

@@ -72,6 +72,7 @@ int rules_contract_set(ledger_t *self, MDB_txn *txn, decision_t *d,
     if (rc != CL_OK && rc != CL_ERR_NOT_FOUND)
         return rc;
     Coalition__Contract *c = &d->contract;
+    assert(from >= d->now_ms && same_currency); /* never in the past, never another currency */
     coalition__contract__init(c);
     c->from_ms = from;
     c->earn_rate_milli = r->earn_rate_milli;
@@ -112,6 +113,7 @@ int rules_partner_topup(ledger_t *self, MDB_txn *txn, decision_t *d,
         rules_decline(d, RC_EXCEEDS_LIMIT, "the prepaid block would pass %lld points",
                       (long long)POINTS_MAX);
     if (rc == CL_OK && d->code == RC_APPROVED) {
+        assert(remaining + r->points <= POINTS_MAX && c->funding == COALITION__FUNDING__FUNDING_PREPAID);
         d->settle.priced = true;
         d->settle.partner = r->partner_id;
         d->settle.contract_from_ms = c->from_ms;
@@ -192,6 +194,7 @@ int rules_settlement_config(ledger_t *self, MDB_txn *txn, decision_t *d,
         return rc;
     Coalition__SettlementConfig *c = &d->settlement;
     coalition__settlement_config__init(c);
+    assert(r->grace_seconds <= SETTLEMENT_GRACE_SECONDS_MAX); /* wire_validate checked */
     c->period_seconds = r->period_seconds;
     c->grace_seconds = r->grace_seconds;
     c->model = r->model;
@@ -230,6 +233,7 @@ static int advance_oldest(ledger_t *self, MDB_txn *txn)
             break;
         s->oldest_unclosed_id++;
     }
+    assert(rc != CL_OK || s->oldest_unclosed_id <= s->open_window_id);
     if (rc == CL_OK)
         rc = ledger_put_record(txn, self->db_settlement, "S", 1, &s->base);
     coalition__settlement_state__free_unpacked(s, NULL);
@@ -285,7 +289,11 @@ int rules_window_close(ledger_t *self, MDB_txn *txn, decision_t *d,
         coalition__window_record__free_unpacked(w, NULL);
         return CL_ERR_CORRUPT;
     }
-    w->state = COALITION__WINDOW_STATE__WINDOW_CLOSED;
+    if (w->id >= self->batch_window_id) {
+        coalition__window_record__free_unpacked(w, NULL);
+        return CL_ERR_CORRUPT; /* an ended window is older than the open one */
+    }
+    w->state = COALITION__WINDOW_STATE__WINDOW_CLOSED; /* ENDED -> CLOSED, the only way */
     w->close_seq = self->batch_seq + 1;
     rc = settle_put_window(self, txn, w);
     if (rc == CL_OK)
@@ -328,6 +336,7 @@ static int due_windows(ledger_t *self, MDB_txn *txn, int64_t now_ms, uint64_t *i
 /* Close one window as the operator would, keyed "window-close-ID" at site "broker". */
 static int close_due(ledger_t *self, uint64_t id, int64_t now_ms)
 {
+    assert(self->batch != NULL && id > 0 && id < self->batch_window_id);
     char txn_id[TXN_ID_LEN_MAX + 1];
     snprintf(txn_id, sizeof txn_id, "window-close-%" PRIu64, id);
     Coalition__WindowCloseRequest body = COALITION__WINDOW_CLOSE_REQUEST__INIT;
@@ -357,6 +366,7 @@ static int close_due(ledger_t *self, uint64_t id, int64_t now_ms)
 
 int ledger_housekeep(ledger_t *self, int64_t now_ms, size_t *closed_out)
 {
+    assert(self != NULL && closed_out != NULL);
     uint64_t ids[SETTLE_UNCLOSED_WINDOWS_MAX];
     size_t n = 0;
     *closed_out = 0;

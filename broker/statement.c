@@ -91,6 +91,9 @@ static int add_margin(stmt_t *s, const char *currency, int64_t net)
 
 static int party_add(stmt_t *s, const settle_partner_row_t *row)
 {
+    assert(wire_id_valid(row->partner_id, PARTNER_ID_LEN_MAX));
+    assert(s->n_parties == 0 || strcmp(s->parties[s->n_parties - 1].row.partner_id,
+                                       row->partner_id) != 0); /* each partner once */
     if (s->n_parties == SETTLE_PARTNERS_MAX)
         return CL_ERR_OVERFLOW;
     party_t *p = &s->parties[s->n_parties];
@@ -135,6 +138,7 @@ static int load_pairs(stmt_t *s)
             }
             if (i == r)
                 continue;
+            assert(i < s->n_parties && r < s->n_parties && i < SETTLE_PARTNERS_MAX);
             s->owes[i][r] += pair->minor;
             s->parties[i].owes += pair->minor;
             s->parties[r].owed += pair->minor;
@@ -240,6 +244,7 @@ static void emit_line(stmt_t *s, const journal_entry_t *e, bool first)
 /* The window's priced entries (of the partner), read in bounded slices. */
 static int emit_lines(stmt_t *s)
 {
+    assert(s->detail && s->w.first_seq > 0);
     journal_entry_t *entries[LEDGER_SLICE_RECORDS_MAX];
     uint64_t next = s->w.first_seq;
     size_t n = 0;
@@ -335,6 +340,7 @@ static void emit_cell(stmt_t *s, const char *payer, const char *payee, const cha
 static void emit_net(stmt_t *s, const char *a, const char *b, const char *currency, int64_t net,
                      bool *first)
 {
+    assert(strcmp(a, b) != 0 && net != INT64_MIN); /* nobody pays itself; -net fits */
     if (net > 0)
         emit_cell(s, a, b, currency, net, first);
     else if (net < 0)
@@ -386,6 +392,7 @@ static void emit_margins(stmt_t *s)
 
 static void emit_header(stmt_t *s)
 {
+    assert(s->w.state == COALITION__WINDOW_STATE__WINDOW_CLOSED && s->w.id > 0);
     char start[SETTLE_TIME_TEXT_BYTES], end[SETTLE_TIME_TEXT_BYTES];
     char hash[2 * WIRE_HASH_BYTES + 1];
     settle_time_text(s->w.start_ms, start);

@@ -74,6 +74,7 @@ static const settle_contract_t *contract_from(const verify_t *v, const vpartner_
 /* Record a contract (a replacement of one not yet in force takes its place). */
 static int note_contract(verify_t *v, vpartner_t *p, const settle_contract_t *c)
 {
+    assert(p != NULL && c->from_ms >= 0 && p->n_contracts <= p->cap_contracts);
     vkey_t k = contract_vkey(p->id.bytes, c->from_ms);
     vcontract_t *item = vmap_find(&v->contracts, k.bytes, k.len);
     if (item != NULL) {
@@ -180,6 +181,7 @@ static size_t vout_slot(outstanding_t *o, const char *id)
 static int vpair_add(verify_t *v, const journal_entry_t *e, const char *issuer, int64_t points,
                      int64_t minor)
 {
+    assert(strlen(issuer) <= PARTNER_ID_LEN_MAX && strlen(e->partner_id) <= PARTNER_ID_LEN_MAX);
     vkey_t k;
     size_t rlen = strlen(e->partner_id), ilen = strlen(issuer);
     k.bytes[0] = 'C';

@@ -1,6 +1,7 @@
 /* JSON string escaping. */
 #include "json.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -114,6 +115,7 @@ static bool find_member(const char *line, const char *key, const char **value)
 
 bool json_get_string(const char *line, const char *key, char *out, size_t size)
 {
+    assert(line != NULL && key != NULL && strlen(key) < JSON_KEY_BYTES_MAX && size > 0);
     const char *v = NULL;
     if (!find_member(line, key, &v) || *v != '"')
         return false;
@@ -123,6 +125,7 @@ bool json_get_string(const char *line, const char *key, char *out, size_t size)
 
 bool json_get_int(const char *line, const char *key, int64_t *out)
 {
+    assert(line != NULL && key != NULL && out != NULL);
     const char *v = NULL;
     if (!find_member(line, key, &v))
         return false;

@@ -43,6 +43,7 @@ static FILE *open_new(const char *path, mode_t mode, bool exclusive)
 
 int sign_key_new(const char *secret_path, const char *public_path)
 {
+    assert(secret_path != NULL && public_path != NULL);
     EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
     if (key == NULL)
         return CL_ERR_NOMEM;
@@ -93,6 +94,7 @@ static EVP_PKEY *read_key(const char *path, bool secret, char *why, size_t why_s
 int sign_document(const char *secret_path, const void *data, size_t len,
                   char text_out[SIGN_TEXT_BYTES], char *why, size_t why_size)
 {
+    assert(secret_path != NULL && data != NULL && text_out != NULL && why_size > 0);
     EVP_PKEY *key = read_key(secret_path, true, why, why_size);
     if (key == NULL)
         return CL_ERR_INVALID;
@@ -116,6 +118,7 @@ int sign_document(const char *secret_path, const void *data, size_t len,
 int sign_check(const char *public_path, const void *data, size_t len, const char *text,
                char *why, size_t why_size)
 {
+    assert(public_path != NULL && data != NULL && text != NULL && why_size > 0);
     size_t prefix = strlen(SIGN_PREFIX);
     unsigned char sig[SIGN_SIGNATURE_BYTES + 3];
     if (strncmp(text, SIGN_PREFIX, prefix) != 0 || strlen(text) != SIGN_TEXT_BYTES - 1 ||

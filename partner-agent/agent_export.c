@@ -10,6 +10,7 @@
 #include "outbox.h"
 #include "wire.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -84,6 +85,8 @@ static int export_pending(uint64_t seq, const uint8_t *env_bytes, size_t len, vo
 int agent_export(const char *dir, const char *partner, const char *site, uint64_t window,
                  uint64_t *lines_out)
 {
+    assert(dir != NULL && window > 0);
+    assert(wire_id_valid(partner, PARTNER_ID_LEN_MAX) && wire_id_valid(site, SITE_ID_LEN_MAX));
     outbox_t *store = NULL;
     export_ctx_t x = {window, 0};
     int rc = outbox_open(&store, dir, 1);
