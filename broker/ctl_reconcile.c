@@ -378,9 +378,11 @@ int ctl_reconcile(ctl_t *ctl, int argc, char **argv)
         rc = EXIT_USAGE;
     }
     if (rc == 0) {
-        qsort(r.agent.items, r.agent.n, sizeof *r.agent.items, item_cmp);
+        if (r.agent.n > 0) /* qsort takes no NULL array, even empty */
+            qsort(r.agent.items, r.agent.n, sizeof *r.agent.items, item_cmp);
         dedupe(&r.agent);
-        qsort(r.ledger_side.items, r.ledger_side.n, sizeof *r.ledger_side.items, item_cmp);
+        if (r.ledger_side.n > 0)
+            qsort(r.ledger_side.items, r.ledger_side.n, sizeof *r.ledger_side.items, item_cmp);
         merge(&r);
         printf(ctl->json ? "{\"partner\":\"%s\",\"window\":%" PRIu64 ",\"matched\":%" PRIu64
                            ",\"differences\":%" PRIu64 "}\n"
