@@ -114,9 +114,54 @@ static void check_access_body(const envelope_t *env)
     }
 }
 
+static void check_contract(const Coalition__ContractSetRequest *c)
+{
+    FUZZ_REQUIRE(wire_id_valid(c->partner_id, PARTNER_ID_LEN_MAX) && c->from_ms >= 0 &&
+                     c->from_ms <= CONTRACT_FROM_MS_MAX,
+                 "approved contract of a malformed partner or start %lld", (long long)c->from_ms);
+    FUZZ_REQUIRE(c->earn_rate_milli > 0 && c->earn_rate_milli <= EARN_RATE_MILLI_MAX &&
+                     amount_currency_exponent(c->currency) >= 0,
+                 "approved contract with rate %lld", (long long)c->earn_rate_milli);
+    FUZZ_REQUIRE(c->issue_price_per_mille >= 0 && c->issue_price_per_mille <= PRICE_PER_MILLE_MAX &&
+                     c->reimburse_per_mille >= 0 && c->reimburse_per_mille <= PRICE_PER_MILLE_MAX &&
+                     c->fee_minor >= 0 && c->fee_minor <= FEE_MINOR_MAX && c->net_cap_minor >= 0 &&
+                     c->net_cap_minor <= NET_CAP_MINOR_MAX &&
+                     (c->funding == COALITION__FUNDING__FUNDING_POSTPAID ||
+                      c->funding == COALITION__FUNDING__FUNDING_PREPAID),
+                 "approved contract with prices, fee, cap or funding out of range");
+}
+
+/* The settlement bodies: what an approval promises the ledger (settle*.c relies on it). */
+static bool check_settlement_body(const envelope_t *env)
+{
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_CONTRACT_SET: check_contract(env->contract_set); return true;
+    case COALITION__ENVELOPE__BODY_PARTNER_TOPUP:
+        FUZZ_REQUIRE(wire_id_valid(env->partner_topup->partner_id, PARTNER_ID_LEN_MAX) &&
+                         env->partner_topup->points > 0 &&
+                         env->partner_topup->points <= POINTS_MAX,
+                     "approved top-up of %lld points", (long long)env->partner_topup->points);
+        return true;
+    case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG: {
+        const Coalition__SettlementConfigRequest *c = env->settlement_config;
+        FUZZ_REQUIRE(c->period_seconds >= 0 && c->period_seconds <= SETTLEMENT_PERIOD_SECONDS_MAX &&
+                         c->grace_seconds >= 0 && c->grace_seconds <= SETTLEMENT_GRACE_SECONDS_MAX &&
+                         (c->period_seconds == 0 || c->grace_seconds < c->period_seconds) &&
+                         (c->model == COALITION__SETTLEMENT_MODEL__MODEL_HUB ||
+                          c->model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS),
+                     "approved settlement configuration out of range");
+        return true;
+    }
+    case COALITION__ENVELOPE__BODY_WINDOW_CLOSE:
+        FUZZ_REQUIRE(env->window_close->window_id > 0, "approved close of window 0");
+        return true;
+    default: return false;
+    }
+}
+
 static void check_admin_body(const envelope_t *env)
 {
-    if (env->body_case == COALITION__ENVELOPE__BODY_ENROLL)
+    if (env->body_case == COALITION__ENVELOPE__BODY_ENROLL || check_settlement_body(env))
         return;
     if (env->body_case == COALITION__ENVELOPE__BODY_KEY_ADD ||
         env->body_case == COALITION__ENVELOPE__BODY_KEY_REVOKE ||
