@@ -103,7 +103,8 @@ typedef struct {
 typedef struct {
     vkey_t key;
     uint64_t id, min_seq, max_seq, close_seq;
-    int model; /* as the configuration before its first entry set it */
+    int model;           /* as the configuration before its first entry set it */
+    int64_t max_time_ms; /* its latest entry's writer time */
 } vwindow_t;
 
 /* A settlement configuration entry: what windows opened after `seq` take. */

@@ -434,6 +434,8 @@ static int settle_window(verify_t *v, const journal_entry_t *e)
         return verify_violation(v, "entry %llu lands in window %llu, closed by entry %llu", SEQ(e),
                                 (unsigned long long)w->id, (unsigned long long)w->close_seq);
     w->max_seq = e->seq;
+    if (w->min_seq == e->seq || e->time_ms > w->max_time_ms)
+        w->max_time_ms = e->time_ms;
     return CL_OK;
 }
 
@@ -630,6 +632,7 @@ typedef struct {
     verify_t *v;
     uint64_t windows, open_id;
     uint64_t prev_last_seq; /* the previous window's last seq (0: open or none) */
+    int64_t prev_end_ms;    /* the previous window's end */
     uint64_t prepaid_records; /* those holding points, each matching the journal */
 } vsettle_walk_t;
 
@@ -684,8 +687,17 @@ static int check_window(vsettle_walk_t *w, const Coalition__WindowRecord *r)
         return verify_violation(v, "window %llu starts at entry %llu, its predecessor ends at %llu",
                                 (unsigned long long)r->id, (unsigned long long)r->first_seq,
                                 (unsigned long long)w->prev_last_seq);
+    /* Windows follow each other in time, and an entry recorded after a window's end would
+     * have opened the next one (at its end: an early close in the same batch). */
+    if ((w->windows > 0 && r->start_ms < w->prev_end_ms) ||
+        (holds && seen->max_time_ms > r->end_ms))
+        return verify_violation(v, "window %llu (%lld to %lld) overlaps its predecessor or holds an "
+                                   "entry recorded after its end",
+                                (unsigned long long)r->id, (long long)r->start_ms,
+                                (long long)r->end_ms);
     w->windows++;
     w->prev_last_seq = r->last_seq;
+    w->prev_end_ms = r->end_ms;
     if (open)
         w->open_id = r->id;
     return open ? CL_OK : check_window_hash(v, r);
@@ -739,7 +751,7 @@ static int check_state(verify_t *v, const vsettle_walk_t *w)
 
 int verify_settle_records(verify_t *v)
 {
-    vsettle_walk_t w = {v, 0, 0, 0, 0};
+    vsettle_walk_t w = {v, 0, 0, 0, 0, 0};
     int rc = store_walk(v->txn, v->ledger->db_contracts, NULL, visit_contract, v);
     if (rc == CL_OK)
         rc = store_walk(v->txn, v->ledger->db_settlement, NULL, visit_settlement, &w);

@@ -1396,6 +1396,37 @@ static void tampered_window_model_fails_verify(void **state)
     EXPECT_CONTAINS("why", "window 1's model or grace is not the configuration's", why);
 }
 
+/* A closed window whose end is moved before its last entry is found by verify. */
+static void tampered_window_end_fails_verify(void **state)
+{
+    fixture_t *f = *state;
+    world(f, 1);
+    f->now += 60000;
+    op_earn(f, 0, "e1", 0, 10000);
+    f->now += 1000;
+    op_close(f, 1, true);
+    settle_window_t w;
+    EXPECT_OK("window", ledger_window(f->l, 1, &w));
+    Coalition__WindowRecord r = COALITION__WINDOW_RECORD__INIT;
+    r.id = 1;
+    r.start_ms = w.start_ms;
+    r.end_ms = f->now - 30000; /* before e1 */
+    r.state = (uint32_t)w.state;
+    r.model = (uint32_t)w.model;
+    r.first_seq = w.first_seq;
+    r.last_seq = w.last_seq;
+    r.last_hash.data = w.last_hash;
+    r.last_hash.len = WIRE_HASH_BYTES;
+    r.close_seq = w.close_seq;
+    r.grace_seconds = w.grace_seconds;
+    uint8_t key[9] = {'W'};
+    store_put_u64(key + 1, 1);
+    raw_put(f, "settlement", key, sizeof key, &r.base);
+    char why[512];
+    EXPECT_EQ("verify", CL_ERR_CORRUPT, ledger_verify(f->l, why, sizeof why));
+    EXPECT_CONTAINS("why", "holds an entry recorded after its end", why);
+}
+
 /* A window counter changed behind the ledger's back is found by verify. */
 static void tampered_counters_fail_verify(void **state)
 {
@@ -1448,6 +1479,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(random_streams_match_the_oracle, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_counters_fail_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(tampered_window_model_fails_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(tampered_window_end_fails_verify, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
