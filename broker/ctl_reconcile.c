@@ -76,6 +76,8 @@ static int item_cmp(const void *a, const void *b)
 
 static bool site_known(const recon_t *r, const char *site)
 {
+    if (r->n_sites == 0)
+        return true; /* an empty export of an agent that does not know its site */
     for (size_t i = 0; i < r->n_sites; i++)
         if (strcmp(r->sites[i], site) == 0)
             return true;
@@ -91,10 +93,16 @@ static bool agent_header(recon_t *r, const char *line)
     if (!json_get_string(line, "export", kind, sizeof kind) ||
         strcmp(kind, "coalition-agent") != 0 ||
         !json_get_string(line, "partner", partner, sizeof partner) ||
-        strcmp(partner, r->partner) != 0 || !json_get_int(line, "window", &window) ||
-        (uint64_t)window != r->window ||
-        !json_get_string(line, "site", r->sites[0], sizeof r->sites[0]) ||
-        !wire_id_valid(r->sites[0], SITE_ID_LEN_MAX))
+        !json_get_int(line, "window", &window) || (uint64_t)window != r->window ||
+        !json_get_string(line, "site", r->sites[0], sizeof r->sites[0]))
+        return false;
+    /* An agent that holds nothing does not know its partner or site: its empty export is
+     * compared with every site of the partner. */
+    if (partner[0] == '\0' && r->sites[0][0] == '\0') {
+        r->n_sites = 0;
+        return true;
+    }
+    if (strcmp(partner, r->partner) != 0 || !wire_id_valid(r->sites[0], SITE_ID_LEN_MAX))
         return false;
     r->n_sites = 1;
     return true;
@@ -195,7 +203,7 @@ static const char *agent_type(int kind)
 
 static int take_ledger_entry(recon_t *r, const journal_entry_t *e)
 {
-    assert(r->n_sites == 1); /* the export's header named its site */
+    assert(r->n_sites <= 1); /* the export's header named its site, or it holds nothing */
     const char *type = agent_type(e->kind);
     if (e->window_id != r->w.id || type[0] == '\0' || strcmp(e->partner_id, r->partner) != 0 ||
         !site_known(r, e->site_id))

@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef struct export_ctx {
     uint64_t window;
@@ -82,19 +83,60 @@ static int export_pending(uint64_t seq, const uint8_t *env_bytes, size_t len, vo
     return CL_OK;
 }
 
+/* Who the store belongs to, from the first request it holds (the agent stamps every
+ * request with its partner and site). */
+typedef struct identity {
+    char partner[PARTNER_ID_LEN_MAX + 1], site[SITE_ID_LEN_MAX + 1];
+} identity_t;
+
+static void note_identity(identity_t *id, const uint8_t *bytes, size_t len)
+{
+    if (id->partner[0] != '\0')
+        return;
+    envelope_t *env = wire_envelope_decode(bytes, len);
+    if (env != NULL && wire_id_valid(env->partner_id, PARTNER_ID_LEN_MAX) &&
+        wire_id_valid(env->site_id, SITE_ID_LEN_MAX)) {
+        snprintf(id->partner, sizeof id->partner, "%s", env->partner_id);
+        snprintf(id->site, sizeof id->site, "%s", env->site_id);
+    }
+    wire_envelope_free(env);
+}
+
+static int identity_answer(uint64_t seq, int64_t time_ms, const uint8_t *env, size_t env_len,
+                           const uint8_t *auth, size_t auth_len, void *ctx)
+{
+    (void)seq, (void)time_ms, (void)auth, (void)auth_len;
+    note_identity(ctx, env, env_len);
+    return CL_OK;
+}
+
+static int identity_pending(uint64_t seq, const uint8_t *env, size_t len, void *ctx)
+{
+    (void)seq;
+    note_identity(ctx, env, len);
+    return CL_OK;
+}
+
 int agent_export(const char *dir, const char *partner, const char *site, uint64_t window,
                  uint64_t *lines_out)
 {
     assert(dir != NULL && window > 0);
-    assert(wire_id_valid(partner, PARTNER_ID_LEN_MAX) && wire_id_valid(site, SITE_ID_LEN_MAX));
+    assert(partner == NULL || (wire_id_valid(partner, PARTNER_ID_LEN_MAX) &&
+                               wire_id_valid(site, SITE_ID_LEN_MAX)));
     outbox_t *store = NULL;
     export_ctx_t x = {window, 0};
+    identity_t id;
+    memset(&id, 0, sizeof id);
     int rc = outbox_open(&store, dir, 1);
+    if (rc == CL_OK && partner == NULL) /* not given: the store's own (none when empty) */
+        rc = outbox_journal_foreach(store, identity_answer, &id);
+    if (rc == CL_OK && partner == NULL)
+        rc = outbox_foreach(store, identity_pending, &id);
     if (rc == CL_OK) {
         printf("{\"export\":\"coalition-agent\",\"partner\":");
-        json_write_string(stdout, partner);
+        json_write_string(stdout, partner != NULL ? partner : id.partner);
         printf(",\"site\":");
-        json_write_string(stdout, site);
+        json_write_string(stdout, partner != NULL ? site : id.site);
         printf(",\"window\":%" PRIu64 "}\n", window);
     }
     if (rc == CL_OK)

@@ -6,7 +6,8 @@
 
 /* Print to stdout (JSON lines) a header (partner, site, window), every approval the
  * agent's journal holds for `window`, then every request still in its outbox. Read-only.
- * Only this site's requests are in its store. */
+ * `partner` NULL: the partner and site of the requests in the store (empty when it holds
+ * none). Only this site's requests are in its store. */
 int agent_export(const char *dir, const char *partner, const char *site, uint64_t window,
                  uint64_t *lines_out);
 

@@ -27,7 +27,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: coalition-agent --partner ID [options]\n"
-            "       coalition-agent --partner ID [--site ID] [--data DIR] export --window ID\n"
+            "       coalition-agent --data DIR [--partner ID [--site ID]] export --window ID\n"
             "Run a merchant site's agent: tills connect to it, it talks to the broker.\n"
             "export prints what the agent was told for settlement window ID (JSON lines:\n"
             "approvals, then requests still in the outbox) for 'coalitionctl reconcile'.\n\n"
@@ -130,12 +130,12 @@ static int export_command(const agent_options_t *o, int argc, char **argv)
     }
     char *end = NULL;
     unsigned long long window = window_text != NULL ? strtoull(window_text, &end, 10) : 0;
-    if (o->data_dir == NULL || o->partner_id == NULL ||
-        !wire_id_valid(o->partner_id, PARTNER_ID_LEN_MAX) ||
+    if (o->data_dir == NULL ||
+        (o->partner_id != NULL && !wire_id_valid(o->partner_id, PARTNER_ID_LEN_MAX)) ||
         !wire_id_valid(o->site_id, SITE_ID_LEN_MAX) || window == 0 || *end != '\0' ||
         optind != argc) {
-        fprintf(stderr, "coalition-agent: usage: coalition-agent --partner ID [--site ID] "
-                        "[--data DIR] export --window ID\n");
+        fprintf(stderr, "coalition-agent: usage: coalition-agent --data DIR [--partner ID "
+                        "[--site ID]] export --window ID\n");
         return 2;
     }
     uint64_t lines = 0;

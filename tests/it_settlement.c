@@ -80,9 +80,8 @@ static const char *export_window(world_t *w, const agent_proc_t *a, const char *
                                  const char *name, char *path, size_t size)
 {
     snprintf(path, size, "%s/%s", w->dir, name);
-    char *const argv[] = {COALITION_AGENT_BIN, "--partner", (char *)a->partner_id, "--site",
-                          a->site_id[0] != '\0' ? (char *)a->site_id : "main", "--data",
-                          (char *)a->data_dir, "export", "--window", (char *)window, NULL};
+    char *const argv[] = {COALITION_AGENT_BIN, "--data", (char *)a->data_dir, "export",
+                          "--window", (char *)window, NULL};
     EXPECT_EQ("agent export", 0, harness_run_to_file(argv, path));
     return path;
 }
