@@ -135,11 +135,14 @@ static int rederive_contract_set(verify_t *v, const journal_entry_t *e)
     if (c.from_ms < e->time_ms || c.created_seq != e->seq || c.earn_rate_milli <= 0 ||
         c.earn_rate_milli > EARN_RATE_MILLI_MAX || c.issue_price_per_mille < 0 ||
         c.issue_price_per_mille > PRICE_PER_MILLE_MAX || c.reimburse_per_mille < 0 ||
-        c.reimburse_per_mille > PRICE_PER_MILLE_MAX || c.fee_minor < 0 || c.fee_minor > FEE_MINOR_MAX)
+        c.reimburse_per_mille > PRICE_PER_MILLE_MAX || c.fee_minor < 0 ||
+        c.fee_minor > FEE_MINOR_MAX || c.net_cap_minor < 0 || c.net_cap_minor > NET_CAP_MINOR_MAX ||
+        (c.funding != COALITION__FUNDING__FUNDING_POSTPAID &&
+         c.funding != COALITION__FUNDING__FUNDING_PREPAID))
         return verify_violation(v, "contract entry %llu is not a contract the rules record",
                                 SEQ(e));
-    const settle_contract_t *first = verify_contract_at(v, p, INT64_MAX);
-    if (first == NULL || strcmp(first->currency, c.currency) != 0)
+    const settle_contract_t *latest = verify_contract_at(v, p, INT64_MAX);
+    if (latest == NULL || strcmp(latest->currency, c.currency) != 0)
         return verify_violation(v, "contract entry %llu changes %s's currency", SEQ(e),
                                 e->participant);
     return note_contract(v, p, &c);
