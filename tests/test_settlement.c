@@ -1365,6 +1365,29 @@ static void raw_put(fixture_t *f, const char *db, const void *key, size_t key_le
     EXPECT_OK("reopen", ledger_open(&f->l, f->dir, STORE_READ_WRITE));
 }
 
+/* Write `w` as its window's record behind the ledger's back; verify must name `why`. */
+static void expect_tampered_window_fails(fixture_t *f, const settle_window_t *w, const char *why)
+{
+    Coalition__WindowRecord r = COALITION__WINDOW_RECORD__INIT;
+    r.id = w->id;
+    r.start_ms = w->start_ms;
+    r.end_ms = w->end_ms;
+    r.state = (uint32_t)w->state;
+    r.model = (uint32_t)w->model;
+    r.first_seq = w->first_seq;
+    r.last_seq = w->last_seq;
+    r.last_hash.data = (uint8_t *)w->last_hash;
+    r.last_hash.len = WIRE_HASH_BYTES;
+    r.close_seq = w->close_seq;
+    r.grace_seconds = w->grace_seconds;
+    uint8_t key[9] = {'W'};
+    store_put_u64(key + 1, w->id);
+    raw_put(f, "settlement", key, sizeof key, &r.base);
+    char got[512];
+    EXPECT_EQ("verify", CL_ERR_CORRUPT, ledger_verify(f->l, got, sizeof got));
+    EXPECT_CONTAINS("why", why, got);
+}
+
 /* A closed window's model switched behind the ledger's back would move money between
  * partners in its statement: verify finds it. */
 static void tampered_window_model_fails_verify(void **state)
@@ -1376,24 +1399,8 @@ static void tampered_window_model_fails_verify(void **state)
     op_close(f, 1, true);
     settle_window_t w;
     EXPECT_OK("window", ledger_window(f->l, 1, &w));
-    Coalition__WindowRecord r = COALITION__WINDOW_RECORD__INIT;
-    r.id = 1;
-    r.start_ms = w.start_ms;
-    r.end_ms = w.end_ms;
-    r.state = (uint32_t)w.state;
-    r.model = COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
-    r.first_seq = w.first_seq;
-    r.last_seq = w.last_seq;
-    r.last_hash.data = w.last_hash;
-    r.last_hash.len = WIRE_HASH_BYTES;
-    r.close_seq = w.close_seq;
-    r.grace_seconds = w.grace_seconds;
-    uint8_t key[9] = {'W'};
-    store_put_u64(key + 1, 1);
-    raw_put(f, "settlement", key, sizeof key, &r.base);
-    char why[512];
-    EXPECT_EQ("verify", CL_ERR_CORRUPT, ledger_verify(f->l, why, sizeof why));
-    EXPECT_CONTAINS("why", "window 1's model or grace is not the configuration's", why);
+    w.model = COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
+    expect_tampered_window_fails(f, &w, "window 1's model or grace is not the configuration's");
 }
 
 /* A closed window whose end is moved before its last entry is found by verify. */
@@ -1407,24 +1414,8 @@ static void tampered_window_end_fails_verify(void **state)
     op_close(f, 1, true);
     settle_window_t w;
     EXPECT_OK("window", ledger_window(f->l, 1, &w));
-    Coalition__WindowRecord r = COALITION__WINDOW_RECORD__INIT;
-    r.id = 1;
-    r.start_ms = w.start_ms;
-    r.end_ms = f->now - 30000; /* before e1 */
-    r.state = (uint32_t)w.state;
-    r.model = (uint32_t)w.model;
-    r.first_seq = w.first_seq;
-    r.last_seq = w.last_seq;
-    r.last_hash.data = w.last_hash;
-    r.last_hash.len = WIRE_HASH_BYTES;
-    r.close_seq = w.close_seq;
-    r.grace_seconds = w.grace_seconds;
-    uint8_t key[9] = {'W'};
-    store_put_u64(key + 1, 1);
-    raw_put(f, "settlement", key, sizeof key, &r.base);
-    char why[512];
-    EXPECT_EQ("verify", CL_ERR_CORRUPT, ledger_verify(f->l, why, sizeof why));
-    EXPECT_CONTAINS("why", "holds an entry recorded after its end", why);
+    w.end_ms = f->now - 30000; /* before e1 */
+    expect_tampered_window_fails(f, &w, "holds an entry recorded after its end");
 }
 
 /* A window counter changed behind the ledger's back is found by verify. */
