@@ -105,8 +105,19 @@ int ledger_permits(const ledger_principal_t *p, const envelope_t *env, char *why
         return RC_NOT_PERMITTED;
     }
     if (p->role == COALITION__KEY_ROLE__ROLE_BANK) {
-        snprintf(why, why_size, "bank %s may not send %s requests", p->participant,
-                 wire_body_name(env));
+        /* A bank enrols, replaces and unlinks cards, and asks balances by card (the
+         * ledger then checks the card is one it enrolled); it never earns or burns. */
+        bool by_card = env->body_case == COALITION__ENVELOPE__BODY_BALANCE &&
+                       env->balance->card != NULL;
+        if (strcmp(env->partner_id, p->participant) != 0)
+            snprintf(why, why_size, "this key belongs to bank %s, not %.32s", p->participant,
+                     env->partner_id);
+        else if (env->body_case != COALITION__ENVELOPE__BODY_CARD_ENROLL && !by_card)
+            snprintf(why, why_size, "bank %s may not send %s requests", p->participant,
+                     env->body_case == COALITION__ENVELOPE__BODY_BALANCE ? "balance-by-member"
+                                                                        : wire_body_name(env));
+        else
+            return RC_APPROVED;
         return RC_NOT_PERMITTED;
     }
     if (p->role != COALITION__KEY_ROLE__ROLE_PARTNER) {
@@ -147,6 +158,16 @@ int rules_key_add(ledger_t *self, MDB_txn *txn, decision_t *d, const Coalition__
         }
         if (rc != MDB_SUCCESS)
             return store_err(rc);
+    }
+    if (r->role == COALITION__KEY_ROLE__ROLE_BANK) {
+        bool bank = false;
+        rc = cards_is_bank(self, txn, r->participant, &bank);
+        if (rc != CL_OK)
+            return rc;
+        if (!bank) {
+            rules_decline(d, RC_UNKNOWN_PARTNER, "unknown bank %s", r->participant);
+            return CL_OK;
+        }
     }
     Coalition__KeyRecord rec = COALITION__KEY_RECORD__INIT;
     rec.participant = r->participant;

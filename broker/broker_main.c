@@ -43,13 +43,19 @@ static void usage(FILE *out)
             "      --insecure        plain TCP without CURVE: the envelope's partner id is\n"
             "                        believed. Only on loopback addresses; for tests of\n"
             "                        the plain transport and benchmarks, never production\n"
+            "      --card-key FILE   the coalition's card key file, owner-only, outside the\n"
+            "                        ledger directory (default: DIR.card.key, made by\n"
+            "                        'coalitionctl init'); without it card numbers get 57\n"
+            "      --unclaimed-period DURATION  how long points earned by a card no bank has\n"
+            "                        enrolled wait for it before they lapse to breakage:\n"
+            "                        N followed by d, h, m or s (default %dd)\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
             DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, PEERS_DEFAULT,
-            FRONTEND_MEMORY_MAX_DEFAULT >> 20, STORE_LOCK_FILE);
+            FRONTEND_MEMORY_MAX_DEFAULT >> 20, UNCLAIMED_PERIOD_DAYS_DEFAULT, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -91,6 +97,44 @@ static bool admin_endpoint_private(const char *endpoint, char *why, size_t why_s
     return true;
 }
 
+/* "90d", "12h", "30m", "45s": milliseconds in (0, UNCLAIMED_PERIOD_MS_MAX]. */
+static int parse_period(const char *s, int64_t *ms_out)
+{
+    char *end = NULL;
+    unsigned long long n = strtoull(s, &end, 10);
+    int64_t unit = end == NULL ? 0
+                   : strcmp(end, "d") == 0 ? INT64_C(86400000)
+                   : strcmp(end, "h") == 0 ? INT64_C(3600000)
+                   : strcmp(end, "m") == 0 ? INT64_C(60000)
+                   : strcmp(end, "s") == 0 ? INT64_C(1000)
+                                           : 0;
+    if (end == s || unit == 0 || n == 0 || n > (unsigned long long)(UNCLAIMED_PERIOD_MS_MAX / unit))
+        return -1;
+    *ms_out = (int64_t)n * unit;
+    return 0;
+}
+
+/* The card keys: a missing default file means no card-linked requests (warned); a file
+ * named, or one that is there but not owner-only or not a key file, stops the broker. */
+static int load_card_keys(const char *path, bool named, card_keys_t *keys, bool *loaded)
+{
+    *loaded = false;
+    if (!named && access(path, F_OK) != 0) {
+        log_warn("no card key file %s: card-linked requests are refused (57)", path);
+        return 0;
+    }
+    char why[256] = "";
+    int rc = card_keys_load(path, keys, why, sizeof why);
+    if (rc != CL_OK) {
+        log_error("card key file %s: %s%s%s", path, cl_strerror(rc), why[0] ? ": " : "", why);
+        return -1;
+    }
+    *loaded = true;
+    log_info("card keys loaded from %s: %zu key(s), current %u", path, keys->count,
+             card_keys_current(keys)->id);
+    return 0;
+}
+
 /* The secure default: load the key (owner-only) unless --insecure on loopback. */
 static int load_server_key(const char *path, bool insecure, const char *bind, key_pair_t *key)
 {
@@ -123,18 +167,29 @@ int main(int argc, char **argv)
                                              {"insecure", no_argument, NULL, 'I'},
                                              {"memory-max-mb", required_argument, NULL, 'M'},
                                              {"max-connections", required_argument, NULL, 'C'},
+                                             {"card-key", required_argument, NULL, 'K'},
+                                             {"unclaimed-period", required_argument, NULL, 'U'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
     frontend_options_t opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
-                               PEERS_DEFAULT};
-    const char *key_path = NULL;
+                               PEERS_DEFAULT, NULL};
+    const char *key_path = NULL, *card_key_path = NULL;
+    int64_t unclaimed_ms = INT64_C(86400000) * UNCLAIMED_PERIOD_DAYS_DEFAULT;
     bool insecure = false;
     log_level_t level = LOG_INFO;
     int c;
     while ((c = getopt_long(argc, argv, "l:b:a:k:M:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k': key_path = optarg; break;
+        case 'K': card_key_path = optarg; break;
+        case 'U':
+            if (parse_period(optarg, &unclaimed_ms) != 0) {
+                fprintf(stderr, "coalition-broker: --unclaimed-period is N followed by d, h, m "
+                                "or s, at most 3660 days\n");
+                return 2;
+            }
+            break;
         case 'I': insecure = true; break;
         case 'C': {
             char *end = NULL;
@@ -194,6 +249,17 @@ int main(int argc, char **argv)
     if (load_server_key(key_path, insecure, opts.bind_endpoint, &server_key) != 0)
         return 1;
     opts.server_key = insecure ? NULL : &server_key;
+    static card_keys_t card_keys; /* static: off the stack, cleared at exit */
+    char card_key_buf[ENDPOINT_BYTES_MAX];
+    bool have_card_keys = false;
+    if (card_key_path == NULL && card_keys_default_path(ledger_dir, card_key_buf,
+                                                        sizeof card_key_buf) == CL_OK)
+        card_key_path = card_key_buf;
+    if (card_key_path == NULL ||
+        load_card_keys(card_key_path, card_key_path != card_key_buf, &card_keys,
+                       &have_card_keys) != 0)
+        return 1;
+    opts.card_keys = have_card_keys ? &card_keys : NULL;
     ledger_t *ledger = NULL;
     /* Before any socket: a second broker on the same ledger stops here (CL_ERR_LOCKED,
      * logged with the running broker's pid) and touches nothing. */
@@ -209,6 +275,7 @@ int main(int argc, char **argv)
                   ledger_dir, cl_strerror(rc), ledger_dir);
         return 1;
     }
+    ledger_set_unclaimed_period(ledger, unclaimed_ms);
     int stop_fd = shutdown_fd_open();
     if (stop_fd < 0) {
         log_error("cannot set up signal handling");
@@ -216,6 +283,7 @@ int main(int argc, char **argv)
         return 1;
     }
     rc = frontend_run(ledger, &opts, stop_fd);
+    pan_clear(&card_keys, sizeof card_keys);
     uint64_t seq = ledger_last_seq(ledger);
     ledger_destroy(&ledger);
     if (rc != CL_OK) {

@@ -101,6 +101,18 @@ static void usage(FILE *out)
         "                                         the ledger; exit 1 on any difference\n"
         "  liability [--as-of TIME]               points outstanding by issuer and age,\n"
         "                                         valued at issue price (journal replay)\n"
+        "\nCard-linked banks:\n"
+        "  bank add ID                            add a bank (then: key new ID --role bank)\n"
+        "  enroll --bank B --file F [--rejects R] apply a bank's enrolment file (CSV header:\n"
+        "                                         bank_ref,pan[,member_id,action,new_pan];\n"
+        "                                         action enrol|unlink|replace); rejects\n"
+        "                                         (line, masked card, reason) to R or stderr;\n"
+        "                                         '-' reads standard input. Exit 1 if any\n"
+        "                                         row was rejected\n"
+        "  card-key rotate|list [--file FILE]     the card key file (default DIR.card.key,\n"
+        "                                         beside the ledger directory): rotate adds\n"
+        "                                         a key for new cards; older cards keep\n"
+        "                                         theirs. Restart the broker after rotating\n"
           ,
           out);
 }
@@ -716,6 +728,15 @@ static int cmd_init(ctl_t *ctl)
                 ctl->ledger_dir, cl_strerror(rc));
         return EXIT_DECLINED;
     }
+    char card_key[CTL_PATH_BYTES_MAX];
+    rc = card_keys_default_path(ctl->ledger_dir, card_key, sizeof card_key);
+    if (rc == CL_OK && access(card_key, F_OK) != 0)
+        rc = card_keys_create(card_key); /* an existing one is kept: cards depend on it */
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot write the card key file %s: %s\n", card_key,
+                cl_strerror(rc));
+        return EXIT_DECLINED;
+    }
     rc = ctl_signing_key_new(ctl->ledger_dir);
     if (rc != CL_OK) {
         fprintf(stderr, "coalitionctl: cannot write the operator's signing key in %s: %s\n",
@@ -723,8 +744,10 @@ static int cmd_init(ctl_t *ctl)
         return EXIT_DECLINED;
     }
     printf("initialised an empty ledger in %s; broker public key in %s; statements are signed "
-           "with %s/operator.sign (give partners operator.sign.pub)\n",
-           ctl->ledger_dir, public, ctl->ledger_dir);
+           "with %s/operator.sign (give partners operator.sign.pub); card key file %s "
+           "(owner-only, outside the ledger directory: keep it with the broker, back it up "
+           "apart)\n",
+           ctl->ledger_dir, public, ctl->ledger_dir, card_key);
     return 0;
 }
 
@@ -759,6 +782,12 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return ctl_reconcile(ctl, argc, argv);
     if (strcmp(cmd, "liability") == 0)
         return ctl_liability(ctl, argc, argv);
+    if (strcmp(cmd, "bank") == 0)
+        return ctl_bank(ctl, argc, argv);
+    if (strcmp(cmd, "enroll") == 0)
+        return ctl_enroll(ctl, argc, argv);
+    if (strcmp(cmd, "card-key") == 0)
+        return ctl_card_key(ctl, argc, argv);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)

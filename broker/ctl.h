@@ -44,6 +44,11 @@ int ctl_signing_key_new(const char *dir);
 /* ctl_reconcile.c: an agent's export of a window against the ledger. */
 int ctl_reconcile(ctl_t *ctl, int argc, char **argv);
 
+/* ctl_cards.c: bank add, enroll (a bank's bulk file), card-key rotate|list. */
+int ctl_bank(ctl_t *ctl, int argc, char **argv);
+int ctl_enroll(ctl_t *ctl, int argc, char **argv);
+int ctl_card_key(ctl_t *ctl, int argc, char **argv);
+
 /* ctl_liability.c: points outstanding by issuer and age, valued at issue price. */
 int ctl_liability(ctl_t *ctl, int argc, char **argv);
 

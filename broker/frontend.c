@@ -188,7 +188,7 @@ static void answer_inquiry(frontend_t *self, void *sock, request_t *r)
 {
     uint8_t *reply = NULL;
     size_t len = 0;
-    int rc = ledger_inquire(self->ledger, r->env, r->hash, &reply, &len);
+    int rc = ledger_inquire_cards(self->ledger, r->env, &r->cards, r->hash, &reply, &len);
     if (rc == CL_OK) {
         send_reply(sock, r, reply, len);
     } else {
@@ -273,6 +273,31 @@ static void log_decline(frontend_t *self, const request_t *r, bool sender_refuse
               (unsigned long long)self->refused);
 }
 
+/* The request's card numbers looked up under every card key (the writer sees only
+ * these); 57 when this broker has no card key. */
+static int look_up_cards(frontend_t *self, request_t *r, char *why, size_t why_size)
+{
+    memset(&r->cards, 0, sizeof r->cards);
+    const Coalition__Card *cards[2];
+    size_t n = wire_cards_of(r->env, cards);
+    if (n == 0 || !wire_has_pan(r->env))
+        return RC_APPROVED; /* none, or sent again without its number: the ledger answers */
+    if (self->opts->card_keys == NULL) {
+        snprintf(why, why_size, "card-linked requests are not enabled on this broker");
+        return RC_NOT_PERMITTED;
+    }
+    card_lookup_t *out[2] = {&r->cards.card, &r->cards.new_card};
+    for (size_t i = 0; i < n; i++) {
+        if (cards[i]->pan[0] == '\0')
+            continue;
+        if (card_lookup_of(self->opts->card_keys, cards[i]->pan, out[i]) != CL_OK) {
+            snprintf(why, why_size, "card could not be looked up");
+            return RC_SYSTEM_ERROR;
+        }
+    }
+    return RC_APPROVED;
+}
+
 /* Decode and validate; true when the request joins the batch for the writer. */
 static bool accept_request(frontend_t *self, void *sock, origin_t origin, request_t *r,
                            const zmq_msg_t *payload)
@@ -284,6 +309,8 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
     r->env = len <= WIRE_MESSAGE_BYTES_MAX
                  ? wire_envelope_decode(zmq_msg_data((zmq_msg_t *)payload), len)
                  : NULL;
+    /* Whatever it held (a card number among it) lives on only in the decoded envelope. */
+    pan_clear(zmq_msg_data((zmq_msg_t *)payload), len);
     if (r->env == NULL) {
         log_every(&self->logs.format_error, LOG_EVERY_INTERVAL_MS, LOG_WARN,
                   "format error: %zu-byte message is not a valid envelope", len);
@@ -304,6 +331,9 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
         code = check_sender(self, r, why, sizeof why);
         sender_refused = code != RC_APPROVED;
     }
+    if (code == RC_APPROVED)
+        code = look_up_cards(self, r, why, sizeof why);
+    wire_clear_pans(r->env); /* from here on, cards are their lookups and masked forms */
     if (code != RC_APPROVED) {
         log_decline(self, r, sender_refused, code, why);
         send_decline(sock, r, r->env, code, why);

@@ -18,6 +18,8 @@ typedef struct frontend_options {
      * and resend under the same txn ids. */
     size_t memory_max_bytes;
     size_t connections_max; /* partner connections open at once (1..PEERS_MAX) */
+    /* The coalition's card keys; NULL: card numbers are refused (57), nothing is stored. */
+    const card_keys_t *card_keys;
 } frontend_options_t;
 
 #define FRONTEND_MEMORY_MAX_DEFAULT ((size_t)1 << 30)

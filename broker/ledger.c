@@ -42,7 +42,10 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         {"members", &self->db_members},     {"partners", &self->db_partners},
         {"reversals", &self->db_reversals}, {"keys", &self->db_keys},
         {"contracts", &self->db_contracts}, {"settlement", &self->db_settlement},
+        {"cards", &self->db_cards},         {"bank_refs", &self->db_bank_refs},
+        {"banks", &self->db_banks},         {"unclaimed", &self->db_unclaimed},
     };
+    _Static_assert(14 <= STORE_DBS_MAX, "the environment opens every database");
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc != MDB_SUCCESS) {
@@ -75,6 +78,8 @@ int ledger_init(const char *dir)
         MDB_val v = {sizeof version, version};
         rc = store_err(mdb_put(txn, self.db_meta, &k, &v, MDB_NOOVERWRITE));
     }
+    if (rc == CL_OK)
+        rc = ledger_put_balance(&self, txn, ACCOUNT_BREAKAGE, 0);
     if (rc == CL_OK) {
         rc = store_err(mdb_txn_commit(txn));
         txn = NULL;
@@ -175,6 +180,7 @@ int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode)
     MDB_txn *txn = NULL;
     if (self == NULL)
         return CL_ERR_NOMEM;
+    self->unclaimed_period_ms = INT64_C(86400000) * UNCLAIMED_PERIOD_DAYS_DEFAULT;
     self->mode = mode;
     if (pthread_rwlock_init(&self->map_lock, NULL) != 0) {
         free(self);
@@ -596,6 +602,20 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     e.settlement = d->has_settlement ? &d->settlement : NULL;
     e.closed_window_id = d->closed_window_id;
     e.client_time_ms = env->client_time_ms;
+    if (d->has_card) {
+        e.card_key_id = d->card_key_id;
+        e.card_hash.data = d->card_hash;
+        e.card_hash.len = CARD_HASH_BYTES;
+        e.card_masked = (char *)d->card_masked;
+    }
+    if (d->has_new_card) {
+        e.new_card_key_id = d->new_card_key_id;
+        e.new_card_hash.data = d->new_card_hash;
+        e.new_card_hash.len = CARD_HASH_BYTES;
+        e.new_card_masked = (char *)d->new_card_masked;
+    }
+    e.bank_id = d->bank_id != NULL ? (char *)d->bank_id : "";
+    e.bank_ref = d->bank_ref != NULL ? (char *)d->bank_ref : "";
     assert(e.window_id != 0); /* settle_roll opened one before anything is recorded */
     Coalition__PairAmount shares[SETTLE_PARTNERS_MAX], *share_ptrs[SETTLE_PARTNERS_MAX];
     for (size_t i = 0; i < d->settle.n_shares; i++) {
@@ -721,8 +741,19 @@ static int decline_reversed_ahead(ledger_t *self, const envelope_t *env,
     return finish_declined(self, NULL, env, hash, tombstone_seq, &d, reply_out, len_out);
 }
 
+static int apply_request(ledger_t *self, const envelope_t *env, const ledger_cards_t *cards,
+                         const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, uint8_t **reply_out,
+                         size_t *reply_len_out);
+
 int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                  int64_t now_ms, uint8_t **reply_out, size_t *reply_len_out)
+{
+    return apply_request(self, env, NULL, hash, now_ms, reply_out, reply_len_out);
+}
+
+static int apply_request(ledger_t *self, const envelope_t *env, const ledger_cards_t *cards,
+                         const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, uint8_t **reply_out,
+                         size_t *reply_len_out)
 {
     *reply_out = NULL;
     if (self->batch == NULL)
@@ -754,6 +785,7 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
     decision_t d;
     memset(&d, 0, sizeof d);
     d.now_ms = now_ms;
+    d.cards = cards;
     rc = rules_decide(self, child, env, &d);
     if (rc != CL_OK) {
         mdb_txn_abort(child);
@@ -794,9 +826,17 @@ int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *en
                     const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, uint8_t **reply_out,
                     size_t *reply_len_out)
 {
+    return ledger_apply_cards(self, public_z85, env, NULL, hash, now_ms, reply_out,
+                              reply_len_out);
+}
+
+int ledger_apply_cards(ledger_t *self, const char *public_z85, const envelope_t *env,
+                       const ledger_cards_t *cards, const uint8_t hash[WIRE_HASH_BYTES],
+                       int64_t now_ms, uint8_t **reply_out, size_t *reply_len_out)
+{
     *reply_out = NULL;
     if (public_z85 == NULL)
-        return ledger_apply(self, env, hash, now_ms, reply_out, reply_len_out);
+        return apply_request(self, env, cards, hash, now_ms, reply_out, reply_len_out);
     if (self->batch == NULL)
         return CL_ERR_INVALID;
     ledger_principal_t who;
@@ -806,9 +846,15 @@ int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *en
         return fail(self, rc, env);
     int code = rc == CL_OK ? ledger_permits(&who, env, why, sizeof why) : RC_NOT_PERMITTED;
     if (code == RC_APPROVED)
-        return ledger_apply(self, env, hash, now_ms, reply_out, reply_len_out);
+        return apply_request(self, env, cards, hash, now_ms, reply_out, reply_len_out);
     rc = decline_not_permitted(env, hash, why, reply_out, reply_len_out);
     return rc == CL_OK ? CL_OK : fail(self, rc, env);
+}
+
+void ledger_set_unclaimed_period(ledger_t *self, int64_t period_ms)
+{
+    assert(period_ms > 0 && period_ms <= UNCLAIMED_PERIOD_MS_MAX && self->batch == NULL);
+    self->unclaimed_period_ms = period_ms;
 }
 
 /* ---- read side --------------------------------------------------------------------- */
@@ -833,6 +879,7 @@ int ledger_with_reader(ledger_t *self, int (*fn)(ledger_t *, MDB_txn *, void *),
 
 typedef struct read_call {
     const envelope_t *env;
+    const ledger_cards_t *cards;
     const uint8_t *hash;
     decision_t *d;
     uint8_t **reply_out;
@@ -848,9 +895,17 @@ static int inquire_in(ledger_t *self, MDB_txn *txn, void *ctx)
 int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                    uint8_t **reply_out, size_t *reply_len_out)
 {
+    return ledger_inquire_cards(self, env, NULL, hash, reply_out, reply_len_out);
+}
+
+int ledger_inquire_cards(ledger_t *self, const envelope_t *env, const ledger_cards_t *cards,
+                         const uint8_t hash[WIRE_HASH_BYTES], uint8_t **reply_out,
+                         size_t *reply_len_out)
+{
     decision_t d;
     memset(&d, 0, sizeof d);
-    read_call_t call = {env, hash, &d, reply_out, reply_len_out};
+    d.cards = cards;
+    read_call_t call = {env, NULL, hash, &d, reply_out, reply_len_out};
     int rc = ledger_with_reader(self, inquire_in, &call);
     if (rc != CL_OK)
         return rc;
@@ -923,7 +978,7 @@ int ledger_replay(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE
                   uint8_t **reply_out, size_t *reply_len_out)
 {
     *reply_out = NULL;
-    read_call_t call = {env, hash, NULL, reply_out, reply_len_out};
+    read_call_t call = {env, NULL, hash, NULL, reply_out, reply_len_out};
     MDB_txn *txn = NULL; /* its own read transaction: any thread may call this */
     if (pthread_rwlock_rdlock(&self->map_lock) != 0)
         return CL_ERR_INVALID;

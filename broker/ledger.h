@@ -12,6 +12,7 @@
 #define COALITION_LEDGER_H
 
 #include "amount.h"
+#include "card.h"
 #include "keys.h"
 #include "store.h"
 #include "wire.h"
@@ -21,7 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 4u
+#define LEDGER_SCHEMA_VERSION 5u
 #define LEDGER_ENTRY_BYTES_MAX 16384
 #define ACCOUNT_NAME_BYTES_MAX 96
 /* Idempotency and reversal keys: "partner\0site\0txn". */
@@ -43,6 +44,18 @@ _Static_assert(LIMIT_REQUESTS_PER_SECOND_DEFAULT <= PARTNER_REQUESTS_PER_SECOND_
                "default within the settable range");
 
 typedef struct ledger ledger_t;
+
+/* A request's cards as the front end leaves them: looked up under every card key, the
+ * numbers cleared. n == 0: the request carried no number for it. */
+typedef struct ledger_cards {
+    card_lookup_t card, new_card;
+} ledger_cards_t;
+
+/* How long an unclaimed card's points wait for its enrolment before they lapse. */
+#define UNCLAIMED_PERIOD_DAYS_DEFAULT 90
+#define UNCLAIMED_PERIOD_MS_MAX (INT64_C(3660) * 86400000)
+/* Account that receives lapsed unclaimed points. */
+#define ACCOUNT_BREAKAGE "breakage"
 
 typedef struct ledger_limits {
     int64_t max_amount_minor;
@@ -92,7 +105,14 @@ int ledger_apply(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_
 int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *env,
                     const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, uint8_t **reply_out,
                     size_t *reply_len_out);
+/* The same for a request with cards (NULL: none), as the front end looked them up. */
+int ledger_apply_cards(ledger_t *self, const char *public_z85, const envelope_t *env,
+                       const ledger_cards_t *cards, const uint8_t hash[WIRE_HASH_BYTES],
+                       int64_t now_ms, uint8_t **reply_out, size_t *reply_len_out);
 int ledger_batch_commit(ledger_t *self);
+/* The claim period of unclaimed card points (0 < ms <= UNCLAIMED_PERIOD_MS_MAX); the
+ * default is UNCLAIMED_PERIOD_DAYS_DEFAULT days. Before the writer starts. */
+void ledger_set_unclaimed_period(ledger_t *self, int64_t period_ms);
 void ledger_batch_abort(ledger_t *self);
 /* The writer's periodic step, in a batch of its own between rounds: open the next
  * settlement window when the open one's period is over, and close every window whose
@@ -100,6 +120,10 @@ void ledger_batch_abort(ledger_t *self);
  * "window-close-ID" at site SETTLE_BROKER_SITE_ID). */
 #define SETTLE_BROKER_SITE_ID "broker"
 int ledger_housekeep(ledger_t *self, int64_t now_ms, size_t *closed_out);
+/* The writer's other periodic step: lapse unclaimed card points whose period is over
+ * (at most `max` accounts in one batch, as the operator's unclaimed-lapse keyed
+ * "lapse-<account>" at site SETTLE_BROKER_SITE_ID). */
+int ledger_lapse_unclaimed(ledger_t *self, int64_t now_ms, size_t max, size_t *lapsed_out);
 /* Grow the map after CL_ERR_MAP_FULL; only between batches. */
 int ledger_grow(ledger_t *self);
 uint64_t ledger_last_seq(const ledger_t *self);
@@ -107,6 +131,10 @@ uint64_t ledger_last_seq(const ledger_t *self);
 /* Reader side, safe beside the writer: balance inquiry for a validated Balance request. */
 int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                    uint8_t **reply_out, size_t *reply_len_out);
+/* The same for a balance by card (cards: as the front end looked them up). */
+int ledger_inquire_cards(ledger_t *self, const envelope_t *env, const ledger_cards_t *cards,
+                         const uint8_t hash[WIRE_HASH_BYTES], uint8_t **reply_out,
+                         size_t *reply_len_out);
 
 /* Reader side, beside the writer (the front end's thread): who a key is. CL_ERR_NOT_FOUND
  * for a key never recorded; a revoked key is found with `revoked` set. */

@@ -28,7 +28,8 @@ struct ledger {
     store_mode_t mode;
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
-        db_keys, db_contracts, db_settlement;
+        db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed;
+    int64_t unclaimed_period_ms; /* ledger_set_unclaimed_period */
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -82,6 +83,15 @@ typedef struct decision {
     Coalition__SettlementConfig settlement; /* ENTRY_SETTLEMENT_CONFIG */
     bool has_settlement;
     uint64_t closed_window_id; /* ENTRY_WINDOW_CLOSE */
+    /* Cards: what the front end made of the request's card numbers (NULL: nothing), and
+     * the cards and bank the entry records. */
+    const ledger_cards_t *cards;
+    bool has_card, has_new_card;
+    uint32_t card_key_id, new_card_key_id;
+    uint8_t card_hash[CARD_HASH_BYTES], new_card_hash[CARD_HASH_BYTES];
+    const char *card_masked, *new_card_masked;
+    const char *bank_id, *bank_ref;
+    char lapse_masked[PAN_MASKED_BYTES]; /* ENTRY_UNCLAIMED_LAPSE: the card's masked PAN */
     int64_t now_ms; /* the writer's clock for this request (velocity) */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
@@ -156,6 +166,24 @@ void settle_counters_read(const Coalition__WindowCounters *r, settle_counters_t 
  * recomputation). False on overflow or a kind that moves none. */
 bool settle_counters_apply(settle_counters_t *c, int kind, int64_t points, int64_t money,
                            int64_t fee, bool via_issuers);
+/* cards.c: banks, cards and unclaimed points (see the CardRecord diagram, ledger.proto). */
+int cards_is_bank(ledger_t *self, MDB_txn *txn, const char *id, bool *out);
+/* An earn or burn by card: the member it is for into d->member_id, or a decline (a burn
+ * by a card not linked: 14; an earn by a card never enrolled opens its unclaimed
+ * account). Nothing is looked up for a request by member id. */
+int cards_resolve(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+int rules_bank_add(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+int rules_card_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+int rules_unclaimed_lapse(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+/* A balance by card (a bank: only of a card it enrolled, else 57). */
+int cards_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+/* Unclaimed accounts whose claim period ended at or before now_ms, oldest first. */
+int cards_due_lapses(ledger_t *self, MDB_txn *txn, int64_t now_ms,
+                     char ids[][MEMBER_ID_LEN_MAX + 1], size_t max, size_t *count);
+/* rules.c helpers cards.c shares. */
+int rules_move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
+                      const char *to, int64_t points);
+int rules_new_member(ledger_t *self, MDB_txn *txn, const Coalition__MemberRecord *m);
 /* access.c: who a key is, in `txn`. */
 int access_lookup(ledger_t *self, MDB_txn *txn, const char *public_z85, ledger_principal_t *out);
 /* access.c: 65 when the member already has `limit` burns in the velocity window before

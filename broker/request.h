@@ -6,6 +6,7 @@
 #define COALITION_REQUEST_H
 
 #include "keys.h"
+#include "ledger.h"
 #include "router.h"
 #include "wire.h"
 
@@ -26,6 +27,8 @@ typedef struct request {
     /* The sender's authenticated CURVE public key (Z85), "" from the admin socket or a
      * broker running --insecure. */
     char principal[KEY_Z85_BYTES];
+    /* Its cards looked up under every card key; the numbers are cleared from env. */
+    ledger_cards_t cards;
     uint8_t *reply; /* packed Authorization, malloc'd */
     size_t reply_len;
 } request_t;

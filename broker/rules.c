@@ -53,8 +53,14 @@ static int check_partner(ledger_t *self, MDB_txn *txn, const envelope_t *env, de
     int rc = ledger_get_record(txn, self->db_partners, env->partner_id, strlen(env->partner_id),
                                &coalition__partner_record__descriptor, (ProtobufCMessage **)&p);
     if (rc == CL_ERR_NOT_FOUND) {
-        decline(d, RC_UNKNOWN_PARTNER, "unknown partner %s", env->partner_id);
-        return CL_OK;
+        bool bank = false;
+        rc = cards_is_bank(self, txn, env->partner_id, &bank);
+        if (bank)
+            decline(d, RC_NOT_PERMITTED, "bank %s may not send %s requests", env->partner_id,
+                    wire_body_name(env));
+        else
+            decline(d, RC_UNKNOWN_PARTNER, "unknown partner %s", env->partner_id);
+        return rc;
     }
     if (rc == CL_OK && out != NULL)
         *out = p;
@@ -138,6 +144,24 @@ static int move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *
     return CL_OK;
 }
 
+int rules_move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
+                      const char *to, int64_t points)
+{
+    return move_points(self, txn, d, from, to, points);
+}
+
+int rules_new_member(ledger_t *self, MDB_txn *txn, const Coalition__MemberRecord *m)
+{
+    assert(wire_id_valid(m->member_id, MEMBER_ID_LEN_MAX) && m->created_seq == 0);
+    Coalition__MemberRecord rec = *m;
+    rec.created_seq = self->batch_seq + 1;
+    char account[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(account, sizeof account, m->member_id);
+    int rc = ledger_put_record(txn, self->db_members, m->member_id, strlen(m->member_id),
+                               &rec.base);
+    return rc == CL_OK ? ledger_put_balance(self, txn, account, 0) : rc;
+}
+
 /* move_points, turning an overflow into decline 61. */
 static int move_or_decline(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
                            const char *to, int64_t points)
@@ -192,9 +216,13 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     Coalition__PartnerRecord *p = NULL;
     Coalition__Contract *c = NULL;
     char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    char who[MEMBER_ID_LEN_MAX + 1];
     int rc = check_partner(self, txn, env, d, &p);
+    if (rc == CL_OK && !declined(d) && r->card != NULL)
+        rc = cards_resolve(self, txn, env, d);
+    snprintf(who, sizeof who, "%s", d->member_id); /* by id, or the card's */
     if (rc == CL_OK && !declined(d))
-        rc = check_member(self, txn, r->member_id, d);
+        rc = check_member(self, txn, who, d);
     if (rc == CL_OK && !declined(d))
         rc = contract_now(self, txn, env, d, &c);
     if (rc != CL_OK || declined(d))
@@ -205,7 +233,7 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     if (rc != CL_OK || declined(d))
         goto out;
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, env->partner_id);
-    ledger_account_member(member, sizeof member, r->member_id);
+    ledger_account_member(member, sizeof member, who);
     rc = move_or_decline(self, txn, d, issued, member, points);
     if (rc != CL_OK || declined(d))
         goto out;
@@ -216,7 +244,11 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
     points_text(points, pts);
     points_text(d->balance, bal);
-    snprintf(d->text, sizeof d->text, "Earned %s points. Balance %s", pts, bal);
+    if (who[0] == WIRE_RESERVED_MEMBER_PREFIX)
+        snprintf(d->text, sizeof d->text, "Earned %s points, unclaimed until the card is enrolled",
+                 pts);
+    else
+        snprintf(d->text, sizeof d->text, "Earned %s points. Balance %s", pts, bal);
 out:
     coalition__contract__free_unpacked(c, NULL);
     coalition__partner_record__free_unpacked(p, NULL);
@@ -225,12 +257,18 @@ out:
 
 /* 61 over the partner's per-request points limit; 65 when the member has had its
  * partner's allowance of burns (at any partner) within the velocity window. */
-static int check_burn_limits(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+static int check_burn_limits(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d,
+                             char who[MEMBER_ID_LEN_MAX + 1])
 {
     Coalition__PartnerRecord *p = NULL;
     int rc = check_partner(self, txn, env, d, &p);
-    if (rc != CL_OK || declined(d))
+    if (rc == CL_OK && !declined(d) && env->burn->card != NULL)
+        rc = cards_resolve(self, txn, env, d);
+    snprintf(who, MEMBER_ID_LEN_MAX + 1, "%s", d->member_id); /* by id, or the card's */
+    if (rc != CL_OK || declined(d)) {
+        coalition__partner_record__free_unpacked(p, NULL);
         return rc;
+    }
     ledger_limits_t limits;
     ledger_limits_effective(p->limits, &limits);
     coalition__partner_record__free_unpacked(p, NULL);
@@ -239,11 +277,10 @@ static int check_burn_limits(ledger_t *self, MDB_txn *txn, const envelope_t *env
                 env->partner_id, (long long)limits.max_points);
         return CL_OK;
     }
-    rc = check_member(self, txn, env->burn->member_id, d);
+    rc = check_member(self, txn, who, d);
     if (rc != CL_OK || declined(d))
         return rc;
-    return access_velocity_check(self, txn, env->burn->member_id, limits.burns_per_member_minute,
-                                 d);
+    return access_velocity_check(self, txn, who, limits.burns_per_member_minute, d);
 }
 
 static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
@@ -251,7 +288,8 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     const Coalition__BurnRequest *r = env->burn;
     char redeemed[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
-    int rc = check_burn_limits(self, txn, env, d);
+    char who[MEMBER_ID_LEN_MAX + 1];
+    int rc = check_burn_limits(self, txn, env, d, who);
     if (rc != CL_OK || declined(d))
         return rc;
     if (d->balance < 0)
@@ -281,10 +319,10 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     if (rc != CL_OK)
         return rc;
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, env->partner_id);
-    ledger_account_member(member, sizeof member, r->member_id);
+    ledger_account_member(member, sizeof member, who);
     rc = move_or_decline(self, txn, d, member, redeemed, points);
     if (rc == CL_OK && !declined(d))
-        rc = access_velocity_record(self, txn, r->member_id, d);
+        rc = access_velocity_record(self, txn, who, d);
     if (rc != CL_OK || declined(d))
         return rc;
     d->code = code;
@@ -308,6 +346,9 @@ typedef struct original {
     uint8_t key[TXN_KEY_BYTES_MAX];
     size_t key_len;
     bool ahead;
+    /* Where the original's points are now: its member's account, or for an earn into a
+     * card's unclaimed account, the member that claimed them or breakage after a lapse. */
+    char holder[ACCOUNT_NAME_BYTES_MAX];
 } original_t;
 
 /* An original read from disk must be what rules.c writes for an earn or burn before any
@@ -366,6 +407,39 @@ static int load_reversal(ledger_t *self, MDB_txn *txn, original_t *o)
 
 /* Look the original up by its key. Not seen: o->ahead. A tombstone (another reversal got
  * there first): 12. A remembered decline: 25. Otherwise its entry and reversal record. */
+static int holder_claimed(ledger_t *self, MDB_txn *txn, original_t *o, decision_t *d,
+                          const char *member)
+{
+    ledger_account_member(o->holder, sizeof o->holder, member);
+    return check_member_as(self, txn, member, d, true);
+}
+
+/* The account an original's points are in now (see original_t.holder), checked as
+ * check_member_as does for a reversal; d->balance is that account's. */
+static int holder_of_original(ledger_t *self, MDB_txn *txn, original_t *o, decision_t *d)
+{
+    const char *member = o->entry->member_id;
+    ledger_account_member(o->holder, sizeof o->holder, member);
+    if (member[0] != WIRE_RESERVED_MEMBER_PREFIX)
+        return check_member_as(self, txn, member, d, true);
+    Coalition__MemberRecord *m = NULL;
+    int rc = ledger_get_record(txn, self->db_members, member, strlen(member),
+                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
+    if (rc != CL_OK)
+        return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc; /* it earned, so it exists */
+    char moved_to[MEMBER_ID_LEN_MAX + 1];
+    snprintf(moved_to, sizeof moved_to, "%s", m->moved_to);
+    bool lapsed = m->lapsed;
+    coalition__member_record__free_unpacked(m, NULL);
+    if (moved_to[0] != '\0')
+        return holder_claimed(self, txn, o, d, moved_to);
+    if (!lapsed)
+        return check_member_as(self, txn, member, d, true);
+    snprintf(o->holder, sizeof o->holder, "%s", ACCOUNT_BREAKAGE);
+    set_member(d, member);
+    return ledger_get_balance(self, txn, ACCOUNT_BREAKAGE, &d->balance);
+}
+
 static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d,
                          original_t *o)
 {
@@ -410,7 +484,7 @@ static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env, de
     }
     rc = load_reversal(self, txn, o);
     if (rc == CL_OK)
-        rc = check_member_as(self, txn, o->entry->member_id, d, true);
+        rc = holder_of_original(self, txn, o, d);
     if (rc == CL_OK && !declined(d) && o->rev.voided)
         decline(d, RC_INVALID_TRANSACTION, "%s was voided", original_txn_id);
     return rc;
@@ -459,7 +533,7 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
     coalition__contract__free_unpacked(c, NULL);
     if (rc != CL_OK)
         return rc;
-    ledger_account_member(member, sizeof member, o->entry->member_id);
+    snprintf(member, sizeof member, "%s", o->holder);
     if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
         snprintf(partner_acct, sizeof partner_acct, ACCOUNT_REDEEMED_FMT, env->partner_id);
         return move_or_decline(self, txn, d, partner_acct, member, points);
@@ -655,12 +729,7 @@ static int apply_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
         return store_err(rc);
     Coalition__MemberRecord m = COALITION__MEMBER_RECORD__INIT;
     m.member_id = (char *)member_id;
-    m.created_seq = self->batch_seq + 1;
-    char account[ACCOUNT_NAME_BYTES_MAX];
-    ledger_account_member(account, sizeof account, member_id);
-    rc = ledger_put_record(txn, self->db_members, member_id, strlen(member_id), &m.base);
-    if (rc == CL_OK)
-        rc = ledger_put_balance(self, txn, account, 0);
+    rc = rules_new_member(self, txn, &m);
     d->kind = COALITION__ENTRY_KIND__ENTRY_ENROLL;
     d->balance = 0;
     assert(d->posting_count == 0); /* an enrolment moves no points */
@@ -680,6 +749,13 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     }
     if (rc != MDB_NOTFOUND)
         return store_err(rc);
+    bool bank = false;
+    rc = cards_is_bank(self, txn, r->partner_id, &bank);
+    if (rc != CL_OK || bank) {
+        if (bank)
+            decline(d, RC_INVALID_TRANSACTION, "%s is a bank", r->partner_id);
+        return rc;
+    }
     MDB_stat st;
     rc = mdb_stat(txn, self->db_partners, &st);
     if (rc != MDB_SUCCESS)
@@ -736,7 +812,16 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
 int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     d->code = RC_APPROVED;
-    int rc = check_partner(self, txn, env, d, NULL);
+    bool bank = false;
+    int rc = cards_is_bank(self, txn, env->partner_id, &bank);
+    if (rc == CL_OK && !bank)
+        rc = check_partner(self, txn, env, d, NULL);
+    if (rc == CL_OK && !declined(d) && env->balance->card != NULL)
+        return cards_inquire(self, txn, env, d);
+    if (rc == CL_OK && !declined(d) && bank) {
+        decline(d, RC_NOT_PERMITTED, "a bank asks balances by the cards it enrolled");
+        return CL_OK;
+    }
     if (rc == CL_OK && !declined(d))
         rc = check_member(self, txn, env->balance->member_id, d);
     if (rc != CL_OK || declined(d))
@@ -773,6 +858,9 @@ int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
         return rules_settlement_config(self, txn, d, env->settlement_config);
     case COALITION__ENVELOPE__BODY_WINDOW_CLOSE:
         return rules_window_close(self, txn, d, env->window_close);
+    case COALITION__ENVELOPE__BODY_CARD_ENROLL: return rules_card_enroll(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_BANK_ADD: return rules_bank_add(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: return rules_unclaimed_lapse(self, txn, env, d);
     default:
         /* Balance inquiries never reach the writer; the front end answers them. */
         decline(d, RC_INVALID_TRANSACTION, "%s is not a ledger write", wire_body_name(env));

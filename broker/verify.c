@@ -35,12 +35,14 @@ void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t 
     vmap_init(&v->counters, sizeof(vcounters_t));
     vmap_init(&v->windows, sizeof(vwindow_t));
     vmap_init(&v->pairs, sizeof(vpair_t));
+    verify_cards_init(v);
 }
 
 void verify_free(verify_t *v)
 {
     for (size_t i = 0; i < v->partners.count; i++)
         free(((vpartner_t *)vmap_at(&v->partners, i))->contracts);
+    verify_cards_free(v);
     vmap_free(&v->accounts);
     vmap_free(&v->partners);
     vmap_free(&v->reversals);
@@ -263,6 +265,8 @@ int ledger_verify(ledger_t *self, char *why, size_t why_size)
     verify_init(&v, self, txn, why, why_size);
     if (rc == CL_OK)
         rc = verify_load_partners(&v);
+    if (rc == CL_OK) /* made with the ledger (ledger_init) */
+        rc = vaccounts_open(&v, ACCOUNT_BREAKAGE, 0);
     if (rc == CL_OK)
         rc = check_journal(&v);
     if (rc == CL_OK)

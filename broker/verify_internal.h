@@ -143,6 +143,9 @@ typedef struct {
     vmap_t counters;  /* vcounters_t */
     vmap_t windows;   /* vwindow_t */
     vmap_t pairs;     /* vpair_t */
+    vmap_t cards;     /* verify_cards.c: cards by key, unclaimed accounts, banks and refs */
+    vmap_t unclaimed;
+    vmap_t banks;
     outstanding_t outstanding; /* by issuer, as the journal leaves it */
     bool outstanding_seen;     /* matched with its record */
     vconfig_t *configs;        /* the journal's settlement configurations, in order */
@@ -183,6 +186,18 @@ int verify_expect_move(verify_t *v, const journal_entry_t *e, const char *from, 
                        int64_t points);
 /* No postings and no points (partner-add, enrolment, reversal ahead). */
 int verify_expect_no_moves(verify_t *v, const journal_entry_t *e);
+
+/* verify_cards.c. Bank and card entries, the card an earn or burn names (before its
+ * postings are checked), where an unclaimed account's points are now (for reversals of
+ * its earns), and the card, bank and member records against the journal. */
+void verify_cards_init(verify_t *v);
+void verify_cards_free(verify_t *v);
+int verify_rederive_card(verify_t *v, const journal_entry_t *e);
+int verify_card_earn_burn(verify_t *v, const journal_entry_t *e);
+void verify_holder(const verify_t *v, const char *member, char account[ACCOUNT_NAME_BYTES_MAX],
+                   const char **member_out);
+int verify_card_records(verify_t *v);
+int verify_unclaimed_record(verify_t *v, const Coalition__MemberRecord *m);
 
 /* verify_keys.c. Key and partner-limit entries against the earlier journal; after the
  * walk, the keys database against the journal and each partner's stored limits against

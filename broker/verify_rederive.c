@@ -247,7 +247,8 @@ static int rederive_earn(verify_t *v, const journal_entry_t *e)
     char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, e->partner_id);
     ledger_account_member(member, sizeof member, e->member_id);
-    return verify_expect_move(v, e, issued, member, points);
+    rc = verify_card_earn_burn(v, e);
+    return rc == CL_OK ? verify_expect_move(v, e, issued, member, points) : rc;
 }
 
 static int rederive_burn(verify_t *v, const journal_entry_t *e)
@@ -270,7 +271,8 @@ static int rederive_burn(verify_t *v, const journal_entry_t *e)
     char redeemed[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, e->partner_id);
     ledger_account_member(member, sizeof member, e->member_id);
-    return verify_expect_move(v, e, member, redeemed, e->points);
+    rc = verify_card_earn_burn(v, e);
+    return rc == CL_OK ? verify_expect_move(v, e, member, redeemed, e->points) : rc;
 }
 
 int verify_rederive_entry(verify_t *v, const journal_entry_t *e)
@@ -297,6 +299,11 @@ int verify_rederive_entry(verify_t *v, const journal_entry_t *e)
     case COALITION__ENTRY_KIND__ENTRY_CONTRACT_SET:
     case COALITION__ENTRY_KIND__ENTRY_WINDOW_CLOSE: return CL_OK;
     case COALITION__ENTRY_KIND__ENTRY_SETTLEMENT_CONFIG: return verify_expect_no_moves(v, e);
+    case COALITION__ENTRY_KIND__ENTRY_BANK_ADD:
+    case COALITION__ENTRY_KIND__ENTRY_CARD_ENROL:
+    case COALITION__ENTRY_KIND__ENTRY_CARD_UNLINK:
+    case COALITION__ENTRY_KIND__ENTRY_CARD_REPLACE:
+    case COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE: return verify_rederive_card(v, e);
     default:
         return verify_violation(v, "entry %llu has unknown kind %d", (unsigned long long)e->seq,
                                 (int)e->kind);
@@ -317,15 +324,19 @@ static int check_member_record(verify_t *v, const MDB_val *k, const Coalition__M
     int rc = ledger_get_entry(v->ledger, v->txn, m->created_seq, &e);
     if (rc != CL_OK)
         return rc;
-    bool enrols =
-        e->kind == COALITION__ENTRY_KIND__ENTRY_ENROLL && strcmp(e->member_id, m->member_id) == 0;
+    /* An enrolment, a card's first earn (its unclaimed account) or a bank's enrolment of
+     * a card for a customer it had no member for. */
+    bool enrols = (e->kind == COALITION__ENTRY_KIND__ENTRY_ENROLL ||
+                   e->kind == COALITION__ENTRY_KIND__ENTRY_EARN ||
+                   e->kind == COALITION__ENTRY_KIND__ENTRY_CARD_ENROL) &&
+                  strcmp(e->member_id, m->member_id) == 0;
     coalition__journal_entry__free_unpacked(e, NULL);
     if (!enrols)
         return verify_violation(v, "member record %s names entry %llu, which does not enrol it",
                                 m->member_id, (unsigned long long)m->created_seq);
     if (m->frozen)
         return verify_violation(v, "member %s is frozen without a journal entry", m->member_id);
-    return CL_OK;
+    return verify_unclaimed_record(v, m);
 }
 
 static int visit_member_record(const MDB_val *k, const MDB_val *val, void *ctx)
@@ -364,5 +375,7 @@ int verify_records(verify_t *v)
         rc = check_partner_records(v);
     if (rc == CL_OK)
         rc = verify_key_records(v);
+    if (rc == CL_OK)
+        rc = verify_card_records(v);
     return rc;
 }

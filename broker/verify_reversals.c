@@ -194,10 +194,12 @@ static int reversal_points(verify_t *v, const journal_entry_t *e, reversal_t *r)
         return verify_violation(v, "entry %llu (%s) reverses %s, which was voided",
                                 (unsigned long long)e->seq, ledger_entry_kind_name(e->kind),
                                 r->key_text);
-    if (strcmp(e->member_id, o->member_id) != 0)
+    char holder[ACCOUNT_NAME_BYTES_MAX];
+    const char *member = NULL;
+    verify_holder(v, o->member_id, holder, &member);
+    if (strcmp(e->member_id, member) != 0)
         return verify_violation(v, "entry %llu reverses %s of member %s but names member %s",
-                                (unsigned long long)e->seq, r->key_text, o->member_id,
-                                e->member_id);
+                                (unsigned long long)e->seq, r->key_text, member, e->member_id);
     if (is_void(e))
         return void_points(v, e, r);
     if (o->kind == COALITION__ENTRY_KIND__ENTRY_EARN)
@@ -252,7 +254,8 @@ int verify_rederive_reversal(verify_t *v, const journal_entry_t *e)
         bool of_earn = r.original->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
         snprintf(partner, sizeof partner, of_earn ? ACCOUNT_ISSUED_FMT : ACCOUNT_REDEEMED_FMT,
                  e->partner_id);
-        ledger_account_member(member, sizeof member, r.original->member_id);
+        const char *holder = NULL; /* an unclaimed account's points may have moved on */
+        verify_holder(v, r.original->member_id, member, &holder);
         rc = of_earn ? verify_expect_move(v, e, member, partner, r.points)
                      : verify_expect_move(v, e, partner, member, r.points);
     }

@@ -81,8 +81,8 @@ static int apply_once(void *ctx)
         for (size_t i = 0; i < batch->count && rc == CL_OK; i++) {
             request_t *r = &batch->items[i];
             const char *key = r->principal[0] != '\0' ? r->principal : NULL;
-            rc = ledger_apply_as(round->self->ledger, key, r->env, r->hash, now_ms, &r->reply,
-                                 &r->reply_len);
+            rc = ledger_apply_cards(round->self->ledger, key, r->env, &r->cards, r->hash, now_ms,
+                                    &r->reply, &r->reply_len);
         }
     }
     if (rc == CL_OK)
@@ -168,6 +168,15 @@ static void housekeep(writer_t *self)
                   "writer: settlement housekeeping failed: %s", cl_strerror(rc));
     else if (closed > 0)
         log_info("writer: closed %zu settlement window(s) after their grace", closed);
+    size_t lapsed = 0;
+    rc = ledger_lapse_unclaimed(self->ledger, clock_wall_ms(), WRITER_LAPSES_PER_TICK, &lapsed);
+    if (rc == CL_ERR_MAP_FULL)
+        rc = ledger_grow(self->ledger);
+    if (rc != CL_OK)
+        log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "writer: lapsing unclaimed points failed: %s", cl_strerror(rc));
+    else if (lapsed > 0)
+        log_info("writer: %zu unclaimed card account(s) lapsed to breakage", lapsed);
 }
 
 static void *writer_main(void *arg)

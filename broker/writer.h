@@ -14,6 +14,8 @@
 
 /* How often the idle writer wakes for settlement's roll-over and automatic close. */
 #define WRITER_HOUSEKEEP_INTERVAL_MS 1000
+/* Unclaimed card accounts lapsed per tick, in one batch (bounded: a tick is one commit). */
+#define WRITER_LAPSES_PER_TICK 64
 
 _Static_assert(WRITER_MAP_GROW_ATTEMPTS_MAX >= 2, "a full map must be grown and retried once");
 

@@ -87,6 +87,25 @@ int card_id_of(const card_key_t *key, const char *pan, card_id_t *out)
     return CL_OK;
 }
 
+int card_lookup_of(const card_keys_t *keys, const char *pan, card_lookup_t *out)
+{
+    assert(keys != NULL && keys->count > 0 && keys->count <= CARD_KEYS_MAX && out != NULL);
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < keys->count; i++) {
+        const card_key_t *key = &keys->keys[keys->count - 1 - i]; /* current first */
+        card_id_t id;
+        int rc = card_id_of(key, pan, &id);
+        if (rc != CL_OK)
+            return rc;
+        out->key_id[i] = id.key_id;
+        memcpy(out->hash[i], id.hash, CARD_HASH_BYTES);
+        pan_clear(&id, sizeof id);
+    }
+    out->n = keys->count;
+    assert(out->n > 0 && out->key_id[0] == card_keys_current(keys)->id);
+    return CL_OK;
+}
+
 void pan_clear(void *buf, size_t len)
 {
     if (buf != NULL)
@@ -227,6 +246,15 @@ int card_keys_rotate(const char *path, uint32_t *new_id_out)
         rc = write_keys(path, &keys, false);
     pan_clear(&keys, sizeof keys);
     return rc;
+}
+
+int card_keys_default_path(const char *ledger_dir, char *out, size_t size)
+{
+    size_t n = strlen(ledger_dir);
+    while (n > 1 && ledger_dir[n - 1] == '/')
+        n--;
+    int len = snprintf(out, size, "%.*s.card.key", (int)n, ledger_dir);
+    return len > 0 && (size_t)len < size ? CL_OK : CL_ERR_OVERFLOW;
 }
 
 const card_key_t *card_keys_current(const card_keys_t *keys)

@@ -52,6 +52,14 @@ typedef enum {
     PAN_LUHN        /* the check digit is wrong */
 } pan_verdict_t;
 
+/* A card under every key of the ring, current key first: what the broker looks a card
+ * up by (a card enrolled before a rotation is found under its older key). */
+typedef struct card_lookup {
+    size_t n; /* 0: the number was not given (nothing to look up) */
+    uint32_t key_id[CARD_KEYS_MAX];
+    uint8_t hash[CARD_KEYS_MAX][CARD_HASH_BYTES];
+} card_lookup_t;
+
 /* Check a PAN given as digits only. */
 pan_verdict_t pan_check(const char *pan);
 const char *pan_verdict_text(pan_verdict_t v);
@@ -59,6 +67,8 @@ const char *pan_verdict_text(pan_verdict_t v);
 void pan_mask(const char *pan, char out[PAN_MASKED_BYTES]);
 /* The card id of a valid PAN under key `key`. */
 int card_id_of(const card_key_t *key, const char *pan, card_id_t *out);
+/* The lookup of a valid PAN under every key of `keys` (at least one). */
+int card_lookup_of(const card_keys_t *keys, const char *pan, card_lookup_t *out);
 /* Clear a buffer that held a PAN (explicit_bzero: not optimised away). */
 void pan_clear(void *buf, size_t len);
 
@@ -69,6 +79,9 @@ int card_keys_load(const char *path, card_keys_t *out, char *why, size_t why_siz
 int card_keys_create(const char *path);
 int card_keys_rotate(const char *path, uint32_t *new_id_out);
 const card_key_t *card_keys_current(const card_keys_t *keys);
+/* The default card key file of a ledger directory: beside it, outside it ("DIR.card.key",
+ * any trailing '/' of DIR left out). CL_ERR_OVERFLOW when it does not fit. */
+int card_keys_default_path(const char *ledger_dir, char *out, size_t size);
 const card_key_t *card_keys_find(const card_keys_t *keys, uint32_t id);
 
 #endif

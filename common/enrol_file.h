@@ -13,7 +13,6 @@
 #include <stdio.h>
 
 #define ENROL_LINE_BYTES_MAX 1024
-#define BANK_REF_LEN_MAX 64
 #define ENROL_REASON_BYTES 160
 
 typedef enum { ENROL_ACTION_ENROL = 0, ENROL_ACTION_UNLINK, ENROL_ACTION_REPLACE } enrol_action_t;

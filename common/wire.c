@@ -2,6 +2,7 @@
 #include "wire.h"
 
 #include "amount.h"
+#include "card.h"
 #include "digest.h"
 #include "errors.h"
 #include "keys.h"
@@ -47,8 +48,16 @@ static bool has_unknown_fields(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_PARTNER_TOPUP: body = &env->partner_topup->base; break;
     case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG: body = &env->settlement_config->base; break;
     case COALITION__ENVELOPE__BODY_WINDOW_CLOSE: body = &env->window_close->base; break;
+    case COALITION__ENVELOPE__BODY_CARD_ENROLL: body = &env->card_enroll->base; break;
+    case COALITION__ENVELOPE__BODY_BANK_ADD: body = &env->bank_add->base; break;
+    case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: body = &env->unclaimed_lapse->base; break;
     default: break;
     }
+    const Coalition__Card *cards[2];
+    size_t n = wire_cards_of(env, cards);
+    for (size_t i = 0; i < n; i++)
+        if (cards[i]->base.n_unknown_fields > 0)
+            return true;
     return env->base.n_unknown_fields > 0 || (body != NULL && body->n_unknown_fields > 0);
 }
 
@@ -120,7 +129,87 @@ static int validate_member(const char *member_id, char *why, size_t why_size)
 {
     if (!wire_id_valid(member_id, MEMBER_ID_LEN_MAX))
         return refuse(why, why_size, RC_FORMAT_ERROR, "member id missing or malformed");
+    if (member_id[0] == WIRE_RESERVED_MEMBER_PREFIX)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "member ids starting with %c are reserved",
+                      WIRE_RESERVED_MEMBER_PREFIX);
     return RC_APPROVED;
+}
+
+/* "411111******1111": six digits, stars, four digits, 13-19 in all. */
+static bool masked_valid(const char *m)
+{
+    size_t len = strnlen(m, PAN_DIGITS_MAX + 1);
+    if (len < PAN_DIGITS_MIN || len > PAN_DIGITS_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        bool digit = m[i] >= '0' && m[i] <= '9';
+        bool shown = i < CARD_BIN_DIGITS || i >= len - CARD_LAST_DIGITS;
+        if (shown ? !digit : m[i] != '*')
+            return false;
+    }
+    return true;
+}
+
+/* A card: its masked form always; its PAN (when `pan_required`, or when present) valid
+ * and matching the mask. Reasons never show the PAN. */
+static int validate_card(const Coalition__Card *c, bool pan_required, char *why, size_t why_size)
+{
+    if (c == NULL)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "card missing");
+    if (!masked_valid(c->masked))
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "masked card missing or malformed (first six digits, stars, last four)");
+    if (c->pan[0] == '\0')
+        return pan_required ? refuse(why, why_size, RC_FORMAT_ERROR, "card number missing")
+                            : RC_APPROVED;
+    pan_verdict_t v = pan_check(c->pan);
+    if (v != PAN_OK)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "card %s: %s", c->masked,
+                      pan_verdict_text(v));
+    char masked[PAN_MASKED_BYTES];
+    pan_mask(c->pan, masked);
+    bool same = strcmp(masked, c->masked) == 0;
+    pan_clear(masked, sizeof masked);
+    return same ? RC_APPROVED
+                : refuse(why, why_size, RC_FORMAT_ERROR,
+                         "masked card %s does not match the card number", c->masked);
+}
+
+/* A member named by id or by card, exactly one of them. */
+static int validate_holder(const char *member_id, const Coalition__Card *card, char *why,
+                           size_t why_size)
+{
+    if (card != NULL && member_id[0] != '\0')
+        return refuse(why, why_size, RC_FORMAT_ERROR, "name a member or a card, not both");
+    return card != NULL ? validate_card(card, false, why, why_size)
+                        : validate_member(member_id, why, why_size);
+}
+
+static int validate_card_enroll(const Coalition__CardEnrollRequest *r, bool from_admin, char *why,
+                                size_t why_size)
+{
+    if (!wire_id_valid(r->bank_ref, BANK_REF_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "bank customer reference missing or malformed");
+    if (from_admin ? !wire_id_valid(r->bank_id, PARTNER_ID_LEN_MAX) : r->bank_id[0] != '\0')
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      from_admin ? "bank id missing or malformed" : "bank id is the sender's");
+    if (r->member_id[0] != '\0' && validate_member(r->member_id, why, why_size) != RC_APPROVED)
+        return RC_FORMAT_ERROR;
+    int rc = validate_card(r->card, true, why, why_size);
+    if (rc != RC_APPROVED)
+        return rc;
+    bool replace = r->action == COALITION__CARD_ACTION__CARD_REPLACE;
+    if (r->action != COALITION__CARD_ACTION__CARD_ENROL &&
+        r->action != COALITION__CARD_ACTION__CARD_UNLINK && !replace)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "action must be enrol, unlink or replace");
+    if (!replace)
+        return r->new_card == NULL ? RC_APPROVED
+                                   : refuse(why, why_size, RC_FORMAT_ERROR,
+                                            "a new card is given only to replace");
+    rc = validate_card(r->new_card, true, why, why_size);
+    if (rc == RC_APPROVED && strcmp(r->card->pan, r->new_card->pan) == 0)
+        return refuse(why, why_size, RC_INVALID_TRANSACTION, "a card cannot replace itself");
+    return rc;
 }
 
 static int validate_reversal(const envelope_t *env, const char *original, const char *site,
@@ -243,13 +332,13 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
 {
     switch (env->body_case) {
     case COALITION__ENVELOPE__BODY_EARN: {
-        int rc = validate_member(env->earn->member_id, why, why_size);
+        int rc = validate_holder(env->earn->member_id, env->earn->card, why, why_size);
         if (rc != RC_APPROVED)
             return rc;
         return validate_money(env->earn->amount_minor, env->earn->currency, why, why_size);
     }
     case COALITION__ENVELOPE__BODY_BURN: {
-        int rc = validate_member(env->burn->member_id, why, why_size);
+        int rc = validate_holder(env->burn->member_id, env->burn->card, why, why_size);
         if (rc != RC_APPROVED)
             return rc;
         return validate_points(env->burn->points, why, why_size);
@@ -259,7 +348,7 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
         return validate_reversal(env, env->void_request->original_txn_id,
                                  env->void_request->original_site_id, why, why_size);
     case COALITION__ENVELOPE__BODY_BALANCE:
-        return validate_member(env->balance->member_id, why, why_size);
+        return validate_holder(env->balance->member_id, env->balance->card, why, why_size);
     case COALITION__ENVELOPE__BODY_ENROLL:
         return validate_member(env->enroll->member_id, why, why_size);
     case COALITION__ENVELOPE__BODY_PARTNER_ADD:
@@ -276,6 +365,18 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
     case COALITION__ENVELOPE__BODY_PARTNER_TOPUP:
     case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG:
     case COALITION__ENVELOPE__BODY_WINDOW_CLOSE: return validate_settlement(env, why, why_size);
+    case COALITION__ENVELOPE__BODY_BANK_ADD:
+        if (!wire_id_valid(env->bank_add->bank_id, PARTNER_ID_LEN_MAX))
+            return refuse(why, why_size, RC_FORMAT_ERROR, "bank id missing or malformed");
+        if (strcmp(env->bank_add->bank_id, OPERATOR_PARTNER_ID) == 0)
+            return refuse(why, why_size, RC_NOT_PERMITTED, "bank id is reserved");
+        return RC_APPROVED;
+    case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE:
+        if (!wire_id_valid(env->unclaimed_lapse->unclaimed_member_id, MEMBER_ID_LEN_MAX) ||
+            strncmp(env->unclaimed_lapse->unclaimed_member_id, WIRE_UNCLAIMED_PREFIX,
+                    strlen(WIRE_UNCLAIMED_PREFIX)) != 0)
+            return refuse(why, why_size, RC_FORMAT_ERROR, "not an unclaimed account");
+        return RC_APPROVED;
     default: return refuse(why, why_size, RC_FORMAT_ERROR, "no request body");
     }
 }
@@ -299,12 +400,15 @@ int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_
     bool operator_id = strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0;
     if (from_admin != operator_id)
         return refuse(why, why_size, RC_NOT_PERMITTED, "partner id not allowed on this socket");
-    bool operator_body = admin_body || env->body_case == COALITION__ENVELOPE__BODY_ENROLL;
+    bool operator_body = admin_body || env->body_case == COALITION__ENVELOPE__BODY_ENROLL ||
+                         env->body_case == COALITION__ENVELOPE__BODY_CARD_ENROLL;
     if (admin_body && !from_admin)
         return refuse(why, why_size, RC_NOT_PERMITTED, "operator request on the partner socket");
     if (from_admin && !operator_body)
         return refuse(why, why_size, RC_NOT_PERMITTED, "the operator sends no %s requests",
                       wire_body_name(env));
+    if (env->body_case == COALITION__ENVELOPE__BODY_CARD_ENROLL)
+        return validate_card_enroll(env->card_enroll, from_admin, why, why_size);
     return validate_body(env, why, why_size);
 }
 
@@ -317,13 +421,107 @@ bool wire_admin_body(const envelope_t *env)
            env->body_case == COALITION__ENVELOPE__BODY_CONTRACT_SET ||
            env->body_case == COALITION__ENVELOPE__BODY_PARTNER_TOPUP ||
            env->body_case == COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG ||
-           env->body_case == COALITION__ENVELOPE__BODY_WINDOW_CLOSE;
+           env->body_case == COALITION__ENVELOPE__BODY_WINDOW_CLOSE ||
+           env->body_case == COALITION__ENVELOPE__BODY_BANK_ADD ||
+           env->body_case == COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE;
+}
+
+size_t wire_cards_of(const envelope_t *env, const Coalition__Card *out[2])
+{
+    size_t n = 0;
+    const Coalition__Card *a = NULL, *b = NULL;
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN: a = env->earn->card; break;
+    case COALITION__ENVELOPE__BODY_BURN: a = env->burn->card; break;
+    case COALITION__ENVELOPE__BODY_BALANCE: a = env->balance->card; break;
+    case COALITION__ENVELOPE__BODY_CARD_ENROLL:
+        a = env->card_enroll->card;
+        b = env->card_enroll->new_card;
+        break;
+    default: break;
+    }
+    if (a != NULL)
+        out[n++] = a;
+    if (b != NULL)
+        out[n++] = b;
+    return n;
+}
+
+bool wire_has_pan(const envelope_t *env)
+{
+    const Coalition__Card *cards[2];
+    size_t n = wire_cards_of(env, cards);
+    for (size_t i = 0; i < n; i++)
+        if (cards[i]->pan != NULL && cards[i]->pan[0] != '\0')
+            return true;
+    return false;
+}
+
+void wire_clear_pans(envelope_t *env)
+{
+    const Coalition__Card *cards[2];
+    size_t n = wire_cards_of(env, cards);
+    for (size_t i = 0; i < n; i++)
+        if (cards[i]->pan != NULL)
+            pan_clear(cards[i]->pan, strlen(cards[i]->pan)); /* "" from now on */
+    assert(!wire_has_pan(env));
+}
+
+/* The request with every PAN left out (hashes never cover a card number). */
+static void without_pans(const envelope_t *env, envelope_t *out, void *body, Coalition__Card *c1,
+                         Coalition__Card *c2)
+{
+    *out = *env;
+    const Coalition__Card *cards[2];
+    if (wire_cards_of(env, cards) == 0)
+        return;
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EARN:
+        *(Coalition__EarnRequest *)body = *env->earn;
+        out->earn = body;
+        *c1 = *env->earn->card;
+        out->earn->card = c1;
+        break;
+    case COALITION__ENVELOPE__BODY_BURN:
+        *(Coalition__BurnRequest *)body = *env->burn;
+        out->burn = body;
+        *c1 = *env->burn->card;
+        out->burn->card = c1;
+        break;
+    case COALITION__ENVELOPE__BODY_BALANCE:
+        *(Coalition__BalanceRequest *)body = *env->balance;
+        out->balance = body;
+        *c1 = *env->balance->card;
+        out->balance->card = c1;
+        break;
+    default:
+        assert(env->body_case == COALITION__ENVELOPE__BODY_CARD_ENROLL);
+        *(Coalition__CardEnrollRequest *)body = *env->card_enroll;
+        out->card_enroll = body;
+        *c1 = *env->card_enroll->card;
+        out->card_enroll->card = c1;
+        if (env->card_enroll->new_card != NULL) {
+            *c2 = *env->card_enroll->new_card;
+            out->card_enroll->new_card = c2;
+        }
+        break;
+    }
+    c1->pan = "";
+    c2->pan = "";
 }
 
 int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES])
 {
     assert(env != NULL && hash != NULL);
-    envelope_t canonical = *env;
+    envelope_t canonical;
+    union {
+        Coalition__EarnRequest earn;
+        Coalition__BurnRequest burn;
+        Coalition__BalanceRequest balance;
+        Coalition__CardEnrollRequest card_enroll;
+    } body;
+    Coalition__Card c1 = COALITION__CARD__INIT, c2 = COALITION__CARD__INIT;
+    without_pans(env, &canonical, &body, &c1, &c2);
     canonical.client_time_ms = 0;
     uint8_t buf[WIRE_MESSAGE_BYTES_MAX];
     size_t len = coalition__envelope__get_packed_size(&canonical);
@@ -449,6 +647,9 @@ const char *wire_body_name(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_PARTNER_TOPUP: return "partner-topup";
     case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG: return "settlement-config";
     case COALITION__ENVELOPE__BODY_WINDOW_CLOSE: return "window-close";
+    case COALITION__ENVELOPE__BODY_CARD_ENROLL: return "card-enroll";
+    case COALITION__ENVELOPE__BODY_BANK_ADD: return "bank-add";
+    case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: return "unclaimed-lapse";
     default: return "none";
     }
 }
@@ -460,6 +661,7 @@ const char *wire_member_of(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_BURN: return env->burn->member_id;
     case COALITION__ENVELOPE__BODY_BALANCE: return env->balance->member_id;
     case COALITION__ENVELOPE__BODY_ENROLL: return env->enroll->member_id;
+    case COALITION__ENVELOPE__BODY_CARD_ENROLL: return env->card_enroll->member_id;
     default: return "";
     }
 }

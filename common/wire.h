@@ -20,6 +20,13 @@
 #define TERMINAL_ID_LEN_MAX 32
 #define SITE_ID_LEN_MAX 32
 #define MEMBER_ID_LEN_MAX 64
+#define BANK_REF_LEN_MAX 64
+/* Member ids the ledger makes itself (a card's unclaimed account) start with this;
+ * requests may not name them. */
+#define WIRE_RESERVED_MEMBER_PREFIX '~'
+/* A card's unclaimed account: "~u" + 32 hex digits of its keyed hash + "." + the seq of
+ * its first earn (a new account after each lapse). */
+#define WIRE_UNCLAIMED_PREFIX "~u"
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
 /* The largest packed Authorization: every echoed id is at most its limit, the text at
@@ -107,7 +114,15 @@ int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_
 /* Bodies only the operator may send (admin socket). */
 bool wire_admin_body(const envelope_t *env);
 
-/* SHA-256 of the canonical request with client_time_ms left out. */
+/* The cards a request carries (0, 1, or 2 for a replacement): `out` points into `env`. */
+size_t wire_cards_of(const envelope_t *env, const Coalition__Card *out[2]);
+/* Whether any card of the request carries its number; clear them all in place. */
+bool wire_has_pan(const envelope_t *env);
+void wire_clear_pans(envelope_t *env);
+
+/* SHA-256 of the canonical request with client_time_ms and every card number left out
+ * (a card is hashed by its masked form: the broker and an agent that no longer holds the
+ * number compute the same hash). */
 int wire_request_hash(const envelope_t *env, uint8_t hash[WIRE_HASH_BYTES]);
 
 /* Pack into a fresh malloc'd buffer; NULL on allocation failure. */

@@ -348,8 +348,13 @@ const char *world_key(world_t *w, const char *participant, const char *role)
     if (access(path, F_OK) == 0)
         return path;
     char out[1024];
-    int rc = world_ctl(w, out, sizeof out, "key", "new", participant, "--role", role, "--out", path,
-                       NULL);
+    int rc = 0;
+    if (strcmp(role, "bank") == 0) /* a bank is added before its key; once is enough */
+        rc = world_ctl(w, out, sizeof out, "bank", "add", participant, NULL);
+    if (rc != 0 && strstr(out, "already a bank") == NULL)
+        die("coalitionctl bank add %s failed (%d): %s", participant, rc, out);
+    rc = world_ctl(w, out, sizeof out, "key", "new", participant, "--role", role, "--out", path,
+                   NULL);
     if (rc != 0)
         die("coalitionctl key new %s --role %s failed (%d): %s", participant, role, rc, out);
     return path;

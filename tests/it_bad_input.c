@@ -279,7 +279,7 @@ static void test_setup_sequence(void **state)
     snapshot_t s;
     take_snapshot(&f->world, &s);
     EXPECT_EQ("ledger last seq after setup", SETUP_LAST_SEQ, s.last_seq);
-    EXPECT_EQ("accounts after setup (2 members, 2 x 2 partner accounts)", 6, s.count);
+    EXPECT_EQ("accounts after setup (breakage, 2 members, 2 x 2 partner accounts)", 7, s.count);
 }
 
 static void test_garbage_bytes(void **state)

@@ -1121,11 +1121,11 @@ static void test_bank_key_may_do_nothing(void **state)
     refuse(f, visa, "bank burns", burn_req(&r, "visa", "v2", "alice", 1), RC_NOT_PERMITTED,
            "bank visa may not send burn requests");
     refuse(f, visa, "bank asks a balance", balance_req(&r, "visa", "v3", "alice"), RC_NOT_PERMITTED,
-           "bank visa may not send balance requests");
+           "bank visa may not send balance-by-member requests");
     refuse(f, visa, "bank enrols carol", enroll_req(&r, "visa", "v4", "carol"), RC_NOT_PERMITTED,
            "bank visa may not send enroll requests");
     refuse(f, visa, "bank earns as fuel", earn_req(&r, "fuel", "v5", "alice", 1000),
-           RC_NOT_PERMITTED, "bank visa may not send earn requests");
+           RC_NOT_PERMITTED, "this key belongs to bank visa, not fuel");
     client_destroy(&visa);
     refuse(f, f->fuel, "carol was not enrolled", balance_req(&r, "fuel", "q1", "carol"),
            RC_UNKNOWN_MEMBER, "carol");

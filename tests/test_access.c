@@ -64,6 +64,7 @@ typedef struct {
     Coalition__KeyAddRequest key_add;
     Coalition__KeyRevokeRequest key_revoke;
     Coalition__PartnerLimitsRequest limits;
+    Coalition__BankAddRequest bank_add;
 } request_t;
 
 static envelope_t *request_init(request_t *r, const char *partner, const char *txn)
@@ -148,6 +149,18 @@ static result_t add_key(fixture_t *f, const key_pair_t *key, const char *who, in
     r.key_add.role = (Coalition__KeyRole)role;
     r.env.body_case = COALITION__ENVELOPE__BODY_KEY_ADD;
     r.env.key_add = &r.key_add;
+    return submit(f, &r.env, NULL);
+}
+
+static result_t add_bank(fixture_t *f, const char *bank)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
+    coalition__bank_add_request__init(&r.bank_add);
+    r.bank_add.bank_id = (char *)bank;
+    r.env.body_case = COALITION__ENVELOPE__BODY_BANK_ADD;
+    r.env.bank_add = &r.bank_add;
     return submit(f, &r.env, NULL);
 }
 
@@ -253,6 +266,10 @@ static int setup(void **state)
     expect_code("fuel key", &res, RC_APPROVED);
     res = add_key(f, &f->grocer, "grocer", COALITION__KEY_ROLE__ROLE_PARTNER);
     expect_code("grocer key", &res, RC_APPROVED);
+    res = add_key(f, &f->bank, "bank1", COALITION__KEY_ROLE__ROLE_BANK);
+    expect_code("bank key before its bank", &res, RC_UNKNOWN_PARTNER);
+    res = add_bank(f, "bank1");
+    expect_code("add bank1", &res, RC_APPROVED);
     res = add_key(f, &f->bank, "bank1", COALITION__KEY_ROLE__ROLE_BANK);
     expect_code("bank key", &res, RC_APPROVED);
     res = enroll(f, "alice");

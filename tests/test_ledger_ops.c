@@ -183,7 +183,7 @@ static void account_slices_resume_after_the_last_name(void **state)
     setup_members(f);
     ledger_account_row_t rows[LEDGER_SLICE_RECORDS_MAX];
     const size_t expected[] = {LEDGER_SLICE_RECORDS_MAX, LEDGER_SLICE_RECORDS_MAX, 88, 0};
-    char after[ACCOUNT_NAME_BYTES_MAX] = "";
+    char after[ACCOUNT_NAME_BYTES_MAX] = ACCOUNT_BREAKAGE; /* every ledger has it, first */
     int seen = 0;
     for (size_t s = 0; s < sizeof expected / sizeof expected[0]; s++) {
         size_t count = 999;
