@@ -13,6 +13,7 @@
 #include "ctl.h"
 
 #include "card.h"
+#include "client.h"
 #include "clock.h"
 #include "enrol_file.h"
 #include "errors.h"
@@ -136,28 +137,6 @@ static const char *outcome_name(outcome_t o)
     return names[o];
 }
 
-static void free_cleared(void *data, void *hint)
-{
-    pan_clear(data, (size_t)(uintptr_t)hint);
-    free(data);
-}
-
-/* Send a packed request that holds PANs: ZeroMQ takes the buffer without copying it and
- * clears it when it is done with it. */
-static int send_secret(void *sock, uint8_t *buf, size_t len)
-{
-    zmq_msg_t msg;
-    if (zmq_msg_init_data(&msg, buf, len, free_cleared, (void *)(uintptr_t)len) != 0) {
-        free_cleared(buf, (void *)(uintptr_t)len);
-        return CL_ERR_NOMEM;
-    }
-    if (zmq_msg_send(&msg, sock, 0) < 0) {
-        zmq_msg_close(&msg); /* frees (and clears) the buffer */
-        return CL_ERR_IO;
-    }
-    return CL_OK;
-}
-
 static void reject(enrol_run_t *r, unsigned long line, const char *masked, const char *reason)
 {
     r->counts[OUT_REJECTED]++;
@@ -173,8 +152,10 @@ static outcome_t outcome_of(const slot_t *s, const authorization_t *auth)
         return s->action == ENROL_ACTION_REPLACE  ? OUT_REPLACED
                : s->action == ENROL_ACTION_UNLINK ? OUT_UNLINKED
                                                   : OUT_NEW;
-    return strncmp(auth->text, "unchanged", strlen("unchanged")) == 0 ? OUT_UNCHANGED
-                                                                        : OUT_REJECTED;
+    /* "Declined 12: unchanged: ..." (the rules' decline of a row that changes nothing). */
+    return auth->code == RC_INVALID_TRANSACTION && strstr(auth->text, ": unchanged: ") != NULL
+               ? OUT_UNCHANGED
+               : OUT_REJECTED;
 }
 
 /* Take one reply, if one comes within `timeout_ms`. */
@@ -280,7 +261,7 @@ static int send_row(const enrol_row_t *row, void *ctx)
     s->line = row->line;
     s->action = row->action;
     progress(r, false);
-    return send_secret(r->sock, buf, len);
+    return client_send_secret(r->sock, buf, len);
 }
 
 static int take_reject(unsigned long line, const char *masked, const char *reason, void *ctx)

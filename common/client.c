@@ -1,10 +1,13 @@
 /* Blocking DEALER client; see client.h. */
 #include "client.h"
 
+#include "card.h"
+
 #include "clock.h"
 #include "errors.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -102,6 +105,28 @@ int client_call_raw(client_t *self, const void *buf, size_t len, int timeout_ms,
     return await_reply(self, NULL, timeout_ms, auth_out);
 }
 
+static void free_cleared(void *data, void *hint)
+{
+    pan_clear(data, (size_t)(uintptr_t)hint);
+    free(data);
+}
+
+/* A request holding a card number goes without a copy: ZeroMQ frees the buffer, cleared,
+ * when it has sent it. */
+int client_send_secret(void *sock, uint8_t *buf, size_t len)
+{
+    zmq_msg_t msg;
+    if (zmq_msg_init_data(&msg, buf, len, free_cleared, (void *)(uintptr_t)len) != 0) {
+        free_cleared(buf, (void *)(uintptr_t)len);
+        return CL_ERR_NOMEM;
+    }
+    if (zmq_msg_send(&msg, sock, 0) != (int)len) {
+        zmq_msg_close(&msg); /* frees (and clears) the buffer */
+        return CL_ERR_ZMQ;
+    }
+    return CL_OK;
+}
+
 int client_call(client_t *self, const envelope_t *env, int timeout_ms, authorization_t **auth_out)
 {
     assert(self != NULL && env != NULL && auth_out != NULL && timeout_ms >= 0);
@@ -109,8 +134,13 @@ int client_call(client_t *self, const envelope_t *env, int timeout_ms, authoriza
     uint8_t *buf = wire_pack_envelope(env, &len);
     if (buf == NULL)
         return CL_ERR_NOMEM;
-    int rc = zmq_send(self->sock, buf, len, 0) == (int)len ? CL_OK : CL_ERR_ZMQ;
-    free(buf);
+    int rc = CL_OK;
+    if (wire_has_pan(env)) {
+        rc = client_send_secret(self->sock, buf, len);
+    } else {
+        rc = zmq_send(self->sock, buf, len, 0) == (int)len ? CL_OK : CL_ERR_ZMQ;
+        free(buf);
+    }
     if (rc != CL_OK)
         return rc;
     return await_reply(self, env->txn_id, timeout_ms, auth_out);

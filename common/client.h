@@ -16,6 +16,9 @@ int client_new_curve(client_t **self_out, const char *endpoint, const key_pair_t
 void client_destroy(client_t **self_p);
 /* CL_OK with *auth_out set (free with wire_auth_free), or CL_ERR_TIMEOUT. */
 int client_call(client_t *self, const envelope_t *env, int timeout_ms, authorization_t **auth_out);
+/* Send a packed request holding a card number (taken over): without a copy, cleared
+ * when ZeroMQ frees it. */
+int client_send_secret(void *sock, uint8_t *buf, size_t len);
 /* Send raw bytes and wait for any reply (for malformed-input tests). */
 int client_call_raw(client_t *self, const void *buf, size_t len, int timeout_ms,
                     authorization_t **auth_out);

@@ -7,6 +7,7 @@
  * pending request it depends on (its original, its member's enrolment) is answered. */
 #include "agent.h"
 
+#include "card.h"
 #include "clock.h"
 #include "digest.h"
 #include "errors.h"
@@ -195,7 +196,7 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
     const char *cause = a->key_refused ? "the clearinghouse refused this agent's key (ask the "
                                          "operator)"
                                        : "the clearinghouse is unreachable";
-    if (pending_store_and_forward(p->kind)) {
+    if (pending_stored_offline(p)) {
         snprintf(text, sizeof text, "Stored offline: %s; it will be sent when it is back", cause);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.offline = true;
@@ -386,7 +387,7 @@ static void resend_due(agent_t *a, pending_t *p)
 /* The broker answered 96 (not applied, not remembered) and no till waits: try later. */
 static void to_backoff(agent_t *a, pending_t *p, int64_t now)
 {
-    assert(p->waiter_count == 0 && pending_store_and_forward(p->kind));
+    assert(p->waiter_count == 0 && pending_stored_offline(p));
     a->in_flight -= p->state == PENDING_IN_FLIGHT;
     if (p->state == PENDING_QUEUED)
         sendq_remove(a, p);
@@ -436,7 +437,7 @@ static void save_revocation(agent_t *a, pending_t *burn, int64_t now)
  * written the burn stays here, REVOKED, and repeats of its txn id are declined 12. */
 static void revoke_burn(agent_t *a, pending_t *burn, int64_t now, bool may_be_applied)
 {
-    assert(burn->kind == COALITION__ENVELOPE__BODY_BURN && burn->state != PENDING_REVOKED);
+    assert(pending_revocable(burn) && burn->state != PENDING_REVOKED);
     assert(!may_be_applied || burn->attempts > 0);
     tell_every_waiter_timeout(a, burn);
     pending_t *rev = may_be_applied ? reversal_of(a, burn) : NULL;
@@ -476,11 +477,11 @@ static bool deadlines_due(agent_t *a, pending_t *p, int64_t now)
         answer_from_journal(a, p);
         return false;
     }
-    if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
+    if (pending_revocable(p)) {
         revoke_burn(a, p, now, p->attempts > 0);
         return false;
     }
-    if (!pending_store_and_forward(p->kind)) {
+    if (!pending_stored_offline(p)) {
         tell_every_waiter_timeout(a, p);
         forget(a, p);
         return false;
@@ -595,15 +596,16 @@ static bool answers_this(const uint8_t *auth_bytes, size_t len, const envelope_t
 /* A new request: NULL after answering the till, or a pending not yet admitted. A repeat
  * of a key answered before (in the journal) carries that answer; another request under
  * such a key is declined 94 here, as the broker would. */
-static pending_t *fresh(agent_t *a, const envelope_t *env, const peer_t *peer, int64_t now,
+static pending_t *fresh(agent_t *a, envelope_t *env, const peer_t *peer, int64_t now,
                         char *why, size_t why_size, int *code)
 {
     bool reversed = false;
-    if (env->body_case == COALITION__ENVELOPE__BODY_BURN &&
+    if ((env->body_case == COALITION__ENVELOPE__BODY_BURN ||
+         env->body_case == COALITION__ENVELOPE__BODY_EARN) &&
         outbox_was_reversed(a->store, env->txn_id, &reversed) == CL_OK && reversed) {
         snprintf(why, why_size,
-                 "burn %s was reversed after the clearinghouse did not answer; use a new txn id",
-                 env->txn_id);
+                 "%s %s was reversed after the clearinghouse did not answer; use a new txn id",
+                 wire_body_name(env), env->txn_id);
         *code = RC_INVALID_TRANSACTION;
         return NULL;
     }
@@ -621,10 +623,19 @@ static pending_t *fresh(agent_t *a, const envelope_t *env, const peer_t *peer, i
         *code = RC_DUPLICATE_KEY;
         return NULL;
     }
-    size_t len = 0;
-    uint8_t *bytes = wire_pack_envelope(env, &len);
+    size_t len = 0, secret_len = 0;
+    uint8_t *secret = wire_has_pan(env) ? wire_pack_envelope(env, &secret_len) : NULL;
+    bool secret_ok = secret != NULL || !wire_has_pan(env);
+    wire_clear_pans(env); /* stored and journaled without it */
+    uint8_t *bytes = secret_ok ? wire_pack_envelope(env, &len) : NULL;
     pending_t *p = bytes != NULL ? pending_new(env, a->opts->site_id, bytes, len) : NULL;
+    if (p != NULL) {
+        p->secret = secret;
+        p->secret_len = secret_len;
+    }
     if (p == NULL) {
+        pan_clear(secret, secret_len);
+        free(secret);
         free(bytes);
         free(known);
         snprintf(why, why_size, "agent out of memory");
@@ -663,6 +674,7 @@ static pending_t *admit(agent_t *a, const peer_t *peer, const void *data, size_t
         till_decline(a, peer, env, code, why);
     env->partner_id = sent_partner_id;
     env->site_id = sent_site_id;
+    wire_clear_pans(env);
     wire_envelope_free(env);
     return p;
 }
@@ -680,6 +692,7 @@ static void take_tills(agent_t *a, int64_t now)
         int got = router_read(a->tills, &peer, &payload, &a->log_dropped);
         pending_t *p =
             got == 1 ? admit(a, &peer, zmq_msg_data(&payload), zmq_msg_size(&payload), now) : NULL;
+        pan_clear(zmq_msg_data(&payload), zmq_msg_size(&payload)); /* a card number, maybe */
         zmq_msg_close(&payload);
         if (got == 0)
             break;
@@ -810,10 +823,10 @@ static void not_final(agent_t *a, const not_final_t *e, int64_t now)
               e->code, e->txn_id);
     if (p->known_reply != NULL) {
         answer_from_journal(a, p);
-    } else if (p->kind == COALITION__ENVELOPE__BODY_BURN) {
+    } else if (pending_revocable(p)) {
         bool only_copy_refused = e->code == RC_UNAVAILABLE && p->attempts == 1;
         revoke_burn(a, p, now, !only_copy_refused);
-    } else if (!pending_store_and_forward(p->kind)) {
+    } else if (!pending_stored_offline(p)) {
         tell_every_waiter_timeout(a, p);
         forget(a, p);
     } else {
@@ -871,7 +884,9 @@ static void send_ready(agent_t *a, int64_t now)
 {
     while (a->q_head != NULL && a->in_flight < (size_t)a->opts->window) {
         pending_t *p = a->q_head;
-        if (zmq_send(a->broker, p->envelope, p->envelope_len, ZMQ_DONTWAIT) < 0)
+        const uint8_t *bytes = p->secret != NULL ? p->secret : p->envelope;
+        size_t len = p->secret != NULL ? p->secret_len : p->envelope_len;
+        if (zmq_send(a->broker, bytes, len, ZMQ_DONTWAIT) < 0)
             break; /* no live connection (ZMQ_IMMEDIATE) or queue full: try next tick */
         to_in_flight(a, p, now);
     }
@@ -949,7 +964,7 @@ static int load_entry(uint64_t seq, const uint8_t *bytes, size_t len, void *ctx)
     p->outbox_seq = seq;
     p->attempts = 1; /* it may have reached the broker before the restart */
     admit_new(a, p);
-    return p->kind == COALITION__ENVELOPE__BODY_BURN ? remember_burn(l, p) : CL_OK;
+    return pending_revocable(p) ? remember_burn(l, p) : CL_OK;
 }
 
 static int load_outbox(agent_t *a)

@@ -1,6 +1,7 @@
 /* Till-side library over the shared request/reply client; see coalition_pos.h. */
 #include "coalition_pos.h"
 
+#include "card.h"
 #include "client.h"
 #include "clock.h"
 #include "errors.h"
@@ -161,6 +162,72 @@ int cpos_balance(cpos_t *self, const char *txn_id, const char *member_id, cpos_r
     Coalition__BalanceRequest body = COALITION__BALANCE_REQUEST__INIT;
     envelope_for(self, &env, txn_id);
     body.member_id = (char *)member_id;
+    env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
+    env.balance = &body;
+    return call(self, &env, out);
+}
+
+/* The card of a request: CPOS_BAD_ARGUMENT for a number that is not a card's. */
+static int card_for(const char *pan, Coalition__Card *card, char masked[PAN_MASKED_BYTES])
+{
+    if (pan == NULL || pan_check(pan) != PAN_OK)
+        return CPOS_BAD_ARGUMENT;
+    pan_mask(pan, masked);
+    coalition__card__init(card);
+    card->pan = (char *)pan;
+    card->masked = masked;
+    return CPOS_OK;
+}
+
+int cpos_earn_card(cpos_t *self, const char *txn_id, const char *pan, int64_t amount_minor,
+                   const char *currency, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__EarnRequest body = COALITION__EARN_REQUEST__INIT;
+    Coalition__Card card;
+    char masked[PAN_MASKED_BYTES];
+    if (card_for(pan, &card, masked) != CPOS_OK)
+        return CPOS_BAD_ARGUMENT;
+    envelope_for(self, &env, txn_id);
+    body.card = &card;
+    body.member_id = "";
+    body.amount_minor = amount_minor;
+    body.currency = (char *)currency;
+    env.body_case = COALITION__ENVELOPE__BODY_EARN;
+    env.earn = &body;
+    return call(self, &env, out);
+}
+
+int cpos_burn_card(cpos_t *self, const char *txn_id, const char *pan, int64_t points,
+                   bool allow_partial, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__BurnRequest body = COALITION__BURN_REQUEST__INIT;
+    Coalition__Card card;
+    char masked[PAN_MASKED_BYTES];
+    if (card_for(pan, &card, masked) != CPOS_OK)
+        return CPOS_BAD_ARGUMENT;
+    envelope_for(self, &env, txn_id);
+    body.card = &card;
+    body.member_id = "";
+    body.points = points;
+    body.allow_partial = allow_partial;
+    env.body_case = COALITION__ENVELOPE__BODY_BURN;
+    env.burn = &body;
+    return call(self, &env, out);
+}
+
+int cpos_balance_card(cpos_t *self, const char *txn_id, const char *pan, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__BalanceRequest body = COALITION__BALANCE_REQUEST__INIT;
+    Coalition__Card card;
+    char masked[PAN_MASKED_BYTES];
+    if (card_for(pan, &card, masked) != CPOS_OK)
+        return CPOS_BAD_ARGUMENT;
+    envelope_for(self, &env, txn_id);
+    body.card = &card;
+    body.member_id = "";
     env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
     env.balance = &body;
     return call(self, &env, out);

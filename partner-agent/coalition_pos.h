@@ -60,6 +60,18 @@ int cpos_void_at(cpos_t *self, const char *txn_id, const char *original_site,
 int cpos_balance(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
 int cpos_enroll(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out);
 
+/* Card-linked: the payment card alone names the member (13-19 digits, Luhn-checked here
+ * and by the broker). The card number goes to the agent and on to the clearinghouse, in
+ * memory only: nothing stores it, and the library clears its own copies. A card-linked
+ * earn is never stored offline: while the clearinghouse is away it is declined 91 (and
+ * voided by the agent if it may have been applied). A card no bank has enrolled yet
+ * earns into an unclaimed account, which its enrolment later claims. */
+int cpos_earn_card(cpos_t *self, const char *txn_id, const char *pan, int64_t amount_minor,
+                   const char *currency, cpos_result_t *out);
+int cpos_burn_card(cpos_t *self, const char *txn_id, const char *pan, int64_t points,
+                   bool allow_partial, cpos_result_t *out);
+int cpos_balance_card(cpos_t *self, const char *txn_id, const char *pan, cpos_result_t *out);
+
 const char *cpos_code_meaning(int code);
 
 #endif

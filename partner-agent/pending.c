@@ -2,6 +2,8 @@
  * (a keyed map and a timer heap); see pending.h for the diagram. */
 #include "pending.h"
 
+#include "card.h"
+
 #include "errors.h"
 
 #include <assert.h>
@@ -36,8 +38,7 @@ void pending_set_state(pending_t *self, pending_state_t to)
     assert(allowed[self->state][to]);
     (void)allowed; /* a build with NDEBUG keeps the table, unused */
     /* Only a burn is ever revoked, and only a request with no dependency is queued. */
-    assert(to != PENDING_REVOKED ||
-           (self->kind == COALITION__ENVELOPE__BODY_BURN && self->known_reply == NULL));
+    assert(to != PENDING_REVOKED || (pending_revocable(self) && self->known_reply == NULL));
     assert(to != PENDING_QUEUED || self->blocked_on == NULL);
     assert(to != PENDING_BLOCKED || self->blocked_on != NULL);
     self->state = to;
@@ -63,6 +64,17 @@ bool pending_store_and_forward(Coalition__Envelope__BodyCase kind)
            kind == COALITION__ENVELOPE__BODY_ENROLL;
 }
 
+bool pending_revocable(const pending_t *self)
+{
+    return self->kind == COALITION__ENVELOPE__BODY_BURN ||
+           (self->kind == COALITION__ENVELOPE__BODY_EARN && self->by_card);
+}
+
+bool pending_stored_offline(const pending_t *self)
+{
+    return pending_store_and_forward(self->kind) && !self->by_card;
+}
+
 pending_t *pending_new(const envelope_t *env, const char *own_site, uint8_t *bytes, size_t len)
 {
     assert(wire_id_valid(env->txn_id, TXN_ID_LEN_MAX));
@@ -80,6 +92,8 @@ pending_t *pending_new(const envelope_t *env, const char *own_site, uint8_t *byt
         snprintf(p->original_txn_id, sizeof p->original_txn_id, "%s", original);
     p->state = PENDING_QUEUED;
     p->kind = env->body_case;
+    const Coalition__Card *cards[2];
+    p->by_card = wire_cards_of(env, cards) > 0;
     p->envelope = bytes;
     p->envelope_len = len;
     p->heap_index = PENDING_NOT_IN_HEAP;
@@ -97,6 +111,8 @@ void pending_free(pending_t **self_p)
     assert(self->heap_index == PENDING_NOT_IN_HEAP);
     free(self->known_reply);
     free(self->envelope);
+    pan_clear(self->secret, self->secret_len);
+    free(self->secret);
     free(self);
     *self_p = NULL;
 }

@@ -14,7 +14,8 @@
  *        journal + outbox delete (fsync) ──► done: every waiting till gets the reply
  *
  *   96 with no till waiting (IN_FLIGHT or QUEUED) ──► BACKOFF ──(timer)──► QUEUED
- *   burn, first till deadline passes, maybe sent ──► REVOKED: every waiting till is told
+ *   burn (or earn by card), first till deadline passes, maybe sent ──► REVOKED: every
+ *       waiting till is told
  *       91; a void (~v…) is queued and sent at once; the burn is never sent again. The
  *       burn's own outbox record is the reservation for that void: until the revocation
  *       (outbox delete burn + put void + reversed mark) is written, a restart finds the
@@ -65,6 +66,11 @@ typedef struct pending {
     uint8_t hash[WIRE_HASH_BYTES];            /* wire_request_hash of the stamped envelope */
     uint8_t *envelope;                        /* packed, resent byte for byte */
     size_t envelope_len;
+    /* A request by card: `envelope` (stored, journaled) has the card number cleared; this
+     * is the one sent, with it. Memory only: cleared when freed, gone after a restart. */
+    uint8_t *secret;
+    size_t secret_len;
+    bool by_card;
     uint64_t outbox_seq; /* 0: not in the outbox (inquiries; a void not yet saved) */
     /* A repeat of a key this agent already answered: that answer, from its journal. Such a
      * request is not stored; without a broker answer by the deadline its tills get this
@@ -104,6 +110,13 @@ const char *pending_state_name(pending_state_t state);
 /* Whether the broker's answer to this kind may be kept and delivered later (store and
  * forward) when no till waits: earns, refunds, voids, enrolments. */
 bool pending_store_and_forward(Coalition__Envelope__BodyCase kind);
+
+/* What the agent does when its tills are told 91 but the request may have been applied:
+ * revoke it with a void (burns, and earns by card: the card number is never stored, so
+ * such an earn is never stored offline either), or keep it to send later (store and
+ * forward kinds by member id). */
+bool pending_revocable(const pending_t *self);
+bool pending_stored_offline(const pending_t *self);
 
 /* Waiters. add returns false when PENDING_WAITERS_MAX are already waiting. */
 bool pending_add_waiter(pending_t *self, const peer_t *till, int64_t deadline_ms);

@@ -3,6 +3,7 @@
  * Exit status: 0 approved, 1 declined, 2 no answer or bad usage, 3 stored offline,
  * 4 a replay of an approval that was voided or fully refunded since. */
 #include "amount.h"
+#include "card.h"
 #include "clock.h"
 #include "coalition_pos.h"
 #include "json.h"
@@ -24,6 +25,7 @@
 
 typedef struct args {
     const char *agent, *terminal, *member, *amount, *currency, *txn, *original, *original_site;
+    char card[PAN_DIGITS_MAX + 2]; /* "" unless --card; cleared before exit */
     int64_t points;
     bool allow_partial, json;
     int timeout_ms;
@@ -35,13 +37,13 @@ static void usage(FILE *out)
             "Usage: coalition-pos [--agent ENDPOINT] [--terminal ID] [--json] COMMAND [options]\n"
             "Send one till request to the site's coalition-agent.\n\n"
             "Commands:\n"
-            "  earn    --member M --amount 12.34 [--currency EUR] --txn T\n"
-            "  burn    --member M --points 500 --txn T [--allow-partial]\n"
+            "  earn    --member M|--card PAN --amount 12.34 [--currency EUR] --txn T\n"
+            "  burn    --member M|--card PAN --points 500 --txn T [--allow-partial]\n"
             "  refund  --original T1 [--amount 5.00 [--currency EUR] | --points N] --txn T2\n"
             "          [--original-site S]  (no amount: refund everything not yet refunded)\n"
             "  void    --original T1 --txn T2 [--original-site S]\n"
             "          (--original-site: T1 was taken at another store of this partner)\n"
-            "  balance --member M [--txn T]\n"
+            "  balance --member M|--card PAN [--txn T]\n"
             "  enroll  --member M --txn T\n\n"
             "Options:\n"
             "  -a, --agent ENDPOINT   the agent's till socket (default: $COALITION_AGENT)\n"
@@ -49,6 +51,9 @@ static void usage(FILE *out)
             "  -j, --json             print one JSON object: code, approved, points, balance,\n"
             "                         seq, auth_code, replay, reversed, offline, pending, text\n"
             "      --timeout-ms N     give up after N ms (default: %d)\n"
+            "      --card PAN         the payment card instead of a member id (card-linked);\n"
+            "                         '-' reads it from standard input, keeping it out of the\n"
+            "                         process list. A card earn is never stored offline\n"
             "  -h, --help             this text\n\n"
             "Exit status: 0 approved, 1 declined, 2 no answer or bad usage,\n"
             "3 stored offline by the agent (not yet approved; it will be delivered),\n"
@@ -110,9 +115,38 @@ static bool need(const char *value, const char *option)
     return value != NULL;
 }
 
+/* earn, burn and balance by card. */
+static int run_card(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
+{
+    int64_t minor = 0;
+    if (a->member != NULL) {
+        fprintf(stderr, "coalition-pos: give --member or --card, not both\n");
+        return CPOS_BAD_ARGUMENT;
+    }
+    if (pan_check(a->card) != PAN_OK) {
+        fprintf(stderr, "coalition-pos: --card: %s\n", pan_verdict_text(pan_check(a->card)));
+        return CPOS_BAD_ARGUMENT;
+    }
+    if (strcmp(cmd, "earn") == 0) {
+        if (!need(a->amount, "--amount") || !need(a->txn, "--txn") || parse_money(a, &minor) != 0)
+            return CPOS_BAD_ARGUMENT;
+        return cpos_earn_card(pos, a->txn, a->card, minor, a->currency, r);
+    }
+    if (strcmp(cmd, "burn") == 0)
+        return need(a->txn, "--txn")
+                   ? cpos_burn_card(pos, a->txn, a->card, a->points, a->allow_partial, r)
+                   : CPOS_BAD_ARGUMENT;
+    if (strcmp(cmd, "balance") == 0)
+        return cpos_balance_card(pos, a->txn, a->card, r);
+    fprintf(stderr, "coalition-pos: --card goes with earn, burn and balance\n");
+    return CPOS_BAD_ARGUMENT;
+}
+
 static int run(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
 {
     int64_t minor = 0;
+    if (a->card[0] != '\0')
+        return run_card(pos, cmd, a, r);
     if (strcmp(cmd, "earn") == 0) {
         if (!need(a->member, "--member") || !need(a->amount, "--amount") ||
             !need(a->txn, "--txn") || parse_money(a, &minor) != 0)
@@ -145,9 +179,28 @@ static int run(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
     return CPOS_BAD_ARGUMENT;
 }
 
+/* --card: its value, or a line of standard input for '-'; the argument itself is blanked
+ * (it no longer shows in the process list). */
+static int take_card(char *arg, args_t *a)
+{
+    if (strcmp(arg, "-") == 0) {
+        if (fgets(a->card, sizeof a->card, stdin) == NULL)
+            a->card[0] = '\0';
+        a->card[strcspn(a->card, "\r\n")] = '\0';
+    } else {
+        snprintf(a->card, sizeof a->card, "%s", arg);
+        pan_clear(arg, strlen(arg));
+    }
+    if (a->card[0] == '\0') {
+        fprintf(stderr, "coalition-pos: --card needs a card number\n");
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_command_options(int argc, char **argv, args_t *a)
 {
-    enum { OPT_TIMEOUT = 256, OPT_ORIGINAL_SITE };
+    enum { OPT_TIMEOUT = 256, OPT_ORIGINAL_SITE, OPT_CARD };
     static const struct option longopts[] = {
         {"member", required_argument, NULL, 'm'},
         {"amount", required_argument, NULL, 'A'},
@@ -156,6 +209,7 @@ static int parse_command_options(int argc, char **argv, args_t *a)
         {"txn", required_argument, NULL, 'x'},
         {"original", required_argument, NULL, 'o'},
         {"original-site", required_argument, NULL, OPT_ORIGINAL_SITE},
+        {"card", required_argument, NULL, OPT_CARD},
         {"allow-partial", no_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
@@ -171,6 +225,10 @@ static int parse_command_options(int argc, char **argv, args_t *a)
         case 'x': a->txn = optarg; break;
         case 'o': a->original = optarg; break;
         case OPT_ORIGINAL_SITE: a->original_site = optarg; break;
+        case OPT_CARD:
+            if (take_card(optarg, a) != 0)
+                return -1;
+            break;
         case 'p': a->allow_partial = true; break;
         case 'j': a->json = true; break;
         case 'P':
@@ -234,6 +292,7 @@ int main(int argc, char **argv)
     cpos_set_timeout(pos, a.timeout_ms > 0 ? a.timeout_ms : CPOS_TIMEOUT_MS_DEFAULT);
     cpos_result_t r;
     int rc = run(pos, cmd, &a, &r);
+    pan_clear(a.card, sizeof a.card);
     cpos_destroy(&pos);
     if (rc == CPOS_BAD_ARGUMENT)
         return EXIT_USAGE;
