@@ -10,6 +10,8 @@
  * The broker is restarted between the phases so that its "per fsync" figure (logged at
  * stop) covers the earns alone. Exit 0 all fresh and the check passed, 1 otherwise, 2 bad
  * usage. Nothing here asserts on time. */
+#define _DEFAULT_SOURCE /* wait4 */
+#include "card.h"
 #include "clock.h"
 #include "errors.h"
 #include "harness.h"
@@ -18,6 +20,7 @@
 #include "wire.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -48,6 +51,9 @@
 #define DEFAULT_MEMBERS 1000000
 #define DEFAULT_SEED 1u
 #define BENCH_PARTNER "bench"
+#define BENCH_BANK "benchbank"
+#define BENCH_BIN "453201"
+_Static_assert(MEMBERS_MAX <= 999999999, "a member's index fits a card's 9 digits");
 #define BENCH_RATE_LIMIT "1000000" /* requests a second: the highest a partner may be given */
 #define BENCH_SITE "bench"
 #define BENCH_TERMINAL "bench"
@@ -79,6 +85,7 @@ typedef struct options {
     const char *ledger;           /* NULL: a fresh one (own broker) or no seq check (--endpoint) */
     const char *admin;            /* NULL: ipc://LEDGER/admin.sock when the ledger is known */
     bool insecure;                /* plain TCP (the broker runs --insecure) instead of CURVE */
+    bool cards; /* own broker: enrol a card per member from a bank file, earn by card */
     const char *key, *broker_key; /* an external broker's: our secret key, its public key */
 } options_t;
 
@@ -126,6 +133,7 @@ typedef struct stream {
     char prefix[PREFIX_BYTES];
     long count;
     int window, members;
+    bool cards; /* STREAM_EARN: by the member's card instead of its id */
     uint64_t rng;
     gate_t *start; /* NULL: start at once */
     slot_t *slots;
@@ -136,6 +144,8 @@ typedef struct stream {
 typedef struct request_buf {
     envelope_t env;
     Coalition__EarnRequest earn;
+    Coalition__Card card;
+    char pan[PAN_DIGITS_MAX + 1], masked[PAN_MASKED_BYTES];
     Coalition__EnrollRequest enroll;
     Coalition__PartnerAddRequest partner;
     char txn[TXN_ID_LEN_MAX + 1];
@@ -183,6 +193,22 @@ static uint64_t uniform_below(uint64_t *state, uint64_t n)
     return r % n;
 }
 
+/* Member m's card: BENCH_BIN, m in 9 digits, the Luhn check digit. */
+static void bench_pan(uint64_t m, char out[PAN_DIGITS_MAX + 1])
+{
+    snprintf(out, PAN_DIGITS_MAX + 1, "%s%09" PRIu64 "0", BENCH_BIN, m);
+    size_t n = strlen(out);
+    unsigned sum = 0;
+    for (size_t k = 0; k + 1 < n; k++) {
+        unsigned d = (unsigned)(out[n - 2 - k] - '0');
+        if (k % 2 == 0)
+            d = d * 2 > 9 ? d * 2 - 9 : d * 2;
+        sum += d;
+    }
+    out[n - 1] = (char)('0' + (10 - sum % 10) % 10);
+    assert(pan_check(out) == PAN_OK);
+}
+
 static void build_request(stream_t *s, long i, request_buf_t *b)
 {
     envelope_t *env = &b->env;
@@ -210,16 +236,26 @@ static void build_request(stream_t *s, long i, request_buf_t *b)
         env->body_case = COALITION__ENVELOPE__BODY_ENROLL;
         env->enroll = &b->enroll;
         break;
-    case STREAM_EARN:
+    case STREAM_EARN: {
         coalition__earn_request__init(&b->earn);
-        snprintf(b->member, sizeof b->member, "m%" PRIu64,
-                 uniform_below(&s->rng, (uint64_t)s->members));
+        uint64_t m = uniform_below(&s->rng, (uint64_t)s->members);
+        snprintf(b->member, sizeof b->member, "m%" PRIu64, m);
         b->earn.member_id = b->member;
+        if (s->cards) {
+            bench_pan(m, b->pan);
+            pan_mask(b->pan, b->masked);
+            coalition__card__init(&b->card);
+            b->card.pan = b->pan;
+            b->card.masked = b->masked;
+            b->earn.card = &b->card;
+            b->earn.member_id = "";
+        }
         b->earn.amount_minor = EARN_AMOUNT_MINOR;
         b->earn.currency = EARN_CURRENCY;
         env->body_case = COALITION__ENVELOPE__BODY_EARN;
         env->earn = &b->earn;
         break;
+    }
     }
 }
 
@@ -622,6 +658,52 @@ static int keys_and_limits(bench_t *b)
     return load_curve(b, world_key(&b->w, BENCH_PARTNER, "partner"), b->w.broker_pub);
 }
 
+/* A bank file of one card per member, enrolled with coalitionctl enroll: its wall time
+ * and the peak resident memory of coalitionctl (ru_maxrss of the child). */
+static int cards_phase(bench_t *b)
+{
+    char out[1024], path[HARNESS_PATH_BYTES + 16];
+    if (world_ctl(&b->w, out, sizeof out, "--admin", b->admin, "bank", "add", BENCH_BANK,
+                  (const char *)NULL) != 0) {
+        fprintf(stderr, "bench_broker: bank add: %s\n", out);
+        return -1;
+    }
+    b->setup_fresh++;
+    snprintf(path, sizeof path, "%s/cards.csv", b->w.dir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    fputs("bank_ref,pan,member_id\n", f);
+    char pan[PAN_DIGITS_MAX + 1];
+    for (int m = 0; m < b->o.members; m++) {
+        bench_pan((uint64_t)m, pan);
+        fprintf(f, "c%d,%s,m%d\n", m, pan, m);
+    }
+    if (fclose(f) != 0)
+        return -1;
+    char *const argv[] = {COALITIONCTL_BIN, "--ledger", b->w.ledger, "--admin", b->admin,
+                          "enroll", "--bank", BENCH_BANK, "--file", path, NULL};
+    int64_t t0 = clock_mono_us();
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench_broker: coalitionctl enroll failed (status %d)\n", status);
+        return -1;
+    }
+    double s = (double)(clock_mono_us() - t0) / USEC_PER_SEC;
+    printf("cards: %d-row bank file enrolled in %.2f s: %.0f cards/s; coalitionctl peak RSS "
+           "%.1f MiB\n",
+           b->o.members, s, (double)b->o.members / (s > 0 ? s : 1), (double)ru.ru_maxrss / 1024.0);
+    b->setup_fresh += b->o.members;
+    return 0;
+}
+
 static int setup_phase(bench_t *b)
 {
     stream_t partner = {.slots = NULL}, enroll = {.slots = NULL};
@@ -648,6 +730,8 @@ static int setup_phase(bench_t *b)
         fprintf(stderr, "bench_broker: not every setup request was approved\n");
     if (rc == 0)
         rc = keys_and_limits(b);
+    if (rc == 0 && b->o.cards)
+        rc = cards_phase(b);
 out:
     stream_free(&partner);
     stream_free(&enroll);
@@ -667,6 +751,7 @@ static int earn_streams_init(bench_t *b, stream_t *streams, gate_t *start)
             return -1;
         s->window = b->o.window;
         s->members = b->o.members;
+        s->cards = b->o.cards;
         uint64_t mix = b->o.seed ^ ((uint64_t)(c + 1) * 0xd1b54a32d192ed03u);
         s->rng = splitmix64(&mix); /* clients' sequences start far apart */
         s->start = start;
@@ -872,7 +957,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: bench_broker [--clients N] [--window N] [--requests N] [--members N]\n"
-            "                    [--seed N] [--port N] [--ledger DIR] [--insecure]\n"
+            "                    [--seed N] [--port N] [--ledger DIR] [--insecure] [--cards]\n"
             "       bench_broker --endpoint ENDPOINT [--ledger DIR | --admin ENDPOINT]\n"
             "                    [--key FILE --broker-key FILE | --insecure] ...\n"
             "Durable earns through coalition-broker over loopback TCP. Counts only fresh\n"
@@ -884,6 +969,9 @@ static void usage(FILE *out)
             "Earns go over CURVE as partner bench (own broker: a key made with coalitionctl;\n"
             "external: --key and --broker-key), or plain TCP with --insecure (the broker\n"
             "must run --insecure too). Setup raises bench's request rate limit.\n"
+            "--cards (own broker): setup also enrols one card per member from a bank file\n"
+            "with coalitionctl enroll (its cards/s and peak memory printed), and the earns\n"
+            "name the member by card.\n"
             "Defaults: --clients %d --window %d --requests %ld --members %d --seed %u\n"
             "Exit 0 every earn a fresh approval and the check passed, 1 otherwise, 2 usage.\n",
             DEFAULT_CLIENTS, DEFAULT_WINDOW, DEFAULT_REQUESTS, DEFAULT_MEMBERS, DEFAULT_SEED);
@@ -935,6 +1023,7 @@ static int parse_option(options_t *o, int c, const char *arg)
     case 'l': o->ledger = arg; break;
     case 'a': o->admin = arg; break;
     case 'I': o->insecure = true; break;
+    case 'C': o->cards = true; break;
     case 'k': o->key = arg; break;
     case 'K': o->broker_key = arg; break;
     default: rc = -1;
@@ -951,6 +1040,7 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"endpoint", required_argument, NULL, 'e'}, {"ledger", required_argument, NULL, 'l'},
         {"admin", required_argument, NULL, 'a'},    {"insecure", no_argument, NULL, 'I'},
         {"key", required_argument, NULL, 'k'},      {"broker-key", required_argument, NULL, 'K'},
+        {"cards", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     for (;;) {
         int c = getopt_long(argc, argv, "c:w:n:m:p:s:e:l:a:k:K:h", longopts, NULL);
