@@ -12,6 +12,7 @@
 
 #include "expect.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,9 @@ typedef struct {
     Coalition__BalanceRequest balance;
     Coalition__EnrollRequest enroll;
     Coalition__PartnerAddRequest partner_add;
+    Coalition__CardEnrollRequest card_enroll;
+    Coalition__Card card, new_card;
+    char pan[32], masked[32], new_pan[32], new_masked[32];
 } request_t;
 
 static void request_init(request_t *r, const char *partner_id, const char *txn_id)
@@ -559,6 +563,125 @@ static void request_hash_covers_the_request(void **state)
     EXPECT_TRUE("same request, same hash", memcmp(base, other, sizeof base) == 0);
 }
 
+/* ---- cards ----------------------------------------------------------------------------- */
+
+#define PAN_A "4532015112830366"
+#define PAN_B "4916338506082832"
+
+static Coalition__Card *card_set(Coalition__Card *c, char *pan_buf, char *masked_buf,
+                                 const char *pan, const char *masked)
+{
+    coalition__card__init(c);
+    snprintf(pan_buf, 32, "%s", pan);
+    snprintf(masked_buf, 32, "%s", masked);
+    c->pan = pan_buf;
+    c->masked = masked_buf;
+    return c;
+}
+
+static envelope_t *card_earn(request_t *r, const char *pan, const char *masked)
+{
+    earn_req(r, "", 1234, "EUR");
+    r->earn.card = card_set(&r->card, r->pan, r->masked, pan, masked);
+    return &r->env;
+}
+
+static void card_requests_are_validated(void **state)
+{
+    (void)state;
+    request_t r;
+    request_init(&r, "fuel", "c-1");
+    expect_validate(card_earn(&r, PAN_A, "453201******0366"), false, RC_APPROVED, NULL);
+    expect_validate(card_earn(&r, "", "453201******0366"), false, RC_APPROVED, NULL); /* resend */
+    expect_validate(card_earn(&r, "4532015112830367", "453201******0367"), false, RC_FORMAT_ERROR,
+                    "Luhn");
+    expect_validate(card_earn(&r, "45320151128303a6", "453201******03a6"), false,
+                    RC_FORMAT_ERROR, "masked card");
+    expect_validate(card_earn(&r, PAN_A, "453201******0367"), false, RC_FORMAT_ERROR,
+                    "does not match");
+    expect_validate(card_earn(&r, PAN_A, "4532015112830366"), false, RC_FORMAT_ERROR,
+                    "masked card");
+    expect_validate(card_earn(&r, PAN_A, ""), false, RC_FORMAT_ERROR, "masked card");
+    card_earn(&r, PAN_A, "453201******0366");
+    r.earn.member_id = "alice";
+    expect_validate(&r.env, false, RC_FORMAT_ERROR, "not both");
+    char why[128];
+    EXPECT_TRUE("a refusal never shows the PAN",
+                wire_validate(&r.env, false, why, sizeof why) != RC_APPROVED &&
+                    strstr(why, PAN_A) == NULL);
+    expect_validate(earn_req(&r, "~u00.1", 1234, "EUR"), false, RC_FORMAT_ERROR, "reserved");
+}
+
+static envelope_t *card_enrol(request_t *r, const char *bank_id, int action)
+{
+    coalition__card_enroll_request__init(&r->card_enroll);
+    r->card_enroll.bank_ref = "ref-1";
+    r->card_enroll.bank_id = (char *)bank_id;
+    r->card_enroll.action = action;
+    r->card_enroll.card = card_set(&r->card, r->pan, r->masked, PAN_A, "453201******0366");
+    r->env.body_case = COALITION__ENVELOPE__BODY_CARD_ENROLL;
+    r->env.card_enroll = &r->card_enroll;
+    return &r->env;
+}
+
+static void card_enrolment_is_validated(void **state)
+{
+    (void)state;
+    request_t r;
+    request_init(&r, "visa", "e-1");
+    expect_validate(card_enrol(&r, "", COALITION__CARD_ACTION__CARD_ENROL), false, RC_APPROVED,
+                    NULL);
+    expect_validate(card_enrol(&r, "visa", COALITION__CARD_ACTION__CARD_ENROL), false,
+                    RC_FORMAT_ERROR, "sender's");
+    card_enrol(&r, "", COALITION__CARD_ACTION__CARD_ENROL);
+    r.card.pan = "";
+    expect_validate(&r.env, false, RC_FORMAT_ERROR, "card number missing");
+    card_enrol(&r, "", COALITION__CARD_ACTION__CARD_REPLACE);
+    expect_validate(&r.env, false, RC_FORMAT_ERROR, "card missing");
+    r.card_enroll.new_card = card_set(&r.new_card, r.new_pan, r.new_masked, PAN_A,
+                                      "453201******0366");
+    expect_validate(&r.env, false, RC_INVALID_TRANSACTION, "itself");
+    r.card_enroll.new_card = card_set(&r.new_card, r.new_pan, r.new_masked, PAN_B,
+                                      "491633******2832");
+    expect_validate(&r.env, false, RC_APPROVED, NULL);
+    card_enrol(&r, "", 7);
+    expect_validate(&r.env, false, RC_FORMAT_ERROR, "action");
+    request_init(&r, OPERATOR_PARTNER_ID, "e-2");
+    expect_validate(card_enrol(&r, "", COALITION__CARD_ACTION__CARD_ENROL), true,
+                    RC_FORMAT_ERROR, "bank id");
+    expect_validate(card_enrol(&r, "visa", COALITION__CARD_ACTION__CARD_ENROL), true, RC_APPROVED,
+                    NULL);
+}
+
+static void request_hash_leaves_the_pan_out(void **state)
+{
+    (void)state;
+    uint8_t with[WIRE_HASH_BYTES], without[WIRE_HASH_BYTES], other[WIRE_HASH_BYTES];
+    request_t r;
+    request_init(&r, "fuel", "c-1");
+    hash_of(card_earn(&r, PAN_A, "453201******0366"), with);
+    EXPECT_TRUE("the PAN is still there", wire_has_pan(&r.env));
+    EXPECT_STR("the hash leaves the request as it was", PAN_A, r.card.pan);
+    wire_clear_pans(&r.env);
+    EXPECT_FALSE("cleared", wire_has_pan(&r.env));
+    for (size_t i = 0; i < sizeof r.pan; i++)
+        EXPECT_EQ("every byte of the PAN cleared", 0, r.pan[i]);
+    hash_of(&r.env, without);
+    EXPECT_TRUE("same hash with and without the PAN", memcmp(with, without, sizeof with) == 0);
+    hash_of(card_earn(&r, PAN_A, "453201******0367"), other);
+    EXPECT_FALSE("the masked card is hashed", memcmp(with, other, sizeof with) == 0);
+    size_t len = 0;
+    card_earn(&r, PAN_A, "453201******0366");
+    uint8_t *buf = pack(&r.env, &len);
+    envelope_t *back = wire_envelope_decode(buf, len);
+    assert_non_null(back);
+    EXPECT_STR("the PAN travels", PAN_A, back->earn->card->pan);
+    wire_clear_pans(back);
+    EXPECT_STR("cleared after decoding", "", back->earn->card->pan);
+    wire_envelope_free(back);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -585,6 +708,9 @@ int main(void)
         cmocka_unit_test(validate_partner_add_rules),
         cmocka_unit_test(request_hash_ignores_client_time),
         cmocka_unit_test(request_hash_covers_the_request),
+        cmocka_unit_test(card_requests_are_validated),
+        cmocka_unit_test(card_enrolment_is_validated),
+        cmocka_unit_test(request_hash_leaves_the_pan_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
