@@ -498,8 +498,10 @@ static void without_pans(const envelope_t *env, envelope_t *out, void *body, Coa
         assert(env->body_case == COALITION__ENVELOPE__BODY_CARD_ENROLL);
         *(Coalition__CardEnrollRequest *)body = *env->card_enroll;
         out->card_enroll = body;
-        *c1 = *env->card_enroll->card;
-        out->card_enroll->card = c1;
+        if (env->card_enroll->card != NULL) { /* either may be missing (not validated yet) */
+            *c1 = *env->card_enroll->card;
+            out->card_enroll->card = c1;
+        }
         if (env->card_enroll->new_card != NULL) {
             *c2 = *env->card_enroll->new_card;
             out->card_enroll->new_card = c2;

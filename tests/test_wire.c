@@ -680,6 +680,14 @@ static void request_hash_leaves_the_pan_out(void **state)
     EXPECT_STR("cleared after decoding", "", back->earn->card->pan);
     wire_envelope_free(back);
     free(buf);
+    /* Hashed before it is validated: an enrolment with only a new card (found by
+     * fuzz_envelope, a NULL dereference) hashes and is then refused. */
+    request_init(&r, "visa", "e-1");
+    card_enrol(&r, "", COALITION__CARD_ACTION__CARD_REPLACE);
+    r.card_enroll.new_card = r.card_enroll.card;
+    r.card_enroll.card = NULL;
+    hash_of(&r.env, other);
+    expect_validate(&r.env, false, RC_FORMAT_ERROR, "card missing");
 }
 
 int main(void)

@@ -7,6 +7,7 @@
 #include "fuzz_support.h"
 
 #include "amount.h"
+#include "card.h"
 #include "errors.h"
 #include "keys.h"
 #include "wire.h"
@@ -67,6 +68,48 @@ static void check_refund(const envelope_t *env)
     check_reversal(env);
 }
 
+/* A card an approval carries: its masked form six digits, stars, four digits; its PAN, if
+ * any, 13-19 digits that pass Luhn and match the mask (cards.c relies on it). */
+static void check_card(const Coalition__Card *c, bool pan_required)
+{
+    FUZZ_REQUIRE(c != NULL, "approved request without its card");
+    size_t m = strlen(c->masked), n = strlen(c->pan);
+    FUZZ_REQUIRE(m >= PAN_DIGITS_MIN && m <= PAN_DIGITS_MAX, "approved masked card of %zu", m);
+    for (size_t i = 0; i < m; i++) {
+        bool shown = i < CARD_BIN_DIGITS || i >= m - CARD_LAST_DIGITS;
+        FUZZ_REQUIRE(shown ? (c->masked[i] >= '0' && c->masked[i] <= '9') : c->masked[i] == '*',
+                     "approved masked card %s", c->masked);
+    }
+    FUZZ_REQUIRE(!pan_required || n > 0, "approved card without its number");
+    if (n == 0)
+        return;
+    FUZZ_REQUIRE(pan_check(c->pan) == PAN_OK && n == m, "approved card number not a PAN");
+    for (size_t i = 0; i < n; i++)
+        FUZZ_REQUIRE(c->masked[i] == '*' || c->masked[i] == c->pan[i],
+                     "approved card whose mask is not its number's");
+}
+
+static void check_card_enroll(const envelope_t *env, bool from_admin)
+{
+    const Coalition__CardEnrollRequest *r = env->card_enroll;
+    FUZZ_REQUIRE(wire_id_valid(r->bank_ref, BANK_REF_LEN_MAX), "approved enrolment without a ref");
+    FUZZ_REQUIRE(from_admin ? wire_id_valid(r->bank_id, PARTNER_ID_LEN_MAX) : r->bank_id[0] == '\0',
+                 "approved enrolment with bank id '%s'", r->bank_id);
+    FUZZ_REQUIRE(r->member_id[0] == '\0' || (wire_id_valid(r->member_id, MEMBER_ID_LEN_MAX) &&
+                                              r->member_id[0] != WIRE_RESERVED_MEMBER_PREFIX),
+                 "approved enrolment for member '%s'", r->member_id);
+    check_card(r->card, true);
+    bool replace = r->action == COALITION__CARD_ACTION__CARD_REPLACE;
+    FUZZ_REQUIRE(replace || r->action == COALITION__CARD_ACTION__CARD_ENROL ||
+                     r->action == COALITION__CARD_ACTION__CARD_UNLINK,
+                 "approved enrolment action %d", (int)r->action);
+    FUZZ_REQUIRE(replace == (r->new_card != NULL), "a new card with action %d", (int)r->action);
+    if (replace) {
+        check_card(r->new_card, true);
+        FUZZ_REQUIRE(strcmp(r->card->pan, r->new_card->pan) != 0, "a card replacing itself");
+    }
+}
+
 /* What an approved partner request promises the ledger, checked apart from wire.c. */
 static void check_partner_body(const envelope_t *env)
 {
@@ -84,6 +127,7 @@ static void check_partner_body(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_VOID_REQUEST: check_reversal(env); break;
     case COALITION__ENVELOPE__BODY_BALANCE:
     case COALITION__ENVELOPE__BODY_ENROLL: break;
+    case COALITION__ENVELOPE__BODY_CARD_ENROLL: check_card_enroll(env, false); break;
     default: fuzz_fail("approved partner request with body %s", wire_body_name(env));
     }
 }
@@ -163,6 +207,23 @@ static void check_admin_body(const envelope_t *env)
 {
     if (env->body_case == COALITION__ENVELOPE__BODY_ENROLL || check_settlement_body(env))
         return;
+    if (env->body_case == COALITION__ENVELOPE__BODY_CARD_ENROLL) {
+        check_card_enroll(env, true);
+        return;
+    }
+    if (env->body_case == COALITION__ENVELOPE__BODY_BANK_ADD) {
+        FUZZ_REQUIRE(wire_id_valid(env->bank_add->bank_id, PARTNER_ID_LEN_MAX) &&
+                         strcmp(env->bank_add->bank_id, OPERATOR_PARTNER_ID) != 0,
+                     "approved bank add of '%s'", env->bank_add->bank_id);
+        return;
+    }
+    if (env->body_case == COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE) {
+        const char *m = env->unclaimed_lapse->unclaimed_member_id;
+        FUZZ_REQUIRE(wire_id_valid(m, MEMBER_ID_LEN_MAX) &&
+                         strncmp(m, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) == 0,
+                     "approved lapse of '%s'", m);
+        return;
+    }
     if (env->body_case == COALITION__ENVELOPE__BODY_KEY_ADD ||
         env->body_case == COALITION__ENVELOPE__BODY_KEY_REVOKE ||
         env->body_case == COALITION__ENVELOPE__BODY_PARTNER_LIMITS) {
@@ -208,8 +269,17 @@ static void validate_both(const envelope_t *env, verdicts_t *v)
                            env->body_case == COALITION__ENVELOPE__BODY_BURN ||
                            env->body_case == COALITION__ENVELOPE__BODY_BALANCE ||
                            env->body_case == COALITION__ENVELOPE__BODY_ENROLL;
-        FUZZ_REQUIRE(!member_body || wire_id_valid(wire_member_of(env), MEMBER_ID_LEN_MAX),
-                     "approved %s names a malformed member", wire_body_name(env));
+        const Coalition__Card *cards[2];
+        bool by_card = member_body && env->body_case != COALITION__ENVELOPE__BODY_ENROLL &&
+                       wire_cards_of(env, cards) == 1;
+        const char *member = wire_member_of(env);
+        FUZZ_REQUIRE(!member_body || by_card ||
+                         (wire_id_valid(member, MEMBER_ID_LEN_MAX) &&
+                          member[0] != WIRE_RESERVED_MEMBER_PREFIX),
+                     "approved %s names a malformed or reserved member", wire_body_name(env));
+        FUZZ_REQUIRE(!by_card || member[0] == '\0', "approved by card and member both");
+        if (by_card)
+            check_card(cards[0], false);
         FUZZ_REQUIRE((strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0) == (from_admin == 1),
                      "approved from the %s socket with partner id %s",
                      from_admin ? "admin" : "partner", env->partner_id);

@@ -29,6 +29,8 @@ typedef struct seed {
     Coalition__BalanceRequest balance;
     Coalition__EnrollRequest enroll;
     Coalition__PartnerAddRequest partner_add;
+    Coalition__Card card, new_card;
+    Coalition__CardEnrollRequest card_enroll;
 } seed_t;
 
 static const char *out_dir;
@@ -151,6 +153,47 @@ static envelope_t *partner_add(seed_t *s, const char *partner_id, int64_t rate_m
 }
 
 /* Every body kind as its socket accepts it (partner fuelco at site main, or the operator). */
+/* Test card numbers (Luhn-valid), by card: an earn, a burn, a PAN-less resend, a bank's
+ * replacement and the operator's enrolment for a bank. */
+static Coalition__Card *card(Coalition__Card *c, const char *pan, const char *masked)
+{
+    coalition__card__init(c);
+    c->pan = (char *)pan;
+    c->masked = (char *)masked;
+    return c;
+}
+
+static void card_seeds(void)
+{
+    seed_t s;
+    earn(head(&s, "fuelco", "main", "card-0001"), "", 3000, "EUR");
+    s.earn.card = card(&s.card, "4532015112830366", "453201******0366");
+    write_envelope("card-earn", &s.env);
+    s.card.pan = "";
+    write_envelope("card-earn-resent-without-pan", &s.env);
+    burn(head(&s, "grocer", "main", "card-0002"), "", 20, false);
+    s.burn.card = card(&s.card, "4916338506082832", "491633******2832");
+    write_envelope("card-burn", &s.env);
+    head(&s, "visa", "hq", "rt-1");
+    coalition__card_enroll_request__init(&s.card_enroll);
+    s.card_enroll.bank_ref = "cust-1001";
+    s.card_enroll.action = COALITION__CARD_ACTION__CARD_REPLACE;
+    s.card_enroll.card = card(&s.card, "4532015112830366", "453201******0366");
+    s.card_enroll.new_card = card(&s.new_card, "4916338506082832", "491633******2832");
+    s.env.body_case = COALITION__ENVELOPE__BODY_CARD_ENROLL;
+    s.env.card_enroll = &s.card_enroll;
+    write_envelope("card-replace-by-bank", &s.env);
+    head(&s, OPERATOR_PARTNER_ID, OPERATOR_SITE_ID, "enr-1");
+    coalition__card_enroll_request__init(&s.card_enroll);
+    s.card_enroll.bank_ref = "cust-1002";
+    s.card_enroll.card = card(&s.card, "4532015112830366", "453201******0366");
+    s.card_enroll.bank_id = "visa";
+    s.card_enroll.member_id = "carol";
+    s.env.body_case = COALITION__ENVELOPE__BODY_CARD_ENROLL;
+    s.env.card_enroll = &s.card_enroll;
+    write_envelope("card-enrol-by-operator", &s.env);
+}
+
 static void valid_envelopes(void)
 {
     seed_t s;
@@ -179,6 +222,7 @@ static void valid_envelopes(void)
                                1500, "EUR"));
     /* A till leaves partner and site to its agent. */
     write_envelope("till-earn-unstamped", earn(head(&s, "", "", "till-0001"), "alice", 999, "EUR"));
+    card_seeds();
 }
 
 /* Requests one check or another refuses. */
