@@ -45,7 +45,7 @@ static void usage(FILE *out)
             "                        the plain transport and benchmarks, never production\n"
             "      --card-key FILE   the coalition's card key file, owner-only, outside the\n"
             "                        ledger directory (default: DIR.card.key, made by\n"
-            "                        'coalitionctl init'); without it card numbers get 57\n"
+            "                        'coalitionctl init'); without it card numbers get 12\n"
             "      --unclaimed-period DURATION  how long points earned by a card no bank has\n"
             "                        enrolled wait for it before they lapse to breakage:\n"
             "                        N followed by d, h, m or s (default %dd)\n"
@@ -120,7 +120,7 @@ static int load_card_keys(const char *path, bool named, card_keys_t *keys, bool 
 {
     *loaded = false;
     if (!named && access(path, F_OK) != 0) {
-        log_warn("no card key file %s: card-linked requests are refused (57)", path);
+        log_warn("no card key file %s: card-linked requests are declined 12", path);
         return 0;
     }
     char why[256] = "";

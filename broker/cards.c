@@ -28,7 +28,7 @@
 #define LAPSES_PER_BATCH_MAX 64
 #define CARD_DB_KEY_BYTES (4 + CARD_HASH_BYTES)
 #define UNCLAIMED_HEX_DIGITS 32
-#define BANK_MEMBER_PREFIX "card-"
+#define BANK_MEMBER_PREFIX WIRE_BANK_MEMBER_PREFIX
 #define BANK_MEMBER_HEX_DIGITS 24
 #define UNCLAIMED_INDEX_KEY_BYTES (8 + MEMBER_ID_LEN_MAX)
 #define BANK_REF_KEY_BYTES (PARTNER_ID_LEN_MAX + 1 + BANK_REF_LEN_MAX)
@@ -179,6 +179,37 @@ static int earn_into_unclaimed(ledger_t *self, MDB_txn *txn, card_found_t *f,
     return rc;
 }
 
+/* Another earn into an unclaimed account: its claim period starts again from this one, so
+ * no earn lapses sooner than the period after it was told "unclaimed". */
+static int restart_claim_period(ledger_t *self, MDB_txn *txn, card_found_t *f, int64_t now_ms)
+{
+    assert(f->found && f->rec->state == COALITION__CARD_STATE__CARD_UNCLAIMED);
+    const char *member = f->rec->member_id;
+    int64_t since = now_ms < 0 ? 0 : now_ms;
+    if (since <= f->rec->unclaimed_since_ms)
+        return CL_OK; /* the writer's clock went back: keep the later start */
+    uint8_t key[UNCLAIMED_INDEX_KEY_BYTES];
+    MDB_val k = {unclaimed_index_key(f->rec->unclaimed_since_ms, member, key), key};
+    int rc = store_err(mdb_del(txn, self->db_unclaimed, &k, NULL));
+    Coalition__MemberRecord *m = NULL;
+    if (rc == CL_OK)
+        rc = ledger_get_record(txn, self->db_members, member, strlen(member),
+                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
+    if (rc == CL_ERR_NOT_FOUND)
+        rc = CL_ERR_CORRUPT;
+    if (rc == CL_OK) {
+        m->unclaimed_since_ms = since;
+        rc = ledger_put_record(txn, self->db_members, member, strlen(member), &m->base);
+    }
+    if (m != NULL)
+        coalition__member_record__free_unpacked(m, NULL);
+    f->rec->unclaimed_since_ms = since;
+    MDB_val nk = {unclaimed_index_key(since, member, key), key}, v = {0, ""};
+    if (rc == CL_OK)
+        rc = store_err(mdb_put(txn, self->db_unclaimed, &nk, &v, 0));
+    return rc == CL_OK ? card_put(self, txn, f, f->rec) : rc;
+}
+
 int cards_resolve(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     bool earn = env->body_case == COALITION__ENVELOPE__BODY_EARN;
@@ -196,14 +227,17 @@ int cards_resolve(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
         return rc;
     note_card(d, &f, card->masked, false);
     int state = f.found ? (int)f.rec->state : COALITION__CARD_STATE__CARD_NONE;
-    if (state == COALITION__CARD_STATE__CARD_LINKED ||
-        (earn && state == COALITION__CARD_STATE__CARD_UNCLAIMED))
+    bool linked = state == COALITION__CARD_STATE__CARD_LINKED;
+    bool unclaimed = earn && state == COALITION__CARD_STATE__CARD_UNCLAIMED;
+    if (linked || unclaimed)
         snprintf(d->member_id, sizeof d->member_id, "%s", f.rec->member_id);
-    else if (state == COALITION__CARD_STATE__CARD_UNLINKED)
+    if (unclaimed)
+        rc = restart_claim_period(self, txn, &f, d->now_ms);
+    else if (!linked && state == COALITION__CARD_STATE__CARD_UNLINKED)
         rules_decline(d, RC_UNKNOWN_MEMBER, "card %s is unlinked from its member", card->masked);
-    else if (!earn)
+    else if (!linked && !earn)
         rules_decline(d, RC_UNKNOWN_MEMBER, "card %s is not enrolled by a bank", card->masked);
-    else
+    else if (!linked)
         rc = earn_into_unclaimed(self, txn, &f, card->masked, d);
     found_free(&f);
     return rc;
@@ -368,10 +402,16 @@ static int link_card(ledger_t *self, MDB_txn *txn, card_found_t *f, const char *
     return rc;
 }
 
-/* 12 unless the card (found) may be linked by `bank` to `member`: `unchanged` when it is. */
+/* 12 unless the card (found) may be linked by `bank` to `member`: `unchanged` when it is.
+ * A card a replacement retired is never linked again. */
 static bool card_taken(const card_found_t *f, const char *bank, const char *member,
                        const char *masked, decision_t *d)
 {
+    if (f->found && f->rec->state == COALITION__CARD_STATE__CARD_UNLINKED && f->rec->replaced) {
+        rules_decline(d, RC_INVALID_TRANSACTION,
+                      "card %s was replaced by another card; it is not enrolled again", masked);
+        return true;
+    }
     if (!f->found || f->rec->state != COALITION__CARD_STATE__CARD_LINKED)
         return false;
     if (strcmp(f->rec->bank_id, bank) != 0)
@@ -430,10 +470,11 @@ static bool card_of_bank(const card_found_t *f, const char *bank, const char *ma
     return false;
 }
 
-static int unlink_card(ledger_t *self, MDB_txn *txn, card_found_t *f)
+static int unlink_card(ledger_t *self, MDB_txn *txn, card_found_t *f, bool replaced)
 {
-    assert(f->found && f->rec->state == COALITION__CARD_STATE__CARD_LINKED);
+    assert(f->found && f->rec->state == COALITION__CARD_STATE__CARD_LINKED && !f->rec->replaced);
     f->rec->state = COALITION__CARD_STATE__CARD_UNLINKED;
+    f->rec->replaced = replaced;
     return card_put(self, txn, f, f->rec);
 }
 
@@ -450,7 +491,7 @@ static int unlink_row(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollR
             rules_decline(d, RC_INVALID_TRANSACTION, "card %s is not member %s's",
                           r->card->masked, r->member_id);
         else
-            rc = unlink_card(self, txn, &f);
+            rc = unlink_card(self, txn, &f, false);
     }
     found_free(&f);
     if (rc != CL_OK || d->code != RC_APPROVED)
@@ -461,14 +502,15 @@ static int unlink_row(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollR
     return member_balance(self, txn, d->member_id, &d->balance);
 }
 
-/* The new card of a replacement is already the member's by the same bank while the old
- * one is not linked any more: the replacement was done before. */
+/* The old card was retired by a replacement and the new one is the same member's, by the
+ * same bank: the replacement was done before. */
 static bool replaced_before(const card_found_t *old, const card_found_t *nw, const char *bank)
 {
-    return nw->found && nw->rec->state == COALITION__CARD_STATE__CARD_LINKED &&
-           strcmp(nw->rec->bank_id, bank) == 0 &&
-           (!old->found || (old->rec->state == COALITION__CARD_STATE__CARD_UNLINKED &&
-                            strcmp(old->rec->member_id, nw->rec->member_id) == 0));
+    return old->found && nw->found && old->rec->replaced &&
+           old->rec->state == COALITION__CARD_STATE__CARD_UNLINKED &&
+           nw->rec->state == COALITION__CARD_STATE__CARD_LINKED &&
+           strcmp(nw->rec->bank_id, bank) == 0 && strcmp(old->rec->bank_id, bank) == 0 &&
+           strcmp(old->rec->member_id, nw->rec->member_id) == 0;
 }
 
 static int replace(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollRequest *r,
@@ -496,7 +538,7 @@ static int replace(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollRequ
     snprintf(d->member_id, sizeof d->member_id, "%s", h.member);
     if (card_taken(&nw, bank, h.member, r->new_card->masked, d))
         goto out;
-    rc = unlink_card(self, txn, &old);
+    rc = unlink_card(self, txn, &old, true);
     if (rc == CL_OK)
         rc = link_card(self, txn, &nw, r->new_card->masked, bank, old.rec->bank_ref, &h, d,
                        &claimed);

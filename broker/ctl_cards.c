@@ -4,9 +4,11 @@
  * valid row to the broker's admin socket as a CardEnrollRequest for the bank, keeping up
  * to ENROL_IN_FLIGHT_MAX requests in flight on one DEALER socket. Each row is one ledger
  * request, applied whole or declined; a row the broker declines is a reject with the
- * broker's reason. Rows are keyed "enr-<run>-<n>", a new run each time: a file imported
- * again is decided again, and every row already applied is declined "unchanged", which
- * changes nothing. The PAN of a row lives in the row, the packed request and ZeroMQ's
+ * broker's reason. A row's txn id is "enr-" and a keyed hash (HMAC-SHA256 under the card
+ * key) of the bank, the file's name and the row's fields: the same file imported again
+ * (or after an interrupted import) sends the same keys, and the broker answers each row
+ * with its first answer, writing nothing. The same row in another file is decided again
+ * (the rules decline what changes nothing as "unchanged"). The PAN of a row lives in the row, the packed request and ZeroMQ's
  * message (handed over without a copy and cleared when ZeroMQ frees it), and nowhere
  * else; rejects and reports show it masked. */
 #define _DEFAULT_SOURCE /* explicit_bzero */
@@ -28,9 +30,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <zmq.h>
 
-#define ENROL_IN_FLIGHT_MAX 512
+#define ENROL_IN_FLIGHT_MAX 4096
+#define ROW_KEY_HEX 48 /* "enr-" + 48 hex digits: a txn id */
+_Static_assert(sizeof "enr-" - 1 + ROW_KEY_HEX <= TXN_ID_LEN_MAX, "a row's txn id fits");
 #define ENROL_REPLY_TIMEOUT_MS 30000
 #define ENROL_RESENDS_MAX 3
 #define ENROL_PROGRESS_EVERY 2048
@@ -42,6 +48,7 @@ typedef enum { OUT_NEW = 0, OUT_REPLACED, OUT_UNLINKED, OUT_UNCHANGED, OUT_REJEC
 typedef struct slot {
     bool busy;
     uint64_t n;
+    char txn_id[TXN_ID_LEN_MAX + 1];
     unsigned long line;
     enrol_action_t action;
     char masked[PAN_MASKED_BYTES];
@@ -54,13 +61,16 @@ typedef struct enrol_run {
     FILE *rejects;
     char run[32];
     uint64_t sent, answered;
+    uint64_t oldest; /* the oldest row still in flight (replies come mostly in order) */
     uint64_t counts[OUT_COUNT];
     slot_t slots[ENROL_IN_FLIGHT_MAX];
     int64_t last_reply_ms;
     bool tty;
     long file_bytes;
     FILE *in;
-    int failed; /* CL_OK until the broker stops answering */
+    char in_buf[BUFSIZ]; /* the input's stdio buffer: ours, cleared at the end */
+    const char *file_name; /* the file's base name, in each row's key */
+    card_keys_t keys;      /* count 0: no card key file, rows keyed per run */
 } enrol_run_t;
 
 /* ---- bank add ------------------------------------------------------------------------ */
@@ -148,6 +158,8 @@ static void reject(enrol_run_t *r, unsigned long line, const char *masked, const
 
 static outcome_t outcome_of(const slot_t *s, const authorization_t *auth)
 {
+    if (auth->code == RC_APPROVED && auth->replay)
+        return OUT_UNCHANGED; /* applied by an earlier import of this file */
     if (auth->code == RC_APPROVED)
         return s->action == ENROL_ACTION_REPLACE  ? OUT_REPLACED
                : s->action == ENROL_ACTION_UNLINK ? OUT_UNLINKED
@@ -171,13 +183,13 @@ static int take_reply(enrol_run_t *r, int timeout_ms)
     zmq_msg_close(&msg);
     if (auth == NULL)
         return CL_OK; /* not ours; ignored */
-    char prefix[48];
-    int plen = snprintf(prefix, sizeof prefix, "enr-%s-", r->run);
-    uint64_t n = 0;
-    if (strncmp(auth->txn_id, prefix, (size_t)plen) == 0)
-        n = strtoull(auth->txn_id + plen, NULL, 10);
-    slot_t *s = &r->slots[n & (ENROL_IN_FLIGHT_MAX - 1)];
-    if (s->busy && s->n == n) {
+    slot_t *s = &r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)];
+    if (!s->busy || strcmp(s->txn_id, auth->txn_id) != 0)
+        s = NULL;
+    for (size_t i = 0; i < ENROL_IN_FLIGHT_MAX && s == NULL; i++)
+        if (r->slots[i].busy && strcmp(r->slots[i].txn_id, auth->txn_id) == 0)
+            s = &r->slots[i];
+    if (s != NULL) {
         outcome_t o = outcome_of(s, auth);
         if (o == OUT_REJECTED)
             reject(r, s->line, s->masked, auth->text);
@@ -186,6 +198,9 @@ static int take_reply(enrol_run_t *r, int timeout_ms)
         s->busy = false;
         r->answered++;
         r->last_reply_ms = clock_mono_ms();
+        while (r->oldest < r->sent && !r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].busy)
+            r->oldest++;
+        assert(r->oldest <= r->sent && r->answered <= r->sent);
     }
     wire_auth_free(auth);
     return CL_OK;
@@ -225,6 +240,33 @@ static void set_card(Coalition__Card *c, const char *pan, char masked[PAN_MASKED
     c->masked = masked;
 }
 
+/* The row's txn id: keyed by the file and the row (see the top), or by this run. */
+static void row_txn_id(const enrol_run_t *r, const enrol_row_t *row, char out[TXN_ID_LEN_MAX + 1])
+{
+    if (r->keys.count == 0) {
+        snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%" PRIu64, r->run, r->sent);
+        return;
+    }
+    uint8_t msg[ENROL_LINE_BYTES_MAX + 256], mac[EVP_MAX_MD_SIZE];
+    int len = snprintf((char *)msg, sizeof msg, "enrol-row%c%s%c%s%c%s%c%s%c%s%c%d%c%s", 0,
+                       r->bank, 0, r->file_name, 0, row->bank_ref, 0, row->pan, 0,
+                       row->member_id, 0, (int)row->action, 0, row->new_pan);
+    unsigned mac_len = 0;
+    const card_key_t *key = card_keys_current(&r->keys);
+    bool ok = len > 0 && (size_t)len < sizeof msg &&
+              HMAC(EVP_sha256(), key->secret, CARD_KEY_BYTES, msg, (size_t)len, mac, &mac_len) !=
+                  NULL &&
+              mac_len * 2 >= ROW_KEY_HEX;
+    pan_clear(msg, sizeof msg);
+    int n = snprintf(out, TXN_ID_LEN_MAX + 1, "enr-");
+    for (size_t i = 0; ok && i < ROW_KEY_HEX / 2; i++)
+        n += snprintf(out + n, (size_t)(TXN_ID_LEN_MAX + 1 - n), "%02x", mac[i]);
+    if (!ok) /* a row longer than a line cannot be: the reader refuses it first */
+        snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%" PRIu64, r->run, r->sent);
+    pan_clear(mac, sizeof mac);
+    assert(wire_id_valid(out, TXN_ID_LEN_MAX));
+}
+
 static int send_row(const enrol_row_t *row, void *ctx)
 {
     enrol_run_t *r = ctx;
@@ -232,10 +274,10 @@ static int send_row(const enrol_row_t *row, void *ctx)
     int rc = wait_slot(r, s);
     if (rc != CL_OK)
         return rc;
-    char txn_id[TXN_ID_LEN_MAX + 1], new_masked[PAN_MASKED_BYTES];
+    char new_masked[PAN_MASKED_BYTES];
     envelope_t env;
-    ctl_admin_envelope(&env, txn_id, sizeof txn_id);
-    snprintf(txn_id, sizeof txn_id, "enr-%s-%" PRIu64, r->run, r->sent);
+    ctl_admin_envelope(&env, s->txn_id, sizeof s->txn_id);
+    row_txn_id(r, row, s->txn_id);
     Coalition__CardEnrollRequest body = COALITION__CARD_ENROLL_REQUEST__INIT;
     Coalition__Card card = COALITION__CARD__INIT, new_card = COALITION__CARD__INIT;
     body.bank_id = (char *)r->bank;
@@ -340,57 +382,103 @@ static int enrol_file(enrol_run_t *r, const char *file, char *why, size_t why_si
     return rc;
 }
 
-int ctl_enroll(ctl_t *ctl, int argc, char **argv)
+typedef struct enrol_args {
+    const char *bank, *file, *rejects, *card_key;
+} enrol_args_t;
+
+static int enrol_args(int argc, char **argv, enrol_args_t *a)
 {
     static const struct option longopts[] = {{"bank", required_argument, NULL, 'b'},
                                              {"file", required_argument, NULL, 'f'},
                                              {"rejects", required_argument, NULL, 'r'},
+                                             {"card-key", required_argument, NULL, 'k'},
                                              {NULL, 0, NULL, 0}};
-    const char *bank = NULL, *file = NULL, *rejects = NULL;
+    memset(a, 0, sizeof *a);
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "b:f:r:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:f:r:k:", longopts, NULL)) != -1) {
         if (c == 'b')
-            bank = optarg;
+            a->bank = optarg;
         else if (c == 'f')
-            file = optarg;
+            a->file = optarg;
         else if (c == 'r')
-            rejects = optarg;
+            a->rejects = optarg;
+        else if (c == 'k')
+            a->card_key = optarg;
         else
-            return EXIT_USAGE;
+            return -1;
     }
-    if (bank == NULL || file == NULL || optind != argc || !wire_id_valid(bank, PARTNER_ID_LEN_MAX)) {
-        fprintf(stderr, "coalitionctl: usage: enroll --bank B --file F [--rejects R]\n");
-        return EXIT_USAGE;
+    if (a->bank == NULL || a->file == NULL || optind != argc ||
+        !wire_id_valid(a->bank, PARTNER_ID_LEN_MAX)) {
+        fprintf(stderr, "coalitionctl: usage: enroll --bank B --file F [--rejects R] "
+                        "[--card-key FILE]\n");
+        return -1;
     }
-    enrol_run_t *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return EXIT_DECLINED;
-    r->ctl = ctl;
-    r->bank = bank;
-    snprintf(r->run, sizeof r->run, "%" PRId64 "-%ld", clock_wall_ms(), (long)getpid());
-    r->tty = isatty(STDERR_FILENO) == 1;
-    r->in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+    return 0;
+}
+
+/* The input (its stdio buffer ours, to clear) and the card key its rows are keyed by. */
+static int enrol_open(enrol_run_t *r, const enrol_args_t *a)
+{
+    r->in = strcmp(a->file, "-") == 0 ? stdin : fopen(a->file, "r");
+    if (r->in == NULL)
+        return CL_ERR_IO;
+    setvbuf(r->in, r->in_buf, _IOFBF, sizeof r->in_buf);
     struct stat st;
-    r->file_bytes = r->in != NULL && fstat(fileno(r->in), &st) == 0 ? (long)st.st_size : 0;
-    char why[256] = "";
-    int64_t start = clock_mono_ms();
-    int rc = r->in == NULL ? CL_ERR_IO : open_rejects(rejects, &r->rejects);
-    if (rc == CL_OK)
-        rc = enrol_file(r, file, why, sizeof why);
-    if (rc == CL_OK || rc == CL_ERR_TIMEOUT)
-        report(r, file, (double)(clock_mono_ms() - start) / 1000.0);
-    if (rc != CL_OK)
-        fprintf(stderr, "coalitionctl: enroll %s: %s%s%s\n", file, cl_strerror(rc),
-                why[0] ? ": " : "", why);
-    if (r->rejects != NULL && fclose(r->rejects) != 0 && rc == CL_OK)
-        rc = CL_ERR_IO;
+    r->file_bytes = fstat(fileno(r->in), &st) == 0 ? (long)st.st_size : 0;
+    const char *slash = strrchr(a->file, '/');
+    r->file_name = slash != NULL ? slash + 1 : a->file;
+    char path[CTL_PATH_BYTES_MAX], why[256] = "";
+    if (card_key_path(r->ctl, a->card_key, path, sizeof path) != CL_OK ||
+        card_keys_load(path, &r->keys, why, sizeof why) != CL_OK) {
+        memset(&r->keys, 0, sizeof r->keys);
+        fprintf(stderr,
+                "coalitionctl: warning: card key file %s: %s; rows are keyed by this run, so "
+                "importing the file again decides its rows again\n",
+                path, why[0] ? why : "not readable");
+    }
+    return open_rejects(a->rejects, &r->rejects);
+}
+
+static void enrol_close(enrol_run_t *r)
+{
     if (r->in != NULL && r->in != stdin)
         fclose(r->in);
+    if (r->in == stdin)
+        setvbuf(stdin, NULL, _IONBF, 0); /* our buffer is about to be cleared and freed */
+    pan_clear(r->in_buf, sizeof r->in_buf);
+    pan_clear(&r->keys, sizeof r->keys);
     if (r->sock != NULL)
         zmq_close(r->sock);
     if (r->zctx != NULL)
         zmq_ctx_term(r->zctx);
+}
+
+int ctl_enroll(ctl_t *ctl, int argc, char **argv)
+{
+    enrol_args_t a;
+    if (enrol_args(argc, argv, &a) != 0)
+        return EXIT_USAGE;
+    enrol_run_t *r = calloc(1, sizeof *r); /* large: slots and the input buffer */
+    if (r == NULL)
+        return EXIT_DECLINED;
+    r->ctl = ctl;
+    r->bank = a.bank;
+    snprintf(r->run, sizeof r->run, "%" PRId64 "-%ld", clock_wall_ms(), (long)getpid());
+    r->tty = isatty(STDERR_FILENO) == 1;
+    char why[256] = "";
+    int64_t start = clock_mono_ms();
+    int rc = enrol_open(r, &a);
+    if (rc == CL_OK)
+        rc = enrol_file(r, a.file, why, sizeof why);
+    if (rc == CL_OK || rc == CL_ERR_TIMEOUT)
+        report(r, a.file, (double)(clock_mono_ms() - start) / 1000.0);
+    if (rc != CL_OK)
+        fprintf(stderr, "coalitionctl: enroll %s: %s%s%s\n", a.file, cl_strerror(rc),
+                why[0] ? ": " : "", why);
+    if (r->rejects != NULL && fclose(r->rejects) != 0 && rc == CL_OK)
+        rc = CL_ERR_IO;
+    enrol_close(r);
     bool any_rejected = r->counts[OUT_REJECTED] > 0;
     free(r);
     return rc == CL_ERR_TIMEOUT || rc == CL_ERR_IO ? EXIT_USAGE

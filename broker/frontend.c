@@ -274,7 +274,7 @@ static void log_decline(frontend_t *self, const request_t *r, bool sender_refuse
 }
 
 /* The request's card numbers looked up under every card key (the writer sees only
- * these); 57 when this broker has no card key. */
+ * these); 12 when this broker has no card key (not 57: an agent takes 57 for its key). */
 static int look_up_cards(frontend_t *self, request_t *r, char *why, size_t why_size)
 {
     memset(&r->cards, 0, sizeof r->cards);
@@ -284,7 +284,7 @@ static int look_up_cards(frontend_t *self, request_t *r, char *why, size_t why_s
         return RC_APPROVED; /* none, or sent again without its number: the ledger answers */
     if (self->opts->card_keys == NULL) {
         snprintf(why, why_size, "card-linked requests are not enabled on this broker");
-        return RC_NOT_PERMITTED;
+        return RC_INVALID_TRANSACTION;
     }
     card_lookup_t *out[2] = {&r->cards.card, &r->cards.new_card};
     for (size_t i = 0; i < n; i++) {

@@ -546,7 +546,10 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
         return CL_OK;
     }
     snprintf(partner_acct, sizeof partner_acct, ACCOUNT_ISSUED_FMT, env->partner_id);
-    return move_or_decline(self, txn, d, member, partner_acct, points);
+    rc = move_or_decline(self, txn, d, member, partner_acct, points);
+    if (strcmp(o->holder, ACCOUNT_BREAKAGE) == 0)
+        d->balance = 0; /* points back out of breakage: no member holds a balance here */
+    return rc;
 }
 
 /* Money refunded on an earn; returns the points to take back, or declines. */

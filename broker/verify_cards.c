@@ -17,6 +17,7 @@ typedef struct {
     int state;  /* CardState */
     char member[MEMBER_ID_LEN_MAX + 1];
     char bank[PARTNER_ID_LEN_MAX + 1];
+    bool replaced; /* retired by a replacement */
     bool seen;
 } vcard_t;
 
@@ -134,8 +135,8 @@ int verify_card_earn_burn(verify_t *v, const journal_entry_t *e)
 /* Link card `c` for the entry's bank and member, claiming what it held unclaimed. */
 static int link(verify_t *v, const journal_entry_t *e, vcard_t *c)
 {
-    if (c->state == COALITION__CARD_STATE__CARD_LINKED)
-        return verify_violation(v, "entry %llu links a card already linked", SEQ(e));
+    if (c->state == COALITION__CARD_STATE__CARD_LINKED || c->replaced)
+        return verify_violation(v, "entry %llu links a card already linked or replaced", SEQ(e));
     int rc = open_member(v, e->member_id, e->seq);
     char to[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(to, sizeof to, e->member_id);
@@ -191,6 +192,7 @@ static int card_entry(verify_t *v, const journal_entry_t *e)
                                 SEQ(e), ledger_entry_kind_name(e->kind), e->bank_id,
                                 e->member_id);
     c->state = COALITION__CARD_STATE__CARD_UNLINKED;
+    c->replaced = e->kind == COALITION__ENTRY_KIND__ENTRY_CARD_REPLACE;
     if (e->kind == COALITION__ENTRY_KIND__ENTRY_CARD_UNLINK)
         return verify_expect_no_moves(v, e);
     rc = card_of(v, e, true, &n); /* a replacement; inserting may move c: not used after */
@@ -263,7 +265,7 @@ static int visit_card(const MDB_val *k, const MDB_val *val, void *ctx)
     if (r == NULL)
         return verify_violation(v, "unreadable card record");
     bool same = (int)r->state == c->state && strcmp(r->member_id, c->member) == 0 &&
-                strcmp(r->bank_id, c->bank) == 0;
+                strcmp(r->bank_id, c->bank) == 0 && r->replaced == c->replaced;
     coalition__card_record__free_unpacked(r, NULL);
     c->seen = true;
     return same ? CL_OK

@@ -106,6 +106,12 @@ int card_lookup_of(const card_keys_t *keys, const char *pan, card_lookup_t *out)
     return CL_OK;
 }
 
+void pan_free_cleared(void *data, void *hint)
+{
+    pan_clear(data, (size_t)(uintptr_t)hint);
+    free(data);
+}
+
 void pan_clear(void *buf, size_t len)
 {
     if (buf != NULL)

@@ -69,6 +69,9 @@ void pan_mask(const char *pan, char out[PAN_MASKED_BYTES]);
 int card_id_of(const card_key_t *key, const char *pan, card_id_t *out);
 /* The lookup of a valid PAN under every key of `keys` (at least one). */
 int card_lookup_of(const card_keys_t *keys, const char *pan, card_lookup_t *out);
+/* A ZeroMQ free function (zmq_msg_init_data) for a malloc'd buffer that holds a PAN:
+ * clears `hint` bytes (its length, as uintptr_t), then frees it. */
+void pan_free_cleared(void *data, void *hint);
 /* Clear a buffer that held a PAN (explicit_bzero: not optimised away). */
 void pan_clear(void *buf, size_t len);
 

@@ -105,19 +105,13 @@ int client_call_raw(client_t *self, const void *buf, size_t len, int timeout_ms,
     return await_reply(self, NULL, timeout_ms, auth_out);
 }
 
-static void free_cleared(void *data, void *hint)
-{
-    pan_clear(data, (size_t)(uintptr_t)hint);
-    free(data);
-}
-
 /* A request holding a card number goes without a copy: ZeroMQ frees the buffer, cleared,
  * when it has sent it. */
 int client_send_secret(void *sock, uint8_t *buf, size_t len)
 {
     zmq_msg_t msg;
-    if (zmq_msg_init_data(&msg, buf, len, free_cleared, (void *)(uintptr_t)len) != 0) {
-        free_cleared(buf, (void *)(uintptr_t)len);
+    if (zmq_msg_init_data(&msg, buf, len, pan_free_cleared, (void *)(uintptr_t)len) != 0) {
+        pan_free_cleared(buf, (void *)(uintptr_t)len);
         return CL_ERR_NOMEM;
     }
     if (zmq_msg_send(&msg, sock, 0) != (int)len) {

@@ -77,9 +77,10 @@ static int read_header(reader_t *r, const char *line, char *why, size_t why_size
         while (c < COLUMNS && strcmp(r->fields[i], COLUMN_NAMES[c]) != 0)
             c++;
         if (c == COLUMNS || r->column_of[c] >= 0) {
-            snprintf(why, why_size, "header column %zu (\"%.40s\") is unknown or repeated; "
-                                    "expected bank_ref, pan, member_id, action, new_pan",
-                     i + 1, r->fields[i]);
+            /* Its text is not shown: a file without a header starts with a card number. */
+            snprintf(why, why_size, "header column %zu is unknown or repeated (is the header "
+                                    "missing?); expected bank_ref, pan, member_id, action, new_pan",
+                     i + 1);
             return CL_ERR_INVALID;
         }
         r->column_of[c] = (int)i;

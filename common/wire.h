@@ -27,6 +27,10 @@
 /* A card's unclaimed account: "~u" + 32 hex digits of its keyed hash + "." + the seq of
  * its first earn (a new account after each lapse). */
 #define WIRE_UNCLAIMED_PREFIX "~u"
+/* A member a bank's enrolment made for a customer reference with no member id: "~m" + 24
+ * hex digits of the hash of bank and reference. Known by its cards only: no request can
+ * name it (nor make it first). */
+#define WIRE_BANK_MEMBER_PREFIX "~m"
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
 /* The largest packed Authorization: every echoed id is at most its limit, the text at

@@ -196,13 +196,19 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
     const char *cause = a->key_refused ? "the clearinghouse refused this agent's key (ask the "
                                          "operator)"
                                        : "the clearinghouse is unreachable";
-    if (pending_stored_offline(p)) {
+    if (pending_stored_offline(p) && p->by_card) {
+        snprintf(text, sizeof text,
+                 "Pending: sent, but %s; ask again with the same txn id for the outcome", cause);
+        wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
+        auth.pending = true;
+    } else if (pending_stored_offline(p)) {
         snprintf(text, sizeof text, "Stored offline: %s; it will be sent when it is back", cause);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.offline = true;
         auth.pending = true;
     } else {
-        snprintf(text, sizeof text, "Declined 91: %s; nothing applied", cause);
+        snprintf(text, sizeof text, "Declined 91: %s; nothing applied%s", cause,
+                 p->by_card ? " (card-linked earns are not taken offline)" : "");
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
     }
     router_reply_auth(a->tills, &w->till, &auth);
@@ -467,6 +473,19 @@ static void revoke_burn(agent_t *a, pending_t *burn, int64_t now, bool may_be_ap
     save_revocation(a, burn, now);
 }
 
+/* An inquiry, or a card earn never sent: its tills were told 91. A card earn leaves the
+ * outbox (if the delete fails, a restart sends it without its card number and the broker
+ * declines it 12: nothing is applied either way). */
+static void drop_unsent(agent_t *a, pending_t *p)
+{
+    assert(p->attempts == 0 || p->kind == COALITION__ENVELOPE__BODY_BALANCE);
+    if (p->outbox_seq != 0) {
+        add_op(a, OUTBOX_OP_DELETE, p->outbox_seq, p);
+        (void)write_ops(a, "unsent card earn");
+    }
+    forget(a, p);
+}
+
 /* Tills whose deadline passed: offline for store-and-forward kinds; a burn is revoked
  * (every waiter settled); an inquiry is given up. Returns false if `p` is gone. */
 static bool deadlines_due(agent_t *a, pending_t *p, int64_t now)
@@ -483,7 +502,7 @@ static bool deadlines_due(agent_t *a, pending_t *p, int64_t now)
     }
     if (!pending_stored_offline(p)) {
         tell_every_waiter_timeout(a, p);
-        forget(a, p);
+        drop_unsent(a, p);
         return false;
     }
     size_t kept = 0;
@@ -557,11 +576,31 @@ static pending_t *reversal_of(agent_t *a, const pending_t *burn)
 /* ---- intake from tills ------------------------------------------------------------- */
 
 /* A request under a key already pending: joins it when it is the same request. */
+/* The request hash leaves card numbers out (a card is hashed by its masked form): a
+ * repeat joins a pending card request only with the same number, compared in memory. A
+ * pending loaded after a restart holds no number: nothing to compare, as the broker. */
+static bool same_card(const pending_t *p, const envelope_t *env)
+{
+    if (p->secret == NULL || !wire_has_pan(env))
+        return true;
+    envelope_t *mine = wire_envelope_decode(p->secret, p->secret_len);
+    const Coalition__Card *a[2], *b[2];
+    size_t na = mine != NULL ? wire_cards_of(mine, a) : 0, nb = wire_cards_of(env, b);
+    bool same = mine != NULL && na == nb;
+    for (size_t i = 0; same && i < na; i++)
+        same = strcmp(a[i]->pan, b[i]->pan) == 0;
+    if (mine != NULL)
+        wire_clear_pans(mine);
+    wire_envelope_free(mine);
+    return same;
+}
+
 static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *peer, int64_t now,
                 char *why, size_t why_size)
 {
     uint8_t hash[WIRE_HASH_BYTES];
-    if (wire_request_hash(env, hash) != CL_OK || memcmp(hash, p->hash, WIRE_HASH_BYTES) != 0) {
+    if (wire_request_hash(env, hash) != CL_OK || memcmp(hash, p->hash, WIRE_HASH_BYTES) != 0 ||
+        !same_card(p, env)) {
         snprintf(why, why_size, "txn id %s is pending with another request", env->txn_id);
         return RC_DUPLICATE_KEY;
     }
@@ -600,12 +639,11 @@ static pending_t *fresh(agent_t *a, envelope_t *env, const peer_t *peer, int64_t
                         char *why, size_t why_size, int *code)
 {
     bool reversed = false;
-    if ((env->body_case == COALITION__ENVELOPE__BODY_BURN ||
-         env->body_case == COALITION__ENVELOPE__BODY_EARN) &&
+    if (env->body_case == COALITION__ENVELOPE__BODY_BURN &&
         outbox_was_reversed(a->store, env->txn_id, &reversed) == CL_OK && reversed) {
         snprintf(why, why_size,
-                 "%s %s was reversed after the clearinghouse did not answer; use a new txn id",
-                 wire_body_name(env), env->txn_id);
+                 "burn %s was reversed after the clearinghouse did not answer; use a new txn id",
+                 env->txn_id);
         *code = RC_INVALID_TRANSACTION;
         return NULL;
     }
@@ -828,7 +866,7 @@ static void not_final(agent_t *a, const not_final_t *e, int64_t now)
         revoke_burn(a, p, now, !only_copy_refused);
     } else if (!pending_stored_offline(p)) {
         tell_every_waiter_timeout(a, p);
-        forget(a, p);
+        drop_unsent(a, p);
     } else {
         tell_every_waiter_timeout(a, p);
         to_backoff(a, p, now);
@@ -880,13 +918,34 @@ static void take_replies(agent_t *a, int64_t now)
 
 /* ---- sending and housekeeping ------------------------------------------------------ */
 
+/* Its bytes to the broker without waiting; 0 when queued. A request with a card number
+ * goes as a copy ZeroMQ takes without copying again, cleared when it frees it. */
+static int send_pending(agent_t *a, const pending_t *p)
+{
+    if (p->secret == NULL)
+        return zmq_send(a->broker, p->envelope, p->envelope_len, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+    uint8_t *copy = malloc(p->secret_len);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, p->secret, p->secret_len);
+    zmq_msg_t msg;
+    if (zmq_msg_init_data(&msg, copy, p->secret_len, pan_free_cleared,
+                          (void *)(uintptr_t)p->secret_len) != 0) {
+        pan_free_cleared(copy, (void *)(uintptr_t)p->secret_len);
+        return -1;
+    }
+    if (zmq_msg_send(&msg, a->broker, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg); /* frees (and clears) the copy */
+        return -1;
+    }
+    return 0;
+}
+
 static void send_ready(agent_t *a, int64_t now)
 {
     while (a->q_head != NULL && a->in_flight < (size_t)a->opts->window) {
         pending_t *p = a->q_head;
-        const uint8_t *bytes = p->secret != NULL ? p->secret : p->envelope;
-        size_t len = p->secret != NULL ? p->secret_len : p->envelope_len;
-        if (zmq_send(a->broker, bytes, len, ZMQ_DONTWAIT) < 0)
+        if (send_pending(a, p) != 0)
             break; /* no live connection (ZMQ_IMMEDIATE) or queue full: try next tick */
         to_in_flight(a, p, now);
     }

@@ -64,15 +64,11 @@ bool pending_store_and_forward(Coalition__Envelope__BodyCase kind)
            kind == COALITION__ENVELOPE__BODY_ENROLL;
 }
 
-bool pending_revocable(const pending_t *self)
-{
-    return self->kind == COALITION__ENVELOPE__BODY_BURN ||
-           (self->kind == COALITION__ENVELOPE__BODY_EARN && self->by_card);
-}
+bool pending_revocable(const pending_t *self) { return self->kind == COALITION__ENVELOPE__BODY_BURN; }
 
 bool pending_stored_offline(const pending_t *self)
 {
-    return pending_store_and_forward(self->kind) && !self->by_card;
+    return pending_store_and_forward(self->kind) && (!self->by_card || self->attempts > 0);
 }
 
 pending_t *pending_new(const envelope_t *env, const char *own_site, uint8_t *bytes, size_t len)

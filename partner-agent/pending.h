@@ -14,8 +14,7 @@
  *        journal + outbox delete (fsync) ──► done: every waiting till gets the reply
  *
  *   96 with no till waiting (IN_FLIGHT or QUEUED) ──► BACKOFF ──(timer)──► QUEUED
- *   burn (or earn by card), first till deadline passes, maybe sent ──► REVOKED: every
- *       waiting till is told
+ *   burn, first till deadline passes, maybe sent ──► REVOKED: every waiting till is told
  *       91; a void (~v…) is queued and sent at once; the burn is never sent again. The
  *       burn's own outbox record is the reservation for that void: until the revocation
  *       (outbox delete burn + put void + reversed mark) is written, a restart finds the
@@ -111,10 +110,12 @@ const char *pending_state_name(pending_state_t state);
  * forward) when no till waits: earns, refunds, voids, enrolments. */
 bool pending_store_and_forward(Coalition__Envelope__BodyCase kind);
 
-/* What the agent does when its tills are told 91 but the request may have been applied:
- * revoke it with a void (burns, and earns by card: the card number is never stored, so
- * such an earn is never stored offline either), or keep it to send later (store and
- * forward kinds by member id). */
+/* What the agent does when a till's deadline passes. A burn is revoked (a void). A store
+ * and forward kind is kept and sent until answered. An earn by card is kept only once it
+ * was sent (its outcome is then the broker's to say: its till is told "pending", the card
+ * number stays in memory for resends, and after a restart the request is sent without it,
+ * to be answered from the broker's record or declined 12); never sent, it is declined 91
+ * and dropped, since a card number is never kept on disk. */
 bool pending_revocable(const pending_t *self);
 bool pending_stored_offline(const pending_t *self);
 

@@ -409,7 +409,7 @@ static void bank_rules(void **state)
     res = submit(f, &r.env, NOW_MS, true);
     expect_code("the operator for an unknown bank", &res, RC_UNKNOWN_PARTNER, "not a bank");
     res = enrol(f, "visa", "e2", PAN_A, "r-new", "", 0, NULL, NOW_MS);
-    expect_code("a new cardholder", &res, RC_APPROVED, "card-");
+    expect_code("a new cardholder", &res, RC_APPROVED, "member ~m");
     char member[MEMBER_ID_LEN_MAX + 1];
     snprintf(member, sizeof member, "%s", res.member);
     res = enrol(f, "visa", "e3", PAN_B, "r-new", "", 0, NULL, NOW_MS);
@@ -424,6 +424,11 @@ static void bank_rules(void **state)
     expect_code("replaced again: unchanged", &res, RC_INVALID_TRANSACTION, "unchanged");
     res = enrol(f, "mc", "m1", PAN_C, "m-ref", "alice", 1, NULL, NOW_MS);
     expect_code("another bank unlinking", &res, RC_INVALID_TRANSACTION, "another bank");
+    res = enrol(f, "visa", "e7", PAN_A, "r-new", "", 0, NULL, NOW_MS);
+    expect_code("a replaced card is retired", &res, RC_INVALID_TRANSACTION, "was replaced");
+    res = enrol(f, "visa", "e8", PAN_B, "r-other", "", 2, PAN_C, NOW_MS);
+    expect_code("replace naming a card the bank linked to another member", &res,
+                RC_INVALID_TRANSACTION, NULL);
     expect_verify(f, NULL);
 }
 

@@ -84,8 +84,11 @@ static void refuses_bad_headers(void **state)
     EXPECT_EQ("empty", CL_ERR_INVALID, read_text("", &s, why));
     EXPECT_EQ("no pan column", CL_ERR_INVALID, read_text("bank_ref,member_id\n", &s, why));
     EXPECT_EQ("unknown column", CL_ERR_INVALID, read_text("bank_ref,pan,colour\n", &s, why));
-    EXPECT_CONTAINS("why", "colour", why);
+    EXPECT_CONTAINS("why", "column 3 is unknown", why);
     EXPECT_EQ("repeated column", CL_ERR_INVALID, read_text("pan,bank_ref,pan\n", &s, why));
+    EXPECT_EQ("no header: a data row first", CL_ERR_INVALID,
+              read_text("c1,4111111111111111\n", &s, why));
+    EXPECT_TRUE("the card number is not echoed", strstr(why, "4111111111111111") == NULL);
 }
 
 static void rejects_each_bad_row_with_its_line(void **state)
