@@ -498,13 +498,33 @@ static int reversed_since(ledger_t *self, MDB_txn *txn, const uint8_t *key, size
 
 /* Same key and request: the stored reply marked as a replay, and as reversed when the
  * approval was voided or fully refunded since. Different request: 94, nothing stored. */
+/* A card of a repeat under the key its first request recorded: false when the number
+ * differs (NULL lookup, a key no longer in the ring, or nothing recorded: no evidence). */
+static bool same_card_as(const card_lookup_t *l, uint32_t key_id, const ProtobufCBinaryData *h)
+{
+    if (l == NULL || h->len != CARD_HASH_BYTES)
+        return true;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->key_id[i] == key_id)
+            return memcmp(l->hash[i], h->data, CARD_HASH_BYTES) == 0;
+    return true;
+}
+
+static bool same_cards(const ledger_cards_t *cards, const Coalition__IdemRecord *idem)
+{
+    return cards == NULL ||
+           (same_card_as(&cards->card, idem->card_key_id, &idem->card_hash) &&
+            same_card_as(&cards->new_card, idem->card_key_id, &idem->new_card_hash));
+}
+
 static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
-                           const uint8_t hash[WIRE_HASH_BYTES], const Coalition__IdemRecord *idem,
-                           uint8_t **reply_out, size_t *len_out)
+                           const ledger_cards_t *cards, const uint8_t hash[WIRE_HASH_BYTES],
+                           const Coalition__IdemRecord *idem, uint8_t **reply_out,
+                           size_t *len_out)
 {
     char text[RECEIPT_TEXT_BYTES_MAX];
     if (idem->request_hash.len != WIRE_HASH_BYTES ||
-        memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0) {
+        memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0 || !same_cards(cards, idem)) {
         /* Under a tombstone any other request is still the one reversed ahead: 12. */
         int code = idem->tombstone ? RC_INVALID_TRANSACTION : RC_DUPLICATE_KEY;
         if (idem->tombstone)
@@ -548,11 +568,21 @@ static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
 
 /* `tombstone_seq` != 0 keeps the tombstone a reversal left under this key. */
 static int put_idem(ledger_t *self, MDB_txn *txn, const envelope_t *env,
-                    const uint8_t hash[WIRE_HASH_BYTES], uint64_t seq, uint64_t tombstone_seq,
-                    const uint8_t *reply, size_t reply_len)
+                    const ledger_cards_t *cards, const uint8_t hash[WIRE_HASH_BYTES], uint64_t seq,
+                    uint64_t tombstone_seq, const uint8_t *reply, size_t reply_len)
 {
     assert(seq == 0 || tombstone_seq == 0); /* a tombstoned key is never approved */
     Coalition__IdemRecord rec = COALITION__IDEM_RECORD__INIT;
+    if (cards != NULL && cards->card.n > 0) { /* the current key is first in a lookup */
+        rec.card_key_id = cards->card.key_id[0];
+        rec.card_hash.data = (uint8_t *)cards->card.hash[0];
+        rec.card_hash.len = CARD_HASH_BYTES;
+        if (cards->new_card.n > 0) {
+            assert(cards->new_card.key_id[0] == rec.card_key_id); /* one ring */
+            rec.new_card_hash.data = (uint8_t *)cards->new_card.hash[0];
+            rec.new_card_hash.len = CARD_HASH_BYTES;
+        }
+    }
     rec.request_hash.data = (uint8_t *)hash;
     rec.request_hash.len = WIRE_HASH_BYTES;
     rec.seq = seq;
@@ -674,7 +704,8 @@ static int finish_approved(ledger_t *self, MDB_txn *child, const envelope_t *env
     reply_from_decision(self, &auth, env, hash, d, self->batch_seq + 1, auth_code);
     rc = reply_pack(&auth, reply_out, len_out);
     if (rc == CL_OK)
-        rc = put_idem(self, child, env, hash, self->batch_seq + 1, 0, *reply_out, *len_out);
+        rc = put_idem(self, child, env, d->cards, hash, self->batch_seq + 1, 0, *reply_out,
+                      *len_out);
     if (rc == CL_OK)
         rc = store_err(mdb_txn_commit(child));
     else
@@ -706,7 +737,8 @@ static int finish_declined(ledger_t *self, MDB_txn *child, const envelope_t *env
     /* An unknown partner has no key space to remember anything in: storing its declines
      * would let any sender grow the ledger. */
     if (rc == CL_OK && d->code != RC_UNKNOWN_PARTNER)
-        rc = put_idem(self, self->batch, env, hash, 0, tombstone_seq, *reply_out, *len_out);
+        rc = put_idem(self, self->batch, env, d->cards, hash, 0, tombstone_seq, *reply_out,
+                      *len_out);
     if (rc != CL_OK) {
         free(*reply_out);
         *reply_out = NULL;
@@ -769,7 +801,7 @@ static int apply_request(ledger_t *self, const envelope_t *env, const ledger_car
         return rc == CL_OK ? CL_OK : fail(self, rc, env);
     }
     if (rc == CL_OK) {
-        rc = reply_to_repeat(self, self->batch, env, hash, idem, reply_out, reply_len_out);
+        rc = reply_to_repeat(self, self->batch, env, cards, hash, idem, reply_out, reply_len_out);
         coalition__idem_record__free_unpacked(idem, NULL);
         return rc == CL_OK ? CL_OK : fail(self, rc, env);
     }
@@ -940,7 +972,7 @@ static int replay_in(ledger_t *self, MDB_txn *txn, void *ctx)
     if (rc == CL_OK && idem->tombstone && idem->request_hash.len == 0)
         rc = CL_ERR_NOT_FOUND;
     if (rc == CL_OK)
-        rc = reply_to_repeat(self, txn, c->env, c->hash, idem, c->reply_out, c->len_out);
+        rc = reply_to_repeat(self, txn, c->env, NULL, c->hash, idem, c->reply_out, c->len_out);
     coalition__idem_record__free_unpacked(idem, NULL);
     return rc;
 }

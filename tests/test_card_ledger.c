@@ -34,6 +34,7 @@
 #define PAN_A "4532015112830366"
 #define PAN_B "4916338506082832"
 #define PAN_C "4111111111111111"
+_Static_assert(sizeof PAN_C == 17, "16 digits");
 #define WHY_BYTES 512
 
 typedef struct fixture {
@@ -354,6 +355,10 @@ static void a_request_without_its_card_number_applies_nothing(void **state)
     expect_code("its resend without it: the approval again", &res, RC_APPROVED, NULL);
     EXPECT_TRUE("a replay", res.replay);
     EXPECT_EQ("applied once", 10, balance_of(f, "member:alice"));
+    /* Another card with the same masked form under the same txn id: another request. */
+    res = card_earn(f, "c2", "4532010000060366", 1000, NOW_MS, true); /* PAN_A's mask */
+    expect_code("same mask, other card, same txn id", &res, RC_DUPLICATE_KEY, "another request");
+    EXPECT_EQ("nothing applied", 10, balance_of(f, "member:alice"));
     expect_verify(f, NULL);
 }
 
