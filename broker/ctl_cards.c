@@ -328,9 +328,24 @@ static int open_rejects(const char *path, FILE **out)
     return CL_OK;
 }
 
+/* This process's peak resident memory in KiB (VmHWM; 0 if unknown). */
+static long peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
 static void report(const enrol_run_t *r, const char *file, double seconds)
 {
     uint64_t rows = 0;
+    long peak_kib = peak_rss_kib();
     for (int o = 0; o < OUT_COUNT; o++)
         rows += r->counts[o];
     if (r->ctl->json) {
@@ -341,15 +356,15 @@ static void report(const enrol_run_t *r, const char *file, double seconds)
         printf(",\"rows\":%" PRIu64, rows);
         for (int o = 0; o < OUT_COUNT; o++)
             printf(",\"%s\":%" PRIu64, outcome_name((outcome_t)o), r->counts[o]);
-        printf(",\"seconds\":%.3f}\n", seconds);
+        printf(",\"seconds\":%.3f,\"peak_rss_kib\":%ld}\n", seconds, peak_kib);
         return;
     }
     printf("enrolment %s for bank %s: %" PRIu64 " rows: %" PRIu64 " new, %" PRIu64
            " replaced, %" PRIu64 " unlinked, %" PRIu64 " unchanged, %" PRIu64
-           " rejected (%.1f s, %.0f rows/s)\n",
+           " rejected (%.1f s, %.0f rows/s, peak memory %.1f MiB)\n",
            file, r->bank, rows, r->counts[OUT_NEW], r->counts[OUT_REPLACED],
            r->counts[OUT_UNLINKED], r->counts[OUT_UNCHANGED], r->counts[OUT_REJECTED], seconds,
-           seconds > 0 ? (double)rows / seconds : 0.0);
+           seconds > 0 ? (double)rows / seconds : 0.0, (double)peak_kib / 1024.0);
 }
 
 static int enrol_connect(enrol_run_t *r)
