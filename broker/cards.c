@@ -106,6 +106,7 @@ static int card_put(ledger_t *self, MDB_txn *txn, const card_found_t *f,
 /* The entry records the card by the key it is stored under (f->key). */
 static void note_card(decision_t *d, const card_found_t *f, const char *masked, bool is_new)
 {
+    assert(d != NULL && f != NULL && wire_id_valid(masked, PAN_DIGITS_MAX));
     uint32_t id = (uint32_t)f->key[0] << 24 | (uint32_t)f->key[1] << 16 |
                   (uint32_t)f->key[2] << 8 | f->key[3];
     if (is_new) {
@@ -145,9 +146,10 @@ static size_t unclaimed_index_key(int64_t since_ms, const char *member,
                                   uint8_t out[UNCLAIMED_INDEX_KEY_BYTES])
 {
     size_t len = strlen(member);
-    assert(since_ms >= 0 && len <= MEMBER_ID_LEN_MAX);
+    assert(since_ms >= 0 && len > 0 && len <= MEMBER_ID_LEN_MAX);
     store_put_u64(out, (uint64_t)since_ms);
     memcpy(out + 8, member, len);
+    assert(8 + len <= UNCLAIMED_INDEX_KEY_BYTES);
     return 8 + len;
 }
 
@@ -155,6 +157,8 @@ static size_t unclaimed_index_key(int64_t since_ms, const char *member,
 static int earn_into_unclaimed(ledger_t *self, MDB_txn *txn, card_found_t *f,
                                const char *masked, decision_t *d)
 {
+    assert(!f->found || f->rec->state == COALITION__CARD_STATE__CARD_LAPSED);
+    assert(d->code == RC_APPROVED);
     char member[MEMBER_ID_LEN_MAX + 1];
     unclaimed_id(f->key + 4, self->batch_seq + 1, member);
     Coalition__CardRecord rec = COALITION__CARD_RECORD__INIT;
@@ -248,6 +252,7 @@ int cards_resolve(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
 int rules_bank_add(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     const char *id = env->bank_add->bank_id;
+    assert(wire_id_valid(id, PARTNER_ID_LEN_MAX)); /* wire_validate checked the request */
     bool bank = false;
     int rc = cards_is_bank(self, txn, id, &bank);
     MDB_val k = {strlen(id), (void *)id}, v;
@@ -329,6 +334,7 @@ static int holder_of(ledger_t *self, MDB_txn *txn, const char *bank,
 /* The approved row's member exists and its reference maps to it. */
 static int holder_commit(ledger_t *self, MDB_txn *txn, const holder_t *h)
 {
+    assert(wire_id_valid(h->member, MEMBER_ID_LEN_MAX) && (h->mapped || h->ref_key_len > 1));
     Coalition__MemberRecord m = COALITION__MEMBER_RECORD__INIT;
     m.member_id = (char *)h->member;
     int rc = h->exists ? CL_OK : rules_new_member(self, txn, &m);
@@ -343,6 +349,7 @@ static int claim(ledger_t *self, MDB_txn *txn, const Coalition__CardRecord *rec,
                  const char *member, decision_t *d, int64_t *claimed)
 {
     *claimed = 0;
+    assert(wire_id_valid(member, MEMBER_ID_LEN_MAX));
     if (rec == NULL || rec->state != COALITION__CARD_STATE__CARD_UNCLAIMED)
         return CL_OK;
     Coalition__MemberRecord *m = NULL;
@@ -444,6 +451,7 @@ static int enrol(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollReques
     if (rc != CL_OK || d->code != RC_APPROVED)
         return rc;
     d->kind = COALITION__ENTRY_KIND__ENTRY_CARD_ENROL;
+    assert(claimed >= 0 && d->posting_count == (claimed > 0 ? DECISION_POSTINGS_MAX : 0));
     d->points = claimed;
     int n = snprintf(d->text, sizeof d->text, "Card %s enrolled to member %s", r->card->masked,
                      h.member);
@@ -497,6 +505,7 @@ static int unlink_row(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollR
     if (rc != CL_OK || d->code != RC_APPROVED)
         return rc;
     d->kind = COALITION__ENTRY_KIND__ENTRY_CARD_UNLINK;
+    assert(d->posting_count == 0 && d->has_card);
     snprintf(d->text, sizeof d->text, "Card %s unlinked from member %s", r->card->masked,
              d->member_id);
     return member_balance(self, txn, d->member_id, &d->balance);
@@ -548,6 +557,7 @@ out:
     if (rc != CL_OK || d->code != RC_APPROVED)
         return rc;
     d->kind = COALITION__ENTRY_KIND__ENTRY_CARD_REPLACE;
+    assert(claimed >= 0 && d->has_card && d->has_new_card);
     d->points = claimed;
     snprintf(d->text, sizeof d->text, "Card %s replaced by %s for member %s", r->card->masked,
              r->new_card->masked, d->member_id);
@@ -569,6 +579,7 @@ int rules_card_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         return CL_OK;
     }
     bool replacing = r->action == COALITION__CARD_ACTION__CARD_REPLACE;
+    assert(r->card != NULL && (r->new_card != NULL) == replacing); /* wire_validate */
     if (d->cards == NULL || d->cards->card.n == 0 || (replacing && d->cards->new_card.n == 0)) {
         rules_decline(d, RC_INVALID_TRANSACTION, "card number not received; not applied");
         return CL_OK;
@@ -651,6 +662,7 @@ int rules_unclaimed_lapse(ledger_t *self, MDB_txn *txn, const envelope_t *env, d
     if (rc != CL_OK)
         goto out;
     d->kind = COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE;
+    assert(points >= 0 && d->posting_count == (points > 0 ? DECISION_POSTINGS_MAX : 0));
     d->points = points;
     d->balance = 0;
     d->has_card = true;
@@ -673,6 +685,7 @@ int cards_due_lapses(ledger_t *self, MDB_txn *txn, int64_t now_ms,
                      char ids[][MEMBER_ID_LEN_MAX + 1], size_t max, size_t *count)
 {
     *count = 0;
+    assert(max > 0 && self->unclaimed_period_ms > 0);
     MDB_cursor *cur = NULL;
     int rc = mdb_cursor_open(txn, self->db_unclaimed, &cur);
     if (rc != MDB_SUCCESS)
@@ -700,6 +713,7 @@ int cards_due_lapses(ledger_t *self, MDB_txn *txn, int64_t now_ms,
 int cards_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     const Coalition__Card *card = env->balance->card;
+    assert(card != NULL && env->body_case == COALITION__ENVELOPE__BODY_BALANCE);
     bool bank = false;
     int rc = cards_is_bank(self, txn, env->partner_id, &bank);
     if (rc != CL_OK)
@@ -779,6 +793,7 @@ int ledger_lapse_unclaimed(ledger_t *self, int64_t now_ms, size_t max, size_t *l
         return rc;
     size_t n = 0;
     rc = cards_due_lapses(self, self->batch, now_ms, ids, max, &n);
+    assert(rc != CL_OK || n <= max);
     for (size_t i = 0; i < n && rc == CL_OK; i++)
         rc = lapse_one(self, ids[i], now_ms);
     if (n == 0 || rc != CL_OK) {

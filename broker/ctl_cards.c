@@ -4,11 +4,11 @@
  * valid row to the broker's admin socket as a CardEnrollRequest for the bank, keeping up
  * to ENROL_IN_FLIGHT_MAX requests in flight on one DEALER socket. Each row is one ledger
  * request, applied whole or declined; a row the broker declines is a reject with the
- * broker's reason. A row's txn id is "enr-" and a keyed hash (HMAC-SHA256 under the card
- * key) of the bank, the file's name and the row's fields: the same file imported again
- * (or after an interrupted import) sends the same keys, and the broker answers each row
- * with its first answer, writing nothing. The same row in another file is decided again
- * (the rules decline what changes nothing as "unchanged"). The PAN of a row lives in the row, the packed request and ZeroMQ's
+ * broker's reason. A row's txn id (row_txn_id) is keyed by hashes (HMAC-SHA256 under the
+ * card key) of the bank and the file's name, its line, and its fields: the same file
+ * imported again (or after an interrupted import) sends the same keys, and the broker
+ * answers each row with its first answer, writing nothing. The same row in another file
+ * is decided again (the rules decline what changes nothing as "unchanged"). The PAN of a row lives in the row, the packed request and ZeroMQ's
  * message (handed over without a copy and cleared when ZeroMQ frees it), and nowhere
  * else; rejects and reports show it masked. */
 #define _DEFAULT_SOURCE /* explicit_bzero */
@@ -35,8 +35,11 @@
 #include <zmq.h>
 
 #define ENROL_IN_FLIGHT_MAX 4096
-#define ROW_KEY_HEX 48 /* "enr-" + 48 hex digits: a txn id */
-_Static_assert(sizeof "enr-" - 1 + ROW_KEY_HEX <= TXN_ID_LEN_MAX, "a row's txn id fits");
+#define FILE_TAG_BYTES 8
+#define ROW_TAG_BYTES 8
+_Static_assert(sizeof "enr--" - 1 + 2 * FILE_TAG_BYTES + 20 + 1 + 2 * ROW_TAG_BYTES <=
+                   TXN_ID_LEN_MAX,
+               "a row's txn id fits with any line number");
 #define ENROL_REPLY_TIMEOUT_MS 30000
 #define ENROL_RESENDS_MAX 3
 #define ENROL_PROGRESS_EVERY 2048
@@ -70,6 +73,7 @@ typedef struct enrol_run {
     FILE *in;
     char in_buf[BUFSIZ]; /* the input's stdio buffer: ours, cleared at the end */
     const char *file_name; /* the file's base name, in each row's key */
+    char file_tag[2 * FILE_TAG_BYTES + 1];
     card_keys_t keys;      /* count 0: no card key file, rows keyed per run */
 } enrol_run_t;
 
@@ -149,6 +153,7 @@ static const char *outcome_name(outcome_t o)
 
 static void reject(enrol_run_t *r, unsigned long line, const char *masked, const char *reason)
 {
+    assert(masked != NULL && reason != NULL && strlen(masked) < PAN_MASKED_BYTES);
     r->counts[OUT_REJECTED]++;
     FILE *out = r->rejects != NULL ? r->rejects : stderr;
     fprintf(out, "%lu,%s,", line, masked);
@@ -198,7 +203,9 @@ static int take_reply(enrol_run_t *r, int timeout_ms)
         s->busy = false;
         r->answered++;
         r->last_reply_ms = clock_mono_ms();
-        while (r->oldest < r->sent && !r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].busy)
+        while (r->oldest < r->sent && !(r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].busy &&
+                                        r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].n ==
+                                            r->oldest))
             r->oldest++;
         assert(r->oldest <= r->sent && r->answered <= r->sent);
     }
@@ -222,10 +229,11 @@ static void progress(enrol_run_t *r, bool done)
             r->sent, r->answered, done ? "\n" : "");
 }
 
-/* Wait until slot `s` is free, or the broker has been silent too long. */
-static int wait_slot(enrol_run_t *r, const slot_t *s)
+/* Wait until slot `s` is free and the rows in flight span less than the slots (`all`:
+ * until every row is answered), or the broker has been silent too long. */
+static int wait_slot(enrol_run_t *r, const slot_t *s, bool all)
 {
-    while (s->busy) {
+    while (s->busy || r->sent - r->oldest >= (all ? 1 : ENROL_IN_FLIGHT_MAX)) {
         int rc = take_reply(r, 1000);
         if (rc == CL_ERR_TIMEOUT && clock_mono_ms() - r->last_reply_ms > ENROL_REPLY_TIMEOUT_MS)
             return CL_ERR_TIMEOUT;
@@ -240,30 +248,44 @@ static void set_card(Coalition__Card *c, const char *pan, char masked[PAN_MASKED
     c->masked = masked;
 }
 
-/* The row's txn id: keyed by the file and the row (see the top), or by this run. */
+/* HMAC-SHA256 of msg under the current card key, its first `bytes` bytes in hex. */
+static bool hmac_hex(const enrol_run_t *r, const uint8_t *msg, size_t len, size_t bytes,
+                     char *out)
+{
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned mac_len = 0;
+    const card_key_t *key = card_keys_current(&r->keys);
+    bool ok = HMAC(EVP_sha256(), key->secret, CARD_KEY_BYTES, msg, len, mac, &mac_len) != NULL &&
+              mac_len >= bytes;
+    for (size_t i = 0; ok && i < bytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", mac[i]);
+    pan_clear(mac, sizeof mac);
+    return ok;
+}
+
+/* The row's txn id: "enr-" FILE "-" LINE "-" ROW, FILE a keyed hash of the bank and the
+ * file's name, ROW one of the row's fields (PAN among them), LINE its line number (keys of
+ * one file sort together: the idempotency records of an import stay near each other).
+ * Without a card key: keyed by this run. */
 static void row_txn_id(const enrol_run_t *r, const enrol_row_t *row, char out[TXN_ID_LEN_MAX + 1])
 {
     if (r->keys.count == 0) {
         snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%" PRIu64, r->run, r->sent);
         return;
     }
-    uint8_t msg[ENROL_LINE_BYTES_MAX + 256], mac[EVP_MAX_MD_SIZE];
-    int len = snprintf((char *)msg, sizeof msg, "enrol-row%c%s%c%s%c%s%c%s%c%s%c%d%c%s", 0,
-                       r->bank, 0, r->file_name, 0, row->bank_ref, 0, row->pan, 0,
-                       row->member_id, 0, (int)row->action, 0, row->new_pan);
-    unsigned mac_len = 0;
-    const card_key_t *key = card_keys_current(&r->keys);
+    uint8_t msg[ENROL_LINE_BYTES_MAX + 256];
+    char row_hex[2 * ROW_TAG_BYTES + 1];
+    int len = snprintf((char *)msg, sizeof msg, "enrol-row%c%s%c%s%c%s%c%d%c%s", 0,
+                       row->bank_ref, 0, row->pan, 0, row->member_id, 0, (int)row->action, 0,
+                       row->new_pan);
     bool ok = len > 0 && (size_t)len < sizeof msg &&
-              HMAC(EVP_sha256(), key->secret, CARD_KEY_BYTES, msg, (size_t)len, mac, &mac_len) !=
-                  NULL &&
-              mac_len * 2 >= ROW_KEY_HEX;
+              hmac_hex(r, msg, (size_t)len, ROW_TAG_BYTES, row_hex);
     pan_clear(msg, sizeof msg);
-    int n = snprintf(out, TXN_ID_LEN_MAX + 1, "enr-");
-    for (size_t i = 0; ok && i < ROW_KEY_HEX / 2; i++)
-        n += snprintf(out + n, (size_t)(TXN_ID_LEN_MAX + 1 - n), "%02x", mac[i]);
-    if (!ok) /* a row longer than a line cannot be: the reader refuses it first */
+    if (ok)
+        snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%09lu-%s", r->file_tag, row->line, row_hex);
+    else /* a row longer than a line cannot be: the reader refuses it first */
         snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%" PRIu64, r->run, r->sent);
-    pan_clear(mac, sizeof mac);
+    pan_clear(row_hex, sizeof row_hex);
     assert(wire_id_valid(out, TXN_ID_LEN_MAX));
 }
 
@@ -271,7 +293,7 @@ static int send_row(const enrol_row_t *row, void *ctx)
 {
     enrol_run_t *r = ctx;
     slot_t *s = &r->slots[r->sent & (ENROL_IN_FLIGHT_MAX - 1)];
-    int rc = wait_slot(r, s);
+    int rc = wait_slot(r, s, false);
     if (rc != CL_OK)
         return rc;
     char new_masked[PAN_MASKED_BYTES];
@@ -298,6 +320,7 @@ static int send_row(const enrol_row_t *row, void *ctx)
     uint8_t *buf = wire_pack_envelope(&env, &len);
     if (buf == NULL)
         return CL_ERR_NOMEM;
+    assert(!s->busy && r->sent - r->oldest < ENROL_IN_FLIGHT_MAX);
     s->busy = true;
     s->n = r->sent++;
     s->line = row->line;
@@ -386,7 +409,7 @@ static int enrol_file(enrol_run_t *r, const char *file, char *why, size_t why_si
         rc = enrol_file_read(r->in, send_row, take_reject, r, why, why_size);
     r->last_reply_ms = clock_mono_ms();
     for (size_t i = 0; rc == CL_OK && i < ENROL_IN_FLIGHT_MAX; i++)
-        rc = wait_slot(r, &r->slots[i]);
+        rc = wait_slot(r, &r->slots[i], true);
     progress(r, true);
     if (rc == CL_ERR_TIMEOUT)
         snprintf(why, why_size,
@@ -444,8 +467,12 @@ static int enrol_open(enrol_run_t *r, const enrol_args_t *a)
     const char *slash = strrchr(a->file, '/');
     r->file_name = slash != NULL ? slash + 1 : a->file;
     char path[CTL_PATH_BYTES_MAX], why[256] = "";
+    uint8_t msg[PARTNER_ID_LEN_MAX + CTL_PATH_BYTES_MAX + 16];
+    int len = snprintf((char *)msg, sizeof msg, "enrol-file%c%s%c%s", 0, r->bank, 0,
+                       r->file_name);
     if (card_key_path(r->ctl, a->card_key, path, sizeof path) != CL_OK ||
-        card_keys_load(path, &r->keys, why, sizeof why) != CL_OK) {
+        card_keys_load(path, &r->keys, why, sizeof why) != CL_OK || len <= 0 ||
+        (size_t)len >= sizeof msg || !hmac_hex(r, msg, (size_t)len, FILE_TAG_BYTES, r->file_tag)) {
         memset(&r->keys, 0, sizeof r->keys);
         fprintf(stderr,
                 "coalitionctl: warning: card key file %s: %s; rows are keyed by this run, so "

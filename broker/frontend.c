@@ -287,6 +287,7 @@ static int look_up_cards(frontend_t *self, request_t *r, char *why, size_t why_s
         return RC_INVALID_TRANSACTION;
     }
     card_lookup_t *out[2] = {&r->cards.card, &r->cards.new_card};
+    assert(n <= 2 && self->opts->card_keys->count > 0);
     for (size_t i = 0; i < n; i++) {
         if (cards[i]->pan[0] == '\0')
             continue;
@@ -334,6 +335,7 @@ static bool accept_request(frontend_t *self, void *sock, origin_t origin, reques
     if (code == RC_APPROVED)
         code = look_up_cards(self, r, why, sizeof why);
     wire_clear_pans(r->env); /* from here on, cards are their lookups and masked forms */
+    assert(!wire_has_pan(r->env));
     if (code != RC_APPROVED) {
         log_decline(self, r, sender_refused, code, why);
         send_decline(sock, r, r->env, code, why);

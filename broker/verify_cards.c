@@ -71,6 +71,7 @@ static int card_of(verify_t *v, const journal_entry_t *e, bool new_card, vcard_t
 
 static int open_member(verify_t *v, const char *member, uint64_t seq)
 {
+    assert(member != NULL && seq > 0);
     char account[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(account, sizeof account, member);
     return vmap_find(&v->accounts, account, strlen(account)) != NULL
@@ -151,6 +152,7 @@ static int link(verify_t *v, const journal_entry_t *e, vcard_t *c)
     c->state = COALITION__CARD_STATE__CARD_LINKED;
     snprintf(c->member, sizeof c->member, "%s", e->member_id);
     snprintf(c->bank, sizeof c->bank, "%s", e->bank_id);
+    assert(!c->replaced);
     return rc;
 }
 
@@ -232,6 +234,8 @@ static int bank_add(verify_t *v, const journal_entry_t *e)
 
 int verify_rederive_card(verify_t *v, const journal_entry_t *e)
 {
+    assert(e->kind >= COALITION__ENTRY_KIND__ENTRY_BANK_ADD &&
+           e->kind <= COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE);
     switch (e->kind) {
     case COALITION__ENTRY_KIND__ENTRY_BANK_ADD: return bank_add(v, e);
     case COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE: return lapse(v, e);
@@ -244,6 +248,7 @@ int verify_rederive_card(verify_t *v, const journal_entry_t *e)
 void verify_holder(const verify_t *v, const char *member, char account[ACCOUNT_NAME_BYTES_MAX],
                    const char **member_out)
 {
+    assert(v != NULL && member != NULL && member_out != NULL);
     const vunclaimed_t *u =
         unclaimed_member(member) ? vmap_find(&v->unclaimed, member, strlen(member)) : NULL;
     *member_out = u != NULL && u->moved_to[0] != '\0' ? u->moved_to : member;

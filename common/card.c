@@ -108,6 +108,7 @@ int card_lookup_of(const card_keys_t *keys, const char *pan, card_lookup_t *out)
 
 void pan_free_cleared(void *data, void *hint)
 {
+    assert(data != NULL);
     pan_clear(data, (size_t)(uintptr_t)hint);
     free(data);
 }

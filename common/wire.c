@@ -174,6 +174,7 @@ static bool masked_valid(const char *m)
  * and matching the mask. Reasons never show the PAN. */
 static int validate_card(const Coalition__Card *c, bool pan_required, char *why, size_t why_size)
 {
+    assert(why != NULL && why_size > 0);
     if (c == NULL)
         return refuse(why, why_size, RC_FORMAT_ERROR, "card missing");
     if (!masked_valid(c->masked))
@@ -464,6 +465,7 @@ size_t wire_cards_of(const envelope_t *env, const Coalition__Card *out[2])
         out[n++] = a;
     if (b != NULL)
         out[n++] = b;
+    assert(n <= 2);
     return n;
 }
 

@@ -581,6 +581,7 @@ static pending_t *reversal_of(agent_t *a, const pending_t *burn)
  * pending loaded after a restart holds no number: nothing to compare, as the broker. */
 static bool same_card(const pending_t *p, const envelope_t *env)
 {
+    assert(p != NULL && env != NULL && (p->secret == NULL || p->by_card));
     if (p->secret == NULL || !wire_has_pan(env))
         return true;
     envelope_t *mine = wire_envelope_decode(p->secret, p->secret_len);
@@ -668,6 +669,7 @@ static pending_t *fresh(agent_t *a, envelope_t *env, const peer_t *peer, int64_t
     uint8_t *bytes = secret_ok ? wire_pack_envelope(env, &len) : NULL;
     pending_t *p = bytes != NULL ? pending_new(env, a->opts->site_id, bytes, len) : NULL;
     if (p != NULL) {
+        assert(p->by_card == (secret != NULL) || secret == NULL);
         p->secret = secret;
         p->secret_len = secret_len;
     }
@@ -924,6 +926,7 @@ static int send_pending(agent_t *a, const pending_t *p)
 {
     if (p->secret == NULL)
         return zmq_send(a->broker, p->envelope, p->envelope_len, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+    assert(p->by_card && p->secret_len > 0 && p->secret_len <= WIRE_MESSAGE_BYTES_MAX);
     uint8_t *copy = malloc(p->secret_len);
     if (copy == NULL)
         return -1;

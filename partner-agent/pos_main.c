@@ -56,7 +56,7 @@ static void usage(FILE *out)
             "                         process list. A card earn is never stored offline\n"
             "  -h, --help             this text\n\n"
             "Exit status: 0 approved, 1 declined, 2 no answer or bad usage,\n"
-            "3 stored offline by the agent (not yet approved; it will be delivered),\n"
+            "3 stored offline by the agent, or pending (not decided yet; it will be),\n"
             "4 a replay of an approval that was voided or fully refunded since.\n",
             DEFAULT_TERMINAL, CPOS_TIMEOUT_MS_DEFAULT);
 }
@@ -78,6 +78,7 @@ static void print_result(const args_t *a, const cpos_result_t *r)
         return;
     }
     const char *verdict = r->offline    ? "OFFLINE "
+                          : r->pending  ? "PENDING "
                           : r->reversed ? "REVERSED"
                           : r->approved ? "APPROVED"
                                         : "DECLINED";
@@ -184,8 +185,9 @@ static int run(cpos_t *pos, const char *cmd, const args_t *a, cpos_result_t *r)
 static int take_card(char *arg, args_t *a)
 {
     if (strcmp(arg, "-") == 0) {
-        if (fgets(a->card, sizeof a->card, stdin) == NULL)
-            a->card[0] = '\0';
+        /* read(2), not stdio: no buffer of stdin's keeps a copy of the number */
+        ssize_t n = read(STDIN_FILENO, a->card, sizeof a->card - 1);
+        a->card[n > 0 ? n : 0] = '\0';
         a->card[strcspn(a->card, "\r\n")] = '\0';
     } else {
         snprintf(a->card, sizeof a->card, "%s", arg);
@@ -302,8 +304,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     print_result(&a, &r);
-    if (r.offline)
-        return EXIT_OFFLINE;
+    if (r.offline || r.pending)
+        return EXIT_OFFLINE; /* not decided yet: it will be */
     if (r.reversed)
         return EXIT_REVERSED;
     return r.approved ? EXIT_APPROVED : EXIT_DECLINED;

@@ -636,6 +636,55 @@ static void a_card_earn_is_never_stored_offline(void **state)
     expect_verify(w);
 }
 
+/* ---- 6. a card earn sent but unanswered: pending, then decided once ------------------ */
+
+static int balance_of_member(world_t *w, const char *member)
+{
+    char out[OUT_BYTES];
+    if (world_ctl(w, out, sizeof out, "--json", "balance", member, NULL) != 0)
+        fail_msg("balance %s: %s", member, out);
+    const char *at = strstr(out, "\"balance\":");
+    return at != NULL ? atoi(at + strlen("\"balance\":")) : -1;
+}
+
+static void a_sent_card_earn_is_pending_then_decided_once(void **state)
+{
+    world_t *w = *state;
+    char a[PAN_LEN + 1], out[OUT_BYTES], content[512], file[HARNESS_PATH_BYTES];
+    pan_of("455555", 3, a);
+    snprintf(content, sizeof content, "bank_ref,pan,member_id\np-alice,%s,alice\n", a);
+    bank_file(w, "pending.csv", content, file, sizeof file);
+    EXPECT_EQ("enrol", 0, enroll(w, "visa", file, NULL, out, sizeof out));
+    harness_pause(&w->broker); /* connected, but it answers nothing */
+    EXPECT_EQ("card earn, broker stalled", 3,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount",
+                        "10.00", "--txn", "pend-1", NULL));
+    EXPECT_CONTAINS("the till is told it is pending", "\"pending\":true", out);
+    EXPECT_CONTAINS("not stored offline", "\"offline\":false", out);
+    /* The agent dies with it in flight: its card number is gone with it. */
+    world_stop_agent(w, &w->agents[0], SIGKILL);
+    world_restart_agent(w, &w->agents[0]);
+    harness_resume(&w->broker);
+    int rc = 3;
+    for (int waited = 0; waited < LAPSE_TIMEOUT_MS && rc == 3; waited += POLL_STEP_MS) {
+        rc = world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount",
+                       "10.00", "--txn", "pend-1", NULL);
+        if (rc == 3)
+            sleep_ms(POLL_STEP_MS);
+    }
+    int balance = balance_of_member(w, "alice");
+    printf("the pending card earn was %s: %s\n", rc == 0 ? "approved" : "declined", out);
+    if (rc == 0)
+        EXPECT_EQ("approved: applied once", 20, balance);
+    else
+        EXPECT_EQ("declined: nothing applied", 0, balance);
+    EXPECT_TRUE("a final answer", rc == 0 || rc == 1);
+    rc = world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount", "10.00",
+                   "--txn", "pend-1", NULL);
+    EXPECT_EQ("asked again: the same balance", balance, balance_of_member(w, "alice"));
+    expect_verify(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -645,6 +694,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(unclaimed_points_are_claimed_or_lapse, setup, teardown),
         cmocka_unit_test_setup_teardown(a_bank_enrols_on_its_own_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(a_card_earn_is_never_stored_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_sent_card_earn_is_pending_then_decided_once, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
