@@ -4,10 +4,12 @@
  * reached the writer. The card lifecycle (CardRecord.state) is drawn in ledger.proto; every
  * transition is one of the functions below, each in the request's own transaction:
  *
- *   (none)/LAPSED ──earn──► UNCLAIMED            earn_into_unclaimed
- *   (none)/UNCLAIMED/UNLINKED/LAPSED ──enrol──► LINKED   enrol (claims UNCLAIMED points)
- *   LINKED ──unlink──► UNLINKED                  unlink
- *   LINKED ──replace──► UNLINKED, new card ──► LINKED    replace
+ *   (none)/LAPSED ──earn──► UNCLAIMED                   earn_into_unclaimed
+ *   UNCLAIMED ──earn──► UNCLAIMED (period restarts)       restart_claim_period
+ *   (none)/UNCLAIMED/UNLINKED/LAPSED ──enrol──► LINKED   enrol (claims UNCLAIMED points;
+ *                                                        never a card a replacement retired)
+ *   LINKED ──unlink──► UNLINKED                         unlink_row
+ *   LINKED ──replace──► UNLINKED (retired), new card ──► LINKED    replace
  *   UNCLAIMED ──period over──► LAPSED (points to breakage)   rules_unclaimed_lapse
  *
  * Rules: one bank and one member per card at a time. Another bank's linked card, or a
@@ -82,7 +84,9 @@ static int card_find(ledger_t *self, MDB_txn *txn, const card_lookup_t *l, card_
             return rc;
         if (f->rec->state < COALITION__CARD_STATE__CARD_UNCLAIMED ||
             f->rec->state > COALITION__CARD_STATE__CARD_LAPSED ||
-            !wire_id_valid(f->rec->masked, PAN_DIGITS_MAX)) {
+            !wire_id_valid(f->rec->masked, PAN_DIGITS_MAX) ||
+            !wire_id_valid(f->rec->member_id, MEMBER_ID_LEN_MAX) ||
+            f->rec->unclaimed_since_ms < 0) {
             found_free(f);
             return CL_ERR_CORRUPT; /* read from disk: never asserted */
         }
@@ -603,7 +607,8 @@ static int load_unclaimed(ledger_t *self, MDB_txn *txn, const char *member,
                                &coalition__member_record__descriptor, (ProtobufCMessage **)m);
     if (rc != CL_OK)
         return rc;
-    if (!(*m)->unclaimed || (*m)->card_key.len != CARD_DB_KEY_BYTES)
+    if (!(*m)->unclaimed || (*m)->card_key.len != CARD_DB_KEY_BYTES ||
+        (*m)->unclaimed_since_ms < 0)
         return CL_ERR_CORRUPT;
     rc = ledger_get_record(txn, self->db_cards, (*m)->card_key.data, CARD_DB_KEY_BYTES,
                            &coalition__card_record__descriptor, (ProtobufCMessage **)card);
