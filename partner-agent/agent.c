@@ -611,6 +611,13 @@ static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *p
                  env->txn_id);
         return RC_INVALID_TRANSACTION;
     }
+    if (p->by_card && p->secret == NULL && wire_has_pan(env)) {
+        /* Loaded after a restart without its number: the till's repeat brings it back, so
+         * the request can still be applied (the broker decides it once either way). */
+        p->secret = wire_pack_envelope(env, &p->secret_len);
+        if (p->secret == NULL)
+            p->secret_len = 0;
+    }
     if (!pending_add_waiter(p, peer, now + a->opts->till_wait_ms)) {
         snprintf(why, why_size, "txn id %s is pending with %d tills waiting; ask again later",
                  env->txn_id, PENDING_WAITERS_MAX);
