@@ -244,7 +244,7 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
     points_text(points, pts);
     points_text(d->balance, bal);
-    if (who[0] == WIRE_RESERVED_MEMBER_PREFIX)
+    if (strncmp(who, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) == 0)
         snprintf(d->text, sizeof d->text, "Earned %s points, unclaimed until the card is enrolled",
                  pts);
     else
@@ -420,7 +420,7 @@ static int holder_of_original(ledger_t *self, MDB_txn *txn, original_t *o, decis
 {
     const char *member = o->entry->member_id;
     ledger_account_member(o->holder, sizeof o->holder, member);
-    if (member[0] != WIRE_RESERVED_MEMBER_PREFIX)
+    if (strncmp(member, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) != 0)
         return check_member_as(self, txn, member, d, true);
     Coalition__MemberRecord *m = NULL;
     int rc = ledger_get_record(txn, self->db_members, member, strlen(member),

@@ -391,6 +391,7 @@ static void file_rows_rejects_reimport_replace_unlink(void **state)
      * b unlinked. */
     EXPECT_EQ("earn c", 0, world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", c,
                                      "--amount", "5.00", "--txn", "c-1", NULL));
+    EXPECT_CONTAINS("a bank's new member earns", "Earned 10 points. Balance 10", out);
     snprintf(content, sizeof content, "bank_ref,pan,action,new_pan\nr-new,%s,replace,%s\n"
                                       "r-alice,%s,unlink,\n",
              c, d, b);
