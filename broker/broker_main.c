@@ -46,16 +46,13 @@ static void usage(FILE *out)
             "      --card-key FILE   the coalition's card key file, owner-only, outside the\n"
             "                        ledger directory (default: DIR.card.key, made by\n"
             "                        'coalitionctl init'); without it card numbers get 12\n"
-            "      --unclaimed-period DURATION  how long points earned by a card no bank has\n"
-            "                        enrolled wait for it before they lapse to breakage:\n"
-            "                        N followed by d, h, m or s (default %dd)\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
             DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, PEERS_DEFAULT,
-            FRONTEND_MEMORY_MAX_DEFAULT >> 20, UNCLAIMED_PERIOD_DAYS_DEFAULT, STORE_LOCK_FILE);
+            FRONTEND_MEMORY_MAX_DEFAULT >> 20, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -95,23 +92,6 @@ static bool admin_endpoint_private(const char *endpoint, char *why, size_t why_s
         return false;
     }
     return true;
-}
-
-/* "90d", "12h", "30m", "45s": milliseconds in (0, UNCLAIMED_PERIOD_MS_MAX]. */
-static int parse_period(const char *s, int64_t *ms_out)
-{
-    char *end = NULL;
-    unsigned long long n = strtoull(s, &end, 10);
-    int64_t unit = end == NULL ? 0
-                   : strcmp(end, "d") == 0 ? INT64_C(86400000)
-                   : strcmp(end, "h") == 0 ? INT64_C(3600000)
-                   : strcmp(end, "m") == 0 ? INT64_C(60000)
-                   : strcmp(end, "s") == 0 ? INT64_C(1000)
-                                           : 0;
-    if (end == s || unit == 0 || n == 0 || n > (unsigned long long)(UNCLAIMED_PERIOD_MS_MAX / unit))
-        return -1;
-    *ms_out = (int64_t)n * unit;
-    return 0;
 }
 
 /* The card keys: a missing default file means no card-linked requests (warned); a file
@@ -168,14 +148,12 @@ int main(int argc, char **argv)
                                              {"memory-max-mb", required_argument, NULL, 'M'},
                                              {"max-connections", required_argument, NULL, 'C'},
                                              {"card-key", required_argument, NULL, 'K'},
-                                             {"unclaimed-period", required_argument, NULL, 'U'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
     frontend_options_t opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
                                PEERS_DEFAULT, NULL};
     const char *key_path = NULL, *card_key_path = NULL;
-    int64_t unclaimed_ms = INT64_C(86400000) * UNCLAIMED_PERIOD_DAYS_DEFAULT;
     bool insecure = false;
     log_level_t level = LOG_INFO;
     int c;
@@ -183,13 +161,6 @@ int main(int argc, char **argv)
         switch (c) {
         case 'k': key_path = optarg; break;
         case 'K': card_key_path = optarg; break;
-        case 'U':
-            if (parse_period(optarg, &unclaimed_ms) != 0) {
-                fprintf(stderr, "coalition-broker: --unclaimed-period is N followed by d, h, m "
-                                "or s, at most 3660 days\n");
-                return 2;
-            }
-            break;
         case 'I': insecure = true; break;
         case 'C': {
             char *end = NULL;
@@ -275,7 +246,6 @@ int main(int argc, char **argv)
                   ledger_dir, cl_strerror(rc), ledger_dir);
         return 1;
     }
-    ledger_set_unclaimed_period(ledger, unclaimed_ms);
     int stop_fd = shutdown_fd_open();
     if (stop_fd < 0) {
         log_error("cannot set up signal handling");

@@ -615,16 +615,17 @@ static int load_unclaimed(ledger_t *self, MDB_txn *txn, const char *member,
     return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc;
 }
 
-static bool lapse_due(ledger_t *self, const Coalition__MemberRecord *m,
+static bool lapse_due(int64_t period_ms, const Coalition__MemberRecord *m,
                       const Coalition__CardRecord *c, int64_t now_ms, decision_t *d)
 {
+    assert(period_ms > 0);
     if (m->lapsed || m->moved_to[0] != '\0' || c->state != COALITION__CARD_STATE__CARD_UNCLAIMED ||
         strcmp(c->member_id, m->member_id) != 0) {
         rules_decline(d, RC_INVALID_TRANSACTION, "unchanged: %s was claimed or lapsed before",
                       m->member_id);
         return false;
     }
-    if (now_ms - m->unclaimed_since_ms < self->unclaimed_period_ms) {
+    if (now_ms - m->unclaimed_since_ms < period_ms) {
         rules_decline(d, RC_INVALID_TRANSACTION, "the claim period of %s has not ended",
                       m->member_id);
         return false;
@@ -643,10 +644,12 @@ int rules_unclaimed_lapse(ledger_t *self, MDB_txn *txn, const envelope_t *env, d
         rules_decline(d, RC_UNKNOWN_MEMBER, "unknown unclaimed account %s", member);
         rc = CL_OK;
     }
-    int64_t points = 0;
+    int64_t points = 0, period_ms = 0;
     char from[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(from, sizeof from, member);
-    if (rc != CL_OK || d->code != RC_APPROVED || !lapse_due(self, m, c, d->now_ms, d))
+    if (rc == CL_OK && d->code == RC_APPROVED)
+        rc = cards_unclaimed_period_ms(self, txn, &period_ms);
+    if (rc != CL_OK || d->code != RC_APPROVED || !lapse_due(period_ms, m, c, d->now_ms, d))
         goto out;
     rc = ledger_get_balance(self, txn, from, &points);
     if (rc == CL_OK && points < 0)
@@ -690,9 +693,13 @@ int cards_due_lapses(ledger_t *self, MDB_txn *txn, int64_t now_ms,
                      char ids[][MEMBER_ID_LEN_MAX + 1], size_t max, size_t *count)
 {
     *count = 0;
-    assert(max > 0 && self->unclaimed_period_ms > 0);
+    assert(max > 0);
+    int64_t period_ms = 0;
+    int rc = cards_unclaimed_period_ms(self, txn, &period_ms);
+    if (rc != CL_OK)
+        return rc;
     MDB_cursor *cur = NULL;
-    int rc = mdb_cursor_open(txn, self->db_unclaimed, &cur);
+    rc = mdb_cursor_open(txn, self->db_unclaimed, &cur);
     if (rc != MDB_SUCCESS)
         return store_err(rc);
     MDB_val k, v;
@@ -703,7 +710,7 @@ int cards_due_lapses(ledger_t *self, MDB_txn *txn, int64_t now_ms,
             return CL_ERR_CORRUPT;
         }
         uint64_t since = store_get_u64(k.mv_data);
-        if ((int64_t)since > now_ms - self->unclaimed_period_ms)
+        if ((int64_t)since > now_ms - period_ms)
             break; /* in time order: none after it is due */
         memcpy(ids[*count], (const uint8_t *)k.mv_data + 8, k.mv_size - 8);
         ids[*count][k.mv_size - 8] = '\0';
@@ -808,5 +815,67 @@ int ledger_lapse_unclaimed(ledger_t *self, int64_t now_ms, size_t max, size_t *l
     rc = ledger_batch_commit(self);
     if (rc == CL_OK)
         *lapsed_out = n;
+    return rc;
+}
+
+/* ---- card settings ------------------------------------------------------------------ */
+
+static int get_settings(ledger_t *self, MDB_txn *txn, int64_t *seconds_out)
+{
+    Coalition__CardSettings *cs = NULL;
+    int rc = ledger_get_record(txn, self->db_meta, CARD_SETTINGS_KEY, strlen(CARD_SETTINGS_KEY),
+                               &coalition__card_settings__descriptor, (ProtobufCMessage **)&cs);
+    *seconds_out = UNCLAIMED_PERIOD_SECONDS_DEFAULT;
+    if (rc == CL_ERR_NOT_FOUND)
+        return CL_OK;
+    if (rc != CL_OK)
+        return rc;
+    int64_t s = cs->unclaimed_period_seconds;
+    coalition__card_settings__free_unpacked(cs, NULL);
+    if (s <= 0 || s > UNCLAIMED_PERIOD_SECONDS_MAX)
+        return CL_ERR_CORRUPT; /* read from disk */
+    *seconds_out = s;
+    return CL_OK;
+}
+
+int cards_unclaimed_period_ms(ledger_t *self, MDB_txn *txn, int64_t *ms_out)
+{
+    int64_t s = 0;
+    int rc = get_settings(self, txn, &s);
+    _Static_assert(UNCLAIMED_PERIOD_SECONDS_MAX <= INT64_MAX / 1000, "the period in ms fits");
+    *ms_out = s * 1000;
+    assert(rc != CL_OK || *ms_out > 0);
+    return rc;
+}
+
+int rules_card_settings(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
+{
+    int64_t s = env->card_settings->unclaimed_period_seconds;
+    assert(s > 0 && s <= UNCLAIMED_PERIOD_SECONDS_MAX); /* wire_validate checked it */
+    Coalition__CardSettings cs = COALITION__CARD_SETTINGS__INIT;
+    cs.unclaimed_period_seconds = s;
+    cs.set_seq = self->batch_seq + 1;
+    d->kind = COALITION__ENTRY_KIND__ENTRY_CARD_SETTINGS;
+    d->unclaimed_period_seconds = s;
+    snprintf(d->text, sizeof d->text,
+             "Card settings: unclaimed points lapse %" PRId64 " s after their latest earn", s);
+    return ledger_put_record(txn, self->db_meta, CARD_SETTINGS_KEY, strlen(CARD_SETTINGS_KEY),
+                             &cs.base);
+}
+
+typedef struct period_call {
+    int64_t seconds;
+} period_call_t;
+
+static int period_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    return get_settings(self, txn, &((period_call_t *)ctx)->seconds);
+}
+
+int ledger_unclaimed_period(ledger_t *self, int64_t *seconds_out)
+{
+    period_call_t call = {0};
+    int rc = ledger_with_reader(self, period_in, &call);
+    *seconds_out = call.seconds;
     return rc;
 }

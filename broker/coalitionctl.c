@@ -114,6 +114,11 @@ static void usage(FILE *out)
         "                                         beside the ledger directory): rotate adds\n"
         "                                         a key for new cards; older cards keep\n"
         "                                         theirs. Restart the broker after rotating\n"
+        "  card-settings [--unclaimed-period N{d|h|m|s}]\n"
+        "                                         show or set (a journal entry) how long\n"
+        "                                         points a card earned before any bank\n"
+        "                                         enrolled it wait, from its latest earn,\n"
+        "                                         before they lapse to breakage (default 90d)\n"
           ,
           out);
 }
@@ -789,6 +794,8 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return ctl_enroll(ctl, argc, argv);
     if (strcmp(cmd, "card-key") == 0)
         return ctl_card_key(ctl, argc, argv);
+    if (strcmp(cmd, "card-settings") == 0)
+        return ctl_card_settings(ctl, argc, argv);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)

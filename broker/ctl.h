@@ -48,6 +48,7 @@ int ctl_reconcile(ctl_t *ctl, int argc, char **argv);
 int ctl_bank(ctl_t *ctl, int argc, char **argv);
 int ctl_enroll(ctl_t *ctl, int argc, char **argv);
 int ctl_card_key(ctl_t *ctl, int argc, char **argv);
+int ctl_card_settings(ctl_t *ctl, int argc, char **argv);
 
 /* ctl_liability.c: points outstanding by issuer and age, valued at issue price. */
 int ctl_liability(ctl_t *ctl, int argc, char **argv);

@@ -95,6 +95,46 @@ int ctl_bank(ctl_t *ctl, int argc, char **argv)
     return ctl_send_admin(ctl, &env, NULL);
 }
 
+/* ---- card settings -------------------------------------------------------------------- */
+
+int ctl_card_settings(ctl_t *ctl, int argc, char **argv)
+{
+    if (argc == 1) { /* show, from the ledger */
+        ledger_t *l = NULL;
+        int64_t s = 0;
+        int rc = ctl_open_read_only(ctl, &l);
+        if (rc != 0)
+            return rc;
+        rc = ledger_unclaimed_period(l, &s);
+        ledger_destroy(&l);
+        if (rc != CL_OK) {
+            fprintf(stderr, "coalitionctl: card settings: %s\n", cl_strerror(rc));
+            return EXIT_DECLINED;
+        }
+        if (ctl->json)
+            printf("{\"unclaimed_period_seconds\":%" PRId64 "}\n", s);
+        else
+            printf("unclaimed points lapse %" PRId64 " s (%.2f days) after their latest earn\n", s,
+                   (double)s / 86400.0);
+        return 0;
+    }
+    int64_t seconds = 0;
+    if (argc != 3 || strcmp(argv[1], "--unclaimed-period") != 0 ||
+        card_parse_period(argv[2], UNCLAIMED_PERIOD_SECONDS_MAX, &seconds) != 0) {
+        fprintf(stderr, "coalitionctl: usage: card-settings [--unclaimed-period N{d|h|m|s}] "
+                        "(1 s to 3660 days)\n");
+        return EXIT_USAGE;
+    }
+    envelope_t env;
+    char txn_id[TXN_ID_LEN_MAX + 1];
+    Coalition__CardSettingsRequest body = COALITION__CARD_SETTINGS_REQUEST__INIT;
+    ctl_admin_envelope(&env, txn_id, sizeof txn_id);
+    body.unclaimed_period_seconds = seconds;
+    env.body_case = COALITION__ENVELOPE__BODY_CARD_SETTINGS;
+    env.card_settings = &body;
+    return ctl_send_admin(ctl, &env, NULL);
+}
+
 /* ---- card key ------------------------------------------------------------------------ */
 
 static int card_key_path(const ctl_t *ctl, const char *given, char *out, size_t size)

@@ -180,7 +180,6 @@ int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode)
     MDB_txn *txn = NULL;
     if (self == NULL)
         return CL_ERR_NOMEM;
-    self->unclaimed_period_ms = INT64_C(86400000) * UNCLAIMED_PERIOD_DAYS_DEFAULT;
     self->mode = mode;
     if (pthread_rwlock_init(&self->map_lock, NULL) != 0) {
         free(self);
@@ -644,6 +643,7 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         e.new_card_hash.len = CARD_HASH_BYTES;
         e.new_card_masked = (char *)d->new_card_masked;
     }
+    e.unclaimed_period_seconds = d->unclaimed_period_seconds;
     e.bank_id = d->bank_id != NULL ? (char *)d->bank_id : "";
     e.bank_ref = d->bank_ref != NULL ? (char *)d->bank_ref : "";
     assert(e.window_id != 0); /* settle_roll opened one before anything is recorded */
@@ -883,11 +883,6 @@ int ledger_apply_cards(ledger_t *self, const char *public_z85, const envelope_t 
     return rc == CL_OK ? CL_OK : fail(self, rc, env);
 }
 
-void ledger_set_unclaimed_period(ledger_t *self, int64_t period_ms)
-{
-    assert(period_ms > 0 && period_ms <= UNCLAIMED_PERIOD_MS_MAX && self->batch == NULL);
-    self->unclaimed_period_ms = period_ms;
-}
 
 /* ---- read side --------------------------------------------------------------------- */
 
@@ -1234,6 +1229,12 @@ const char *ledger_entry_kind_name(int kind)
     case COALITION__ENTRY_KIND__ENTRY_PARTNER_TOPUP: return "topup";
     case COALITION__ENTRY_KIND__ENTRY_SETTLEMENT_CONFIG: return "settlement-config";
     case COALITION__ENTRY_KIND__ENTRY_WINDOW_CLOSE: return "window-close";
+    case COALITION__ENTRY_KIND__ENTRY_BANK_ADD: return "bank-add";
+    case COALITION__ENTRY_KIND__ENTRY_CARD_ENROL: return "card-enrol";
+    case COALITION__ENTRY_KIND__ENTRY_CARD_UNLINK: return "card-unlink";
+    case COALITION__ENTRY_KIND__ENTRY_CARD_REPLACE: return "card-replace";
+    case COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE: return "unclaimed-lapse";
+    case COALITION__ENTRY_KIND__ENTRY_CARD_SETTINGS: return "card-settings";
     default: return "unknown";
     }
 }

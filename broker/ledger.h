@@ -51,9 +51,6 @@ typedef struct ledger_cards {
     card_lookup_t card, new_card;
 } ledger_cards_t;
 
-/* How long an unclaimed card's points wait for its enrolment before they lapse. */
-#define UNCLAIMED_PERIOD_DAYS_DEFAULT 90
-#define UNCLAIMED_PERIOD_MS_MAX (INT64_C(3660) * 86400000)
 /* Account that receives lapsed unclaimed points. */
 #define ACCOUNT_BREAKAGE "breakage"
 
@@ -110,9 +107,9 @@ int ledger_apply_cards(ledger_t *self, const char *public_z85, const envelope_t 
                        const ledger_cards_t *cards, const uint8_t hash[WIRE_HASH_BYTES],
                        int64_t now_ms, uint8_t **reply_out, size_t *reply_len_out);
 int ledger_batch_commit(ledger_t *self);
-/* The claim period of unclaimed card points (0 < ms <= UNCLAIMED_PERIOD_MS_MAX); the
- * default is UNCLAIMED_PERIOD_DAYS_DEFAULT days. Before the writer starts. */
-void ledger_set_unclaimed_period(ledger_t *self, int64_t period_ms);
+/* The claim period of unclaimed card points in force (the last card-settings entry, or
+ * UNCLAIMED_PERIOD_SECONDS_DEFAULT), in its own read transaction: read-only ledgers. */
+int ledger_unclaimed_period(ledger_t *self, int64_t *seconds_out);
 void ledger_batch_abort(ledger_t *self);
 /* The writer's periodic step, in a batch of its own between rounds: open the next
  * settlement window when the open one's period is over, and close every window whose

@@ -29,7 +29,6 @@ struct ledger {
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
         db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed;
-    int64_t unclaimed_period_ms; /* ledger_set_unclaimed_period */
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -92,6 +91,7 @@ typedef struct decision {
     const char *card_masked, *new_card_masked;
     const char *bank_id, *bank_ref;
     char lapse_masked[PAN_MASKED_BYTES]; /* ENTRY_UNCLAIMED_LAPSE: the card's masked PAN */
+    int64_t unclaimed_period_seconds;    /* ENTRY_CARD_SETTINGS */
     int64_t now_ms; /* the writer's clock for this request (velocity) */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
@@ -175,6 +175,10 @@ int cards_resolve(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
 int rules_bank_add(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 int rules_card_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 int rules_unclaimed_lapse(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+int rules_card_settings(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+/* The claim period in force in `txn` (ms). */
+int cards_unclaimed_period_ms(ledger_t *self, MDB_txn *txn, int64_t *ms_out);
+#define CARD_SETTINGS_KEY "card_settings" /* in the meta database */
 /* A balance by card (a bank: only of a card it enrolled, else 57). */
 int cards_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 /* Unclaimed accounts whose claim period ended at or before now_ms, oldest first. */

@@ -864,6 +864,7 @@ int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     case COALITION__ENVELOPE__BODY_CARD_ENROLL: return rules_card_enroll(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_BANK_ADD: return rules_bank_add(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: return rules_unclaimed_lapse(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_CARD_SETTINGS: return rules_card_settings(self, txn, env, d);
     default:
         /* Balance inquiries never reach the writer; the front end answers them. */
         decline(d, RC_INVALID_TRANSACTION, "%s is not a ledger write", wire_body_name(env));

@@ -24,6 +24,7 @@ typedef struct {
 typedef struct {
     vkey_t key; /* the unclaimed member id */
     char moved_to[MEMBER_ID_LEN_MAX + 1];
+    int64_t last_earn_ms; /* its claim period's start: the latest earn's writer time */
     bool lapsed, seen;
 } vunclaimed_t;
 
@@ -36,6 +37,8 @@ typedef struct {
 
 void verify_cards_init(verify_t *v)
 {
+    v->card_period_s = UNCLAIMED_PERIOD_SECONDS_DEFAULT;
+    v->card_settings_seq = 0;
     vmap_init(&v->cards, sizeof(vcard_t));
     vmap_init(&v->unclaimed, sizeof(vunclaimed_t));
     vmap_init(&v->banks, sizeof(vbank_t));
@@ -112,11 +115,17 @@ int verify_card_earn_burn(verify_t *v, const journal_entry_t *e)
         return rc;
     bool earn = e->kind == COALITION__ENTRY_KIND__ENTRY_EARN;
     if (c->state == COALITION__CARD_STATE__CARD_LINKED ||
-        (earn && c->state == COALITION__CARD_STATE__CARD_UNCLAIMED))
-        return strcmp(c->member, e->member_id) == 0
-                   ? CL_OK
-                   : verify_violation(v, "entry %llu: card of member %s credits %s", SEQ(e),
-                                      c->member, e->member_id);
+        (earn && c->state == COALITION__CARD_STATE__CARD_UNCLAIMED)) {
+        if (strcmp(c->member, e->member_id) != 0)
+            return verify_violation(v, "entry %llu: card of member %s credits %s", SEQ(e),
+                                    c->member, e->member_id);
+        vunclaimed_t *u = c->state == COALITION__CARD_STATE__CARD_UNCLAIMED
+                              ? vmap_find(&v->unclaimed, c->member, strlen(c->member))
+                              : NULL;
+        if (u != NULL && e->time_ms > u->last_earn_ms)
+            u->last_earn_ms = e->time_ms; /* the claim period starts again */
+        return CL_OK;
+    }
     bool opens = earn && to_unclaimed && (c->state == COALITION__CARD_STATE__CARD_NONE ||
                                           c->state == COALITION__CARD_STATE__CARD_LAPSED);
     if (!opens)
@@ -130,6 +139,8 @@ int verify_card_earn_burn(verify_t *v, const journal_entry_t *e)
     if (rc == CL_ERR_EXISTS)
         return verify_violation(v, "entry %llu reopens unclaimed account %s", SEQ(e),
                                 e->member_id);
+    if (rc == CL_OK)
+        u->last_earn_ms = e->time_ms < 0 ? 0 : e->time_ms;
     return rc == CL_OK ? open_member(v, e->member_id, e->seq) : rc;
 }
 
@@ -213,6 +224,12 @@ static int lapse(verify_t *v, const journal_entry_t *e)
         strcmp(c->member, e->member_id) != 0)
         return verify_violation(v, "entry %llu lapses %s, which is not an open unclaimed account",
                                 SEQ(e), e->member_id);
+    if (e->time_ms - u->last_earn_ms < v->card_period_s * 1000)
+        return verify_violation(v,
+                                "entry %llu lapses %s %lld ms after its latest earn, before "
+                                "the claim period of %lld s",
+                                SEQ(e), e->member_id, (long long)(e->time_ms - u->last_earn_ms),
+                                (long long)v->card_period_s);
     u->lapsed = true;
     c->state = COALITION__CARD_STATE__CARD_LAPSED;
     return expect_all_moved(v, e, e->member_id, ACCOUNT_BREAKAGE);
@@ -232,13 +249,24 @@ static int bank_add(verify_t *v, const journal_entry_t *e)
     return rc == CL_OK ? verify_expect_no_moves(v, e) : rc;
 }
 
+static int card_settings(verify_t *v, const journal_entry_t *e)
+{
+    if (strcmp(e->partner_id, OPERATOR_PARTNER_ID) != 0 || e->unclaimed_period_seconds <= 0 ||
+        e->unclaimed_period_seconds > UNCLAIMED_PERIOD_SECONDS_MAX)
+        return verify_violation(v, "entry %llu sets card settings it may not", SEQ(e));
+    v->card_period_s = e->unclaimed_period_seconds;
+    v->card_settings_seq = e->seq;
+    return verify_expect_no_moves(v, e);
+}
+
 int verify_rederive_card(verify_t *v, const journal_entry_t *e)
 {
     assert(e->kind >= COALITION__ENTRY_KIND__ENTRY_BANK_ADD &&
-           e->kind <= COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE);
+           e->kind <= COALITION__ENTRY_KIND__ENTRY_CARD_SETTINGS);
     switch (e->kind) {
     case COALITION__ENTRY_KIND__ENTRY_BANK_ADD: return bank_add(v, e);
     case COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE: return lapse(v, e);
+    case COALITION__ENTRY_KIND__ENTRY_CARD_SETTINGS: return card_settings(v, e);
     default: return card_entry(v, e);
     }
 }
@@ -301,9 +329,31 @@ static int visit_bank_ref(const MDB_val *k, const MDB_val *val, void *ctx)
     return CL_OK;
 }
 
+/* The stored card settings: those of the journal's last card-settings entry, or none. */
+static int check_settings_record(verify_t *v)
+{
+    Coalition__CardSettings *cs = NULL;
+    int rc = ledger_get_record(v->txn, v->ledger->db_meta, CARD_SETTINGS_KEY,
+                               strlen(CARD_SETTINGS_KEY), &coalition__card_settings__descriptor,
+                               (ProtobufCMessage **)&cs);
+    if (rc == CL_ERR_NOT_FOUND)
+        return v->card_settings_seq == 0
+                   ? CL_OK
+                   : verify_violation(v, "card settings entry %llu has no record",
+                                      (unsigned long long)v->card_settings_seq);
+    if (rc != CL_OK)
+        return rc;
+    bool same = cs->unclaimed_period_seconds == v->card_period_s &&
+                cs->set_seq == v->card_settings_seq && v->card_settings_seq != 0;
+    coalition__card_settings__free_unpacked(cs, NULL);
+    return same ? CL_OK : verify_violation(v, "the card settings record differs from the journal");
+}
+
 int verify_card_records(verify_t *v)
 {
-    int rc = store_walk(v->txn, v->ledger->db_cards, NULL, visit_card, v);
+    int rc = check_settings_record(v);
+    if (rc == CL_OK)
+        rc = store_walk(v->txn, v->ledger->db_cards, NULL, visit_card, v);
     if (rc == CL_OK)
         rc = store_walk(v->txn, v->ledger->db_banks, NULL, visit_bank, v);
     if (rc == CL_OK)
@@ -328,7 +378,8 @@ int verify_unclaimed_record(verify_t *v, const Coalition__MemberRecord *m)
                    ? verify_violation(v, "member %s is marked unclaimed without a card earn",
                                       m->member_id)
                    : CL_OK;
-    if (u->lapsed != m->lapsed || strcmp(u->moved_to, m->moved_to) != 0)
+    if (u->lapsed != m->lapsed || strcmp(u->moved_to, m->moved_to) != 0 ||
+        u->last_earn_ms != m->unclaimed_since_ms)
         return verify_violation(v, "unclaimed account %s: its record says %s, the journal %s",
                                 m->member_id, m->lapsed ? "lapsed" : m->moved_to,
                                 u->lapsed ? "lapsed" : u->moved_to);

@@ -106,6 +106,23 @@ int card_lookup_of(const card_keys_t *keys, const char *pan, card_lookup_t *out)
     return CL_OK;
 }
 
+int card_parse_period(const char *text, int64_t max_seconds, int64_t *seconds_out)
+{
+    char *end = NULL;
+    unsigned long long n = strtoull(text, &end, 10);
+    int64_t unit = end == NULL || end == text ? 0
+                   : strcmp(end, "d") == 0    ? 86400
+                   : strcmp(end, "h") == 0    ? 3600
+                   : strcmp(end, "m") == 0    ? 60
+                   : strcmp(end, "s") == 0    ? 1
+                                              : 0;
+    if (unit == 0 || n == 0 || text[0] == '-' || n > (unsigned long long)(max_seconds / unit))
+        return -1;
+    *seconds_out = (int64_t)n * unit;
+    assert(*seconds_out > 0 && *seconds_out <= max_seconds);
+    return 0;
+}
+
 void pan_free_cleared(void *data, void *hint)
 {
     assert(data != NULL);

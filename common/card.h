@@ -69,6 +69,8 @@ void pan_mask(const char *pan, char out[PAN_MASKED_BYTES]);
 int card_id_of(const card_key_t *key, const char *pan, card_id_t *out);
 /* The lookup of a valid PAN under every key of `keys` (at least one). */
 int card_lookup_of(const card_keys_t *keys, const char *pan, card_lookup_t *out);
+/* "90d", "12h", "30m", "45s": seconds in (0, max]; -1 when it is not one. */
+int card_parse_period(const char *text, int64_t max_seconds, int64_t *seconds_out);
 /* A ZeroMQ free function (zmq_msg_init_data) for a malloc'd buffer that holds a PAN:
  * clears `hint` bytes (its length, as uintptr_t), then frees it. */
 void pan_free_cleared(void *data, void *hint);

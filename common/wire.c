@@ -53,6 +53,7 @@ static bool has_unknown_fields(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_CARD_ENROLL: body = &env->card_enroll->base; break;
     case COALITION__ENVELOPE__BODY_BANK_ADD: body = &env->bank_add->base; break;
     case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: body = &env->unclaimed_lapse->base; break;
+    case COALITION__ENVELOPE__BODY_CARD_SETTINGS: body = &env->card_settings->base; break;
     default: break;
     }
     const Coalition__Card *cards[2];
@@ -398,6 +399,13 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
                     strlen(WIRE_UNCLAIMED_PREFIX)) != 0)
             return refuse(why, why_size, RC_FORMAT_ERROR, "not an unclaimed account");
         return RC_APPROVED;
+    case COALITION__ENVELOPE__BODY_CARD_SETTINGS: {
+        int64_t s = env->card_settings->unclaimed_period_seconds;
+        return s > 0 && s <= UNCLAIMED_PERIOD_SECONDS_MAX
+                   ? RC_APPROVED
+                   : refuse(why, why_size, RC_FORMAT_ERROR,
+                            "unclaimed period must be 1 second to 3660 days");
+    }
     default: return refuse(why, why_size, RC_FORMAT_ERROR, "no request body");
     }
 }
@@ -444,7 +452,8 @@ bool wire_admin_body(const envelope_t *env)
            env->body_case == COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG ||
            env->body_case == COALITION__ENVELOPE__BODY_WINDOW_CLOSE ||
            env->body_case == COALITION__ENVELOPE__BODY_BANK_ADD ||
-           env->body_case == COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE;
+           env->body_case == COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE ||
+           env->body_case == COALITION__ENVELOPE__BODY_CARD_SETTINGS;
 }
 
 size_t wire_cards_of(const envelope_t *env, const Coalition__Card *out[2])
@@ -674,6 +683,7 @@ const char *wire_body_name(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_CARD_ENROLL: return "card-enroll";
     case COALITION__ENVELOPE__BODY_BANK_ADD: return "bank-add";
     case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: return "unclaimed-lapse";
+    case COALITION__ENVELOPE__BODY_CARD_SETTINGS: return "card-settings";
     default: return "none";
     }
 }

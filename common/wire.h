@@ -31,6 +31,11 @@
  * hex digits of the hash of bank and reference. Known by its cards only: no request can
  * name it (nor make it first). */
 #define WIRE_BANK_MEMBER_PREFIX "~m"
+/* The claim period of unclaimed card points (CardSettingsRequest). */
+#define UNCLAIMED_PERIOD_SECONDS_DEFAULT (INT64_C(90) * 86400)
+#define UNCLAIMED_PERIOD_SECONDS_MAX (INT64_C(3660) * 86400)
+_Static_assert(UNCLAIMED_PERIOD_SECONDS_DEFAULT <= UNCLAIMED_PERIOD_SECONDS_MAX,
+               "the default is settable");
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
 /* The largest packed Authorization: every echoed id is at most its limit, the text at

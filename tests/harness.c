@@ -228,10 +228,6 @@ void world_start_broker(world_t *w)
         argv[n++] = "--memory-max-mb";
         argv[n++] = memory;
     }
-    if (w->unclaimed_period != NULL) {
-        argv[n++] = "--unclaimed-period";
-        argv[n++] = (char *)w->unclaimed_period;
-    }
     argv[n] = NULL;
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;

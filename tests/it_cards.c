@@ -73,7 +73,6 @@ static int setup(void **state)
     if (w == NULL)
         return -1;
     world_init(w);
-    w->unclaimed_period = "4s";
     world_start_broker(w);
     char out[OUT_BYTES];
     EXPECT_EQ("fuel", 0, world_ctl(w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
@@ -82,6 +81,10 @@ static int setup(void **state)
                                      "--earn-rate", "1", NULL));
     EXPECT_EQ("alice", 0, world_ctl(w, out, sizeof out, "member", "add", "alice", NULL));
     EXPECT_EQ("bob", 0, world_ctl(w, out, sizeof out, "member", "add", "bob", NULL));
+    EXPECT_EQ("claim period", 0, world_ctl(w, out, sizeof out, "card-settings",
+                                           "--unclaimed-period", "4s", NULL));
+    EXPECT_EQ("shown", 0, world_ctl(w, out, sizeof out, "card-settings", NULL));
+    EXPECT_CONTAINS("shown", "lapse 4 s", out);
     EXPECT_EQ("visa", 0, world_ctl(w, out, sizeof out, "bank", "add", "visa", NULL));
     EXPECT_EQ("mc", 0, world_ctl(w, out, sizeof out, "bank", "add", "mc", NULL));
     EXPECT_EQ("bank again", 1, world_ctl(w, out, sizeof out, "bank", "add", "visa", NULL));

@@ -65,6 +65,7 @@ typedef struct request {
     Coalition__BankAddRequest bank_add;
     Coalition__PartnerAddRequest partner_add;
     Coalition__EnrollRequest member_add;
+    Coalition__CardSettingsRequest settings;
 } request_t;
 
 static envelope_t *request_init(request_t *r, const char *partner, const char *txn)
@@ -265,7 +266,6 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     EXPECT_OK("init", ledger_init(f->dir));
     EXPECT_OK("open", ledger_open(&f->l, f->dir, STORE_READ_WRITE));
-    ledger_set_unclaimed_period(f->l, PERIOD_MS);
     ring_with(&f->ring, 1);
     result_t res = op_partner(f, "fuel");
     expect_code("fuel", &res, RC_APPROVED, NULL);
@@ -275,6 +275,15 @@ static int setup(void **state)
     expect_code("mc", &res, RC_APPROVED, NULL);
     res = op_member(f, "alice");
     expect_code("alice", &res, RC_APPROVED, NULL);
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
+    coalition__card_settings_request__init(&r.settings);
+    r.settings.unclaimed_period_seconds = PERIOD_MS / 1000;
+    r.env.body_case = COALITION__ENVELOPE__BODY_CARD_SETTINGS;
+    r.env.card_settings = &r.settings;
+    res = submit(f, &r.env, NOW_MS, true);
+    expect_code("claim period", &res, RC_APPROVED, NULL);
     *state = f;
     return 0;
 }

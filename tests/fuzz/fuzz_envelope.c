@@ -217,6 +217,12 @@ static void check_admin_body(const envelope_t *env)
                      "approved bank add of '%s'", env->bank_add->bank_id);
         return;
     }
+    if (env->body_case == COALITION__ENVELOPE__BODY_CARD_SETTINGS) {
+        int64_t p = env->card_settings->unclaimed_period_seconds;
+        FUZZ_REQUIRE(p > 0 && p <= UNCLAIMED_PERIOD_SECONDS_MAX, "approved period %lld",
+                     (long long)p);
+        return;
+    }
     if (env->body_case == COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE) {
         const char *m = env->unclaimed_lapse->unclaimed_member_id;
         FUZZ_REQUIRE(wire_id_valid(m, MEMBER_ID_LEN_MAX) &&
