@@ -201,6 +201,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("coalition-broker", level);
+    pan_protect_process(); /* card numbers pass through this process */
     char admin[ENDPOINT_BYTES_MAX];
     if (opts.admin_endpoint == NULL) {
         snprintf(admin, sizeof admin, "ipc://%s/%s", ledger_dir, ADMIN_SOCKET_NAME);

@@ -86,7 +86,8 @@ static int card_find(ledger_t *self, MDB_txn *txn, const card_lookup_t *l, card_
             f->rec->state > COALITION__CARD_STATE__CARD_LAPSED ||
             !wire_id_valid(f->rec->masked, PAN_DIGITS_MAX) ||
             !wire_id_valid(f->rec->member_id, MEMBER_ID_LEN_MAX) ||
-            f->rec->unclaimed_since_ms < 0) {
+            f->rec->unclaimed_since_ms < 0 ||
+            (f->rec->replaced && f->rec->state != COALITION__CARD_STATE__CARD_UNLINKED)) {
             found_free(f);
             return CL_ERR_CORRUPT; /* read from disk: never asserted */
         }
@@ -304,6 +305,8 @@ static int holder_of(ledger_t *self, MDB_txn *txn, const char *bank,
         if (v.mv_size == 0 || v.mv_size > MEMBER_ID_LEN_MAX)
             return CL_ERR_CORRUPT;
         memcpy(h->member, v.mv_data, v.mv_size);
+        if (!wire_id_valid(h->member, MEMBER_ID_LEN_MAX))
+            return CL_ERR_CORRUPT; /* read from disk: checked, never asserted */
         h->mapped = true;
     } else if (rc != MDB_NOTFOUND) {
         return store_err(rc);
@@ -549,6 +552,12 @@ static int replace(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollRequ
     snprintf(h.member, sizeof h.member, "%s", old.rec->member_id);
     h.mapped = h.exists = true; /* the old card's member keeps its reference */
     snprintf(d->member_id, sizeof d->member_id, "%s", h.member);
+    if ((r->member_id[0] != '\0' && strcmp(r->member_id, h.member) != 0) ||
+        strcmp(r->bank_ref, old.rec->bank_ref) != 0) {
+        rules_decline(d, RC_INVALID_TRANSACTION, "card %s is member %s's, reference %s",
+                      r->card->masked, h.member, old.rec->bank_ref);
+        goto out;
+    }
     if (card_taken(&nw, bank, h.member, r->new_card->masked, d))
         goto out;
     rc = unlink_card(self, txn, &old, true);
@@ -714,6 +723,11 @@ int cards_due_lapses(ledger_t *self, MDB_txn *txn, int64_t now_ms,
             break; /* in time order: none after it is due */
         memcpy(ids[*count], (const uint8_t *)k.mv_data + 8, k.mv_size - 8);
         ids[*count][k.mv_size - 8] = '\0';
+        if (!wire_id_valid(ids[*count], MEMBER_ID_LEN_MAX) ||
+            strncmp(ids[*count], WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) != 0) {
+            mdb_cursor_close(cur);
+            return CL_ERR_CORRUPT; /* read from disk: checked, never asserted */
+        }
         (*count)++;
     }
     mdb_cursor_close(cur);

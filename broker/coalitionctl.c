@@ -9,6 +9,7 @@
 
 #include "amount.h"
 #include "client.h"
+#include "card.h"
 #include "clock.h"
 #include "errors.h"
 #include "json.h"
@@ -103,8 +104,7 @@ static void usage(FILE *out)
         "                                         valued at issue price (journal replay)\n"
         "\nCard-linked banks:\n"
         "  bank add ID                            add a bank (then: key new ID --role bank)\n"
-        "  enroll --bank B --file F [--rejects R] [--card-key FILE]\n"
-        "                                         apply a bank's enrolment file (CSV header:\n"
+        "  enroll --bank B --file F [--rejects R] apply a bank's enrolment file (CSV header:\n"
         "                                         bank_ref,pan[,member_id,action,new_pan];\n"
         "                                         action enrol|unlink|replace); rejects\n"
         "                                         (line, masked card, reason) to R or stderr;\n"
@@ -834,6 +834,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     log_init("coalitionctl", LOG_WARN);
+    pan_protect_process(); /* card numbers pass through this process */
     umask(077); /* the ledger directory, its files and secret keys are owner-only */
     if (ctl.admin_endpoint == NULL) {
         snprintf(ctl.admin_buf, sizeof ctl.admin_buf, "ipc://%s/admin.sock", ctl.ledger_dir);

@@ -4,11 +4,11 @@
  * valid row to the broker's admin socket as a CardEnrollRequest for the bank, keeping up
  * to ENROL_IN_FLIGHT_MAX requests in flight on one DEALER socket. Each row is one ledger
  * request, applied whole or declined; a row the broker declines is a reject with the
- * broker's reason. A row's txn id (row_txn_id) is keyed by hashes (HMAC-SHA256 under the
- * card key) of the bank and the file's name, its line, and its fields: the same file
- * imported again (or after an interrupted import) sends the same keys, and the broker
- * answers each row with its first answer, writing nothing. The same row in another file
- * is decided again (the rules decline what changes nothing as "unchanged"). The PAN of a row lives in the row, the packed request and ZeroMQ's
+ * broker's reason. Each import is a new run (txn ids "enr-<run>-<row>"): every row is
+ * decided again on the ledger's state, and a row that would change nothing is declined
+ * "unchanged", so a file imported again (or after an interrupted import) changes nothing
+ * it already did, while a later file, even one identical to an earlier one, is applied
+ * as the bank means it (an enrolment after an unlink links the card again). The PAN of a row lives in the row, the packed request and ZeroMQ's
  * message (handed over without a copy and cleared when ZeroMQ frees it), and nowhere
  * else; rejects and reports show it masked. */
 #define _DEFAULT_SOURCE /* explicit_bzero */
@@ -30,16 +30,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <zmq.h>
 
 #define ENROL_IN_FLIGHT_MAX 4096
-#define FILE_TAG_BYTES 8
-#define ROW_TAG_BYTES 8
-_Static_assert(sizeof "enr--" - 1 + 2 * FILE_TAG_BYTES + 20 + 1 + 2 * ROW_TAG_BYTES <=
-                   TXN_ID_LEN_MAX,
-               "a row's txn id fits with any line number");
+#define RUN_ID_BYTES 32
+_Static_assert(sizeof "enr--" - 1 + RUN_ID_BYTES - 1 + 20 <= TXN_ID_LEN_MAX,
+               "a row's txn id fits: run id and any row number");
 #define ENROL_REPLY_TIMEOUT_MS 30000
 #define ENROL_RESENDS_MAX 3
 #define ENROL_PROGRESS_EVERY 2048
@@ -62,7 +58,7 @@ typedef struct enrol_run {
     const char *bank;
     void *zctx, *sock;
     FILE *rejects;
-    char run[32];
+    char run[RUN_ID_BYTES];
     uint64_t sent, answered;
     uint64_t oldest; /* the oldest row still in flight (replies come mostly in order) */
     uint64_t counts[OUT_COUNT];
@@ -72,9 +68,6 @@ typedef struct enrol_run {
     long file_bytes;
     FILE *in;
     char in_buf[BUFSIZ]; /* the input's stdio buffer: ours, cleared at the end */
-    const char *file_name; /* the file's base name, in each row's key */
-    char file_tag[2 * FILE_TAG_BYTES + 1];
-    card_keys_t keys;      /* count 0: no card key file, rows keyed per run */
 } enrol_run_t;
 
 /* ---- bank add ------------------------------------------------------------------------ */
@@ -288,44 +281,11 @@ static void set_card(Coalition__Card *c, const char *pan, char masked[PAN_MASKED
     c->masked = masked;
 }
 
-/* HMAC-SHA256 of msg under the current card key, its first `bytes` bytes in hex. */
-static bool hmac_hex(const enrol_run_t *r, const uint8_t *msg, size_t len, size_t bytes,
-                     char *out)
+/* The row's txn id: this run and the row's place in it, zero-padded so that an import's
+ * idempotency records sort together. */
+static void row_txn_id(const enrol_run_t *r, char out[TXN_ID_LEN_MAX + 1])
 {
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned mac_len = 0;
-    const card_key_t *key = card_keys_current(&r->keys);
-    bool ok = HMAC(EVP_sha256(), key->secret, CARD_KEY_BYTES, msg, len, mac, &mac_len) != NULL &&
-              mac_len >= bytes;
-    for (size_t i = 0; ok && i < bytes; i++)
-        snprintf(out + 2 * i, 3, "%02x", mac[i]);
-    pan_clear(mac, sizeof mac);
-    return ok;
-}
-
-/* The row's txn id: "enr-" FILE "-" LINE "-" ROW, FILE a keyed hash of the bank and the
- * file's name, ROW one of the row's fields (PAN among them), LINE its line number (keys of
- * one file sort together: the idempotency records of an import stay near each other).
- * Without a card key: keyed by this run. */
-static void row_txn_id(const enrol_run_t *r, const enrol_row_t *row, char out[TXN_ID_LEN_MAX + 1])
-{
-    if (r->keys.count == 0) {
-        snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%" PRIu64, r->run, r->sent);
-        return;
-    }
-    uint8_t msg[ENROL_LINE_BYTES_MAX + 256];
-    char row_hex[2 * ROW_TAG_BYTES + 1];
-    int len = snprintf((char *)msg, sizeof msg, "enrol-row%c%s%c%s%c%s%c%d%c%s", 0,
-                       row->bank_ref, 0, row->pan, 0, row->member_id, 0, (int)row->action, 0,
-                       row->new_pan);
-    bool ok = len > 0 && (size_t)len < sizeof msg &&
-              hmac_hex(r, msg, (size_t)len, ROW_TAG_BYTES, row_hex);
-    pan_clear(msg, sizeof msg);
-    if (ok)
-        snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%09lu-%s", r->file_tag, row->line, row_hex);
-    else /* a row longer than a line cannot be: the reader refuses it first */
-        snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%" PRIu64, r->run, r->sent);
-    pan_clear(row_hex, sizeof row_hex);
+    snprintf(out, TXN_ID_LEN_MAX + 1, "enr-%s-%09" PRIu64, r->run, r->sent);
     assert(wire_id_valid(out, TXN_ID_LEN_MAX));
 }
 
@@ -339,7 +299,7 @@ static int send_row(const enrol_row_t *row, void *ctx)
     char new_masked[PAN_MASKED_BYTES];
     envelope_t env;
     ctl_admin_envelope(&env, s->txn_id, sizeof s->txn_id);
-    row_txn_id(r, row, s->txn_id);
+    row_txn_id(r, s->txn_id);
     Coalition__CardEnrollRequest body = COALITION__CARD_ENROLL_REQUEST__INIT;
     Coalition__Card card = COALITION__CARD__INIT, new_card = COALITION__CARD__INIT;
     body.bank_id = (char *)r->bank;
@@ -445,6 +405,7 @@ static int enrol_connect(enrol_run_t *r)
 static int enrol_file(enrol_run_t *r, const char *file, char *why, size_t why_size)
 {
     int rc = enrol_connect(r);
+    r->last_reply_ms = clock_mono_ms(); /* the broker's silence is counted from here */
     if (rc == CL_OK)
         rc = enrol_file_read(r->in, send_row, take_reject, r, why, why_size);
     r->last_reply_ms = clock_mono_ms();
@@ -461,7 +422,7 @@ static int enrol_file(enrol_run_t *r, const char *file, char *why, size_t why_si
 }
 
 typedef struct enrol_args {
-    const char *bank, *file, *rejects, *card_key;
+    const char *bank, *file, *rejects;
 } enrol_args_t;
 
 static int enrol_args(int argc, char **argv, enrol_args_t *a)
@@ -469,33 +430,29 @@ static int enrol_args(int argc, char **argv, enrol_args_t *a)
     static const struct option longopts[] = {{"bank", required_argument, NULL, 'b'},
                                              {"file", required_argument, NULL, 'f'},
                                              {"rejects", required_argument, NULL, 'r'},
-                                             {"card-key", required_argument, NULL, 'k'},
                                              {NULL, 0, NULL, 0}};
     memset(a, 0, sizeof *a);
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "b:f:r:k:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:f:r:", longopts, NULL)) != -1) {
         if (c == 'b')
             a->bank = optarg;
         else if (c == 'f')
             a->file = optarg;
         else if (c == 'r')
             a->rejects = optarg;
-        else if (c == 'k')
-            a->card_key = optarg;
         else
             return -1;
     }
     if (a->bank == NULL || a->file == NULL || optind != argc ||
         !wire_id_valid(a->bank, PARTNER_ID_LEN_MAX)) {
-        fprintf(stderr, "coalitionctl: usage: enroll --bank B --file F [--rejects R] "
-                        "[--card-key FILE]\n");
+        fprintf(stderr, "coalitionctl: usage: enroll --bank B --file F [--rejects R]\n");
         return -1;
     }
     return 0;
 }
 
-/* The input (its stdio buffer ours, to clear) and the card key its rows are keyed by. */
+/* The input, its stdio buffer ours (to clear), and the rejects file. */
 static int enrol_open(enrol_run_t *r, const enrol_args_t *a)
 {
     r->in = strcmp(a->file, "-") == 0 ? stdin : fopen(a->file, "r");
@@ -504,21 +461,6 @@ static int enrol_open(enrol_run_t *r, const enrol_args_t *a)
     setvbuf(r->in, r->in_buf, _IOFBF, sizeof r->in_buf);
     struct stat st;
     r->file_bytes = fstat(fileno(r->in), &st) == 0 ? (long)st.st_size : 0;
-    const char *slash = strrchr(a->file, '/');
-    r->file_name = slash != NULL ? slash + 1 : a->file;
-    char path[CTL_PATH_BYTES_MAX], why[256] = "";
-    uint8_t msg[PARTNER_ID_LEN_MAX + CTL_PATH_BYTES_MAX + 16];
-    int len = snprintf((char *)msg, sizeof msg, "enrol-file%c%s%c%s", 0, r->bank, 0,
-                       r->file_name);
-    if (card_key_path(r->ctl, a->card_key, path, sizeof path) != CL_OK ||
-        card_keys_load(path, &r->keys, why, sizeof why) != CL_OK || len <= 0 ||
-        (size_t)len >= sizeof msg || !hmac_hex(r, msg, (size_t)len, FILE_TAG_BYTES, r->file_tag)) {
-        memset(&r->keys, 0, sizeof r->keys);
-        fprintf(stderr,
-                "coalitionctl: warning: card key file %s: %s; rows are keyed by this run, so "
-                "importing the file again decides its rows again\n",
-                path, why[0] ? why : "not readable");
-    }
     return open_rejects(a->rejects, &r->rejects);
 }
 
@@ -529,7 +471,6 @@ static void enrol_close(enrol_run_t *r)
     if (r->in == stdin)
         setvbuf(stdin, NULL, _IONBF, 0); /* our buffer is about to be cleared and freed */
     pan_clear(r->in_buf, sizeof r->in_buf);
-    pan_clear(&r->keys, sizeof r->keys);
     if (r->sock != NULL)
         zmq_close(r->sock);
     if (r->zctx != NULL)

@@ -967,7 +967,7 @@ static int replay_in(ledger_t *self, MDB_txn *txn, void *ctx)
     if (rc == CL_OK && idem->tombstone && idem->request_hash.len == 0)
         rc = CL_ERR_NOT_FOUND;
     if (rc == CL_OK)
-        rc = reply_to_repeat(self, txn, c->env, NULL, c->hash, idem, c->reply_out, c->len_out);
+        rc = reply_to_repeat(self, txn, c->env, c->cards, c->hash, idem, c->reply_out, c->len_out);
     coalition__idem_record__free_unpacked(idem, NULL);
     return rc;
 }
@@ -1001,11 +1001,12 @@ int ledger_txn_seq(ledger_t *self, const char *partner, const char *site, const 
     return rc;
 }
 
-int ledger_replay(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
-                  uint8_t **reply_out, size_t *reply_len_out)
+int ledger_replay(ledger_t *self, const envelope_t *env, const ledger_cards_t *cards,
+                  const uint8_t hash[WIRE_HASH_BYTES], uint8_t **reply_out,
+                  size_t *reply_len_out)
 {
     *reply_out = NULL;
-    read_call_t call = {env, NULL, hash, NULL, reply_out, reply_len_out};
+    read_call_t call = {env, cards, hash, NULL, reply_out, reply_len_out};
     MDB_txn *txn = NULL; /* its own read transaction: any thread may call this */
     if (pthread_rwlock_rdlock(&self->map_lock) != 0)
         return CL_ERR_INVALID;

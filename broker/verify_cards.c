@@ -26,6 +26,7 @@ typedef struct {
     char moved_to[MEMBER_ID_LEN_MAX + 1];
     int64_t last_earn_ms; /* its claim period's start: the latest earn's writer time */
     bool lapsed, seen;
+    bool indexed; /* its key in the unclaimed index was found */
 } vunclaimed_t;
 
 typedef struct {
@@ -299,6 +300,10 @@ static int visit_card(const MDB_val *k, const MDB_val *val, void *ctx)
         return verify_violation(v, "unreadable card record");
     bool same = (int)r->state == c->state && strcmp(r->member_id, c->member) == 0 &&
                 strcmp(r->bank_id, c->bank) == 0 && r->replaced == c->replaced;
+    if (same && c->state == COALITION__CARD_STATE__CARD_UNCLAIMED) {
+        const vunclaimed_t *u = vmap_find(&v->unclaimed, c->member, strlen(c->member));
+        same = u != NULL && r->unclaimed_since_ms == u->last_earn_ms;
+    }
     coalition__card_record__free_unpacked(r, NULL);
     c->seen = true;
     return same ? CL_OK
@@ -349,9 +354,40 @@ static int check_settings_record(verify_t *v)
     return same ? CL_OK : verify_violation(v, "the card settings record differs from the journal");
 }
 
+/* The unclaimed index: one key (claim start, account) per open unclaimed account, its
+ * start the account's latest earn; nothing else. */
+static int visit_unclaimed_key(const MDB_val *k, const MDB_val *val, void *ctx)
+{
+    verify_t *v = ctx;
+    (void)val;
+    vunclaimed_t *u = k->mv_size > 8 && k->mv_size <= 8 + MEMBER_ID_LEN_MAX
+                          ? vmap_find(&v->unclaimed, (const uint8_t *)k->mv_data + 8,
+                                      k->mv_size - 8)
+                          : NULL;
+    if (u == NULL || u->lapsed || u->moved_to[0] != '\0' || u->indexed ||
+        (int64_t)store_get_u64(k->mv_data) != u->last_earn_ms)
+        return verify_violation(v, "an unclaimed-index key no open unclaimed account explains");
+    u->indexed = true;
+    return CL_OK;
+}
+
+static int check_unclaimed_index(verify_t *v)
+{
+    int rc = store_walk(v->txn, v->ledger->db_unclaimed, NULL, visit_unclaimed_key, v);
+    for (size_t i = 0; rc == CL_OK && i < v->unclaimed.count; i++) {
+        const vunclaimed_t *u = vmap_at(&v->unclaimed, i);
+        if (!u->lapsed && u->moved_to[0] == '\0' && !u->indexed)
+            rc = verify_violation(v, "unclaimed account %s is missing from the unclaimed index",
+                                  u->key.bytes);
+    }
+    return rc;
+}
+
 int verify_card_records(verify_t *v)
 {
     int rc = check_settings_record(v);
+    if (rc == CL_OK)
+        rc = check_unclaimed_index(v);
     if (rc == CL_OK)
         rc = store_walk(v->txn, v->ledger->db_cards, NULL, visit_card, v);
     if (rc == CL_OK)

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,6 +123,13 @@ int card_parse_period(const char *text, int64_t max_seconds, int64_t *seconds_ou
     *seconds_out = (int64_t)n * unit;
     assert(*seconds_out > 0 && *seconds_out <= max_seconds);
     return 0;
+}
+
+void pan_protect_process(void)
+{
+    struct rlimit none = {0, 0};
+    (void)setrlimit(RLIMIT_CORE, &none);
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
 void pan_free_cleared(void *data, void *hint)

@@ -74,6 +74,9 @@ int card_parse_period(const char *text, int64_t max_seconds, int64_t *seconds_ou
 /* A ZeroMQ free function (zmq_msg_init_data) for a malloc'd buffer that holds a PAN:
  * clears `hint` bytes (its length, as uintptr_t), then frees it. */
 void pan_free_cleared(void *data, void *hint);
+/* No core dump of this process: it may hold card numbers in memory (its own buffers, and
+ * ZeroMQ's, which it cannot clear). Also keeps other users' debuggers out. */
+void pan_protect_process(void);
 /* Clear a buffer that held a PAN (explicit_bzero: not optimised away). */
 void pan_clear(void *buf, size_t len);
 

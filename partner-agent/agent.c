@@ -220,7 +220,11 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
 static void answer_from_journal(agent_t *a, pending_t *p)
 {
     assert(p->known_reply != NULL && p->outbox_seq == 0 && p->state != PENDING_REVOKED);
-    authorization_t *auth = wire_auth_decode(p->known_reply, p->known_reply_len);
+    /* A request by card is answered from the journal by the broker only: the journal knows
+     * the card by its masked form, which another card may share. */
+    authorization_t *auth =
+        p->by_card ? NULL : wire_auth_decode(p->known_reply, p->known_reply_len);
+    envelope_t *env = p->by_card ? wire_envelope_decode(p->envelope, p->envelope_len) : NULL;
     uint8_t *bytes = NULL;
     size_t len = 0;
     if (auth != NULL) {
@@ -230,9 +234,13 @@ static void answer_from_journal(agent_t *a, pending_t *p)
     for (size_t i = 0; i < p->waiter_count; i++) {
         if (bytes != NULL)
             router_reply(a->tills, &p->waiters[i].till, bytes, len);
+        else if (env != NULL)
+            till_pending(a, &p->waiters[i].till, env,
+                         "the clearinghouse cannot confirm this card request now; ask again");
         else
             till_timeout_reply(a, p, &p->waiters[i]);
     }
+    wire_envelope_free(env);
     p->waiter_count = 0;
     free(bytes);
     wire_auth_free(auth);
@@ -611,13 +619,6 @@ static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *p
                  env->txn_id);
         return RC_INVALID_TRANSACTION;
     }
-    if (p->by_card && p->secret == NULL && wire_has_pan(env)) {
-        /* Loaded after a restart without its number: the till's repeat brings it back, so
-         * the request can still be applied (the broker decides it once either way). */
-        p->secret = wire_pack_envelope(env, &p->secret_len);
-        if (p->secret == NULL)
-            p->secret_len = 0;
-    }
     if (!pending_add_waiter(p, peer, now + a->opts->till_wait_ms)) {
         snprintf(why, why_size, "txn id %s is pending with %d tills waiting; ask again later",
                  env->txn_id, PENDING_WAITERS_MAX);
@@ -802,7 +803,12 @@ static void add_answer_ops(agent_t *a, answer_t *ans, uint64_t jseq)
     outbox_op_t *op = add_op(a, OUTBOX_OP_JOURNAL, jseq, p);
     op->auth = zmq_msg_data(&ans->msg);
     op->auth_len = zmq_msg_size(&ans->msg);
-    op->txn_id = p->kind != COALITION__ENVELOPE__BODY_BALANCE ? p->txn_id : NULL;
+    /* Indexed under its txn id (repeats are answered from it) unless it is an inquiry, or a
+     * 94: that answers a different request under the key, never the one the key holds. */
+    authorization_t *auth = wire_auth_decode(op->auth, op->auth_len);
+    bool other = auth == NULL || auth->code == RC_DUPLICATE_KEY;
+    wire_auth_free(auth);
+    op->txn_id = p->kind != COALITION__ENVELOPE__BODY_BALANCE && !other ? p->txn_id : NULL;
     if (p->outbox_seq != 0)
         add_op(a, OUTBOX_OP_DELETE, p->outbox_seq, p);
     if (p->revokes != NULL && !p->revokes->saved)

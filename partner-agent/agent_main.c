@@ -3,6 +3,7 @@
  * export command a settlement window's records for reconciliation. */
 #include "agent.h"
 #include "agent_export.h"
+#include "card.h"
 #include "errors.h"
 #include "json.h"
 #include "keys.h"
@@ -296,6 +297,7 @@ int main(int argc, char **argv)
         o.listen_endpoint = listen_buf;
     }
     log_init("coalition-agent", level);
+    pan_protect_process(); /* card numbers in flight live in this process */
     umask(077);
     key_pair_t key;
     char broker_public[KEY_Z85_BYTES];

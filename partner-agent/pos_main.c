@@ -257,6 +257,7 @@ int main(int argc, char **argv)
         {"agent", required_argument, NULL, 'a'}, {"terminal", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},        {"timeout-ms", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+    pan_protect_process(); /* --card: a card number in this process */
     args_t a = {.agent = getenv("COALITION_AGENT"),
                 .terminal = DEFAULT_TERMINAL,
                 .currency = DEFAULT_CURRENCY,

@@ -418,6 +418,19 @@ static void file_rows_rejects_reimport_replace_unlink(void **state)
     EXPECT_EQ("alice by id", 0,
               world_pos(w, &w->agents[0], out, sizeof out, "balance", "--member", "alice", NULL));
     EXPECT_CONTAINS("several cards, one member", "\"balance\":2", out);
+    /* A daily file of the same name is a new import each day: rows are keyed by content. */
+    char e[PAN_LEN + 1];
+    pan_of("411111", 5, e);
+    const char *days[][2] = {{"enrol", "new"}, {"unlink", "unlinked"}, {"enrol", "new"}};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(content, sizeof content, "bank_ref,pan,member_id,action\nr-day,%s,bob,%s\n", e,
+                 days[i][0]);
+        bank_file(w, "daily.csv", content, file, sizeof file);
+        EXPECT_EQ("daily file", 0, enroll(w, "visa", file, NULL, out, sizeof out));
+        char want[32];
+        snprintf(want, sizeof want, "\"%s\":1", days[i][1]);
+        EXPECT_CONTAINS("daily file", want, out);
+    }
     expect_verify(w);
 }
 

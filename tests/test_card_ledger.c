@@ -491,6 +491,21 @@ static void verify_finds_tampered_card_records(void **state)
     tamper(f, f->l->db_members, unclaimed, strlen(unclaimed),
            &coalition__member_record__descriptor, lapse_it);
     expect_verify(f, "unclaimed account");
+    assert_int_equal(teardown(state), 0); /* and one whose lapse index key is gone */
+    assert_int_equal(setup(state), 0);
+    f = *state;
+    res = card_earn(f, "u1", PAN_C, 1000, NOW_MS, true);
+    expect_code("unclaimed", &res, RC_APPROVED, NULL);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    assert_int_equal(mdb_txn_begin(f->l->env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, f->l->db_unclaimed, &cur), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+    assert_int_equal(mdb_cursor_del(cur, 0), 0);
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    expect_verify(f, "missing from the unclaimed index");
 }
 
 int main(void)
