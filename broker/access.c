@@ -107,15 +107,15 @@ int ledger_permits(const ledger_principal_t *p, const envelope_t *env, char *why
     if (p->role == COALITION__KEY_ROLE__ROLE_BANK) {
         /* A bank enrols, replaces and unlinks cards, and asks balances by card (the
          * ledger then checks the card is one it enrolled); it never earns or burns. */
-        bool by_card = env->body_case == COALITION__ENVELOPE__BODY_BALANCE &&
-                       env->balance->card != NULL;
+        bool by_card =
+            env->body_case == COALITION__ENVELOPE__BODY_BALANCE && env->balance->card != NULL;
         if (strcmp(env->partner_id, p->participant) != 0)
             snprintf(why, why_size, "this key belongs to bank %s, not %.32s", p->participant,
                      env->partner_id);
         else if (env->body_case != COALITION__ENVELOPE__BODY_CARD_ENROLL && !by_card)
             snprintf(why, why_size, "bank %s may not send %s requests", p->participant,
                      env->body_case == COALITION__ENVELOPE__BODY_BALANCE ? "balance-by-member"
-                                                                        : wire_body_name(env));
+                                                                         : wire_body_name(env));
         else
             return RC_APPROVED;
         return RC_NOT_PERMITTED;

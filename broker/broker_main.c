@@ -151,7 +151,7 @@ int main(int argc, char **argv)
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
-    frontend_options_t opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
+    frontend_options_t opts = {DEFAULT_BIND,  NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
                                PEERS_DEFAULT, NULL};
     const char *key_path = NULL, *card_key_path = NULL;
     bool insecure = false;
@@ -224,12 +224,11 @@ int main(int argc, char **argv)
     static card_keys_t card_keys; /* static: off the stack, cleared at exit */
     char card_key_buf[ENDPOINT_BYTES_MAX];
     bool have_card_keys = false;
-    if (card_key_path == NULL && card_keys_default_path(ledger_dir, card_key_buf,
-                                                        sizeof card_key_buf) == CL_OK)
+    if (card_key_path == NULL &&
+        card_keys_default_path(ledger_dir, card_key_buf, sizeof card_key_buf) == CL_OK)
         card_key_path = card_key_buf;
-    if (card_key_path == NULL ||
-        load_card_keys(card_key_path, card_key_path != card_key_buf, &card_keys,
-                       &have_card_keys) != 0)
+    if (card_key_path == NULL || load_card_keys(card_key_path, card_key_path != card_key_buf,
+                                                &card_keys, &have_card_keys) != 0)
         return 1;
     opts.card_keys = have_card_keys ? &card_keys : NULL;
     ledger_t *ledger = NULL;

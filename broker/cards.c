@@ -75,9 +75,9 @@ static int card_find(ledger_t *self, MDB_txn *txn, const card_lookup_t *l, card_
     memset(f, 0, sizeof *f);
     for (size_t i = 0; i < l->n; i++) {
         card_db_key(l, i, f->key);
-        int rc = ledger_get_record(txn, self->db_cards, f->key, CARD_DB_KEY_BYTES,
-                                   &coalition__card_record__descriptor,
-                                   (ProtobufCMessage **)&f->rec);
+        int rc =
+            ledger_get_record(txn, self->db_cards, f->key, CARD_DB_KEY_BYTES,
+                              &coalition__card_record__descriptor, (ProtobufCMessage **)&f->rec);
         if (rc == CL_ERR_NOT_FOUND)
             continue;
         if (rc != CL_OK)
@@ -101,8 +101,7 @@ static int card_find(ledger_t *self, MDB_txn *txn, const card_lookup_t *l, card_
 
 /* Write the card where card_find found it, or under the current key when it is new: a
  * card stays under the key it was first stored under (see card.h on rotation). */
-static int card_put(ledger_t *self, MDB_txn *txn, const card_found_t *f,
-                    Coalition__CardRecord *rec)
+static int card_put(ledger_t *self, MDB_txn *txn, const card_found_t *f, Coalition__CardRecord *rec)
 {
     rec->changed_seq = self->batch_seq + 1;
     return ledger_put_record(txn, self->db_cards, f->key, CARD_DB_KEY_BYTES, &rec->base);
@@ -112,8 +111,8 @@ static int card_put(ledger_t *self, MDB_txn *txn, const card_found_t *f,
 static void note_card(decision_t *d, const card_found_t *f, const char *masked, bool is_new)
 {
     assert(d != NULL && f != NULL && wire_id_valid(masked, PAN_DIGITS_MAX));
-    uint32_t id = (uint32_t)f->key[0] << 24 | (uint32_t)f->key[1] << 16 |
-                  (uint32_t)f->key[2] << 8 | f->key[3];
+    uint32_t id = (uint32_t)f->key[0] << 24 | (uint32_t)f->key[1] << 16 | (uint32_t)f->key[2] << 8 |
+                  f->key[3];
     if (is_new) {
         d->has_new_card = true;
         d->new_card_key_id = id;
@@ -159,8 +158,8 @@ static size_t unclaimed_index_key(int64_t since_ms, const char *member,
 }
 
 /* An earn by a card no bank has linked: it opens the card's unclaimed account. */
-static int earn_into_unclaimed(ledger_t *self, MDB_txn *txn, card_found_t *f,
-                               const char *masked, decision_t *d)
+static int earn_into_unclaimed(ledger_t *self, MDB_txn *txn, card_found_t *f, const char *masked,
+                               decision_t *d)
 {
     assert(!f->found || f->rec->state == COALITION__CARD_STATE__CARD_LAPSED);
     assert(d->code == RC_APPROVED);
@@ -352,8 +351,8 @@ static int holder_commit(ledger_t *self, MDB_txn *txn, const holder_t *h)
 }
 
 /* An UNCLAIMED card's points move to `member` (at most one entry's two postings). */
-static int claim(ledger_t *self, MDB_txn *txn, const Coalition__CardRecord *rec,
-                 const char *member, decision_t *d, int64_t *claimed)
+static int claim(ledger_t *self, MDB_txn *txn, const Coalition__CardRecord *rec, const char *member,
+                 decision_t *d, int64_t *claimed)
 {
     *claimed = 0;
     assert(wire_id_valid(member, MEMBER_ID_LEN_MAX));
@@ -399,8 +398,9 @@ static int member_balance(ledger_t *self, MDB_txn *txn, const char *member, int6
 }
 
 /* Link `card` (found as `f`) to the holder's member for `bank`. */
-static int link_card(ledger_t *self, MDB_txn *txn, card_found_t *f, const char *masked, const char *bank, const char *ref, const holder_t *h,
-                     decision_t *d, int64_t *claimed)
+static int link_card(ledger_t *self, MDB_txn *txn, card_found_t *f, const char *masked,
+                     const char *bank, const char *ref, const holder_t *h, decision_t *d,
+                     int64_t *claimed)
 {
     int rc = holder_commit(self, txn, h);
     if (rc == CL_OK)
@@ -435,9 +435,8 @@ static bool card_taken(const card_found_t *f, const char *bank, const char *memb
         rules_decline(d, RC_INVALID_TRANSACTION, "unchanged: card %s is enrolled to member %s",
                       masked, member);
     else
-        rules_decline(d, RC_INVALID_TRANSACTION,
-                      "card %s is linked to member %s; unlink it first", masked,
-                      f->rec->member_id);
+        rules_decline(d, RC_INVALID_TRANSACTION, "card %s is linked to member %s; unlink it first",
+                      masked, f->rec->member_id);
     return true;
 }
 
@@ -452,7 +451,8 @@ static int enrol(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollReques
     if (rc == CL_OK)
         note_card(d, &f, r->card->masked, false);
     int64_t claimed = 0;
-    if (rc == CL_OK && d->code == RC_APPROVED && !card_taken(&f, bank, h.member, r->card->masked, d))
+    if (rc == CL_OK && d->code == RC_APPROVED &&
+        !card_taken(&f, bank, h.member, r->card->masked, d))
         rc = link_card(self, txn, &f, r->card->masked, bank, r->bank_ref, &h, d, &claimed);
     found_free(&f);
     if (rc != CL_OK || d->code != RC_APPROVED)
@@ -469,13 +469,11 @@ static int enrol(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollReques
 }
 
 /* The linked card `f` of `bank`, or a decline (`unchanged` when already unlinked). */
-static bool card_of_bank(const card_found_t *f, const char *bank, const char *masked,
-                         decision_t *d)
+static bool card_of_bank(const card_found_t *f, const char *bank, const char *masked, decision_t *d)
 {
     int state = f->found ? (int)f->rec->state : COALITION__CARD_STATE__CARD_NONE;
     if (state == COALITION__CARD_STATE__CARD_UNLINKED && strcmp(f->rec->bank_id, bank) == 0)
-        rules_decline(d, RC_INVALID_TRANSACTION, "unchanged: card %s is already unlinked",
-                      masked);
+        rules_decline(d, RC_INVALID_TRANSACTION, "unchanged: card %s is already unlinked", masked);
     else if (state != COALITION__CARD_STATE__CARD_LINKED)
         rules_decline(d, RC_UNKNOWN_MEMBER, "card %s is not enrolled", masked);
     else if (strcmp(f->rec->bank_id, bank) != 0)
@@ -494,7 +492,7 @@ static int unlink_card(ledger_t *self, MDB_txn *txn, card_found_t *f, bool repla
 }
 
 static int unlink_row(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollRequest *r,
-                  const char *bank, decision_t *d)
+                      const char *bank, decision_t *d)
 {
     card_found_t f;
     int rc = card_find(self, txn, &d->cards->card, &f);
@@ -503,8 +501,8 @@ static int unlink_row(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollR
     if (rc == CL_OK && card_of_bank(&f, bank, r->card->masked, d)) {
         snprintf(d->member_id, sizeof d->member_id, "%s", f.rec->member_id);
         if (r->member_id[0] != '\0' && strcmp(r->member_id, f.rec->member_id) != 0)
-            rules_decline(d, RC_INVALID_TRANSACTION, "card %s is not member %s's",
-                          r->card->masked, r->member_id);
+            rules_decline(d, RC_INVALID_TRANSACTION, "card %s is not member %s's", r->card->masked,
+                          r->member_id);
         else
             rc = unlink_card(self, txn, &f, false);
     }
@@ -616,8 +614,7 @@ static int load_unclaimed(ledger_t *self, MDB_txn *txn, const char *member,
                                &coalition__member_record__descriptor, (ProtobufCMessage **)m);
     if (rc != CL_OK)
         return rc;
-    if (!(*m)->unclaimed || (*m)->card_key.len != CARD_DB_KEY_BYTES ||
-        (*m)->unclaimed_since_ms < 0)
+    if (!(*m)->unclaimed || (*m)->card_key.len != CARD_DB_KEY_BYTES || (*m)->unclaimed_since_ms < 0)
         return CL_ERR_CORRUPT;
     rc = ledger_get_record(txn, self->db_cards, (*m)->card_key.data, CARD_DB_KEY_BYTES,
                            &coalition__card_record__descriptor, (ProtobufCMessage **)card);

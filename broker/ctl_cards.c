@@ -8,9 +8,9 @@
  * decided again on the ledger's state, and a row that would change nothing is declined
  * "unchanged", so a file imported again (or after an interrupted import) changes nothing
  * it already did, while a later file, even one identical to an earlier one, is applied
- * as the bank means it (an enrolment after an unlink links the card again). The PAN of a row lives in the row, the packed request and ZeroMQ's
- * message (handed over without a copy and cleared when ZeroMQ frees it), and nowhere
- * else; rejects and reports show it masked. */
+ * as the bank means it (an enrolment after an unlink links the card again). The PAN of a row lives
+ * in the row, the packed request and ZeroMQ's message (handed over without a copy and cleared when
+ * ZeroMQ frees it), and nowhere else; rejects and reports show it masked. */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include "ctl.h"
 
@@ -37,12 +37,18 @@
 _Static_assert(sizeof "enr--" - 1 + RUN_ID_BYTES - 1 + 20 <= TXN_ID_LEN_MAX,
                "a row's txn id fits: run id and any row number");
 #define ENROL_REPLY_TIMEOUT_MS 30000
-#define ENROL_RESENDS_MAX 3
 #define ENROL_PROGRESS_EVERY 2048
 _Static_assert((ENROL_IN_FLIGHT_MAX & (ENROL_IN_FLIGHT_MAX - 1)) == 0, "slots by a mask");
 _Static_assert(ENROL_IN_FLIGHT_MAX <= 4096, "the broker's admin queue takes the window");
 
-typedef enum { OUT_NEW = 0, OUT_REPLACED, OUT_UNLINKED, OUT_UNCHANGED, OUT_REJECTED, OUT_COUNT } outcome_t;
+typedef enum {
+    OUT_NEW = 0,
+    OUT_REPLACED,
+    OUT_UNLINKED,
+    OUT_UNCHANGED,
+    OUT_REJECTED,
+    OUT_COUNT
+} outcome_t;
 
 typedef struct slot {
     bool busy;
@@ -179,8 +185,7 @@ int ctl_card_key(ctl_t *ctl, int argc, char **argv)
 
 static const char *outcome_name(outcome_t o)
 {
-    static const char *names[OUT_COUNT] = {"new", "replaced", "unlinked", "unchanged",
-                                           "rejected"};
+    static const char *names[OUT_COUNT] = {"new", "replaced", "unlinked", "unchanged", "rejected"};
     return names[o];
 }
 
@@ -236,9 +241,9 @@ static int take_reply(enrol_run_t *r, int timeout_ms)
         s->busy = false;
         r->answered++;
         r->last_reply_ms = clock_mono_ms();
-        while (r->oldest < r->sent && !(r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].busy &&
-                                        r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].n ==
-                                            r->oldest))
+        while (r->oldest < r->sent &&
+               !(r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].busy &&
+                 r->slots[r->oldest & (ENROL_IN_FLIGHT_MAX - 1)].n == r->oldest))
             r->oldest++;
         assert(r->oldest <= r->sent && r->answered <= r->sent);
     }
@@ -258,8 +263,8 @@ static void progress(enrol_run_t *r, bool done)
     for (int i = 0; i < 40; i++)
         bar[i] = i < pct * 40 / 100 ? '#' : '.';
     bar[40] = '\0';
-    fprintf(stderr, "\r[%s] %3d%% %" PRIu64 " rows sent, %" PRIu64 " answered%s", bar, pct,
-            r->sent, r->answered, done ? "\n" : "");
+    fprintf(stderr, "\r[%s] %3d%% %" PRIu64 " rows sent, %" PRIu64 " answered%s", bar, pct, r->sent,
+            r->answered, done ? "\n" : "");
 }
 
 /* Wait until slot `s` is free and the rows in flight span less than the slots (`all`:
@@ -505,6 +510,6 @@ int ctl_enroll(ctl_t *ctl, int argc, char **argv)
     bool any_rejected = r->counts[OUT_REJECTED] > 0;
     free(r);
     return rc == CL_ERR_TIMEOUT || rc == CL_ERR_IO ? EXIT_USAGE
-           : rc != CL_OK || any_rejected         ? EXIT_DECLINED
-                                                 : 0;
+           : rc != CL_OK || any_rejected           ? EXIT_DECLINED
+                                                   : 0;
 }

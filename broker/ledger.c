@@ -518,8 +518,7 @@ static bool same_cards(const ledger_cards_t *cards, const Coalition__IdemRecord 
 
 static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
                            const ledger_cards_t *cards, const uint8_t hash[WIRE_HASH_BYTES],
-                           const Coalition__IdemRecord *idem, uint8_t **reply_out,
-                           size_t *len_out)
+                           const Coalition__IdemRecord *idem, uint8_t **reply_out, size_t *len_out)
 {
     char text[RECEIPT_TEXT_BYTES_MAX];
     if (idem->request_hash.len != WIRE_HASH_BYTES ||
@@ -858,8 +857,7 @@ int ledger_apply_as(ledger_t *self, const char *public_z85, const envelope_t *en
                     const uint8_t hash[WIRE_HASH_BYTES], int64_t now_ms, uint8_t **reply_out,
                     size_t *reply_len_out)
 {
-    return ledger_apply_cards(self, public_z85, env, NULL, hash, now_ms, reply_out,
-                              reply_len_out);
+    return ledger_apply_cards(self, public_z85, env, NULL, hash, now_ms, reply_out, reply_len_out);
 }
 
 int ledger_apply_cards(ledger_t *self, const char *public_z85, const envelope_t *env,
@@ -882,7 +880,6 @@ int ledger_apply_cards(ledger_t *self, const char *public_z85, const envelope_t 
     rc = decline_not_permitted(env, hash, why, reply_out, reply_len_out);
     return rc == CL_OK ? CL_OK : fail(self, rc, env);
 }
-
 
 /* ---- read side --------------------------------------------------------------------- */
 
@@ -1002,8 +999,7 @@ int ledger_txn_seq(ledger_t *self, const char *partner, const char *site, const 
 }
 
 int ledger_replay(ledger_t *self, const envelope_t *env, const ledger_cards_t *cards,
-                  const uint8_t hash[WIRE_HASH_BYTES], uint8_t **reply_out,
-                  size_t *reply_len_out)
+                  const uint8_t hash[WIRE_HASH_BYTES], uint8_t **reply_out, size_t *reply_len_out)
 {
     *reply_out = NULL;
     read_call_t call = {env, cards, hash, NULL, reply_out, reply_len_out};

@@ -159,8 +159,7 @@ int ledger_keys_slice(ledger_t *self, const char *after, ledger_key_row_t *rows,
  * their true answer instead of 96. Returns CL_ERR_NOT_FOUND when the key is new (or a
  * tombstone awaits its original). */
 int ledger_replay(ledger_t *self, const envelope_t *env, const ledger_cards_t *cards,
-                  const uint8_t hash[WIRE_HASH_BYTES], uint8_t **reply_out,
-                  size_t *reply_len_out);
+                  const uint8_t hash[WIRE_HASH_BYTES], uint8_t **reply_out, size_t *reply_len_out);
 
 /* The journal seq of the approval stored under (partner, site, txn_id): 0 for a
  * remembered decline or a tombstone; CL_ERR_NOT_FOUND when the key is unknown. */

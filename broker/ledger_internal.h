@@ -92,7 +92,7 @@ typedef struct decision {
     const char *bank_id, *bank_ref;
     char lapse_masked[PAN_MASKED_BYTES]; /* ENTRY_UNCLAIMED_LAPSE: the card's masked PAN */
     int64_t unclaimed_period_seconds;    /* ENTRY_CARD_SETTINGS */
-    int64_t now_ms; /* the writer's clock for this request (velocity) */
+    int64_t now_ms;                      /* the writer's clock for this request (velocity) */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
     int64_t points;
@@ -185,8 +185,8 @@ int cards_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
 int cards_due_lapses(ledger_t *self, MDB_txn *txn, int64_t now_ms,
                      char ids[][MEMBER_ID_LEN_MAX + 1], size_t max, size_t *count);
 /* rules.c helpers cards.c shares. */
-int rules_move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
-                      const char *to, int64_t points);
+int rules_move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from, const char *to,
+                      int64_t points);
 int rules_new_member(ledger_t *self, MDB_txn *txn, const Coalition__MemberRecord *m);
 /* access.c: who a key is, in `txn`. */
 int access_lookup(ledger_t *self, MDB_txn *txn, const char *public_z85, ledger_principal_t *out);

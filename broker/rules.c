@@ -144,8 +144,8 @@ static int move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *
     return CL_OK;
 }
 
-int rules_move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from,
-                      const char *to, int64_t points)
+int rules_move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *from, const char *to,
+                      int64_t points)
 {
     return move_points(self, txn, d, from, to, points);
 }
@@ -157,8 +157,8 @@ int rules_new_member(ledger_t *self, MDB_txn *txn, const Coalition__MemberRecord
     rec.created_seq = self->batch_seq + 1;
     char account[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(account, sizeof account, m->member_id);
-    int rc = ledger_put_record(txn, self->db_members, m->member_id, strlen(m->member_id),
-                               &rec.base);
+    int rc =
+        ledger_put_record(txn, self->db_members, m->member_id, strlen(m->member_id), &rec.base);
     return rc == CL_OK ? ledger_put_balance(self, txn, account, 0) : rc;
 }
 

@@ -107,8 +107,10 @@ int verify_card_earn_burn(verify_t *v, const journal_entry_t *e)
     bool by_card = e->card_hash.len > 0;
     bool to_unclaimed = unclaimed_member(e->member_id);
     if (!by_card)
-        return to_unclaimed ? verify_violation(v, "entry %llu names an unclaimed account "
-                                                  "without its card", SEQ(e))
+        return to_unclaimed ? verify_violation(v,
+                                               "entry %llu names an unclaimed account "
+                                               "without its card",
+                                               SEQ(e))
                             : CL_OK;
     vcard_t *c = NULL;
     int rc = card_of(v, e, false, &c);
@@ -127,8 +129,9 @@ int verify_card_earn_burn(verify_t *v, const journal_entry_t *e)
             u->last_earn_ms = e->time_ms; /* the claim period starts again */
         return CL_OK;
     }
-    bool opens = earn && to_unclaimed && (c->state == COALITION__CARD_STATE__CARD_NONE ||
-                                          c->state == COALITION__CARD_STATE__CARD_LAPSED);
+    bool opens = earn && to_unclaimed &&
+                 (c->state == COALITION__CARD_STATE__CARD_NONE ||
+                  c->state == COALITION__CARD_STATE__CARD_LAPSED);
     if (!opens)
         return verify_violation(v, "entry %llu: a %s by a card in state %d", SEQ(e),
                                 ledger_entry_kind_name(e->kind), c->state);
@@ -138,8 +141,7 @@ int verify_card_earn_burn(verify_t *v, const journal_entry_t *e)
     vunclaimed_t *u = NULL;
     rc = vmap_insert(&v->unclaimed, e->member_id, strlen(e->member_id), (void **)&u);
     if (rc == CL_ERR_EXISTS)
-        return verify_violation(v, "entry %llu reopens unclaimed account %s", SEQ(e),
-                                e->member_id);
+        return verify_violation(v, "entry %llu reopens unclaimed account %s", SEQ(e), e->member_id);
     if (rc == CL_OK)
         u->last_earn_ms = e->time_ms < 0 ? 0 : e->time_ms;
     return rc == CL_OK ? open_member(v, e->member_id, e->seq) : rc;
@@ -203,8 +205,7 @@ static int card_entry(verify_t *v, const journal_entry_t *e)
                 strcmp(c->bank, e->bank_id) == 0 && strcmp(c->member, e->member_id) == 0;
     if (!ours)
         return verify_violation(v, "entry %llu (%s): not a card bank %s linked to member %s",
-                                SEQ(e), ledger_entry_kind_name(e->kind), e->bank_id,
-                                e->member_id);
+                                SEQ(e), ledger_entry_kind_name(e->kind), e->bank_id, e->member_id);
     c->state = COALITION__CARD_STATE__CARD_UNLINKED;
     c->replaced = e->kind == COALITION__ENTRY_KIND__ENTRY_CARD_REPLACE;
     if (e->kind == COALITION__ENTRY_KIND__ENTRY_CARD_UNLINK)
@@ -317,8 +318,8 @@ static int visit_bank(const MDB_val *k, const MDB_val *val, void *ctx)
     (void)val;
     vbank_t *b = vmap_find(&v->banks, k->mv_data, k->mv_size);
     if (b == NULL || b->seq == 0)
-        return verify_violation(v, "bank record %.*s without its bank-add entry",
-                                (int)k->mv_size, (const char *)k->mv_data);
+        return verify_violation(v, "bank record %.*s without its bank-add entry", (int)k->mv_size,
+                                (const char *)k->mv_data);
     b->seen = true;
     return CL_OK;
 }
@@ -338,9 +339,9 @@ static int visit_bank_ref(const MDB_val *k, const MDB_val *val, void *ctx)
 static int check_settings_record(verify_t *v)
 {
     Coalition__CardSettings *cs = NULL;
-    int rc = ledger_get_record(v->txn, v->ledger->db_meta, CARD_SETTINGS_KEY,
-                               strlen(CARD_SETTINGS_KEY), &coalition__card_settings__descriptor,
-                               (ProtobufCMessage **)&cs);
+    int rc =
+        ledger_get_record(v->txn, v->ledger->db_meta, CARD_SETTINGS_KEY, strlen(CARD_SETTINGS_KEY),
+                          &coalition__card_settings__descriptor, (ProtobufCMessage **)&cs);
     if (rc == CL_ERR_NOT_FOUND)
         return v->card_settings_seq == 0
                    ? CL_OK
@@ -360,10 +361,10 @@ static int visit_unclaimed_key(const MDB_val *k, const MDB_val *val, void *ctx)
 {
     verify_t *v = ctx;
     (void)val;
-    vunclaimed_t *u = k->mv_size > 8 && k->mv_size <= 8 + MEMBER_ID_LEN_MAX
-                          ? vmap_find(&v->unclaimed, (const uint8_t *)k->mv_data + 8,
-                                      k->mv_size - 8)
-                          : NULL;
+    vunclaimed_t *u =
+        k->mv_size > 8 && k->mv_size <= 8 + MEMBER_ID_LEN_MAX
+            ? vmap_find(&v->unclaimed, (const uint8_t *)k->mv_data + 8, k->mv_size - 8)
+            : NULL;
     if (u == NULL || u->lapsed || u->moved_to[0] != '\0' || u->indexed ||
         (int64_t)store_get_u64(k->mv_data) != u->last_earn_ms)
         return verify_violation(v, "an unclaimed-index key no open unclaimed account explains");

@@ -146,11 +146,11 @@ typedef struct {
     vmap_t cards;     /* verify_cards.c: cards by key, unclaimed accounts, banks and refs */
     vmap_t unclaimed;
     vmap_t banks;
-    int64_t card_period_s;    /* the unclaimed claim period the journal has set so far */
+    int64_t card_period_s;      /* the unclaimed claim period the journal has set so far */
     uint64_t card_settings_seq; /* its card-settings entry (0: the default) */
-    outstanding_t outstanding; /* by issuer, as the journal leaves it */
-    bool outstanding_seen;     /* matched with its record */
-    vconfig_t *configs;        /* the journal's settlement configurations, in order */
+    outstanding_t outstanding;  /* by issuer, as the journal leaves it */
+    bool outstanding_seen;      /* matched with its record */
+    vconfig_t *configs;         /* the journal's settlement configurations, in order */
     size_t n_configs, cap_configs;
     uint64_t last_window_id;
 } verify_t;

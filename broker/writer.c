@@ -45,8 +45,8 @@ static void fill_system_error(writer_t *self, batch_t **batches, size_t n)
             authorization_t auth;
             free(r->reply);
             r->reply = NULL;
-            if (ledger_replay(self->ledger, r->env, &r->cards, r->hash, &r->reply,
-                              &r->reply_len) == CL_OK)
+            if (ledger_replay(self->ledger, r->env, &r->cards, r->hash, &r->reply, &r->reply_len) ==
+                CL_OK)
                 continue;
             free(r->reply);
             wire_auth_decline(&auth, r->env, RC_SYSTEM_ERROR, text);

@@ -78,8 +78,8 @@ int card_id_of(const card_key_t *key, const char *pan, card_id_t *out)
     size_t n = strlen(pan);
     unsigned len = 0;
     memset(out, 0, sizeof *out);
-    if (HMAC(EVP_sha256(), key->secret, CARD_KEY_BYTES, (const unsigned char *)pan, n,
-             out->hash, &len) == NULL ||
+    if (HMAC(EVP_sha256(), key->secret, CARD_KEY_BYTES, (const unsigned char *)pan, n, out->hash,
+             &len) == NULL ||
         len != CARD_HASH_BYTES)
         return CL_ERR_NOMEM;
     out->key_id = key->id;
@@ -195,13 +195,14 @@ int card_keys_load(const char *path, card_keys_t *out, char *why, size_t why_siz
                        strerror(errno));
     struct stat st;
     char text[KEY_FILE_BYTES_MAX + 1];
-    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, text, KEY_FILE_BYTES_MAX) : -1;
+    ssize_t n =
+        fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, text, KEY_FILE_BYTES_MAX) : -1;
     close(fd);
     if (n < 0)
         return why_set(why, why_size, CL_ERR_IO, "cannot read card key %s", path);
     if ((st.st_mode & 077) != 0)
-        return why_set(why, why_size, CL_ERR_INVALID, "card key %s is readable by others; chmod 600",
-                       path);
+        return why_set(why, why_size, CL_ERR_INVALID,
+                       "card key %s is readable by others; chmod 600", path);
     text[n] = '\0';
     int rc = CL_OK;
     for (char *save = NULL, *line = strtok_r(text, "\n", &save); line != NULL && rc == CL_OK;

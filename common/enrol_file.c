@@ -78,8 +78,9 @@ static int read_header(reader_t *r, const char *line, char *why, size_t why_size
             c++;
         if (c == COLUMNS || r->column_of[c] >= 0) {
             /* Its text is not shown: a file without a header starts with a card number. */
-            snprintf(why, why_size, "header column %zu is unknown or repeated (is the header "
-                                    "missing?); expected bank_ref, pan, member_id, action, new_pan",
+            snprintf(why, why_size,
+                     "header column %zu is unknown or repeated (is the header "
+                     "missing?); expected bank_ref, pan, member_id, action, new_pan",
                      i + 1);
             return CL_ERR_INVALID;
         }
@@ -119,7 +120,8 @@ static bool copy_checked(char *out, size_t size, const char *in)
 }
 
 /* Check one row's fields into r->row; false with the reason (PANs masked). */
-static bool check_row(reader_t *r, size_t n, char why[ENROL_REASON_BYTES], char masked[PAN_MASKED_BYTES])
+static bool check_row(reader_t *r, size_t n, char why[ENROL_REASON_BYTES],
+                      char masked[PAN_MASKED_BYTES])
 {
     enrol_row_t *row = &r->row;
     const char *pan = field(r, COL_PAN), *new_pan = field(r, COL_NEW_PAN);
@@ -175,8 +177,8 @@ static bool check_row(reader_t *r, size_t n, char why[ENROL_REASON_BYTES], char 
 }
 
 /* One data line: the row, or its reject. */
-static int take_line(reader_t *r, const char *line, enrol_row_fn on_row,
-                     enrol_reject_fn on_reject, void *ctx)
+static int take_line(reader_t *r, const char *line, enrol_row_fn on_row, enrol_reject_fn on_reject,
+                     void *ctx)
 {
     char why[ENROL_REASON_BYTES], masked[PAN_MASKED_BYTES] = "*";
     size_t n = 0;
@@ -238,8 +240,8 @@ static int read_all(reader_t *r, FILE *in, enrol_row_fn on_row, enrol_reject_fn 
     return rc;
 }
 
-int enrol_file_read(FILE *in, enrol_row_fn on_row, enrol_reject_fn on_reject, void *ctx,
-                    char *why, size_t why_size)
+int enrol_file_read(FILE *in, enrol_row_fn on_row, enrol_reject_fn on_reject, void *ctx, char *why,
+                    size_t why_size)
 {
     assert(in != NULL && on_row != NULL && on_reject != NULL && why_size > 0);
     reader_t *rp = calloc(1, sizeof *rp); /* ~10 KB, off the stack */

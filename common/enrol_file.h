@@ -32,7 +32,7 @@ typedef int (*enrol_reject_fn)(unsigned long line, const char *masked_pan, const
                                void *ctx);
 
 /* Read every row. CL_ERR_INVALID with `why` when the header is not one (nothing read). */
-int enrol_file_read(FILE *in, enrol_row_fn on_row, enrol_reject_fn on_reject, void *ctx,
-                    char *why, size_t why_size);
+int enrol_file_read(FILE *in, enrol_row_fn on_row, enrol_reject_fn on_reject, void *ctx, char *why,
+                    size_t why_size);
 
 #endif

@@ -644,8 +644,8 @@ static bool answers_this(const uint8_t *auth_bytes, size_t len, const envelope_t
 /* A new request: NULL after answering the till, or a pending not yet admitted. A repeat
  * of a key answered before (in the journal) carries that answer; another request under
  * such a key is declined 94 here, as the broker would. */
-static pending_t *fresh(agent_t *a, envelope_t *env, const peer_t *peer, int64_t now,
-                        char *why, size_t why_size, int *code)
+static pending_t *fresh(agent_t *a, envelope_t *env, const peer_t *peer, int64_t now, char *why,
+                        size_t why_size, int *code)
 {
     bool reversed = false;
     if (env->body_case == COALITION__ENVELOPE__BODY_BURN &&

@@ -64,7 +64,10 @@ bool pending_store_and_forward(Coalition__Envelope__BodyCase kind)
            kind == COALITION__ENVELOPE__BODY_ENROLL;
 }
 
-bool pending_revocable(const pending_t *self) { return self->kind == COALITION__ENVELOPE__BODY_BURN; }
+bool pending_revocable(const pending_t *self)
+{
+    return self->kind == COALITION__ENVELOPE__BODY_BURN;
+}
 
 bool pending_stored_offline(const pending_t *self)
 {

@@ -80,11 +80,11 @@ typedef struct options {
     int clients, window, members, port; /* port 0: a free one */
     long requests;
     uint64_t seed;
-    const char *endpoint;         /* NULL: start a broker */
-    const char *ledger;           /* NULL: a fresh one (own broker) or no seq check (--endpoint) */
-    const char *admin;            /* NULL: ipc://LEDGER/admin.sock when the ledger is known */
-    bool insecure;                /* plain TCP (the broker runs --insecure) instead of CURVE */
-    bool cards; /* own broker: enrol a card per member from a bank file, earn by card */
+    const char *endpoint; /* NULL: start a broker */
+    const char *ledger;   /* NULL: a fresh one (own broker) or no seq check (--endpoint) */
+    const char *admin;    /* NULL: ipc://LEDGER/admin.sock when the ledger is known */
+    bool insecure;        /* plain TCP (the broker runs --insecure) instead of CURVE */
+    bool cards;           /* own broker: enrol a card per member from a bank file, earn by card */
     const char *key, *broker_key; /* an external broker's: our secret key, its public key */
 } options_t;
 
@@ -680,8 +680,8 @@ static int cards_phase(bench_t *b)
     }
     if (fclose(f) != 0)
         return -1;
-    char *const argv[] = {COALITIONCTL_BIN, "--ledger", b->w.ledger, "--admin", b->admin,
-                          "enroll", "--bank", BENCH_BANK, "--file", path, NULL};
+    char *const argv[] = {COALITIONCTL_BIN, "--ledger", b->w.ledger, "--admin", b->admin, "enroll",
+                          "--bank",         BENCH_BANK, "--file",    path,      NULL};
     int64_t t0 = clock_mono_us();
     /* Its summary line names its own peak memory (VmHWM): a child's ru_maxrss would count
      * this process's pages too (fork, or vfork until exec). */
@@ -1027,15 +1027,21 @@ static int parse_option(options_t *o, int c, const char *arg)
 
 static int parse_options(int argc, char **argv, options_t *o)
 {
-    static const struct option longopts[] = {
-        {"clients", required_argument, NULL, 'c'},  {"window", required_argument, NULL, 'w'},
-        {"requests", required_argument, NULL, 'n'}, {"members", required_argument, NULL, 'm'},
-        {"port", required_argument, NULL, 'p'},     {"seed", required_argument, NULL, 's'},
-        {"endpoint", required_argument, NULL, 'e'}, {"ledger", required_argument, NULL, 'l'},
-        {"admin", required_argument, NULL, 'a'},    {"insecure", no_argument, NULL, 'I'},
-        {"key", required_argument, NULL, 'k'},      {"broker-key", required_argument, NULL, 'K'},
-        {"cards", no_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"clients", required_argument, NULL, 'c'},
+                                             {"window", required_argument, NULL, 'w'},
+                                             {"requests", required_argument, NULL, 'n'},
+                                             {"members", required_argument, NULL, 'm'},
+                                             {"port", required_argument, NULL, 'p'},
+                                             {"seed", required_argument, NULL, 's'},
+                                             {"endpoint", required_argument, NULL, 'e'},
+                                             {"ledger", required_argument, NULL, 'l'},
+                                             {"admin", required_argument, NULL, 'a'},
+                                             {"insecure", no_argument, NULL, 'I'},
+                                             {"key", required_argument, NULL, 'k'},
+                                             {"broker-key", required_argument, NULL, 'K'},
+                                             {"cards", no_argument, NULL, 'C'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     for (;;) {
         int c = getopt_long(argc, argv, "c:w:n:m:p:s:e:l:a:k:K:h", longopts, NULL);
         if (c == -1)

@@ -75,14 +75,14 @@ static int setup(void **state)
     world_init(w);
     world_start_broker(w);
     char out[OUT_BYTES];
-    EXPECT_EQ("fuel", 0, world_ctl(w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
-                                   NULL));
-    EXPECT_EQ("grocer", 0, world_ctl(w, out, sizeof out, "partner", "add", "grocer",
-                                     "--earn-rate", "1", NULL));
+    EXPECT_EQ("fuel", 0,
+              world_ctl(w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2", NULL));
+    EXPECT_EQ("grocer", 0,
+              world_ctl(w, out, sizeof out, "partner", "add", "grocer", "--earn-rate", "1", NULL));
     EXPECT_EQ("alice", 0, world_ctl(w, out, sizeof out, "member", "add", "alice", NULL));
     EXPECT_EQ("bob", 0, world_ctl(w, out, sizeof out, "member", "add", "bob", NULL));
-    EXPECT_EQ("claim period", 0, world_ctl(w, out, sizeof out, "card-settings",
-                                           "--unclaimed-period", "4s", NULL));
+    EXPECT_EQ("claim period", 0,
+              world_ctl(w, out, sizeof out, "card-settings", "--unclaimed-period", "4s", NULL));
     EXPECT_EQ("shown", 0, world_ctl(w, out, sizeof out, "card-settings", NULL));
     EXPECT_CONTAINS("shown", "lapse 4 s", out);
     EXPECT_EQ("visa", 0, world_ctl(w, out, sizeof out, "bank", "add", "visa", NULL));
@@ -131,8 +131,8 @@ static int enroll(world_t *w, const char *bank, const char *file, const char *re
 {
     if (rejects == NULL)
         return world_ctl(w, out, size, "--json", "enroll", "--bank", bank, "--file", file, NULL);
-    return world_ctl(w, out, size, "--json", "enroll", "--bank", bank, "--file", file,
-                     "--rejects", rejects, NULL);
+    return world_ctl(w, out, size, "--json", "enroll", "--bank", bank, "--file", file, "--rejects",
+                     rejects, NULL);
 }
 
 static void expect_counts(const char *what, const char *out, int new_, int replaced, int unlinked,
@@ -290,28 +290,31 @@ static void bulk_enrolment_leaves_no_card_number_anywhere(void **state)
     for (unsigned long i = 0; i < 20; i++) {
         pan_of("453201", i * 4999, pan);
         snprintf(txn, sizeof txn, "ce-%lu", i);
-        EXPECT_EQ("card earn", 0, world_pos(w, fuel, out, sizeof out, "earn", "--card", pan,
-                                            "--amount", "10.00", "--txn", txn, NULL));
+        EXPECT_EQ("card earn", 0,
+                  world_pos(w, fuel, out, sizeof out, "earn", "--card", pan, "--amount", "10.00",
+                            "--txn", txn, NULL));
         EXPECT_CONTAINS("card earn", "\"points\":20", out);
     }
     pan_of("453201", 0, pan);
-    EXPECT_EQ("card burn", 0, world_pos(w, grocer, out, sizeof out, "burn", "--card", pan,
-                                        "--points", "5", "--txn", "cb-1", NULL));
+    EXPECT_EQ("card burn", 0,
+              world_pos(w, grocer, out, sizeof out, "burn", "--card", pan, "--points", "5", "--txn",
+                        "cb-1", NULL));
     EXPECT_CONTAINS("card burn", "\"balance\":15", out);
-    EXPECT_EQ("card balance", 0, world_pos(w, grocer, out, sizeof out, "balance", "--card", pan,
-                                           NULL));
+    EXPECT_EQ("card balance", 0,
+              world_pos(w, grocer, out, sizeof out, "balance", "--card", pan, NULL));
     EXPECT_CONTAINS("card balance", "\"balance\":15", out);
     pan_of("453201", 500000, pan); /* never enrolled */
     g_pans.v[g_pans.n++] = strtoull(pan, NULL, 10);
-    EXPECT_EQ("unclaimed earn", 0, world_pos(w, fuel, out, sizeof out, "earn", "--card", pan,
-                                             "--amount", "3.00", "--txn", "ue-1", NULL));
+    EXPECT_EQ("unclaimed earn", 0,
+              world_pos(w, fuel, out, sizeof out, "earn", "--card", pan, "--amount", "3.00",
+                        "--txn", "ue-1", NULL));
     EXPECT_CONTAINS("unclaimed earn", "unclaimed", out);
     /* Reports: the journal, accounts, statements-to-be, agent exports, verify. */
     char *const journal[] = {COALITIONCTL_BIN, "--ledger", w->ledger, "--json", "journal", NULL};
     char *const accounts[] = {COALITIONCTL_BIN, "--ledger", w->ledger, "accounts", NULL};
     char *const liability[] = {COALITIONCTL_BIN, "--ledger", w->ledger, "liability", NULL};
-    char *const export[] = {COALITION_AGENT_BIN, "--data", (char *)fuel->data_dir, "export",
-                            "--window", "1", NULL};
+    char *const export[] = {
+        COALITION_AGENT_BIN, "--data", (char *)fuel->data_dir, "export", "--window", "1", NULL};
     report_to(w, "journal.json", journal);
     report_to(w, "accounts.txt", accounts);
     report_to(w, "liability.txt", liability);
@@ -321,8 +324,8 @@ static void bulk_enrolment_leaves_no_card_number_anywhere(void **state)
     snprintf(g_skip, sizeof g_skip, "%s/bank-input", w->dir);
     g_files = g_found = 0;
     EXPECT_EQ("walk", 0, nftw(w->dir, scan_file, 16, FTW_PHYS));
-    printf("searched %zu files for %zu card numbers (text and BCD): %zu found\n", g_files,
-           g_pans.n, g_found);
+    printf("searched %zu files for %zu card numbers (text and BCD): %zu found\n", g_files, g_pans.n,
+           g_found);
     if (g_found != 0)
         fail_msg("%zu card number(s) found, first in %s", g_found, g_found_in);
     EXPECT_TRUE("the ledger, agents and reports were searched", g_files >= 8);
@@ -373,13 +376,26 @@ static void file_rows_rejects_reimport_replace_unlink(void **state)
     expect_counts("first import", out, 3, 0, 0, 1, 12);
     char text[8192];
     read_file(rejects, text, sizeof text);
-    const char *reasons[] = {"6,411111******",  "Luhn",         "7,4111*1*****1111,",
-                             "digits",          "8,*,",         "13 to 19",
-                             "9,411111******",  "bank_ref",     "10,411111******",
-                             "action",          "11,411111******", "12,411111******",
-                             "13,411111******", "14,411111******", "unknown member ghost",
-                             "15,411111******", "unlink it first", "16,411111******",
-                             "is member alice, not bob", "17,*,"};
+    const char *reasons[] = {"6,411111******",
+                             "Luhn",
+                             "7,4111*1*****1111,",
+                             "digits",
+                             "8,*,",
+                             "13 to 19",
+                             "9,411111******",
+                             "bank_ref",
+                             "10,411111******",
+                             "action",
+                             "11,411111******",
+                             "12,411111******",
+                             "13,411111******",
+                             "14,411111******",
+                             "unknown member ghost",
+                             "15,411111******",
+                             "unlink it first",
+                             "16,411111******",
+                             "is member alice, not bob",
+                             "17,*,"};
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
         EXPECT_CONTAINS("rejects file", reasons[i], text);
     EXPECT_TRUE("no number in the rejects", strstr(text, a) == NULL && strstr(text, d) == NULL);
@@ -392,11 +408,13 @@ static void file_rows_rejects_reimport_replace_unlink(void **state)
     EXPECT_STR("a re-import writes nothing", journal_before, journal_after);
     /* The new member earns by card c; then c is replaced by d (same member and balance), and
      * b unlinked. */
-    EXPECT_EQ("earn c", 0, world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", c,
-                                     "--amount", "5.00", "--txn", "c-1", NULL));
+    EXPECT_EQ("earn c", 0,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", c, "--amount", "5.00",
+                        "--txn", "c-1", NULL));
     EXPECT_CONTAINS("a bank's new member earns", "Earned 10 points. Balance 10", out);
-    snprintf(content, sizeof content, "bank_ref,pan,action,new_pan\nr-new,%s,replace,%s\n"
-                                      "r-alice,%s,unlink,\n",
+    snprintf(content, sizeof content,
+             "bank_ref,pan,action,new_pan\nr-new,%s,replace,%s\n"
+             "r-alice,%s,unlink,\n",
              c, d, b);
     bank_file(w, "changes.csv", content, file, sizeof file);
     EXPECT_EQ("changes", 0, enroll(w, "visa", file, NULL, out, sizeof out));
@@ -406,15 +424,17 @@ static void file_rows_rejects_reimport_replace_unlink(void **state)
     EXPECT_EQ("balance by the new card", 0,
               world_pos(w, &w->agents[0], out, sizeof out, "balance", "--card", d, NULL));
     EXPECT_CONTAINS("the replacement keeps the balance", "\"balance\":10", out);
-    EXPECT_EQ("old card", 1, world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", c,
-                                       "--amount", "5.00", "--txn", "c-2", NULL));
+    EXPECT_EQ("old card", 1,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", c, "--amount", "5.00",
+                        "--txn", "c-2", NULL));
     EXPECT_CONTAINS("the replaced card earns nothing", "\"code\":\"14\"", out);
-    EXPECT_EQ("unlinked card", 1, world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card",
-                                            b, "--amount", "5.00", "--txn", "b-1", NULL));
+    EXPECT_EQ("unlinked card", 1,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", b, "--amount", "5.00",
+                        "--txn", "b-1", NULL));
     EXPECT_CONTAINS("unlink stops earning", "unlinked", out);
     EXPECT_EQ("alice's other card", 0,
-              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount",
-                        "1.00", "--txn", "a-1", NULL));
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount", "1.00",
+                        "--txn", "a-1", NULL));
     EXPECT_EQ("alice by id", 0,
               world_pos(w, &w->agents[0], out, sizeof out, "balance", "--member", "alice", NULL));
     EXPECT_CONTAINS("several cards, one member", "\"balance\":2", out);
@@ -442,23 +462,27 @@ static void unclaimed_points_are_claimed_or_lapse(void **state)
     char a[PAN_LEN + 1], b[PAN_LEN + 1], out[OUT_BYTES], content[512], file[HARNESS_PATH_BYTES];
     pan_of("522222", 7, a);
     pan_of("522222", 8, b);
-    EXPECT_EQ("earn a", 0, world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a,
-                                     "--amount", "10.00", "--txn", "u-a1", NULL));
+    EXPECT_EQ("earn a", 0,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount", "10.00",
+                        "--txn", "u-a1", NULL));
     EXPECT_CONTAINS("unclaimed", "unclaimed until the card is enrolled", out);
-    EXPECT_EQ("earn b", 0, world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", b,
-                                     "--amount", "7.00", "--txn", "u-b1", NULL));
+    EXPECT_EQ("earn b", 0,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", b, "--amount", "7.00",
+                        "--txn", "u-b1", NULL));
     EXPECT_EQ("balance a", 0,
               world_pos(w, &w->agents[1], out, sizeof out, "balance", "--card", a, NULL));
     EXPECT_CONTAINS("balance by card shows unclaimed", "Unclaimed 20 points", out);
-    EXPECT_EQ("burn unclaimed", 1, world_pos(w, &w->agents[1], out, sizeof out, "burn", "--card",
-                                             a, "--points", "1", "--txn", "u-x", NULL));
+    EXPECT_EQ("burn unclaimed", 1,
+              world_pos(w, &w->agents[1], out, sizeof out, "burn", "--card", a, "--points", "1",
+                        "--txn", "u-x", NULL));
     EXPECT_CONTAINS("unclaimed points cannot be burned", "\"code\":\"14\"", out);
     snprintf(content, sizeof content, "bank_ref,pan\ncust-a,%s\n", a);
     bank_file(w, "claim.csv", content, file, sizeof file);
     EXPECT_EQ("enrol a", 0, enroll(w, "visa", file, NULL, out, sizeof out));
     expect_counts("claim", out, 1, 0, 0, 0, 0);
-    EXPECT_EQ("burn a at grocer", 0, world_pos(w, &w->agents[1], out, sizeof out, "burn", "--card",
-                                               a, "--points", "5", "--txn", "u-a2", NULL));
+    EXPECT_EQ("burn a at grocer", 0,
+              world_pos(w, &w->agents[1], out, sizeof out, "burn", "--card", a, "--points", "5",
+                        "--txn", "u-a2", NULL));
     EXPECT_CONTAINS("claimed points burn", "\"balance\":15", out);
     EXPECT_EQ("refund a's first earn", 0,
               world_pos(w, &w->agents[0], out, sizeof out, "refund", "--original", "u-a1",
@@ -471,8 +495,8 @@ static void unclaimed_points_are_claimed_or_lapse(void **state)
         breakage = account(w, "breakage");
     }
     EXPECT_EQ("b's points lapsed to breakage", 14, breakage);
-    EXPECT_EQ("balance b", 1, world_pos(w, &w->agents[1], out, sizeof out, "balance", "--card", b,
-                                        NULL));
+    EXPECT_EQ("balance b", 1,
+              world_pos(w, &w->agents[1], out, sizeof out, "balance", "--card", b, NULL));
     EXPECT_CONTAINS("a lapsed card has no balance", "\"code\":\"14\"", out);
     EXPECT_EQ("refund b's earn", 0,
               world_pos(w, &w->agents[0], out, sizeof out, "refund", "--original", "u-b1", "--txn",
@@ -558,18 +582,18 @@ static void a_bank_enrols_on_its_own_connection(void **state)
     char a[PAN_LEN + 1], x[PAN_LEN + 1];
     pan_of("433333", 1, a);
     pan_of("433333", 2, x);
-    expect_auth("real-time enrolment", enrol_req(visa, "visa", "rt-1", a, "v-alice", "alice", 0,
-                                                 NULL),
-                RC_APPROVED, "enrolled to member alice");
+    expect_auth("real-time enrolment",
+                enrol_req(visa, "visa", "rt-1", a, "v-alice", "alice", 0, NULL), RC_APPROVED,
+                "enrolled to member alice");
     expect_auth("the same again", enrol_req(visa, "visa", "rt-2", a, "v-alice", "alice", 0, NULL),
                 RC_INVALID_TRANSACTION, "unchanged");
     expect_auth("a replay", enrol_req(visa, "visa", "rt-1", a, "v-alice", "alice", 0, NULL),
                 RC_APPROVED, "enrolled");
     expect_auth("another bank's card", enrol_req(mc, "mc", "m-1", a, "m-bob", "bob", 0, NULL),
                 RC_INVALID_TRANSACTION, "enrolled by another bank");
-    expect_auth("moved to another member", enrol_req(visa, "visa", "rt-3", a, "v-bob", "bob", 0,
-                                                     NULL),
-                RC_INVALID_TRANSACTION, "unlink it first");
+    expect_auth("moved to another member",
+                enrol_req(visa, "visa", "rt-3", a, "v-bob", "bob", 0, NULL), RC_INVALID_TRANSACTION,
+                "unlink it first");
     expect_auth("mc cannot unlink visa's card", enrol_req(mc, "mc", "m-2", a, "m-bob", "", 1, NULL),
                 RC_INVALID_TRANSACTION, "enrolled by another bank");
     expect_auth("visa unlinks", enrol_req(visa, "visa", "rt-4", a, "v-alice", "", 1, NULL),
@@ -599,14 +623,14 @@ static void a_bank_enrols_on_its_own_connection(void **state)
     r.env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
     r.env.balance = &r.balance;
     expect_auth("mc's own card", call(mc, &r), RC_APPROVED, "Balance 0");
-    expect_auth("mc replaces bob's card",
-                enrol_req(mc, "mc", "m-6", a, "m-bob", "", 2, x), RC_APPROVED, "replaced by");
+    expect_auth("mc replaces bob's card", enrol_req(mc, "mc", "m-6", a, "m-bob", "", 2, x),
+                RC_APPROVED, "replaced by");
     client_destroy(&visa);
     client_destroy(&mc);
     char out[OUT_BYTES];
     EXPECT_EQ("bob earns by the new card", 0,
-              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", x, "--amount",
-                        "1.00", "--txn", "x-1", NULL));
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", x, "--amount", "1.00",
+                        "--txn", "x-1", NULL));
     EXPECT_CONTAINS("bob's", "\"balance\":2", out);
     expect_verify(w);
 }
@@ -623,8 +647,8 @@ static void a_card_earn_is_never_stored_offline(void **state)
     EXPECT_EQ("enrol", 0, enroll(w, "visa", file, NULL, out, sizeof out));
     EXPECT_EQ("stop broker", 0, world_stop_broker(w, SIGTERM));
     EXPECT_EQ("card earn, broker away", 1,
-              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount",
-                        "10.00", "--txn", "off-1", NULL));
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount", "10.00",
+                        "--txn", "off-1", NULL));
     EXPECT_CONTAINS("declined, not stored", "\"code\":\"91\"", out);
     EXPECT_CONTAINS("not offline", "\"offline\":false", out);
     EXPECT_EQ("member earn, broker away", 3,
@@ -641,8 +665,8 @@ static void a_card_earn_is_never_stored_offline(void **state)
     EXPECT_CONTAINS("only the member earn arrived", "\"balance\":2", out);
     /* The agent may have sent it before the broker went: it revoked it (a void), and the
      * same txn id is refused from then on, as for a burn. */
-    int rc = world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount",
-                       "10.00", "--txn", "off-1", NULL);
+    int rc = world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount", "10.00",
+                       "--txn", "off-1", NULL);
     if (rc == 0)
         EXPECT_CONTAINS("never sent, so sent now, once", "\"balance\":22", out);
     else
@@ -674,8 +698,8 @@ static void a_sent_card_earn_is_pending_then_decided_once(void **state)
     EXPECT_EQ("enrol", 0, enroll(w, "visa", file, NULL, out, sizeof out));
     harness_pause(&w->broker); /* connected, but it answers nothing */
     EXPECT_EQ("card earn, broker stalled", 3,
-              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount",
-                        "10.00", "--txn", "pend-1", NULL));
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount", "10.00",
+                        "--txn", "pend-1", NULL));
     EXPECT_CONTAINS("the till is told it is pending", "\"pending\":true", out);
     EXPECT_CONTAINS("not stored offline", "\"offline\":false", out);
     /* The agent dies with it in flight: its card number is gone with it. */
@@ -684,8 +708,8 @@ static void a_sent_card_earn_is_pending_then_decided_once(void **state)
     harness_resume(&w->broker);
     int rc = 3;
     for (int waited = 0; waited < LAPSE_TIMEOUT_MS && rc == 3; waited += POLL_STEP_MS) {
-        rc = world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount",
-                       "10.00", "--txn", "pend-1", NULL);
+        rc = world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", a, "--amount", "10.00",
+                       "--txn", "pend-1", NULL);
         if (rc == 3)
             sleep_ms(POLL_STEP_MS);
     }

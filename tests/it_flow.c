@@ -428,9 +428,13 @@ static void test_library_earn_burn_refund_void_balance(void **state)
     EXPECT_EQ("ledger last seq", seq(16), last_seq(w));
     EXPECT_EQ("ledger balance of alice", 60, member_balance(w, "alice"));
     /* Issued: -(24 + 100 + 60) + 40 + 60 + 24 = -60; redeemed: 10 - 4 - 6 + 5 - 5 = 0. */
-    const account_row_t expected[] = {{"breakage", 0}, {"member:alice", 60},          {"member:bob", 0},
-                                      {"member:carol", 0},           {"partner:fuel:issued", -60},
-                                      {"partner:fuel:redeemed", 0},  {"partner:grocer:issued", 0},
+    const account_row_t expected[] = {{"breakage", 0},
+                                      {"member:alice", 60},
+                                      {"member:bob", 0},
+                                      {"member:carol", 0},
+                                      {"partner:fuel:issued", -60},
+                                      {"partner:fuel:redeemed", 0},
+                                      {"partner:grocer:issued", 0},
                                       {"partner:grocer:redeemed", 0}};
     expect_accounts(w, expected, sizeof expected / sizeof expected[0]);
     expect_verify_ok(w);
@@ -502,10 +506,13 @@ static void test_cli_flow(void **state)
     EXPECT_EQ("ledger last seq", seq(12), last_seq(w));
     EXPECT_EQ("ledger balance of alice", 12, member_balance(w, "alice"));
     /* Issued: -(18 - 9 - 9 + 30 + 6 - 6) = -30; redeemed: 30 - 12 = 18. */
-    const account_row_t expected[] = {
-        {"breakage", 0}, {"member:alice", 12}, {"member:bob", 0},
-        {"partner:fuel:issued", 0},     {"partner:fuel:redeemed", 0},
-        {"partner:grocer:issued", -30}, {"partner:grocer:redeemed", 18}};
+    const account_row_t expected[] = {{"breakage", 0},
+                                      {"member:alice", 12},
+                                      {"member:bob", 0},
+                                      {"partner:fuel:issued", 0},
+                                      {"partner:fuel:redeemed", 0},
+                                      {"partner:grocer:issued", -30},
+                                      {"partner:grocer:redeemed", 18}};
     expect_accounts(w, expected, sizeof expected / sizeof expected[0]);
     expect_verify_ok(w);
 }
@@ -533,7 +540,8 @@ static void test_two_partners_one_ledger(void **state)
     cpos_destroy(&fuel);
     cpos_destroy(&grocer);
 
-    const account_row_t expected[] = {{"breakage", 0}, {"member:alice", 5},
+    const account_row_t expected[] = {{"breakage", 0},
+                                      {"member:alice", 5},
                                       {"member:bob", 18},
                                       {"partner:fuel:issued", -20},
                                       {"partner:fuel:redeemed", 0},
@@ -577,10 +585,13 @@ static void test_two_partners_one_ledger(void **state)
                   &(expect_t){RC_APPROVED, 15, 20, 10, false});
     cpos_destroy(&fuel);
     cpos_destroy(&grocer);
-    const account_row_t after_void[] = {
-        {"breakage", 0}, {"member:alice", 20}, {"member:bob", 28},
-        {"partner:fuel:issued", -30},   {"partner:fuel:redeemed", 0},
-        {"partner:grocer:issued", -18}, {"partner:grocer:redeemed", 0}};
+    const account_row_t after_void[] = {{"breakage", 0},
+                                        {"member:alice", 20},
+                                        {"member:bob", 28},
+                                        {"partner:fuel:issued", -30},
+                                        {"partner:fuel:redeemed", 0},
+                                        {"partner:grocer:issued", -18},
+                                        {"partner:grocer:redeemed", 0}};
     expect_accounts(w, after_void, sizeof after_void / sizeof after_void[0]);
     EXPECT_EQ("ledger last seq at the end", seq(10), last_seq(w));
     expect_verify_ok(w);

@@ -176,8 +176,8 @@ static result_t revoke_key(fixture_t *f, const key_pair_t *key)
     return submit(f, &r.env, NULL);
 }
 
-static result_t set_limits(fixture_t *f, const char *partner, int64_t max_minor,
-                           int64_t max_points, uint32_t burns_per_minute)
+static result_t set_limits(fixture_t *f, const char *partner, int64_t max_minor, int64_t max_points,
+                           uint32_t burns_per_minute)
 {
     request_t r;
     char txn[TXN_ID_LEN_MAX + 1];
@@ -518,8 +518,8 @@ static void rate_buckets_refill_at_their_rate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(key_of_another_partner_is_refused_and_stores_nothing,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(key_of_another_partner_is_refused_and_stores_nothing, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(unknown_and_bank_keys_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(revoked_key_is_refused_at_its_next_request, setup,
                                         teardown),

@@ -95,9 +95,10 @@ static void hashes_under_a_key(void **state)
         key.secret[i] = (uint8_t)(i + 1);
     card_id_t id, again, other;
     EXPECT_OK_CL(card_id_of(&key, "4111111111111111", &id));
-    static const uint8_t want[CARD_HASH_BYTES] = {
-        0xb8, 0x78, 0x79, 0x84, 0x4d, 0xf0, 0x59, 0x9e, 0x95, 0x1e, 0x53, 0x0e, 0x7b, 0xdf, 0x38, 0x1d,
-        0x7a, 0xf9, 0x19, 0xfa, 0xf0, 0x7f, 0xbd, 0xe3, 0xb7, 0xae, 0xeb, 0x65, 0x81, 0xdc, 0x5a, 0xd2};
+    static const uint8_t want[CARD_HASH_BYTES] = {0xb8, 0x78, 0x79, 0x84, 0x4d, 0xf0, 0x59, 0x9e,
+                                                  0x95, 0x1e, 0x53, 0x0e, 0x7b, 0xdf, 0x38, 0x1d,
+                                                  0x7a, 0xf9, 0x19, 0xfa, 0xf0, 0x7f, 0xbd, 0xe3,
+                                                  0xb7, 0xae, 0xeb, 0x65, 0x81, 0xdc, 0x5a, 0xd2};
     EXPECT_TRUE("HMAC-SHA256 known answer", memcmp(id.hash, want, CARD_HASH_BYTES) == 0);
     EXPECT_STR("bin", "411111", id.bin);
     EXPECT_STR("last four", "1111", id.last4);
@@ -132,8 +133,8 @@ static void key_files_are_owner_only_and_rotate(void **state)
     EXPECT_OK_CL(card_keys_load(path, &rotated, why, sizeof why));
     EXPECT_EQ("two keys", 2, rotated.count);
     EXPECT_EQ("current", 2, card_keys_current(&rotated)->id);
-    EXPECT_TRUE("the old key kept",
-                memcmp(card_keys_find(&rotated, 1)->secret, keys.keys[0].secret, CARD_KEY_BYTES) == 0);
+    EXPECT_TRUE("the old key kept", memcmp(card_keys_find(&rotated, 1)->secret, keys.keys[0].secret,
+                                           CARD_KEY_BYTES) == 0);
     assert_int_equal(chmod(path, 0644), 0);
     EXPECT_EQ("readable by others", CL_ERR_INVALID, card_keys_load(path, &keys, why, sizeof why));
     EXPECT_CONTAINS("why", "readable by others", why);

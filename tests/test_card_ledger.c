@@ -101,8 +101,8 @@ static result_t submit(fixture_t *f, envelope_t *env, int64_t now_ms, bool with_
     result_t res;
     memset(&res, 0, sizeof res);
     char why[WHY_BYTES] = "";
-    res.code = wire_validate(env, strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0, why,
-                             sizeof why);
+    res.code =
+        wire_validate(env, strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0, why, sizeof why);
     if (res.code != RC_APPROVED)
         fail_msg("%s refused by wire_validate: %s", env->txn_id, why);
     ledger_cards_t cards;
@@ -337,8 +337,7 @@ static void rotation_keeps_cards_under_their_key(void **state)
     expect_code("B enrolled after the rotation", &res, RC_APPROVED, "member alice");
     EXPECT_EQ("B stored under key 2", 2, key_of_entry(f, "e2"));
     res = enrol(f, "visa", "e3", PAN_A, "r-alice", "alice", 0, NULL, NOW_MS);
-    expect_code("A again: unchanged, found under key 1", &res, RC_INVALID_TRANSACTION,
-                "unchanged");
+    expect_code("A again: unchanged, found under key 1", &res, RC_INVALID_TRANSACTION, "unchanged");
     expect_verify(f, NULL);
     ring_with(&f->ring, 1); /* key 2 gone from the ring: B is not found any more */
     res = card_earn(f, "c2", PAN_B, 1000, NOW_MS, true);
@@ -488,8 +487,8 @@ static void verify_finds_tampered_card_records(void **state)
     f = *state;
     res = card_earn(f, "u1", PAN_C, 1000, NOW_MS, true);
     snprintf(unclaimed, sizeof unclaimed, "%s", res.member);
-    tamper(f, f->l->db_members, unclaimed, strlen(unclaimed),
-           &coalition__member_record__descriptor, lapse_it);
+    tamper(f, f->l->db_members, unclaimed, strlen(unclaimed), &coalition__member_record__descriptor,
+           lapse_it);
     expect_verify(f, "unclaimed account");
     assert_int_equal(teardown(state), 0); /* and one whose lapse index key is gone */
     assert_int_equal(setup(state), 0);

@@ -99,18 +99,18 @@ static void rejects_each_bad_row_with_its_line(void **state)
     char text[4096];
     int n = snprintf(text, sizeof text,
                      "bank_ref,pan,member_id,action,new_pan\n"
-                     "c1,4111111111111111,,enrol\n"                  /* 2 fields count */
-                     ",4111111111111111,,enrol,\n"                   /* 3 bank_ref */
-                     "c3,41111111111a1111,,enrol,\n"                 /* 4 letters */
-                     "c4,411111111111,,enrol,\n"                     /* 5 length */
-                     "c5,4111111111111112,,enrol,\n"                 /* 6 luhn */
-                     "c6,4111111111111111,bad member,enrol,\n"       /* 7 member */
-                     "c7,4111111111111111,,delete,\n"                /* 8 action */
-                     "c8,4111111111111111,,replace,\n"               /* 9 no new pan */
-                     "c9,4111111111111111,,enrol,5555555555554444\n" /* 10 new pan on enrol */
+                     "c1,4111111111111111,,enrol\n"                     /* 2 fields count */
+                     ",4111111111111111,,enrol,\n"                      /* 3 bank_ref */
+                     "c3,41111111111a1111,,enrol,\n"                    /* 4 letters */
+                     "c4,411111111111,,enrol,\n"                        /* 5 length */
+                     "c5,4111111111111112,,enrol,\n"                    /* 6 luhn */
+                     "c6,4111111111111111,bad member,enrol,\n"          /* 7 member */
+                     "c7,4111111111111111,,delete,\n"                   /* 8 action */
+                     "c8,4111111111111111,,replace,\n"                  /* 9 no new pan */
+                     "c9,4111111111111111,,enrol,5555555555554444\n"    /* 10 new pan on enrol */
                      "c10,4111111111111111,,replace,5555555555554440\n" /* 11 new pan luhn */
                      "c11,4111111111111111,,replace,4111111111111111\n" /* 12 same card */
-                     "c12,\"4111111111111111,,enrol,\n"              /* 13 quoting */
+                     "c12,\"4111111111111111,,enrol,\n"                 /* 13 quoting */
                      "c13,");
     for (int i = 0; i < 1100; i++)
         text[n++] = '1'; /* 14: over-long */
@@ -118,10 +118,18 @@ static void rejects_each_bad_row_with_its_line(void **state)
     EXPECT_EQ("read", CL_OK, read_text(text, &s, why));
     EXPECT_EQ("rows", 1, s.rows);
     EXPECT_EQ("the good row after the long one", 15, s.row[0].line);
-    const char *reasons[] = {"fields, the header has 5", "bank_ref", "other than digits",
-                             "not 13 to 19 digits", "Luhn", "member_id", "action must be",
-                             "replace without new_pan", "new_pan given for enrol",
-                             "new_pan 555555******4440", "the same card", "not CSV",
+    const char *reasons[] = {"fields, the header has 5",
+                             "bank_ref",
+                             "other than digits",
+                             "not 13 to 19 digits",
+                             "Luhn",
+                             "member_id",
+                             "action must be",
+                             "replace without new_pan",
+                             "new_pan given for enrol",
+                             "new_pan 555555******4440",
+                             "the same card",
+                             "not CSV",
                              "longer than 1024"};
     EXPECT_EQ("rejects", sizeof reasons / sizeof reasons[0], s.rejects);
     for (size_t i = 0; i < s.rejects; i++) {

@@ -595,8 +595,8 @@ static void card_requests_are_validated(void **state)
     expect_validate(card_earn(&r, "", "453201******0366"), false, RC_APPROVED, NULL); /* resend */
     expect_validate(card_earn(&r, "4532015112830367", "453201******0367"), false, RC_FORMAT_ERROR,
                     "Luhn");
-    expect_validate(card_earn(&r, "45320151128303a6", "453201******03a6"), false,
-                    RC_FORMAT_ERROR, "masked card");
+    expect_validate(card_earn(&r, "45320151128303a6", "453201******03a6"), false, RC_FORMAT_ERROR,
+                    "masked card");
     expect_validate(card_earn(&r, PAN_A, "453201******0367"), false, RC_FORMAT_ERROR,
                     "does not match");
     expect_validate(card_earn(&r, PAN_A, "4532015112830366"), false, RC_FORMAT_ERROR,
@@ -638,17 +638,17 @@ static void card_enrolment_is_validated(void **state)
     expect_validate(&r.env, false, RC_FORMAT_ERROR, "card number missing");
     card_enrol(&r, "", COALITION__CARD_ACTION__CARD_REPLACE);
     expect_validate(&r.env, false, RC_FORMAT_ERROR, "card missing");
-    r.card_enroll.new_card = card_set(&r.new_card, r.new_pan, r.new_masked, PAN_A,
-                                      "453201******0366");
+    r.card_enroll.new_card =
+        card_set(&r.new_card, r.new_pan, r.new_masked, PAN_A, "453201******0366");
     expect_validate(&r.env, false, RC_INVALID_TRANSACTION, "itself");
-    r.card_enroll.new_card = card_set(&r.new_card, r.new_pan, r.new_masked, PAN_B,
-                                      "491633******2832");
+    r.card_enroll.new_card =
+        card_set(&r.new_card, r.new_pan, r.new_masked, PAN_B, "491633******2832");
     expect_validate(&r.env, false, RC_APPROVED, NULL);
     card_enrol(&r, "", 7);
     expect_validate(&r.env, false, RC_FORMAT_ERROR, "action");
     request_init(&r, OPERATOR_PARTNER_ID, "e-2");
-    expect_validate(card_enrol(&r, "", COALITION__CARD_ACTION__CARD_ENROL), true,
-                    RC_FORMAT_ERROR, "bank id");
+    expect_validate(card_enrol(&r, "", COALITION__CARD_ACTION__CARD_ENROL), true, RC_FORMAT_ERROR,
+                    "bank id");
     expect_validate(card_enrol(&r, "visa", COALITION__CARD_ACTION__CARD_ENROL), true, RC_APPROVED,
                     NULL);
 }

@@ -374,7 +374,7 @@ static void check_replay_read(const submission_t *s)
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
-    int rc = ledger_replay(world.ledger, &s->request->env, s->hash, &bytes, &len);
+    int rc = ledger_replay(world.ledger, &s->request->env, NULL, s->hash, &bytes, &len);
     FUZZ_REQUIRE(rc == CL_OK, "ledger_replay of %s/%s/%s after its commit: %s",
                  s->request->env.partner_id, s->request->env.site_id, s->request->env.txn_id,
                  cl_strerror(rc));
