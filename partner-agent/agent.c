@@ -583,7 +583,6 @@ static pending_t *reversal_of(agent_t *a, const pending_t *burn)
 
 /* ---- intake from tills ------------------------------------------------------------- */
 
-/* A request under a key already pending: joins it when it is the same request. */
 /* The request hash leaves card numbers out (a card is hashed by its masked form): a
  * repeat joins a pending card request only with the same number, compared in memory. A
  * pending loaded after a restart holds no number: nothing to compare, as the broker. */
@@ -604,6 +603,7 @@ static bool same_card(const pending_t *p, const envelope_t *env)
     return same;
 }
 
+/* A request under a key already pending: joins it when it is the same request. */
 static int join(agent_t *a, pending_t *p, const envelope_t *env, const peer_t *peer, int64_t now,
                 char *why, size_t why_size)
 {
