@@ -782,25 +782,13 @@ static int lapse_one(ledger_t *self, const char *member, int64_t now_ms)
     Coalition__UnclaimedLapseRequest body = COALITION__UNCLAIMED_LAPSE_REQUEST__INIT;
     body.unclaimed_member_id = (char *)member;
     envelope_t env = COALITION__ENVELOPE__INIT;
-    env.version = WIRE_VERSION;
-    env.partner_id = OPERATOR_PARTNER_ID;
-    env.terminal_id = "unclaimed";
-    env.site_id = SETTLE_BROKER_SITE_ID;
-    env.txn_id = txn_id;
-    env.client_time_ms = now_ms;
     env.body_case = COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE;
     env.unclaimed_lapse = &body;
-    uint8_t hash[WIRE_HASH_BYTES];
-    uint8_t *reply = NULL;
-    size_t len = 0;
-    int rc = wire_request_hash(&env, hash);
-    if (rc == CL_OK)
-        rc = ledger_apply(self, &env, hash, now_ms, &reply, &len);
-    authorization_t *auth = rc == CL_OK ? wire_auth_decode(reply, len) : NULL;
-    if (auth != NULL && auth->code != RC_APPROVED)
-        log_warn("unclaimed points: %s", auth->text);
-    wire_auth_free(auth);
-    free(reply);
+    char text[RECEIPT_TEXT_BYTES_MAX];
+    int code = RC_APPROVED;
+    int rc = ledger_apply_own(self, &env, "unclaimed", txn_id, now_ms, &code, text, sizeof text);
+    if (rc == CL_OK && code != RC_APPROVED)
+        log_warn("unclaimed points: %s", text);
     return rc;
 }
 

@@ -841,6 +841,34 @@ static int apply_request(ledger_t *self, const envelope_t *env, const ledger_car
     return rc == CL_OK ? CL_OK : fail(self, rc, env);
 }
 
+int ledger_apply_own(ledger_t *self, envelope_t *env, const char *terminal, const char *txn_id,
+                     int64_t now_ms, int *code_out, char *text, size_t text_size)
+{
+    assert(self->batch != NULL && env->body_case != COALITION__ENVELOPE__BODY__NOT_SET);
+    assert(wire_id_valid(txn_id, TXN_ID_LEN_MAX) && wire_admin_body(env));
+    env->version = WIRE_VERSION;
+    env->partner_id = OPERATOR_PARTNER_ID;
+    env->terminal_id = (char *)terminal;
+    env->site_id = SETTLE_BROKER_SITE_ID;
+    env->txn_id = (char *)txn_id;
+    env->client_time_ms = now_ms;
+    uint8_t hash[WIRE_HASH_BYTES];
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    int rc = wire_request_hash(env, hash);
+    if (rc == CL_OK)
+        rc = ledger_apply(self, env, hash, now_ms, &reply, &len);
+    authorization_t *auth = rc == CL_OK ? wire_auth_decode(reply, len) : NULL;
+    if (rc == CL_OK && auth == NULL)
+        rc = CL_ERR_NOMEM;
+    *code_out = auth != NULL ? (int)auth->code : RC_SYSTEM_ERROR;
+    if (text != NULL && text_size > 0)
+        snprintf(text, text_size, "%s", auth != NULL ? auth->text : "");
+    wire_auth_free(auth);
+    free(reply);
+    return rc;
+}
+
 /* A 57 for a sender whose key may not make this request: nothing is stored. */
 static int decline_not_permitted(const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                                  const char *why, uint8_t **reply_out, size_t *len_out)

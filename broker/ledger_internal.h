@@ -200,6 +200,12 @@ __attribute__((format(printf, 3, 4))) void rules_decline(decision_t *d, int code
 /* rules.c: answer a Balance request from a read transaction. */
 int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 
+/* ledger.c: apply, in the open batch, an operator request the writer makes on its own
+ * (window closes, lapses): `env` has its body set; the rest of its header is filled in
+ * (operator, site SETTLE_BROKER_SITE_ID, `terminal`, `txn_id`). The reply's text goes to
+ * `text` (may be NULL) and its code to *code_out. */
+int ledger_apply_own(ledger_t *self, envelope_t *env, const char *terminal, const char *txn_id,
+                     int64_t now_ms, int *code_out, char *text, size_t text_size);
 /* ledger.c record helpers. get_* return CL_ERR_NOT_FOUND when absent. */
 int ledger_get_record(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t key_len,
                       const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
