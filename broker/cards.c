@@ -878,3 +878,34 @@ int ledger_unclaimed_period(ledger_t *self, int64_t *seconds_out)
     *seconds_out = call.seconds;
     return rc;
 }
+
+typedef struct under_key_call {
+    uint32_t key_id;
+    uint64_t count;
+} under_key_call_t;
+
+static int under_key_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    under_key_call_t *c = ctx;
+    uint8_t prefix[4] = {(uint8_t)(c->key_id >> 24), (uint8_t)(c->key_id >> 16),
+                         (uint8_t)(c->key_id >> 8), (uint8_t)c->key_id};
+    MDB_cursor *cur = NULL;
+    int rc = mdb_cursor_open(txn, self->db_cards, &cur);
+    if (rc != MDB_SUCCESS)
+        return store_err(rc);
+    MDB_val k = {sizeof prefix, prefix}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == MDB_SUCCESS && k.mv_size == CARD_DB_KEY_BYTES && memcmp(k.mv_data, prefix, 4) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        c->count++;
+    mdb_cursor_close(cur);
+    return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? CL_OK : store_err(rc);
+}
+
+int ledger_cards_under_key(ledger_t *self, uint32_t key_id, uint64_t *count_out)
+{
+    under_key_call_t call = {key_id, 0};
+    int rc = ledger_with_reader(self, under_key_in, &call);
+    *count_out = call.count;
+    return rc;
+}

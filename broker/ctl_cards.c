@@ -145,15 +145,55 @@ static int card_key_path(const ctl_t *ctl, const char *given, char *out, size_t 
     return card_keys_default_path(ctl->ledger_dir, out, size);
 }
 
+/* card-key retire N: only when no card is stored under key N (new cards only ever go
+ * under the current key, which cannot be retired, so none can appear after the count). */
+static int card_key_retire(ctl_t *ctl, int argc, char **argv)
+{
+    const char *file = argc == 5 && strcmp(argv[3], "--file") == 0 ? argv[4] : NULL;
+    char path[CTL_PATH_BYTES_MAX], *end = NULL;
+    unsigned long id = argc >= 3 ? strtoul(argv[2], &end, 10) : 0;
+    if ((argc != 3 && file == NULL) || end == argv[2] || *end != '\0' || id == 0 ||
+        id > UINT32_MAX || card_key_path(ctl, file, path, sizeof path) != CL_OK) {
+        fprintf(stderr, "coalitionctl: usage: card-key retire N [--file FILE]\n");
+        return EXIT_USAGE;
+    }
+    ledger_t *l = NULL;
+    uint64_t cards = 0;
+    int rc = ctl_open_read_only(ctl, &l);
+    if (rc != 0)
+        return rc;
+    rc = ledger_cards_under_key(l, (uint32_t)id, &cards);
+    ledger_destroy(&l);
+    if (rc == CL_OK && cards > 0) {
+        fprintf(stderr,
+                "coalitionctl: %" PRIu64 " card(s) are stored under key %lu; it stays (they "
+                "would not be found without it)\n",
+                cards, id);
+        return EXIT_DECLINED;
+    }
+    if (rc == CL_OK)
+        rc = card_keys_retire(path, (uint32_t)id);
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: card-key retire %lu in %s: %s%s\n", id, path,
+                cl_strerror(rc), rc == CL_ERR_INVALID ? " (the current key stays)" : "");
+        return EXIT_DECLINED;
+    }
+    printf("key %lu removed from %s (no card was stored under it); restart the broker\n", id, path);
+    return 0;
+}
+
 int ctl_card_key(ctl_t *ctl, int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "retire") == 0)
+        return card_key_retire(ctl, argc, argv);
     const char *file = argc == 4 && strcmp(argv[2], "--file") == 0 ? argv[3] : NULL;
     bool rotate = argc >= 2 && strcmp(argv[1], "rotate") == 0;
     bool list = argc >= 2 && strcmp(argv[1], "list") == 0;
     char path[CTL_PATH_BYTES_MAX];
     if ((!rotate && !list) || (argc != 2 && file == NULL) ||
         card_key_path(ctl, file, path, sizeof path) != CL_OK) {
-        fprintf(stderr, "coalitionctl: usage: card-key rotate|list [--file FILE]\n");
+        fprintf(stderr, "coalitionctl: usage: card-key rotate|list [--file FILE] | "
+                        "card-key retire N [--file FILE]\n");
         return EXIT_USAGE;
     }
     card_keys_t keys;

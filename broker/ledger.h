@@ -110,6 +110,8 @@ int ledger_batch_commit(ledger_t *self);
 /* The claim period of unclaimed card points in force (the last card-settings entry, or
  * UNCLAIMED_PERIOD_SECONDS_DEFAULT), in its own read transaction: read-only ledgers. */
 int ledger_unclaimed_period(ledger_t *self, int64_t *seconds_out);
+/* How many cards are stored under card key `key_id` (their own read transaction). */
+int ledger_cards_under_key(ledger_t *self, uint32_t key_id, uint64_t *count_out);
 void ledger_batch_abort(ledger_t *self);
 /* The writer's periodic step, in a batch of its own between rounds: open the next
  * settlement window when the open one's period is over, and close every window whose

@@ -291,6 +291,31 @@ int card_keys_default_path(const char *ledger_dir, char *out, size_t size)
     return len > 0 && (size_t)len < size ? CL_OK : CL_ERR_OVERFLOW;
 }
 
+int card_keys_retire(const char *path, uint32_t id)
+{
+    card_keys_t keys;
+    char why[256];
+    int rc = card_keys_load(path, &keys, why, sizeof why);
+    if (rc != CL_OK)
+        return rc;
+    size_t at = keys.count;
+    for (size_t i = 0; i < keys.count; i++)
+        if (keys.keys[i].id == id)
+            at = i;
+    if (at == keys.count)
+        rc = CL_ERR_NOT_FOUND;
+    else if (at == keys.count - 1)
+        rc = CL_ERR_INVALID; /* the current key */
+    if (rc == CL_OK) {
+        memmove(&keys.keys[at], &keys.keys[at + 1], (keys.count - at - 1) * sizeof keys.keys[0]);
+        keys.count--;
+        assert(keys.count > 0 && keys.keys[keys.count - 1].id > id);
+        rc = write_keys(path, &keys, false);
+    }
+    pan_clear(&keys, sizeof keys);
+    return rc;
+}
+
 const card_key_t *card_keys_current(const card_keys_t *keys)
 {
     assert(keys->count > 0 && keys->count <= CARD_KEYS_MAX);

@@ -86,6 +86,9 @@ int card_keys_load(const char *path, card_keys_t *out, char *why, size_t why_siz
 /* Write a new file with one fresh key (id 1), or add the next key to an existing one. */
 int card_keys_create(const char *path);
 int card_keys_rotate(const char *path, uint32_t *new_id_out);
+/* Remove key `id` from the file: CL_ERR_NOT_FOUND when it is not there, CL_ERR_INVALID for
+ * the current key (a file always keeps one). The caller makes sure no card needs it. */
+int card_keys_retire(const char *path, uint32_t id);
 const card_key_t *card_keys_current(const card_keys_t *keys);
 /* The default card key file of a ledger directory: beside it, outside it ("DIR.card.key",
  * any trailing '/' of DIR left out). CL_ERR_OVERFLOW when it does not fit. */

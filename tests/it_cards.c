@@ -632,6 +632,14 @@ static void a_bank_enrols_on_its_own_connection(void **state)
               world_pos(w, &w->agents[0], out, sizeof out, "earn", "--card", x, "--amount", "1.00",
                         "--txn", "x-1", NULL));
     EXPECT_CONTAINS("bob's", "\"balance\":2", out);
+    EXPECT_EQ("key 1 holds cards", 1,
+              world_ctl(w, out, sizeof out, "card-key", "retire", "1", NULL));
+    EXPECT_EQ("rotate", 0, world_ctl(w, out, sizeof out, "card-key", "rotate", NULL));
+    EXPECT_CONTAINS("rotate", "current 2", out);
+    EXPECT_EQ("the current key stays", 1,
+              world_ctl(w, out, sizeof out, "card-key", "retire", "2", NULL));
+    EXPECT_EQ("still key 1 holds cards", 1,
+              world_ctl(w, out, sizeof out, "card-key", "retire", "1", NULL));
     expect_verify(w);
 }
 

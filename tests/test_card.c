@@ -135,6 +135,14 @@ static void key_files_are_owner_only_and_rotate(void **state)
     EXPECT_EQ("current", 2, card_keys_current(&rotated)->id);
     EXPECT_TRUE("the old key kept", memcmp(card_keys_find(&rotated, 1)->secret, keys.keys[0].secret,
                                            CARD_KEY_BYTES) == 0);
+    EXPECT_EQ("the current key is never retired", CL_ERR_INVALID, card_keys_retire(path, 2));
+    EXPECT_EQ("no key 7", CL_ERR_NOT_FOUND, card_keys_retire(path, 7));
+    EXPECT_OK_CL(card_keys_retire(path, 1));
+    EXPECT_OK_CL(card_keys_load(path, &rotated, why, sizeof why));
+    EXPECT_EQ("one key left", 1, rotated.count);
+    EXPECT_EQ("the current one", 2, card_keys_current(&rotated)->id);
+    assert_int_equal(stat(path, &st), 0);
+    EXPECT_EQ("still owner-only", 0600, st.st_mode & 0777);
     assert_int_equal(chmod(path, 0644), 0);
     EXPECT_EQ("readable by others", CL_ERR_INVALID, card_keys_load(path, &keys, why, sizeof why));
     EXPECT_CONTAINS("why", "readable by others", why);

@@ -336,6 +336,11 @@ static void rotation_keeps_cards_under_their_key(void **state)
     res = enrol(f, "visa", "e2", PAN_B, "r-alice", "", 0, NULL, NOW_MS);
     expect_code("B enrolled after the rotation", &res, RC_APPROVED, "member alice");
     EXPECT_EQ("B stored under key 2", 2, key_of_entry(f, "e2"));
+    uint64_t under = 0;
+    EXPECT_OK("cards under key 1", ledger_cards_under_key(f->l, 1, &under));
+    EXPECT_EQ("key 1 still holds A (card-key retire 1 refuses)", 1, under);
+    EXPECT_OK("cards under key 3", ledger_cards_under_key(f->l, 3, &under));
+    EXPECT_EQ("none under a key never used", 0, under);
     res = enrol(f, "visa", "e3", PAN_A, "r-alice", "alice", 0, NULL, NOW_MS);
     expect_code("A again: unchanged, found under key 1", &res, RC_INVALID_TRANSACTION, "unchanged");
     expect_verify(f, NULL);
