@@ -88,13 +88,15 @@ static int call(cpos_t *self, const envelope_t *env, cpos_result_t *out)
     return CPOS_OK;
 }
 
-int cpos_earn(cpos_t *self, const char *txn_id, const char *member_id, int64_t amount_minor,
-              const char *currency, cpos_result_t *out)
+/* Earn, burn and balance name their member by id ("" with a card) or by card (NULL). */
+static int earn_for(cpos_t *self, const char *txn_id, const char *member_id, Coalition__Card *card,
+                    int64_t amount_minor, const char *currency, cpos_result_t *out)
 {
     envelope_t env;
     Coalition__EarnRequest body = COALITION__EARN_REQUEST__INIT;
     envelope_for(self, &env, txn_id);
     body.member_id = (char *)member_id;
+    body.card = card;
     body.amount_minor = amount_minor;
     body.currency = (char *)currency;
     env.body_case = COALITION__ENVELOPE__BODY_EARN;
@@ -102,18 +104,44 @@ int cpos_earn(cpos_t *self, const char *txn_id, const char *member_id, int64_t a
     return call(self, &env, out);
 }
 
-int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t points,
-              bool allow_partial, cpos_result_t *out)
+static int burn_for(cpos_t *self, const char *txn_id, const char *member_id, Coalition__Card *card,
+                    int64_t points, bool allow_partial, cpos_result_t *out)
 {
     envelope_t env;
     Coalition__BurnRequest body = COALITION__BURN_REQUEST__INIT;
     envelope_for(self, &env, txn_id);
     body.member_id = (char *)member_id;
+    body.card = card;
     body.points = points;
     body.allow_partial = allow_partial;
     env.body_case = COALITION__ENVELOPE__BODY_BURN;
     env.burn = &body;
     return call(self, &env, out);
+}
+
+static int balance_for(cpos_t *self, const char *txn_id, const char *member_id,
+                       Coalition__Card *card, cpos_result_t *out)
+{
+    envelope_t env;
+    Coalition__BalanceRequest body = COALITION__BALANCE_REQUEST__INIT;
+    envelope_for(self, &env, txn_id);
+    body.member_id = (char *)member_id;
+    body.card = card;
+    env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
+    env.balance = &body;
+    return call(self, &env, out);
+}
+
+int cpos_earn(cpos_t *self, const char *txn_id, const char *member_id, int64_t amount_minor,
+              const char *currency, cpos_result_t *out)
+{
+    return earn_for(self, txn_id, member_id, NULL, amount_minor, currency, out);
+}
+
+int cpos_burn(cpos_t *self, const char *txn_id, const char *member_id, int64_t points,
+              bool allow_partial, cpos_result_t *out)
+{
+    return burn_for(self, txn_id, member_id, NULL, points, allow_partial, out);
 }
 
 int cpos_refund(cpos_t *self, const char *txn_id, const char *original_txn_id, int64_t amount_minor,
@@ -158,13 +186,7 @@ int cpos_void_at(cpos_t *self, const char *txn_id, const char *original_site,
 
 int cpos_balance(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out)
 {
-    envelope_t env;
-    Coalition__BalanceRequest body = COALITION__BALANCE_REQUEST__INIT;
-    envelope_for(self, &env, txn_id);
-    body.member_id = (char *)member_id;
-    env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
-    env.balance = &body;
-    return call(self, &env, out);
+    return balance_for(self, txn_id, member_id, NULL, out);
 }
 
 /* The card of a request: CPOS_BAD_ARGUMENT for a number that is not a card's. */
@@ -182,55 +204,30 @@ static int card_for(const char *pan, Coalition__Card *card, char masked[PAN_MASK
 int cpos_earn_card(cpos_t *self, const char *txn_id, const char *pan, int64_t amount_minor,
                    const char *currency, cpos_result_t *out)
 {
-    envelope_t env;
-    Coalition__EarnRequest body = COALITION__EARN_REQUEST__INIT;
     Coalition__Card card;
     char masked[PAN_MASKED_BYTES];
     if (card_for(pan, &card, masked) != CPOS_OK)
         return CPOS_BAD_ARGUMENT;
-    envelope_for(self, &env, txn_id);
-    body.card = &card;
-    body.member_id = "";
-    body.amount_minor = amount_minor;
-    body.currency = (char *)currency;
-    env.body_case = COALITION__ENVELOPE__BODY_EARN;
-    env.earn = &body;
-    return call(self, &env, out);
+    return earn_for(self, txn_id, "", &card, amount_minor, currency, out);
 }
 
 int cpos_burn_card(cpos_t *self, const char *txn_id, const char *pan, int64_t points,
                    bool allow_partial, cpos_result_t *out)
 {
-    envelope_t env;
-    Coalition__BurnRequest body = COALITION__BURN_REQUEST__INIT;
     Coalition__Card card;
     char masked[PAN_MASKED_BYTES];
     if (card_for(pan, &card, masked) != CPOS_OK)
         return CPOS_BAD_ARGUMENT;
-    envelope_for(self, &env, txn_id);
-    body.card = &card;
-    body.member_id = "";
-    body.points = points;
-    body.allow_partial = allow_partial;
-    env.body_case = COALITION__ENVELOPE__BODY_BURN;
-    env.burn = &body;
-    return call(self, &env, out);
+    return burn_for(self, txn_id, "", &card, points, allow_partial, out);
 }
 
 int cpos_balance_card(cpos_t *self, const char *txn_id, const char *pan, cpos_result_t *out)
 {
-    envelope_t env;
-    Coalition__BalanceRequest body = COALITION__BALANCE_REQUEST__INIT;
     Coalition__Card card;
     char masked[PAN_MASKED_BYTES];
     if (card_for(pan, &card, masked) != CPOS_OK)
         return CPOS_BAD_ARGUMENT;
-    envelope_for(self, &env, txn_id);
-    body.card = &card;
-    body.member_id = "";
-    env.body_case = COALITION__ENVELOPE__BODY_BALANCE;
-    env.balance = &body;
-    return call(self, &env, out);
+    return balance_for(self, txn_id, "", &card, out);
 }
 
 int cpos_enroll(cpos_t *self, const char *txn_id, const char *member_id, cpos_result_t *out)
