@@ -8,7 +8,9 @@
 #include "ledger.h"
 #include "log.h"
 #include "shutdown.h"
+#include "writer.h"
 
+#include <assert.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,8 @@ static void usage(FILE *out)
             "      --card-key FILE   the coalition's card key file, owner-only, outside the\n"
             "                        ledger directory (default: DIR.card.key, made by\n"
             "                        'coalitionctl init'); without it card numbers get 12\n"
+            "      --expire-at HH:MM the daily points expiry run, UTC (default 03:00; at\n"
+            "                        start-up when that time has passed today); off: none\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
@@ -65,6 +69,23 @@ static int parse_level(const char *s, log_level_t *out)
         }
     }
     return -1;
+}
+
+/* --expire-at HH:MM (UTC) or "off". */
+static int parse_expire_at(const char *s, int *minute_out)
+{
+    if (strcmp(s, "off") == 0) {
+        *minute_out = WRITER_EXPIRE_OFF;
+        return 0;
+    }
+    int h = -1, m = -1;
+    char tail = 0;
+    if (sscanf(s, "%2d:%2d%c", &h, &m, &tail) != 2 || h < 0 || h > 23 || m < 0 || m > 59 ||
+        strlen(s) != 5)
+        return -1;
+    *minute_out = h * 60 + m;
+    assert(*minute_out >= 0 && *minute_out < WRITER_MINUTES_PER_DAY);
+    return 0;
 }
 
 /* The admin socket takes operator writes with no key: it must be a filesystem socket in
@@ -148,11 +169,12 @@ int main(int argc, char **argv)
                                              {"memory-max-mb", required_argument, NULL, 'M'},
                                              {"max-connections", required_argument, NULL, 'C'},
                                              {"card-key", required_argument, NULL, 'K'},
+                                             {"expire-at", required_argument, NULL, 'E'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
     frontend_options_t opts = {DEFAULT_BIND,  NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
-                               PEERS_DEFAULT, NULL};
+                               PEERS_DEFAULT, NULL, WRITER_EXPIRE_AT_DEFAULT};
     const char *key_path = NULL, *card_key_path = NULL;
     bool insecure = false;
     log_level_t level = LOG_INFO;
@@ -161,6 +183,12 @@ int main(int argc, char **argv)
         switch (c) {
         case 'k': key_path = optarg; break;
         case 'K': card_key_path = optarg; break;
+        case 'E':
+            if (parse_expire_at(optarg, &opts.expire_at_minute) != 0) {
+                fprintf(stderr, "coalition-broker: --expire-at is HH:MM (UTC) or off\n");
+                return 2;
+            }
+            break;
         case 'I': insecure = true; break;
         case 'C': {
             char *end = NULL;

@@ -358,9 +358,17 @@ static int claim(ledger_t *self, MDB_txn *txn, const Coalition__CardRecord *rec,
     assert(wire_id_valid(member, MEMBER_ID_LEN_MAX));
     if (rec == NULL || rec->state != COALITION__CARD_STATE__CARD_UNCLAIMED)
         return CL_OK;
+    /* Its lots move first, as they are (their records before the member record below). */
+    settle_pair_t by_issuer[SETTLE_PARTNERS_MAX];
+    size_t n_issuers = 0;
+    int64_t lots_total = 0;
+    int rc = lots_move_all(self, txn, rec->member_id, member, by_issuer, &n_issuers, &lots_total,
+                           d->now_ms);
+    if (rc != CL_OK)
+        return rc;
     Coalition__MemberRecord *m = NULL;
-    int rc = ledger_get_record(txn, self->db_members, rec->member_id, strlen(rec->member_id),
-                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
+    rc = ledger_get_record(txn, self->db_members, rec->member_id, strlen(rec->member_id),
+                           &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
     if (rc == CL_ERR_NOT_FOUND)
         return CL_ERR_CORRUPT;
     if (rc == CL_OK && !m->unclaimed)
@@ -370,8 +378,8 @@ static int claim(ledger_t *self, MDB_txn *txn, const Coalition__CardRecord *rec,
     ledger_account_member(to, sizeof to, member);
     if (rc == CL_OK)
         rc = ledger_get_balance(self, txn, from, claimed);
-    if (rc == CL_OK && *claimed < 0)
-        rc = CL_ERR_CORRUPT;
+    if (rc == CL_OK && (*claimed < 0 || *claimed != lots_total))
+        rc = CL_ERR_CORRUPT; /* its lots hold its balance */
     if (rc == CL_OK && *claimed > 0)
         rc = rules_move_points(self, txn, d, from, to, *claimed);
     if (rc == CL_OK) {
@@ -658,11 +666,16 @@ int rules_unclaimed_lapse(ledger_t *self, MDB_txn *txn, const envelope_t *env, d
     if (rc != CL_OK || d->code != RC_APPROVED || !lapse_due(period_ms, m, c, d->now_ms, d))
         goto out;
     rc = ledger_get_balance(self, txn, from, &points);
-    if (rc == CL_OK && points < 0)
+    int64_t lots_total = 0;
+    if (rc == CL_OK) /* the lots go, each issuer's points its breakage */
+        rc = lots_move_all(self, txn, member, NULL, d->settle.shares, &d->settle.n_shares,
+                           &lots_total, d->now_ms);
+    if (rc == CL_OK && (points < 0 || points != lots_total))
         rc = CL_ERR_CORRUPT;
     if (rc == CL_OK && points > 0)
         rc = rules_move_points(self, txn, d, from, ACCOUNT_BREAKAGE, points);
     m->lapsed = true;
+    m->lot_due_ms = m->idle_ms = 0; /* as lots_move_all left them: no lots, no index keys */
     c->state = COALITION__CARD_STATE__CARD_LAPSED;
     c->changed_seq = self->batch_seq + 1;
     uint8_t key[UNCLAIMED_INDEX_KEY_BYTES];
@@ -759,6 +772,9 @@ int cards_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
         rules_decline(d, RC_UNKNOWN_MEMBER, "card %s is not enrolled", card->masked);
     else
         rc = member_balance(self, txn, f.rec->member_id, &d->balance);
+    if (rc == CL_OK && d->code == RC_APPROVED)
+        rc = lots_split(self, txn, f.rec->member_id, d->balance, d->now_ms, &d->available,
+                        &d->pending);
     if (rc == CL_OK && d->code == RC_APPROVED) {
         snprintf(d->member_id, sizeof d->member_id, "%s", f.rec->member_id);
         if (unclaimed)
@@ -766,7 +782,7 @@ int cards_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
                      "Unclaimed %" PRId64 " points on card %s (not enrolled yet)", d->balance,
                      card->masked);
         else
-            snprintf(d->text, sizeof d->text, "Balance %" PRId64 " points", d->balance);
+            rules_balance_text(d);
     }
     found_free(&f);
     return rc;
@@ -786,7 +802,8 @@ static int lapse_one(ledger_t *self, const char *member, int64_t now_ms)
     env.unclaimed_lapse = &body;
     char text[RECEIPT_TEXT_BYTES_MAX];
     int code = RC_APPROVED;
-    int rc = ledger_apply_own(self, &env, "unclaimed", txn_id, now_ms, &code, text, sizeof text);
+    int rc = ledger_apply_own(self, &env, "unclaimed", txn_id, now_ms, &code, text, sizeof text,
+                              NULL);
     if (rc == CL_OK && code != RC_APPROVED)
         log_warn("unclaimed points: %s", text);
     return rc;

@@ -5,6 +5,7 @@
 #include "ctl.h"
 
 #include "amount.h"
+#include "card.h"
 #include "errors.h"
 #include "json.h"
 #include "settle.h"
@@ -108,7 +109,17 @@ static int parse_money(const char *what, const char *text, const char *currency,
     return 0;
 }
 
-enum { OPT_FROM = 1, OPT_RATE, OPT_CUR, OPT_ISSUE, OPT_REIMB, OPT_FEE, OPT_FUNDING, OPT_CAP };
+enum {
+    OPT_FROM = 1,
+    OPT_RATE,
+    OPT_CUR,
+    OPT_ISSUE,
+    OPT_REIMB,
+    OPT_FEE,
+    OPT_FUNDING,
+    OPT_RETURN,
+    OPT_CAP /* the last */
+};
 
 /* Options into the request; what is not given keeps the latest contract's value. */
 static int contract_options(int argc, char **argv, Coalition__ContractSetRequest *b,
@@ -123,6 +134,7 @@ static int contract_options(int argc, char **argv, Coalition__ContractSetRequest
         {"fee", required_argument, NULL, OPT_FEE},
         {"funding", required_argument, NULL, OPT_FUNDING},
         {"net-cap", required_argument, NULL, OPT_CAP},
+        {"return-period", required_argument, NULL, OPT_RETURN},
         {NULL, 0, NULL, 0}};
     int c;
     optind = 0;
@@ -157,7 +169,17 @@ static int contract_terms(const char **given, const settle_contract_t *cur,
     b->fee_minor = cur->fee_minor;
     b->net_cap_minor = cur->net_cap_minor;
     b->funding = (Coalition__Funding)cur->funding;
+    b->return_period_seconds = cur->return_period_seconds;
     int rc = 0;
+    if (given[OPT_RETURN] && strcmp(given[OPT_RETURN], "0") == 0)
+        b->return_period_seconds = 0;
+    else if (given[OPT_RETURN] && card_parse_period(given[OPT_RETURN], RETURN_PERIOD_SECONDS_MAX,
+                                                    &b->return_period_seconds) != CL_OK) {
+        fprintf(stderr, "coalitionctl: --return-period '%s' is not 0 or a period such as 30d (at "
+                        "most 366d)\n",
+                given[OPT_RETURN]);
+        rc = EXIT_USAGE;
+    }
     if (given[OPT_RATE] && (amount_parse_rate_milli(given[OPT_RATE], &b->earn_rate_milli) != CL_OK ||
                             b->earn_rate_milli == 0)) {
         fprintf(stderr, "coalitionctl: earn rate '%s' is not a positive number\n", given[OPT_RATE]);
@@ -222,16 +244,19 @@ static void print_contract(const ctl_t *ctl, const settle_contract_t *c, bool in
         printf(",\"from\":\"%s\",\"from_ms\":%" PRId64 ",\"in_force\":%s,\"earn_rate\":\"%s\","
                "\"currency\":\"%s\",\"issue_price_per_1000_minor\":%" PRId64
                ",\"reimburse_per_1000_minor\":%" PRId64 ",\"fee_minor\":%" PRId64
-               ",\"funding\":\"%s\",\"net_cap_minor\":%" PRId64 ",\"seq\":%" PRIu64 "}\n",
+               ",\"funding\":\"%s\",\"net_cap_minor\":%" PRId64
+               ",\"return_period_seconds\":%" PRId64 ",\"seq\":%" PRIu64 "}\n",
                from, c->from_ms, in_force ? "true" : "false", rate, c->currency,
                c->issue_price_per_mille, c->reimburse_per_mille, c->fee_minor,
-               funding_name(c->funding), c->net_cap_minor, c->created_seq);
+               funding_name(c->funding), c->net_cap_minor, c->return_period_seconds,
+               c->created_seq);
         return;
     }
     printf("%s %s from %s: earns %s points per %s; issue price %s, reimbursement %s per 1,000 "
-           "points; fee %s; %s; net cap %s (seq %" PRIu64 ")\n",
+           "points; fee %s; %s; net cap %s; return period %" PRId64 " days (seq %" PRIu64 ")\n",
            in_force ? "*" : " ", c->partner_id, from, rate, c->currency, issue, reimb, fee,
-           funding_name(c->funding), c->net_cap_minor == 0 ? "none" : cap, c->created_seq);
+           funding_name(c->funding), c->net_cap_minor == 0 ? "none" : cap,
+           c->return_period_seconds / 86400, c->created_seq);
 }
 
 static int contract_show(ctl_t *ctl, int argc, char **argv)

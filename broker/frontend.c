@@ -597,7 +597,8 @@ static int frontend_open(frontend_t *self, const frontend_options_t *opts)
         set_int(self->pipe, ZMQ_SNDHWM, 0) || set_int(self->pipe, ZMQ_RCVHWM, 0) ||
         zmq_bind(self->pipe, WRITER_ENDPOINT) != 0)
         return CL_ERR_ZMQ;
-    int rc = writer_new(&self->writer, self->ctx, self->ledger, WRITER_ENDPOINT);
+    int rc = writer_new(&self->writer, self->ctx, self->ledger, WRITER_ENDPOINT,
+                        self->opts->expire_at_minute);
     if (rc == CL_OK)
         rc = ratelimit_new(&self->rates);
     if (rc == CL_OK) {

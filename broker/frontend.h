@@ -20,6 +20,8 @@ typedef struct frontend_options {
     size_t connections_max; /* partner connections open at once (1..PEERS_MAX) */
     /* The coalition's card keys; NULL: card numbers are refused (57), nothing is stored. */
     const card_keys_t *card_keys;
+    /* The daily expiry run: minutes after midnight UTC, or WRITER_EXPIRE_OFF. */
+    int expire_at_minute;
 } frontend_options_t;
 
 #define FRONTEND_MEMORY_MAX_DEFAULT ((size_t)1 << 30)

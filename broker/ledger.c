@@ -9,6 +9,7 @@
 
 #include "amount.h"
 #include "digest.h"
+#include "clock.h"
 #include "errors.h"
 #include "log.h"
 
@@ -44,8 +45,10 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         {"contracts", &self->db_contracts}, {"settlement", &self->db_settlement},
         {"cards", &self->db_cards},         {"bank_refs", &self->db_bank_refs},
         {"banks", &self->db_banks},         {"unclaimed", &self->db_unclaimed},
+        {"lots", &self->db_lots},           {"lot_due", &self->db_lot_due},
+        {"idle", &self->db_idle},
     };
-    _Static_assert(14 <= STORE_DBS_MAX, "the environment opens every database");
+    _Static_assert(17 <= STORE_DBS_MAX, "the environment opens every database");
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc != MDB_SUCCESS) {
@@ -472,6 +475,8 @@ static void reply_from_decision(const ledger_t *self, authorization_t *auth, con
     auth->balance = d->balance;
     auth->seq = seq;
     auth->auth_code = auth_code;
+    auth->available = d->available;
+    auth->pending_points = d->pending;
     if (seq > 0) {
         auth->window_id = self->batch_window_id;
         auth->settle_minor = d->settle.settle_minor;
@@ -656,6 +661,25 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     }
     e.issuer_shares = share_ptrs;
     e.n_issuer_shares = d->settle.n_shares;
+    Coalition__LotUse uses[LOTS_PER_ENTRY_MAX], *use_ptrs[LOTS_PER_ENTRY_MAX];
+    assert(d->n_lots <= LOTS_PER_ENTRY_MAX);
+    for (size_t i = 0; i < d->n_lots; i++) {
+        const lot_t *l = &d->lots[i];
+        coalition__lot_use__init(&uses[i]);
+        uses[i].seq = l->seq;
+        uses[i].part = l->part;
+        uses[i].points = l->points;
+        uses[i].expiry_ms = l->expiry_ms;
+        uses[i].earn_ms = l->earn_ms;
+        uses[i].issuer = (char *)l->issuer;
+        uses[i].pending_until_ms = l->pending_until_ms;
+        use_ptrs[i] = &uses[i];
+    }
+    e.lots = use_ptrs;
+    e.n_lots = d->n_lots;
+    e.expiry_policy = d->has_expiry_policy ? &d->expiry_policy : NULL;
+    e.expire_as_of_ms = d->expire_as_of_ms;
+    e.inactive = d->inactive;
     for (size_t i = 0; i < d->posting_count; i++)
         postings[i] = &d->postings[i];
     e.postings = postings;
@@ -842,7 +866,8 @@ static int apply_request(ledger_t *self, const envelope_t *env, const ledger_car
 }
 
 int ledger_apply_own(ledger_t *self, envelope_t *env, const char *terminal, const char *txn_id,
-                     int64_t now_ms, int *code_out, char *text, size_t text_size)
+                     int64_t now_ms, int *code_out, char *text, size_t text_size,
+                     int64_t *points_out)
 {
     assert(self->batch != NULL && env->body_case != COALITION__ENVELOPE__BODY__NOT_SET);
     assert(wire_id_valid(txn_id, TXN_ID_LEN_MAX) && wire_admin_body(env));
@@ -864,6 +889,8 @@ int ledger_apply_own(ledger_t *self, envelope_t *env, const char *terminal, cons
     *code_out = auth != NULL ? (int)auth->code : RC_SYSTEM_ERROR;
     if (text != NULL && text_size > 0)
         snprintf(text, text_size, "%s", auth != NULL ? auth->text : "");
+    if (points_out != NULL)
+        *points_out = auth != NULL ? auth->points : 0;
     wire_auth_free(auth);
     free(reply);
     return rc;
@@ -957,6 +984,7 @@ int ledger_inquire_cards(ledger_t *self, const envelope_t *env, const ledger_car
     decision_t d;
     memset(&d, 0, sizeof d);
     d.cards = cards;
+    d.now_ms = clock_wall_ms();
     read_call_t call = {env, NULL, hash, &d, reply_out, reply_len_out};
     int rc = ledger_with_reader(self, inquire_in, &call);
     if (rc != CL_OK)

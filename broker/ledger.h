@@ -22,8 +22,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 5u
-#define LEDGER_ENTRY_BYTES_MAX 16384
+#define LEDGER_SCHEMA_VERSION 6u
+#define LEDGER_ENTRY_BYTES_MAX 65536
 #define ACCOUNT_NAME_BYTES_MAX 96
 /* Idempotency and reversal keys: "partner\0site\0txn". */
 #define TXN_KEY_BYTES_MAX (PARTNER_ID_LEN_MAX + 1 + SITE_ID_LEN_MAX + 1 + TXN_ID_LEN_MAX)
@@ -123,6 +123,19 @@ int ledger_housekeep(ledger_t *self, int64_t now_ms, size_t *closed_out);
  * (at most `max` accounts in one batch, as the operator's unclaimed-lapse keyed
  * "lapse-<account>" at site SETTLE_BROKER_SITE_ID). */
 int ledger_lapse_unclaimed(ledger_t *self, int64_t now_ms, size_t max, size_t *lapsed_out);
+/* Points expiry (expiry.c): one slice of the run as of as_of_ms (<= now_ms), in a batch
+ * of its own: the members with points due then, at most max_members (<=
+ * EXPIRY_MEMBERS_PER_SLICE_MAX) from each expiry index, each in journal entries of at most
+ * LOTS_PER_ENTRY_MAX lots keyed "expire-<seq>.<part>" (its first lot) at site
+ * SETTLE_BROKER_SITE_ID. `more`: members were left for the next slice. */
+#define EXPIRY_MEMBERS_PER_SLICE_MAX 256
+typedef struct expiry_result {
+    size_t members, entries;
+    int64_t points;
+    bool more;
+} expiry_result_t;
+int ledger_expire(ledger_t *self, int64_t as_of_ms, int64_t now_ms, size_t max_members,
+                  expiry_result_t *res);
 /* Grow the map after CL_ERR_MAP_FULL; only between batches. */
 int ledger_grow(ledger_t *self);
 uint64_t ledger_last_seq(const ledger_t *self);

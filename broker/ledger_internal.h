@@ -28,7 +28,8 @@ struct ledger {
     store_mode_t mode;
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
-        db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed;
+        db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed,
+        db_lots, db_lot_due, db_idle;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -62,6 +63,30 @@ typedef struct settle_effect {
     settle_pair_t shares[SETTLE_PARTNERS_MAX];
 } settle_effect_t;
 
+/* A lot of a member's points (LotRecord and its key; LotUse in a journal entry). */
+#define LOT_NO_EXPIRY_MS INT64_MAX
+#define LOT_POINTS_MAX POINTS_MAX
+/* Lots one journal entry may list: a burn spanning more is declined 61 (or partial). */
+#define LOTS_PER_ENTRY_MAX 256
+/* A LotUse packs to at most: seq, part, points, expiry, earn, pending (11 bytes each
+ * with its tag), the issuer (2 + id), and its own tag and length (3). */
+#define LOT_USE_PACKED_MAX (6 * 11 + 2 + PARTNER_ID_LEN_MAX + 3)
+#define LOT_RECORD_BYTES_MAX (3 * 11 + 2 + PARTNER_ID_LEN_MAX)
+#define LOT_KEY_BYTES_MAX (MEMBER_ID_LEN_MAX + 21)
+#define LOT_INDEX_KEY_BYTES_MAX (8 + MEMBER_ID_LEN_MAX)
+/* Lots a lapse or claim moves per cursor pass (it moves them all, pass after pass). */
+#define LOTS_MOVED_PER_STEP 256
+_Static_assert(LOTS_PER_ENTRY_MAX * LOT_USE_PACKED_MAX + 16384 <= LEDGER_ENTRY_BYTES_MAX,
+               "an entry listing its most lots still fits an entry buffer");
+_Static_assert(LOT_POINTS_MAX <= POINTS_MAX, "a lot is at most one request's points");
+
+typedef struct lot {
+    uint64_t seq;
+    uint32_t part;
+    int64_t points, expiry_ms, earn_ms, pending_until_ms;
+    char issuer[PARTNER_ID_LEN_MAX + 1];
+} lot_t;
+
 /* What one request does. Strings point into the envelope or into the buffers here. */
 typedef struct decision {
     int code;
@@ -93,6 +118,16 @@ typedef struct decision {
     char lapse_masked[PAN_MASKED_BYTES]; /* ENTRY_UNCLAIMED_LAPSE: the card's masked PAN */
     int64_t unclaimed_period_seconds;    /* ENTRY_CARD_SETTINGS */
     int64_t now_ms;                      /* the writer's clock for this request (velocity) */
+    /* Points lifecycle: the lots the entry lists (LotUse), an expiry's run time and
+     * reason, an expiry policy set, and a balance reply's split. */
+    size_t n_lots;
+    lot_t lots[LOTS_PER_ENTRY_MAX];
+    int64_t expire_as_of_ms;
+    bool inactive;
+    bool has_expiry_policy;
+    Coalition__ExpiryPolicy expiry_policy;
+    int64_t available, pending; /* of `balance` */
+    bool from_breakage; /* an earn's reversal whose points had broken: O is not moved */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
     int64_t points;
@@ -197,15 +232,75 @@ int access_velocity_check(ledger_t *self, MDB_txn *txn, const char *member_id, u
 int access_velocity_record(ledger_t *self, MDB_txn *txn, const char *member_id, decision_t *d);
 __attribute__((format(printf, 3, 4))) void rules_decline(decision_t *d, int code, const char *fmt,
                                                          ...);
+/* rules.c: a balance reply's text from d->balance, available and pending. */
+void rules_balance_text(decision_t *d);
 /* rules.c: answer a Balance request from a read transaction. */
 int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+
+/* lots.c: a member's lots (see the diagram in lots.c). Open a holder (the member
+ * record) for the request, change its lots, then close it (writes the record and the
+ * expiry indexes) or discard it. Every change appends the lots it touched to d->lots. */
+typedef struct lot_holder {
+    char member[MEMBER_ID_LEN_MAX + 1];
+    Coalition__MemberRecord *rec;
+} lot_holder_t;
+typedef struct lots_result {
+    int64_t taken, available, pending;
+    bool full; /* stopped at LOTS_PER_ENTRY_MAX lots */
+} lots_result_t;
+int lots_open(ledger_t *self, MDB_txn *txn, const char *member, lot_holder_t *h);
+int lots_close(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t now_ms);
+void lots_discard(lot_holder_t *h);
+/* A new lot, or more points into an existing one (the same key and issuer). */
+int lots_add(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *lot, decision_t *d);
+/* A burn: up to `want` points from available lots in burn order; sums what is
+ * available and pending on the way. */
+int lots_burn(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t want, decision_t *d,
+              lots_result_t *out);
+/* An earn's reversal: `want` points from `own` (the earn's lot, NULL: none) first, then
+ * available lots in burn order, then pending ones. */
+int lots_take_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *own, int64_t want,
+                   decision_t *d, lots_result_t *out);
+/* A burn's reversal: its points [from, from + points) in the order it took them, each
+ * into its own lot unless that expired since the burn, else into a new lot of this
+ * entry with the original term. */
+int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_entry_t *burn,
+                   int64_t from, int64_t points, decision_t *d);
+/* An expiry: the lots due as of as_of_ms (every lot when `inactive`). */
+int lots_expire(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t as_of_ms, bool inactive,
+                decision_t *d, lots_result_t *out);
+/* All of `from`'s lots, unlisted: moved to `to` (a claim) or removed (to NULL: a lapse),
+ * with each issuer's points summed into by_issuer. */
+int lots_take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t *to,
+                  settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total);
+/* The same with holders of their own: a claim (to: the member) or a lapse (to NULL). */
+int lots_move_all(ledger_t *self, MDB_txn *txn, const char *from, const char *to,
+                  settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total, int64_t now_ms);
+/* d->settle.shares: the points of d->lots by issuer, sorted by id (an expiry's breakage). */
+void lots_shares(decision_t *d);
+/* A balance reply's available and pending parts (a reader transaction). */
+int lots_split(ledger_t *self, MDB_txn *txn, const char *member, int64_t balance, int64_t now_ms,
+               int64_t *available, int64_t *pending);
+size_t lots_index_key(uint8_t key[LOT_INDEX_KEY_BYTES_MAX], int64_t t_ms, const char *member);
+/* The member's first lot in burn order (*found false: it has none). */
+int lots_first(ledger_t *self, MDB_txn *txn, const char *member, lot_t *out, bool *found);
+/* Move the member's idle key up to its latest activity (written at once). */
+int lots_idle_forward(ledger_t *self, MDB_txn *txn, lot_holder_t *h);
+#define EXPIRY_POLICIES_MAX 64
+/* expiry.c: the expiry policy in force at at_ms (none set: no expiry, both 0). */
+int expiry_policy_at(ledger_t *self, MDB_txn *txn, int64_t at_ms, int64_t *term_s,
+                     int64_t *inactivity_s);
+#define EXPIRY_POLICIES_KEY "expiry_policies" /* in the meta database */
+int rules_expiry_policy(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+int rules_expire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 
 /* ledger.c: apply, in the open batch, an operator request the writer makes on its own
  * (window closes, lapses): `env` has its body set; the rest of its header is filled in
  * (operator, site SETTLE_BROKER_SITE_ID, `terminal`, `txn_id`). The reply's text goes to
  * `text` (may be NULL) and its code to *code_out. */
 int ledger_apply_own(ledger_t *self, envelope_t *env, const char *terminal, const char *txn_id,
-                     int64_t now_ms, int *code_out, char *text, size_t text_size);
+                     int64_t now_ms, int *code_out, char *text, size_t text_size,
+                     int64_t *points_out);
 /* ledger.c record helpers. get_* return CL_ERR_NOT_FOUND when absent. */
 int ledger_get_record(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t key_len,
                       const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);

@@ -210,6 +210,54 @@ static int64_t earn_points(const Coalition__EarnRequest *r, const Coalition__Par
     return points;
 }
 
+void rules_balance_text(decision_t *d)
+{
+    char bal[AMOUNT_TEXT_BYTES], avail[AMOUNT_TEXT_BYTES], pend[AMOUNT_TEXT_BYTES];
+    points_text(d->balance, bal);
+    points_text(d->available, avail);
+    points_text(d->pending, pend);
+    if (d->pending > 0)
+        snprintf(d->text, sizeof d->text, "Balance %s points: %s available, %s pending", bal,
+                 avail, pend);
+    else
+        snprintf(d->text, sizeof d->text, "Balance %s points", bal);
+}
+
+/* The split of a member's balance for the reply (after the request's changes). */
+static int split_balance(ledger_t *self, MDB_txn *txn, const char *member, decision_t *d)
+{
+    return lots_split(self, txn, member, d->balance, d->now_ms, &d->available, &d->pending);
+}
+
+/* An earn's lot: its issuer, the expiry the policy in force gives it and the partner's
+ * return period; the earn is the member's activity. */
+static int earn_lot(ledger_t *self, MDB_txn *txn, const char *partner, const Coalition__Contract *c,
+                    const char *who, int64_t points, decision_t *d)
+{
+    int64_t term_s = 0, inactivity_s = 0;
+    lot_holder_t h;
+    int rc = expiry_policy_at(self, txn, d->now_ms, &term_s, &inactivity_s);
+    if (rc == CL_OK)
+        rc = lots_open(self, txn, who, &h);
+    if (rc != CL_OK)
+        return rc;
+    if (points > 0) {
+        lot_t lot = {.seq = self->batch_seq + 1, .points = points, .earn_ms = d->now_ms};
+        lot.expiry_ms = term_s > 0 ? d->now_ms + term_s * 1000 : LOT_NO_EXPIRY_MS;
+        if (c->return_period_seconds > 0)
+            lot.pending_until_ms = d->now_ms + c->return_period_seconds * 1000;
+        snprintf(lot.issuer, sizeof lot.issuer, "%s", partner);
+        rc = lots_add(self, txn, &h, &lot, d);
+    }
+    h.rec->last_activity_ms = d->now_ms;
+    if (rc != CL_OK) {
+        lots_discard(&h);
+        return rc;
+    }
+    rc = lots_close(self, txn, &h, d->now_ms);
+    return rc == CL_OK ? split_balance(self, txn, who, d) : rc;
+}
+
 static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     const Coalition__EarnRequest *r = env->earn;
@@ -235,6 +283,8 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, env->partner_id);
     ledger_account_member(member, sizeof member, who);
     rc = move_or_decline(self, txn, d, issued, member, points);
+    if (rc == CL_OK && !declined(d))
+        rc = earn_lot(self, txn, env->partner_id, c, who, points, d);
     if (rc != CL_OK || declined(d))
         goto out;
     d->kind = COALITION__ENTRY_KIND__ENTRY_EARN;
@@ -247,6 +297,8 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     if (strncmp(who, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) == 0)
         snprintf(d->text, sizeof d->text, "Earned %s points, unclaimed until the card is enrolled",
                  pts);
+    else if (d->pending > 0)
+        snprintf(d->text, sizeof d->text, "Earned %s points (pending until the return period ends). Balance %s", pts, bal);
     else
         snprintf(d->text, sizeof d->text, "Earned %s points. Balance %s", pts, bal);
 out:
@@ -283,59 +335,101 @@ static int check_burn_limits(ledger_t *self, MDB_txn *txn, const envelope_t *env
     return access_velocity_check(self, txn, who, limits.burns_per_member_minute, d);
 }
 
+/* The points a burn takes from the member's available lots, or a decline: 51 when
+ * fewer are available than asked (and no partial burn is allowed or none is available),
+ * 61 when the points asked lie in more lots than one entry lists. */
+static int burn_from_lots(ledger_t *self, MDB_txn *txn, lot_holder_t *h,
+                          const Coalition__BurnRequest *r, decision_t *d, int64_t *points,
+                          bool *partial)
+{
+    lots_result_t res;
+    *points = 0;
+    *partial = false;
+    int rc = lots_burn(self, txn, h, r->points, d, &res);
+    if (rc != CL_OK)
+        return rc;
+    char avail[AMOUNT_TEXT_BYTES], pend[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
+    *points = res.taken;
+    if (res.taken == r->points)
+        return CL_OK;
+    points_text(res.available, avail);
+    points_text(res.pending, pend);
+    points_text(r->points, want);
+    if (res.full && !r->allow_partial)
+        decline(d, RC_EXCEEDS_LIMIT, "%s points lie in more than %d lots; burn at most %lld now",
+                want, LOTS_PER_ENTRY_MAX, (long long)res.taken);
+    else if (!r->allow_partial || res.taken == 0) {
+        if (res.pending > 0)
+            decline(d, RC_INSUFFICIENT_POINTS,
+                    "insufficient points (available %s, pending %s, requested %s)", avail, pend,
+                    want);
+        else
+            decline(d, RC_INSUFFICIENT_POINTS, "insufficient points (balance %s, requested %s)",
+                    avail, want);
+    } else
+        *partial = true;
+    if (declined(d))
+        *points = 0;
+    assert(*points >= 0 && *points <= r->points);
+    return CL_OK;
+}
+
+static int burn_text(decision_t *d, const Coalition__BurnRequest *r)
+{
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
+    points_text(d->points, pts);
+    points_text(d->balance, bal);
+    points_text(r->points, want);
+    if (d->code == RC_PARTIAL)
+        snprintf(d->text, sizeof d->text, "Partially redeemed %s of %s points. Balance %s", pts,
+                 want, bal);
+    else
+        snprintf(d->text, sizeof d->text, "Redeemed %s points. Balance %s", pts, bal);
+    return CL_OK;
+}
+
 static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
 {
     const Coalition__BurnRequest *r = env->burn;
     char redeemed[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
-    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
     char who[MEMBER_ID_LEN_MAX + 1];
     int rc = check_burn_limits(self, txn, env, d, who);
     if (rc != CL_OK || declined(d))
         return rc;
     if (d->balance < 0)
         return CL_ERR_CORRUPT; /* read from disk: a member is never below zero */
-    int64_t points = r->points;
-    int code = RC_APPROVED;
-    if (points > d->balance) {
-        points_text(d->balance, bal);
-        points_text(r->points, want);
-        if (!r->allow_partial || d->balance == 0) {
-            decline(d, RC_INSUFFICIENT_POINTS, "insufficient points (balance %s, requested %s)",
-                    bal, want);
-            return CL_OK;
-        }
-        points = d->balance;
-        code = RC_PARTIAL;
-    }
-    assert(points > 0 && points <= d->balance && points <= r->points);
-    Coalition__Contract *c = NULL;
-    rc = contract_now(self, txn, env, d, &c);
-    if (rc != CL_OK) {
-        coalition__contract__free_unpacked(c, NULL); /* set even when it is corrupt */
-        return rc;
-    }
-    rc = settle_price_burn(self, txn, env->partner_id, c, points, d);
-    coalition__contract__free_unpacked(c, NULL);
+    lot_holder_t h;
+    rc = lots_open(self, txn, who, &h);
     if (rc != CL_OK)
         return rc;
+    int64_t points = 0;
+    bool partial = false;
+    rc = burn_from_lots(self, txn, &h, r, d, &points, &partial);
+    Coalition__Contract *c = NULL;
+    if (rc == CL_OK && !declined(d))
+        rc = contract_now(self, txn, env, d, &c);
+    if (rc == CL_OK && !declined(d))
+        rc = settle_price_burn(self, txn, env->partner_id, c, points, d);
+    coalition__contract__free_unpacked(c, NULL); /* set even when it is corrupt */
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, env->partner_id);
     ledger_account_member(member, sizeof member, who);
-    rc = move_or_decline(self, txn, d, member, redeemed, points);
     if (rc == CL_OK && !declined(d))
-        rc = access_velocity_record(self, txn, who, d);
-    if (rc != CL_OK || declined(d))
+        rc = move_or_decline(self, txn, d, member, redeemed, points);
+    if (rc != CL_OK || declined(d)) {
+        lots_discard(&h);
         return rc;
-    d->code = code;
+    }
+    assert(points > 0 && points <= r->points);
+    h.rec->last_activity_ms = d->now_ms;
+    rc = lots_close(self, txn, &h, d->now_ms);
+    if (rc == CL_OK) /* after the holder's record is written: it rewrites the record */
+        rc = access_velocity_record(self, txn, who, d);
+    if (rc == CL_OK)
+        rc = split_balance(self, txn, who, d);
+    d->code = partial ? RC_PARTIAL : RC_APPROVED;
     d->kind = COALITION__ENTRY_KIND__ENTRY_BURN;
     d->points = points;
-    points_text(points, pts);
-    points_text(d->balance, bal);
-    if (code == RC_PARTIAL)
-        snprintf(d->text, sizeof d->text, "Partially redeemed %s of %s points. Balance %s", pts,
-                 want, bal);
-    else
-        snprintf(d->text, sizeof d->text, "Redeemed %s points. Balance %s", pts, bal);
-    return CL_OK;
+    return rc == CL_OK ? burn_text(d, r) : rc;
 }
 
 /* The original earn or burn a refund or void names, and what was given back so far.
@@ -511,6 +605,52 @@ static int reverse_ahead(ledger_t *self, MDB_txn *txn, const envelope_t *env, co
     return rc;
 }
 
+/* A reversal's lots: a burn's points go back into the lots it took them from (or new
+ * ones, see lots_give_back); an earn's come out of its own lot first (lots_take_back).
+ * More lots than one entry lists: 61. */
+static int reversal_lots(ledger_t *self, MDB_txn *txn, const original_t *o, int64_t points,
+                         decision_t *d)
+{
+    const journal_entry_t *e = o->entry;
+    assert(strncmp(o->holder, MEMBER_PREFIX, strlen(MEMBER_PREFIX)) == 0 && points >= 0);
+    if (points == 0)
+        return CL_OK;
+    const char *member = o->holder + strlen(MEMBER_PREFIX);
+    lot_holder_t h;
+    int rc = lots_open(self, txn, member, &h);
+    if (rc != CL_OK)
+        return rc;
+    if (e->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
+        rc = lots_give_back(self, txn, &h, e, o->rev.reversed_points, points, d);
+    } else {
+        lot_t own = {0};
+        bool has_own = e->n_lots >= 1 && e->lots[0]->expiry_ms > 0;
+        if (has_own) {
+            own.seq = e->lots[0]->seq;
+            own.part = e->lots[0]->part;
+            own.expiry_ms = e->lots[0]->expiry_ms;
+        }
+        lots_result_t res;
+        rc = lots_take_back(self, txn, &h, has_own ? &own : NULL, points, d, &res);
+        if (rc == CL_OK && res.full)
+            decline(d, RC_EXCEEDS_LIMIT, "the points to take back lie in more than %d lots",
+                    LOTS_PER_ENTRY_MAX);
+        else if (rc == CL_OK && res.taken != points)
+            rc = CL_ERR_CORRUPT; /* the member's lots hold its balance */
+    }
+    if (rc == CL_ERR_OVERFLOW && d->n_lots == LOTS_PER_ENTRY_MAX) {
+        decline(d, RC_EXCEEDS_LIMIT, "the points to give back lie in more than %d lots",
+                LOTS_PER_ENTRY_MAX);
+        rc = CL_OK;
+    }
+    if (rc != CL_OK || declined(d)) {
+        lots_discard(&h);
+        return rc;
+    }
+    rc = lots_close(self, txn, &h, d->now_ms);
+    return rc == CL_OK ? split_balance(self, txn, member, d) : rc;
+}
+
 /* Move `points` back: an earn's points leave the member, a burn's come back. */
 static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, const original_t *o,
                           decision_t *d, int64_t points)
@@ -536,7 +676,8 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
     snprintf(member, sizeof member, "%s", o->holder);
     if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
         snprintf(partner_acct, sizeof partner_acct, ACCOUNT_REDEEMED_FMT, env->partner_id);
-        return move_or_decline(self, txn, d, partner_acct, member, points);
+        rc = move_or_decline(self, txn, d, partner_acct, member, points);
+        return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, o, points, d) : rc;
     }
     if (points > d->balance) {
         char bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
@@ -547,9 +688,12 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
     }
     snprintf(partner_acct, sizeof partner_acct, ACCOUNT_ISSUED_FMT, env->partner_id);
     rc = move_or_decline(self, txn, d, member, partner_acct, points);
-    if (strcmp(o->holder, ACCOUNT_BREAKAGE) == 0)
+    if (strcmp(o->holder, ACCOUNT_BREAKAGE) == 0) {
         d->balance = 0; /* points back out of breakage: no member holds a balance here */
-    return rc;
+        d->from_breakage = true;
+        return rc;
+    }
+    return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, o, points, d) : rc;
 }
 
 /* Money refunded on an earn; returns the points to take back, or declines. */
@@ -827,11 +971,11 @@ int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
     }
     if (rc == CL_OK && !declined(d))
         rc = check_member(self, txn, env->balance->member_id, d);
+    if (rc == CL_OK && !declined(d))
+        rc = split_balance(self, txn, env->balance->member_id, d);
     if (rc != CL_OK || declined(d))
         return rc;
-    char bal[AMOUNT_TEXT_BYTES];
-    points_text(d->balance, bal);
-    snprintf(d->text, sizeof d->text, "Balance %s points", bal);
+    rules_balance_text(d);
     return CL_OK;
 }
 
@@ -865,6 +1009,8 @@ int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     case COALITION__ENVELOPE__BODY_BANK_ADD: return rules_bank_add(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: return rules_unclaimed_lapse(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: return rules_card_settings(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_EXPIRY_POLICY: return rules_expiry_policy(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_EXPIRE: return rules_expire(self, txn, env, d);
     default:
         /* Balance inquiries never reach the writer; the front end answers them. */
         decline(d, RC_INVALID_TRANSACTION, "%s is not a ledger write", wire_body_name(env));

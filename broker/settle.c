@@ -308,6 +308,8 @@ void settle_counters_read(const Coalition__WindowCounters *r, settle_counters_t 
     c->entries = r->entries;
     c->hub_reimburse_minor = r->hub_reimburse_minor;
     c->hub_reimburse_reversed_minor = r->hub_reimburse_reversed_minor;
+    c->points_expired = r->points_expired;
+    c->points_expired_reversed = r->points_expired_reversed;
 }
 
 static void counters_to(const settle_counters_t *c, Coalition__WindowCounters *r)
@@ -327,6 +329,8 @@ static void counters_to(const settle_counters_t *c, Coalition__WindowCounters *r
     r->entries = c->entries;
     r->hub_reimburse_minor = c->hub_reimburse_minor;
     r->hub_reimburse_reversed_minor = c->hub_reimburse_reversed_minor;
+    r->points_expired = c->points_expired;
+    r->points_expired_reversed = c->points_expired_reversed;
 }
 
 settle_i128_t settle_net_operator(const settle_counters_t *c)
@@ -839,6 +843,8 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: sign = 1, burnish = true; break;
     default: return CL_OK;
     }
+    if (d->from_breakage && !burnish)
+        return CL_OK; /* its points had left the outstanding when they broke */
     outstanding_t *cached = NULL;
     int rc = settle_outstanding(self, txn, &cached);
     if (rc != CL_OK)
@@ -864,8 +870,44 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
     return CL_OK;
 }
 
+/* An expiry or a lapse: each issuer's points leave the outstanding and count as its
+ * breakage in the open window. */
+static int project_breakage(ledger_t *self, MDB_txn *txn, const decision_t *d)
+{
+    outstanding_t *cached = NULL;
+    int rc = settle_outstanding(self, txn, &cached);
+    if (rc != CL_OK)
+        return rc;
+    outstanding_t *o = &self->scratch_outstanding;
+    memcpy(o, cached, sizeof *o);
+    settle_partner_row_t *row = &self->scratch_row;
+    int64_t sum = 0;
+    for (size_t i = 0; i < d->settle.n_shares && rc == CL_OK; i++) {
+        const settle_pair_t *sh = &d->settle.shares[i];
+        assert(sh->points > 0);
+        sum += sh->points;
+        rc = get_row(self, txn, self->batch_window_id, sh->partner_id, row);
+        if (rc != CL_OK)
+            break;
+        row->c.entries++;
+        if (!add_to(&row->c.points_expired, sh->points) ||
+            !add_to(&o->points[outstanding_slot(o, sh->partner_id)], -sh->points))
+            return CL_ERR_OVERFLOW;
+        rc = put_row(self, txn, self->batch_window_id, row);
+    }
+    if (rc != CL_OK)
+        return rc;
+    assert(sum == d->points); /* the shares are the entry's points, by issuer */
+    memcpy(cached, o, sizeof *o);
+    self->outstanding_dirty = true;
+    return CL_OK;
+}
+
 int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
 {
+    if (d->kind == COALITION__ENTRY_KIND__ENTRY_EXPIRY ||
+        d->kind == COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE)
+        return project_breakage(self, txn, d);
     if (!d->settle.priced)
         return CL_OK;
     assert(self->batch_window_id != 0 && d->settle.partner != NULL);
@@ -876,6 +918,8 @@ int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
         return rc;
     if (!counters_add(&row->c, d->kind, d->points, d->settle.settle_minor, d->settle.fee_minor,
                       d->settle.via_issuers))
+        return CL_ERR_OVERFLOW;
+    if (d->from_breakage && !add_to(&row->c.points_expired_reversed, d->points))
         return CL_ERR_OVERFLOW;
     rc = project_outstanding(self, txn, d, row);
     if (rc == CL_OK)

@@ -66,6 +66,9 @@ typedef struct settle_counters {
      * hub window, and reversals of such burns wherever they are recorded); the others are
      * owed by issuers (the pairs). */
     int64_t hub_reimburse_minor, hub_reimburse_reversed_minor;
+    /* Breakage of this partner's points as issuer: lots that expired or lapsed, and
+     * what came back out of breakage (its earn refunded after the points broke). */
+    int64_t points_expired, points_expired_reversed;
 } settle_counters_t;
 
 /* Points and money between one issuer and the partner whose counters hold it. */
@@ -90,6 +93,7 @@ typedef struct settle_contract {
     int64_t issue_price_per_mille, reimburse_per_mille, fee_minor, net_cap_minor;
     int funding; /* COALITION__FUNDING__FUNDING_* */
     uint64_t created_seq;
+    int64_t return_period_seconds; /* earns here are pending this long (0: none) */
 } settle_contract_t;
 
 typedef struct settle_config {

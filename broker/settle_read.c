@@ -153,6 +153,7 @@ static void contract_from(const char *partner, const Coalition__Contract *c,
     out->reimburse_per_mille = c->reimburse_per_mille;
     out->fee_minor = c->fee_minor;
     out->net_cap_minor = c->net_cap_minor;
+    out->return_period_seconds = c->return_period_seconds;
     out->funding = (int)c->funding;
     out->created_seq = c->created_seq;
 }

@@ -83,6 +83,7 @@ int rules_contract_set(ledger_t *self, MDB_txn *txn, decision_t *d,
     c->fee_minor = r->fee_minor;
     c->funding = r->funding;
     c->net_cap_minor = r->net_cap_minor;
+    c->return_period_seconds = r->return_period_seconds;
     c->created_seq = self->batch_seq + 1;
     d->has_contract = true;
     d->kind = COALITION__ENTRY_KIND__ENTRY_CONTRACT_SET;
@@ -346,7 +347,8 @@ static int close_due(ledger_t *self, uint64_t id, int64_t now_ms)
     env.window_close = &body;
     char text[RECEIPT_TEXT_BYTES_MAX];
     int code = RC_APPROVED;
-    int rc = ledger_apply_own(self, &env, "settlement", txn_id, now_ms, &code, text, sizeof text);
+    int rc = ledger_apply_own(self, &env, "settlement", txn_id, now_ms, &code, text, sizeof text,
+                              NULL);
     if (rc == CL_OK)
         log_info("settlement: %s", text);
     return rc;

@@ -19,7 +19,7 @@
 
 #include <stdbool.h>
 
-#define STATEMENT_FORMAT "coalition-statement-1"
+#define STATEMENT_FORMAT "coalition-statement-2"
 
 /* The document in a malloc'd buffer. CL_ERR_NOT_FOUND: no such window; CL_ERR_INVALID:
  * the window is not closed (statements are final). */

@@ -36,6 +36,7 @@ void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t 
     vmap_init(&v->windows, sizeof(vwindow_t));
     vmap_init(&v->pairs, sizeof(vpair_t));
     verify_cards_init(v);
+    (void)verify_lots_init(v); /* NULL on failure: verify_lots_entry says CL_ERR_NOMEM */
 }
 
 void verify_free(verify_t *v)
@@ -43,6 +44,7 @@ void verify_free(verify_t *v)
     for (size_t i = 0; i < v->partners.count; i++)
         free(((vpartner_t *)vmap_at(&v->partners, i))->contracts);
     verify_cards_free(v);
+    verify_lots_free(v);
     vmap_free(&v->accounts);
     vmap_free(&v->partners);
     vmap_free(&v->reversals);
@@ -145,6 +147,8 @@ static int check_entry(verify_t *v, const journal_entry_t *e)
         rc = verify_rederive_entry(v, e);
     if (rc == CL_OK)
         rc = verify_settle_entry(v, e);
+    if (rc == CL_OK)
+        rc = verify_lots_entry(v, e);
     if (rc == CL_OK)
         rc = vaccounts_post(v, e);
     if (rc == CL_OK)
@@ -278,10 +282,12 @@ int ledger_verify(ledger_t *self, char *why, size_t why_size)
     if (rc == CL_OK)
         rc = verify_settle_records(&v);
     if (rc == CL_OK)
+        rc = verify_lots_records(&v);
+    if (rc == CL_OK)
         snprintf(why, why_size,
                  "%llu entries, %zu accounts, %zu partners, %zu reversed originals, %llu "
                  "tombstones, %zu windows: chain, balances, idempotency, contracts, members, "
-                 "reversals and settlement counters hold",
+                 "reversals, settlement counters and lots hold",
                  (unsigned long long)v.entries, v.accounts.count, v.partners.count,
                  v.reversals.count, (unsigned long long)v.tombstones, v.windows.count);
     else if (rc != CL_ERR_CORRUPT)

@@ -153,6 +153,7 @@ typedef struct {
     vconfig_t *configs;         /* the journal's settlement configurations, in order */
     size_t n_configs, cap_configs;
     uint64_t last_window_id;
+    struct vlots *lots; /* verify_lots.c */
 } verify_t;
 
 void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t why_size);
@@ -223,6 +224,13 @@ int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_
 int verify_settle_records(verify_t *v);
 /* The contract of `p` in force at `at_ms` among those recorded so far, or NULL. */
 const settle_contract_t *verify_contract_at(const verify_t *v, const vpartner_t *p, int64_t at_ms);
+
+/* verify_lots.c. Each entry's lots and expiry policies in the walk; after it, the lots
+ * database and the expiry indexes against the accounts and member records. */
+int verify_lots_init(verify_t *v);
+void verify_lots_free(verify_t *v);
+int verify_lots_entry(verify_t *v, const journal_entry_t *e);
+int verify_lots_records(verify_t *v);
 
 /* verify_reversals.c. A refund or void; a reversal ahead of its original; after the
  * walk, the reversals database against what the journal gave back. */

@@ -120,6 +120,7 @@ static void contract_of_entry(const journal_entry_t *e, settle_contract_t *c)
     c->reimburse_per_mille = r->reimburse_per_mille;
     c->fee_minor = r->fee_minor;
     c->net_cap_minor = r->net_cap_minor;
+    c->return_period_seconds = r->return_period_seconds;
     c->funding = (int)r->funding;
     c->created_seq = r->created_seq;
 }
@@ -137,6 +138,7 @@ static int rederive_contract_set(verify_t *v, const journal_entry_t *e)
         c.issue_price_per_mille > PRICE_PER_MILLE_MAX || c.reimburse_per_mille < 0 ||
         c.reimburse_per_mille > PRICE_PER_MILLE_MAX || c.fee_minor < 0 ||
         c.fee_minor > FEE_MINOR_MAX || c.net_cap_minor < 0 || c.net_cap_minor > NET_CAP_MINOR_MAX ||
+        c.return_period_seconds < 0 || c.return_period_seconds > RETURN_PERIOD_SECONDS_MAX ||
         (c.funding != COALITION__FUNDING__FUNDING_POSTPAID &&
          c.funding != COALITION__FUNDING__FUNDING_PREPAID))
         return verify_violation(v, "contract entry %llu is not a contract the rules record",
@@ -376,11 +378,21 @@ int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_
     if (rc == CL_OK && prepaid)
         rc = prepaid_add(v, e, p, e->points);
     bool via = !of_earn && window_via_issuers(v, original->window_id);
-    if (rc == CL_OK && of_earn)
+    /* An earn's points that broke come back out of breakage: they had left the outstanding. */
+    bool broke = of_earn && e->n_postings == DECISION_POSTINGS_MAX &&
+                 strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
+    if (rc == CL_OK && of_earn && !broke)
         v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] -= e->points;
-    else if (rc == CL_OK)
+    else if (rc == CL_OK && !of_earn)
         rc = settle_burn_back(v, e, original, reversed_before, c, via);
-    return rc == CL_OK ? count(v, e, e->partner_id, via) : rc;
+    if (rc == CL_OK)
+        rc = count(v, e, e->partner_id, via);
+    if (rc == CL_OK && broke) {
+        vkey_t k = counters_vkey(e->window_id, e->partner_id);
+        ((vcounters_t *)vmap_find(&v->counters, k.bytes, k.len))->c.points_expired_reversed +=
+            e->points;
+    }
+    return rc;
 }
 
 /* The configuration in force for a window opened before entry `seq` (the defaults before
@@ -468,11 +480,53 @@ static bool burnish(int kind)
            kind == COALITION__ENTRY_KIND__ENTRY_VOID_BURN;
 }
 
+static bool breakage(int kind)
+{
+    return kind == COALITION__ENTRY_KIND__ENTRY_EXPIRY ||
+           kind == COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE;
+}
+
+/* An expiry's or lapse's issuer shares: each issuer's points, sorted, summing to the
+ * entry's (an expiry's: its lots by issuer); they leave the outstanding and count as each
+ * issuer's breakage in the window. */
+static int settle_breakage(verify_t *v, const journal_entry_t *e)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < e->n_issuer_shares; i++) {
+        const Coalition__PairAmount *sh = e->issuer_shares[i];
+        int64_t of_lots = 0;
+        for (size_t j = 0; j < e->n_lots; j++)
+            if (strcmp(e->lots[j]->issuer, sh->partner_id) == 0)
+                of_lots += e->lots[j]->points;
+        bool sorted = i == 0 || strcmp(e->issuer_shares[i - 1]->partner_id, sh->partner_id) < 0;
+        if (sh->points <= 0 || sh->minor != 0 || !sorted || partner_of(v, sh->partner_id) == NULL ||
+            (e->kind == COALITION__ENTRY_KIND__ENTRY_EXPIRY && of_lots != sh->points))
+            return verify_violation(v, "entry %llu (%s): its breakage by issuer is not its lots'",
+                                    SEQ(e), ledger_entry_kind_name(e->kind));
+        sum += sh->points;
+        v->outstanding.points[vout_slot(&v->outstanding, sh->partner_id)] -= sh->points;
+        vkey_t k = counters_vkey(e->window_id, sh->partner_id);
+        vcounters_t *item = vmap_find(&v->counters, k.bytes, k.len);
+        int rc = item == NULL ? vmap_insert(&v->counters, k.bytes, k.len, (void **)&item) : CL_OK;
+        if (rc != CL_OK)
+            return rc;
+        item->c.entries++;
+        item->c.points_expired += sh->points;
+    }
+    if (sum != e->points)
+        return verify_violation(v, "entry %llu (%s): breakage by issuer sums to %lld of %lld",
+                                SEQ(e), ledger_entry_kind_name(e->kind), (long long)sum,
+                                (long long)e->points);
+    return CL_OK;
+}
+
 int verify_settle_entry(verify_t *v, const journal_entry_t *e)
 {
     int rc = settle_window(v, e);
     if (rc != CL_OK)
         return rc;
+    if (breakage(e->kind))
+        return unpriced(v, e) == CL_OK ? settle_breakage(v, e) : CL_ERR_CORRUPT;
     if (e->n_issuer_shares != 0 && !burnish(e->kind))
         return verify_violation(v, "entry %llu (%s) names issuer shares", SEQ(e),
                                 ledger_entry_kind_name(e->kind));
@@ -534,6 +588,7 @@ static int visit_contract(const MDB_val *k, const MDB_val *val, void *ctx)
                 r->issue_price_per_mille == c->issue_price_per_mille &&
                 r->reimburse_per_mille == c->reimburse_per_mille && r->fee_minor == c->fee_minor &&
                 (int)r->funding == c->funding && r->net_cap_minor == c->net_cap_minor &&
+                r->return_period_seconds == c->return_period_seconds &&
                 r->created_seq == c->created_seq;
     coalition__contract__free_unpacked(r, NULL);
     item->seen = true;
@@ -556,7 +611,9 @@ static bool counters_equal(const settle_counters_t *a, const settle_counters_t *
            a->fee_minor == b->fee_minor && a->topup_points == b->topup_points &&
            a->topup_minor == b->topup_minor && a->entries == b->entries &&
            a->hub_reimburse_minor == b->hub_reimburse_minor &&
-           a->hub_reimburse_reversed_minor == b->hub_reimburse_reversed_minor;
+           a->hub_reimburse_reversed_minor == b->hub_reimburse_reversed_minor &&
+           a->points_expired == b->points_expired &&
+           a->points_expired_reversed == b->points_expired_reversed;
 }
 
 static int check_counters(verify_t *v, const MDB_val *k, const MDB_val *val)

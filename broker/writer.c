@@ -25,7 +25,22 @@ struct writer {
     log_every_t round_failed;   /* one line a second when every round fails */
     log_every_t hand_back_failed;
     int64_t housekept_ms; /* monotonic time of the last housekeeping */
+    /* The daily expiry run: its time of day, the day it last finished (days since the
+     * epoch), and the run under way (as_of 0: none) with what it has done so far. */
+    int expire_at_minute;
+    int64_t expired_day;
+    int64_t run_as_of_ms;
+    expiry_result_t run_total;
+    size_t run_slices;
 };
+
+/* An operator's "one slice of an expiry run" (ExpireRequest without a member): the
+ * writer answers it after the round, with a batch of its own (ledger_expire). */
+static bool is_expiry_slice(const request_t *r)
+{
+    return r->env->body_case == COALITION__ENVELOPE__BODY_EXPIRE &&
+           r->env->expire->member_id[0] == '\0';
+}
 
 /* What one attempt at a round works on. */
 typedef struct round {
@@ -81,6 +96,8 @@ static int apply_once(void *ctx)
         batch_t *batch = round->batches[b];
         for (size_t i = 0; i < batch->count && rc == CL_OK; i++) {
             request_t *r = &batch->items[i];
+            if (is_expiry_slice(r))
+                continue; /* answered after the round: expiry_slices */
             const char *key = r->principal[0] != '\0' ? r->principal : NULL;
             rc = ledger_apply_cards(round->self->ledger, key, r->env, &r->cards, r->hash, now_ms,
                                     &r->reply, &r->reply_len);
@@ -110,6 +127,92 @@ static void apply_round(writer_t *self, batch_t **batches, size_t n)
     }
 }
 
+/* One slice, growing the map when it is full (the slice is redone from the start). */
+static int expire_slice(writer_t *self, int64_t as_of_ms, expiry_result_t *res)
+{
+    int rc = CL_ERR_MAP_FULL;
+    for (int attempt = 0; attempt < WRITER_MAP_GROW_ATTEMPTS_MAX && rc == CL_ERR_MAP_FULL;
+         attempt++) {
+        rc = ledger_expire(self->ledger, as_of_ms, clock_wall_ms(), WRITER_EXPIRY_SLICE_MEMBERS,
+                           res);
+        if (rc == CL_ERR_MAP_FULL && ledger_grow(self->ledger) != CL_OK)
+            break;
+    }
+    return rc;
+}
+
+/* The answer to an operator's slice: points expired, entries written (as `balance`),
+ * the last seq, and `pending` while more is due. */
+static void answer_slice(writer_t *self, request_t *r)
+{
+    const Coalition__ExpireRequest *e = r->env->expire;
+    expiry_result_t res = {0};
+    char text[RECEIPT_TEXT_BYTES_MAX];
+    authorization_t auth;
+    int rc = e->as_of_ms > clock_wall_ms() ? CL_ERR_INVALID : expire_slice(self, e->as_of_ms, &res);
+    int code = rc == CL_OK ? RC_APPROVED : rc == CL_ERR_INVALID ? RC_INVALID_AMOUNT : RC_SYSTEM_ERROR;
+    if (rc == CL_OK)
+        snprintf(text, sizeof text,
+                 "Expired %lld points of %zu member(s) in %zu entries; %s",
+                 (long long)res.points, res.members, res.entries,
+                 res.more ? "more is due" : "nothing more is due");
+    else if (rc == CL_ERR_INVALID)
+        snprintf(text, sizeof text, "Declined 13: as-of time is later than the broker's clock");
+    else
+        snprintf(text, sizeof text, "Declined 96: expiry slice failed: %s", cl_strerror(rc));
+    wire_auth_decline(&auth, r->env, code, text);
+    wire_auth_echo(&auth, r->env, r->hash);
+    auth.points = res.points;
+    auth.balance = (int64_t)res.entries;
+    auth.pending = rc == CL_OK && res.more;
+    auth.seq = ledger_last_seq(self->ledger);
+    free(r->reply);
+    r->reply = wire_pack_auth(&auth, &r->reply_len);
+}
+
+static void expiry_slices(writer_t *self, batch_t **batches, size_t n)
+{
+    for (size_t b = 0; b < n; b++)
+        for (size_t i = 0; i < batches[b]->count; i++)
+            if (is_expiry_slice(&batches[b]->items[i]))
+                answer_slice(self, &batches[b]->items[i]);
+}
+
+/* The daily run: started once a day at its time (or at start-up after it), then one
+ * slice per loop until nothing is due. */
+static void daily_expiry(writer_t *self)
+{
+    int64_t now = clock_wall_ms();
+    int64_t day = now / 86400000, minute = now % 86400000 / 60000;
+    if (self->run_as_of_ms == 0) {
+        if (self->expire_at_minute == WRITER_EXPIRE_OFF || self->expired_day == day ||
+            minute < self->expire_at_minute)
+            return;
+        self->run_as_of_ms = now;
+        memset(&self->run_total, 0, sizeof self->run_total);
+        self->run_slices = 0;
+    }
+    expiry_result_t res = {0};
+    int rc = expire_slice(self, self->run_as_of_ms, &res);
+    if (rc != CL_OK) {
+        log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "expiry: slice failed: %s", cl_strerror(rc));
+        return; /* tried again next loop; each slice is all or nothing */
+    }
+    self->run_slices++;
+    self->run_total.members += res.members;
+    self->run_total.entries += res.entries;
+    self->run_total.points += res.points;
+    if (res.more)
+        return;
+    log_msg(self->run_total.entries > 0 ? LOG_INFO : LOG_DEBUG,
+           "expiry: daily run done: %lld points of %zu member(s) in %zu entries, %zu slice(s)",
+           (long long)self->run_total.points, self->run_total.members, self->run_total.entries,
+           self->run_slices);
+    self->run_as_of_ms = 0;
+    self->expired_day = day;
+}
+
 static int recv_batch(void *sock, int flags, batch_t **out)
 {
     int n = zmq_recv(sock, out, sizeof *out, flags);
@@ -122,10 +225,11 @@ static int recv_batch(void *sock, int flags, batch_t **out)
 
 /* Block for the first batch, then take whatever else is already queued. Returns true
  * when the I/O thread's stop message (a NULL batch) arrived or the socket failed. */
-static bool collect(void *sock, batch_t **batches, size_t *n_out, size_t *requests_out)
+static bool collect(void *sock, bool busy, batch_t **batches, size_t *n_out,
+                    size_t *requests_out)
 {
     size_t n = 0, requests = 0;
-    int flags = 0;
+    int flags = busy ? ZMQ_DONTWAIT : 0; /* an expiry run under way: never wait */
     bool stop = false;
     while (n < BATCHES_IN_FLIGHT_MAX && requests < WRITER_REQUESTS_PER_COMMIT_MAX) {
         batch_t *b = NULL;
@@ -188,9 +292,10 @@ static void *writer_main(void *arg)
     self->housekept_ms = clock_mono_ms() - WRITER_HOUSEKEEP_INTERVAL_MS;
     while (!stop) {
         size_t n = 0, requests = 0;
-        stop = collect(self->sock, batches, &n, &requests);
+        stop = collect(self->sock, self->run_as_of_ms != 0, batches, &n, &requests);
         if (n > 0) {
             apply_round(self, batches, n);
+            expiry_slices(self, batches, n);
             self->commits++;
             self->requests += requests;
         }
@@ -201,16 +306,22 @@ static void *writer_main(void *arg)
         }
         if (!stop)
             housekeep(self);
+        if (!stop)
+            daily_expiry(self);
     }
     return NULL;
 }
 
-int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char *endpoint)
+int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char *endpoint,
+               int expire_at_minute)
 {
+    assert(expire_at_minute == WRITER_EXPIRE_OFF ||
+           (expire_at_minute >= 0 && expire_at_minute < WRITER_MINUTES_PER_DAY));
     writer_t *self = calloc(1, sizeof *self);
     if (self == NULL)
         return CL_ERR_NOMEM;
     self->ledger = ledger;
+    self->expire_at_minute = expire_at_minute;
     self->sock = zmq_socket(zmq_ctx, ZMQ_PAIR);
     int linger_ms = 0, wake_ms = WRITER_HOUSEKEEP_INTERVAL_MS;
     if (self->sock == NULL ||

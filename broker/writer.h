@@ -16,13 +16,24 @@
 #define WRITER_HOUSEKEEP_INTERVAL_MS 1000
 /* Unclaimed card accounts lapsed per tick, in one batch (bounded: a tick is one commit). */
 #define WRITER_LAPSES_PER_TICK 64
+/* An expiry run goes in slices of this many members (each slice one commit between
+ * rounds of requests, so authorizations wait for at most one slice). */
+#define WRITER_EXPIRY_SLICE_MEMBERS 128
+_Static_assert(WRITER_EXPIRY_SLICE_MEMBERS <= EXPIRY_MEMBERS_PER_SLICE_MAX, "a slice the ledger takes");
+/* The daily run: minutes after midnight UTC; OFF: none. */
+#define WRITER_EXPIRE_OFF (-1)
+#define WRITER_EXPIRE_AT_DEFAULT (3 * 60)
+#define WRITER_MINUTES_PER_DAY (24 * 60)
+_Static_assert(WRITER_EXPIRE_AT_DEFAULT >= 0 && WRITER_EXPIRE_AT_DEFAULT < WRITER_MINUTES_PER_DAY,
+               "the default is a time of day");
 
 _Static_assert(WRITER_MAP_GROW_ATTEMPTS_MAX >= 2, "a full map must be grown and retried once");
 
 typedef struct writer writer_t;
 
 /* Start the thread; it connects a PAIR socket to `endpoint` (inproc) in `zmq_ctx`. */
-int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char *endpoint);
+int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char *endpoint,
+               int expire_at_minute);
 /* Join the thread; the I/O side must have sent the stop message (a NULL pointer). */
 void writer_destroy(writer_t **self_p);
 

@@ -15,7 +15,7 @@
 #define STORE_MAP_BYTES_MAX ((size_t)1 << 40)
 /* The smallest map store_env_open_with accepts: meta pages and a few B-tree pages. */
 #define STORE_MAP_BYTES_MIN ((size_t)64 << 10)
-#define STORE_DBS_MAX 16
+#define STORE_DBS_MAX 24
 /* The writer lock file in a store's directory; it holds the writer's pid. */
 #define STORE_LOCK_FILE "writer.lock"
 

@@ -54,6 +54,8 @@ static bool has_unknown_fields(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_BANK_ADD: body = &env->bank_add->base; break;
     case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: body = &env->unclaimed_lapse->base; break;
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: body = &env->card_settings->base; break;
+    case COALITION__ENVELOPE__BODY_EXPIRY_POLICY: body = &env->expiry_policy->base; break;
+    case COALITION__ENVELOPE__BODY_EXPIRE: body = &env->expire->base; break;
     default: break;
     }
     const Coalition__Card *cards[2];
@@ -324,6 +326,29 @@ static int validate_contract(const Coalition__ContractSetRequest *c, char *why, 
     if (c->funding != COALITION__FUNDING__FUNDING_POSTPAID &&
         c->funding != COALITION__FUNDING__FUNDING_PREPAID)
         return refuse(why, why_size, RC_FORMAT_ERROR, "funding must be postpaid or prepaid");
+    if (c->return_period_seconds < 0 || c->return_period_seconds > RETURN_PERIOD_SECONDS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "return period must be 0 to 366 days");
+    return RC_APPROVED;
+}
+
+static int validate_lifecycle(const envelope_t *env, char *why, size_t why_size)
+{
+    if (env->body_case == COALITION__ENVELOPE__BODY_EXPIRE) {
+        const Coalition__ExpireRequest *r = env->expire;
+        if (r->as_of_ms <= 0 || r->as_of_ms > CONTRACT_FROM_MS_MAX)
+            return refuse(why, why_size, RC_FORMAT_ERROR, "as-of time missing or out of range");
+        if (r->member_id[0] != '\0' && !wire_id_valid(r->member_id, MEMBER_ID_LEN_MAX))
+            return refuse(why, why_size, RC_FORMAT_ERROR, "member id malformed");
+        return RC_APPROVED;
+    }
+    const Coalition__ExpiryPolicyRequest *p = env->expiry_policy;
+    if (p->from_ms < 0 || p->from_ms > CONTRACT_FROM_MS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "policy start out of range");
+    if (p->term_seconds < 0 || p->term_seconds > EXPIRY_TERM_SECONDS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "term must be 0 (none) to 3660 days");
+    if (p->inactivity_seconds < 0 || p->inactivity_seconds > EXPIRY_INACTIVITY_SECONDS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "inactivity period must be 0 (none) to 3660 days");
     return RC_APPROVED;
 }
 
@@ -399,6 +424,8 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
                     strlen(WIRE_UNCLAIMED_PREFIX)) != 0)
             return refuse(why, why_size, RC_FORMAT_ERROR, "not an unclaimed account");
         return RC_APPROVED;
+    case COALITION__ENVELOPE__BODY_EXPIRY_POLICY:
+    case COALITION__ENVELOPE__BODY_EXPIRE: return validate_lifecycle(env, why, why_size);
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: {
         int64_t s = env->card_settings->unclaimed_period_seconds;
         return s > 0 && s <= UNCLAIMED_PERIOD_SECONDS_MAX
@@ -453,7 +480,9 @@ bool wire_admin_body(const envelope_t *env)
            env->body_case == COALITION__ENVELOPE__BODY_WINDOW_CLOSE ||
            env->body_case == COALITION__ENVELOPE__BODY_BANK_ADD ||
            env->body_case == COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE ||
-           env->body_case == COALITION__ENVELOPE__BODY_CARD_SETTINGS;
+           env->body_case == COALITION__ENVELOPE__BODY_CARD_SETTINGS ||
+           env->body_case == COALITION__ENVELOPE__BODY_EXPIRY_POLICY ||
+           env->body_case == COALITION__ENVELOPE__BODY_EXPIRE;
 }
 
 size_t wire_cards_of(const envelope_t *env, const Coalition__Card *out[2])
@@ -684,6 +713,8 @@ const char *wire_body_name(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_BANK_ADD: return "bank-add";
     case COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE: return "unclaimed-lapse";
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: return "card-settings";
+    case COALITION__ENVELOPE__BODY_EXPIRY_POLICY: return "expiry-policy";
+    case COALITION__ENVELOPE__BODY_EXPIRE: return "expire";
     default: return "none";
     }
 }

@@ -36,15 +36,21 @@
 #define UNCLAIMED_PERIOD_SECONDS_MAX (INT64_C(3660) * 86400)
 _Static_assert(UNCLAIMED_PERIOD_SECONDS_DEFAULT <= UNCLAIMED_PERIOD_SECONDS_MAX,
                "the default is settable");
+/* Points lifecycle (ExpiryPolicyRequest, ContractSetRequest's return period). */
+#define EXPIRY_TERM_SECONDS_MAX (INT64_C(3660) * 86400)
+#define EXPIRY_INACTIVITY_SECONDS_MAX (INT64_C(3660) * 86400)
+#define RETURN_PERIOD_SECONDS_MAX (INT64_C(366) * 86400)
+_Static_assert(RETURN_PERIOD_SECONDS_MAX < EXPIRY_TERM_SECONDS_MAX,
+               "a return period can end before a term");
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
 /* The largest packed Authorization: every echoed id is at most its limit, the text at
- * most RECEIPT_TEXT_BYTES_MAX; 512 covers them with their tags and the numbers (at most
- * 11 bytes each with its tag: 128 for code, points, balance, seq, flags, window, money,
- * fee and the strings' tags and lengths). */
-#define AUTH_BYTES_MAX 512
+ * most RECEIPT_TEXT_BYTES_MAX; 640 covers them with their tags and the numbers (at most
+ * 11 bytes each with its tag: 256 for code, points, balance, available, pending, seq,
+ * flags, window, money, fee and the strings' tags and lengths). */
+#define AUTH_BYTES_MAX 640
 _Static_assert(TXN_ID_LEN_MAX + SITE_ID_LEN_MAX + MEMBER_ID_LEN_MAX + RECEIPT_TEXT_BYTES_MAX +
-                       WIRE_HASH_BYTES + AUTH_CODE_LEN + 128 <=
+                       WIRE_HASH_BYTES + AUTH_CODE_LEN + 256 <=
                    AUTH_BYTES_MAX,
                "an Authorization fits AUTH_BYTES_MAX");
 _Static_assert(AUTH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX, "a reply is never over the request limit");

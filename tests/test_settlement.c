@@ -836,10 +836,10 @@ static void compare_statement(fixture_t *f, uint64_t w)
     int64_t margin = 0, o_margin = 0;
     char *save = NULL;
     for (char *line = strtok_r(doc, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
-        char *fld[24] = {NULL};
-        int n = csv_split(line, fld, 24);
+        char *fld[26] = {NULL};
+        int n = csv_split(line, fld, 26);
         if (n > 0 && strcmp(fld[0], "partner") == 0) {
-            EXPECT_EQ("partner row fields", 24, n);
+            EXPECT_EQ("partner row fields", 26, n);
             int p = partner_index(fld[1]);
             const o_counts_t *o = &f->o.counts[w][p];
             settle_counters_t c = {strtoll(fld[3], NULL, 10), strtoll(fld[4], NULL, 10),
@@ -848,7 +848,8 @@ static void compare_statement(fixture_t *f, uint64_t w)
                                    strtoll(fld[12], NULL, 10), strtoll(fld[13], NULL, 10),
                                    strtoll(fld[11], NULL, 10), strtoll(fld[7], NULL, 10),
                                    strtoll(fld[10], NULL, 10), strtoull(fld[18], NULL, 10),
-                                   strtoll(fld[22], NULL, 10), strtoll(fld[23], NULL, 10)};
+                                   strtoll(fld[22], NULL, 10), strtoll(fld[23], NULL, 10),
+                                   strtoll(fld[24], NULL, 10), strtoll(fld[25], NULL, 10)};
             expect_counts("statement", o, &c);
             EXPECT_EQ("statement net", o_net_in(&f->o, w, p), strtoll(fld[16], NULL, 10));
             EXPECT_EQ("pays - paid", strtoll(fld[14], NULL, 10) - strtoll(fld[15], NULL, 10),

@@ -554,8 +554,8 @@ static void mixed_sequence_passes(void **state)
     EXPECT_EQ("grocer issued", -15, account(f, "partner:grocer:issued"));
     EXPECT_EQ("grocer redeemed", 0, account(f, "partner:grocer:redeemed"));
     expect_verify_ok(f, "21 entries, 7 accounts, 2 partners, 6 reversed originals, 2 tombstones, 1 windows: "
-                        "chain, balances, idempotency, contracts, members, reversals and "
-                        "settlement counters hold");
+                        "chain, balances, idempotency, contracts, members, reversals, settlement counters and "
+                        "lots hold");
 }
 
 /* What the broker allows at the top: a JPY partner at 1000 points per yen credits at
@@ -589,8 +589,8 @@ static void earns_at_the_per_request_limit_pass(void **state)
     EXPECT_EQ("yen issued", -(int64_t)LIMIT_MEMBERS * LIMIT_EARNS * POINTS_MAX,
               account(f, "partner:yen:issued"));
     expect_verify_ok(f, "20 entries, 10 accounts, 3 partners, 0 reversed originals, 0 tombstones, 1 windows: "
-                        "chain, balances, idempotency, contracts, members, reversals and "
-                        "settlement counters hold");
+                        "chain, balances, idempotency, contracts, members, reversals, settlement counters and "
+                        "lots hold");
 }
 
 /* ---- 128-bit sums ------------------------------------------------------------------ */

@@ -1,0 +1,371 @@
+/* The audit of the points lifecycle. In the journal walk: each entry's lots (LotUse)
+ * against what it moved (an earn's one lot with the term of the policy then in force and
+ * its partner's return period; a burn's, a reversal's and an expiry's lots summing to
+ * their points), expiry entries (each lot expires once: a set of (seq, part); each lot
+ * due as of the run, or the member inactive under the policy then), and the policies.
+ * After the walk: the lots database against the accounts (each member's lots sum to its
+ * balance; every member with a balance has lots), and the expiry indexes against the
+ * lots (lot_due exactly at each member's soonest finite expiry, idle present for each
+ * member with lots), both ways by count.
+ *
+ * Memory: 16 bytes per expired lot (the set) and one item per policy. */
+#include "verify_internal.h"
+
+#include "errors.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SEQ(e) ((unsigned long long)(e)->seq)
+#define EXPIRED_SET_MIN 1024
+
+typedef struct vpolicy {
+    int64_t from_ms, term_s, inactivity_s;
+} vpolicy_t;
+
+struct vlots {
+    uint64_t *slots; /* expired lots: seq << 16 | part, + 1 (0: empty) */
+    size_t cap, count;
+    vpolicy_t policies[EXPIRY_POLICIES_MAX];
+    size_t n_policies;
+};
+
+int verify_lots_init(verify_t *v)
+{
+    v->lots = calloc(1, sizeof *v->lots);
+    return v->lots == NULL ? CL_ERR_NOMEM : CL_OK;
+}
+
+void verify_lots_free(verify_t *v)
+{
+    if (v->lots != NULL)
+        free(v->lots->slots);
+    free(v->lots);
+    v->lots = NULL;
+}
+
+/* ---- the expired set ---------------------------------------------------------------- */
+
+static size_t slot_of(uint64_t x, size_t cap)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    return (size_t)(x & (cap - 1));
+}
+
+static int set_grow(struct vlots *l)
+{
+    size_t cap = l->cap == 0 ? EXPIRED_SET_MIN : l->cap * 2;
+    uint64_t *slots = calloc(cap, sizeof *slots);
+    if (slots == NULL)
+        return CL_ERR_NOMEM;
+    for (size_t i = 0; i < l->cap; i++) {
+        if (l->slots[i] == 0)
+            continue;
+        size_t at = slot_of(l->slots[i], cap);
+        while (slots[at] != 0)
+            at = (at + 1) & (cap - 1);
+        slots[at] = l->slots[i];
+    }
+    free(l->slots);
+    l->slots = slots;
+    l->cap = cap;
+    return CL_OK;
+}
+
+/* Adds (seq, part); CL_ERR_EXISTS when it was there. */
+static int set_add(struct vlots *l, uint64_t seq, uint32_t part)
+{
+    if ((l->count + 1) * 2 > l->cap && set_grow(l) != CL_OK)
+        return CL_ERR_NOMEM;
+    uint64_t key = (seq << 16 | part) + 1;
+    size_t at = slot_of(key, l->cap);
+    while (l->slots[at] != 0) {
+        if (l->slots[at] == key)
+            return CL_ERR_EXISTS;
+        at = (at + 1) & (l->cap - 1);
+    }
+    l->slots[at] = key;
+    l->count++;
+    return CL_OK;
+}
+
+/* ---- policies ----------------------------------------------------------------------- */
+
+static void policy_at(const struct vlots *l, int64_t at_ms, int64_t *term_s, int64_t *inactivity_s)
+{
+    *term_s = *inactivity_s = 0;
+    for (size_t i = 0; i < l->n_policies && l->policies[i].from_ms <= at_ms; i++) {
+        *term_s = l->policies[i].term_s;
+        *inactivity_s = l->policies[i].inactivity_s;
+    }
+}
+
+static int note_policy(verify_t *v, const journal_entry_t *e)
+{
+    struct vlots *l = v->lots;
+    const Coalition__ExpiryPolicy *p = e->expiry_policy;
+    if (p == NULL || p->from_ms < e->time_ms || p->set_seq != e->seq || p->term_seconds < 0 ||
+        p->term_seconds > EXPIRY_TERM_SECONDS_MAX || p->inactivity_seconds < 0 ||
+        p->inactivity_seconds > EXPIRY_INACTIVITY_SECONDS_MAX)
+        return verify_violation(v, "entry %llu is not an expiry policy the rules record", SEQ(e));
+    size_t at = 0;
+    while (at < l->n_policies && l->policies[at].from_ms < p->from_ms)
+        at++;
+    bool replace = at < l->n_policies && l->policies[at].from_ms == p->from_ms;
+    if (!replace && l->n_policies == EXPIRY_POLICIES_MAX)
+        return verify_violation(v, "entry %llu: more than %d expiry policies", SEQ(e),
+                                EXPIRY_POLICIES_MAX);
+    if (!replace) {
+        memmove(&l->policies[at + 1], &l->policies[at],
+                (l->n_policies - at) * sizeof l->policies[0]);
+        l->n_policies++;
+    }
+    l->policies[at] = (vpolicy_t){p->from_ms, p->term_seconds, p->inactivity_seconds};
+    return verify_expect_no_moves(v, e);
+}
+
+/* The policies record in the meta database: exactly the journal's. */
+static int check_policies_record(verify_t *v)
+{
+    struct vlots *l = v->lots;
+    Coalition__ExpiryPolicies *r = NULL;
+    int rc = ledger_get_record(v->txn, v->ledger->db_meta, EXPIRY_POLICIES_KEY,
+                               strlen(EXPIRY_POLICIES_KEY), &coalition__expiry_policies__descriptor,
+                               (ProtobufCMessage **)&r);
+    if (rc == CL_ERR_NOT_FOUND)
+        return l->n_policies == 0
+                   ? CL_OK
+                   : verify_violation(v, "the journal sets expiry policies the ledger lacks");
+    if (rc != CL_OK)
+        return rc;
+    bool same = r->n_policies == l->n_policies;
+    for (size_t i = 0; same && i < l->n_policies; i++)
+        same = r->policies[i]->from_ms == l->policies[i].from_ms &&
+               r->policies[i]->term_seconds == l->policies[i].term_s &&
+               r->policies[i]->inactivity_seconds == l->policies[i].inactivity_s;
+    coalition__expiry_policies__free_unpacked(r, NULL);
+    return same ? CL_OK : verify_violation(v, "the expiry policies record differs from the journal");
+}
+
+/* ---- entries ------------------------------------------------------------------------ */
+
+static int lots_sum(verify_t *v, const journal_entry_t *e, int64_t *sum)
+{
+    *sum = 0;
+    if (e->n_lots > LOTS_PER_ENTRY_MAX)
+        return verify_violation(v, "entry %llu lists %zu lots", SEQ(e), e->n_lots);
+    for (size_t i = 0; i < e->n_lots; i++) {
+        const Coalition__LotUse *u = e->lots[i];
+        if (u->points <= 0 || u->points > LOT_POINTS_MAX || u->expiry_ms <= 0 || u->seq == 0 ||
+            u->seq > e->seq || !wire_id_valid(u->issuer, PARTNER_ID_LEN_MAX) ||
+            u->pending_until_ms < 0 || u->part > UINT16_MAX)
+            return verify_violation(v, "entry %llu lists a lot no rule makes", SEQ(e));
+        *sum += u->points;
+    }
+    return CL_OK;
+}
+
+static int check_earn(verify_t *v, const journal_entry_t *e)
+{
+    if (e->points == 0)
+        return e->n_lots == 0 ? CL_OK
+                              : verify_violation(v, "earn %llu of no points lists a lot", SEQ(e));
+    int64_t term_s = 0, inactivity_s = 0;
+    policy_at(v->lots, e->time_ms, &term_s, &inactivity_s);
+    const vpartner_t *p = vmap_find(&v->partners, e->partner_id, strlen(e->partner_id));
+    const settle_contract_t *c = p != NULL ? verify_contract_at(v, p, e->time_ms) : NULL;
+    int64_t rp = c != NULL ? c->return_period_seconds : 0;
+    const Coalition__LotUse *u = e->n_lots == 1 ? e->lots[0] : NULL;
+    int64_t expiry = term_s > 0 ? e->time_ms + term_s * 1000 : LOT_NO_EXPIRY_MS;
+    if (u == NULL || u->seq != e->seq || u->part != 0 || u->points != e->points ||
+        strcmp(u->issuer, e->partner_id) != 0 || u->earn_ms != e->time_ms ||
+        u->expiry_ms != expiry || u->pending_until_ms != (rp > 0 ? e->time_ms + rp * 1000 : 0))
+        return verify_violation(v,
+                                "earn %llu: its lot is not the one the expiry policy and "
+                                "return period then make",
+                                SEQ(e));
+    return CL_OK;
+}
+
+static bool from_breakage(const journal_entry_t *e)
+{
+    return e->n_postings == DECISION_POSTINGS_MAX &&
+           strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
+}
+
+static int check_expiry(verify_t *v, const journal_entry_t *e)
+{
+    int64_t term_s = 0, inactivity_s = 0;
+    policy_at(v->lots, e->expire_as_of_ms, &term_s, &inactivity_s);
+    if (e->expire_as_of_ms <= 0 || e->expire_as_of_ms > e->time_ms || e->n_lots == 0 ||
+        (e->inactive && inactivity_s == 0))
+        return verify_violation(v, "expiry %llu: its as-of time or reason is not one a run has",
+                                SEQ(e));
+    for (size_t i = 0; i < e->n_lots; i++) {
+        const Coalition__LotUse *u = e->lots[i];
+        if (!e->inactive && u->expiry_ms > e->expire_as_of_ms)
+            return verify_violation(v, "expiry %llu takes lot %llu.%u, not due until %lld",
+                                    SEQ(e), (unsigned long long)u->seq, u->part,
+                                    (long long)u->expiry_ms);
+        int rc = set_add(v->lots, u->seq, u->part);
+        if (rc == CL_ERR_EXISTS)
+            return verify_violation(v, "expiry %llu takes lot %llu.%u, which expired before",
+                                    SEQ(e), (unsigned long long)u->seq, u->part);
+        if (rc != CL_OK)
+            return rc;
+    }
+    char member[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(member, sizeof member, e->member_id);
+    return verify_expect_move(v, e, member, ACCOUNT_BREAKAGE, e->points);
+}
+
+int verify_lots_entry(verify_t *v, const journal_entry_t *e)
+{
+    if (v->lots == NULL)
+        return CL_ERR_NOMEM;
+    int64_t sum = 0;
+    int rc = lots_sum(v, e, &sum);
+    if (rc != CL_OK)
+        return rc;
+    switch (e->kind) {
+    case COALITION__ENTRY_KIND__ENTRY_EARN: return check_earn(v, e);
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
+        if (from_breakage(e) ? e->n_lots == 0 : sum == e->points)
+            return CL_OK;
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_BURN:
+    case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
+    case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
+        if (sum == e->points && (e->points == 0 || e->n_lots > 0))
+            return CL_OK;
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_EXPIRY:
+        if (sum == e->points)
+            return check_expiry(v, e);
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_EXPIRY_POLICY:
+        return e->n_lots == 0 ? note_policy(v, e) : CL_ERR_CORRUPT;
+    default:
+        if (e->n_lots == 0)
+            return CL_OK;
+        break;
+    }
+    return verify_violation(v, "entry %llu (%s): its lots hold %lld points, it moved %lld", SEQ(e),
+                            ledger_entry_kind_name(e->kind), (long long)sum, (long long)e->points);
+}
+
+/* ---- the lots database -------------------------------------------------------------- */
+
+typedef struct lots_walk {
+    verify_t *v;
+    char member[MEMBER_ID_LEN_MAX + 1]; /* the group being summed ("" before the first) */
+    i128_t sum;
+    int64_t min_expiry, max_pending;
+    uint64_t groups, finite;
+} lots_walk_t;
+
+static int index_has(verify_t *v, MDB_dbi dbi, int64_t t, const char *member)
+{
+    uint8_t key[LOT_INDEX_KEY_BYTES_MAX];
+    MDB_val k = {lots_index_key(key, t, member), key}, val;
+    int rc = mdb_get(v->txn, dbi, &k, &val);
+    return rc == MDB_SUCCESS ? CL_OK : rc == MDB_NOTFOUND ? CL_ERR_NOT_FOUND : store_err(rc);
+}
+
+/* A member's lots end: their sum is its balance; its record names its index keys. */
+static int group_end(lots_walk_t *w)
+{
+    verify_t *v = w->v;
+    char account[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(account, sizeof account, w->member);
+    const vaccount_t *a = vmap_find(&v->accounts, account, strlen(account));
+    if (a == NULL || a->sum != w->sum)
+        return verify_violation(v, "member %s: its lots do not sum to its balance", w->member);
+    Coalition__MemberRecord *m = NULL;
+    int rc = ledger_get_record(v->txn, v->ledger->db_members, w->member, strlen(w->member),
+                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
+    if (rc != CL_OK)
+        return rc == CL_ERR_NOT_FOUND
+                   ? verify_violation(v, "lots of %s, which has no member record", w->member)
+                   : rc;
+    int64_t due = w->min_expiry == LOT_NO_EXPIRY_MS ? 0 : w->min_expiry;
+    bool ok = m->lot_due_ms == due && m->idle_ms > 0 && m->pending_until_ms >= w->max_pending;
+    int64_t idle = m->idle_ms;
+    coalition__member_record__free_unpacked(m, NULL);
+    if (ok && due != 0)
+        rc = index_has(v, v->ledger->db_lot_due, due, w->member);
+    if (ok && rc == CL_OK)
+        rc = index_has(v, v->ledger->db_idle, idle, w->member);
+    if (!ok || rc == CL_ERR_NOT_FOUND)
+        return verify_violation(v, "member %s: its record or expiry index keys do not fit its lots",
+                                w->member);
+    w->groups++;
+    w->finite += due != 0;
+    return rc;
+}
+
+static int visit_lot(const MDB_val *k, const MDB_val *val, void *ctx)
+{
+    lots_walk_t *w = ctx;
+    verify_t *v = w->v;
+    size_t n = strnlen(k->mv_data, k->mv_size);
+    if (n == 0 || n > MEMBER_ID_LEN_MAX || k->mv_size != n + 21)
+        return verify_violation(v, "a lot under a malformed key");
+    if (strlen(w->member) != n || memcmp(w->member, k->mv_data, n) != 0) {
+        int rc = w->member[0] != '\0' ? group_end(w) : CL_OK;
+        if (rc != CL_OK)
+            return rc;
+        memcpy(w->member, k->mv_data, n);
+        w->member[n] = '\0';
+        w->sum = 0;
+        w->min_expiry = LOT_NO_EXPIRY_MS;
+        w->max_pending = 0;
+    }
+    int64_t expiry = (int64_t)store_get_u64((const uint8_t *)k->mv_data + n + 1);
+    Coalition__LotRecord *r = coalition__lot_record__unpack(NULL, val->mv_size, val->mv_data);
+    bool ok = r != NULL && r->points > 0 && r->points <= LOT_POINTS_MAX && expiry > 0 &&
+              vmap_find(&v->partners, r->issuer, strlen(r->issuer)) != NULL &&
+              r->pending_until_ms >= 0;
+    if (ok) {
+        w->sum += r->points;
+        if (expiry < w->min_expiry)
+            w->min_expiry = expiry;
+        if (r->pending_until_ms > w->max_pending)
+            w->max_pending = r->pending_until_ms;
+    }
+    coalition__lot_record__free_unpacked(r, NULL);
+    return ok ? CL_OK : verify_violation(v, "lot of %s: not a lot the rules make", w->member);
+}
+
+static uint64_t entries_of(verify_t *v, MDB_dbi dbi)
+{
+    MDB_stat st;
+    return mdb_stat(v->txn, dbi, &st) == MDB_SUCCESS ? st.ms_entries : UINT64_MAX;
+}
+
+int verify_lots_records(verify_t *v)
+{
+    lots_walk_t w = {.v = v};
+    int rc = store_walk(v->txn, v->ledger->db_lots, NULL, visit_lot, &w);
+    if (rc == CL_OK && w.member[0] != '\0')
+        rc = group_end(&w);
+    if (rc != CL_OK)
+        return rc;
+    uint64_t holders = 0;
+    for (size_t i = 0; i < v->accounts.count; i++) {
+        const vaccount_t *a = vmap_at(&v->accounts, i);
+        holders += strncmp(a->name.bytes, MEMBER_PREFIX, strlen(MEMBER_PREFIX)) == 0 && a->sum != 0;
+    }
+    if (holders != w.groups)
+        return verify_violation(v, "%llu members hold points, %llu have lots",
+                                (unsigned long long)holders, (unsigned long long)w.groups);
+    if (entries_of(v, v->ledger->db_lot_due) != w.finite ||
+        entries_of(v, v->ledger->db_idle) != w.groups)
+        return verify_violation(v, "the expiry indexes hold keys of members without lots");
+    return check_policies_record(v);
+}
