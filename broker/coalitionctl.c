@@ -16,6 +16,7 @@
 #include "keys.h"
 #include "ledger.h"
 #include "log.h"
+#include "settle.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -31,6 +32,7 @@
 #define SNAPSHOT_DIR_PATTERN "coalitionctl-verify.XXXXXX"
 #define DEFAULT_TMPDIR "/tmp"
 #define VERIFY_WHY_BYTES_MAX 512
+#define CTL_LOTS_SHOWN_MAX 256 /* balance --lots: the first ones in burn order */
 
 static void usage(FILE *out)
 {
@@ -59,7 +61,8 @@ static void usage(FILE *out)
         "                                         add a partner earning R points per\n"
         "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
         "  member add ID                          enrol a member\n"
-        "  balance MEMBER                         a member's points balance\n"
+        "  balance MEMBER [--lots]                a member's points: available, pending\n"
+        "                                         and (--lots) its lots in burn order\n"
         "  accounts                               every account and its balance\n"
         "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
         "                                         committed when the command started\n"
@@ -80,7 +83,7 @@ static void usage(FILE *out)
         "  partner topup ID --points N            a prepaid partner buys N points\n"
         "  contract set ID --from TIME [--earn-rate R] [--currency CUR]\n"
         "               [--issue-price M] [--reimburse M] [--fee M]\n"
-        "               [--funding postpaid|prepaid] [--net-cap M]\n"
+        "               [--funding postpaid|prepaid] [--net-cap M] [--return-period D]\n"
         "                                         a partner's contract from TIME (now,\n"
         "                                         YYYY-MM-DD[THH:MM:SSZ] UTC, @EPOCH_MS);\n"
         "                                         prices M in the currency per 1,000 points,\n"
@@ -121,7 +124,21 @@ static void usage(FILE *out)
         "                                         show or set (a journal entry) how long\n"
         "                                         points a card earned before any bank\n"
         "                                         enrolled it wait, from its latest earn,\n"
-        "                                         before they lapse to breakage (default 90d)\n"
+        "                                         before they lapse to breakage (default 90d)\n",
+          out);
+    fputs("\nPoints lifecycle:\n"
+        "  expiry-policy [--from TIME] [--term D] [--inactivity D]\n"
+        "                                         show the expiry policies, or set one from\n"
+        "                                         TIME (default now; never in the past): a\n"
+        "                                         lot expires D after its earn (term), all of\n"
+        "                                         a member's after D without an earn or burn\n"
+        "                                         (inactivity); D is 0/none or N{d|h|m|s}\n"
+        "  expire --as-of TIME                    post every lot expired as of TIME to\n"
+        "                                         breakage, slice by slice (the broker also\n"
+        "                                         runs it daily, --expire-at); a second run\n"
+        "                                         changes nothing\n"
+        "  contract set ID ... --return-period D  earns there stay pending (not burnable)\n"
+        "                                         for D; a refund inside it cancels them\n"
           ,
           out);
 }
@@ -480,17 +497,48 @@ int ctl_open_read_only(ctl_t *ctl, ledger_t **ledger)
     return rc;
 }
 
+static void print_lots(const ctl_t *ctl, const ledger_lot_row_t *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char earned[SETTLE_TIME_TEXT_BYTES], expires[SETTLE_TIME_TEXT_BYTES],
+            pending[SETTLE_TIME_TEXT_BYTES];
+        settle_time_text(rows[i].earn_ms, earned);
+        settle_time_text(rows[i].expiry_ms, expires);
+        settle_time_text(rows[i].pending_until_ms, pending);
+        if (ctl->json) {
+            printf("%s{\"seq\":%" PRIu64 ",\"part\":%u,\"points\":%" PRId64 ",\"issuer\":",
+                   i == 0 ? "" : ",", rows[i].seq, rows[i].part, rows[i].points);
+            json_write_string(stdout, rows[i].issuer);
+            printf(",\"earned\":\"%s\",\"expires\":%s%s%s,\"pending_until\":%s%s%s}", earned,
+                   rows[i].expiry_ms ? "\"" : "", rows[i].expiry_ms ? expires : "null",
+                   rows[i].expiry_ms ? "\"" : "", rows[i].pending_until_ms ? "\"" : "",
+                   rows[i].pending_until_ms ? pending : "null",
+                   rows[i].pending_until_ms ? "\"" : "");
+            continue;
+        }
+        printf("  lot %" PRIu64 ".%u  %" PRId64 " points from %s, earned %s, expires %s%s%s\n",
+               rows[i].seq, rows[i].part, rows[i].points, rows[i].issuer, earned,
+               rows[i].expiry_ms ? expires : "never",
+               rows[i].pending_until_ms ? ", pending until " : "",
+               rows[i].pending_until_ms ? pending : "");
+    }
+}
+
 static int cmd_balance(ctl_t *ctl, int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "coalitionctl: usage: balance MEMBER\n");
+    bool lots = argc == 3 && strcmp(argv[2], "--lots") == 0;
+    if (argc != 2 && !lots) {
+        fprintf(stderr, "coalitionctl: usage: balance MEMBER [--lots]\n");
         return EXIT_USAGE;
     }
     ledger_t *ledger = NULL;
-    int64_t balance = 0;
+    ledger_member_points_t pts;
+    static ledger_lot_row_t rows[CTL_LOTS_SHOWN_MAX];
+    size_t n = 0;
     if (ctl_open_read_only(ctl, &ledger) != CL_OK)
         return EXIT_USAGE;
-    int rc = ledger_member_balance(ledger, argv[1], &balance);
+    int rc = ledger_member_lots(ledger, argv[1], clock_wall_ms(), &pts, rows,
+                                lots ? CTL_LOTS_SHOWN_MAX : 0, &n);
     ledger_destroy(&ledger);
     if (rc == CL_ERR_NOT_FOUND) {
         fprintf(stderr, "coalitionctl: unknown member %s\n", argv[1]);
@@ -500,14 +548,27 @@ static int cmd_balance(ctl_t *ctl, int argc, char **argv)
         fprintf(stderr, "coalitionctl: cannot read balance: %s\n", cl_strerror(rc));
         return EXIT_USAGE;
     }
-    char text[AMOUNT_TEXT_BYTES];
-    amount_format_points(balance, text, sizeof text);
+    char text[AMOUNT_TEXT_BYTES], avail[AMOUNT_TEXT_BYTES], pend[AMOUNT_TEXT_BYTES];
+    amount_format_points(pts.balance, text, sizeof text);
+    amount_format_points(pts.available, avail, sizeof avail);
+    amount_format_points(pts.pending, pend, sizeof pend);
     if (ctl->json) {
         printf("{\"member\":");
         json_write_string(stdout, argv[1]);
-        printf(",\"balance\":%" PRId64 "}\n", balance);
+        printf(",\"balance\":%" PRId64 ",\"available\":%" PRId64 ",\"pending_points\":%" PRId64,
+               pts.balance, pts.available, pts.pending);
+        if (lots) {
+            printf(",\"lots\":[");
+            print_lots(ctl, rows, n);
+            printf("]");
+        }
+        printf("}\n");
     } else {
-        printf("%s: %s points\n", argv[1], text);
+        printf("%s: %s points (%s available, %s pending)\n", argv[1], text, avail, pend);
+        if (lots)
+            print_lots(ctl, rows, n);
+        if (lots && n == CTL_LOTS_SHOWN_MAX)
+            printf("  (the first %d lots, in burn order)\n", CTL_LOTS_SHOWN_MAX);
     }
     return 0;
 }
@@ -799,6 +860,10 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return ctl_card_key(ctl, argc, argv);
     if (strcmp(cmd, "card-settings") == 0)
         return ctl_card_settings(ctl, argc, argv);
+    if (strcmp(cmd, "expiry-policy") == 0)
+        return ctl_expiry_policy(ctl, argc, argv);
+    if (strcmp(cmd, "expire") == 0)
+        return ctl_expire(ctl, argc, argv);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)

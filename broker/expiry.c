@@ -304,3 +304,36 @@ int ledger_expire(ledger_t *self, int64_t as_of_ms, int64_t now_ms, size_t max_m
      * past the inactivity bound or gone. What remains due is what the lists left out. */
     return ledger_batch_commit(self);
 }
+
+/* ---- read side ---------------------------------------------------------------------- */
+
+typedef struct policies_call {
+    ledger_expiry_policy_t *rows;
+    size_t max, count;
+} policies_call_t;
+
+static int policies_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    policies_call_t *c = ctx;
+    Coalition__ExpiryPolicies *p = NULL;
+    int rc = policies_get(self, txn, &p);
+    c->count = 0;
+    for (size_t i = 0; rc == CL_OK && p != NULL && i < p->n_policies && c->count < c->max; i++) {
+        ledger_expiry_policy_t *r = &c->rows[c->count++];
+        r->from_ms = p->policies[i]->from_ms;
+        r->term_seconds = p->policies[i]->term_seconds;
+        r->inactivity_seconds = p->policies[i]->inactivity_seconds;
+        r->set_seq = p->policies[i]->set_seq;
+    }
+    coalition__expiry_policies__free_unpacked(p, NULL);
+    return rc;
+}
+
+int ledger_expiry_policies(ledger_t *self, ledger_expiry_policy_t *rows, size_t max,
+                           size_t *count_out)
+{
+    policies_call_t c = {rows, max, 0};
+    int rc = ledger_with_reader(self, policies_in, &c);
+    *count_out = c.count;
+    return rc;
+}

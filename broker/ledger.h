@@ -136,6 +136,27 @@ typedef struct expiry_result {
 } expiry_result_t;
 int ledger_expire(ledger_t *self, int64_t as_of_ms, int64_t now_ms, size_t max_members,
                   expiry_result_t *res);
+/* A member's points at now_ms (balance = available + pending) and its first `max` lots
+ * in burn order (expiry_ms 0: none); CL_ERR_NOT_FOUND for an unknown member. */
+typedef struct ledger_member_points {
+    int64_t balance, available, pending;
+} ledger_member_points_t;
+typedef struct ledger_lot_row {
+    uint64_t seq;
+    uint32_t part;
+    int64_t points, expiry_ms, earn_ms, pending_until_ms;
+    char issuer[PARTNER_ID_LEN_MAX + 1];
+} ledger_lot_row_t;
+int ledger_member_lots(ledger_t *self, const char *member_id, int64_t now_ms,
+                       ledger_member_points_t *out, ledger_lot_row_t *rows, size_t max,
+                       size_t *count_out);
+/* The expiry policies the ledger holds, by start time (read-only ledgers). */
+typedef struct ledger_expiry_policy {
+    int64_t from_ms, term_seconds, inactivity_seconds;
+    uint64_t set_seq;
+} ledger_expiry_policy_t;
+int ledger_expiry_policies(ledger_t *self, ledger_expiry_policy_t *rows, size_t max,
+                           size_t *count_out);
 /* Grow the map after CL_ERR_MAP_FULL; only between batches. */
 int ledger_grow(ledger_t *self);
 uint64_t ledger_last_seq(const ledger_t *self);

@@ -632,3 +632,51 @@ int lots_split(ledger_t *self, MDB_txn *txn, const char *member, int64_t balance
     *pending = w.pending;
     return rc;
 }
+
+/* ---- read side for coalitionctl ----------------------------------------------------- */
+
+typedef struct member_call {
+    const char *member;
+    int64_t now_ms, balance, available, pending;
+    ledger_lot_row_t *rows;
+    size_t max, count;
+} member_call_t;
+
+static int member_in(ledger_t *self, MDB_txn *txn, void *ctx)
+{
+    member_call_t *c = ctx;
+    char account[ACCOUNT_NAME_BYTES_MAX];
+    ledger_account_member(account, sizeof account, c->member);
+    int rc = ledger_get_balance(self, txn, account, &c->balance);
+    if (rc == CL_OK)
+        rc = lots_split(self, txn, c->member, c->balance, c->now_ms, &c->available, &c->pending);
+    if (rc != CL_OK || c->max == 0)
+        return rc;
+    lot_t lots[LOTS_MOVED_PER_STEP];
+    size_t n = 0;
+    rc = read_step(self, txn, c->member, lots, &n); /* the first ones in burn order */
+    for (size_t i = 0; rc == CL_OK && i < n && c->count < c->max; i++) {
+        ledger_lot_row_t *r = &c->rows[c->count++];
+        r->seq = lots[i].seq;
+        r->part = lots[i].part;
+        r->points = lots[i].points;
+        r->expiry_ms = lots[i].expiry_ms == LOT_NO_EXPIRY_MS ? 0 : lots[i].expiry_ms;
+        r->earn_ms = lots[i].earn_ms;
+        r->pending_until_ms = lots[i].pending_until_ms;
+        snprintf(r->issuer, sizeof r->issuer, "%s", lots[i].issuer);
+    }
+    return rc;
+}
+
+int ledger_member_lots(ledger_t *self, const char *member_id, int64_t now_ms,
+                       ledger_member_points_t *out, ledger_lot_row_t *rows, size_t max,
+                       size_t *count_out)
+{
+    member_call_t c = {.member = member_id, .now_ms = now_ms, .rows = rows, .max = max};
+    int rc = ledger_with_reader(self, member_in, &c);
+    out->balance = c.balance;
+    out->available = c.available;
+    out->pending = c.pending;
+    *count_out = c.count;
+    return rc;
+}

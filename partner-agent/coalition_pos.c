@@ -69,6 +69,8 @@ static void copy_result(const authorization_t *auth, cpos_result_t *out)
     out->replay = auth->replay;
     out->points = auth->points;
     out->balance = auth->balance;
+    out->available = auth->available;
+    out->pending_points = auth->pending_points;
     out->seq = auth->seq;
     snprintf(out->auth_code, sizeof out->auth_code, "%s", auth->auth_code);
     snprintf(out->txn_id, sizeof out->txn_id, "%s", auth->txn_id);

@@ -34,6 +34,9 @@ typedef struct cpos_result {
     char auth_code[CPOS_AUTH_CODE_BYTES];
     char txn_id[CPOS_TXN_ID_BYTES];
     char text[CPOS_TEXT_BYTES]; /* receipt text */
+    /* Of `balance` (answers from the clearinghouse): what may be burned now, and what is
+     * pending until a partner's return period ends. */
+    int64_t available, pending_points;
 } cpos_result_t;
 
 /* NULL if the endpoint is malformed or out of memory. terminal_id names the till. */

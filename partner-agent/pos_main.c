@@ -48,7 +48,9 @@ static void usage(FILE *out)
             "Options:\n"
             "  -a, --agent ENDPOINT   the agent's till socket (default: $COALITION_AGENT)\n"
             "  -t, --terminal ID      this till's id (default: %s)\n"
-            "  -j, --json             print one JSON object: code, approved, points, balance,\n"
+            "  -j, --json             print one JSON object: code, approved, points, balance\n"
+            "                         (available + pending_points: points pending over a\n"
+            "                         partner's return period cannot be burned yet),\n"
             "                         seq, auth_code, replay, reversed, offline, pending, text\n"
             "      --timeout-ms N     give up after N ms (default: %d)\n"
             "      --card PAN         the payment card instead of a member id (card-linked);\n"
@@ -67,8 +69,10 @@ static void print_result(const args_t *a, const cpos_result_t *r)
         printf("{\"txn_id\":");
         json_write_string(stdout, r->txn_id);
         printf(",\"code\":\"%02d\",\"approved\":%s,\"points\":%" PRId64 ",\"balance\":%" PRId64
-               ",\"seq\":%" PRIu64 ",\"auth_code\":",
-               r->code, r->approved ? "true" : "false", r->points, r->balance, r->seq);
+               ",\"available\":%" PRId64 ",\"pending_points\":%" PRId64 ",\"seq\":%" PRIu64
+               ",\"auth_code\":",
+               r->code, r->approved ? "true" : "false", r->points, r->balance, r->available,
+               r->pending_points, r->seq);
         json_write_string(stdout, r->auth_code);
         printf(",\"replay\":%s,\"reversed\":%s,\"offline\":%s,\"pending\":%s,\"text\":",
                r->replay ? "true" : "false", r->reversed ? "true" : "false",
