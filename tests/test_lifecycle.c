@@ -1,0 +1,669 @@
+/* The points lifecycle in the ledger, in process (lots.c, expiry.c, verify_lots.c), with a
+ * real LMDB ledger in a temporary directory and the writer's clock given per request:
+ * burns across lots in expiry order, refunds of such burns (the same lots, or new ones
+ * when a lot expired since), expiry runs (twice: the second changes nothing), inactivity
+ * reset by activity, pending points over a partner's return period (a refund cancels
+ * them first; they cannot be burned), and a property test over random event streams. */
+#include "ledger_internal.h"
+
+#include "errors.h"
+#include "settle.h"
+#include "wire.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "expect.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXPECT_OK(what, rc)                                                                        \
+    do {                                                                                           \
+        int rc_ = (rc);                                                                            \
+        if (rc_ != CL_OK)                                                                          \
+            fail_msg("%s: expected CL_OK, got %d (%s)", (what), rc_, cl_strerror(rc_));            \
+    } while (0)
+
+#define T0 INT64_C(1800000000000)
+#define DAY INT64_C(86400000)
+#define DAYS(n) ((int64_t)(n) * 86400)
+#define WHY_BYTES 512
+#define LOTS_SEEN_MAX 256
+
+typedef struct fixture {
+    char dir[64];
+    ledger_t *l;
+    unsigned ops;
+} fixture_t;
+
+typedef struct result {
+    int code;
+    uint64_t seq;
+    int64_t points, balance, available, pending;
+    char text[RECEIPT_TEXT_BYTES_MAX];
+} result_t;
+
+typedef struct request {
+    envelope_t env;
+    char txn[TXN_ID_LEN_MAX + 1];
+    Coalition__EarnRequest earn;
+    Coalition__BurnRequest burn;
+    Coalition__RefundRequest refund;
+    Coalition__VoidRequest void_request;
+    Coalition__BalanceRequest balance;
+    Coalition__PartnerAddRequest partner_add;
+    Coalition__EnrollRequest member_add;
+    Coalition__ContractSetRequest contract;
+    Coalition__ExpiryPolicyRequest policy;
+} request_t;
+
+static envelope_t *request_init(request_t *r, const char *partner, const char *txn)
+{
+    memset(r, 0, sizeof *r);
+    coalition__envelope__init(&r->env);
+    snprintf(r->txn, sizeof r->txn, "%s", txn);
+    r->env.version = WIRE_VERSION;
+    r->env.partner_id = (char *)partner;
+    r->env.terminal_id = "t1";
+    r->env.site_id = strcmp(partner, OPERATOR_PARTNER_ID) == 0 ? OPERATOR_SITE_ID : "s1";
+    r->env.txn_id = r->txn;
+    r->env.client_time_ms = T0;
+    return &r->env;
+}
+
+static result_t result_of(const uint8_t *reply, size_t len)
+{
+    result_t res;
+    memset(&res, 0, sizeof res);
+    authorization_t *auth = wire_auth_decode(reply, len);
+    assert_non_null(auth);
+    res.code = auth->code;
+    res.seq = auth->seq;
+    res.points = auth->points;
+    res.balance = auth->balance;
+    res.available = auth->available;
+    res.pending = auth->pending_points;
+    snprintf(res.text, sizeof res.text, "%s", auth->text);
+    wire_auth_free(auth);
+    return res;
+}
+
+/* As the broker does: validate, hash, apply in a batch of its own at `now_ms` (a balance
+ * inquiry: answered from a read transaction, at the real clock: only used here where
+ * the answer does not depend on it). */
+static result_t submit(fixture_t *f, envelope_t *env, int64_t now_ms)
+{
+    char why[WHY_BYTES] = "";
+    int code =
+        wire_validate(env, strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0, why, sizeof why);
+    if (code != RC_APPROVED)
+        fail_msg("%s refused by wire_validate: %s", env->txn_id, why);
+    uint8_t hash[WIRE_HASH_BYTES], *reply = NULL;
+    size_t len = 0;
+    EXPECT_OK("hash", wire_request_hash(env, hash));
+    EXPECT_OK("begin", ledger_batch_begin(f->l));
+    EXPECT_OK("apply", ledger_apply(f->l, env, hash, now_ms, &reply, &len));
+    EXPECT_OK("commit", ledger_batch_commit(f->l));
+    result_t res = result_of(reply, len);
+    free(reply);
+    return res;
+}
+
+static void expect_code(const char *what, const result_t *res, int code)
+{
+    if (res->code != code)
+        fail_msg("%s: expected %02d, got %02d (%s)", what, code, res->code, res->text);
+}
+
+static void expect_verify(fixture_t *f)
+{
+    char why[WHY_BYTES] = "";
+    if (ledger_verify(f->l, why, sizeof why) != CL_OK)
+        fail_msg("verify: %s", why);
+}
+
+static const char *op_txn(fixture_t *f, char buf[TXN_ID_LEN_MAX + 1])
+{
+    snprintf(buf, TXN_ID_LEN_MAX + 1, "op-%u", ++f->ops);
+    return buf;
+}
+
+static void op_partner(fixture_t *f, const char *id)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
+    coalition__partner_add_request__init(&r.partner_add);
+    r.partner_add.partner_id = (char *)id;
+    r.partner_add.earn_rate_milli = 1000; /* a point per euro */
+    r.partner_add.currency = "EUR";
+    r.env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
+    r.env.partner_add = &r.partner_add;
+    result_t res = submit(f, &r.env, T0);
+    expect_code("partner add", &res, RC_APPROVED);
+}
+
+static void op_member(fixture_t *f, const char *id)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
+    coalition__enroll_request__init(&r.member_add);
+    r.member_add.member_id = (char *)id;
+    r.env.body_case = COALITION__ENVELOPE__BODY_ENROLL;
+    r.env.enroll = &r.member_add;
+    result_t res = submit(f, &r.env, T0);
+    expect_code("member add", &res, RC_APPROVED);
+}
+
+/* An expiry policy from `now` on. */
+static result_t op_policy(fixture_t *f, int64_t now, int64_t term_s, int64_t inactivity_s)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
+    coalition__expiry_policy_request__init(&r.policy);
+    r.policy.term_seconds = term_s;
+    r.policy.inactivity_seconds = inactivity_s;
+    r.env.body_case = COALITION__ENVELOPE__BODY_EXPIRY_POLICY;
+    r.env.expiry_policy = &r.policy;
+    return submit(f, &r.env, now);
+}
+
+/* A contract from `now` with a return period (a point per euro, no prices). */
+static void op_return_period(fixture_t *f, const char *partner, int64_t now, int64_t seconds)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
+    coalition__contract_set_request__init(&r.contract);
+    r.contract.partner_id = (char *)partner;
+    r.contract.from_ms = now;
+    r.contract.earn_rate_milli = 1000;
+    r.contract.currency = "EUR";
+    r.contract.funding = COALITION__FUNDING__FUNDING_POSTPAID;
+    r.contract.return_period_seconds = seconds;
+    r.env.body_case = COALITION__ENVELOPE__BODY_CONTRACT_SET;
+    r.env.contract_set = &r.contract;
+    result_t res = submit(f, &r.env, now);
+    expect_code("contract", &res, RC_APPROVED);
+}
+
+/* Earn `euros` at `partner` (a point per euro). */
+static result_t earn(fixture_t *f, const char *partner, const char *txn, const char *member,
+                     int64_t euros, int64_t now)
+{
+    request_t r;
+    request_init(&r, partner, txn);
+    coalition__earn_request__init(&r.earn);
+    r.earn.member_id = (char *)member;
+    r.earn.amount_minor = euros * 100;
+    r.earn.currency = "EUR";
+    r.env.body_case = COALITION__ENVELOPE__BODY_EARN;
+    r.env.earn = &r.earn;
+    return submit(f, &r.env, now);
+}
+
+static result_t burn(fixture_t *f, const char *partner, const char *txn, const char *member,
+                     int64_t points, bool partial, int64_t now)
+{
+    request_t r;
+    request_init(&r, partner, txn);
+    coalition__burn_request__init(&r.burn);
+    r.burn.member_id = (char *)member;
+    r.burn.points = points;
+    r.burn.allow_partial = partial;
+    r.env.body_case = COALITION__ENVELOPE__BODY_BURN;
+    r.env.burn = &r.burn;
+    return submit(f, &r.env, now);
+}
+
+/* A refund of an earn (euros > 0) or of a burn (points > 0). */
+static result_t refund(fixture_t *f, const char *partner, const char *txn, const char *original,
+                       int64_t euros, int64_t points, int64_t now)
+{
+    request_t r;
+    request_init(&r, partner, txn);
+    coalition__refund_request__init(&r.refund);
+    r.refund.original_txn_id = (char *)original;
+    r.refund.amount_minor = euros * 100;
+    r.refund.points = points;
+    r.env.body_case = COALITION__ENVELOPE__BODY_REFUND;
+    r.env.refund = &r.refund;
+    return submit(f, &r.env, now);
+}
+
+static result_t void_of(fixture_t *f, const char *partner, const char *txn, const char *original,
+                        int64_t now)
+{
+    request_t r;
+    request_init(&r, partner, txn);
+    coalition__void_request__init(&r.void_request);
+    r.void_request.original_txn_id = (char *)original;
+    r.env.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
+    r.env.void_request = &r.void_request;
+    return submit(f, &r.env, now);
+}
+
+/* A whole expiry run as of `as_of`, slice after slice, as the writer makes it. */
+static expiry_result_t expire(fixture_t *f, int64_t as_of, int64_t now)
+{
+    expiry_result_t total = {0}, res;
+    do {
+        EXPECT_OK("expire", ledger_expire(f->l, as_of, now, 2, &res));
+        total.members += res.members;
+        total.entries += res.entries;
+        total.points += res.points;
+    } while (res.more);
+    return total;
+}
+
+static ledger_member_points_t points_of(fixture_t *f, const char *member, int64_t now,
+                                        ledger_lot_row_t *rows, size_t *n)
+{
+    ledger_member_points_t p;
+    size_t none = 0;
+    EXPECT_OK("member lots", ledger_member_lots(f->l, member, now, &p, rows,
+                                                rows != NULL ? LOTS_SEEN_MAX : 0,
+                                                n != NULL ? n : &none));
+    return p;
+}
+
+static int64_t account(fixture_t *f, const char *name)
+{
+    int64_t b = 0;
+    EXPECT_OK(name, ledger_account_balance(f->l, name, &b));
+    return b;
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_lifecycle.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    EXPECT_OK("init", ledger_init(f->dir));
+    EXPECT_OK("open", ledger_open(&f->l, f->dir, STORE_READ_WRITE));
+    op_partner(f, "fuel");
+    op_partner(f, "grocer");
+    op_member(f, "alice");
+    op_member(f, "bob");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    char path[128];
+    ledger_destroy(&f->l);
+    const char *files[] = {"data.mdb", "lock.mdb", STORE_LOCK_FILE};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", f->dir, files[i]);
+        unlink(path);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void expect_lot(const char *what, const ledger_lot_row_t *row, int64_t points,
+                       int64_t expiry_ms)
+{
+    if (row->points != points || row->expiry_ms != expiry_ms)
+        fail_msg("%s: expected %lld points expiring at %lld, got lot %" PRIu64
+                 ".%u with %lld expiring at %lld",
+                 what, (long long)points, (long long)expiry_ms, row->seq, row->part,
+                 (long long)row->points, (long long)row->expiry_ms);
+}
+
+/* Four lots under three terms; a burn of 55 takes the two soonest to expire whole and 5
+ * of the next; lots that expire at the same moment go oldest first. */
+static void burn_spans_lots_soonest_expiry_first(void **state)
+{
+    fixture_t *f = *state;
+    ledger_lot_row_t rows[LOTS_SEEN_MAX];
+    size_t n = 0;
+    result_t pol = op_policy(f, T0, DAYS(365), 0);
+    expect_code("term 365d", &pol, RC_APPROVED);
+    earn(f, "fuel", "a", "alice", 10, T0);                    /* expires T0 + 365d */
+    op_policy(f, T0 + DAY, DAYS(30), 0);
+    earn(f, "grocer", "b", "alice", 20, T0 + 2 * DAY);        /* T0 + 32d */
+    earn(f, "fuel", "c", "alice", 30, T0 + 3 * DAY);          /* T0 + 33d */
+    op_policy(f, T0 + 4 * DAY, DAYS(730), 0);
+    earn(f, "grocer", "d", "alice", 40, T0 + 5 * DAY);        /* T0 + 735d */
+    result_t b = burn(f, "fuel", "b1", "alice", 55, false, T0 + 6 * DAY);
+    expect_code("burn 55", &b, RC_APPROVED);
+    EXPECT_EQ("balance after", 45, b.balance);
+    points_of(f, "alice", T0 + 6 * DAY, rows, &n);
+    EXPECT_EQ("lots left", 2, n);
+    expect_lot("a keeps 5", &rows[0], 5, T0 + 365 * DAY);
+    expect_lot("d untouched", &rows[1], 40, T0 + 735 * DAY);
+    /* Ties: the same moment, the same term: the older lot first. */
+    earn(f, "fuel", "e", "bob", 7, T0 + 6 * DAY);
+    earn(f, "grocer", "f", "bob", 9, T0 + 6 * DAY);
+    burn(f, "fuel", "b2", "bob", 3, false, T0 + 7 * DAY);
+    points_of(f, "bob", T0 + 7 * DAY, rows, &n);
+    EXPECT_EQ("bob's lots", 2, n);
+    EXPECT_STR("the older lot (fuel) is taken", "fuel", rows[0].issuer);
+    EXPECT_EQ("fuel's lot", 4, rows[0].points);
+    EXPECT_EQ("grocer's lot", 9, rows[1].points);
+    expect_verify(f);
+}
+
+/* The burn of 55 refunded in two parts: the first part goes back into the lots it came
+ * from; the second after two of them expired: new lots with their original 30-day term,
+ * the unexpired one back into itself. */
+static void refund_of_a_burn_gives_its_lots_back(void **state)
+{
+    fixture_t *f = *state;
+    ledger_lot_row_t rows[LOTS_SEEN_MAX];
+    size_t n = 0;
+    op_policy(f, T0, DAYS(365), 0);
+    earn(f, "fuel", "a", "alice", 10, T0);
+    op_policy(f, T0 + DAY, DAYS(30), 0);
+    earn(f, "grocer", "b", "alice", 20, T0 + 2 * DAY);
+    earn(f, "fuel", "c", "alice", 30, T0 + 3 * DAY);
+    burn(f, "fuel", "b1", "alice", 55, false, T0 + 6 * DAY);
+    result_t r1 = refund(f, "fuel", "r1", "b1", 0, 25, T0 + 7 * DAY); /* b's 20, c's first 5 */
+    expect_code("refund 25", &r1, RC_APPROVED);
+    points_of(f, "alice", T0 + 7 * DAY, rows, &n);
+    EXPECT_EQ("lots after the first refund", 3, n);
+    expect_lot("b whole again", &rows[0], 20, T0 + 32 * DAY);
+    expect_lot("c has 5 back", &rows[1], 5, T0 + 33 * DAY);
+    expect_lot("a as the burn left it", &rows[2], 5, T0 + 365 * DAY);
+    int64_t later = T0 + 40 * DAY; /* b and c have expired (not yet posted) */
+    result_t r2 = refund(f, "fuel", "r2", "b1", 0, 30, later); /* c's other 25, a's 5 */
+    expect_code("refund 30", &r2, RC_APPROVED);
+    ledger_member_points_t p = points_of(f, "alice", later, rows, &n);
+    EXPECT_EQ("all 60 back", 60, p.balance);
+    EXPECT_EQ("lots after the second refund", 4, n);
+    expect_lot("b", &rows[0], 20, T0 + 32 * DAY);
+    expect_lot("c", &rows[1], 5, T0 + 33 * DAY);
+    expect_lot("c's 25: a new lot, 30 days from now", &rows[2], 25, later + 30 * DAY);
+    EXPECT_EQ("the new lot is the refund's", r2.seq, rows[2].seq);
+    expect_lot("a back to 10", &rows[3], 10, T0 + 365 * DAY);
+    expect_verify(f);
+}
+
+/* An expiry run posts the expired lots to breakage, by issuer; a second run as of the
+ * same time writes nothing; the outstanding points by issuer drop by the breakage. */
+static void expiry_run_twice_changes_nothing_the_second_time(void **state)
+{
+    fixture_t *f = *state;
+    op_policy(f, T0, DAYS(30), 0);
+    earn(f, "fuel", "a", "alice", 10, T0);
+    earn(f, "grocer", "b", "alice", 20, T0 + DAY);
+    earn(f, "grocer", "c", "bob", 5, T0 + 20 * DAY);
+    burn(f, "fuel", "b1", "alice", 4, false, T0 + 2 * DAY); /* 4 of a's */
+    int64_t now = T0 + 31 * DAY + 1;                       /* a and b are due, c is not */
+    expiry_result_t r = expire(f, now, now);
+    EXPECT_EQ("members", 1, r.members);
+    EXPECT_EQ("entries", 1, r.entries);
+    EXPECT_EQ("points", 26, r.points);
+    EXPECT_EQ("breakage", 26, account(f, ACCOUNT_BREAKAGE));
+    EXPECT_EQ("alice left", 0, account(f, "member:alice"));
+    EXPECT_EQ("bob keeps c", 5, account(f, "member:bob"));
+    uint64_t seq = ledger_last_seq(f->l);
+    expiry_result_t again = expire(f, now, now + 1000);
+    EXPECT_EQ("second run: no entries", 0, again.entries);
+    EXPECT_EQ("second run: journal unchanged", seq, ledger_last_seq(f->l));
+    settle_pair_t o[SETTLE_PARTNERS_MAX];
+    size_t n = 0;
+    EXPECT_OK("outstanding", ledger_outstanding(f->l, o, SETTLE_PARTNERS_MAX, &n));
+    int64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += o[i].points;
+    EXPECT_EQ("outstanding = the members' points", 5, total);
+    static settle_partner_row_t rows[4];
+    int64_t expired = 0;
+    for (uint64_t w = 1; w <= 3; w++) { /* T0 is mid-January: the run is in February's */
+        size_t m = 0;
+        EXPECT_OK("counters", ledger_window_counters(f->l, w, NULL, rows, 4, &m));
+        for (size_t i = 0; i < m; i++)
+            expired += rows[i].c.points_expired;
+    }
+    EXPECT_EQ("breakage in the window's counters", 26, expired);
+    /* A refund of an earn whose points expired finds no points to take back (as for
+     * points burned since): 51, and breakage keeps them. */
+    result_t rf = refund(f, "grocer", "rb", "b", 20, 0, now + 2000);
+    expect_code("refund after expiry", &rf, RC_INSUFFICIENT_POINTS);
+    EXPECT_EQ("breakage unchanged", 26, account(f, ACCOUNT_BREAKAGE));
+    expect_verify(f);
+}
+
+/* Inactivity: bob does nothing and loses everything a year on; alice's burn in between
+ * is activity, so hers go a year after it. */
+static void inactivity_expiry_is_reset_by_activity(void **state)
+{
+    fixture_t *f = *state;
+    op_policy(f, T0, 0, DAYS(365));
+    earn(f, "fuel", "a", "alice", 10, T0);
+    earn(f, "fuel", "b", "bob", 10, T0);
+    burn(f, "grocer", "b1", "alice", 1, false, T0 + 200 * DAY);
+    int64_t year = T0 + 366 * DAY;
+    expiry_result_t r = expire(f, year, year);
+    EXPECT_EQ("bob's lots expire", 10, r.points);
+    EXPECT_EQ("alice keeps hers", 9, account(f, "member:alice"));
+    EXPECT_EQ("bob has none", 0, account(f, "member:bob"));
+    int64_t later = T0 + 200 * DAY + 366 * DAY;
+    r = expire(f, later, later);
+    EXPECT_EQ("alice's go a year after her burn", 9, r.points);
+    EXPECT_EQ("breakage", 19, account(f, ACCOUNT_BREAKAGE));
+    /* An earn after the expiry starts over. */
+    earn(f, "fuel", "c", "bob", 3, later + DAY);
+    r = expire(f, later + 2 * DAY, later + 2 * DAY);
+    EXPECT_EQ("nothing due", 0, r.entries);
+    expect_verify(f);
+}
+
+/* fuel's earns are pending 30 days: not burnable, shown apart, and a refund inside the
+ * period cancels them before anything available. */
+static void pending_points_over_a_return_period(void **state)
+{
+    fixture_t *f = *state;
+    op_return_period(f, "fuel", T0 + 1, DAYS(30)); /* after partner-add's contract */
+    earn(f, "grocer", "g1", "alice", 50, T0);
+    result_t e = earn(f, "fuel", "f1", "alice", 100, T0 + DAY);
+    expect_code("earn at fuel", &e, RC_APPROVED);
+    EXPECT_EQ("pending in the earn's reply", 100, e.pending);
+    EXPECT_EQ("available in the earn's reply", 50, e.available);
+    EXPECT_CONTAINS("receipt says pending", "pending", e.text);
+    result_t b = burn(f, "grocer", "b1", "alice", 60, false, T0 + 2 * DAY);
+    expect_code("a burn past the available points", &b, RC_INSUFFICIENT_POINTS);
+    EXPECT_CONTAINS("the decline shows both", "available 50, pending 100", b.text);
+    result_t r = refund(f, "fuel", "r1", "f1", 40, 0, T0 + 2 * DAY);
+    expect_code("refund inside the period", &r, RC_APPROVED);
+    EXPECT_EQ("pending cancelled first", 60, r.pending);
+    EXPECT_EQ("available untouched", 50, r.available);
+    result_t p = burn(f, "grocer", "b2", "alice", 60, true, T0 + 3 * DAY);
+    expect_code("partial burn of what is available", &p, RC_PARTIAL);
+    EXPECT_EQ("burned", 50, p.points);
+    EXPECT_EQ("left pending", 60, p.pending);
+    ledger_member_points_t pts = points_of(f, "alice", T0 + 31 * DAY + 1, NULL, NULL);
+    EXPECT_EQ("after the period: all available", 60, pts.available);
+    EXPECT_EQ("none pending", 0, pts.pending);
+    result_t b3 = burn(f, "grocer", "b3", "alice", 60, false, T0 + 31 * DAY + 1);
+    expect_code("burnable after the period", &b3, RC_APPROVED);
+    expect_verify(f);
+}
+
+/* ---- the property test --------------------------------------------------------------- */
+
+typedef struct tally {
+    int64_t issued, redeemed, broken; /* as the replies told them */
+} tally_t;
+
+#define PROP_MEMBERS 4
+#define PROP_TXNS 512
+
+static const char *const MEMBERS[PROP_MEMBERS] = {"alice", "bob", "carol", "dave"};
+static const char *const PARTNERS[2] = {"fuel", "grocer"};
+
+typedef struct prop {
+    fixture_t *f;
+    int64_t now;
+    unsigned seed, n, run;
+    char txns[PROP_TXNS][TXN_ID_LEN_MAX + 1]; /* approved earns and burns */
+    bool is_earn[PROP_TXNS];
+    int partner[PROP_TXNS];
+    tally_t t;
+    unsigned earns, burns, reversals, expiry_entries, declines;
+} prop_t;
+
+static unsigned rnd(prop_t *p, unsigned below) { return (unsigned)rand_r(&p->seed) % below; }
+
+static void prop_earn_or_burn(prop_t *p, bool is_earn)
+{
+    char txn[TXN_ID_LEN_MAX + 1];
+    int partner = (int)rnd(p, 2);
+    const char *member = MEMBERS[rnd(p, PROP_MEMBERS)];
+    snprintf(txn, sizeof txn, "s%u-x%u", p->run, p->n);
+    result_t r = is_earn ? earn(p->f, PARTNERS[partner], txn, member, 1 + rnd(p, 50), p->now)
+                         : burn(p->f, PARTNERS[partner], txn, member, 1 + rnd(p, 60), rnd(p, 2),
+                                p->now);
+    if (r.code != RC_APPROVED && r.code != RC_PARTIAL) {
+        p->declines++;
+        return;
+    }
+    *(is_earn ? &p->earns : &p->burns) += 1;
+    if (is_earn)
+        p->t.issued += r.points;
+    else
+        p->t.redeemed += r.points;
+    if (p->n < PROP_TXNS) {
+        snprintf(p->txns[p->n], sizeof p->txns[0], "%s", txn);
+        p->is_earn[p->n] = is_earn;
+        p->partner[p->n] = partner;
+    }
+}
+
+static void prop_reverse(prop_t *p)
+{
+    if (p->n == 0)
+        return;
+    unsigned i = rnd(p, p->n < PROP_TXNS ? p->n : PROP_TXNS);
+    if (p->txns[i][0] == '\0')
+        return;
+    char txn[TXN_ID_LEN_MAX + 1];
+    snprintf(txn, sizeof txn, "s%u-r%u", p->run, p->n);
+    const char *partner = PARTNERS[p->partner[i]];
+    bool whole = rnd(p, 3) == 0;
+    result_t r = whole ? void_of(p->f, partner, txn, p->txns[i], p->now)
+                 : p->is_earn[i]
+                     ? refund(p->f, partner, txn, p->txns[i], 1 + rnd(p, 20), 0, p->now)
+                     : refund(p->f, partner, txn, p->txns[i], 0, 1 + rnd(p, 20), p->now);
+    if (r.code != RC_APPROVED) {
+        p->declines++;
+        return;
+    }
+    p->reversals++;
+    if (p->is_earn[i])
+        p->t.issued -= r.points; /* from the member, or back out of breakage */
+    else
+        p->t.redeemed -= r.points;
+}
+
+static void prop_step(prop_t *p)
+{
+    unsigned what = rnd(p, 20);
+    if (what < 7)
+        prop_earn_or_burn(p, true);
+    else if (what < 11)
+        prop_earn_or_burn(p, false);
+    else if (what < 14)
+        prop_reverse(p);
+    else if (what < 17)
+        p->now += (int64_t)rnd(p, 15) * DAY + rnd(p, 1000);
+    else if (what < 19) {
+        int64_t as_of = p->now - (int64_t)rnd(p, 3) * DAY;
+        expiry_result_t r = expire(p->f, as_of, p->now);
+        p->t.broken += r.points;
+        p->expiry_entries += (unsigned)r.entries;
+        uint64_t seq = ledger_last_seq(p->f->l);
+        expiry_result_t again = expire(p->f, as_of, p->now);
+        EXPECT_EQ("a second run writes nothing", seq, ledger_last_seq(p->f->l));
+        EXPECT_EQ("a second run expires nothing", 0, again.points);
+    } else {
+        p->now += 1000;
+        op_policy(p->f, p->now, rnd(p, 2) ? DAYS(10 + rnd(p, 60)) : 0,
+                  rnd(p, 2) ? DAYS(20 + rnd(p, 60)) : 0);
+    }
+    p->n++;
+}
+
+/* Breakage, outstanding and redeemed add up to what was issued, as the replies told it
+ * (the ledger's breakage account counts refunds out of breakage, which the replies count
+ * as earns taken back). */
+static void prop_check(prop_t *p)
+{
+    int64_t outstanding = 0;
+    for (int m = 0; m < PROP_MEMBERS; m++) {
+        char name[ACCOUNT_NAME_BYTES_MAX];
+        ledger_account_member(name, sizeof name, MEMBERS[m]);
+        outstanding += account(p->f, name);
+    }
+    int64_t breakage = account(p->f, ACCOUNT_BREAKAGE);
+    EXPECT_EQ("issued = outstanding + redeemed + breakage", p->t.issued,
+              outstanding + p->t.redeemed + breakage);
+    int64_t issued = -(account(p->f, "partner:fuel:issued") + account(p->f, "partner:grocer:issued"));
+    int64_t redeemed =
+        account(p->f, "partner:fuel:redeemed") + account(p->f, "partner:grocer:redeemed");
+    EXPECT_EQ("the ledger's issued points", p->t.issued, issued);
+    EXPECT_EQ("the ledger's redeemed points", p->t.redeemed, redeemed);
+    EXPECT_TRUE("breakage never exceeds what expiry runs posted", breakage <= p->t.broken);
+    expect_verify(p->f); /* lots = balance per member; no lot expires twice; indexes */
+}
+
+static void property_random_streams(void **state)
+{
+    fixture_t *f = *state;
+    op_return_period(f, "fuel", T0 + 1, DAYS(5));
+    op_member(f, "carol");
+    op_member(f, "dave");
+    static prop_t p;
+    for (unsigned seed = 1; seed <= 10; seed++) {
+        memset(&p, 0, sizeof p);
+        p.f = f;
+        p.run = seed;
+        p.seed = seed * 7919u;
+        p.now = T0 + (int64_t)seed * 1000 * DAY;
+        op_policy(f, p.now, DAYS(30), DAYS(90));
+        p.t.broken = account(f, ACCOUNT_BREAKAGE);
+        int64_t issued0 = -(account(f, "partner:fuel:issued") + account(f, "partner:grocer:issued"));
+        int64_t redeemed0 = account(f, "partner:fuel:redeemed") + account(f, "partner:grocer:redeemed");
+        p.t.issued = issued0;
+        p.t.redeemed = redeemed0;
+        for (unsigned i = 0; i < 400; i++) {
+            prop_step(&p);
+            if (i % 100 == 99)
+                prop_check(&p);
+        }
+        prop_check(&p);
+        print_message("seed %u: %u earns, %u burns, %u reversals, %u declines, %u expiry "
+                      "entries, breakage %lld\n",
+                      seed, p.earns, p.burns, p.reversals, p.declines, p.expiry_entries,
+                      (long long)account(f, ACCOUNT_BREAKAGE));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(burn_spans_lots_soonest_expiry_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(refund_of_a_burn_gives_its_lots_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(expiry_run_twice_changes_nothing_the_second_time, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(inactivity_expiry_is_reset_by_activity, setup, teardown),
+        cmocka_unit_test_setup_teardown(pending_points_over_a_return_period, setup, teardown),
+        cmocka_unit_test_setup_teardown(property_random_streams, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
