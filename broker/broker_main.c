@@ -173,8 +173,13 @@ int main(int argc, char **argv)
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
-    frontend_options_t opts = {DEFAULT_BIND,  NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
-                               PEERS_DEFAULT, NULL, WRITER_EXPIRE_AT_DEFAULT};
+    frontend_options_t opts = {DEFAULT_BIND,
+                               NULL,
+                               NULL,
+                               FRONTEND_MEMORY_MAX_DEFAULT,
+                               PEERS_DEFAULT,
+                               NULL,
+                               WRITER_EXPIRE_AT_DEFAULT};
     const char *key_path = NULL, *card_key_path = NULL;
     bool insecure = false;
     log_level_t level = LOG_INFO;

@@ -802,8 +802,8 @@ static int lapse_one(ledger_t *self, const char *member, int64_t now_ms)
     env.unclaimed_lapse = &body;
     char text[RECEIPT_TEXT_BYTES_MAX];
     int code = RC_APPROVED;
-    int rc = ledger_apply_own(self, &env, "unclaimed", txn_id, now_ms, &code, text, sizeof text,
-                              NULL);
+    int rc =
+        ledger_apply_own(self, &env, "unclaimed", txn_id, now_ms, &code, text, sizeof text, NULL);
     if (rc == CL_OK && code != RC_APPROVED)
         log_warn("unclaimed points: %s", text);
     return rc;

@@ -80,66 +80,65 @@ static void usage(FILE *out)
         "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
         DEFAULT_LEDGER_DIR, LEDGER_SLICE_RECORDS_MAX);
     fputs("\nSettlement commands (writes through the broker, reports read the ledger):\n"
-        "  partner topup ID --points N            a prepaid partner buys N points\n"
-        "  contract set ID --from TIME [--earn-rate R] [--currency CUR]\n"
-        "               [--issue-price M] [--reimburse M] [--fee M]\n"
-        "               [--funding postpaid|prepaid] [--net-cap M] [--return-period D]\n"
-        "                                         a partner's contract from TIME (now,\n"
-        "                                         YYYY-MM-DD[THH:MM:SSZ] UTC, @EPOCH_MS);\n"
-        "                                         prices M in the currency per 1,000 points,\n"
-        "                                         fee per earn or burn; terms not given keep\n"
-        "                                         the latest contract's value\n"
-        "  contract show ID                       its contracts (* in force) and prepaid block\n"
-        "  settlement show | settlement set [--period month|SECONDS] [--grace SECONDS]\n"
-        "               [--model hub|issuer-pays]  how windows are cut (from the next one)\n"
-        "  window list                            settlement windows and their state\n"
-        "  window close ID [--early]              close an ended window (idempotent);\n"
-        "                                         --early ends the open one first\n"
-        "  statement WINDOW [--partner P] [--format csv|json] [--detail] [--out FILE]\n"
-        "               [--sign-key FILE]         a closed window's signed statement\n"
-        "                                         (default key DIR/operator.sign)\n"
-        "  statement-verify FILE --pubkey KEY     check a statement's signature\n"
-        "  reconcile --partner P --window ID --agent-journal FILE\n"
-        "                                         match an agent's export (coalition-agent\n"
-        "                                         --data DIR export --window ID) against\n"
-        "                                         the ledger; exit 1 on any difference\n"
-        "  liability [--as-of TIME]               points outstanding by issuer and age,\n"
-        "                                         valued at issue price (journal replay)\n"
-        "\nCard-linked banks:\n"
-        "  bank add ID                            add a bank (then: key new ID --role bank)\n"
-        "  enroll --bank B --file F [--rejects R] apply a bank's enrolment file (CSV header:\n"
-        "                                         bank_ref,pan[,member_id,action,new_pan];\n"
-        "                                         action enrol|unlink|replace); rejects\n"
-        "                                         (line, masked card, reason) to R or stderr;\n"
-        "                                         '-' reads standard input. Exit 1 if any\n"
-        "                                         row was rejected\n"
-        "  card-key rotate|list|retire N [--file FILE]\n"
-        "                                         the card key file (default DIR.card.key,\n"
-        "                                         beside the ledger directory): rotate adds\n"
-        "                                         a key for new cards; older cards keep\n"
-        "                                         theirs; retire N removes key N once no\n"
-        "                                         card is stored under it. Restart the\n"
-        "                                         broker after either\n"
-        "  card-settings [--unclaimed-period N{d|h|m|s}]\n"
-        "                                         show or set (a journal entry) how long\n"
-        "                                         points a card earned before any bank\n"
-        "                                         enrolled it wait, from its latest earn,\n"
-        "                                         before they lapse to breakage (default 90d)\n",
+          "  partner topup ID --points N            a prepaid partner buys N points\n"
+          "  contract set ID --from TIME [--earn-rate R] [--currency CUR]\n"
+          "               [--issue-price M] [--reimburse M] [--fee M]\n"
+          "               [--funding postpaid|prepaid] [--net-cap M] [--return-period D]\n"
+          "                                         a partner's contract from TIME (now,\n"
+          "                                         YYYY-MM-DD[THH:MM:SSZ] UTC, @EPOCH_MS);\n"
+          "                                         prices M in the currency per 1,000 points,\n"
+          "                                         fee per earn or burn; terms not given keep\n"
+          "                                         the latest contract's value\n"
+          "  contract show ID                       its contracts (* in force) and prepaid block\n"
+          "  settlement show | settlement set [--period month|SECONDS] [--grace SECONDS]\n"
+          "               [--model hub|issuer-pays]  how windows are cut (from the next one)\n"
+          "  window list                            settlement windows and their state\n"
+          "  window close ID [--early]              close an ended window (idempotent);\n"
+          "                                         --early ends the open one first\n"
+          "  statement WINDOW [--partner P] [--format csv|json] [--detail] [--out FILE]\n"
+          "               [--sign-key FILE]         a closed window's signed statement\n"
+          "                                         (default key DIR/operator.sign)\n"
+          "  statement-verify FILE --pubkey KEY     check a statement's signature\n"
+          "  reconcile --partner P --window ID --agent-journal FILE\n"
+          "                                         match an agent's export (coalition-agent\n"
+          "                                         --data DIR export --window ID) against\n"
+          "                                         the ledger; exit 1 on any difference\n"
+          "  liability [--as-of TIME]               points outstanding by issuer and age,\n"
+          "                                         valued at issue price (journal replay)\n"
+          "\nCard-linked banks:\n"
+          "  bank add ID                            add a bank (then: key new ID --role bank)\n"
+          "  enroll --bank B --file F [--rejects R] apply a bank's enrolment file (CSV header:\n"
+          "                                         bank_ref,pan[,member_id,action,new_pan];\n"
+          "                                         action enrol|unlink|replace); rejects\n"
+          "                                         (line, masked card, reason) to R or stderr;\n"
+          "                                         '-' reads standard input. Exit 1 if any\n"
+          "                                         row was rejected\n"
+          "  card-key rotate|list|retire N [--file FILE]\n"
+          "                                         the card key file (default DIR.card.key,\n"
+          "                                         beside the ledger directory): rotate adds\n"
+          "                                         a key for new cards; older cards keep\n"
+          "                                         theirs; retire N removes key N once no\n"
+          "                                         card is stored under it. Restart the\n"
+          "                                         broker after either\n"
+          "  card-settings [--unclaimed-period N{d|h|m|s}]\n"
+          "                                         show or set (a journal entry) how long\n"
+          "                                         points a card earned before any bank\n"
+          "                                         enrolled it wait, from its latest earn,\n"
+          "                                         before they lapse to breakage (default 90d)\n",
           out);
     fputs("\nPoints lifecycle:\n"
-        "  expiry-policy [--from TIME] [--term D] [--inactivity D]\n"
-        "                                         show the expiry policies, or set one from\n"
-        "                                         TIME (default now; never in the past): a\n"
-        "                                         lot expires D after its earn (term), all of\n"
-        "                                         a member's after D without an earn or burn\n"
-        "                                         (inactivity); D is 0/none or N{d|h|m|s}\n"
-        "  expire --as-of TIME                    post every lot expired as of TIME to\n"
-        "                                         breakage, slice by slice (the broker also\n"
-        "                                         runs it daily, --expire-at); a second run\n"
-        "                                         changes nothing\n"
-        "  contract set ID ... --return-period D  earns there stay pending (not burnable)\n"
-        "                                         for D; a refund inside it cancels them\n"
-          ,
+          "  expiry-policy [--from TIME] [--term D] [--inactivity D]\n"
+          "                                         show the expiry policies, or set one from\n"
+          "                                         TIME (default now; never in the past): a\n"
+          "                                         lot expires D after its earn (term), all of\n"
+          "                                         a member's after D without an earn or burn\n"
+          "                                         (inactivity); D is 0/none or N{d|h|m|s}\n"
+          "  expire --as-of TIME                    post every lot expired as of TIME to\n"
+          "                                         breakage, slice by slice (the broker also\n"
+          "                                         runs it daily, --expire-at); a second run\n"
+          "                                         changes nothing\n"
+          "  contract set ID ... --return-period D  earns there stay pending (not burnable)\n"
+          "                                         for D; a refund inside it cancels them\n",
           out);
 }
 
@@ -343,7 +342,6 @@ static int cmd_key_revoke(ctl_t *ctl, int argc, char **argv)
     env.key_revoke = &body;
     return ctl_send_admin(ctl, &env, NULL);
 }
-
 
 static void print_key(const ctl_t *ctl, const ledger_key_row_t *k)
 {
@@ -903,7 +901,7 @@ int main(int argc, char **argv)
     }
     log_init("coalitionctl", LOG_WARN);
     pan_protect_process(); /* card numbers pass through this process */
-    umask(077); /* the ledger directory, its files and secret keys are owner-only */
+    umask(077);            /* the ledger directory, its files and secret keys are owner-only */
     if (ctl.admin_endpoint == NULL) {
         snprintf(ctl.admin_buf, sizeof ctl.admin_buf, "ipc://%s/admin.sock", ctl.ledger_dir);
         ctl.admin_endpoint = ctl.admin_buf;

@@ -9,6 +9,10 @@
  *                   from that issuer's lots, oldest first
  *   burn reversal   gives each issuer's share back as a lot dated by the reversal, at
  *                   the issuer's issue price then
+ *   expiry, lapse   each issuer's breakage (the entry's issuer shares) is taken from its
+ *                   lots, oldest first, and counted as its breakage (points, and their
+ *                   value at the prices of the lots they came from)
+ *   earn reversal   out of breakage (its points had broken): breakage shrinks, no lot moves
  * A lot that cannot give what is asked (its points went to burns before the reversal)
  * leaves a shortfall against the issuer, shown as "unaged": each issuer's total is then
  * exactly its outstanding points in the ledger (checked when TIME is after the last
@@ -48,9 +52,10 @@ typedef struct issuer {
     char currency[CURRENCY_CODE_BYTES];
     settle_contract_t *contracts; /* read once, oldest first */
     size_t n_contracts;
-    lot_t *lots; /* by day, then price */
+    lot_t *lots;                    /* by day, then price */
     size_t n_lots, cap_lots, first; /* lots before `first` are empty */
     i128_t shortfall;               /* points owed back that no lot held */
+    i128_t broken, broken_value;    /* breakage to date, valued at its lots' prices */
 } issuer_t;
 
 typedef struct liab {
@@ -106,8 +111,9 @@ static int price_of(liab_t *l, issuer_t *is, int64_t from_ms, int64_t at_ms, int
 static int add_lot(issuer_t *is, int64_t day, int64_t per_mille, int64_t points)
 {
     size_t at = is->n_lots;
-    while (at > is->first && (is->lots[at - 1].day > day ||
-                              (is->lots[at - 1].day == day && is->lots[at - 1].per_mille > per_mille)))
+    while (at > is->first &&
+           (is->lots[at - 1].day > day ||
+            (is->lots[at - 1].day == day && is->lots[at - 1].per_mille > per_mille)))
         at--;
     if (at > is->first && is->lots[at - 1].day == day && is->lots[at - 1].per_mille == per_mille)
         return __builtin_add_overflow(is->lots[at - 1].points, points, &is->lots[at - 1].points)
@@ -142,19 +148,42 @@ static void take_from(issuer_t *is, int64_t day, int64_t per_mille, int64_t poin
     is->shortfall += points;
 }
 
-/* Take points from the oldest lots first. */
-static void take_oldest(issuer_t *is, int64_t points)
+static i128_t lot_value(i128_t points, int64_t per_mille);
+
+/* Take points from the oldest lots first; their value at the lots' prices. */
+static i128_t take_oldest(issuer_t *is, int64_t points)
 {
     assert(points >= 0 && is->first <= is->n_lots);
+    i128_t value = 0;
     for (size_t i = is->first; i < is->n_lots && points > 0; i++) {
         lot_t *lot = &is->lots[i];
         int64_t take = lot->points < points ? lot->points : points;
         lot->points -= take;
         points -= take;
+        value += lot_value(take, lot->per_mille);
         if (lot->points == 0 && i == is->first)
             is->first++;
     }
     is->shortfall += points;
+    return value;
+}
+
+/* An earn reversal whose points come out of breakage (its first posting). */
+static bool out_of_breakage(const journal_entry_t *e)
+{
+    return e->n_postings == 2 && strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
+}
+
+static int replay_breakage(liab_t *l, const journal_entry_t *e)
+{
+    for (size_t i = 0; i < e->n_issuer_shares; i++) {
+        issuer_t *by = issuer_of(l, e->issuer_shares[i]->partner_id);
+        if (by == NULL)
+            return CL_ERR_OVERFLOW;
+        by->broken += e->issuer_shares[i]->points;
+        by->broken_value += take_oldest(by, e->issuer_shares[i]->points);
+    }
+    return CL_OK;
 }
 
 /* The earn a reversal names, read back from the ledger. */
@@ -195,8 +224,12 @@ static int replay_entry(liab_t *l, const journal_entry_t *e)
         rc = original_of(l, e, &o);
         if (rc == CL_OK)
             rc = price_of(l, is, o->contract_from_ms, 0, &per_mille);
-        if (rc == CL_OK)
+        if (rc == CL_OK && out_of_breakage(e)) {
+            is->broken -= e->points;
+            is->broken_value -= lot_value(e->points, per_mille);
+        } else if (rc == CL_OK) {
             take_from(is, o->time_ms / DAY_MS, per_mille, e->points);
+        }
         ledger_journal_slice_free(&o, o != NULL);
         return rc;
     }
@@ -217,6 +250,8 @@ static int replay_entry(liab_t *l, const journal_entry_t *e)
                 rc = add_lot(by, e->time_ms / DAY_MS, per_mille, sh->points);
         }
         return rc;
+    case COALITION__ENTRY_KIND__ENTRY_EXPIRY:
+    case COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE: return replay_breakage(l, e);
     default: return CL_OK;
     }
 }
@@ -253,6 +288,7 @@ static i128_t lot_value(i128_t points, int64_t per_mille)
 typedef struct figures {
     i128_t points[BUCKETS], value[BUCKETS];
     i128_t total_points, total_value, unaged_points, unaged_value;
+    i128_t broken, broken_value;
 } figures_t;
 
 static int issuer_figures(liab_t *l, issuer_t *is, figures_t *f)
@@ -275,9 +311,12 @@ static int issuer_figures(liab_t *l, issuer_t *is, figures_t *f)
     f->unaged_value = -lot_value(is->shortfall, per_mille < 0 ? 0 : per_mille);
     f->total_points += f->unaged_points;
     f->total_value += f->unaged_value;
+    f->broken = is->broken;
+    f->broken_value = is->broken_value;
     bool fits = f->total_points >= INT64_MIN && f->total_points <= INT64_MAX &&
                 f->total_value >= INT64_MIN && f->total_value <= INT64_MAX &&
-                f->unaged_value >= INT64_MIN;
+                f->unaged_value >= INT64_MIN && f->broken >= INT64_MIN && f->broken <= INT64_MAX &&
+                f->broken_value >= INT64_MIN && f->broken_value <= INT64_MAX;
     for (size_t b = 0; b < BUCKETS; b++)
         fits = fits && f->value[b] <= INT64_MAX && f->points[b] <= INT64_MAX;
     return rc == CL_OK && !fits ? CL_ERR_OVERFLOW : rc;
@@ -293,19 +332,22 @@ static void print_issuer(const liab_t *l, const issuer_t *is, const figures_t *f
             printf(",\"points_%s\":%" PRId64 ",\"value_%s_minor\":%" PRId64, BUCKET_NAMES[b],
                    (int64_t)f->points[b], BUCKET_NAMES[b], (int64_t)f->value[b]);
         printf(",\"points_unaged\":%" PRId64 ",\"value_unaged_minor\":%" PRId64
-               ",\"points\":%" PRId64 ",\"value_minor\":%" PRId64 "}\n",
+               ",\"points\":%" PRId64 ",\"value_minor\":%" PRId64 ",\"breakage_points\":%" PRId64
+               ",\"breakage_value_minor\":%" PRId64 "}\n",
                (int64_t)f->unaged_points, (int64_t)f->unaged_value, (int64_t)f->total_points,
-               (int64_t)f->total_value);
+               (int64_t)f->total_value, (int64_t)f->broken, (int64_t)f->broken_value);
         return;
     }
     int exponent = amount_currency_exponent(is->currency);
-    char value[AMOUNT_TEXT_BYTES];
+    char value[AMOUNT_TEXT_BYTES], broken[AMOUNT_TEXT_BYTES];
     printf("%-16s %3s", is->id, is->currency);
     for (size_t b = 0; b < BUCKETS; b++)
         printf(" %12" PRId64, (int64_t)f->points[b]);
     amount_format_minor((int64_t)f->total_value, exponent < 0 ? 2 : exponent, value, sizeof value);
-    printf(" %10" PRId64 " %14" PRId64 " %16s\n", (int64_t)f->unaged_points,
-           (int64_t)f->total_points, value);
+    amount_format_minor((int64_t)f->broken_value, exponent < 0 ? 2 : exponent, broken,
+                        sizeof broken);
+    printf(" %10" PRId64 " %14" PRId64 " %16s %12" PRId64 " %14s\n", (int64_t)f->unaged_points,
+           (int64_t)f->total_points, value, (int64_t)f->broken, broken);
 }
 
 /* With every entry replayed, each issuer's total must be the ledger's outstanding. */
@@ -320,8 +362,10 @@ static int check_totals(liab_t *l, const int64_t *totals)
             if (strcmp(l->issuers[k].id, rows[i].partner_id) == 0)
                 mine = totals[k];
         if (mine != rows[i].points) {
-            fprintf(stderr, "coalitionctl: %s: %" PRId64 " points by the journal, %" PRId64
-                            " outstanding in the ledger\n", rows[i].partner_id, mine, rows[i].points);
+            fprintf(stderr,
+                    "coalitionctl: %s: %" PRId64 " points by the journal, %" PRId64
+                    " outstanding in the ledger\n",
+                    rows[i].partner_id, mine, rows[i].points);
             rc = CL_ERR_CORRUPT;
         }
     }
@@ -338,7 +382,8 @@ static int print_report(liab_t *l)
         printf("%-16s %3s", "ISSUER", "CUR");
         for (size_t b = 0; b < BUCKETS; b++)
             printf(" %12s", BUCKET_NAMES[b]);
-        printf(" %10s %14s %16s\n", "UNAGED", "POINTS", "VALUE");
+        printf(" %10s %14s %16s %12s %14s\n", "UNAGED", "POINTS", "VALUE", "BREAKAGE",
+               "BROKEN_VALUE");
     }
     int rc = CL_OK;
     for (size_t i = 0; rc == CL_OK && i < l->n_issuers; i++) {
@@ -352,7 +397,8 @@ static int print_report(liab_t *l)
         rc = check_totals(l, totals);
         if (rc == CL_OK && !l->ctl->json)
             printf("totals equal the ledger's points outstanding by issuer (journal to seq %" PRIu64
-                   ")\n", l->last_seq);
+                   ")\n",
+                   l->last_seq);
     }
     return rc;
 }

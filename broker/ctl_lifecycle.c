@@ -25,8 +25,9 @@ static int parse_period_or_none(const char *what, const char *text, int64_t max,
     }
     if (card_parse_period(text, max, out) == 0)
         return 0;
-    fprintf(stderr, "coalitionctl: %s '%s' is not 0, none or a period such as 365d (at most %" PRId64
-                    "d)\n",
+    fprintf(stderr,
+            "coalitionctl: %s '%s' is not 0, none or a period such as 365d (at most %" PRId64
+            "d)\n",
             what, text, max / 86400);
     return EXIT_USAGE;
 }
@@ -111,8 +112,8 @@ int ctl_expiry_policy(ctl_t *ctl, int argc, char **argv)
 }
 
 /* One slice: its answer's points, entries (`balance`) and whether more is due. */
-static int expire_slice(ctl_t *ctl, int64_t as_of_ms, unsigned n, int64_t *points,
-                        int64_t *entries, bool *more)
+static int expire_slice(ctl_t *ctl, int64_t as_of_ms, unsigned n, int64_t *points, int64_t *entries,
+                        bool *more)
 {
     envelope_t env;
     char txn_id[TXN_ID_LEN_MAX + 1];
@@ -144,6 +145,8 @@ int ctl_expire(ctl_t *ctl, int argc, char **argv)
                         "date; never later than the broker's clock)\n");
         return EXIT_USAGE;
     }
+    if (as_of == 0) /* "now": this clock, never later than the broker's on this machine */
+        as_of = clock_wall_ms();
     int64_t points = 0, entries = 0;
     bool more = true;
     unsigned slices = 0;

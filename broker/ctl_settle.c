@@ -125,17 +125,16 @@ enum {
 static int contract_options(int argc, char **argv, Coalition__ContractSetRequest *b,
                             const char **given)
 {
-    static const struct option longopts[] = {
-        {"from", required_argument, NULL, OPT_FROM},
-        {"earn-rate", required_argument, NULL, OPT_RATE},
-        {"currency", required_argument, NULL, OPT_CUR},
-        {"issue-price", required_argument, NULL, OPT_ISSUE},
-        {"reimburse", required_argument, NULL, OPT_REIMB},
-        {"fee", required_argument, NULL, OPT_FEE},
-        {"funding", required_argument, NULL, OPT_FUNDING},
-        {"net-cap", required_argument, NULL, OPT_CAP},
-        {"return-period", required_argument, NULL, OPT_RETURN},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"from", required_argument, NULL, OPT_FROM},
+                                             {"earn-rate", required_argument, NULL, OPT_RATE},
+                                             {"currency", required_argument, NULL, OPT_CUR},
+                                             {"issue-price", required_argument, NULL, OPT_ISSUE},
+                                             {"reimburse", required_argument, NULL, OPT_REIMB},
+                                             {"fee", required_argument, NULL, OPT_FEE},
+                                             {"funding", required_argument, NULL, OPT_FUNDING},
+                                             {"net-cap", required_argument, NULL, OPT_CAP},
+                                             {"return-period", required_argument, NULL, OPT_RETURN},
+                                             {NULL, 0, NULL, 0}};
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -150,8 +149,9 @@ static int contract_options(int argc, char **argv, Coalition__ContractSetRequest
     }
     b->partner_id = argv[optind];
     if (ctl_parse_time(given[OPT_FROM], &b->from_ms) != CL_OK) {
-        fprintf(stderr, "coalitionctl: --from '%s' is not now, @EPOCH_MS, YYYY-MM-DD or "
-                        "YYYY-MM-DDTHH:MM:SSZ\n",
+        fprintf(stderr,
+                "coalitionctl: --from '%s' is not now, @EPOCH_MS, YYYY-MM-DD or "
+                "YYYY-MM-DDTHH:MM:SSZ\n",
                 given[OPT_FROM]);
         return EXIT_USAGE;
     }
@@ -175,13 +175,15 @@ static int contract_terms(const char **given, const settle_contract_t *cur,
         b->return_period_seconds = 0;
     else if (given[OPT_RETURN] && card_parse_period(given[OPT_RETURN], RETURN_PERIOD_SECONDS_MAX,
                                                     &b->return_period_seconds) != CL_OK) {
-        fprintf(stderr, "coalitionctl: --return-period '%s' is not 0 or a period such as 30d (at "
-                        "most 366d)\n",
+        fprintf(stderr,
+                "coalitionctl: --return-period '%s' is not 0 or a period such as 30d (at "
+                "most 366d)\n",
                 given[OPT_RETURN]);
         rc = EXIT_USAGE;
     }
-    if (given[OPT_RATE] && (amount_parse_rate_milli(given[OPT_RATE], &b->earn_rate_milli) != CL_OK ||
-                            b->earn_rate_milli == 0)) {
+    if (given[OPT_RATE] &&
+        (amount_parse_rate_milli(given[OPT_RATE], &b->earn_rate_milli) != CL_OK ||
+         b->earn_rate_milli == 0)) {
         fprintf(stderr, "coalitionctl: earn rate '%s' is not a positive number\n", given[OPT_RATE]);
         rc = EXIT_USAGE;
     }
@@ -325,8 +327,8 @@ int ctl_partner_topup(ctl_t *ctl, int argc, char **argv)
     long long points = points_text != NULL ? strtoll(points_text, &end, 10) : 0;
     if (optind + 1 != argc || points_text == NULL || *end != '\0' || points <= 0 ||
         points > POINTS_MAX) {
-        fprintf(stderr, "coalitionctl: usage: partner topup PARTNER --points N (1 to %" PRId64
-                        ")\n",
+        fprintf(stderr,
+                "coalitionctl: usage: partner topup PARTNER --points N (1 to %" PRId64 ")\n",
                 POINTS_MAX);
         return EXIT_USAGE;
     }

@@ -245,8 +245,8 @@ static int expire_member(ledger_t *self, const char *member, int64_t as_of_ms, i
     for (;;) {
         lot_t first;
         bool due = false, inactive = false;
-        int rc = member_due(self, self->batch, member, as_of_ms, inactivity_s, &first, &due,
-                            &inactive);
+        int rc =
+            member_due(self, self->batch, member, as_of_ms, inactivity_s, &first, &due, &inactive);
         if (rc != CL_OK || !due)
             return rc;
         char txn_id[TXN_ID_LEN_MAX + 1];

@@ -76,7 +76,7 @@ typedef struct settle_effect {
 #define LOT_INDEX_KEY_BYTES_MAX (8 + MEMBER_ID_LEN_MAX)
 /* Lots a lapse or claim moves per cursor pass (it moves them all, pass after pass). */
 #define LOTS_MOVED_PER_STEP 256
-_Static_assert(LOTS_PER_ENTRY_MAX * LOT_USE_PACKED_MAX + 16384 <= LEDGER_ENTRY_BYTES_MAX,
+_Static_assert(LOTS_PER_ENTRY_MAX *LOT_USE_PACKED_MAX + 16384 <= LEDGER_ENTRY_BYTES_MAX,
                "an entry listing its most lots still fits an entry buffer");
 _Static_assert(LOT_POINTS_MAX <= POINTS_MAX, "a lot is at most one request's points");
 
@@ -127,7 +127,7 @@ typedef struct decision {
     bool has_expiry_policy;
     Coalition__ExpiryPolicy expiry_policy;
     int64_t available, pending; /* of `balance` */
-    bool from_breakage; /* an earn's reversal whose points had broken: O is not moved */
+    bool from_breakage;         /* an earn's reversal whose points had broken: O is not moved */
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
     int64_t points;

@@ -19,7 +19,8 @@
 #include <stdio.h>
 #include <string.h>
 
-_Static_assert(LOT_KEY_BYTES_MAX == MEMBER_ID_LEN_MAX + 1 + 8 + 8 + 4, "member NUL expiry seq part");
+_Static_assert(LOT_KEY_BYTES_MAX == MEMBER_ID_LEN_MAX + 1 + 8 + 8 + 4,
+               "member NUL expiry seq part");
 _Static_assert(LOT_INDEX_KEY_BYTES_MAX == 8 + MEMBER_ID_LEN_MAX, "time then member");
 
 /* ---- keys --------------------------------------------------------------------------- */
@@ -51,8 +52,8 @@ static bool lot_key_parse(const MDB_val *k, const char *member, lot_t *out)
         return false;
     out->expiry_ms = (int64_t)expiry;
     out->seq = store_get_u64(b + n + 9);
-    out->part = (uint32_t)b[n + 17] << 24 | (uint32_t)b[n + 18] << 16 |
-                (uint32_t)b[n + 19] << 8 | b[n + 20];
+    out->part = (uint32_t)b[n + 17] << 24 | (uint32_t)b[n + 18] << 16 | (uint32_t)b[n + 19] << 8 |
+                b[n + 20];
     return true;
 }
 
@@ -112,8 +113,7 @@ int lots_first(ledger_t *self, MDB_txn *txn, const char *member, lot_t *out, boo
     return first_lot(self, txn, member, out, found);
 }
 
-static int index_move(MDB_txn *txn, MDB_dbi dbi, const char *member, int64_t *at_ms,
-                      int64_t to_ms)
+static int index_move(MDB_txn *txn, MDB_dbi dbi, const char *member, int64_t *at_ms, int64_t to_ms)
 {
     uint8_t key[LOT_INDEX_KEY_BYTES_MAX];
     if (*at_ms == to_ms)
@@ -427,8 +427,12 @@ int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_
         if (hi <= lo)
             continue;
         int64_t give = hi - lo < left ? hi - lo : left;
-        lot_t lot = {.seq = u->seq, .part = u->part, .points = give, .expiry_ms = u->expiry_ms,
-                     .earn_ms = u->earn_ms, .pending_until_ms = u->pending_until_ms};
+        lot_t lot = {.seq = u->seq,
+                     .part = u->part,
+                     .points = give,
+                     .expiry_ms = u->expiry_ms,
+                     .earn_ms = u->earn_ms,
+                     .pending_until_ms = u->pending_until_ms};
         snprintf(lot.issuer, sizeof lot.issuer, "%s", u->issuer);
         if (inactive_since || u->expiry_ms <= d->now_ms) { /* a new lot, the same rule */
             lot.seq = self->batch_seq + 1;
@@ -462,8 +466,12 @@ static int64_t take_expired(walk_t *w, const lot_t *lot, bool *stop)
 int lots_expire(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t as_of_ms, bool inactive,
                 decision_t *d, lots_result_t *out)
 {
-    walk_t w = {.h = h, .d = d, .take = take_expired, .want = INT64_MAX,
-                .as_of_ms = as_of_ms, .all = inactive};
+    walk_t w = {.h = h,
+                .d = d,
+                .take = take_expired,
+                .want = INT64_MAX,
+                .as_of_ms = as_of_ms,
+                .all = inactive};
     int rc = walk(self, txn, &w);
     memset(out, 0, sizeof *out);
     out->taken = w.taken;

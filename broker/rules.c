@@ -217,8 +217,8 @@ void rules_balance_text(decision_t *d)
     points_text(d->available, avail);
     points_text(d->pending, pend);
     if (d->pending > 0)
-        snprintf(d->text, sizeof d->text, "Balance %s points: %s available, %s pending", bal,
-                 avail, pend);
+        snprintf(d->text, sizeof d->text, "Balance %s points: %s available, %s pending", bal, avail,
+                 pend);
     else
         snprintf(d->text, sizeof d->text, "Balance %s points", bal);
 }
@@ -298,7 +298,8 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         snprintf(d->text, sizeof d->text, "Earned %s points, unclaimed until the card is enrolled",
                  pts);
     else if (d->pending > 0)
-        snprintf(d->text, sizeof d->text, "Earned %s points (pending until the return period ends). Balance %s", pts, bal);
+        snprintf(d->text, sizeof d->text,
+                 "Earned %s points (pending until the return period ends). Balance %s", pts, bal);
     else
         snprintf(d->text, sizeof d->text, "Earned %s points. Balance %s", pts, bal);
 out:

@@ -41,8 +41,7 @@ static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
     return era * 146097 + doe - 719468;
 }
 
-void settle_period_bounds(int64_t period_seconds, int64_t at_ms, int64_t *start_ms,
-                          int64_t *end_ms)
+void settle_period_bounds(int64_t period_seconds, int64_t at_ms, int64_t *start_ms, int64_t *end_ms)
 {
     assert(at_ms >= 0 && period_seconds >= 0);
     if (period_seconds > 0) {
@@ -264,8 +263,8 @@ int settle_contract_at(ledger_t *self, MDB_txn *txn, const char *partner, int64_
         rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
     else if (rc == MDB_NOTFOUND)
         rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-    bool ours = rc == MDB_SUCCESS && k.mv_size == plen + 9 && memcmp(k.mv_data, partner, plen) == 0 &&
-                ((const uint8_t *)k.mv_data)[plen] == 0;
+    bool ours = rc == MDB_SUCCESS && k.mv_size == plen + 9 &&
+                memcmp(k.mv_data, partner, plen) == 0 && ((const uint8_t *)k.mv_data)[plen] == 0;
     if (ours)
         *out = coalition__contract__unpack(NULL, v.mv_size, v.mv_data);
     mdb_cursor_close(cur);
@@ -534,8 +533,7 @@ void settle_split(int64_t total, const int64_t *weights, size_t n, int64_t *out)
 #endif
 }
 
-void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after,
-                      int64_t *out)
+void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after, int64_t *out)
 {
     int64_t prefix = 0;
     assert(0 <= before && before <= after);
@@ -557,7 +555,6 @@ void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t a
 }
 
 #define OUTSTANDING_KEY "O"
-
 
 static int outstanding_get(ledger_t *self, MDB_txn *txn, outstanding_t *o)
 {
@@ -721,7 +718,8 @@ int settle_price_burn(ledger_t *self, MDB_txn *txn, const char *partner,
     effect_begin(d, partner, c);
     d->settle.settle_minor = amount_price(points, c->reimburse_per_mille);
     d->settle.fee_minor = c->fee_minor;
-    d->settle.via_issuers = self->batch_window_model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
+    d->settle.via_issuers =
+        self->batch_window_model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS;
     outstanding_t *o = NULL;
     int rc = settle_outstanding(self, txn, &o);
     if (rc != CL_OK)
@@ -790,8 +788,8 @@ static bool add_to(int64_t *field, int64_t delta)
 }
 
 /* The counters an approved entry of `kind` moves. False on overflow. */
-static bool counters_add(settle_counters_t *c, int kind, int64_t points, int64_t money,
-                         int64_t fee, bool via_issuers)
+static bool counters_add(settle_counters_t *c, int kind, int64_t points, int64_t money, int64_t fee,
+                         bool via_issuers)
 {
     bool ok = true;
     switch (kind) {

@@ -42,7 +42,7 @@
 #define SETTLE_PARTNERS_MAX 128
 /* A PairAmount packed: two tags and lengths, an id, two int64 varints, with margin. */
 #define SETTLE_PAIR_BYTES_MAX (4 + PARTNER_ID_LEN_MAX + 2 * 11)
-_Static_assert(SETTLE_PARTNERS_MAX * (SETTLE_PAIR_BYTES_MAX + 3) + 2048 <= LEDGER_ENTRY_BYTES_MAX,
+_Static_assert(SETTLE_PARTNERS_MAX *(SETTLE_PAIR_BYTES_MAX + 3) + 2048 <= LEDGER_ENTRY_BYTES_MAX,
                "a burn's issuer shares fit a journal entry");
 #define SETTLE_WINDOW_KEY_BYTES (1 + 8 + PARTNER_ID_LEN_MAX)
 #define CONTRACT_KEY_BYTES (PARTNER_ID_LEN_MAX + 1 + 8)
@@ -116,8 +116,7 @@ typedef struct settle_config {
  *   net = issue - issue_reversed + topup + fees + owed to redeemers - owed by issuers */
 void settle_split(int64_t total, const int64_t *weights, size_t n, int64_t *out);
 /* out[i] = what of shares[i] a cumulative reversal from `before` to `after` gives back. */
-void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after,
-                      int64_t *out);
+void settle_waterfall(const int64_t *shares, size_t n, int64_t before, int64_t after, int64_t *out);
 
 /* A partner's net with the operator in a window (above, without the pairs), 128 bits. */
 __extension__ typedef __int128 settle_i128_t;

@@ -237,7 +237,8 @@ static void emit_line(stmt_t *s, const journal_entry_t *e, bool first)
         fprintf(s->out, ",\"%s\":", names[i]);
         json_write_string(s->out, strs[i]);
     }
-    fprintf(s->out, ",\"points\":%" PRId64 ",\"money_minor\":%" PRId64 ",\"fee_minor\":%" PRId64 "}",
+    fprintf(s->out,
+            ",\"points\":%" PRId64 ",\"money_minor\":%" PRId64 ",\"fee_minor\":%" PRId64 "}",
             e->points, e->settle_minor, e->fee_minor);
 }
 
@@ -286,14 +287,14 @@ static void emit_party_json(stmt_t *s, const party_t *p, bool first)
             ",\"currency\":\"%s\",\"points_issued\":%" PRId64 ",\"points_issued_reversed\":%" PRId64
             ",\"points_redeemed\":%" PRId64 ",\"points_redeemed_reversed\":%" PRId64
             ",\"points_topped_up\":%" PRId64 ",\"issue_minor\":%" PRId64
-            ",\"issue_reversed_minor\":%" PRId64 ",\"topup_minor\":%" PRId64 ",\"fee_minor\":%" PRId64
-            ",\"reimburse_minor\":%" PRId64 ",\"reimburse_reversed_minor\":%" PRId64
-            ",\"partner_pays_minor\":%" PRId64 ",\"partner_is_paid_minor\":%" PRId64
-            ",\"net_minor\":%" PRId64 ",\"direction\":\"%s\",\"entries\":%" PRIu64
-            ",\"operator_net_minor\":%" PRId64 ",\"owes_redeemers_minor\":%" PRId64
-            ",\"owed_by_issuers_minor\":%" PRId64 ",\"hub_reimburse_minor\":%" PRId64
-            ",\"hub_reimburse_reversed_minor\":%" PRId64 ",\"points_expired\":%" PRId64
-            ",\"points_expired_reversed\":%" PRId64 "}",
+            ",\"issue_reversed_minor\":%" PRId64 ",\"topup_minor\":%" PRId64
+            ",\"fee_minor\":%" PRId64 ",\"reimburse_minor\":%" PRId64
+            ",\"reimburse_reversed_minor\":%" PRId64 ",\"partner_pays_minor\":%" PRId64
+            ",\"partner_is_paid_minor\":%" PRId64 ",\"net_minor\":%" PRId64
+            ",\"direction\":\"%s\",\"entries\":%" PRIu64 ",\"operator_net_minor\":%" PRId64
+            ",\"owes_redeemers_minor\":%" PRId64 ",\"owed_by_issuers_minor\":%" PRId64
+            ",\"hub_reimburse_minor\":%" PRId64 ",\"hub_reimburse_reversed_minor\":%" PRId64
+            ",\"points_expired\":%" PRId64 ",\"points_expired_reversed\":%" PRId64 "}",
             p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
             c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
             c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
@@ -402,7 +403,8 @@ static void emit_header(stmt_t *s)
     settle_time_text(s->w.start_ms, start);
     settle_time_text(s->w.end_ms, end);
     hex_of(s->w.last_hash, WIRE_HASH_BYTES, hash);
-    const char *model = s->w.model == COALITION__SETTLEMENT_MODEL__MODEL_HUB ? "hub" : "issuer-pays";
+    const char *model =
+        s->w.model == COALITION__SETTLEMENT_MODEL__MODEL_HUB ? "hub" : "issuer-pays";
     if (s->csv) {
         fprintf(s->out, "record,format,window,start,end,model,first_seq,last_seq,last_hash,"
                         "close_seq,partner\n");
@@ -419,12 +421,13 @@ static void emit_header(stmt_t *s)
                         "points_expired,points_expired_reversed\n");
         return;
     }
-    fprintf(s->out,
-            "{\"statement\":{\"format\":\"%s\",\"window\":%" PRIu64 ",\"start\":\"%s\",\"end\":\"%s\","
-            "\"model\":\"%s\",\"first_seq\":%" PRIu64 ",\"last_seq\":%" PRIu64 ",\"last_hash\":\"%s\","
-            "\"close_seq\":%" PRIu64 ",\"partner\":",
-            STATEMENT_FORMAT, s->w.id, start, end, model, s->w.first_seq, s->w.last_seq, hash,
-            s->w.close_seq);
+    fprintf(
+        s->out,
+        "{\"statement\":{\"format\":\"%s\",\"window\":%" PRIu64 ",\"start\":\"%s\",\"end\":\"%s\","
+        "\"model\":\"%s\",\"first_seq\":%" PRIu64 ",\"last_seq\":%" PRIu64 ",\"last_hash\":\"%s\","
+        "\"close_seq\":%" PRIu64 ",\"partner\":",
+        STATEMENT_FORMAT, s->w.id, start, end, model, s->w.first_seq, s->w.last_seq, hash,
+        s->w.close_seq);
     json_write_string(s->out, s->partner != NULL ? s->partner : "");
 }
 
@@ -463,8 +466,8 @@ static int build(stmt_t *s, char **doc, size_t *len)
     s->parties = calloc(SETTLE_PARTNERS_MAX, sizeof *s->parties);
     s->owes = calloc(SETTLE_PARTNERS_MAX, sizeof *s->owes);
     s->out = open_memstream(doc, len);
-    int rc = s->parties != NULL && s->owes != NULL && s->out != NULL ? load_parties(s)
-                                                                       : CL_ERR_NOMEM;
+    int rc =
+        s->parties != NULL && s->owes != NULL && s->out != NULL ? load_parties(s) : CL_ERR_NOMEM;
     if (rc == CL_OK)
         rc = emit(s);
     if (s->out != NULL && fclose(s->out) != 0 && rc == CL_OK)

@@ -148,7 +148,8 @@ static int check_policies_record(verify_t *v)
                r->policies[i]->term_seconds == l->policies[i].term_s &&
                r->policies[i]->inactivity_seconds == l->policies[i].inactivity_s;
     coalition__expiry_policies__free_unpacked(r, NULL);
-    return same ? CL_OK : verify_violation(v, "the expiry policies record differs from the journal");
+    return same ? CL_OK
+                : verify_violation(v, "the expiry policies record differs from the journal");
 }
 
 /* ---- entries ------------------------------------------------------------------------ */
@@ -208,9 +209,8 @@ static int check_expiry(verify_t *v, const journal_entry_t *e)
     for (size_t i = 0; i < e->n_lots; i++) {
         const Coalition__LotUse *u = e->lots[i];
         if (!e->inactive && u->expiry_ms > e->expire_as_of_ms)
-            return verify_violation(v, "expiry %llu takes lot %llu.%u, not due until %lld",
-                                    SEQ(e), (unsigned long long)u->seq, u->part,
-                                    (long long)u->expiry_ms);
+            return verify_violation(v, "expiry %llu takes lot %llu.%u, not due until %lld", SEQ(e),
+                                    (unsigned long long)u->seq, u->part, (long long)u->expiry_ms);
         int rc = set_add(v->lots, u->seq, u->part);
         if (rc == CL_ERR_EXISTS)
             return verify_violation(v, "expiry %llu takes lot %llu.%u, which expired before",

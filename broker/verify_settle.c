@@ -94,8 +94,8 @@ static int note_contract(verify_t *v, vpartner_t *p, const settle_contract_t *c)
         return rc;
     item->c = *c;
     size_t at = p->n_contracts++;
-    while (at > 0 && ((vcontract_t *)vmap_at(&v->contracts, p->contracts[at - 1]))->c.from_ms >
-                         c->from_ms) {
+    while (at > 0 &&
+           ((vcontract_t *)vmap_at(&v->contracts, p->contracts[at - 1]))->c.from_ms > c->from_ms) {
         p->contracts[at] = p->contracts[at - 1];
         at--;
     }
@@ -221,8 +221,9 @@ static int expect_shares(verify_t *v, const journal_entry_t *e, char (*ids)[PART
     }
     if (same && k == e->n_issuer_shares)
         return CL_OK;
-    return verify_violation(v, "entry %llu (%s): its issuer shares are not the pro rata split of "
-                               "the outstanding points",
+    return verify_violation(v,
+                            "entry %llu (%s): its issuer shares are not the pro rata split of "
+                            "the outstanding points",
                             SEQ(e), ledger_entry_kind_name(e->kind));
 }
 
@@ -345,8 +346,8 @@ static int settle_topup(verify_t *v, const journal_entry_t *e)
     const settle_contract_t *c = p != NULL ? verify_contract_at(v, p, e->time_ms) : NULL;
     if (c == NULL || c->funding != COALITION__FUNDING__FUNDING_PREPAID || e->points <= 0 ||
         e->points > POINTS_MAX || e->n_postings != 0)
-        return verify_violation(v, "top-up entry %llu: %s has no prepaid contract in force",
-                                SEQ(e), e->participant);
+        return verify_violation(v, "top-up entry %llu: %s has no prepaid contract in force", SEQ(e),
+                                e->participant);
     int rc = expect_priced(v, e, c, amount_price(e->points, c->issue_price_per_mille), 0);
     return rc == CL_OK ? prepaid_add(v, e, p, e->points) : rc;
 }
@@ -575,9 +576,8 @@ int verify_settle_entry(verify_t *v, const journal_entry_t *e)
 static int visit_contract(const MDB_val *k, const MDB_val *val, void *ctx)
 {
     verify_t *v = ctx;
-    vcontract_t *item = k->mv_size < VERIFY_KEY_BYTES_MAX
-                            ? vmap_find(&v->contracts, k->mv_data, k->mv_size)
-                            : NULL;
+    vcontract_t *item =
+        k->mv_size < VERIFY_KEY_BYTES_MAX ? vmap_find(&v->contracts, k->mv_data, k->mv_size) : NULL;
     if (item == NULL)
         return verify_violation(v, "a contract record no journal entry recorded (%.*s)",
                                 (int)strnlen(k->mv_data, k->mv_size), (const char *)k->mv_data);
@@ -618,9 +618,8 @@ static bool counters_equal(const settle_counters_t *a, const settle_counters_t *
 
 static int check_counters(verify_t *v, const MDB_val *k, const MDB_val *val)
 {
-    vcounters_t *item = k->mv_size < VERIFY_KEY_BYTES_MAX
-                            ? vmap_find(&v->counters, k->mv_data, k->mv_size)
-                            : NULL;
+    vcounters_t *item =
+        k->mv_size < VERIFY_KEY_BYTES_MAX ? vmap_find(&v->counters, k->mv_data, k->mv_size) : NULL;
     const uint8_t *key = k->mv_data;
     unsigned long long id = k->mv_size >= 9 ? (unsigned long long)store_get_u64(key + 1) : 0;
     int plen = k->mv_size >= 9 ? (int)(k->mv_size - 9) : 0;
@@ -673,9 +672,9 @@ static int check_outstanding(verify_t *v, const MDB_val *val)
 
 static int check_prepaid(verify_t *v, const MDB_val *k, const MDB_val *val, uint64_t *nonzero)
 {
-    vpartner_t *p = k->mv_size > 1 ? vmap_find(&v->partners, (const char *)k->mv_data + 1,
-                                               k->mv_size - 1)
-                                   : NULL;
+    vpartner_t *p = k->mv_size > 1
+                        ? vmap_find(&v->partners, (const char *)k->mv_data + 1, k->mv_size - 1)
+                        : NULL;
     Coalition__PartnerPosition *r =
         coalition__partner_position__unpack(NULL, val->mv_size, val->mv_data);
     bool same = p != NULL && r != NULL && r->prepaid_remaining == p->prepaid;
@@ -691,8 +690,8 @@ static int check_prepaid(verify_t *v, const MDB_val *k, const MDB_val *val, uint
 typedef struct {
     verify_t *v;
     uint64_t windows, open_id;
-    uint64_t prev_last_seq; /* the previous window's last seq (0: open or none) */
-    int64_t prev_end_ms;    /* the previous window's end */
+    uint64_t prev_last_seq;   /* the previous window's last seq (0: open or none) */
+    int64_t prev_end_ms;      /* the previous window's end */
     uint64_t prepaid_records; /* those holding points, each matching the journal */
 } vsettle_walk_t;
 
@@ -700,7 +699,7 @@ static int check_window_hash(verify_t *v, const Coalition__WindowRecord *r)
 {
     if (r->last_seq == 0)
         return r->last_hash.len == 0 || r->last_hash.len == WIRE_HASH_BYTES ? CL_OK
-                                                                           : CL_ERR_CORRUPT;
+                                                                            : CL_ERR_CORRUPT;
     journal_entry_t *e = NULL;
     int rc = ledger_get_entry(v->ledger, v->txn, r->last_seq, &e);
     if (rc == CL_ERR_NOT_FOUND)
@@ -729,10 +728,11 @@ static int check_window(vsettle_walk_t *w, const Coalition__WindowRecord *r)
                                 (unsigned long long)r->id);
     bool holds = seen != NULL && seen->max_seq != 0; /* a closed window may hold nothing */
     if (holds && (seen->min_seq < r->first_seq || (!open && seen->max_seq > r->last_seq)))
-        return verify_violation(v, "window %llu holds entries %llu..%llu outside its seqs %llu..%llu",
+        return verify_violation(v,
+                                "window %llu holds entries %llu..%llu outside its seqs %llu..%llu",
                                 (unsigned long long)r->id, (unsigned long long)seen->min_seq,
-                                (unsigned long long)seen->max_seq,
-                                (unsigned long long)r->first_seq, (unsigned long long)r->last_seq);
+                                (unsigned long long)seen->max_seq, (unsigned long long)r->first_seq,
+                                (unsigned long long)r->last_seq);
     uint64_t close_seq = seen != NULL ? seen->close_seq : 0;
     if (closed != (close_seq != 0) || r->close_seq != close_seq)
         return verify_violation(v, "window %llu says closed at %llu, the journal at %llu",
@@ -740,8 +740,9 @@ static int check_window(vsettle_walk_t *w, const Coalition__WindowRecord *r)
                                 (unsigned long long)close_seq);
     vconfig_t cfg = config_before(v, r->first_seq);
     if ((int)r->model != cfg.model || r->grace_seconds != cfg.grace_seconds)
-        return verify_violation(v, "window %llu's model or grace is not the configuration's "
-                                   "before entry %llu",
+        return verify_violation(v,
+                                "window %llu's model or grace is not the configuration's "
+                                "before entry %llu",
                                 (unsigned long long)r->id, (unsigned long long)r->first_seq);
     if (w->windows > 0 && w->prev_last_seq + 1 != r->first_seq)
         return verify_violation(v, "window %llu starts at entry %llu, its predecessor ends at %llu",
@@ -751,8 +752,9 @@ static int check_window(vsettle_walk_t *w, const Coalition__WindowRecord *r)
      * have opened the next one (at its end: an early close in the same batch). */
     if ((w->windows > 0 && r->start_ms < w->prev_end_ms) ||
         (holds && seen->max_time_ms > r->end_ms))
-        return verify_violation(v, "window %llu (%lld to %lld) overlaps its predecessor or holds an "
-                                   "entry recorded after its end",
+        return verify_violation(v,
+                                "window %llu (%lld to %lld) overlaps its predecessor or holds an "
+                                "entry recorded after its end",
                                 (unsigned long long)r->id, (long long)r->start_ms,
                                 (long long)r->end_ms);
     w->windows++;
@@ -775,10 +777,10 @@ static int visit_settlement(const MDB_val *k, const MDB_val *val, void *ctx)
         return CL_OK; /* checked after the walk */
     if (tag == 'O' && k->mv_size == 1)
         return check_outstanding(w->v, val);
-    Coalition__WindowRecord *r = tag == 'W' && k->mv_size == 9
-                                     ? coalition__window_record__unpack(NULL, val->mv_size,
-                                                                        val->mv_data)
-                                     : NULL;
+    Coalition__WindowRecord *r =
+        tag == 'W' && k->mv_size == 9
+            ? coalition__window_record__unpack(NULL, val->mv_size, val->mv_data)
+            : NULL;
     int rc = r != NULL && r->id == store_get_u64((const uint8_t *)k->mv_data + 1)
                  ? check_window(w, r)
                  : verify_violation(w->v, "an unreadable settlement record");
@@ -828,23 +830,24 @@ int verify_settle_records(verify_t *v)
     for (size_t i = 0; rc == CL_OK && i < v->pairs.count; i++) {
         const vpair_t *p = vmap_at(&v->pairs, i);
         if (!p->seen)
-            rc = verify_violation(v, "window %llu: what %s owes %s is missing from its counters",
-                                  (unsigned long long)store_get_u64((const uint8_t *)p->key.bytes + 1),
-                                  p->key.bytes + 10 + strlen(p->key.bytes + 9), p->key.bytes + 9);
+            rc = verify_violation(
+                v, "window %llu: what %s owes %s is missing from its counters",
+                (unsigned long long)store_get_u64((const uint8_t *)p->key.bytes + 1),
+                p->key.bytes + 10 + strlen(p->key.bytes + 9), p->key.bytes + 9);
     }
     for (size_t i = 0; rc == CL_OK && i < v->counters.count; i++) {
         const vcounters_t *c = vmap_at(&v->counters, i);
         if (!c->seen)
-            rc = verify_violation(v, "window %llu counters of %s are missing",
-                                  (unsigned long long)store_get_u64((const uint8_t *)c->key.bytes + 1),
-                                  c->key.bytes + 9);
+            rc = verify_violation(
+                v, "window %llu counters of %s are missing",
+                (unsigned long long)store_get_u64((const uint8_t *)c->key.bytes + 1),
+                c->key.bytes + 9);
     }
     uint64_t holding = 0;
     for (size_t i = 0; i < v->partners.count; i++)
         holding += ((const vpartner_t *)vmap_at(&v->partners, i))->prepaid != 0;
     if (rc == CL_OK && holding != w.prepaid_records)
         rc = verify_violation(v, "%llu partners hold prepaid points by the journal, %llu records",
-                              (unsigned long long)holding,
-                              (unsigned long long)w.prepaid_records);
+                              (unsigned long long)holding, (unsigned long long)w.prepaid_records);
     return rc;
 }

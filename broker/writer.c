@@ -150,10 +150,11 @@ static void answer_slice(writer_t *self, request_t *r)
     char text[RECEIPT_TEXT_BYTES_MAX];
     authorization_t auth;
     int rc = e->as_of_ms > clock_wall_ms() ? CL_ERR_INVALID : expire_slice(self, e->as_of_ms, &res);
-    int code = rc == CL_OK ? RC_APPROVED : rc == CL_ERR_INVALID ? RC_INVALID_AMOUNT : RC_SYSTEM_ERROR;
+    int code = rc == CL_OK            ? RC_APPROVED
+               : rc == CL_ERR_INVALID ? RC_INVALID_AMOUNT
+                                      : RC_SYSTEM_ERROR;
     if (rc == CL_OK)
-        snprintf(text, sizeof text,
-                 "Expired %lld points of %zu member(s) in %zu entries; %s",
+        snprintf(text, sizeof text, "Expired %lld points of %zu member(s) in %zu entries; %s",
                  (long long)res.points, res.members, res.entries,
                  res.more ? "more is due" : "nothing more is due");
     else if (rc == CL_ERR_INVALID)
@@ -195,8 +196,8 @@ static void daily_expiry(writer_t *self)
     expiry_result_t res = {0};
     int rc = expire_slice(self, self->run_as_of_ms, &res);
     if (rc != CL_OK) {
-        log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
-                  "expiry: slice failed: %s", cl_strerror(rc));
+        log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR, "expiry: slice failed: %s",
+                  cl_strerror(rc));
         return; /* tried again next loop; each slice is all or nothing */
     }
     self->run_slices++;
@@ -206,9 +207,9 @@ static void daily_expiry(writer_t *self)
     if (res.more)
         return;
     log_msg(self->run_total.entries > 0 ? LOG_INFO : LOG_DEBUG,
-           "expiry: daily run done: %lld points of %zu member(s) in %zu entries, %zu slice(s)",
-           (long long)self->run_total.points, self->run_total.members, self->run_total.entries,
-           self->run_slices);
+            "expiry: daily run done: %lld points of %zu member(s) in %zu entries, %zu slice(s)",
+            (long long)self->run_total.points, self->run_total.members, self->run_total.entries,
+            self->run_slices);
     self->run_as_of_ms = 0;
     self->expired_day = day;
 }
@@ -225,8 +226,7 @@ static int recv_batch(void *sock, int flags, batch_t **out)
 
 /* Block for the first batch, then take whatever else is already queued. Returns true
  * when the I/O thread's stop message (a NULL batch) arrived or the socket failed. */
-static bool collect(void *sock, bool busy, batch_t **batches, size_t *n_out,
-                    size_t *requests_out)
+static bool collect(void *sock, bool busy, batch_t **batches, size_t *n_out, size_t *requests_out)
 {
     size_t n = 0, requests = 0;
     int flags = busy ? ZMQ_DONTWAIT : 0; /* an expiry run under way: never wait */

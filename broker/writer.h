@@ -19,7 +19,8 @@
 /* An expiry run goes in slices of this many members (each slice one commit between
  * rounds of requests, so authorizations wait for at most one slice). */
 #define WRITER_EXPIRY_SLICE_MEMBERS 128
-_Static_assert(WRITER_EXPIRY_SLICE_MEMBERS <= EXPIRY_MEMBERS_PER_SLICE_MAX, "a slice the ledger takes");
+_Static_assert(WRITER_EXPIRY_SLICE_MEMBERS <= EXPIRY_MEMBERS_PER_SLICE_MAX,
+               "a slice the ledger takes");
 /* The daily run: minutes after midnight UTC; OFF: none. */
 #define WRITER_EXPIRE_OFF (-1)
 #define WRITER_EXPIRE_AT_DEFAULT (3 * 60)

@@ -213,7 +213,8 @@ static int validate_card_enroll(const Coalition__CardEnrollRequest *r, bool from
                                 size_t why_size)
 {
     if (!wire_id_valid(r->bank_ref, BANK_REF_LEN_MAX))
-        return refuse(why, why_size, RC_FORMAT_ERROR, "bank customer reference missing or malformed");
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "bank customer reference missing or malformed");
     if (from_admin ? !wire_id_valid(r->bank_id, PARTNER_ID_LEN_MAX) : r->bank_id[0] != '\0')
         return refuse(why, why_size, RC_FORMAT_ERROR,
                       from_admin ? "bank id missing or malformed" : "bank id is the sender's");
@@ -227,9 +228,9 @@ static int validate_card_enroll(const Coalition__CardEnrollRequest *r, bool from
         r->action != COALITION__CARD_ACTION__CARD_UNLINK && !replace)
         return refuse(why, why_size, RC_FORMAT_ERROR, "action must be enrol, unlink or replace");
     if (!replace)
-        return r->new_card == NULL ? RC_APPROVED
-                                   : refuse(why, why_size, RC_FORMAT_ERROR,
-                                            "a new card is given only to replace");
+        return r->new_card == NULL
+                   ? RC_APPROVED
+                   : refuse(why, why_size, RC_FORMAT_ERROR, "a new card is given only to replace");
     rc = validate_card(r->new_card, true, why, why_size);
     if (rc == RC_APPROVED && strcmp(r->card->pan, r->new_card->pan) == 0)
         return refuse(why, why_size, RC_INVALID_TRANSACTION, "a card cannot replace itself");
@@ -368,7 +369,8 @@ static int validate_settlement(const envelope_t *env, char *why, size_t why_size
         return refuse(why, why_size, RC_FORMAT_ERROR, "period out of range (0: a month)");
     if (c->grace_seconds < 0 || c->grace_seconds > SETTLEMENT_GRACE_SECONDS_MAX ||
         (c->period_seconds > 0 && c->grace_seconds >= c->period_seconds))
-        return refuse(why, why_size, RC_FORMAT_ERROR, "grace out of range (shorter than the period)");
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "grace out of range (shorter than the period)");
     if (c->model != COALITION__SETTLEMENT_MODEL__MODEL_HUB &&
         c->model != COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS)
         return refuse(why, why_size, RC_FORMAT_ERROR, "model must be hub or issuer-pays");

@@ -61,7 +61,7 @@ _Static_assert(AUTH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX, "a reply is never over 
 #define PRICE_PER_MILLE_MAX INT64_C(1000000) /* 10,000.00 per 1,000 points, 2 decimals */
 #define FEE_MINOR_MAX INT64_C(1000000)
 #define NET_CAP_MINOR_MAX INT64_C(1000000000000000)
-#define CONTRACT_FROM_MS_MAX INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
+#define CONTRACT_FROM_MS_MAX INT64_C(253402300799999)   /* 9999-12-31T23:59:59.999Z */
 #define SETTLEMENT_PERIOD_SECONDS_MAX INT64_C(31622400) /* 366 days */
 /* Automatic close waits at most this long after a window ends; shorter than any period
  * (a calendar month has 28 days or more), so at most two windows are unclosed at once

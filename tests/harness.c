@@ -228,6 +228,10 @@ void world_start_broker(world_t *w)
         argv[n++] = "--memory-max-mb";
         argv[n++] = memory;
     }
+    if (w->broker_expire_at != NULL) {
+        argv[n++] = "--expire-at";
+        argv[n++] = (char *)w->broker_expire_at;
+    }
     argv[n] = NULL;
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;

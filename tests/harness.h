@@ -40,7 +40,8 @@ typedef struct world {
     char admin_endpoint[HARNESS_PATH_BYTES + 32];
     char broker_pub[HARNESS_PATH_BYTES + 32]; /* the broker's public key file (coalitionctl init) */
     bool insecure; /* start broker and agents with --insecure (plain TCP); default CURVE */
-    int broker_memory_max_mb; /* > 0: the broker's --memory-max-mb */
+    int broker_memory_max_mb;     /* > 0: the broker's --memory-max-mb */
+    const char *broker_expire_at; /* non-NULL: the broker's --expire-at */
     proc_t broker;
     agent_proc_t agents[HARNESS_AGENTS_MAX];
     size_t agent_count;

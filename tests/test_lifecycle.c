@@ -33,7 +33,7 @@
 
 #define T0 INT64_C(1800000000000)
 #define DAY INT64_C(86400000)
-#define DAYS(n) ((int64_t)(n) * 86400)
+#define DAYS(n) ((int64_t)(n)*86400)
 #define WHY_BYTES 512
 #define LOTS_SEEN_MAX 256
 
@@ -270,9 +270,9 @@ static ledger_member_points_t points_of(fixture_t *f, const char *member, int64_
 {
     ledger_member_points_t p;
     size_t none = 0;
-    EXPECT_OK("member lots", ledger_member_lots(f->l, member, now, &p, rows,
-                                                rows != NULL ? LOTS_SEEN_MAX : 0,
-                                                n != NULL ? n : &none));
+    EXPECT_OK("member lots",
+              ledger_member_lots(f->l, member, now, &p, rows, rows != NULL ? LOTS_SEEN_MAX : 0,
+                                 n != NULL ? n : &none));
     return p;
 }
 
@@ -333,12 +333,12 @@ static void burn_spans_lots_soonest_expiry_first(void **state)
     size_t n = 0;
     result_t pol = op_policy(f, T0, DAYS(365), 0);
     expect_code("term 365d", &pol, RC_APPROVED);
-    earn(f, "fuel", "a", "alice", 10, T0);                    /* expires T0 + 365d */
+    earn(f, "fuel", "a", "alice", 10, T0); /* expires T0 + 365d */
     op_policy(f, T0 + DAY, DAYS(30), 0);
-    earn(f, "grocer", "b", "alice", 20, T0 + 2 * DAY);        /* T0 + 32d */
-    earn(f, "fuel", "c", "alice", 30, T0 + 3 * DAY);          /* T0 + 33d */
+    earn(f, "grocer", "b", "alice", 20, T0 + 2 * DAY); /* T0 + 32d */
+    earn(f, "fuel", "c", "alice", 30, T0 + 3 * DAY);   /* T0 + 33d */
     op_policy(f, T0 + 4 * DAY, DAYS(730), 0);
-    earn(f, "grocer", "d", "alice", 40, T0 + 5 * DAY);        /* T0 + 735d */
+    earn(f, "grocer", "d", "alice", 40, T0 + 5 * DAY); /* T0 + 735d */
     result_t b = burn(f, "fuel", "b1", "alice", 55, false, T0 + 6 * DAY);
     expect_code("burn 55", &b, RC_APPROVED);
     EXPECT_EQ("balance after", 45, b.balance);
@@ -403,7 +403,7 @@ static void expiry_run_twice_changes_nothing_the_second_time(void **state)
     earn(f, "grocer", "b", "alice", 20, T0 + DAY);
     earn(f, "grocer", "c", "bob", 5, T0 + 20 * DAY);
     burn(f, "fuel", "b1", "alice", 4, false, T0 + 2 * DAY); /* 4 of a's */
-    int64_t now = T0 + 31 * DAY + 1;                       /* a and b are due, c is not */
+    int64_t now = T0 + 31 * DAY + 1;                        /* a and b are due, c is not */
     expiry_result_t r = expire(f, now, now);
     EXPECT_EQ("members", 1, r.members);
     EXPECT_EQ("entries", 1, r.entries);
@@ -526,9 +526,9 @@ static void prop_earn_or_burn(prop_t *p, bool is_earn)
     int partner = (int)rnd(p, 2);
     const char *member = MEMBERS[rnd(p, PROP_MEMBERS)];
     snprintf(txn, sizeof txn, "s%u-x%u", p->run, p->n);
-    result_t r = is_earn ? earn(p->f, PARTNERS[partner], txn, member, 1 + rnd(p, 50), p->now)
-                         : burn(p->f, PARTNERS[partner], txn, member, 1 + rnd(p, 60), rnd(p, 2),
-                                p->now);
+    result_t r =
+        is_earn ? earn(p->f, PARTNERS[partner], txn, member, 1 + rnd(p, 50), p->now)
+                : burn(p->f, PARTNERS[partner], txn, member, 1 + rnd(p, 60), rnd(p, 2), p->now);
     if (r.code != RC_APPROVED && r.code != RC_PARTIAL) {
         p->declines++;
         return;
@@ -613,7 +613,8 @@ static void prop_check(prop_t *p)
     int64_t breakage = account(p->f, ACCOUNT_BREAKAGE);
     EXPECT_EQ("issued = outstanding + redeemed + breakage", p->t.issued,
               outstanding + p->t.redeemed + breakage);
-    int64_t issued = -(account(p->f, "partner:fuel:issued") + account(p->f, "partner:grocer:issued"));
+    int64_t issued =
+        -(account(p->f, "partner:fuel:issued") + account(p->f, "partner:grocer:issued"));
     int64_t redeemed =
         account(p->f, "partner:fuel:redeemed") + account(p->f, "partner:grocer:redeemed");
     EXPECT_EQ("the ledger's issued points", p->t.issued, issued);
@@ -637,8 +638,10 @@ static void property_random_streams(void **state)
         p.now = T0 + (int64_t)seed * 1000 * DAY;
         op_policy(f, p.now, DAYS(30), DAYS(90));
         p.t.broken = account(f, ACCOUNT_BREAKAGE);
-        int64_t issued0 = -(account(f, "partner:fuel:issued") + account(f, "partner:grocer:issued"));
-        int64_t redeemed0 = account(f, "partner:fuel:redeemed") + account(f, "partner:grocer:redeemed");
+        int64_t issued0 =
+            -(account(f, "partner:fuel:issued") + account(f, "partner:grocer:issued"));
+        int64_t redeemed0 =
+            account(f, "partner:fuel:redeemed") + account(f, "partner:grocer:redeemed");
         p.t.issued = issued0;
         p.t.redeemed = redeemed0;
         for (unsigned i = 0; i < 400; i++) {
