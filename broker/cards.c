@@ -466,7 +466,7 @@ static int enrol(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollReques
     if (rc != CL_OK || d->code != RC_APPROVED)
         return rc;
     d->kind = COALITION__ENTRY_KIND__ENTRY_CARD_ENROL;
-    assert(claimed >= 0 && d->posting_count == (claimed > 0 ? DECISION_POSTINGS_MAX : 0));
+    assert(claimed >= 0 && d->posting_count == (claimed > 0 ? MOVE_POSTINGS : 0));
     d->points = claimed;
     int n = snprintf(d->text, sizeof d->text, "Card %s enrolled to member %s", r->card->masked,
                      h.member);
@@ -689,7 +689,7 @@ int rules_unclaimed_lapse(ledger_t *self, MDB_txn *txn, const envelope_t *env, d
     if (rc != CL_OK)
         goto out;
     d->kind = COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE;
-    assert(points >= 0 && d->posting_count == (points > 0 ? DECISION_POSTINGS_MAX : 0));
+    assert(points >= 0 && d->posting_count == (points > 0 ? MOVE_POSTINGS : 0));
     d->points = points;
     d->balance = 0;
     d->has_card = true;

@@ -138,7 +138,19 @@ static void usage(FILE *out)
           "                                         runs it daily, --expire-at); a second run\n"
           "                                         changes nothing\n"
           "  contract set ID ... --return-period D  earns there stay pending (not burnable)\n"
-          "                                         for D; a refund inside it cancels them\n",
+          "                                         for D; a refund inside it cancels them\n"
+          "  tiers [--set NAME:THRESHOLD:MULT,... | --none]\n"
+          "                                         show or set the tiers from now on: held\n"
+          "                                         by base points qualified in the current\n"
+          "                                         and 11 previous calendar months, each\n"
+          "                                         multiplying base earns (e.g.\n"
+          "                                         Base:0:1,Silver:5000:1.5,Gold:20000:2)\n"
+          "  rule add PARTNER (--multiplier X | --threshold AMOUNT --bonus N |\n"
+          "               --first-earn-bonus N) [--from TIME] [--until TIME]\n"
+          "  rule list [PARTNER] | rule end PARTNER ID [--at TIME]\n"
+          "                                         earning rules at a partner's tills, billed\n"
+          "                                         to it: bonuses on the base points, tier\n"
+          "                                         first, then rules by id; they add up\n",
           out);
 }
 
@@ -862,6 +874,10 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return ctl_expiry_policy(ctl, argc, argv);
     if (strcmp(cmd, "expire") == 0)
         return ctl_expire(ctl, argc, argv);
+    if (strcmp(cmd, "tiers") == 0)
+        return ctl_tiers(ctl, argc, argv);
+    if (strcmp(cmd, "rule") == 0)
+        return ctl_rule(ctl, argc, argv);
     if (strcmp(cmd, "member") == 0 && argc >= 2 && strcmp(argv[1], "add") == 0)
         return cmd_member_add(ctl, argc - 1, argv + 1);
     if (strcmp(cmd, "balance") == 0)

@@ -53,6 +53,9 @@ int ctl_card_settings(ctl_t *ctl, int argc, char **argv);
 /* ctl_lifecycle.c: expiry-policy (show or set) and expire --as-of TIME. */
 int ctl_expiry_policy(ctl_t *ctl, int argc, char **argv);
 int ctl_expire(ctl_t *ctl, int argc, char **argv);
+/* ctl_lifecycle.c: tiers (show, --set, --none) and rule add|list|end. */
+int ctl_tiers(ctl_t *ctl, int argc, char **argv);
+int ctl_rule(ctl_t *ctl, int argc, char **argv);
 
 /* ctl_liability.c: points outstanding by issuer and age, valued at issue price. */
 int ctl_liability(ctl_t *ctl, int argc, char **argv);

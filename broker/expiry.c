@@ -177,7 +177,7 @@ int rules_expire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     d->points = res.taken;
     d->expire_as_of_ms = r->as_of_ms;
     snprintf(d->member_id, sizeof d->member_id, "%s", r->member_id);
-    assert(d->n_lots > 0 && d->posting_count == DECISION_POSTINGS_MAX);
+    assert(d->n_lots > 0 && d->posting_count == MOVE_POSTINGS);
     return rc == CL_OK ? expire_text(d, r->member_id, r->as_of_ms) : rc;
 }
 

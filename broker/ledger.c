@@ -46,9 +46,10 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         {"cards", &self->db_cards},         {"bank_refs", &self->db_bank_refs},
         {"banks", &self->db_banks},         {"unclaimed", &self->db_unclaimed},
         {"lots", &self->db_lots},           {"lot_due", &self->db_lot_due},
-        {"idle", &self->db_idle},
+        {"idle", &self->db_idle},           {"rules", &self->db_rules},
+        {"spend", &self->db_spend},
     };
-    _Static_assert(17 <= STORE_DBS_MAX, "the environment opens every database");
+    _Static_assert(19 <= STORE_DBS_MAX, "the environment opens every database");
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc != MDB_SUCCESS) {
@@ -477,6 +478,11 @@ static void reply_from_decision(const ledger_t *self, authorization_t *auth, con
     auth->auth_code = auth_code;
     auth->available = d->available;
     auth->pending_points = d->pending;
+    if (d->kind == COALITION__ENTRY_KIND__ENTRY_EARN) {
+        auth->tier = d->tier;
+        auth->base_points = d->base_points;
+        auth->bonus_points = d->bonus_total;
+    }
     if (seq > 0) {
         auth->window_id = self->batch_window_id;
         auth->settle_minor = d->settle.settle_minor;
@@ -680,6 +686,26 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
     e.expiry_policy = d->has_expiry_policy ? &d->expiry_policy : NULL;
     e.expire_as_of_ms = d->expire_as_of_ms;
     e.inactive = d->inactive;
+    Coalition__Bonus bonuses[BONUSES_PER_EARN_MAX], *bonus_ptrs[BONUSES_PER_EARN_MAX];
+    assert(d->n_bonuses <= BONUSES_PER_EARN_MAX);
+    for (size_t i = 0; i < d->n_bonuses; i++) {
+        coalition__bonus__init(&bonuses[i]);
+        bonuses[i].rule_id = d->bonuses[i].rule_id;
+        bonuses[i].kind = d->bonuses[i].kind;
+        bonuses[i].points = d->bonuses[i].points;
+        bonus_ptrs[i] = &bonuses[i];
+    }
+    e.bonuses = bonus_ptrs;
+    e.n_bonuses = d->n_bonuses;
+    if (d->kind == COALITION__ENTRY_KIND__ENTRY_EARN) {
+        e.base_points = d->base_points;
+        e.tier = d->tier;
+        e.tier_multiplier_milli = d->tier_multiplier_milli;
+        e.qualifying_points = d->qualifying;
+    }
+    e.tier_after = d->has_tier ? d->tier_after : "";
+    e.tier_settings = d->has_tier_settings ? &d->tier_settings : NULL;
+    e.rule = d->has_rule ? &d->rule : NULL;
     for (size_t i = 0; i < d->posting_count; i++)
         postings[i] = &d->postings[i];
     e.postings = postings;

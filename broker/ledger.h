@@ -150,6 +150,21 @@ typedef struct ledger_lot_row {
 int ledger_member_lots(ledger_t *self, const char *member_id, int64_t now_ms,
                        ledger_member_points_t *out, ledger_lot_row_t *rows, size_t max,
                        size_t *count_out);
+/* Tiers in force, and the earning rules not over yet (a partner's, or all with NULL),
+ * by partner and id; read-only ledgers. */
+typedef struct ledger_tier_row {
+    char name[TIER_NAME_LEN_MAX + 1];
+    int64_t threshold_points, multiplier_milli;
+} ledger_tier_row_t;
+typedef struct ledger_rule_row {
+    uint64_t id;
+    char partner_id[PARTNER_ID_LEN_MAX + 1];
+    int kind; /* COALITION__RULE_KIND__RULE_* */
+    int64_t from_ms, until_ms, multiplier_milli, threshold_minor, bonus_points;
+} ledger_rule_row_t;
+int ledger_tiers(ledger_t *self, ledger_tier_row_t *rows, size_t max, size_t *count_out);
+int ledger_rules(ledger_t *self, const char *partner, ledger_rule_row_t *rows, size_t max,
+                 size_t *count_out);
 /* The expiry policies the ledger holds, by start time (read-only ledgers). */
 typedef struct ledger_expiry_policy {
     int64_t from_ms, term_seconds, inactivity_seconds;

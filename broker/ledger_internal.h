@@ -11,7 +11,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define DECISION_POSTINGS_MAX 2
+/* One move: a debit and a credit of the same points. An earn makes one for its base
+ * points and one per bonus; everything else at most one. */
+#define MOVE_POSTINGS 2
+/* Bonuses one earn may carry: the tier's and one per rule in force at the partner. */
+#define RULES_ACTIVE_PER_PARTNER_MAX 16
+#define BONUSES_PER_EARN_MAX (1 + RULES_ACTIVE_PER_PARTNER_MAX)
+#define DECISION_POSTINGS_MAX (MOVE_POSTINGS * (1 + BONUSES_PER_EARN_MAX))
 #define MEMBER_PREFIX "member:"
 #define ACCOUNT_ISSUED_FMT "partner:%s:issued"
 #define ACCOUNT_REDEEMED_FMT "partner:%s:redeemed"
@@ -29,7 +35,7 @@ struct ledger {
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
         db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed,
-        db_lots, db_lot_due, db_idle;
+        db_lots, db_lot_due, db_idle, db_rules, db_spend;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -87,6 +93,17 @@ typedef struct lot {
     char issuer[PARTNER_ID_LEN_MAX + 1];
 } lot_t;
 
+/* Tiers (earning.c): qualifying points by calendar month, a rolling year of them. */
+#define QUAL_MONTHS 12
+#define PARTNERS_USED_BYTES 16 /* a bit per partner ordinal */
+#define TIERS_KEY "tiers"      /* in the meta database */
+
+typedef struct earn_bonus {
+    uint64_t rule_id; /* 0: the tier's */
+    uint32_t kind;    /* Coalition__RuleKind */
+    int64_t points;
+} earn_bonus_t;
+
 /* What one request does. Strings point into the envelope or into the buffers here. */
 typedef struct decision {
     int code;
@@ -128,6 +145,19 @@ typedef struct decision {
     Coalition__ExpiryPolicy expiry_policy;
     int64_t available, pending; /* of `balance` */
     bool from_breakage;         /* an earn's reversal whose points had broken: O is not moved */
+    /* An earn's plan (earning.c): base points, the tier it was made in, its bonuses; the
+     * tier it (or an earn's reversal) leaves. Tier settings and rules set. */
+    int64_t base_points, qualifying, tier_multiplier_milli, bonus_total;
+    char tier[TIER_NAME_LEN_MAX + 1], tier_after[TIER_NAME_LEN_MAX + 1];
+    bool has_tier;
+    size_t n_bonuses;
+    earn_bonus_t bonuses[BONUSES_PER_EARN_MAX];
+    bool has_tier_settings;
+    Coalition__TierSettings tier_settings;
+    Coalition__TierRecord tier_recs[TIERS_MAX], *tier_ptrs[TIERS_MAX];
+    bool has_rule;
+    Coalition__RuleRecord rule;
+    char rule_partner[PARTNER_ID_LEN_MAX + 1];
     int64_t amount_minor;
     char currency[CURRENCY_CODE_BYTES];
     int64_t points;
@@ -243,6 +273,17 @@ int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
 typedef struct lot_holder {
     char member[MEMBER_ID_LEN_MAX + 1];
     Coalition__MemberRecord *rec;
+    /* earning.c's new values for the record's qualifying ring, partners used and tier
+     * (the record points here while it is written; lots_discard puts the unpacked ones
+     * back before freeing it). */
+    bool swapped;
+    int64_t *orig_qual;
+    size_t orig_n_qual;
+    ProtobufCBinaryData orig_used;
+    char *orig_tier;
+    int64_t qual[QUAL_MONTHS];
+    uint8_t used[PARTNERS_USED_BYTES];
+    char tier[TIER_NAME_LEN_MAX + 1];
 } lot_holder_t;
 typedef struct lots_result {
     int64_t taken, available, pending;
@@ -291,6 +332,20 @@ int lots_idle_forward(ledger_t *self, MDB_txn *txn, lot_holder_t *h);
 int expiry_policy_at(ledger_t *self, MDB_txn *txn, int64_t at_ms, int64_t *term_s,
                      int64_t *inactivity_s);
 #define EXPIRY_POLICIES_KEY "expiry_policies" /* in the meta database */
+/* earning.c: tiers and earning rules (see the order and combination rule there). */
+int64_t earning_month(int64_t ms); /* months since 1970-01, UTC */
+/* An earn's bonuses and tier into d (base_points, tier, bonuses, bonus_total, tier_after)
+ * and the member's record in `h` (qualifying points, tier, partners used); a threshold
+ * rule's spend record. 61 past the points limit. */
+int earning_plan(ledger_t *self, MDB_txn *txn, const char *partner, uint32_t ordinal,
+                 lot_holder_t *h, int64_t amount_minor, int64_t base, decision_t *d);
+/* An earn's reversal of its money from minor_before to minor_after: its base share
+ * leaves the qualifying points; d->tier_after and the record's tier follow. */
+int earning_reversal(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_entry_t *earn,
+                     int64_t minor_before, int64_t minor_after, decision_t *d);
+int rules_tier_settings(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+int rules_rule_add(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
+int rules_rule_end(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 int rules_expiry_policy(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 int rules_expire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
 

@@ -83,6 +83,13 @@ int lots_open(ledger_t *self, MDB_txn *txn, const char *member, lot_holder_t *h)
 
 void lots_discard(lot_holder_t *h)
 {
+    if (h->rec != NULL && h->swapped) { /* the unpacked fields back before they are freed */
+        h->rec->qual_points = h->orig_qual;
+        h->rec->n_qual_points = h->orig_n_qual;
+        h->rec->partners_used = h->orig_used;
+        h->rec->tier = h->orig_tier;
+        h->swapped = false;
+    }
     coalition__member_record__free_unpacked(h->rec, NULL);
     h->rec = NULL;
 }

@@ -110,7 +110,7 @@ static int move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *
                        const char *to, int64_t points)
 {
     assert(points >= 0 && points <= POINTS_MAX);
-    assert(strcmp(from, to) != 0 && d->posting_count == 0);
+    assert(strcmp(from, to) != 0 && d->posting_count + MOVE_POSTINGS <= DECISION_POSTINGS_MAX);
     int64_t from_bal, to_bal, from_after, to_after;
     int rc = ledger_get_balance(self, txn, from, &from_bal);
     if (rc == CL_OK)
@@ -129,17 +129,18 @@ static int move_points(ledger_t *self, MDB_txn *txn, decision_t *d, const char *
         rc = ledger_put_balance(self, txn, to, to_after);
     if (rc != CL_OK)
         return rc;
-    const char *names[DECISION_POSTINGS_MAX] = {from, to};
-    const int64_t deltas[DECISION_POSTINGS_MAX] = {-points, points};
-    for (size_t i = 0; i < DECISION_POSTINGS_MAX; i++) {
-        snprintf(d->accounts[i], ACCOUNT_NAME_BYTES_MAX, "%s", names[i]);
-        coalition__posting__init(&d->postings[i]);
-        d->postings[i].account = d->accounts[i];
-        d->postings[i].delta = deltas[i];
+    const char *names[MOVE_POSTINGS] = {from, to};
+    const int64_t deltas[MOVE_POSTINGS] = {-points, points};
+    size_t at = d->posting_count;
+    for (size_t i = 0; i < MOVE_POSTINGS; i++) {
+        snprintf(d->accounts[at + i], ACCOUNT_NAME_BYTES_MAX, "%s", names[i]);
+        coalition__posting__init(&d->postings[at + i]);
+        d->postings[at + i].account = d->accounts[at + i];
+        d->postings[at + i].delta = deltas[i];
     }
-    d->posting_count = DECISION_POSTINGS_MAX;
+    d->posting_count = at + MOVE_POSTINGS;
     d->balance = is_member_account(from) ? from_after : to_after;
-    assert(d->postings[0].delta + d->postings[1].delta == 0); /* the entry balances */
+    assert(d->postings[at].delta + d->postings[at + 1].delta == 0); /* the move balances */
     assert(d->balance >= 0 || !is_member_account(from));
     return CL_OK;
 }
@@ -232,25 +233,78 @@ static int split_balance(ledger_t *self, MDB_txn *txn, const char *member, decis
 /* An earn's lot: its issuer, the expiry the policy in force gives it and the partner's
  * return period; the earn is the member's activity. */
 static int earn_lot(ledger_t *self, MDB_txn *txn, const char *partner, const Coalition__Contract *c,
-                    const char *who, int64_t points, decision_t *d)
+                    lot_holder_t *h, int64_t points, decision_t *d)
 {
     int64_t term_s = 0, inactivity_s = 0;
-    lot_holder_t h;
     int rc = expiry_policy_at(self, txn, d->now_ms, &term_s, &inactivity_s);
-    if (rc == CL_OK)
-        rc = lots_open(self, txn, who, &h);
-    if (rc != CL_OK)
-        return rc;
-    if (points > 0) {
+    if (rc == CL_OK && points > 0) {
         lot_t lot = {.seq = self->batch_seq + 1, .points = points, .earn_ms = d->now_ms};
         lot.expiry_ms = term_s > 0 ? d->now_ms + term_s * 1000 : LOT_NO_EXPIRY_MS;
         if (c->return_period_seconds > 0)
             lot.pending_until_ms = d->now_ms + c->return_period_seconds * 1000;
         snprintf(lot.issuer, sizeof lot.issuer, "%s", partner);
-        rc = lots_add(self, txn, &h, &lot, d);
+        rc = lots_add(self, txn, h, &lot, d);
     }
-    h.rec->last_activity_ms = d->now_ms;
-    if (rc != CL_OK) {
+    h->rec->last_activity_ms = d->now_ms;
+    return rc;
+}
+
+/* The base move, then one per bonus, all from the partner's issued account. */
+static int earn_moves(ledger_t *self, MDB_txn *txn, const char *partner, const char *who,
+                      decision_t *d)
+{
+    char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
+    snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, partner);
+    ledger_account_member(member, sizeof member, who);
+    int rc = move_or_decline(self, txn, d, issued, member, d->base_points);
+    for (size_t i = 0; i < d->n_bonuses && rc == CL_OK && !declined(d); i++)
+        rc = move_or_decline(self, txn, d, issued, member, d->bonuses[i].points);
+    assert(rc != CL_OK || declined(d) || d->posting_count == MOVE_POSTINGS * (1 + d->n_bonuses));
+    return rc;
+}
+
+static void earn_text(decision_t *d, const char *who)
+{
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], bonus[64] = "";
+    points_text(d->points, pts);
+    points_text(d->balance, bal);
+    if (d->bonus_total > 0)
+        snprintf(bonus, sizeof bonus, " (%lld base + %lld bonus%s%s)", (long long)d->base_points,
+                 (long long)d->bonus_total, d->tier[0] ? ", " : "", d->tier);
+    if (strncmp(who, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) == 0)
+        snprintf(d->text, sizeof d->text,
+                 "Earned %s points%s, unclaimed until the card is enrolled", pts, bonus);
+    else if (d->pending > 0)
+        snprintf(d->text, sizeof d->text,
+                 "Earned %s points%s, pending until the return period ends. Balance %s", pts, bonus,
+                 bal);
+    else
+        snprintf(d->text, sizeof d->text, "Earned %s points%s. Balance %s", pts, bonus, bal);
+}
+
+/* An earn's points: the plan (tier, rules) in the member's holder, pricing of all of
+ * them, the moves, its lot. */
+static int earn_apply(ledger_t *self, MDB_txn *txn, const envelope_t *env,
+                      const Coalition__PartnerRecord *p, const Coalition__Contract *c,
+                      const char *who, int64_t base, decision_t *d)
+{
+    lot_holder_t h;
+    int rc = lots_open(self, txn, who, &h);
+    if (rc != CL_OK)
+        return rc;
+    if (p->ordinal >= SETTLE_PARTNERS_MAX)
+        rc = CL_ERR_CORRUPT; /* read from disk */
+    if (rc == CL_OK)
+        rc = earning_plan(self, txn, env->partner_id, p->ordinal, &h, env->earn->amount_minor, base,
+                          d);
+    d->points = base + d->bonus_total;
+    if (rc == CL_OK && !declined(d))
+        rc = settle_price_earn(self, txn, env->partner_id, c, d->points, d);
+    if (rc == CL_OK && !declined(d))
+        rc = earn_moves(self, txn, env->partner_id, who, d);
+    if (rc == CL_OK && !declined(d))
+        rc = earn_lot(self, txn, env->partner_id, c, &h, d->points, d);
+    if (rc != CL_OK || declined(d)) {
         lots_discard(&h);
         return rc;
     }
@@ -263,7 +317,6 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     const Coalition__EarnRequest *r = env->earn;
     Coalition__PartnerRecord *p = NULL;
     Coalition__Contract *c = NULL;
-    char issued[ACCOUNT_NAME_BYTES_MAX], member[ACCOUNT_NAME_BYTES_MAX];
     char who[MEMBER_ID_LEN_MAX + 1];
     int rc = check_partner(self, txn, env, d, &p);
     if (rc == CL_OK && !declined(d) && r->card != NULL)
@@ -275,33 +328,16 @@ static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         rc = contract_now(self, txn, env, d, &c);
     if (rc != CL_OK || declined(d))
         goto out;
-    int64_t points = earn_points(r, p, c, d);
+    int64_t base = earn_points(r, p, c, d);
     if (!declined(d))
-        rc = settle_price_earn(self, txn, env->partner_id, c, points, d);
-    if (rc != CL_OK || declined(d))
-        goto out;
-    snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, env->partner_id);
-    ledger_account_member(member, sizeof member, who);
-    rc = move_or_decline(self, txn, d, issued, member, points);
-    if (rc == CL_OK && !declined(d))
-        rc = earn_lot(self, txn, env->partner_id, c, who, points, d);
+        rc = earn_apply(self, txn, env, p, c, who, base, d);
     if (rc != CL_OK || declined(d))
         goto out;
     d->kind = COALITION__ENTRY_KIND__ENTRY_EARN;
     d->amount_minor = r->amount_minor;
     snprintf(d->currency, sizeof d->currency, "%s", r->currency);
-    d->points = points;
-    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
-    points_text(points, pts);
-    points_text(d->balance, bal);
-    if (strncmp(who, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) == 0)
-        snprintf(d->text, sizeof d->text, "Earned %s points, unclaimed until the card is enrolled",
-                 pts);
-    else if (d->pending > 0)
-        snprintf(d->text, sizeof d->text,
-                 "Earned %s points (pending until the return period ends). Balance %s", pts, bal);
-    else
-        snprintf(d->text, sizeof d->text, "Earned %s points. Balance %s", pts, bal);
+    assert(d->points == d->base_points + d->bonus_total);
+    earn_text(d, who);
 out:
     coalition__contract__free_unpacked(c, NULL);
     coalition__partner_record__free_unpacked(p, NULL);
@@ -456,14 +492,25 @@ static bool original_consistent(const journal_entry_t *e)
         return false;
     if (earn ? (e->amount_minor <= 0 || e->amount_minor > AMOUNT_MINOR_MAX) : e->amount_minor != 0)
         return false;
-    if (e->n_postings != DECISION_POSTINGS_MAX)
-        return false;
-    int64_t member_delta = earn ? e->points : -e->points;
     char member[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(member, sizeof member, e->member_id);
-    const Coalition__Posting *to_member = e->postings[earn ? 1 : 0];
-    return strcmp(to_member->account, member) == 0 && to_member->delta == member_delta &&
-           e->postings[earn ? 0 : 1]->delta == -member_delta;
+    if (!earn) {
+        const Coalition__Posting *from = e->n_postings == MOVE_POSTINGS ? e->postings[0] : NULL;
+        return from != NULL && strcmp(from->account, member) == 0 && from->delta == -e->points &&
+               e->postings[1]->delta == e->points;
+    }
+    /* An earn: its base move, then one per bonus, each to the member. */
+    if (e->n_bonuses > BONUSES_PER_EARN_MAX || e->n_postings != MOVE_POSTINGS * (1 + e->n_bonuses))
+        return false;
+    int64_t sum = 0;
+    for (size_t i = 0; i < e->n_postings; i += MOVE_POSTINGS) {
+        const Coalition__Posting *to = e->postings[i + 1];
+        if (strcmp(to->account, member) != 0 || to->delta < 0 || to->delta > POINTS_MAX ||
+            e->postings[i]->delta != -to->delta)
+            return false;
+        sum += to->delta;
+    }
+    return sum == e->points && e->postings[1]->delta == e->base_points;
 }
 
 /* A reversal record read from disk must fit its original before any arithmetic relies on
@@ -609,20 +656,19 @@ static int reverse_ahead(ledger_t *self, MDB_txn *txn, const envelope_t *env, co
 /* A reversal's lots: a burn's points go back into the lots it took them from (or new
  * ones, see lots_give_back); an earn's come out of its own lot first (lots_take_back).
  * More lots than one entry lists: 61. */
-static int reversal_lots(ledger_t *self, MDB_txn *txn, const original_t *o, int64_t points,
-                         decision_t *d)
+static int reversal_lots(ledger_t *self, MDB_txn *txn, const envelope_t *env, const original_t *o,
+                         int64_t points, decision_t *d)
 {
     const journal_entry_t *e = o->entry;
     assert(strncmp(o->holder, MEMBER_PREFIX, strlen(MEMBER_PREFIX)) == 0 && points >= 0);
-    if (points == 0)
-        return CL_OK;
     const char *member = o->holder + strlen(MEMBER_PREFIX);
     lot_holder_t h;
     int rc = lots_open(self, txn, member, &h);
     if (rc != CL_OK)
         return rc;
     if (e->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
-        rc = lots_give_back(self, txn, &h, e, o->rev.reversed_points, points, d);
+        rc = points > 0 ? lots_give_back(self, txn, &h, e, o->rev.reversed_points, points, d)
+                        : CL_OK;
     } else {
         lot_t own = {0};
         bool has_own = e->n_lots >= 1 && e->lots[0]->expiry_ms > 0;
@@ -631,8 +677,12 @@ static int reversal_lots(ledger_t *self, MDB_txn *txn, const original_t *o, int6
             own.part = e->lots[0]->part;
             own.expiry_ms = e->lots[0]->expiry_ms;
         }
-        lots_result_t res;
-        rc = lots_take_back(self, txn, &h, has_own ? &own : NULL, points, d, &res);
+        lots_result_t res = {0};
+        bool whole = env->body_case == COALITION__ENVELOPE__BODY_VOID_REQUEST;
+        int64_t after = whole ? e->amount_minor : o->rev.reversed_minor + d->amount_minor;
+        rc = earning_reversal(self, txn, &h, e, o->rev.reversed_minor, after, d);
+        if (rc == CL_OK && points > 0)
+            rc = lots_take_back(self, txn, &h, has_own ? &own : NULL, points, d, &res);
         if (rc == CL_OK && res.full)
             decline(d, RC_EXCEEDS_LIMIT, "the points to take back lie in more than %d lots",
                     LOTS_PER_ENTRY_MAX);
@@ -678,7 +728,7 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
     if (o->entry->kind == COALITION__ENTRY_KIND__ENTRY_BURN) {
         snprintf(partner_acct, sizeof partner_acct, ACCOUNT_REDEEMED_FMT, env->partner_id);
         rc = move_or_decline(self, txn, d, partner_acct, member, points);
-        return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, o, points, d) : rc;
+        return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, env, o, points, d) : rc;
     }
     if (points > d->balance) {
         char bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
@@ -694,7 +744,7 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
         d->from_breakage = true;
         return rc;
     }
-    return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, o, points, d) : rc;
+    return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, env, o, points, d) : rc;
 }
 
 /* Money refunded on an earn; returns the points to take back, or declines. */
@@ -930,6 +980,8 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     p.earn_rate_milli = r->earn_rate_milli;
     p.currency = r->currency;
     p.created_seq = self->batch_seq + 1;
+    p.ordinal = (uint32_t)st.ms_entries; /* partners are never removed: 0, 1, 2 ... */
+    assert(p.ordinal < SETTLE_PARTNERS_MAX);
     char issued[ACCOUNT_NAME_BYTES_MAX], redeemed[ACCOUNT_NAME_BYTES_MAX];
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, r->partner_id);
     snprintf(redeemed, sizeof redeemed, ACCOUNT_REDEEMED_FMT, r->partner_id);
@@ -1012,6 +1064,9 @@ int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: return rules_card_settings(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_EXPIRY_POLICY: return rules_expiry_policy(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_EXPIRE: return rules_expire(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_TIER_SETTINGS: return rules_tier_settings(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_RULE_ADD: return rules_rule_add(self, txn, env, d);
+    case COALITION__ENVELOPE__BODY_RULE_END: return rules_rule_end(self, txn, env, d);
     default:
         /* Balance inquiries never reach the writer; the front end answers them. */
         decline(d, RC_INVALID_TRANSACTION, "%s is not a ledger write", wire_body_name(env));

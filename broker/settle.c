@@ -309,6 +309,7 @@ void settle_counters_read(const Coalition__WindowCounters *r, settle_counters_t 
     c->hub_reimburse_reversed_minor = r->hub_reimburse_reversed_minor;
     c->points_expired = r->points_expired;
     c->points_expired_reversed = r->points_expired_reversed;
+    c->points_bonus = r->points_bonus;
 }
 
 static void counters_to(const settle_counters_t *c, Coalition__WindowCounters *r)
@@ -330,6 +331,7 @@ static void counters_to(const settle_counters_t *c, Coalition__WindowCounters *r
     r->hub_reimburse_reversed_minor = c->hub_reimburse_reversed_minor;
     r->points_expired = c->points_expired;
     r->points_expired_reversed = c->points_expired_reversed;
+    r->points_bonus = c->points_bonus;
 }
 
 settle_i128_t settle_net_operator(const settle_counters_t *c)
@@ -918,6 +920,9 @@ int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
                       d->settle.via_issuers))
         return CL_ERR_OVERFLOW;
     if (d->from_breakage && !add_to(&row->c.points_expired_reversed, d->points))
+        return CL_ERR_OVERFLOW;
+    if (d->kind == COALITION__ENTRY_KIND__ENTRY_EARN &&
+        !add_to(&row->c.points_bonus, d->bonus_total))
         return CL_ERR_OVERFLOW;
     rc = project_outstanding(self, txn, d, row);
     if (rc == CL_OK)

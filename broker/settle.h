@@ -69,6 +69,8 @@ typedef struct settle_counters {
     /* Breakage of this partner's points as issuer: lots that expired or lapsed, and
      * what came back out of breakage (its earn refunded after the points broke). */
     int64_t points_expired, points_expired_reversed;
+    /* Of points_issued: bonuses (tier and rules) billed to this partner. */
+    int64_t points_bonus;
 } settle_counters_t;
 
 /* Points and money between one issuer and the partner whose counters hold it. */

@@ -294,13 +294,14 @@ static void emit_party_json(stmt_t *s, const party_t *p, bool first)
             ",\"direction\":\"%s\",\"entries\":%" PRIu64 ",\"operator_net_minor\":%" PRId64
             ",\"owes_redeemers_minor\":%" PRId64 ",\"owed_by_issuers_minor\":%" PRId64
             ",\"hub_reimburse_minor\":%" PRId64 ",\"hub_reimburse_reversed_minor\":%" PRId64
-            ",\"points_expired\":%" PRId64 ",\"points_expired_reversed\":%" PRId64 "}",
+            ",\"points_expired\":%" PRId64 ",\"points_expired_reversed\":%" PRId64
+            ",\"points_bonus\":%" PRId64 "}",
             p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
             c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
             c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
             p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed,
             c->hub_reimburse_minor, c->hub_reimburse_reversed_minor, c->points_expired,
-            c->points_expired_reversed);
+            c->points_expired_reversed, c->points_bonus);
 }
 
 static void emit_party_csv(stmt_t *s, const party_t *p)
@@ -312,13 +313,13 @@ static void emit_party_csv(stmt_t *s, const party_t *p)
             ",%s,%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
             ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
             ",%s,%" PRIu64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
-            ",%" PRId64 "\n",
+            ",%" PRId64 ",%" PRId64 "\n",
             p->currency, c->points_issued, c->points_issued_reversed, c->points_redeemed,
             c->points_redeemed_reversed, c->topup_points, c->issue_minor, c->issue_reversed_minor,
             c->topup_minor, c->fee_minor, c->reimburse_minor, c->reimburse_reversed_minor, p->pays,
             p->paid, p->net, direction(p->net), c->entries, p->op_net, p->owes, p->owed,
             c->hub_reimburse_minor, c->hub_reimburse_reversed_minor, c->points_expired,
-            c->points_expired_reversed);
+            c->points_expired_reversed, c->points_bonus);
 }
 
 static void emit_cell(stmt_t *s, const char *payer, const char *payee, const char *currency,
@@ -418,7 +419,7 @@ static void emit_header(stmt_t *s)
                         "reimburse_reversed_minor,partner_pays_minor,partner_is_paid_minor,"
                         "net_minor,direction,entries,operator_net_minor,owes_redeemers_minor,"
                         "owed_by_issuers_minor,hub_reimburse_minor,hub_reimburse_reversed_minor,"
-                        "points_expired,points_expired_reversed\n");
+                        "points_expired,points_expired_reversed,points_bonus\n");
         return;
     }
     fprintf(

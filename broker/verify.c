@@ -37,6 +37,7 @@ void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t 
     vmap_init(&v->pairs, sizeof(vpair_t));
     verify_cards_init(v);
     (void)verify_lots_init(v); /* NULL on failure: verify_lots_entry says CL_ERR_NOMEM */
+    (void)verify_earning_init(v);
 }
 
 void verify_free(verify_t *v)
@@ -45,6 +46,7 @@ void verify_free(verify_t *v)
         free(((vpartner_t *)vmap_at(&v->partners, i))->contracts);
     verify_cards_free(v);
     verify_lots_free(v);
+    verify_earning_free(v);
     vmap_free(&v->accounts);
     vmap_free(&v->partners);
     vmap_free(&v->reversals);
@@ -149,6 +151,8 @@ static int check_entry(verify_t *v, const journal_entry_t *e)
         rc = verify_settle_entry(v, e);
     if (rc == CL_OK)
         rc = verify_lots_entry(v, e);
+    if (rc == CL_OK)
+        rc = verify_earning_entry(v, e);
     if (rc == CL_OK)
         rc = vaccounts_post(v, e);
     if (rc == CL_OK)
@@ -283,6 +287,8 @@ int ledger_verify(ledger_t *self, char *why, size_t why_size)
         rc = verify_settle_records(&v);
     if (rc == CL_OK)
         rc = verify_lots_records(&v);
+    if (rc == CL_OK)
+        rc = verify_earning_records(&v);
     if (rc == CL_OK)
         snprintf(why, why_size,
                  "%llu entries, %zu accounts, %zu partners, %zu reversed originals, %llu "

@@ -153,7 +153,8 @@ typedef struct {
     vconfig_t *configs;         /* the journal's settlement configurations, in order */
     size_t n_configs, cap_configs;
     uint64_t last_window_id;
-    struct vlots *lots; /* verify_lots.c */
+    struct vlots *lots;       /* verify_lots.c */
+    struct vearning *earning; /* verify_earning.c */
 } verify_t;
 
 void verify_init(verify_t *v, ledger_t *ledger, MDB_txn *txn, char *why, size_t why_size);
@@ -231,6 +232,17 @@ int verify_lots_init(verify_t *v);
 void verify_lots_free(verify_t *v);
 int verify_lots_entry(verify_t *v, const journal_entry_t *e);
 int verify_lots_records(verify_t *v);
+
+/* verify_earning.c. Tier settings and rules in the walk; each earn's tier and bonuses
+ * (from verify_rederive.c's earn check) and each earn reversal's qualifying points (from
+ * verify_reversals.c; holder NULL: out of breakage); after the walk, member records. */
+int verify_earning_init(verify_t *v);
+void verify_earning_free(verify_t *v);
+int verify_earning_entry(verify_t *v, const journal_entry_t *e);
+int verify_verify_earning(verify_t *v, const journal_entry_t *e);
+int verify_earning_reversal(verify_t *v, const journal_entry_t *e, const journal_entry_t *earn,
+                            int64_t minor_before, int64_t minor_after, const char *holder);
+int verify_earning_records(verify_t *v);
 
 /* verify_reversals.c. A refund or void; a reversal ahead of its original; after the
  * walk, the reversals database against what the journal gave back. */

@@ -194,7 +194,7 @@ static int check_earn(verify_t *v, const journal_entry_t *e)
 
 static bool from_breakage(const journal_entry_t *e)
 {
-    return e->n_postings == DECISION_POSTINGS_MAX &&
+    return e->n_postings == MOVE_POSTINGS &&
            strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
 }
 

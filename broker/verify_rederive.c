@@ -189,7 +189,7 @@ static int rederive_enroll(verify_t *v, const journal_entry_t *e)
 int verify_expect_move(verify_t *v, const journal_entry_t *e, const char *from, const char *to,
                        int64_t points)
 {
-    if (e->n_postings == DECISION_POSTINGS_MAX && strcmp(e->postings[0]->account, from) == 0 &&
+    if (e->n_postings == MOVE_POSTINGS && strcmp(e->postings[0]->account, from) == 0 &&
         e->postings[0]->delta == -points && strcmp(e->postings[1]->account, to) == 0 &&
         e->postings[1]->delta == points)
         return CL_OK;
@@ -209,7 +209,31 @@ static int earn_points_differ(verify_t *v, const journal_entry_t *e, const vpart
                             "entry %llu: an earn of %s %s at %s's %s points per %s is %lld "
                             "points, the entry says %lld",
                             (unsigned long long)e->seq, amount, e->currency, p->id.bytes, rate,
-                            p->currency, (long long)points, (long long)e->points);
+                            p->currency, (long long)points, (long long)e->base_points);
+}
+
+/* An earn's moves: its base points, then each bonus, from the partner to the member;
+ * its points are their sum (the bonuses themselves: verify_earning.c). */
+static int expect_earn_moves(verify_t *v, const journal_entry_t *e, const char *issued,
+                             const char *member)
+{
+    int64_t sum = e->base_points;
+    bool ok =
+        e->n_bonuses <= BONUSES_PER_EARN_MAX && e->n_postings == MOVE_POSTINGS * (1 + e->n_bonuses);
+    for (size_t i = 0; ok && i < e->n_postings; i += MOVE_POSTINGS) {
+        int64_t x = i == 0 ? e->base_points : e->bonuses[i / MOVE_POSTINGS - 1]->points;
+        ok = strcmp(e->postings[i]->account, issued) == 0 && e->postings[i]->delta == -x &&
+             strcmp(e->postings[i + 1]->account, member) == 0 && e->postings[i + 1]->delta == x &&
+             (i == 0 || (x > 0 && x <= POINTS_MAX));
+        if (i > 0)
+            sum += x;
+    }
+    if (ok && sum == e->points && e->points <= POINTS_MAX)
+        return verify_verify_earning(v, e);
+    return verify_violation(v,
+                            "entry %llu: an earn should move its base points and each bonus "
+                            "from %s to %s, %lld in all",
+                            (unsigned long long)e->seq, issued, member, (long long)e->points);
 }
 
 static int rederive_earn(verify_t *v, const journal_entry_t *e)
@@ -235,7 +259,7 @@ static int rederive_earn(verify_t *v, const journal_entry_t *e)
                                 "entry %llu: an earn of %lld minor units, or its points, "
                                 "exceed the per-request limits",
                                 (unsigned long long)e->seq, (long long)e->amount_minor);
-    if (e->points != points)
+    if (e->base_points != points)
         return earn_points_differ(v, e, p, c, points);
     ledger_limits_t limits;
     verify_limits_in_force(p, &limits);
@@ -248,7 +272,7 @@ static int rederive_earn(verify_t *v, const journal_entry_t *e)
     snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, e->partner_id);
     ledger_account_member(member, sizeof member, e->member_id);
     rc = verify_card_earn_burn(v, e);
-    return rc == CL_OK ? verify_expect_move(v, e, issued, member, points) : rc;
+    return rc == CL_OK ? expect_earn_moves(v, e, issued, member) : rc;
 }
 
 static int rederive_burn(verify_t *v, const journal_entry_t *e)
@@ -307,6 +331,9 @@ int verify_rederive_entry(verify_t *v, const journal_entry_t *e)
     case COALITION__ENTRY_KIND__ENTRY_CARD_SETTINGS: return verify_rederive_card(v, e);
     case COALITION__ENTRY_KIND__ENTRY_EXPIRY:
     case COALITION__ENTRY_KIND__ENTRY_EXPIRY_POLICY: return CL_OK; /* verify_lots_entry */
+    case COALITION__ENTRY_KIND__ENTRY_TIER_SETTINGS:
+    case COALITION__ENTRY_KIND__ENTRY_RULE_ADD:
+    case COALITION__ENTRY_KIND__ENTRY_RULE_END: return CL_OK; /* verify_earning_entry */
     default:
         return verify_violation(v, "entry %llu has unknown kind %d", (unsigned long long)e->seq,
                                 (int)e->kind);

@@ -258,6 +258,11 @@ int verify_rederive_reversal(verify_t *v, const journal_entry_t *e)
         verify_holder(v, r.original->member_id, member, &holder);
         rc = of_earn ? verify_expect_move(v, e, member, partner, r.points)
                      : verify_expect_move(v, e, partner, member, r.points);
+        bool broke = strcmp(member, ACCOUNT_BREAKAGE) == 0;
+        int64_t after = is_void(e) ? r.original->amount_minor : r.reversed_minor + r.minor;
+        if (rc == CL_OK && of_earn)
+            rc = verify_earning_reversal(v, e, r.original, r.reversed_minor, after,
+                                         broke ? NULL : holder);
     }
     if (rc == CL_OK)
         rc = verify_settle_reversal(v, e, r.original, r.reversed_points);

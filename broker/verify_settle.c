@@ -380,7 +380,7 @@ int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_
         rc = prepaid_add(v, e, p, e->points);
     bool via = !of_earn && window_via_issuers(v, original->window_id);
     /* An earn's points that broke come back out of breakage: they had left the outstanding. */
-    bool broke = of_earn && e->n_postings == DECISION_POSTINGS_MAX &&
+    bool broke = of_earn && e->n_postings == MOVE_POSTINGS &&
                  strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
     if (rc == CL_OK && of_earn && !broke)
         v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] -= e->points;
@@ -613,7 +613,8 @@ static bool counters_equal(const settle_counters_t *a, const settle_counters_t *
            a->hub_reimburse_minor == b->hub_reimburse_minor &&
            a->hub_reimburse_reversed_minor == b->hub_reimburse_reversed_minor &&
            a->points_expired == b->points_expired &&
-           a->points_expired_reversed == b->points_expired_reversed;
+           a->points_expired_reversed == b->points_expired_reversed &&
+           a->points_bonus == b->points_bonus;
 }
 
 static int check_counters(verify_t *v, const MDB_val *k, const MDB_val *val)

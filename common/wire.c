@@ -56,6 +56,9 @@ static bool has_unknown_fields(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: body = &env->card_settings->base; break;
     case COALITION__ENVELOPE__BODY_EXPIRY_POLICY: body = &env->expiry_policy->base; break;
     case COALITION__ENVELOPE__BODY_EXPIRE: body = &env->expire->base; break;
+    case COALITION__ENVELOPE__BODY_TIER_SETTINGS: body = &env->tier_settings->base; break;
+    case COALITION__ENVELOPE__BODY_RULE_ADD: body = &env->rule_add->base; break;
+    case COALITION__ENVELOPE__BODY_RULE_END: body = &env->rule_end->base; break;
     default: break;
     }
     const Coalition__Card *cards[2];
@@ -332,8 +335,77 @@ static int validate_contract(const Coalition__ContractSetRequest *c, char *why, 
     return RC_APPROVED;
 }
 
+static int validate_tiers(const Coalition__TierSettingsRequest *r, char *why, size_t why_size)
+{
+    if (r->n_tiers > TIERS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "at most %d tiers", TIERS_MAX);
+    for (size_t i = 0; i < r->n_tiers; i++) {
+        const Coalition__Tier *t = r->tiers[i];
+        if (t->base.n_unknown_fields > 0 || !wire_id_valid(t->name, TIER_NAME_LEN_MAX))
+            return refuse(why, why_size, RC_FORMAT_ERROR, "tier %zu: name missing or malformed",
+                          i + 1);
+        if (i == 0 ? t->threshold_points != 0
+                   : t->threshold_points <= r->tiers[i - 1]->threshold_points ||
+                         t->threshold_points > TIER_THRESHOLD_POINTS_MAX)
+            return refuse(why, why_size, RC_FORMAT_ERROR,
+                          "tier %zu: thresholds start at 0 and rise strictly", i + 1);
+        if (t->multiplier_milli < MULTIPLIER_MILLI_MIN ||
+            t->multiplier_milli > MULTIPLIER_MILLI_MAX)
+            return refuse(why, why_size, RC_FORMAT_ERROR, "tier %zu: multiplier must be 1 to 10",
+                          i + 1);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->tiers[j]->name, t->name) == 0)
+                return refuse(why, why_size, RC_FORMAT_ERROR, "tier %s named twice", t->name);
+    }
+    return RC_APPROVED;
+}
+
+static int validate_rule(const envelope_t *env, char *why, size_t why_size)
+{
+    if (env->body_case == COALITION__ENVELOPE__BODY_RULE_END) {
+        const Coalition__RuleEndRequest *e = env->rule_end;
+        if (!wire_id_valid(e->partner_id, PARTNER_ID_LEN_MAX) || e->rule_id == 0)
+            return refuse(why, why_size, RC_FORMAT_ERROR, "partner id or rule id missing");
+        return e->at_ms >= 0 && e->at_ms <= CONTRACT_FROM_MS_MAX
+                   ? RC_APPROVED
+                   : refuse(why, why_size, RC_FORMAT_ERROR, "end time out of range");
+    }
+    const Coalition__RuleAddRequest *r = env->rule_add;
+    if (!wire_id_valid(r->partner_id, PARTNER_ID_LEN_MAX))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "partner id missing or malformed");
+    if (r->from_ms < 0 || r->from_ms > CONTRACT_FROM_MS_MAX || r->until_ms < 0 ||
+        r->until_ms > CONTRACT_FROM_MS_MAX || (r->until_ms != 0 && r->until_ms <= r->from_ms))
+        return refuse(why, why_size, RC_FORMAT_ERROR, "a rule's end must come after its start");
+    bool mult = r->kind == COALITION__RULE_KIND__RULE_MULTIPLIER;
+    bool thr = r->kind == COALITION__RULE_KIND__RULE_THRESHOLD;
+    bool first = r->kind == COALITION__RULE_KIND__RULE_FIRST_EARN;
+    if (!mult && !thr && !first)
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "rule kind must be multiplier, threshold "
+                      "or first-earn");
+    if (mult != (r->multiplier_milli != 0) ||
+        (mult && (r->multiplier_milli <= MULTIPLIER_MILLI_MIN ||
+                  r->multiplier_milli > MULTIPLIER_MILLI_MAX)))
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "a multiplier rule (only) has a multiplier above 1, at most 10");
+    if (thr != (r->threshold_minor != 0) ||
+        (thr && (r->threshold_minor < 0 || r->threshold_minor > AMOUNT_MINOR_MAX)))
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "a threshold rule (only) has a spend "
+                      "threshold within the amount limit");
+    if (mult != (r->bonus_points == 0) || r->bonus_points < 0 || r->bonus_points > POINTS_MAX)
+        return refuse(why, why_size, RC_FORMAT_ERROR,
+                      "threshold and first-earn rules (only) give bonus points within the limit");
+    return RC_APPROVED;
+}
+
 static int validate_lifecycle(const envelope_t *env, char *why, size_t why_size)
 {
+    if (env->body_case == COALITION__ENVELOPE__BODY_TIER_SETTINGS)
+        return validate_tiers(env->tier_settings, why, why_size);
+    if (env->body_case == COALITION__ENVELOPE__BODY_RULE_ADD ||
+        env->body_case == COALITION__ENVELOPE__BODY_RULE_END)
+        return validate_rule(env, why, why_size);
     if (env->body_case == COALITION__ENVELOPE__BODY_EXPIRE) {
         const Coalition__ExpireRequest *r = env->expire;
         if (r->as_of_ms <= 0 || r->as_of_ms > CONTRACT_FROM_MS_MAX)
@@ -427,7 +499,10 @@ static int validate_body(const envelope_t *env, char *why, size_t why_size)
             return refuse(why, why_size, RC_FORMAT_ERROR, "not an unclaimed account");
         return RC_APPROVED;
     case COALITION__ENVELOPE__BODY_EXPIRY_POLICY:
-    case COALITION__ENVELOPE__BODY_EXPIRE: return validate_lifecycle(env, why, why_size);
+    case COALITION__ENVELOPE__BODY_EXPIRE:
+    case COALITION__ENVELOPE__BODY_TIER_SETTINGS:
+    case COALITION__ENVELOPE__BODY_RULE_ADD:
+    case COALITION__ENVELOPE__BODY_RULE_END: return validate_lifecycle(env, why, why_size);
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: {
         int64_t s = env->card_settings->unclaimed_period_seconds;
         return s > 0 && s <= UNCLAIMED_PERIOD_SECONDS_MAX
@@ -484,7 +559,10 @@ bool wire_admin_body(const envelope_t *env)
            env->body_case == COALITION__ENVELOPE__BODY_UNCLAIMED_LAPSE ||
            env->body_case == COALITION__ENVELOPE__BODY_CARD_SETTINGS ||
            env->body_case == COALITION__ENVELOPE__BODY_EXPIRY_POLICY ||
-           env->body_case == COALITION__ENVELOPE__BODY_EXPIRE;
+           env->body_case == COALITION__ENVELOPE__BODY_EXPIRE ||
+           env->body_case == COALITION__ENVELOPE__BODY_TIER_SETTINGS ||
+           env->body_case == COALITION__ENVELOPE__BODY_RULE_ADD ||
+           env->body_case == COALITION__ENVELOPE__BODY_RULE_END;
 }
 
 size_t wire_cards_of(const envelope_t *env, const Coalition__Card *out[2])
@@ -717,6 +795,9 @@ const char *wire_body_name(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_CARD_SETTINGS: return "card-settings";
     case COALITION__ENVELOPE__BODY_EXPIRY_POLICY: return "expiry-policy";
     case COALITION__ENVELOPE__BODY_EXPIRE: return "expire";
+    case COALITION__ENVELOPE__BODY_TIER_SETTINGS: return "tier-settings";
+    case COALITION__ENVELOPE__BODY_RULE_ADD: return "rule-add";
+    case COALITION__ENVELOPE__BODY_RULE_END: return "rule-end";
     default: return "none";
     }
 }

@@ -42,6 +42,13 @@ _Static_assert(UNCLAIMED_PERIOD_SECONDS_DEFAULT <= UNCLAIMED_PERIOD_SECONDS_MAX,
 #define RETURN_PERIOD_SECONDS_MAX (INT64_C(366) * 86400)
 _Static_assert(RETURN_PERIOD_SECONDS_MAX < EXPIRY_TERM_SECONDS_MAX,
                "a return period can end before a term");
+/* Tiers and earning rules (TierSettingsRequest, RuleAddRequest). */
+#define TIERS_MAX 8
+#define TIER_NAME_LEN_MAX 16
+#define MULTIPLIER_MILLI_MIN 1000  /* x1: a tier with no bonus */
+#define MULTIPLIER_MILLI_MAX 10000 /* x10 */
+#define TIER_THRESHOLD_POINTS_MAX INT64_C(1000000000000)
+_Static_assert(TIER_NAME_LEN_MAX < 32, "a tier name fits a receipt beside the points");
 #define AUTH_CODE_LEN 6
 #define RECEIPT_TEXT_BYTES_MAX 160
 /* The largest packed Authorization: every echoed id is at most its limit, the text at
@@ -50,7 +57,7 @@ _Static_assert(RETURN_PERIOD_SECONDS_MAX < EXPIRY_TERM_SECONDS_MAX,
  * flags, window, money, fee and the strings' tags and lengths). */
 #define AUTH_BYTES_MAX 640
 _Static_assert(TXN_ID_LEN_MAX + SITE_ID_LEN_MAX + MEMBER_ID_LEN_MAX + RECEIPT_TEXT_BYTES_MAX +
-                       WIRE_HASH_BYTES + AUTH_CODE_LEN + 256 <=
+                       WIRE_HASH_BYTES + AUTH_CODE_LEN + TIER_NAME_LEN_MAX + 256 <=
                    AUTH_BYTES_MAX,
                "an Authorization fits AUTH_BYTES_MAX");
 _Static_assert(AUTH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX, "a reply is never over the request limit");

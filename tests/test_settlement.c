@@ -206,7 +206,6 @@ static int64_t o_op_net(const o_counts_t *c)
     return c->issue - c->issue_rev + c->topup + c->fee - c->hub_reimb + c->hub_reimb_rev;
 }
 
-
 static o_original_t *o_original(oracle_t *o, const char *txn)
 {
     for (int i = 0; i < o->n_originals; i++)
@@ -387,8 +386,8 @@ static result_t op_contract(fixture_t *f, const o_contract_t *terms, int64_t fro
     b->issue_price_per_mille = terms->issue;
     b->reimburse_per_mille = terms->reimb;
     b->fee_minor = terms->fee;
-    b->funding = terms->prepaid ? COALITION__FUNDING__FUNDING_PREPAID
-                                : COALITION__FUNDING__FUNDING_POSTPAID;
+    b->funding =
+        terms->prepaid ? COALITION__FUNDING__FUNDING_PREPAID : COALITION__FUNDING__FUNDING_POSTPAID;
     b->net_cap_minor = terms->cap;
     r.env.body_case = COALITION__ENVELOPE__BODY_CONTRACT_SET;
     r.env.contract_set = b;
@@ -585,9 +584,9 @@ static result_t op_refund(fixture_t *f, const char *txn, const char *original, i
         else if (amount > left)
             want = RC_INVALID_AMOUNT;
         else
-            back = (int64_t)((i128_t)orig->points * (orig->reversed_minor + amount) /
-                             orig->amount) -
-                   orig->reversed_points;
+            back =
+                (int64_t)((i128_t)orig->points * (orig->reversed_minor + amount) / orig->amount) -
+                orig->reversed_points;
         if (want == RC_APPROVED && back > o->balance[orig->member])
             want = RC_INSUFFICIENT_POINTS;
     } else {
@@ -741,7 +740,8 @@ static void compare_counters(fixture_t *f)
     for (uint64_t w = 1; w <= f->o.open_id; w++) {
         settle_partner_row_t rows[O_PARTNERS_MAX + 1];
         size_t n = 0;
-        EXPECT_OK("window counters", ledger_window_counters(f->l, w, NULL, rows, O_PARTNERS_MAX + 1, &n));
+        EXPECT_OK("window counters",
+                  ledger_window_counters(f->l, w, NULL, rows, O_PARTNERS_MAX + 1, &n));
         for (int p = 0; p < O_PARTNERS_MAX; p++) {
             settle_counters_t zero, *got = &zero;
             memset(&zero, 0, sizeof zero);
@@ -804,7 +804,8 @@ static int party_of(const char *id)
 }
 
 /* The matrix the oracle expects: [payer][payee] (index O_PARTNERS_MAX: the operator). */
-static void o_matrix(const oracle_t *o, uint64_t w, int64_t m[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1])
+static void o_matrix(const oracle_t *o, uint64_t w,
+                     int64_t m[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1])
 {
     memset(m, 0, sizeof(int64_t) * (O_PARTNERS_MAX + 1) * (O_PARTNERS_MAX + 1));
     for (int p = 0; p < O_PARTNERS_MAX; p++) {
@@ -830,26 +831,27 @@ static void compare_statement(fixture_t *f, uint64_t w)
     char *doc = NULL;
     size_t len = 0;
     EXPECT_OK("statement", statement_build(f->l, w, NULL, true, false, &doc, &len));
-    int64_t got[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1], want_m[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1];
+    int64_t got[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1],
+        want_m[O_PARTNERS_MAX + 1][O_PARTNERS_MAX + 1];
     bool row_seen[O_PARTNERS_MAX] = {false};
     memset(got, 0, sizeof got);
     int64_t margin = 0, o_margin = 0;
     char *save = NULL;
-    for (char *line = strtok_r(doc, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
-        char *fld[26] = {NULL};
-        int n = csv_split(line, fld, 26);
+    for (char *line = strtok_r(doc, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *fld[27] = {NULL};
+        int n = csv_split(line, fld, 27);
         if (n > 0 && strcmp(fld[0], "partner") == 0) {
-            EXPECT_EQ("partner row fields", 26, n);
+            EXPECT_EQ("partner row fields", 27, n);
             int p = partner_index(fld[1]);
             const o_counts_t *o = &f->o.counts[w][p];
-            settle_counters_t c = {strtoll(fld[3], NULL, 10), strtoll(fld[4], NULL, 10),
-                                   strtoll(fld[5], NULL, 10), strtoll(fld[6], NULL, 10),
-                                   strtoll(fld[8], NULL, 10), strtoll(fld[9], NULL, 10),
-                                   strtoll(fld[12], NULL, 10), strtoll(fld[13], NULL, 10),
-                                   strtoll(fld[11], NULL, 10), strtoll(fld[7], NULL, 10),
-                                   strtoll(fld[10], NULL, 10), strtoull(fld[18], NULL, 10),
-                                   strtoll(fld[22], NULL, 10), strtoll(fld[23], NULL, 10),
-                                   strtoll(fld[24], NULL, 10), strtoll(fld[25], NULL, 10)};
+            settle_counters_t c = {
+                strtoll(fld[3], NULL, 10),  strtoll(fld[4], NULL, 10),  strtoll(fld[5], NULL, 10),
+                strtoll(fld[6], NULL, 10),  strtoll(fld[8], NULL, 10),  strtoll(fld[9], NULL, 10),
+                strtoll(fld[12], NULL, 10), strtoll(fld[13], NULL, 10), strtoll(fld[11], NULL, 10),
+                strtoll(fld[7], NULL, 10),  strtoll(fld[10], NULL, 10), strtoull(fld[18], NULL, 10),
+                strtoll(fld[22], NULL, 10), strtoll(fld[23], NULL, 10), strtoll(fld[24], NULL, 10),
+                strtoll(fld[25], NULL, 10), strtoll(fld[26], NULL, 10)};
             expect_counts("statement", o, &c);
             EXPECT_EQ("statement net", o_net_in(&f->o, w, p), strtoll(fld[16], NULL, 10));
             EXPECT_EQ("pays - paid", strtoll(fld[14], NULL, 10) - strtoll(fld[15], NULL, 10),
@@ -933,7 +935,8 @@ static void compare_totals(fixture_t *f)
     for (uint64_t w = 1; w <= f->o.open_id; w++) {
         settle_partner_row_t rows[O_PARTNERS_MAX + 1];
         size_t n = 0;
-        EXPECT_OK("window counters", ledger_window_counters(f->l, w, NULL, rows, O_PARTNERS_MAX + 1, &n));
+        EXPECT_OK("window counters",
+                  ledger_window_counters(f->l, w, NULL, rows, O_PARTNERS_MAX + 1, &n));
         for (size_t i = 0; i < n; i++) {
             const settle_counters_t *c = &rows[i].c;
             sum.issued += c->points_issued;
@@ -1013,8 +1016,7 @@ static void contract_change_mid_window(void **state)
     /* 50.00 of 123.45 refunded: floor(246 * 5000 / 12345) = 99 points, 0.99 under A */
     EXPECT_EQ("refund of e1 under A", 99, k->issue_rev);
     EXPECT_EQ("fees: 5 + 7 + 7", 19, k->fee);
-    EXPECT_EQ("reimbursement of 333 points at 9.00 per 1,000: 3.00 (2.997 rounded)", 300,
-              k->reimb);
+    EXPECT_EQ("reimbursement of 333 points at 9.00 per 1,000: 3.00 (2.997 rounded)", 300, k->reimb);
     expect_verify_ok(f);
 }
 
@@ -1226,7 +1228,7 @@ static void windows_roll_and_close_on_their_own(void **state)
     fixture_t *f = *state;
     world(f, 1);
     op_period(f, 60, 10);
-    op_close(f, 1, true); /* minute windows from the next one on */
+    op_close(f, 1, true);                         /* minute windows from the next one on */
     f->now = (f->now / 60000 + 2) * 60000 + 1000; /* a minute window begins */
     size_t closed = 0;
     EXPECT_OK("housekeep", ledger_housekeep(f->l, f->now, &closed));

@@ -553,9 +553,10 @@ static void mixed_sequence_passes(void **state)
     EXPECT_EQ("fuel redeemed", 0, account(f, "partner:fuel:redeemed"));
     EXPECT_EQ("grocer issued", -15, account(f, "partner:grocer:issued"));
     EXPECT_EQ("grocer redeemed", 0, account(f, "partner:grocer:redeemed"));
-    expect_verify_ok(f, "21 entries, 7 accounts, 2 partners, 6 reversed originals, 2 tombstones, 1 windows: "
-                        "chain, balances, idempotency, contracts, members, reversals, settlement counters and "
-                        "lots hold");
+    expect_verify_ok(
+        f, "21 entries, 7 accounts, 2 partners, 6 reversed originals, 2 tombstones, 1 windows: "
+           "chain, balances, idempotency, contracts, members, reversals, settlement counters and "
+           "lots hold");
 }
 
 /* What the broker allows at the top: a JPY partner at 1000 points per yen credits at
@@ -588,9 +589,10 @@ static void earns_at_the_per_request_limit_pass(void **state)
     expect_approved("burn of the limit", &res, POINTS_MAX, 3 * POINTS_MAX, ++seq);
     EXPECT_EQ("yen issued", -(int64_t)LIMIT_MEMBERS * LIMIT_EARNS * POINTS_MAX,
               account(f, "partner:yen:issued"));
-    expect_verify_ok(f, "20 entries, 10 accounts, 3 partners, 0 reversed originals, 0 tombstones, 1 windows: "
-                        "chain, balances, idempotency, contracts, members, reversals, settlement counters and "
-                        "lots hold");
+    expect_verify_ok(
+        f, "20 entries, 10 accounts, 3 partners, 0 reversed originals, 0 tombstones, 1 windows: "
+           "chain, balances, idempotency, contracts, members, reversals, settlement counters and "
+           "lots hold");
 }
 
 /* ---- 128-bit sums ------------------------------------------------------------------ */
@@ -606,7 +608,7 @@ static void earns_at_the_per_request_limit_pass(void **state)
 static void post(verify_t *v, uint64_t seq, const char *from, const char *to, int64_t points)
 {
     Coalition__Posting debit = COALITION__POSTING__INIT, credit = COALITION__POSTING__INIT;
-    Coalition__Posting *postings[DECISION_POSTINGS_MAX] = {&debit, &credit};
+    Coalition__Posting *postings[MOVE_POSTINGS] = {&debit, &credit};
     journal_entry_t e = COALITION__JOURNAL_ENTRY__INIT;
     debit.account = (char *)from;
     debit.delta = -points;
@@ -614,7 +616,7 @@ static void post(verify_t *v, uint64_t seq, const char *from, const char *to, in
     credit.delta = points;
     e.seq = seq;
     e.postings = postings;
-    e.n_postings = DECISION_POSTINGS_MAX;
+    e.n_postings = MOVE_POSTINGS;
     EXPECT_OK("vaccounts_post", vaccounts_post(v, &e));
 }
 
@@ -691,14 +693,14 @@ static void points_earned_under_an_edited_rate_fail(void **state)
     int64_t rate = 3000;
     uint8_t key[16];
     size_t key_len = fuel_contract_key(key);
-    tamper_record(f, "contracts", key, key_len, &coalition__contract__descriptor,
-                  set_contract_rate, &rate);
+    tamper_record(f, "contracts", key, key_len, &coalition__contract__descriptor, set_contract_rate,
+                  &rate);
     expect_verify_corrupt(f, "contract of fuel from 1700000000000 differs from its entry 1");
     result_t res = earn(f, "fuel", "e1", "m1", 1000, "EUR");
     expect_approved("earn at the edited rate", &res, 30, 30, WORLD_SEQ + 1);
     rate = 2000;
-    tamper_record(f, "contracts", key, key_len, &coalition__contract__descriptor,
-                  set_contract_rate, &rate);
+    tamper_record(f, "contracts", key, key_len, &coalition__contract__descriptor, set_contract_rate,
+                  &rate);
     expect_verify_corrupt(f, "entry 5: an earn of 10.00 EUR at fuel's 2.000 points per EUR is "
                              "20 points, the entry says 30");
 }
@@ -824,8 +826,11 @@ static void set_earn_points(ProtobufCMessage *msg, const void *ctx)
     int64_t points = *(const int64_t *)ctx;
     assert_int_equal(e->n_postings, 2);
     e->points = points;
+    e->base_points = points;
     e->postings[0]->delta = -points;
     e->postings[1]->delta = points;
+    if (e->n_lots == 1)
+        e->lots[0]->points = points;
 }
 
 /* 25 points for e1 instead of 24, in the entry, its postings and both accounts, with the
