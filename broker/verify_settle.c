@@ -537,7 +537,14 @@ int verify_settle_entry(verify_t *v, const journal_entry_t *e)
         rc = settle_earn(v, e, p);
         if (rc == CL_OK)
             v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] += e->points;
-        return rc == CL_OK ? count(v, e, e->partner_id, false) : rc;
+        if (rc == CL_OK)
+            rc = count(v, e, e->partner_id, false);
+        if (rc == CL_OK) { /* its bonuses, billed to the partner with its points */
+            vkey_t k = counters_vkey(e->window_id, e->partner_id);
+            ((vcounters_t *)vmap_find(&v->counters, k.bytes, k.len))->c.points_bonus +=
+                e->points - e->base_points;
+        }
+        return rc;
     case COALITION__ENTRY_KIND__ENTRY_BURN: {
         bool via = window_via_issuers(v, e->window_id);
         rc = settle_burn(v, e, p);

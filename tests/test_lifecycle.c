@@ -4,315 +4,7 @@
  * when a lot expired since), expiry runs (twice: the second changes nothing), inactivity
  * reset by activity, pending points over a partner's return period (a refund cancels
  * them first; they cannot be burned), and a property test over random event streams. */
-#include "ledger_internal.h"
-
-#include "errors.h"
-#include "settle.h"
-#include "wire.h"
-
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include "expect.h"
-
-#include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#define EXPECT_OK(what, rc)                                                                        \
-    do {                                                                                           \
-        int rc_ = (rc);                                                                            \
-        if (rc_ != CL_OK)                                                                          \
-            fail_msg("%s: expected CL_OK, got %d (%s)", (what), rc_, cl_strerror(rc_));            \
-    } while (0)
-
-#define T0 INT64_C(1800000000000)
-#define DAY INT64_C(86400000)
-#define DAYS(n) ((int64_t)(n)*86400)
-#define WHY_BYTES 512
-#define LOTS_SEEN_MAX 256
-
-typedef struct fixture {
-    char dir[64];
-    ledger_t *l;
-    unsigned ops;
-} fixture_t;
-
-typedef struct result {
-    int code;
-    uint64_t seq;
-    int64_t points, balance, available, pending;
-    char text[RECEIPT_TEXT_BYTES_MAX];
-} result_t;
-
-typedef struct request {
-    envelope_t env;
-    char txn[TXN_ID_LEN_MAX + 1];
-    Coalition__EarnRequest earn;
-    Coalition__BurnRequest burn;
-    Coalition__RefundRequest refund;
-    Coalition__VoidRequest void_request;
-    Coalition__BalanceRequest balance;
-    Coalition__PartnerAddRequest partner_add;
-    Coalition__EnrollRequest member_add;
-    Coalition__ContractSetRequest contract;
-    Coalition__ExpiryPolicyRequest policy;
-} request_t;
-
-static envelope_t *request_init(request_t *r, const char *partner, const char *txn)
-{
-    memset(r, 0, sizeof *r);
-    coalition__envelope__init(&r->env);
-    snprintf(r->txn, sizeof r->txn, "%s", txn);
-    r->env.version = WIRE_VERSION;
-    r->env.partner_id = (char *)partner;
-    r->env.terminal_id = "t1";
-    r->env.site_id = strcmp(partner, OPERATOR_PARTNER_ID) == 0 ? OPERATOR_SITE_ID : "s1";
-    r->env.txn_id = r->txn;
-    r->env.client_time_ms = T0;
-    return &r->env;
-}
-
-static result_t result_of(const uint8_t *reply, size_t len)
-{
-    result_t res;
-    memset(&res, 0, sizeof res);
-    authorization_t *auth = wire_auth_decode(reply, len);
-    assert_non_null(auth);
-    res.code = auth->code;
-    res.seq = auth->seq;
-    res.points = auth->points;
-    res.balance = auth->balance;
-    res.available = auth->available;
-    res.pending = auth->pending_points;
-    snprintf(res.text, sizeof res.text, "%s", auth->text);
-    wire_auth_free(auth);
-    return res;
-}
-
-/* As the broker does: validate, hash, apply in a batch of its own at `now_ms` (a balance
- * inquiry: answered from a read transaction, at the real clock: only used here where
- * the answer does not depend on it). */
-static result_t submit(fixture_t *f, envelope_t *env, int64_t now_ms)
-{
-    char why[WHY_BYTES] = "";
-    int code =
-        wire_validate(env, strcmp(env->partner_id, OPERATOR_PARTNER_ID) == 0, why, sizeof why);
-    if (code != RC_APPROVED)
-        fail_msg("%s refused by wire_validate: %s", env->txn_id, why);
-    uint8_t hash[WIRE_HASH_BYTES], *reply = NULL;
-    size_t len = 0;
-    EXPECT_OK("hash", wire_request_hash(env, hash));
-    EXPECT_OK("begin", ledger_batch_begin(f->l));
-    EXPECT_OK("apply", ledger_apply(f->l, env, hash, now_ms, &reply, &len));
-    EXPECT_OK("commit", ledger_batch_commit(f->l));
-    result_t res = result_of(reply, len);
-    free(reply);
-    return res;
-}
-
-static void expect_code(const char *what, const result_t *res, int code)
-{
-    if (res->code != code)
-        fail_msg("%s: expected %02d, got %02d (%s)", what, code, res->code, res->text);
-}
-
-static void expect_verify(fixture_t *f)
-{
-    char why[WHY_BYTES] = "";
-    if (ledger_verify(f->l, why, sizeof why) != CL_OK)
-        fail_msg("verify: %s", why);
-}
-
-static const char *op_txn(fixture_t *f, char buf[TXN_ID_LEN_MAX + 1])
-{
-    snprintf(buf, TXN_ID_LEN_MAX + 1, "op-%u", ++f->ops);
-    return buf;
-}
-
-static void op_partner(fixture_t *f, const char *id)
-{
-    request_t r;
-    char txn[TXN_ID_LEN_MAX + 1];
-    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
-    coalition__partner_add_request__init(&r.partner_add);
-    r.partner_add.partner_id = (char *)id;
-    r.partner_add.earn_rate_milli = 1000; /* a point per euro */
-    r.partner_add.currency = "EUR";
-    r.env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
-    r.env.partner_add = &r.partner_add;
-    result_t res = submit(f, &r.env, T0);
-    expect_code("partner add", &res, RC_APPROVED);
-}
-
-static void op_member(fixture_t *f, const char *id)
-{
-    request_t r;
-    char txn[TXN_ID_LEN_MAX + 1];
-    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
-    coalition__enroll_request__init(&r.member_add);
-    r.member_add.member_id = (char *)id;
-    r.env.body_case = COALITION__ENVELOPE__BODY_ENROLL;
-    r.env.enroll = &r.member_add;
-    result_t res = submit(f, &r.env, T0);
-    expect_code("member add", &res, RC_APPROVED);
-}
-
-/* An expiry policy from `now` on. */
-static result_t op_policy(fixture_t *f, int64_t now, int64_t term_s, int64_t inactivity_s)
-{
-    request_t r;
-    char txn[TXN_ID_LEN_MAX + 1];
-    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
-    coalition__expiry_policy_request__init(&r.policy);
-    r.policy.term_seconds = term_s;
-    r.policy.inactivity_seconds = inactivity_s;
-    r.env.body_case = COALITION__ENVELOPE__BODY_EXPIRY_POLICY;
-    r.env.expiry_policy = &r.policy;
-    return submit(f, &r.env, now);
-}
-
-/* A contract from `now` with a return period (a point per euro, no prices). */
-static void op_return_period(fixture_t *f, const char *partner, int64_t now, int64_t seconds)
-{
-    request_t r;
-    char txn[TXN_ID_LEN_MAX + 1];
-    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
-    coalition__contract_set_request__init(&r.contract);
-    r.contract.partner_id = (char *)partner;
-    r.contract.from_ms = now;
-    r.contract.earn_rate_milli = 1000;
-    r.contract.currency = "EUR";
-    r.contract.funding = COALITION__FUNDING__FUNDING_POSTPAID;
-    r.contract.return_period_seconds = seconds;
-    r.env.body_case = COALITION__ENVELOPE__BODY_CONTRACT_SET;
-    r.env.contract_set = &r.contract;
-    result_t res = submit(f, &r.env, now);
-    expect_code("contract", &res, RC_APPROVED);
-}
-
-/* Earn `euros` at `partner` (a point per euro). */
-static result_t earn(fixture_t *f, const char *partner, const char *txn, const char *member,
-                     int64_t euros, int64_t now)
-{
-    request_t r;
-    request_init(&r, partner, txn);
-    coalition__earn_request__init(&r.earn);
-    r.earn.member_id = (char *)member;
-    r.earn.amount_minor = euros * 100;
-    r.earn.currency = "EUR";
-    r.env.body_case = COALITION__ENVELOPE__BODY_EARN;
-    r.env.earn = &r.earn;
-    return submit(f, &r.env, now);
-}
-
-static result_t burn(fixture_t *f, const char *partner, const char *txn, const char *member,
-                     int64_t points, bool partial, int64_t now)
-{
-    request_t r;
-    request_init(&r, partner, txn);
-    coalition__burn_request__init(&r.burn);
-    r.burn.member_id = (char *)member;
-    r.burn.points = points;
-    r.burn.allow_partial = partial;
-    r.env.body_case = COALITION__ENVELOPE__BODY_BURN;
-    r.env.burn = &r.burn;
-    return submit(f, &r.env, now);
-}
-
-/* A refund of an earn (euros > 0) or of a burn (points > 0). */
-static result_t refund(fixture_t *f, const char *partner, const char *txn, const char *original,
-                       int64_t euros, int64_t points, int64_t now)
-{
-    request_t r;
-    request_init(&r, partner, txn);
-    coalition__refund_request__init(&r.refund);
-    r.refund.original_txn_id = (char *)original;
-    r.refund.amount_minor = euros * 100;
-    r.refund.points = points;
-    r.env.body_case = COALITION__ENVELOPE__BODY_REFUND;
-    r.env.refund = &r.refund;
-    return submit(f, &r.env, now);
-}
-
-static result_t void_of(fixture_t *f, const char *partner, const char *txn, const char *original,
-                        int64_t now)
-{
-    request_t r;
-    request_init(&r, partner, txn);
-    coalition__void_request__init(&r.void_request);
-    r.void_request.original_txn_id = (char *)original;
-    r.env.body_case = COALITION__ENVELOPE__BODY_VOID_REQUEST;
-    r.env.void_request = &r.void_request;
-    return submit(f, &r.env, now);
-}
-
-/* A whole expiry run as of `as_of`, slice after slice, as the writer makes it. */
-static expiry_result_t expire(fixture_t *f, int64_t as_of, int64_t now)
-{
-    expiry_result_t total = {0}, res;
-    do {
-        EXPECT_OK("expire", ledger_expire(f->l, as_of, now, 2, &res));
-        total.members += res.members;
-        total.entries += res.entries;
-        total.points += res.points;
-    } while (res.more);
-    return total;
-}
-
-static ledger_member_points_t points_of(fixture_t *f, const char *member, int64_t now,
-                                        ledger_lot_row_t *rows, size_t *n)
-{
-    ledger_member_points_t p;
-    size_t none = 0;
-    EXPECT_OK("member lots",
-              ledger_member_lots(f->l, member, now, &p, rows, rows != NULL ? LOTS_SEEN_MAX : 0,
-                                 n != NULL ? n : &none));
-    return p;
-}
-
-static int64_t account(fixture_t *f, const char *name)
-{
-    int64_t b = 0;
-    EXPECT_OK(name, ledger_account_balance(f->l, name, &b));
-    return b;
-}
-
-static int setup(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/test_lifecycle.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    EXPECT_OK("init", ledger_init(f->dir));
-    EXPECT_OK("open", ledger_open(&f->l, f->dir, STORE_READ_WRITE));
-    op_partner(f, "fuel");
-    op_partner(f, "grocer");
-    op_member(f, "alice");
-    op_member(f, "bob");
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    char path[128];
-    ledger_destroy(&f->l);
-    const char *files[] = {"data.mdb", "lock.mdb", STORE_LOCK_FILE};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", f->dir, files[i]);
-        unlink(path);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
+#include "lifecycle_fixture.h"
 
 static void expect_lot(const char *what, const ledger_lot_row_t *row, int64_t points,
                        int64_t expiry_ms)
@@ -515,7 +207,7 @@ typedef struct prop {
     bool is_earn[PROP_TXNS];
     int partner[PROP_TXNS];
     tally_t t;
-    unsigned earns, burns, reversals, expiry_entries, declines;
+    unsigned earns, burns, reversals, expiry_entries, declines, bonuses;
 } prop_t;
 
 static unsigned rnd(prop_t *p, unsigned below) { return (unsigned)rand_r(&p->seed) % below; }
@@ -534,6 +226,7 @@ static void prop_earn_or_burn(prop_t *p, bool is_earn)
         return;
     }
     *(is_earn ? &p->earns : &p->burns) += 1;
+    p->bonuses += r.bonus > 0;
     if (is_earn)
         p->t.issued += r.points;
     else
@@ -571,6 +264,18 @@ static void prop_reverse(prop_t *p)
         p->t.redeemed -= r.points;
 }
 
+/* A rule at a random partner from now for up to 40 days (declined past the rule limit). */
+static void prop_rule(prop_t *p)
+{
+    p->now += 1000;
+    int kind = 1 + (int)rnd(p, 3);
+    int64_t until = p->now + (int64_t)(1 + rnd(p, 40)) * DAY;
+    op_rule(p->f, p->now, PARTNERS[rnd(p, 2)], kind, 0, until,
+            kind == COALITION__RULE_KIND__RULE_MULTIPLIER ? 1100 + rnd(p, 2000) : 0,
+            kind == COALITION__RULE_KIND__RULE_THRESHOLD ? 1000 + rnd(p, 5000) : 0,
+            kind == COALITION__RULE_KIND__RULE_MULTIPLIER ? 0 : 1 + rnd(p, 30));
+}
+
 static void prop_step(prop_t *p)
 {
     unsigned what = rnd(p, 20);
@@ -591,10 +296,12 @@ static void prop_step(prop_t *p)
         expiry_result_t again = expire(p->f, as_of, p->now);
         EXPECT_EQ("a second run writes nothing", seq, ledger_last_seq(p->f->l));
         EXPECT_EQ("a second run expires nothing", 0, again.points);
-    } else {
+    } else if (rnd(p, 2) == 0) {
         p->now += 1000;
         op_policy(p->f, p->now, rnd(p, 2) ? DAYS(10 + rnd(p, 60)) : 0,
                   rnd(p, 2) ? DAYS(20 + rnd(p, 60)) : 0);
+    } else {
+        prop_rule(p);
     }
     p->n++;
 }
@@ -637,6 +344,10 @@ static void property_random_streams(void **state)
         p.seed = seed * 7919u;
         p.now = T0 + (int64_t)seed * 1000 * DAY;
         op_policy(f, p.now, DAYS(30), DAYS(90));
+        static const char *const names[3] = {"Base", "Silver", "Gold"};
+        const int64_t thresholds[3] = {0, 50 + seed * 10, 400}, mults[3] = {1000, 1500, 2000};
+        result_t t = op_tiers(f, p.now, names, thresholds, mults, 3);
+        expect_code("tiers", &t, RC_APPROVED);
         p.t.broken = account(f, ACCOUNT_BREAKAGE);
         int64_t issued0 =
             -(account(f, "partner:fuel:issued") + account(f, "partner:grocer:issued"));
@@ -650,9 +361,9 @@ static void property_random_streams(void **state)
                 prop_check(&p);
         }
         prop_check(&p);
-        print_message("seed %u: %u earns, %u burns, %u reversals, %u declines, %u expiry "
-                      "entries, breakage %lld\n",
-                      seed, p.earns, p.burns, p.reversals, p.declines, p.expiry_entries,
+        print_message("seed %u: %u earns (%u with bonuses), %u burns, %u reversals, %u "
+                      "declines, %u expiry entries, breakage %lld\n",
+                      seed, p.earns, p.bonuses, p.burns, p.reversals, p.declines, p.expiry_entries,
                       (long long)account(f, ACCOUNT_BREAKAGE));
     }
 }
