@@ -332,7 +332,7 @@ static int rule_add(ctl_t *ctl, int argc, char **argv)
         if (c > 0 && c < 128)
             opt[c] = optarg;
     char *end = NULL;
-    int rc = optind + 1 == argc - 1 ? 0 : EXIT_USAGE; /* "add" PARTNER */
+    int rc = optind == argc - 1 ? 0 : EXIT_USAGE; /* argv[0] "add", then PARTNER */
     if (rc == 0 && opt['m'] != NULL) {
         b.kind = COALITION__RULE_KIND__RULE_MULTIPLIER;
         rc = amount_parse_rate_milli(opt['m'], &b.multiplier_milli) == 0 ? 0 : EXIT_USAGE;

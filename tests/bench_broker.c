@@ -10,6 +10,7 @@
  * The broker is restarted between the phases so that its "per fsync" figure (logged at
  * stop) covers the earns alone. Exit 0 all fresh and the check passed, 1 otherwise, 2 bad
  * usage. Nothing here asserts on time. */
+#include "bench_lifecycle.h"
 #include "card.h"
 #include "clock.h"
 #include "errors.h"
@@ -85,6 +86,8 @@ typedef struct options {
     const char *admin;    /* NULL: ipc://LEDGER/admin.sock when the ledger is known */
     bool insecure;        /* plain TCP (the broker runs --insecure) instead of CURVE */
     bool cards;           /* own broker: enrol a card per member from a bank file, earn by card */
+    bool lifecycle;       /* own broker: tiers, rules and an expiry policy before the earns */
+    int expiry_lots;      /* own broker: lots per member seeded, then expired during the earns */
     const char *key, *broker_key; /* an external broker's: our secret key, its public key */
 } options_t;
 
@@ -132,7 +135,8 @@ typedef struct stream {
     char prefix[PREFIX_BYTES];
     long count;
     int window, members;
-    bool cards; /* STREAM_EARN: by the member's card instead of its id */
+    bool cards;   /* STREAM_EARN: by the member's card instead of its id */
+    bool bonuses; /* STREAM_EARN: tiers and rules may add bonus points to the base */
     uint64_t rng;
     gate_t *start; /* NULL: start at once */
     slot_t *slots;
@@ -166,6 +170,11 @@ typedef struct bench {
     double fresh_per_s, per_fsync;
     int64_t p50_us, p90_us, p99_us, max_us;
     const char *seq_verdict;
+    /* --expiry-lots: what was seeded, and the expiry run during the earns. */
+    int64_t seeded_points, expired_points, expiry_entries, breakage_before;
+    double expiry_s;
+    int64_t expiry_start_us, expiry_end_us;
+    bool expiry_ok;
     curve_t curve;
     bool curve_on; /* earns over CURVE (the default) */
 } bench_t;
@@ -317,7 +326,10 @@ static void classify(stream_t *s, slot_t *slot, const authorization_t *auth)
     } else if (auth->code != RC_APPROVED) {
         t->declined++;
         note_problem(t, "declined", auth);
-    } else if (auth->seq == 0 || auth->points != points || auth->reversed) {
+    } else if (auth->seq == 0 || auth->reversed ||
+               (s->bonuses ? auth->base_points != points ||
+                                 auth->points != auth->base_points + auth->bonus_points
+                           : auth->points != points)) {
         t->mismatched++;
         note_problem(t, "approval without its seq or with other points", auth);
     } else {
@@ -726,6 +738,10 @@ static int setup_phase(bench_t *b)
         rc = keys_and_limits(b);
     if (rc == 0 && b->o.cards)
         rc = cards_phase(b);
+    long entries = 0;
+    if (rc == 0 && b->o.lifecycle)
+        rc = bench_lifecycle_setup(&b->w, b->admin, BENCH_PARTNER, &entries);
+    b->setup_fresh += entries;
 out:
     stream_free(&partner);
     stream_free(&enroll);
@@ -746,6 +762,7 @@ static int earn_streams_init(bench_t *b, stream_t *streams, gate_t *start)
         s->window = b->o.window;
         s->members = b->o.members;
         s->cards = b->o.cards;
+        s->bonuses = b->o.lifecycle;
         uint64_t mix = b->o.seed ^ ((uint64_t)(c + 1) * 0xd1b54a32d192ed03u);
         s->rng = splitmix64(&mix); /* clients' sequences start far apart */
         s->start = start;
@@ -821,6 +838,56 @@ static void gate_open(gate_t *g)
     pthread_mutex_unlock(&g->mutex);
 }
 
+/* --expiry-lots: one second into the earns, an expiry run of everything seeded. */
+static void *expiry_main(void *arg)
+{
+    bench_t *b = arg;
+    struct timespec second = {1, 0};
+    nanosleep(&second, NULL);
+    b->expiry_start_us = clock_mono_us();
+    b->expiry_ok = bench_lifecycle_expire(&b->w, b->admin, &b->expiry_s, &b->expired_points,
+                                          &b->expiry_entries) == 0;
+    b->expiry_end_us = clock_mono_us();
+    return NULL;
+}
+
+/* Latency percentiles of the earns sent while the expiry ran, and of the others. */
+static void expiry_figures(const bench_t *b, const stream_t *streams)
+{
+    int64_t *in = calloc((size_t)b->o.requests, sizeof *in);
+    int64_t *out = calloc((size_t)b->o.requests, sizeof *out);
+    long n_in = 0, n_out = 0;
+    for (int c = 0; in != NULL && out != NULL && c < b->o.clients; c++) {
+        for (long i = 0; i < streams[c].count; i++) {
+            const slot_t *sl = &streams[c].slots[i];
+            if (!sl->answered)
+                continue;
+            bool during = sl->sent_us >= b->expiry_start_us && sl->sent_us <= b->expiry_end_us;
+            if (during)
+                in[n_in++] = sl->latency_us;
+            else
+                out[n_out++] = sl->latency_us;
+        }
+    }
+    if (n_in > 0 && n_out > 0) {
+        qsort(in, (size_t)n_in, sizeof *in, cmp_i64);
+        qsort(out, (size_t)n_out, sizeof *out, cmp_i64);
+        printf("expiry: %ld earns sent while it ran: p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
+               "%ld others: p50 %.2f ms, p99 %.2f ms\n",
+               n_in, (double)percentile(in, n_in, 50) / USEC_PER_MSEC,
+               (double)percentile(in, n_in, 99) / USEC_PER_MSEC,
+               (double)in[n_in - 1] / USEC_PER_MSEC, n_out,
+               (double)percentile(out, n_out, 50) / USEC_PER_MSEC,
+               (double)percentile(out, n_out, 99) / USEC_PER_MSEC);
+    } else {
+        printf("expiry: the run did not overlap the earns (%ld during, %ld outside): give more "
+               "--requests\n",
+               n_in, n_out);
+    }
+    free(in);
+    free(out);
+}
+
 static int earn_phase(bench_t *b, stream_t *streams, tally_t *sum)
 {
     pthread_t threads[CLIENTS_MAX];
@@ -831,9 +898,14 @@ static int earn_phase(bench_t *b, stream_t *streams, tally_t *sum)
         rc = pthread_create(&threads[c], NULL, stream_main, &streams[c]) == 0 ? 0 : -1;
         started += rc == 0;
     }
+    pthread_t expiry;
+    bool expiring =
+        rc == 0 && b->o.expiry_lots > 0 && pthread_create(&expiry, NULL, expiry_main, b) == 0;
     gate_open(&start); /* also when a thread failed: let the others run out and be joined */
     for (int c = 0; c < started; c++)
         pthread_join(threads[c], NULL);
+    if (expiring)
+        pthread_join(expiry, NULL);
     if (rc != 0) {
         fprintf(stderr, "bench_broker: cannot set up the %d client threads\n", b->o.clients);
         return -1;
@@ -853,7 +925,9 @@ static int earn_phase(bench_t *b, stream_t *streams, tally_t *sum)
            b->fresh_per_s);
     printf("latency us: p50 %" PRId64 ", p90 %" PRId64 ", p99 %" PRId64 ", max %" PRId64 "\n",
            b->p50_us, b->p90_us, b->p99_us, b->max_us);
-    return 0;
+    if (expiring)
+        expiry_figures(b, streams);
+    return expiring && !b->expiry_ok ? -1 : 0;
 }
 
 /* ---- the sequence check ----------------------------------------------------------------- */
@@ -889,15 +963,16 @@ static bool seq_check(bench_t *b, const stream_t *streams, long fresh)
     }
     uint64_t setup_growth = b->seq_setup - b->seq_start, earn_growth = b->seq_end - b->seq_setup;
     bool setup_grew_ok = setup_growth == (uint64_t)b->setup_fresh;
-    bool earn_ok = earn_growth == (uint64_t)fresh;
+    bool earn_ok = earn_growth == (uint64_t)fresh + (uint64_t)b->expiry_entries;
     bool seqs_ok = seqs_account_for(streams, b->o.clients, fresh, b->seq_setup, b->seq_end);
     printf("seq check: setup %" PRIu64 " -> %" PRIu64 " (+%" PRIu64 "), counted %ld fresh: %s\n",
            b->seq_start, b->seq_setup, setup_growth, b->setup_fresh,
            setup_grew_ok ? "OK" : "MISMATCH");
-    printf("seq check: earns %" PRIu64 " -> %" PRIu64 " (+%" PRIu64 "), counted %ld fresh: %s; "
-           "their seqs distinct and in range: %s\n",
-           b->seq_setup, b->seq_end, earn_growth, fresh, earn_ok ? "OK" : "MISMATCH",
-           seqs_ok ? "OK" : "NO");
+    printf("seq check: earns %" PRIu64 " -> %" PRIu64 " (+%" PRIu64
+           "), counted %ld fresh and %" PRId64
+           " expiry entries: %s; their seqs distinct and in range: %s\n",
+           b->seq_setup, b->seq_end, earn_growth, fresh, b->expiry_entries,
+           earn_ok ? "OK" : "MISMATCH", seqs_ok ? "OK" : "NO");
     if (!b->own)
         printf("seq check: external broker: any other traffic during the run shows as a "
                "mismatch\n");
@@ -963,6 +1038,11 @@ static void usage(FILE *out)
             "Earns go over CURVE as partner bench (own broker: a key made with coalitionctl;\n"
             "external: --key and --broker-key), or plain TCP with --insecure (the broker\n"
             "must run --insecure too). Setup raises bench's request rate limit.\n"
+            "--lifecycle (own broker): setup also sets tiers, three rules at bench and an\n"
+            "expiry policy; earns are checked as base points plus bonuses.\n"
+            "--expiry-lots K (own broker): K lots per member are seeded in process (dated\n"
+            "2 h ago, 1 h term), then expired by coalitionctl expire one second into the\n"
+            "earns: its wall time, and the earns' latency while it ran and otherwise.\n"
             "--cards (own broker): setup also enrols one card per member from a bank file\n"
             "with coalitionctl enroll (its cards/s and peak memory printed), and the earns\n"
             "name the member by card.\n"
@@ -1018,6 +1098,11 @@ static int parse_option(options_t *o, int c, const char *arg)
     case 'a': o->admin = arg; break;
     case 'I': o->insecure = true; break;
     case 'C': o->cards = true; break;
+    case 'L': o->lifecycle = true; break;
+    case 'X':
+        rc = parse_long("expiry-lots", arg, 1, 1000, &v);
+        o->expiry_lots = (int)v;
+        break;
     case 'k': o->key = arg; break;
     case 'K': o->broker_key = arg; break;
     default: rc = -1;
@@ -1040,6 +1125,8 @@ static int parse_options(int argc, char **argv, options_t *o)
                                              {"key", required_argument, NULL, 'k'},
                                              {"broker-key", required_argument, NULL, 'K'},
                                              {"cards", no_argument, NULL, 'C'},
+                                             {"lifecycle", no_argument, NULL, 'L'},
+                                             {"expiry-lots", required_argument, NULL, 'X'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     for (;;) {
@@ -1060,6 +1147,12 @@ static int parse_options(int argc, char **argv, options_t *o)
         (o->admin != NULL && strlen(o->admin) >= HARNESS_PATH_BYTES)) {
         fprintf(stderr, "bench_broker: --endpoint, --ledger, --admin: at most %d bytes\n",
                 HARNESS_PATH_BYTES - 1);
+        return -1;
+    }
+    if ((o->lifecycle || o->expiry_lots > 0) &&
+        (o->endpoint != NULL || o->cards || (o->lifecycle && o->expiry_lots > 0))) {
+        fprintf(stderr, "bench_broker: --lifecycle and --expiry-lots each go with our own broker, "
+                        "alone\n");
         return -1;
     }
     if (optind != argc || o->requests < o->clients || (o->endpoint != NULL && o->port != 0) ||
@@ -1099,6 +1192,44 @@ static void print_start(const bench_t *b)
            b->nonce, b->o.seed);
 }
 
+static int breakage_of(const bench_t *b, int64_t *out)
+{
+    ledger_t *l = NULL;
+    int rc = ledger_open(&l, b->ledger, STORE_READ_ONLY);
+    if (rc == CL_OK)
+        rc = ledger_account_balance(l, ACCOUNT_BREAKAGE, out);
+    ledger_destroy(&l);
+    return rc == CL_OK ? 0 : -1;
+}
+
+/* --expiry-lots, with our broker stopped: the lots seeded in process (setup entries). */
+static int seed_lots(bench_t *b)
+{
+    if (b->o.expiry_lots == 0)
+        return 0;
+    uint64_t entries = 0;
+    int rc = breakage_of(b, &b->breakage_before);
+    if (rc == 0)
+        rc = bench_lifecycle_seed(b->ledger, BENCH_PARTNER, b->o.members, b->o.expiry_lots,
+                                  EARN_AMOUNT_MINOR, &b->seeded_points, &entries);
+    b->setup_fresh += (long)entries;
+    return rc;
+}
+
+/* What the expiry run says it posted is what breakage gained, and all that was seeded. */
+static bool breakage_check(const bench_t *b)
+{
+    if (b->o.expiry_lots == 0)
+        return true;
+    int64_t after = 0;
+    bool ok = breakage_of(b, &after) == 0 && after - b->breakage_before == b->expired_points &&
+              b->expired_points == b->seeded_points;
+    printf("breakage check: seeded %" PRId64 " points, the run expired %" PRId64
+           ", breakage grew by %" PRId64 ": %s\n",
+           b->seeded_points, b->expired_points, after - b->breakage_before, ok ? "OK" : "MISMATCH");
+    return ok;
+}
+
 /* Setup, then earns, each bracketed by a read of the ledger's last sequence; our own
  * broker is stopped at each read so that the read is final and the writer logs its
  * commit figures per phase. Returns the exit status. */
@@ -1115,8 +1246,8 @@ static int run(bench_t *b, stream_t *streams)
     else if (setup_phase(b) != 0)
         return 1;
     print_cpu(b, "setup");
-    if ((b->own && broker_stop(b) != 0) || (ledger && ledger_seq(b->ledger, &b->seq_setup) != 0) ||
-        (b->own && broker_start(b) != 0))
+    if ((b->own && broker_stop(b) != 0) || seed_lots(b) != 0 ||
+        (ledger && ledger_seq(b->ledger, &b->seq_setup) != 0) || (b->own && broker_start(b) != 0))
         return 1;
     if (earn_phase(b, streams, &sum) != 0)
         return 1;
@@ -1125,7 +1256,7 @@ static int run(bench_t *b, stream_t *streams)
     if (ledger && ledger_seq(b->ledger, &b->seq_end) != 0)
         return 1;
     print_fsync(b);
-    bool checked = seq_check(b, streams, sum.fresh);
+    bool checked = seq_check(b, streams, sum.fresh) && breakage_check(b);
     print_summary(b);
     bool all_fresh = true;
     for (int c = 0; c < b->o.clients; c++)
