@@ -230,6 +230,25 @@ static int split_balance(ledger_t *self, MDB_txn *txn, const char *member, decis
     return lots_split(self, txn, member, d->balance, d->now_ms, &d->available, &d->pending);
 }
 
+/* Write the holder back, then the reply's split of d->balance: read from the lots only
+ * when the member may have pending points (its record says until when). `then`, if set,
+ * runs between the two (it rewrites the member record). */
+static int close_and_split(ledger_t *self, MDB_txn *txn, lot_holder_t *h, decision_t *d,
+                           int (*then)(ledger_t *, MDB_txn *, const char *, decision_t *))
+{
+    bool pending = h->rec->pending_until_ms > d->now_ms;
+    char member[MEMBER_ID_LEN_MAX + 1];
+    snprintf(member, sizeof member, "%s", h->member);
+    int rc = lots_close(self, txn, h, d->now_ms);
+    if (rc == CL_OK && then != NULL)
+        rc = then(self, txn, member, d);
+    if (rc != CL_OK || pending)
+        return rc == CL_OK ? split_balance(self, txn, member, d) : rc;
+    d->available = d->balance;
+    d->pending = 0;
+    return CL_OK;
+}
+
 /* An earn's lot: its issuer, the expiry the policy in force gives it and the partner's
  * return period; the earn is the member's activity. */
 static int earn_lot(ledger_t *self, MDB_txn *txn, const char *partner, const Coalition__Contract *c,
@@ -308,8 +327,7 @@ static int earn_apply(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         lots_discard(&h);
         return rc;
     }
-    rc = lots_close(self, txn, &h, d->now_ms);
-    return rc == CL_OK ? split_balance(self, txn, who, d) : rc;
+    return close_and_split(self, txn, &h, d, NULL);
 }
 
 static int apply_earn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)
@@ -458,11 +476,8 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     }
     assert(points > 0 && points <= r->points);
     h.rec->last_activity_ms = d->now_ms;
-    rc = lots_close(self, txn, &h, d->now_ms);
-    if (rc == CL_OK) /* after the holder's record is written: it rewrites the record */
-        rc = access_velocity_record(self, txn, who, d);
-    if (rc == CL_OK)
-        rc = split_balance(self, txn, who, d);
+    /* The burn's time goes into the record after the holder's write: it rewrites it. */
+    rc = close_and_split(self, txn, &h, d, access_velocity_record);
     d->code = partial ? RC_PARTIAL : RC_APPROVED;
     d->kind = COALITION__ENTRY_KIND__ENTRY_BURN;
     d->points = points;
@@ -698,8 +713,7 @@ static int reversal_lots(ledger_t *self, MDB_txn *txn, const envelope_t *env, co
         lots_discard(&h);
         return rc;
     }
-    rc = lots_close(self, txn, &h, d->now_ms);
-    return rc == CL_OK ? split_balance(self, txn, member, d) : rc;
+    return close_and_split(self, txn, &h, d, NULL);
 }
 
 /* Move `points` back: an earn's points leave the member, a burn's come back. */
