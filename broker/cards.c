@@ -675,7 +675,6 @@ int rules_unclaimed_lapse(ledger_t *self, MDB_txn *txn, const envelope_t *env, d
     if (rc == CL_OK && points > 0)
         rc = rules_move_points(self, txn, d, from, ACCOUNT_BREAKAGE, points);
     m->lapsed = true;
-    m->lot_due_ms = m->idle_ms = 0; /* as lots_move_all left them: no lots, no index keys */
     c->state = COALITION__CARD_STATE__CARD_LAPSED;
     c->changed_seq = self->batch_seq + 1;
     uint8_t key[UNCLAIMED_INDEX_KEY_BYTES];

@@ -95,7 +95,7 @@ int rules_tier_settings(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
 }
 
 /* Roll the member's ring of monthly qualifying points forward to `month`. */
-static int qual_roll(Coalition__MemberRecord *m, int64_t month, int64_t ring[QUAL_MONTHS])
+static int qual_roll(Coalition__LotSummary *m, int64_t month, int64_t ring[QUAL_MONTHS])
 {
     memset(ring, 0, QUAL_MONTHS * sizeof ring[0]);
     if (m->n_qual_points != 0 && m->n_qual_points != QUAL_MONTHS)

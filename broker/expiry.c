@@ -118,7 +118,7 @@ int rules_expiry_policy(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
 /* ---- one member's expiry ------------------------------------------------------------ */
 
 /* Whether `m` is inactive as of as_of_ms under an inactivity period of `inactivity_s`. */
-static bool inactive_at(const Coalition__MemberRecord *m, int64_t inactivity_s, int64_t as_of_ms)
+static bool inactive_at(const Coalition__LotSummary *m, int64_t inactivity_s, int64_t as_of_ms)
 {
     int64_t last = m->last_activity_ms > 0 ? m->last_activity_ms : m->idle_ms;
     return inactivity_s > 0 && last > 0 && last <= as_of_ms - inactivity_s * 1000;
@@ -147,11 +147,18 @@ int rules_expire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     snprintf(d->member_id, sizeof d->member_id, "%s", r->member_id);
     lot_holder_t h;
     int64_t term_s = 0, inactivity_s = 0;
-    int rc = lots_open(self, txn, r->member_id, &h);
-    if (rc == CL_ERR_CORRUPT && h.rec == NULL) {
+    Coalition__MemberRecord *m = NULL;
+    int rc = ledger_get_record(txn, self->db_members, r->member_id, strlen(r->member_id),
+                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
+    coalition__member_record__free_unpacked(m, NULL);
+    if (rc == CL_ERR_NOT_FOUND) {
         rules_decline(d, RC_UNKNOWN_MEMBER, "unknown member %s", r->member_id);
         return CL_OK;
     }
+    if (rc == CL_OK)
+        rc = lots_open(self, txn, r->member_id, &h);
+    if (rc != CL_OK)
+        return rc;
     if (rc == CL_OK)
         rc = expiry_policy_at(self, txn, r->as_of_ms, &term_s, &inactivity_s);
     lots_result_t res = {0};

@@ -45,11 +45,10 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         {"contracts", &self->db_contracts}, {"settlement", &self->db_settlement},
         {"cards", &self->db_cards},         {"bank_refs", &self->db_bank_refs},
         {"banks", &self->db_banks},         {"unclaimed", &self->db_unclaimed},
-        {"lots", &self->db_lots},           {"lot_due", &self->db_lot_due},
-        {"idle", &self->db_idle},           {"rules", &self->db_rules},
-        {"spend", &self->db_spend},
+        {"lot_due", &self->db_lot_due},     {"idle", &self->db_idle},
+        {"rules", &self->db_rules},         {"spend", &self->db_spend},
     };
-    _Static_assert(19 <= STORE_DBS_MAX, "the environment opens every database");
+    _Static_assert(18 <= STORE_DBS_MAX, "the environment opens every database");
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc != MDB_SUCCESS) {
@@ -354,6 +353,11 @@ int ledger_entry_hash(const journal_entry_t *entry, const uint8_t prev[WIRE_HASH
     const void *parts[] = {prev, buf};
     const size_t lens[] = {WIRE_HASH_BYTES, len};
     return digest_sha256(parts, lens, 2, out);
+}
+
+bool ledger_lot_key(const MDB_val *k)
+{
+    return memchr(k->mv_data, 0, k->mv_size) != NULL; /* account names hold no NUL */
 }
 
 void ledger_account_member(char *buf, size_t size, const char *member_id)
@@ -813,7 +817,7 @@ static int decline_reversed_ahead(ledger_t *self, const envelope_t *env,
     if (tombstone_seq == 0 || tombstone_seq > self->batch_seq)
         return CL_ERR_CORRUPT; /* read from disk: a damaged record fails the writer */
     decision_t d;
-    memset(&d, 0, sizeof d);
+    decision_init(&d);
     snprintf(d.member_id, sizeof d.member_id, "%s", wire_member_of(env));
     d.code = RC_INVALID_TRANSACTION;
     snprintf(d.text, sizeof d.text,
@@ -864,7 +868,7 @@ static int apply_request(ledger_t *self, const envelope_t *env, const ledger_car
     if (rc != CL_OK)
         return fail(self, rc, env);
     decision_t d;
-    memset(&d, 0, sizeof d);
+    decision_init(&d);
     d.now_ms = now_ms;
     d.cards = cards;
     rc = rules_decide(self, child, env, &d);
@@ -1008,7 +1012,7 @@ int ledger_inquire_cards(ledger_t *self, const envelope_t *env, const ledger_car
                          size_t *reply_len_out)
 {
     decision_t d;
-    memset(&d, 0, sizeof d);
+    decision_init(&d);
     d.cards = cards;
     d.now_ms = clock_wall_ms();
     read_call_t call = {env, NULL, hash, &d, reply_out, reply_len_out};
@@ -1141,6 +1145,8 @@ static int visit_account(const MDB_val *k, const MDB_val *v, void *ctx)
 {
     const struct walk *w = ctx;
     char name[ACCOUNT_NAME_BYTES_MAX];
+    if (ledger_lot_key(k))
+        return CL_OK; /* a member's lots and their summary, beside its balance */
     if (v->mv_size != 8 || k->mv_size >= sizeof name)
         return CL_ERR_CORRUPT;
     memcpy(name, k->mv_data, k->mv_size);
@@ -1225,6 +1231,8 @@ static int take_account(const MDB_val *k, const MDB_val *v, void *ctx)
     struct slice *s = ctx;
     assert(s->count < s->max);
     ledger_account_row_t *row = &s->rows[s->count];
+    if (ledger_lot_key(k))
+        return CL_OK; /* a member's lots and their summary, beside its balance */
     if (v->mv_size != 8 || k->mv_size >= sizeof row->account)
         return CL_ERR_CORRUPT;
     memcpy(row->account, k->mv_data, k->mv_size);

@@ -10,6 +10,8 @@
 #include <protobuf-c/protobuf-c.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <string.h>
 
 /* One move: a debit and a credit of the same points. An earn makes one for its base
  * points and one per bonus; everything else at most one. */
@@ -35,7 +37,7 @@ struct ledger {
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
         db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed,
-        db_lots, db_lot_due, db_idle, db_rules, db_spend;
+        db_lot_due, db_idle, db_rules, db_spend;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -78,7 +80,7 @@ typedef struct settle_effect {
  * with its tag), the issuer (2 + id), and its own tag and length (3). */
 #define LOT_USE_PACKED_MAX (6 * 11 + 2 + PARTNER_ID_LEN_MAX + 3)
 #define LOT_RECORD_BYTES_MAX (3 * 11 + 2 + PARTNER_ID_LEN_MAX)
-#define LOT_KEY_BYTES_MAX (MEMBER_ID_LEN_MAX + 21)
+#define LOT_KEY_BYTES_MAX (sizeof MEMBER_PREFIX - 1 + MEMBER_ID_LEN_MAX + 21)
 #define LOT_INDEX_KEY_BYTES_MAX (8 + MEMBER_ID_LEN_MAX)
 /* Lots a lapse or claim moves per cursor pass (it moves them all, pass after pass). */
 #define LOTS_MOVED_PER_STEP 256
@@ -138,7 +140,6 @@ typedef struct decision {
     /* Points lifecycle: the lots the entry lists (LotUse), an expiry's run time and
      * reason, an expiry policy set, and a balance reply's split. */
     size_t n_lots;
-    lot_t lots[LOTS_PER_ENTRY_MAX];
     int64_t expire_as_of_ms;
     bool inactive;
     bool has_expiry_policy;
@@ -166,7 +167,15 @@ typedef struct decision {
     size_t posting_count;
     Coalition__Posting postings[DECISION_POSTINGS_MAX];
     char accounts[DECISION_POSTINGS_MAX][ACCOUNT_NAME_BYTES_MAX];
+    /* Last, and not cleared by decision_init: only the first n_lots are ever read. */
+    lot_t lots[LOTS_PER_ENTRY_MAX];
 } decision_t;
+
+/* A decision before rules_decide: everything zero but the lots array (22 KiB). */
+static inline void decision_init(decision_t *d)
+{
+    memset(d, 0, offsetof(decision_t, lots));
+}
 
 /* rules.c: decide and, on approval, write accounts/members/partners/reversals in txn. */
 int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
@@ -272,8 +281,11 @@ int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
  * expiry indexes) or discard it. Every change appends the lots it touched to d->lots. */
 typedef struct lot_holder {
     char member[MEMBER_ID_LEN_MAX + 1];
-    Coalition__MemberRecord *rec;
-    /* earning.c's new values for the record's qualifying ring, partners used and tier
+    Coalition__LotSummary *rec; /* unpacked, or `fresh` when the member had none */
+    Coalition__LotSummary fresh;
+    bool removed;      /* a lot left: lots_close reads the first one left */
+    int64_t min_added; /* the soonest expiry of the lots added (0: none) */
+    /* earning.c's new values for the summary's qualifying ring, partners used and tier
      * (the record points here while it is written; lots_discard puts the unpacked ones
      * back before freeing it). */
     bool swapped;
@@ -375,6 +387,9 @@ int ledger_with_reader(ledger_t *self, int (*fn)(ledger_t *, MDB_txn *, void *),
 int ledger_walk_journal(ledger_t *self, MDB_txn *txn, uint64_t from_seq, ledger_entry_fn fn,
                         void *ctx);
 int ledger_walk_accounts(ledger_t *self, MDB_txn *txn, ledger_account_fn fn, void *ctx);
+/* A key of the accounts database that is a member's lot or lot summary (lots.c), not a
+ * balance: it holds a NUL. */
+bool ledger_lot_key(const MDB_val *k);
 /* Sum of postings; the chain hash of an entry whose hash field is empty. */
 bool ledger_entry_balances(const journal_entry_t *entry);
 int ledger_entry_hash(const journal_entry_t *entry, const uint8_t prev[WIRE_HASH_BYTES],

@@ -1,7 +1,12 @@
 /* A member's points as lots (see LotRecord in ledger.proto): what each kind of entry does
  * to them, and the two indexes expiry runs start from.
  *
- *   lots       member NUL u64be(expiry) u64be(seq) u32be(part) -> LotRecord: burn order
+ *   accounts   "member:ID"                          -> the balance (ledger.c)
+ *              "member:ID" NUL                      -> LotSummary (the holder's record)
+ *              "member:ID" NUL u64be(expiry) u64be(seq) u32be(part)
+ *                                                   -> LotRecord, in burn order
+ *              (beside the balance: an earn or burn writes the same B-tree leaf, not two
+ *              more trees; balance listings skip keys with a NUL)
  *   lot_due    u64be(soonest finite lot expiry) member -> "": exact, one per member whose
  *              lots have any expiry (lots_close re-keys it when the soonest one changes)
  *   idle       u64be(t) member -> "": one per member with lots, t <= its latest activity
@@ -19,33 +24,45 @@
 #include <stdio.h>
 #include <string.h>
 
-_Static_assert(LOT_KEY_BYTES_MAX == MEMBER_ID_LEN_MAX + 1 + 8 + 8 + 4,
-               "member NUL expiry seq part");
+#define PREFIX_LEN (sizeof MEMBER_PREFIX - 1)
+#define LOT_KEY_TAIL 21 /* NUL expiry seq part */
+_Static_assert(LOT_KEY_BYTES_MAX == PREFIX_LEN + MEMBER_ID_LEN_MAX + LOT_KEY_TAIL,
+               "\"member:\" id NUL expiry seq part");
 _Static_assert(LOT_INDEX_KEY_BYTES_MAX == 8 + MEMBER_ID_LEN_MAX, "time then member");
 
 /* ---- keys --------------------------------------------------------------------------- */
 
+/* "member:ID" NUL: the member's LotSummary. */
+static size_t summary_key(uint8_t key[LOT_KEY_BYTES_MAX], const char *member)
+{
+    size_t n = strlen(member);
+    assert(n > 0 && n <= MEMBER_ID_LEN_MAX);
+    memcpy(key, MEMBER_PREFIX, PREFIX_LEN);
+    memcpy(key + PREFIX_LEN, member, n);
+    key[PREFIX_LEN + n] = 0;
+    return PREFIX_LEN + n + 1;
+}
+
 static size_t lot_key(uint8_t key[LOT_KEY_BYTES_MAX], const char *member, int64_t expiry_ms,
                       uint64_t seq, uint32_t part)
 {
-    size_t n = strlen(member);
-    assert(n > 0 && n <= MEMBER_ID_LEN_MAX && expiry_ms >= 0);
-    memcpy(key, member, n);
-    key[n] = 0;
+    assert(expiry_ms >= 0);
+    size_t n = summary_key(key, member) - 1; /* the NUL after the account name */
     store_put_u64(key + n + 1, (uint64_t)expiry_ms);
     store_put_u64(key + n + 9, seq);
     for (int i = 0; i < 4; i++)
         key[n + 17 + i] = (uint8_t)(part >> (24 - 8 * i));
-    return n + 21;
+    return n + LOT_KEY_TAIL;
 }
 
 /* The lot a key names, the fields the record holds left to the caller. False when the
  * key is not one of `member`'s (or not a lot key at all). */
 static bool lot_key_parse(const MDB_val *k, const char *member, lot_t *out)
 {
-    size_t n = strlen(member);
+    size_t m = strlen(member), n = PREFIX_LEN + m;
     const uint8_t *b = k->mv_data;
-    if (k->mv_size != n + 21 || memcmp(b, member, n) != 0 || b[n] != 0)
+    if (k->mv_size != n + LOT_KEY_TAIL || memcmp(b, MEMBER_PREFIX, PREFIX_LEN) != 0 ||
+        memcmp(b + PREFIX_LEN, member, m) != 0 || b[n] != 0)
         return false;
     uint64_t expiry = store_get_u64(b + n + 1);
     if (expiry > (uint64_t)LOT_NO_EXPIRY_MS)
@@ -72,12 +89,19 @@ int lots_open(ledger_t *self, MDB_txn *txn, const char *member, lot_holder_t *h)
 {
     memset(h, 0, sizeof *h);
     snprintf(h->member, sizeof h->member, "%s", member);
-    int rc = ledger_get_record(txn, self->db_members, member, strlen(member),
-                               &coalition__member_record__descriptor, (ProtobufCMessage **)&h->rec);
-    if (rc == CL_ERR_NOT_FOUND)
-        return CL_ERR_CORRUPT; /* callers hold a member the ledger knows */
-    if (rc == CL_OK && (h->rec->lot_due_ms < 0 || h->rec->idle_ms < 0))
-        rc = CL_ERR_CORRUPT;
+    uint8_t key[LOT_KEY_BYTES_MAX];
+    size_t len = summary_key(key, member);
+    Coalition__LotSummary *s = NULL;
+    int rc = ledger_get_record(txn, self->db_accounts, key, len,
+                               &coalition__lot_summary__descriptor, (ProtobufCMessage **)&s);
+    if (rc == CL_ERR_NOT_FOUND) { /* no lots yet: an empty summary of the holder's own */
+        coalition__lot_summary__init(&h->fresh);
+        h->rec = &h->fresh;
+        return CL_OK;
+    }
+    h->rec = s;
+    if (rc == CL_OK && (s->lot_due_ms < 0 || s->idle_ms < 0 || s->pending_until_ms < 0))
+        rc = CL_ERR_CORRUPT; /* read from disk */
     return rc;
 }
 
@@ -90,7 +114,8 @@ void lots_discard(lot_holder_t *h)
         h->rec->tier = h->orig_tier;
         h->swapped = false;
     }
-    coalition__member_record__free_unpacked(h->rec, NULL);
+    if (h->rec != &h->fresh)
+        coalition__lot_summary__free_unpacked(h->rec, NULL);
     h->rec = NULL;
 }
 
@@ -102,7 +127,7 @@ static int first_lot(ledger_t *self, MDB_txn *txn, const char *member, lot_t *ou
     MDB_val k = {len, key}, v;
     MDB_cursor *cur = NULL;
     *found = false;
-    int rc = mdb_cursor_open(txn, self->db_lots, &cur);
+    int rc = mdb_cursor_open(txn, self->db_accounts, &cur);
     if (rc != MDB_SUCCESS)
         return store_err(rc);
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -140,14 +165,38 @@ static int index_move(MDB_txn *txn, MDB_dbi dbi, const char *member, int64_t *at
     return store_err(mdb_put(txn, dbi, &k, &v, 0));
 }
 
+static int summary_put(ledger_t *self, MDB_txn *txn, lot_holder_t *h)
+{
+    uint8_t key[LOT_KEY_BYTES_MAX];
+    return ledger_put_record(txn, self->db_accounts, key, summary_key(key, h->member),
+                             &h->rec->base);
+}
+
+/* Whether the member has lots and its soonest finite expiry (0: none), after the
+ * request: with lots only added, from the summary and what was added; else read. */
+static int lots_after(ledger_t *self, MDB_txn *txn, const lot_holder_t *h, bool *any, int64_t *due)
+{
+    if (!h->removed) {
+        int64_t d = h->rec->lot_due_ms;
+        if (h->min_added != 0 && h->min_added != LOT_NO_EXPIRY_MS && (d == 0 || h->min_added < d))
+            d = h->min_added;
+        *any = h->rec->idle_ms != 0 || h->min_added != 0; /* idle is kept iff it has lots */
+        *due = d;
+        return CL_OK;
+    }
+    lot_t first;
+    int rc = first_lot(self, txn, h->member, &first, any);
+    *due = *any && first.expiry_ms != LOT_NO_EXPIRY_MS ? first.expiry_ms : 0;
+    return rc;
+}
+
 int lots_close(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t now_ms)
 {
     assert(h->rec != NULL);
-    lot_t first;
     bool any = false;
-    int rc = first_lot(self, txn, h->member, &first, &any);
-    Coalition__MemberRecord *m = h->rec;
-    int64_t due = any && first.expiry_ms != LOT_NO_EXPIRY_MS ? first.expiry_ms : 0;
+    int64_t due = 0;
+    int rc = lots_after(self, txn, h, &any, &due);
+    Coalition__LotSummary *m = h->rec;
     if (rc == CL_OK)
         rc = index_move(txn, self->db_lot_due, h->member, &m->lot_due_ms, due);
     /* idle: kept while the member has lots, never later than its latest activity. */
@@ -159,7 +208,7 @@ int lots_close(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t now_ms)
     if (rc == CL_OK)
         rc = index_move(txn, self->db_idle, h->member, &m->idle_ms, idle);
     if (rc == CL_OK)
-        rc = ledger_put_record(txn, self->db_members, h->member, strlen(h->member), &m->base);
+        rc = summary_put(self, txn, h);
     assert(rc != CL_OK || (m->idle_ms == 0) == !any);
     lots_discard(h);
     return rc;
@@ -167,13 +216,11 @@ int lots_close(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t now_ms)
 
 int lots_idle_forward(ledger_t *self, MDB_txn *txn, lot_holder_t *h)
 {
-    Coalition__MemberRecord *m = h->rec;
+    Coalition__LotSummary *m = h->rec;
     if (m->idle_ms == 0 || m->last_activity_ms <= m->idle_ms)
         return CL_OK;
     int rc = index_move(txn, self->db_idle, h->member, &m->idle_ms, m->last_activity_ms);
-    return rc == CL_OK
-               ? ledger_put_record(txn, self->db_members, h->member, strlen(h->member), &m->base)
-               : rc;
+    return rc == CL_OK ? summary_put(self, txn, h) : rc;
 }
 
 /* ---- records ------------------------------------------------------------------------ */
@@ -183,7 +230,7 @@ static int lot_get(ledger_t *self, MDB_txn *txn, const char *member, lot_t *lot,
     uint8_t key[LOT_KEY_BYTES_MAX];
     size_t len = lot_key(key, member, lot->expiry_ms, lot->seq, lot->part);
     Coalition__LotRecord *r = NULL;
-    int rc = ledger_get_record(txn, self->db_lots, key, len, &coalition__lot_record__descriptor,
+    int rc = ledger_get_record(txn, self->db_accounts, key, len, &coalition__lot_record__descriptor,
                                (ProtobufCMessage **)&r);
     *found = rc == CL_OK;
     if (rc == CL_ERR_NOT_FOUND)
@@ -209,14 +256,14 @@ static int lot_put(ledger_t *self, MDB_txn *txn, const char *member, const lot_t
     r.earn_ms = lot->earn_ms;
     r.issuer = (char *)lot->issuer;
     r.pending_until_ms = lot->pending_until_ms;
-    return ledger_put_record(txn, self->db_lots, key, len, &r.base);
+    return ledger_put_record(txn, self->db_accounts, key, len, &r.base);
 }
 
 static int lot_del(ledger_t *self, MDB_txn *txn, const char *member, const lot_t *lot)
 {
     uint8_t key[LOT_KEY_BYTES_MAX];
     MDB_val k = {lot_key(key, member, lot->expiry_ms, lot->seq, lot->part), key};
-    return store_err(mdb_del(txn, self->db_lots, &k, NULL));
+    return store_err(mdb_del(txn, self->db_accounts, &k, NULL));
 }
 
 /* Record `lot` (with `points`) in the decision's lot list: 61 when it is full. */
@@ -230,12 +277,23 @@ static bool note_lot(decision_t *d, const lot_t *lot, int64_t points)
     return true;
 }
 
+static void note_added(lot_holder_t *h, const lot_t *lot)
+{
+    if (h->min_added == 0 || lot->expiry_ms < h->min_added)
+        h->min_added = lot->expiry_ms;
+    if (lot->pending_until_ms > h->rec->pending_until_ms)
+        h->rec->pending_until_ms = lot->pending_until_ms;
+}
+
 int lots_add(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *lot, decision_t *d)
 {
     assert(lot->points > 0 && lot->expiry_ms > 0);
     lot_t stored = *lot;
     bool found = false;
-    int rc = lot_get(self, txn, h->member, &stored, &found);
+    /* A lot of this entry's own seq is new: no need to look for it. */
+    int rc = lot->seq == self->batch_seq + 1 && lot->part == 0
+                 ? CL_OK
+                 : lot_get(self, txn, h->member, &stored, &found);
     if (rc != CL_OK)
         return rc;
     if (found && (strcmp(stored.issuer, lot->issuer) != 0))
@@ -245,8 +303,7 @@ int lots_add(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *lot, de
         return CL_ERR_OVERFLOW;
     stored = *lot;
     stored.points = points;
-    if (lot->pending_until_ms > h->rec->pending_until_ms)
-        h->rec->pending_until_ms = lot->pending_until_ms;
+    note_added(h, lot);
     if (!note_lot(d, lot, lot->points))
         return CL_ERR_OVERFLOW;
     return lot_put(self, txn, h->member, &stored);
@@ -294,8 +351,10 @@ static int walk_one(walk_t *w, MDB_cursor *cur, const MDB_val *k, const MDB_val 
         return CL_OK;
     }
     w->taken += take;
-    if (take == lot->points)
+    if (take == lot->points) {
+        w->h->removed = true;
         return store_err(mdb_cursor_del(cur, 0));
+    }
     Coalition__LotRecord rec = COALITION__LOT_RECORD__INIT;
     rec.points = lot->points - take;
     rec.earn_ms = lot->earn_ms;
@@ -319,7 +378,7 @@ static int walk(ledger_t *self, MDB_txn *txn, walk_t *w)
     uint8_t key[LOT_KEY_BYTES_MAX];
     MDB_val k = {lot_key(key, w->h->member, 0, 0, 0), key}, v;
     MDB_cursor *cur = NULL;
-    int rc = store_err(mdb_cursor_open(txn, self->db_lots, &cur));
+    int rc = store_err(mdb_cursor_open(txn, self->db_accounts, &cur));
     if (rc != CL_OK)
         return rc;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -400,6 +459,7 @@ int lots_take_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *o
                 return CL_ERR_OVERFLOW;
             w.taken = take;
             lot.points -= take;
+            h->removed = h->removed || lot.points == 0;
             rc = lot.points == 0 ? lot_del(self, txn, h->member, &lot)
                                  : lot_put(self, txn, h->member, &lot);
             w.skip_first = true;
@@ -524,7 +584,7 @@ static int read_step(ledger_t *self, MDB_txn *txn, const char *member, lot_t *lo
     MDB_val k = {lot_key(key, member, 0, 0, 0), key}, v;
     MDB_cursor *cur = NULL;
     *n = 0;
-    int rc = store_err(mdb_cursor_open(txn, self->db_lots, &cur));
+    int rc = store_err(mdb_cursor_open(txn, self->db_accounts, &cur));
     if (rc != CL_OK)
         return rc;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -566,11 +626,11 @@ int lots_take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t
             rc = by_issuer_add(by_issuer, n_issuers, lots[i].issuer, lots[i].points);
             if (rc == CL_OK && __builtin_add_overflow(*total, lots[i].points, total))
                 rc = CL_ERR_OVERFLOW;
+            from->removed = true;
             if (rc == CL_OK)
                 rc = lot_del(self, txn, from->member, &lots[i]);
             if (rc == CL_OK && to != NULL) {
-                if (lots[i].pending_until_ms > to->rec->pending_until_ms)
-                    to->rec->pending_until_ms = lots[i].pending_until_ms;
+                note_added(to, &lots[i]);
                 rc = lot_put(self, txn, to->member, &lots[i]);
             }
         }
@@ -624,13 +684,14 @@ void lots_shares(decision_t *d)
 int lots_split(ledger_t *self, MDB_txn *txn, const char *member, int64_t balance, int64_t now_ms,
                int64_t *available, int64_t *pending)
 {
-    Coalition__MemberRecord *m = NULL;
-    int rc = ledger_get_record(txn, self->db_members, member, strlen(member),
-                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
-    if (rc != CL_OK)
-        return rc == CL_ERR_NOT_FOUND ? CL_ERR_CORRUPT : rc;
-    bool any_pending = m->pending_until_ms > now_ms;
-    coalition__member_record__free_unpacked(m, NULL);
+    Coalition__LotSummary *m = NULL;
+    uint8_t key[LOT_KEY_BYTES_MAX];
+    int rc = ledger_get_record(txn, self->db_accounts, key, summary_key(key, member),
+                               &coalition__lot_summary__descriptor, (ProtobufCMessage **)&m);
+    if (rc != CL_OK && rc != CL_ERR_NOT_FOUND)
+        return rc;
+    bool any_pending = m != NULL && m->pending_until_ms > now_ms; /* none: no lots ever */
+    coalition__lot_summary__free_unpacked(m, NULL);
     *available = balance;
     *pending = 0;
     if (!any_pending)

@@ -476,7 +476,7 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     }
     assert(points > 0 && points <= r->points);
     h.rec->last_activity_ms = d->now_ms;
-    /* The burn's time goes into the record after the holder's write: it rewrites it. */
+    /* The burn's time for the velocity limit goes into the member record. */
     rc = close_and_split(self, txn, &h, d, access_velocity_record);
     d->code = partial ? RC_PARTIAL : RC_APPROVED;
     d->kind = COALITION__ENTRY_KIND__ENTRY_BURN;

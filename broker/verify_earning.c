@@ -353,31 +353,35 @@ int verify_earning_entry(verify_t *v, const journal_entry_t *e)
     }
 }
 
-/* ---- member records ----------------------------------------------------------------- */
+/* ---- lot summaries ---------------------------------------------------------------- */
 
-static int visit_member(const MDB_val *k, const MDB_val *val, void *ctx)
+int verify_earning_summary(verify_t *v, const char *member, const Coalition__LotSummary *m)
 {
-    verify_t *v = ctx;
-    Coalition__MemberRecord *m = coalition__member_record__unpack(NULL, val->mv_size, val->mv_data);
-    if (m == NULL)
-        return verify_violation(v, "unreadable member record");
-    vqual_t *q = vmap_find(&v->earning->quals, k->mv_data, k->mv_size);
+    if (v->earning == NULL)
+        return CL_ERR_NOMEM;
+    vqual_t *q = vmap_find(&v->earning->quals, member, strlen(member));
     bool same = q == NULL ? m->tier[0] == '\0' && m->n_qual_points == 0
                           : strcmp(m->tier, q->tier) == 0 && m->n_qual_points == QUAL_MONTHS &&
                                 m->qual_month == q->month &&
                                 memcmp(m->qual_points, q->ring, sizeof q->ring) == 0;
-    int rc = same ? CL_OK
-                  : verify_violation(v,
-                                     "member %s: its tier or qualifying points are not the "
-                                     "journal's",
-                                     m->member_id);
-    coalition__member_record__free_unpacked(m, NULL);
-    return rc;
+    if (q != NULL)
+        q->seen = true;
+    return same ? CL_OK
+                : verify_violation(v, "member %s: its tier or qualifying points are not the "
+                                      "journal's",
+                                   member);
 }
 
+/* Every member the journal gave qualifying points has them in its summary. */
 int verify_earning_records(verify_t *v)
 {
     if (v->earning == NULL)
         return CL_ERR_NOMEM;
-    return store_walk(v->txn, v->ledger->db_members, NULL, visit_member, v);
+    for (size_t i = 0; i < v->earning->quals.count; i++) {
+        const vqual_t *q = vmap_at(&v->earning->quals, i);
+        if (!q->seen)
+            return verify_violation(v, "member %s earned, but has no lot summary",
+                                    q->member.bytes);
+    }
+    return CL_OK;
 }

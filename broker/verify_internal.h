@@ -242,6 +242,8 @@ int verify_earning_entry(verify_t *v, const journal_entry_t *e);
 int verify_verify_earning(verify_t *v, const journal_entry_t *e);
 int verify_earning_reversal(verify_t *v, const journal_entry_t *e, const journal_entry_t *earn,
                             int64_t minor_before, int64_t minor_after, const char *holder);
+/* A member's lot summary (from verify_lots.c's walk): its tier and qualifying points. */
+int verify_earning_summary(verify_t *v, const char *member, const Coalition__LotSummary *m);
 int verify_earning_records(verify_t *v);
 
 /* verify_reversals.c. A refund or void; a reversal ahead of its original; after the

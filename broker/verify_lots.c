@@ -259,14 +259,15 @@ int verify_lots_entry(verify_t *v, const journal_entry_t *e)
                             ledger_entry_kind_name(e->kind), (long long)sum, (long long)e->points);
 }
 
-/* ---- the lots database -------------------------------------------------------------- */
+/* ---- the lots beside the balances --------------------------------------------------- */
 
 typedef struct lots_walk {
     verify_t *v;
     char member[MEMBER_ID_LEN_MAX + 1]; /* the group being summed ("" before the first) */
+    Coalition__LotSummary *summary;     /* the group's, if it has one */
     i128_t sum;
     int64_t min_expiry, max_pending;
-    uint64_t groups, finite;
+    uint64_t lots, groups, finite;
 } lots_walk_t;
 
 static int index_has(verify_t *v, MDB_dbi dbi, int64_t t, const char *member)
@@ -277,55 +278,54 @@ static int index_has(verify_t *v, MDB_dbi dbi, int64_t t, const char *member)
     return rc == MDB_SUCCESS ? CL_OK : rc == MDB_NOTFOUND ? CL_ERR_NOT_FOUND : store_err(rc);
 }
 
-/* A member's lots end: their sum is its balance; its record names its index keys. */
+/* A member's lots end: they sum to its balance; its summary names its index keys, exactly
+ * the soonest expiry and an idle key while it has lots, and none without. */
 static int group_end(lots_walk_t *w)
 {
     verify_t *v = w->v;
     char account[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(account, sizeof account, w->member);
     const vaccount_t *a = vmap_find(&v->accounts, account, strlen(account));
+    const Coalition__LotSummary *m = w->summary;
     if (a == NULL || a->sum != w->sum)
         return verify_violation(v, "member %s: its lots do not sum to its balance", w->member);
-    Coalition__MemberRecord *m = NULL;
-    int rc = ledger_get_record(v->txn, v->ledger->db_members, w->member, strlen(w->member),
-                               &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
-    if (rc != CL_OK)
-        return rc == CL_ERR_NOT_FOUND
-                   ? verify_violation(v, "lots of %s, which has no member record", w->member)
-                   : rc;
+    if (m == NULL)
+        return verify_violation(v, "member %s has lots but no lot summary", w->member);
     int64_t due = w->min_expiry == LOT_NO_EXPIRY_MS ? 0 : w->min_expiry;
-    bool ok = m->lot_due_ms == due && m->idle_ms > 0 && m->pending_until_ms >= w->max_pending;
-    int64_t idle = m->idle_ms;
-    coalition__member_record__free_unpacked(m, NULL);
+    bool any = w->lots > 0;
+    bool ok = m->lot_due_ms == due && (m->idle_ms > 0) == any &&
+              m->pending_until_ms >= w->max_pending;
+    int rc = CL_OK;
     if (ok && due != 0)
         rc = index_has(v, v->ledger->db_lot_due, due, w->member);
-    if (ok && rc == CL_OK)
-        rc = index_has(v, v->ledger->db_idle, idle, w->member);
+    if (ok && rc == CL_OK && any)
+        rc = index_has(v, v->ledger->db_idle, m->idle_ms, w->member);
     if (!ok || rc == CL_ERR_NOT_FOUND)
-        return verify_violation(v, "member %s: its record or expiry index keys do not fit its lots",
+        return verify_violation(v, "member %s: its summary or expiry index keys do not fit its "
+                                   "lots",
                                 w->member);
-    w->groups++;
+    w->groups += any;
     w->finite += due != 0;
+    return rc == CL_OK ? verify_earning_summary(v, w->member, m) : rc;
+}
+
+static int group_start(lots_walk_t *w, const char *id, size_t n)
+{
+    int rc = w->member[0] != '\0' ? group_end(w) : CL_OK;
+    coalition__lot_summary__free_unpacked(w->summary, NULL);
+    w->summary = NULL;
+    memcpy(w->member, id, n);
+    w->member[n] = '\0';
+    w->sum = 0;
+    w->lots = 0;
+    w->min_expiry = LOT_NO_EXPIRY_MS;
+    w->max_pending = 0;
     return rc;
 }
 
-static int visit_lot(const MDB_val *k, const MDB_val *val, void *ctx)
+static int visit_lot(lots_walk_t *w, size_t n, const MDB_val *k, const MDB_val *val)
 {
-    lots_walk_t *w = ctx;
     verify_t *v = w->v;
-    size_t n = strnlen(k->mv_data, k->mv_size);
-    if (n == 0 || n > MEMBER_ID_LEN_MAX || k->mv_size != n + 21)
-        return verify_violation(v, "a lot under a malformed key");
-    if (strlen(w->member) != n || memcmp(w->member, k->mv_data, n) != 0) {
-        int rc = w->member[0] != '\0' ? group_end(w) : CL_OK;
-        if (rc != CL_OK)
-            return rc;
-        memcpy(w->member, k->mv_data, n);
-        w->member[n] = '\0';
-        w->sum = 0;
-        w->min_expiry = LOT_NO_EXPIRY_MS;
-        w->max_pending = 0;
-    }
     int64_t expiry = (int64_t)store_get_u64((const uint8_t *)k->mv_data + n + 1);
     Coalition__LotRecord *r = coalition__lot_record__unpack(NULL, val->mv_size, val->mv_data);
     bool ok = r != NULL && r->points > 0 && r->points <= LOT_POINTS_MAX && expiry > 0 &&
@@ -333,6 +333,7 @@ static int visit_lot(const MDB_val *k, const MDB_val *val, void *ctx)
               r->pending_until_ms >= 0;
     if (ok) {
         w->sum += r->points;
+        w->lots++;
         if (expiry < w->min_expiry)
             w->min_expiry = expiry;
         if (r->pending_until_ms > w->max_pending)
@@ -340,6 +341,30 @@ static int visit_lot(const MDB_val *k, const MDB_val *val, void *ctx)
     }
     coalition__lot_record__free_unpacked(r, NULL);
     return ok ? CL_OK : verify_violation(v, "lot of %s: not a lot the rules make", w->member);
+}
+
+/* Keys with a NUL in the accounts database: "member:ID" NUL (the summary) and
+ * "member:ID" NUL + 20 bytes (a lot); in key order a member's summary comes first. */
+static int visit_key(const MDB_val *k, const MDB_val *val, void *ctx)
+{
+    lots_walk_t *w = ctx;
+    verify_t *v = w->v;
+    if (!ledger_lot_key(k))
+        return CL_OK; /* a balance */
+    const char *key = k->mv_data;
+    size_t p = strlen(MEMBER_PREFIX), n = strnlen(key, k->mv_size);
+    if (n <= p || n - p > MEMBER_ID_LEN_MAX || memcmp(key, MEMBER_PREFIX, p) != 0 ||
+        (k->mv_size != n + 1 && k->mv_size != n + 21))
+        return verify_violation(v, "a lot or lot summary under a malformed key");
+    bool same = strlen(w->member) == n - p && memcmp(w->member, key + p, n - p) == 0;
+    int rc = same ? CL_OK : group_start(w, key + p, n - p);
+    if (rc != CL_OK || k->mv_size == n + 21)
+        return rc == CL_OK ? visit_lot(w, n, k, val) : rc;
+    if (same || w->summary != NULL)
+        return verify_violation(v, "member %s: a summary after its lots", w->member);
+    w->summary = coalition__lot_summary__unpack(NULL, val->mv_size, val->mv_data);
+    return w->summary != NULL ? CL_OK
+                              : verify_violation(v, "member %s: unreadable lot summary", w->member);
 }
 
 static uint64_t entries_of(verify_t *v, MDB_dbi dbi)
@@ -351,9 +376,10 @@ static uint64_t entries_of(verify_t *v, MDB_dbi dbi)
 int verify_lots_records(verify_t *v)
 {
     lots_walk_t w = {.v = v};
-    int rc = store_walk(v->txn, v->ledger->db_lots, NULL, visit_lot, &w);
+    int rc = store_walk(v->txn, v->ledger->db_accounts, NULL, visit_key, &w);
     if (rc == CL_OK && w.member[0] != '\0')
         rc = group_end(&w);
+    coalition__lot_summary__free_unpacked(w.summary, NULL);
     if (rc != CL_OK)
         return rc;
     uint64_t holders = 0;

@@ -71,6 +71,9 @@ static void copy_result(const authorization_t *auth, cpos_result_t *out)
     out->balance = auth->balance;
     out->available = auth->available;
     out->pending_points = auth->pending_points;
+    out->base_points = auth->base_points;
+    out->bonus_points = auth->bonus_points;
+    snprintf(out->tier, sizeof out->tier, "%s", auth->tier != NULL ? auth->tier : "");
     out->seq = auth->seq;
     snprintf(out->auth_code, sizeof out->auth_code, "%s", auth->auth_code);
     snprintf(out->txn_id, sizeof out->txn_id, "%s", auth->txn_id);

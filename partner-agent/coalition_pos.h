@@ -19,6 +19,8 @@
 #define CPOS_NO_ANSWER (-1) /* the agent did not answer within the timeout */
 #define CPOS_BAD_ARGUMENT (-2)
 
+#define CPOS_TIER_BYTES 17 /* TIER_NAME_LEN_MAX + 1 */
+
 typedef struct cpos cpos_t;
 
 typedef struct cpos_result {
@@ -37,6 +39,10 @@ typedef struct cpos_result {
     /* Of `balance` (answers from the clearinghouse): what may be burned now, and what is
      * pending until a partner's return period ends. */
     int64_t available, pending_points;
+    /* An earn's points split: base (the amount at the partner's rate) and bonus (tier and
+     * rules); and the member's tier at the moment of the earn ("" : none). */
+    int64_t base_points, bonus_points;
+    char tier[CPOS_TIER_BYTES];
 } cpos_result_t;
 
 /* NULL if the endpoint is malformed or out of memory. terminal_id names the till. */

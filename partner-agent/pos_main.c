@@ -51,6 +51,7 @@ static void usage(FILE *out)
             "  -j, --json             print one JSON object: code, approved, points, balance\n"
             "                         (available + pending_points: points pending over a\n"
             "                         partner's return period cannot be burned yet),\n"
+            "                         base_points, bonus_points and tier (an earn),\n"
             "                         seq, auth_code, replay, reversed, offline, pending, text\n"
             "      --timeout-ms N     give up after N ms (default: %d)\n"
             "      --card PAN         the payment card instead of a member id (card-linked);\n"
@@ -69,10 +70,13 @@ static void print_result(const args_t *a, const cpos_result_t *r)
         printf("{\"txn_id\":");
         json_write_string(stdout, r->txn_id);
         printf(",\"code\":\"%02d\",\"approved\":%s,\"points\":%" PRId64 ",\"balance\":%" PRId64
-               ",\"available\":%" PRId64 ",\"pending_points\":%" PRId64 ",\"seq\":%" PRIu64
-               ",\"auth_code\":",
+               ",\"available\":%" PRId64 ",\"pending_points\":%" PRId64
+               ",\"base_points\":%" PRId64 ",\"bonus_points\":%" PRId64 ",\"seq\":%" PRIu64
+               ",\"tier\":",
                r->code, r->approved ? "true" : "false", r->points, r->balance, r->available,
-               r->pending_points, r->seq);
+               r->pending_points, r->base_points, r->bonus_points, r->seq);
+        json_write_string(stdout, r->tier);
+        printf(",\"auth_code\":");
         json_write_string(stdout, r->auth_code);
         printf(",\"replay\":%s,\"reversed\":%s,\"offline\":%s,\"pending\":%s,\"text\":",
                r->replay ? "true" : "false", r->reversed ? "true" : "false",

@@ -2,8 +2,10 @@
  * (coalition-pos) and coalitionctl. An expiry policy with a two-second term, an expiry
  * run through the broker's writer (twice: the second writes nothing), the broker's own
  * daily run at start-up, pending points over a return period shown apart on the wire,
- * in --json and in the receipt, the liability report's breakage by issuer, and every
- * bad operator input refused with nothing stored. Every test ends with verify. */
+ * in --json and in the receipt, the liability report's breakage by issuer, tiers and
+ * rules at the tills (base and bonus apart, a rule ended), a threshold bonus given once
+ * among eight tills at once, and every bad operator input refused with nothing stored.
+ * Every test ends with verify. */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -18,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define OUT_BYTES 65536
 #define POLL_STEP_MS 100
@@ -181,6 +185,78 @@ static void pending_points_on_the_wire(void **state)
     expect_verify(w);
 }
 
+/* Tiers and rules at the tills: the reply splits base and bonus points and names the
+ * tier; a tier reached by one earn applies from the next; a rule ended stops. */
+static void tiers_and_rules_at_the_till(void **state)
+{
+    world_t *w = *state;
+    char out[OUT_BYTES];
+    EXPECT_EQ("tiers", 0,
+              world_ctl(w, out, sizeof out, "tiers", "--set", "Base:0:1,Silver:20:1.5", NULL));
+    EXPECT_EQ("campaign", 0,
+              world_ctl(w, out, sizeof out, "rule", "add", "grocer", "--multiplier", "2", NULL));
+    EXPECT_EQ("first-earn bonus", 0,
+              world_ctl(w, out, sizeof out, "rule", "add", "grocer", "--first-earn-bonus", "5",
+                        NULL));
+    EXPECT_EQ("rule list", 0, world_ctl(w, out, sizeof out, "--json", "rule", "list", NULL));
+    const char *campaign = strstr(out, "\"kind\":\"multiplier\"");
+    assert_non_null(campaign);
+    char id[32];
+    snprintf(id, sizeof id, "%lld", json_int(out, "id")); /* the first listed: the campaign */
+    EXPECT_EQ("grocer earn", 0,
+              world_pos(w, &w->agents[1], out, sizeof out, "earn", "--member", "alice",
+                        "--amount", "10.00", "--currency", "EUR", "--txn", "g1", NULL));
+    EXPECT_EQ("base", 10, json_int(out, "base_points"));
+    EXPECT_EQ("bonus: campaign 10 + first earn 5", 15, json_int(out, "bonus_points"));
+    EXPECT_CONTAINS("tier named", "\"tier\":\"Base\"", out);
+    EXPECT_EQ("fuel earn reaching Silver", 0,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--member", "alice",
+                        "--amount", "20.00", "--currency", "EUR", "--txn", "f1", NULL));
+    EXPECT_EQ("made at Base: no bonus", 0, json_int(out, "bonus_points"));
+    EXPECT_EQ("the next fuel earn", 0,
+              world_pos(w, &w->agents[0], out, sizeof out, "earn", "--member", "alice",
+                        "--amount", "5.00", "--currency", "EUR", "--txn", "f2", NULL));
+    EXPECT_CONTAINS("at Silver", "\"tier\":\"Silver\"", out);
+    EXPECT_EQ("Silver's half of 10", 5, json_int(out, "bonus_points"));
+    EXPECT_EQ("end the campaign", 0,
+              world_ctl(w, out, sizeof out, "rule", "end", "grocer", id, NULL));
+    EXPECT_EQ("grocer earn after", 0,
+              world_pos(w, &w->agents[1], out, sizeof out, "earn", "--member", "alice",
+                        "--amount", "10.00", "--currency", "EUR", "--txn", "g2", NULL));
+    EXPECT_EQ("Silver only now", 5, json_int(out, "bonus_points"));
+    expect_verify(w);
+}
+
+/* Eight tills at once, 10.00 each for alice at grocer, where spending 50.00 in a month
+ * gives 100 points: exactly one of them gets the bonus. */
+static void threshold_bonus_once_under_concurrent_tills(void **state)
+{
+    world_t *w = *state;
+    char out[OUT_BYTES];
+    EXPECT_EQ("threshold rule", 0,
+              world_ctl(w, out, sizeof out, "rule", "add", "grocer", "--threshold", "50.00",
+                        "--bonus", "100", NULL));
+    pid_t kids[8];
+    for (int i = 0; i < 8; i++) {
+        kids[i] = fork();
+        assert_true(kids[i] >= 0);
+        if (kids[i] == 0) {
+            char txn[16], buf[4096];
+            snprintf(txn, sizeof txn, "c%d", i);
+            _exit(world_pos(w, &w->agents[1], buf, sizeof buf, "earn", "--member", "alice",
+                            "--amount", "10.00", "--currency", "EUR", "--txn", txn, NULL));
+        }
+    }
+    for (int i = 0; i < 8; i++) {
+        int status = 0;
+        EXPECT_EQ("a till's earn", kids[i], waitpid(kids[i], &status, 0));
+        EXPECT_TRUE("approved", WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    EXPECT_EQ("balance", 0, world_ctl(w, out, sizeof out, "--json", "balance", "alice", NULL));
+    EXPECT_EQ("8 x 10 and one bonus of 100", 180, json_int(out, "balance"));
+    expect_verify(w);
+}
+
 /* Operator mistakes are refused with nothing stored. */
 static void bad_operator_input_is_refused(void **state)
 {
@@ -211,6 +287,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(expiry_runs_through_the_broker, setup, teardown),
         cmocka_unit_test_setup_teardown(daily_run_at_start_up, setup, teardown),
         cmocka_unit_test_setup_teardown(pending_points_on_the_wire, setup, teardown),
+        cmocka_unit_test_setup_teardown(tiers_and_rules_at_the_till, setup, teardown),
+        cmocka_unit_test_setup_teardown(threshold_bonus_once_under_concurrent_tills, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(bad_operator_input_is_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
