@@ -12,7 +12,8 @@
  *   expiry, lapse   each issuer's breakage (the entry's issuer shares) is taken from its
  *                   lots, oldest first, and counted as its breakage (points, and their
  *                   value at the prices of the lots they came from)
- *   earn reversal   out of breakage (its points had broken): breakage shrinks, no lot moves
+ *   earn reversal   what of it comes out of breakage (its points had broken) shrinks the
+ *                   breakage; the rest comes from its original's lot as above
  * A lot that cannot give what is asked (its points went to burns before the reversal)
  * leaves a shortfall against the issuer, shown as "unaged": each issuer's total is then
  * exactly its outstanding points in the ledger (checked when TIME is after the last
@@ -168,10 +169,14 @@ static i128_t take_oldest(issuer_t *is, int64_t points)
     return value;
 }
 
-/* An earn reversal whose points come out of breakage (its first posting). */
-static bool out_of_breakage(const journal_entry_t *e)
+/* What of an earn reversal's points come out of breakage (its points had broken). */
+static int64_t out_of_breakage(const journal_entry_t *e)
 {
-    return e->n_postings == 2 && strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
+    int64_t out = 0;
+    for (size_t i = 0; i < e->n_postings; i++)
+        if (strcmp(e->postings[i]->account, ACCOUNT_BREAKAGE) == 0 && e->postings[i]->delta < 0)
+            out -= e->postings[i]->delta;
+    return out;
 }
 
 static int replay_breakage(liab_t *l, const journal_entry_t *e)
@@ -224,11 +229,11 @@ static int replay_entry(liab_t *l, const journal_entry_t *e)
         rc = original_of(l, e, &o);
         if (rc == CL_OK)
             rc = price_of(l, is, o->contract_from_ms, 0, &per_mille);
-        if (rc == CL_OK && out_of_breakage(e)) {
-            is->broken -= e->points;
-            is->broken_value -= lot_value(e->points, per_mille);
-        } else if (rc == CL_OK) {
-            take_from(is, o->time_ms / DAY_MS, per_mille, e->points);
+        int64_t broken = out_of_breakage(e);
+        if (rc == CL_OK) {
+            is->broken -= broken;
+            is->broken_value -= lot_value(broken, per_mille);
+            take_from(is, o->time_ms / DAY_MS, per_mille, e->points - broken);
         }
         ledger_journal_slice_free(&o, o != NULL);
         return rc;

@@ -387,9 +387,27 @@ static int threshold_bonus(const Coalition__RuleRecord *r, spend_t *s, decision_
     for (size_t i = 0; i < s->n_given; i++)
         if (s->given[i] == r->id)
             return CL_OK;
-    assert(s->n_given < RULES_ACTIVE_PER_PARTNER_MAX); /* one per rule stored */
+    if (s->n_given == RULES_ACTIVE_PER_PARTNER_MAX)
+        return CL_ERR_CORRUPT; /* spend_prune keeps only rules in force, at most this many */
     s->given[s->n_given++] = r->id;
     return add_bonus(d, r->id, r->kind, r->bonus_points);
+}
+
+/* Only the rules in force now are remembered as paid this month: a rule out of force is
+ * never in force again (its end only moves earlier), and at most
+ * RULES_ACTIVE_PER_PARTNER_MAX are in force at once. */
+static void spend_prune(spend_t *s, Coalition__RuleRecord *rules[], size_t n, int64_t at_ms)
+{
+    size_t kept = 0;
+    for (size_t g = 0; g < s->n_given; g++) {
+        bool active = false;
+        for (size_t i = 0; i < n && !active; i++)
+            active = rules[i]->id == s->given[g] && rule_active(rules[i], at_ms);
+        if (active)
+            s->given[kept++] = s->given[g];
+    }
+    s->n_given = kept;
+    assert(s->n_given <= RULES_ACTIVE_PER_PARTNER_MAX);
 }
 
 static bool any_threshold(Coalition__RuleRecord *rules[], size_t n, int64_t at_ms)
@@ -413,6 +431,8 @@ static int rule_bonuses(ledger_t *self, MDB_txn *txn, const char *partner, lot_h
     bool thresholds = rc == CL_OK && any_threshold(rules, n, d->now_ms);
     if (thresholds)
         rc = spend_load(self, txn, key, key_len, earning_month(d->now_ms), amount_minor, &spend);
+    if (thresholds && rc == CL_OK)
+        spend_prune(&spend, rules, n, d->now_ms);
     for (size_t i = 0; i < n && rc == CL_OK; i++) {
         const Coalition__RuleRecord *r = rules[i];
         if (!rule_active(r, d->now_ms))

@@ -179,6 +179,8 @@ int rules_expire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     if (d->inactive && !res.full)
         h.rec->inactive_expired_ms = r->as_of_ms;
     rc = lots_close(self, txn, &h, d->now_ms);
+    if (rc == CL_OK) /* for refunds of their earns */
+        rc = lots_expired_note(self, txn, d);
     lots_shares(d);
     d->kind = COALITION__ENTRY_KIND__ENTRY_EXPIRY;
     d->points = res.taken;

@@ -37,7 +37,7 @@ struct ledger {
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
         db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed,
-        db_lot_due, db_idle, db_rules, db_spend;
+        db_lot_due, db_idle, db_rules, db_spend, db_expired;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */
@@ -145,7 +145,7 @@ typedef struct decision {
     bool has_expiry_policy;
     Coalition__ExpiryPolicy expiry_policy;
     int64_t available, pending; /* of `balance` */
-    bool from_breakage;         /* an earn's reversal whose points had broken: O is not moved */
+    int64_t from_breakage; /* of an earn's reversal: points taken back out of breakage */
     /* An earn's plan (earning.c): base points, the tier it was made in, its bonuses; the
      * tier it (or an earn's reversal) leaves. Tier settings and rules set. */
     int64_t base_points, qualifying, tier_multiplier_milli, bonus_total;
@@ -326,6 +326,16 @@ int lots_expire(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t as_of_ms,
  * with each issuer's points summed into by_issuer. */
 int lots_take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t *to,
                   settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total);
+/* Expired lots, for refunds of their earns (the expired database): an expiry notes the
+ * lots it took (d->lots, of d->member_id); an earn's reversal takes back out of
+ * breakage at most what of its own lot expired. */
+#define EXPIRED_KEY_BYTES 12 /* u64be(seq) u32be(part) */
+int lots_expired_note(ledger_t *self, MDB_txn *txn, const decision_t *d);
+int lots_expired_take(ledger_t *self, MDB_txn *txn, const lot_t *own, int64_t want,
+                      int64_t *taken);
+/* What is left in a lot (0: gone). */
+int lots_remaining(ledger_t *self, MDB_txn *txn, const char *member, const lot_t *own,
+                   int64_t *points);
 /* The same with holders of their own: a claim (to: the member) or a lapse (to NULL). */
 int lots_move_all(ledger_t *self, MDB_txn *txn, const char *from, const char *to,
                   settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total, int64_t now_ms);

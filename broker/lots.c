@@ -756,3 +756,65 @@ int ledger_member_lots(ledger_t *self, const char *member_id, int64_t now_ms,
     *count_out = c.count;
     return rc;
 }
+
+/* ---- expired lots (the expired database: u64be(seq) u32be(part) -> ExpiredLot) ------ */
+
+static size_t expired_key(uint8_t key[EXPIRED_KEY_BYTES], uint64_t seq, uint32_t part)
+{
+    store_put_u64(key, seq);
+    for (int i = 0; i < 4; i++)
+        key[8 + i] = (uint8_t)(part >> (24 - 8 * i));
+    return EXPIRED_KEY_BYTES;
+}
+
+int lots_expired_note(ledger_t *self, MDB_txn *txn, const decision_t *d)
+{
+    int rc = CL_OK;
+    for (size_t i = 0; i < d->n_lots && rc == CL_OK; i++) {
+        uint8_t key[EXPIRED_KEY_BYTES];
+        Coalition__ExpiredLot e = COALITION__EXPIRED_LOT__INIT;
+        e.points = d->lots[i].points;
+        e.member_id = (char *)d->member_id;
+        rc = ledger_put_record(txn, self->db_expired, key,
+                               expired_key(key, d->lots[i].seq, d->lots[i].part), &e.base);
+    }
+    return rc;
+}
+
+int lots_expired_take(ledger_t *self, MDB_txn *txn, const lot_t *own, int64_t want,
+                      int64_t *taken)
+{
+    uint8_t key[EXPIRED_KEY_BYTES];
+    size_t len = expired_key(key, own->seq, own->part);
+    Coalition__ExpiredLot *e = NULL;
+    *taken = 0;
+    int rc = ledger_get_record(txn, self->db_expired, key, len, &coalition__expired_lot__descriptor,
+                               (ProtobufCMessage **)&e);
+    if (rc == CL_ERR_NOT_FOUND)
+        return CL_OK;
+    if (rc == CL_OK && (e->points <= 0 || e->points > LOT_POINTS_MAX))
+        rc = CL_ERR_CORRUPT; /* read from disk */
+    if (rc == CL_OK) {
+        *taken = e->points < want ? e->points : want;
+        e->points -= *taken;
+        if (e->points == 0) {
+            MDB_val k = {len, key};
+            rc = store_err(mdb_del(txn, self->db_expired, &k, NULL));
+        } else {
+            rc = ledger_put_record(txn, self->db_expired, key, len, &e->base);
+        }
+    }
+    coalition__expired_lot__free_unpacked(e, NULL);
+    assert(rc != CL_OK || (*taken >= 0 && *taken <= want));
+    return rc;
+}
+
+int lots_remaining(ledger_t *self, MDB_txn *txn, const char *member, const lot_t *own,
+                   int64_t *points)
+{
+    lot_t lot = *own;
+    bool found = false;
+    int rc = lot_get(self, txn, member, &lot, &found);
+    *points = rc == CL_OK && found ? lot.points : 0;
+    return rc;
+}

@@ -695,7 +695,9 @@ static int reversal_lots(ledger_t *self, MDB_txn *txn, const envelope_t *env, co
         lots_result_t res = {0};
         bool whole = env->body_case == COALITION__ENVELOPE__BODY_VOID_REQUEST;
         int64_t after = whole ? e->amount_minor : o->rev.reversed_minor + d->amount_minor;
-        rc = earning_reversal(self, txn, &h, e, o->rev.reversed_minor, after, d);
+        /* Qualification is the earning member's: not a claimer's of unclaimed points. */
+        if (strcmp(member, e->member_id) == 0)
+            rc = earning_reversal(self, txn, &h, e, o->rev.reversed_minor, after, d);
         if (rc == CL_OK && points > 0)
             rc = lots_take_back(self, txn, &h, has_own ? &own : NULL, points, d, &res);
         if (rc == CL_OK && res.full)
@@ -714,6 +716,61 @@ static int reversal_lots(ledger_t *self, MDB_txn *txn, const envelope_t *env, co
         return rc;
     }
     return close_and_split(self, txn, &h, d, NULL);
+}
+
+/* What of an earn's `points` to take back comes out of breakage: its own lot's expired
+ * points, once its own lot's remaining points are taken (a lapsed unclaimed account's
+ * earn: all of them). */
+static int earn_from_breakage(ledger_t *self, MDB_txn *txn, const original_t *o, int64_t points,
+                              int64_t *out)
+{
+    const journal_entry_t *e = o->entry;
+    *out = 0;
+    if (strcmp(o->holder, ACCOUNT_BREAKAGE) == 0) {
+        *out = points;
+        return CL_OK;
+    }
+    if (e->n_lots < 1 || e->lots[0]->expiry_ms <= 0 || points == 0)
+        return CL_OK;
+    lot_t own = {.seq = e->lots[0]->seq, .part = e->lots[0]->part,
+                 .expiry_ms = e->lots[0]->expiry_ms};
+    int64_t left = 0;
+    int rc = lots_remaining(self, txn, o->holder + strlen(MEMBER_PREFIX), &own, &left);
+    if (rc == CL_OK && left < points)
+        rc = lots_expired_take(self, txn, &own, points - left, out);
+    return rc;
+}
+
+/* An earn's points go back to its partner: from the member (its own lot first, then its
+ * other points) and, for what of its own lot expired, out of breakage. */
+static int earn_reversal_moves(ledger_t *self, MDB_txn *txn, const envelope_t *env,
+                               const original_t *o, decision_t *d, int64_t points)
+{
+    char issued[ACCOUNT_NAME_BYTES_MAX];
+    int64_t broken = 0;
+    int rc = earn_from_breakage(self, txn, o, points, &broken);
+    int64_t from_member = points - broken;
+    assert(rc != CL_OK || (broken >= 0 && from_member >= 0));
+    if (rc == CL_OK && from_member > d->balance) {
+        char bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
+        points_text(d->balance, bal);
+        points_text(from_member, want);
+        decline(d, RC_INSUFFICIENT_POINTS, "member has %s points, reversal needs %s", bal, want);
+    }
+    if (rc != CL_OK || declined(d))
+        return rc;
+    snprintf(issued, sizeof issued, ACCOUNT_ISSUED_FMT, env->partner_id);
+    bool holder_is_member = strcmp(o->holder, ACCOUNT_BREAKAGE) != 0;
+    if (holder_is_member && (from_member > 0 || broken == 0))
+        rc = move_or_decline(self, txn, d, o->holder, issued, from_member);
+    int64_t balance = holder_is_member ? d->balance : 0; /* no member holds breakage */
+    if (rc == CL_OK && !declined(d) && broken > 0)
+        rc = move_or_decline(self, txn, d, ACCOUNT_BREAKAGE, issued, broken);
+    d->balance = balance;
+    d->from_breakage = broken;
+    if (rc != CL_OK || declined(d) || !holder_is_member)
+        return rc;
+    return reversal_lots(self, txn, env, o, from_member, d);
 }
 
 /* Move `points` back: an earn's points leave the member, a burn's come back. */
@@ -744,21 +801,7 @@ static int reverse_points(ledger_t *self, MDB_txn *txn, const envelope_t *env, c
         rc = move_or_decline(self, txn, d, partner_acct, member, points);
         return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, env, o, points, d) : rc;
     }
-    if (points > d->balance) {
-        char bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
-        points_text(d->balance, bal);
-        points_text(points, want);
-        decline(d, RC_INSUFFICIENT_POINTS, "member has %s points, reversal needs %s", bal, want);
-        return CL_OK;
-    }
-    snprintf(partner_acct, sizeof partner_acct, ACCOUNT_ISSUED_FMT, env->partner_id);
-    rc = move_or_decline(self, txn, d, member, partner_acct, points);
-    if (strcmp(o->holder, ACCOUNT_BREAKAGE) == 0) {
-        d->balance = 0; /* points back out of breakage: no member holds a balance here */
-        d->from_breakage = true;
-        return rc;
-    }
-    return rc == CL_OK && !declined(d) ? reversal_lots(self, txn, env, o, points, d) : rc;
+    return earn_reversal_moves(self, txn, env, o, d, points);
 }
 
 /* Money refunded on an earn; returns the points to take back, or declines. */

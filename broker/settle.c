@@ -843,8 +843,8 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN: sign = 1, burnish = true; break;
     default: return CL_OK;
     }
-    if (d->from_breakage && !burnish)
-        return CL_OK; /* its points had left the outstanding when they broke */
+    /* An earn reversal's points out of breakage had left the outstanding when they broke. */
+    int64_t moved = burnish ? d->points : d->points - d->from_breakage;
     outstanding_t *cached = NULL;
     int rc = settle_outstanding(self, txn, &cached);
     if (rc != CL_OK)
@@ -852,7 +852,7 @@ static int project_outstanding(ledger_t *self, MDB_txn *txn, const decision_t *d
     /* Worked on a copy: an overflow declines the request and leaves the batch's copy. */
     outstanding_t *o = &self->scratch_outstanding;
     memcpy(o, cached, sizeof *o);
-    if (!burnish && !add_to(&o->points[outstanding_slot(o, d->settle.partner)], sign * d->points))
+    if (!burnish && !add_to(&o->points[outstanding_slot(o, d->settle.partner)], sign * moved))
         return CL_ERR_OVERFLOW;
     for (size_t i = 0; burnish && i < d->settle.n_shares; i++) {
         const settle_pair_t *sh = &d->settle.shares[i];
@@ -919,7 +919,7 @@ int settle_project(ledger_t *self, MDB_txn *txn, const decision_t *d)
     if (!counters_add(&row->c, d->kind, d->points, d->settle.settle_minor, d->settle.fee_minor,
                       d->settle.via_issuers))
         return CL_ERR_OVERFLOW;
-    if (d->from_breakage && !add_to(&row->c.points_expired_reversed, d->points))
+    if (!add_to(&row->c.points_expired_reversed, d->from_breakage))
         return CL_ERR_OVERFLOW;
     if (d->kind == COALITION__ENTRY_KIND__ENTRY_EARN &&
         !add_to(&row->c.points_bonus, d->bonus_total))

@@ -221,6 +221,23 @@ static int spend_of(verify_t *v, const journal_entry_t *e, int64_t month, vspend
     return rc;
 }
 
+/* As earning.c's spend_prune: only rules in force at t stay remembered as paid. */
+static void prune_given(const struct vearning *g, vspend_t *s, const char *partner, int64_t t)
+{
+    size_t kept = 0;
+    for (size_t k = 0; k < s->n_given; k++) {
+        bool active = false;
+        for (size_t i = 0; i < g->n_rules && !active; i++) {
+            const vrule_t *r = &g->rules[i];
+            active = r->id == s->given[k] && strcmp(r->partner, partner) == 0 &&
+                     r->from_ms <= t && (r->until_ms == 0 || t < r->until_ms);
+        }
+        if (active)
+            s->given[kept++] = s->given[k];
+    }
+    s->n_given = kept;
+}
+
 static int rule_bonuses(verify_t *v, const journal_entry_t *e, bool first, expected_t *x)
 {
     struct vearning *g = v->earning;
@@ -242,6 +259,7 @@ static int rule_bonuses(verify_t *v, const journal_entry_t *e, bool first, expec
             if (rc != CL_OK)
                 return rc;
             s->spent += e->amount_minor;
+            prune_given(g, s, e->partner_id, t);
         }
         bool given = false;
         for (size_t k = 0; k < s->n_given; k++)

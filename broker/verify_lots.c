@@ -25,9 +25,15 @@ typedef struct vpolicy {
     int64_t from_ms, term_s, inactivity_s;
 } vpolicy_t;
 
+typedef struct vexpired {
+    uint64_t key;   /* seq << 16 | part, + 1 (0: an empty slot) */
+    int64_t points; /* what of it no refund took back out of breakage yet */
+} vexpired_t;
+
 struct vlots {
-    uint64_t *slots; /* expired lots: seq << 16 | part, + 1 (0: empty) */
+    vexpired_t *slots; /* every lot an expiry took */
     size_t cap, count;
+    uint64_t left;     /* of them, with points left */
     vpolicy_t policies[EXPIRY_POLICIES_MAX];
     size_t n_policies;
 };
@@ -46,7 +52,7 @@ void verify_lots_free(verify_t *v)
     v->lots = NULL;
 }
 
-/* ---- the expired set ---------------------------------------------------------------- */
+/* ---- expired lots --------------------------------------------------------------------- */
 
 static size_t slot_of(uint64_t x, size_t cap)
 {
@@ -59,14 +65,14 @@ static size_t slot_of(uint64_t x, size_t cap)
 static int set_grow(struct vlots *l)
 {
     size_t cap = l->cap == 0 ? EXPIRED_SET_MIN : l->cap * 2;
-    uint64_t *slots = calloc(cap, sizeof *slots);
+    vexpired_t *slots = calloc(cap, sizeof *slots);
     if (slots == NULL)
         return CL_ERR_NOMEM;
     for (size_t i = 0; i < l->cap; i++) {
-        if (l->slots[i] == 0)
+        if (l->slots[i].key == 0)
             continue;
-        size_t at = slot_of(l->slots[i], cap);
-        while (slots[at] != 0)
+        size_t at = slot_of(l->slots[i].key, cap);
+        while (slots[at].key != 0)
             at = (at + 1) & (cap - 1);
         slots[at] = l->slots[i];
     }
@@ -76,21 +82,86 @@ static int set_grow(struct vlots *l)
     return CL_OK;
 }
 
-/* Adds (seq, part); CL_ERR_EXISTS when it was there. */
-static int set_add(struct vlots *l, uint64_t seq, uint32_t part)
+static vexpired_t *set_find(const struct vlots *l, uint64_t seq, uint32_t part)
 {
+    uint64_t key = (seq << 16 | part) + 1;
+    for (size_t at = l->cap ? slot_of(key, l->cap) : 0; l->cap && l->slots[at].key != 0;
+         at = (at + 1) & (l->cap - 1))
+        if (l->slots[at].key == key)
+            return &l->slots[at];
+    return NULL;
+}
+
+/* Adds (seq, part) with its points; CL_ERR_EXISTS when it expired before. */
+static int set_add(struct vlots *l, uint64_t seq, uint32_t part, int64_t points)
+{
+    if (set_find(l, seq, part) != NULL)
+        return CL_ERR_EXISTS;
     if ((l->count + 1) * 2 > l->cap && set_grow(l) != CL_OK)
         return CL_ERR_NOMEM;
     uint64_t key = (seq << 16 | part) + 1;
     size_t at = slot_of(key, l->cap);
-    while (l->slots[at] != 0) {
-        if (l->slots[at] == key)
-            return CL_ERR_EXISTS;
+    while (l->slots[at].key != 0)
         at = (at + 1) & (l->cap - 1);
-    }
-    l->slots[at] = key;
+    l->slots[at] = (vexpired_t){key, points};
     l->count++;
+    l->left++;
     return CL_OK;
+}
+
+int64_t verify_from_breakage(const journal_entry_t *e)
+{
+    int64_t out = 0;
+    for (size_t i = 0; i < e->n_postings; i++)
+        if (strcmp(e->postings[i]->account, ACCOUNT_BREAKAGE) == 0 && e->postings[i]->delta < 0)
+            out -= e->postings[i]->delta;
+    return out;
+}
+
+int verify_lots_refund(verify_t *v, const journal_entry_t *e, const journal_entry_t *earn,
+                       bool lapsed)
+{
+    int64_t y = verify_from_breakage(e);
+    if (lapsed || y == 0)
+        return CL_OK; /* a lapsed unclaimed account's: all of it, checked by its move */
+    vexpired_t *x = earn->n_lots >= 1 ? set_find(v->lots, earn->lots[0]->seq, earn->lots[0]->part)
+                                      : NULL;
+    if (x == NULL || x->points < y)
+        return verify_violation(v, "entry %llu takes %lld points out of breakage; its earn's lot "
+                                   "had not that many expired",
+                                SEQ(e), (long long)y);
+    x->points -= y;
+    v->lots->left -= x->points == 0;
+    return CL_OK;
+}
+
+/* The expired database against the journal: what each expired lot has left, both ways. */
+static int visit_expired(const MDB_val *k, const MDB_val *val, void *ctx)
+{
+    verify_t *v = ctx;
+    const uint8_t *b = k->mv_data;
+    vexpired_t *x = k->mv_size == EXPIRED_KEY_BYTES
+                        ? set_find(v->lots, store_get_u64(b),
+                                   (uint32_t)b[8] << 24 | (uint32_t)b[9] << 16 |
+                                       (uint32_t)b[10] << 8 | b[11])
+                        : NULL;
+    Coalition__ExpiredLot *r = coalition__expired_lot__unpack(NULL, val->mv_size, val->mv_data);
+    bool ok = x != NULL && r != NULL && r->points == x->points && r->points > 0;
+    coalition__expired_lot__free_unpacked(r, NULL);
+    return ok ? CL_OK : verify_violation(v, "an expired lot record the journal does not leave");
+}
+
+static int check_expired_records(verify_t *v)
+{
+    MDB_stat st;
+    int rc = store_walk(v->txn, v->ledger->db_expired, NULL, visit_expired, v);
+    if (rc == CL_OK && mdb_stat(v->txn, v->ledger->db_expired, &st) != MDB_SUCCESS)
+        rc = CL_ERR_CORRUPT;
+    if (rc == CL_OK && st.ms_entries != v->lots->left)
+        rc = verify_violation(v, "%llu expired lot records, the journal leaves %llu",
+                              (unsigned long long)st.ms_entries,
+                              (unsigned long long)v->lots->left);
+    return rc;
 }
 
 /* ---- policies ----------------------------------------------------------------------- */
@@ -192,11 +263,6 @@ static int check_earn(verify_t *v, const journal_entry_t *e)
     return CL_OK;
 }
 
-static bool from_breakage(const journal_entry_t *e)
-{
-    return e->n_postings == MOVE_POSTINGS &&
-           strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
-}
 
 static int check_expiry(verify_t *v, const journal_entry_t *e)
 {
@@ -211,7 +277,7 @@ static int check_expiry(verify_t *v, const journal_entry_t *e)
         if (!e->inactive && u->expiry_ms > e->expire_as_of_ms)
             return verify_violation(v, "expiry %llu takes lot %llu.%u, not due until %lld", SEQ(e),
                                     (unsigned long long)u->seq, u->part, (long long)u->expiry_ms);
-        int rc = set_add(v->lots, u->seq, u->part);
+        int rc = set_add(v->lots, u->seq, u->part, u->points);
         if (rc == CL_ERR_EXISTS)
             return verify_violation(v, "expiry %llu takes lot %llu.%u, which expired before",
                                     SEQ(e), (unsigned long long)u->seq, u->part);
@@ -235,7 +301,7 @@ int verify_lots_entry(verify_t *v, const journal_entry_t *e)
     case COALITION__ENTRY_KIND__ENTRY_EARN: return check_earn(v, e);
     case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
-        if (from_breakage(e) ? e->n_lots == 0 : sum == e->points)
+        if (sum == e->points - verify_from_breakage(e))
             return CL_OK;
         break;
     case COALITION__ENTRY_KIND__ENTRY_BURN:
@@ -393,5 +459,6 @@ int verify_lots_records(verify_t *v)
     if (entries_of(v, v->ledger->db_lot_due) != w.finite ||
         entries_of(v, v->ledger->db_idle) != w.groups)
         return verify_violation(v, "the expiry indexes hold keys of members without lots");
-    return check_policies_record(v);
+    rc = check_expired_records(v);
+    return rc == CL_OK ? check_policies_record(v) : rc;
 }

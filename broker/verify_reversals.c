@@ -233,6 +233,32 @@ static int note_reversal(verify_t *v, const journal_entry_t *e, const reversal_t
     return CL_OK;
 }
 
+/* An earn's reversal: from its holder (`member`; breakage for a lapsed unclaimed
+ * account), and what of its lot expired out of breakage: one move or both, in that
+ * order, adding up to its points. */
+static int expect_earn_back(verify_t *v, const journal_entry_t *e, const char *member,
+                            const char *partner, int64_t points, bool lapsed)
+{
+    int64_t y = verify_from_breakage(e);
+    if (lapsed || y == 0)
+        return verify_expect_move(v, e, member, partner, points);
+    if (y == points && e->n_postings == MOVE_POSTINGS)
+        return verify_expect_move(v, e, ACCOUNT_BREAKAGE, partner, points);
+    bool ok = e->n_postings == 2 * MOVE_POSTINGS && y < points &&
+              strcmp(e->postings[0]->account, member) == 0 &&
+              e->postings[0]->delta == -(points - y) &&
+              strcmp(e->postings[1]->account, partner) == 0 &&
+              e->postings[1]->delta == points - y &&
+              strcmp(e->postings[2]->account, ACCOUNT_BREAKAGE) == 0 &&
+              e->postings[2]->delta == -y && strcmp(e->postings[3]->account, partner) == 0 &&
+              e->postings[3]->delta == y;
+    return ok ? CL_OK
+              : verify_violation(v, "entry %llu should move %lld points from %s and %lld out of "
+                                    "breakage to %s",
+                                 (unsigned long long)e->seq, (long long)(points - y), member,
+                                 (long long)y, partner);
+}
+
 int verify_rederive_reversal(verify_t *v, const journal_entry_t *e)
 {
     const vpartner_t *p = NULL;
@@ -256,13 +282,16 @@ int verify_rederive_reversal(verify_t *v, const journal_entry_t *e)
                  e->partner_id);
         const char *holder = NULL; /* an unclaimed account's points may have moved on */
         verify_holder(v, r.original->member_id, member, &holder);
-        rc = of_earn ? verify_expect_move(v, e, member, partner, r.points)
+        bool lapsed = strcmp(member, ACCOUNT_BREAKAGE) == 0;
+        rc = of_earn ? expect_earn_back(v, e, member, partner, r.points, lapsed)
                      : verify_expect_move(v, e, partner, member, r.points);
-        bool broke = strcmp(member, ACCOUNT_BREAKAGE) == 0;
         int64_t after = is_void(e) ? r.original->amount_minor : r.reversed_minor + r.minor;
+        bool own = !lapsed && strcmp(holder, r.original->member_id) == 0;
         if (rc == CL_OK && of_earn)
+            rc = verify_lots_refund(v, e, r.original, lapsed);
+        if (rc == CL_OK && of_earn) /* qualification is the earning member's own */
             rc = verify_earning_reversal(v, e, r.original, r.reversed_minor, after,
-                                         broke ? NULL : holder);
+                                         own ? holder : NULL);
     }
     if (rc == CL_OK)
         rc = verify_settle_reversal(v, e, r.original, r.reversed_points);

@@ -380,18 +380,17 @@ int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_
         rc = prepaid_add(v, e, p, e->points);
     bool via = !of_earn && window_via_issuers(v, original->window_id);
     /* An earn's points that broke come back out of breakage: they had left the outstanding. */
-    bool broke = of_earn && e->n_postings == MOVE_POSTINGS &&
-                 strcmp(e->postings[0]->account, ACCOUNT_BREAKAGE) == 0;
-    if (rc == CL_OK && of_earn && !broke)
-        v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] -= e->points;
+    int64_t broke = of_earn ? verify_from_breakage(e) : 0;
+    if (rc == CL_OK && of_earn)
+        v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] -= e->points - broke;
     else if (rc == CL_OK && !of_earn)
         rc = settle_burn_back(v, e, original, reversed_before, c, via);
     if (rc == CL_OK)
         rc = count(v, e, e->partner_id, via);
-    if (rc == CL_OK && broke) {
+    if (rc == CL_OK && broke > 0) {
         vkey_t k = counters_vkey(e->window_id, e->partner_id);
         ((vcounters_t *)vmap_find(&v->counters, k.bytes, k.len))->c.points_expired_reversed +=
-            e->points;
+            broke;
     }
     return rc;
 }

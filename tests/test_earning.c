@@ -116,6 +116,28 @@ static void threshold_bonus_once_a_month_in_one_round(void **state)
     expect_verify(f);
 }
 
+/* Twenty threshold campaigns one after another in one month, each paid once: more than
+ * the 16 rules a partner may run at once, so the month's record of paid rules keeps only
+ * those in force. */
+static void many_threshold_campaigns_in_a_month(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 0; i < 20; i++) {
+        int64_t start = T0 + i * HOUR;
+        result_t rule = op_rule(f, start, "grocer", COALITION__RULE_KIND__RULE_THRESHOLD, start,
+                                start + HOUR, 0, 1000, 7);
+        expect_code("campaign", &rule, RC_APPROVED);
+        char txn[16];
+        snprintf(txn, sizeof txn, "t%d", i);
+        result_t e = earn(f, "grocer", txn, "alice", 10, start + 1);
+        expect_earn("paid once in its hour", &e, "", 10, 7);
+        snprintf(txn, sizeof txn, "u%d", i);
+        result_t again = earn(f, "grocer", txn, "alice", 10, start + 2);
+        expect_earn("not twice", &again, "", 10, 0);
+    }
+    expect_verify(f);
+}
+
 /* A x2 campaign at fuel from T_MID to T_MID + 1 h: not a millisecond before, not at its
  * end; a second campaign ended early stops at the time it was ended for. */
 static void campaign_ends_at_its_boundary(void **state)
@@ -198,6 +220,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(tier_lost_to_a_refund_and_to_time, setup, teardown),
         cmocka_unit_test_setup_teardown(threshold_bonus_once_a_month_in_one_round, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_ends_at_its_boundary, setup, teardown),
+        cmocka_unit_test_setup_teardown(many_threshold_campaigns_in_a_month, setup, teardown),
         cmocka_unit_test_setup_teardown(bonuses_combine_each_its_own_posting, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

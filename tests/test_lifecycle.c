@@ -123,11 +123,22 @@ static void expiry_run_twice_changes_nothing_the_second_time(void **state)
             expired += rows[i].c.points_expired;
     }
     EXPECT_EQ("breakage in the window's counters", 26, expired);
-    /* A refund of an earn whose points expired finds no points to take back (as for
-     * points burned since): 51, and breakage keeps them. */
-    result_t rf = refund(f, "grocer", "rb", "b", 20, 0, now + 2000);
-    expect_code("refund after expiry", &rf, RC_INSUFFICIENT_POINTS);
-    EXPECT_EQ("breakage unchanged", 26, account(f, ACCOUNT_BREAKAGE));
+    /* A refund of an earn whose points expired takes them back out of breakage, not from
+     * the member's other points; the issuer's outstanding points stay right. */
+    earn(f, "grocer", "n", "alice", 50, now + 1000);
+    result_t rf = refund(f, "grocer", "rb", "b", 15, 0, now + 2000);
+    expect_code("refund after expiry", &rf, RC_APPROVED);
+    EXPECT_EQ("out of breakage", 26 - 15, account(f, ACCOUNT_BREAKAGE));
+    EXPECT_EQ("alice keeps her new 50", 50, account(f, "member:alice"));
+    result_t rest = refund(f, "grocer", "rb2", "b", 5, 0, now + 3000);
+    expect_code("the rest", &rest, RC_APPROVED);
+    EXPECT_EQ("breakage: a's 6 left", 6, account(f, ACCOUNT_BREAKAGE));
+    EXPECT_EQ("alice still keeps 50", 50, account(f, "member:alice"));
+    EXPECT_OK("outstanding", ledger_outstanding(f->l, o, SETTLE_PARTNERS_MAX, &n));
+    total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += o[i].points;
+    EXPECT_EQ("outstanding = the members' points again", 55, total);
     expect_verify(f);
 }
 
