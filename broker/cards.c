@@ -405,6 +405,15 @@ static int member_balance(ledger_t *self, MDB_txn *txn, const char *member, int6
     return ledger_get_balance(self, txn, account, out);
 }
 
+/* The member's balance after the entry and its available and pending parts. */
+static int member_points(ledger_t *self, MDB_txn *txn, const char *member, decision_t *d)
+{
+    int rc = member_balance(self, txn, member, &d->balance);
+    return rc == CL_OK
+               ? lots_split(self, txn, member, d->balance, d->now_ms, &d->available, &d->pending)
+               : rc;
+}
+
 /* Link `card` (found as `f`) to the holder's member for `bank`. */
 static int link_card(ledger_t *self, MDB_txn *txn, card_found_t *f, const char *masked,
                      const char *bank, const char *ref, const holder_t *h, decision_t *d,
@@ -473,7 +482,7 @@ static int enrol(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollReques
     if (claimed > 0)
         snprintf(d->text + n, sizeof d->text - (size_t)n, "; %" PRId64 " unclaimed points moved",
                  claimed);
-    return member_balance(self, txn, h.member, &d->balance);
+    return member_points(self, txn, h.member, d);
 }
 
 /* The linked card `f` of `bank`, or a decline (`unchanged` when already unlinked). */
@@ -521,7 +530,7 @@ static int unlink_row(ledger_t *self, MDB_txn *txn, const Coalition__CardEnrollR
     assert(d->posting_count == 0 && d->has_card);
     snprintf(d->text, sizeof d->text, "Card %s unlinked from member %s", r->card->masked,
              d->member_id);
-    return member_balance(self, txn, d->member_id, &d->balance);
+    return member_points(self, txn, d->member_id, d);
 }
 
 /* The old card was retired by a replacement and the new one is the same member's, by the
@@ -580,7 +589,7 @@ out:
     d->points = claimed;
     snprintf(d->text, sizeof d->text, "Card %s replaced by %s for member %s", r->card->masked,
              r->new_card->masked, d->member_id);
-    return member_balance(self, txn, d->member_id, &d->balance);
+    return member_points(self, txn, d->member_id, d);
 }
 
 int rules_card_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d)

@@ -9,6 +9,7 @@
 #include "ledger_internal.h"
 
 #include "errors.h"
+#include "log.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -248,8 +249,11 @@ static int member_due(ledger_t *self, MDB_txn *txn, const char *member, int64_t 
     return rc;
 }
 
+/* One member's due lots, an entry per LOTS_PER_ENTRY_MAX, until none is due or the slice
+ * has written its most entries (*stopped: the member is left for the next slice). Each
+ * entry is keyed by its own seq: unique, whatever the lots' keys. */
 static int expire_member(ledger_t *self, const char *member, int64_t as_of_ms, int64_t now_ms,
-                         int64_t inactivity_s, expiry_result_t *res)
+                         int64_t inactivity_s, expiry_result_t *res, bool *stopped)
 {
     for (;;) {
         lot_t first;
@@ -258,8 +262,13 @@ static int expire_member(ledger_t *self, const char *member, int64_t as_of_ms, i
             member_due(self, self->batch, member, as_of_ms, inactivity_s, &first, &due, &inactive);
         if (rc != CL_OK || !due)
             return rc;
+        if (res->entries >= EXPIRY_ENTRIES_PER_SLICE_MAX) {
+            *stopped = true;
+            return CL_OK;
+        }
         char txn_id[TXN_ID_LEN_MAX + 1];
-        snprintf(txn_id, sizeof txn_id, "expire-%" PRIu64 ".%" PRIu32, first.seq, first.part);
+        uint64_t seq = self->batch_seq;
+        snprintf(txn_id, sizeof txn_id, "expire-%" PRIu64, seq + 1);
         Coalition__ExpireRequest body = COALITION__EXPIRE_REQUEST__INIT;
         body.as_of_ms = as_of_ms;
         body.member_id = (char *)member;
@@ -271,8 +280,8 @@ static int expire_member(ledger_t *self, const char *member, int64_t as_of_ms, i
         rc = ledger_apply_own(self, &env, "expiry", txn_id, now_ms, &code, NULL, 0, &points);
         if (rc != CL_OK)
             return rc;
-        if (code != RC_APPROVED)
-            return CL_ERR_CORRUPT; /* it was due: the expiry cannot be declined */
+        if (code != RC_APPROVED || self->batch_seq != seq + 1)
+            return CL_ERR_CORRUPT; /* it was due: the expiry makes its entry */
         res->entries++;
         res->points += points;
     }
@@ -301,10 +310,17 @@ int ledger_expire(ledger_t *self, int64_t as_of_ms, int64_t now_ms, size_t max_m
     if (rc == CL_OK && inactivity_s > 0)
         rc = due_members(self->batch, self->db_idle, as_of_ms - inactivity_s * 1000, ids, n,
                          n + max_members, &n, &more_idle);
-    for (size_t i = 0; i < n && rc == CL_OK; i++)
-        rc = expire_member(self, ids[i], as_of_ms, now_ms, inactivity_s, res);
+    bool stopped = false;
+    for (size_t i = 0; i < n && rc == CL_OK && !stopped; i++)
+        rc = expire_member(self, ids[i], as_of_ms, now_ms, inactivity_s, res, &stopped);
     res->members = n;
-    res->more = more_due || more_idle;
+    res->more = more_due || more_idle || stopped;
+    if (rc == CL_ERR_CORRUPT) { /* the ledger disagrees with itself: no more writes */
+        self->failed = true;
+        log_error("expiry run as of %" PRId64 " found the ledger inconsistent; refusing writes "
+                  "until restart",
+                  as_of_ms);
+    }
     if (rc != CL_OK || (n == 0)) {
         ledger_batch_abort(self); /* nothing written when nothing was due */
         return rc;

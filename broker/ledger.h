@@ -117,7 +117,7 @@ void ledger_batch_abort(ledger_t *self);
  * settlement window when the open one's period is over, and close every window whose
  * grace after its end has passed (as the operator's window close, keyed
  * "window-close-ID" at site SETTLE_BROKER_SITE_ID). */
-#define SETTLE_BROKER_SITE_ID "broker"
+#define SETTLE_BROKER_SITE_ID WIRE_BROKER_SITE_ID /* wire.h */
 int ledger_housekeep(ledger_t *self, int64_t now_ms, size_t *closed_out);
 /* The writer's other periodic step: lapse unclaimed card points whose period is over
  * (at most `max` accounts in one batch, as the operator's unclaimed-lapse keyed
@@ -129,6 +129,11 @@ int ledger_lapse_unclaimed(ledger_t *self, int64_t now_ms, size_t max, size_t *l
  * LOTS_PER_ENTRY_MAX lots keyed "expire-<seq>.<part>" (its first lot) at site
  * SETTLE_BROKER_SITE_ID. `more`: members were left for the next slice. */
 #define EXPIRY_MEMBERS_PER_SLICE_MAX 256
+/* Entries one slice writes at most (a member with many lots due may take several
+ * slices): a slice stays about as long as an ordinary commit. */
+#define EXPIRY_ENTRIES_PER_SLICE_MAX 512
+_Static_assert(EXPIRY_ENTRIES_PER_SLICE_MAX >= 2 * EXPIRY_MEMBERS_PER_SLICE_MAX,
+               "a slice of members with a lot entry each is not cut short");
 typedef struct expiry_result {
     size_t members, entries;
     int64_t points;

@@ -100,8 +100,11 @@ int lots_open(ledger_t *self, MDB_txn *txn, const char *member, lot_holder_t *h)
         return CL_OK;
     }
     h->rec = s;
-    if (rc == CL_OK && (s->lot_due_ms < 0 || s->idle_ms < 0 || s->pending_until_ms < 0))
-        rc = CL_ERR_CORRUPT; /* read from disk */
+    if (rc == CL_OK && (s->lot_due_ms < 0 || s->idle_ms < 0 || s->pending_until_ms < 0 ||
+                        s->last_activity_ms < 0)) {
+        lots_discard(h); /* read from disk: corrupt, and the caller gets no holder */
+        rc = CL_ERR_CORRUPT;
+    }
     return rc;
 }
 
@@ -487,7 +490,9 @@ int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_
     bool inactive_since = h->rec->inactive_expired_ms >= burn->time_ms;
     for (size_t i = 0; i < burn->n_lots && left > 0; i++) {
         const Coalition__LotUse *u = burn->lots[i];
-        if (u->points <= 0 || u->expiry_ms <= 0 || !wire_id_valid(u->issuer, PARTNER_ID_LEN_MAX))
+        if (u->points <= 0 || u->expiry_ms <= 0 || u->earn_ms < 0 ||
+            (u->expiry_ms != LOT_NO_EXPIRY_MS && u->earn_ms >= u->expiry_ms) ||
+            !wire_id_valid(u->issuer, PARTNER_ID_LEN_MAX))
             return CL_ERR_CORRUPT; /* read from disk */
         int64_t lo = pos > from ? pos : from, hi = pos + u->points;
         pos = hi;
@@ -781,8 +786,7 @@ int lots_expired_note(ledger_t *self, MDB_txn *txn, const decision_t *d)
     return rc;
 }
 
-int lots_expired_take(ledger_t *self, MDB_txn *txn, const lot_t *own, int64_t want,
-                      int64_t *taken)
+int lots_expired_take(ledger_t *self, MDB_txn *txn, const lot_t *own, int64_t want, int64_t *taken)
 {
     uint8_t key[EXPIRED_KEY_BYTES];
     size_t len = expired_key(key, own->seq, own->part);

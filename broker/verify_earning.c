@@ -25,6 +25,8 @@ typedef struct vqual {
     int64_t ring[QUAL_MONTHS];
     char tier[TIER_NAME_LEN_MAX + 1];
     uint8_t used[PARTNERS_USED_BYTES]; /* bit: the partner's index in v->partners */
+    int64_t last_activity;             /* its latest earn or burn (a claim: the card's) */
+    bool qualified;                    /* an earn or its reversal set its ring */
     bool seen;
 } vqual_t;
 
@@ -229,8 +231,8 @@ static void prune_given(const struct vearning *g, vspend_t *s, const char *partn
         bool active = false;
         for (size_t i = 0; i < g->n_rules && !active; i++) {
             const vrule_t *r = &g->rules[i];
-            active = r->id == s->given[k] && strcmp(r->partner, partner) == 0 &&
-                     r->from_ms <= t && (r->until_ms == 0 || t < r->until_ms);
+            active = r->id == s->given[k] && strcmp(r->partner, partner) == 0 && r->from_ms <= t &&
+                     (r->until_ms == 0 || t < r->until_ms);
         }
         if (active)
             s->given[kept++] = s->given[k];
@@ -321,6 +323,8 @@ int verify_verify_earning(verify_t *v, const journal_entry_t *e)
                                 SEQ(e));
     q->ring[month % QUAL_MONTHS] += e->base_points;
     q->used[bit / 8] |= (uint8_t)(1u << (bit % 8));
+    q->last_activity = e->time_ms;
+    q->qualified = true;
     tier_for(v->earning, qual_sum(q), &after, &after_mult);
     snprintf(q->tier, sizeof q->tier, "%s", after);
     if (strcmp(e->tier_after, after) != 0)
@@ -353,9 +357,34 @@ int verify_earning_reversal(verify_t *v, const journal_entry_t *e, const journal
     int64_t mult = 0;
     tier_for(v->earning, qual_sum(q), &after, &mult);
     snprintf(q->tier, sizeof q->tier, "%s", after);
+    q->qualified = true;
     if (strcmp(e->tier_after, after) != 0)
         return verify_violation(v, "entry %llu leaves tier %s; the journal makes it %s", SEQ(e),
                                 e->tier_after, after);
+    return CL_OK;
+}
+
+int verify_earning_activity(verify_t *v, const char *member, int64_t at_ms, const char *from)
+{
+    if (v->earning == NULL)
+        return CL_ERR_NOMEM;
+    vqual_t *q = NULL, *f = NULL;
+    int64_t t = at_ms;
+    if (from != NULL) { /* a claim: the card's account's activity, if later */
+        f = vmap_find(&v->earning->quals, from, strlen(from));
+        t = f != NULL ? f->last_activity : 0;
+    }
+    int rc = qual_of(v, member, &q);
+    if (rc == CL_OK && t > q->last_activity)
+        q->last_activity = t;
+    return rc;
+}
+
+int verify_earning_last_activity(const verify_t *v, const char *member, int64_t *out)
+{
+    const vqual_t *q =
+        v->earning != NULL ? vmap_find(&v->earning->quals, member, strlen(member)) : NULL;
+    *out = q != NULL ? q->last_activity : 0;
     return CL_OK;
 }
 
@@ -378,15 +407,18 @@ int verify_earning_summary(verify_t *v, const char *member, const Coalition__Lot
     if (v->earning == NULL)
         return CL_ERR_NOMEM;
     vqual_t *q = vmap_find(&v->earning->quals, member, strlen(member));
-    bool same = q == NULL ? m->tier[0] == '\0' && m->n_qual_points == 0
-                          : strcmp(m->tier, q->tier) == 0 && m->n_qual_points == QUAL_MONTHS &&
-                                m->qual_month == q->month &&
-                                memcmp(m->qual_points, q->ring, sizeof q->ring) == 0;
+    bool qualified = q != NULL && q->qualified;
+    bool same = !qualified ? m->tier[0] == '\0' && m->n_qual_points == 0
+                           : strcmp(m->tier, q->tier) == 0 && m->n_qual_points == QUAL_MONTHS &&
+                                 m->qual_month == q->month &&
+                                 memcmp(m->qual_points, q->ring, sizeof q->ring) == 0;
+    same = same && m->last_activity_ms == (q != NULL ? q->last_activity : 0);
     if (q != NULL)
         q->seen = true;
     return same ? CL_OK
-                : verify_violation(v, "member %s: its tier or qualifying points are not the "
-                                      "journal's",
+                : verify_violation(v,
+                                   "member %s: its tier, qualifying points or latest "
+                                   "activity are not the journal's",
                                    member);
 }
 
@@ -397,9 +429,8 @@ int verify_earning_records(verify_t *v)
         return CL_ERR_NOMEM;
     for (size_t i = 0; i < v->earning->quals.count; i++) {
         const vqual_t *q = vmap_at(&v->earning->quals, i);
-        if (!q->seen)
-            return verify_violation(v, "member %s earned, but has no lot summary",
-                                    q->member.bytes);
+        if (!q->seen && (q->qualified || q->last_activity != 0))
+            return verify_violation(v, "member %s earned, but has no lot summary", q->member.bytes);
     }
     return CL_OK;
 }

@@ -251,6 +251,10 @@ int verify_earning_reversal(verify_t *v, const journal_entry_t *e, const journal
 /* A member's lot summary (from verify_lots.c's walk): its tier and qualifying points. */
 int verify_earning_summary(verify_t *v, const char *member, const Coalition__LotSummary *m);
 int verify_earning_records(verify_t *v);
+/* A burn's activity (from NULL), or a claim's: `member` takes the activity of the
+ * unclaimed account `from` when later. The latest activity of a member (0: none). */
+int verify_earning_activity(verify_t *v, const char *member, int64_t at_ms, const char *from);
+int verify_earning_last_activity(const verify_t *v, const char *member, int64_t *out);
 
 /* verify_reversals.c. A refund or void; a reversal ahead of its original; after the
  * walk, the reversals database against what the journal gave back. */

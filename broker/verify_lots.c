@@ -33,7 +33,7 @@ typedef struct vexpired {
 struct vlots {
     vexpired_t *slots; /* every lot an expiry took */
     size_t cap, count;
-    uint64_t left;     /* of them, with points left */
+    uint64_t left; /* of them, with points left */
     vpolicy_t policies[EXPIRY_POLICIES_MAX];
     size_t n_policies;
 };
@@ -124,11 +124,12 @@ int verify_lots_refund(verify_t *v, const journal_entry_t *e, const journal_entr
     int64_t y = verify_from_breakage(e);
     if (lapsed || y == 0)
         return CL_OK; /* a lapsed unclaimed account's: all of it, checked by its move */
-    vexpired_t *x = earn->n_lots >= 1 ? set_find(v->lots, earn->lots[0]->seq, earn->lots[0]->part)
-                                      : NULL;
+    vexpired_t *x =
+        earn->n_lots >= 1 ? set_find(v->lots, earn->lots[0]->seq, earn->lots[0]->part) : NULL;
     if (x == NULL || x->points < y)
-        return verify_violation(v, "entry %llu takes %lld points out of breakage; its earn's lot "
-                                   "had not that many expired",
+        return verify_violation(v,
+                                "entry %llu takes %lld points out of breakage; its earn's lot "
+                                "had not that many expired",
                                 SEQ(e), (long long)y);
     x->points -= y;
     v->lots->left -= x->points == 0;
@@ -140,11 +141,11 @@ static int visit_expired(const MDB_val *k, const MDB_val *val, void *ctx)
 {
     verify_t *v = ctx;
     const uint8_t *b = k->mv_data;
-    vexpired_t *x = k->mv_size == EXPIRED_KEY_BYTES
-                        ? set_find(v->lots, store_get_u64(b),
-                                   (uint32_t)b[8] << 24 | (uint32_t)b[9] << 16 |
-                                       (uint32_t)b[10] << 8 | b[11])
-                        : NULL;
+    vexpired_t *x =
+        k->mv_size == EXPIRED_KEY_BYTES
+            ? set_find(v->lots, store_get_u64(b),
+                       (uint32_t)b[8] << 24 | (uint32_t)b[9] << 16 | (uint32_t)b[10] << 8 | b[11])
+            : NULL;
     Coalition__ExpiredLot *r = coalition__expired_lot__unpack(NULL, val->mv_size, val->mv_data);
     bool ok = x != NULL && r != NULL && r->points == x->points && r->points > 0;
     coalition__expired_lot__free_unpacked(r, NULL);
@@ -159,8 +160,7 @@ static int check_expired_records(verify_t *v)
         rc = CL_ERR_CORRUPT;
     if (rc == CL_OK && st.ms_entries != v->lots->left)
         rc = verify_violation(v, "%llu expired lot records, the journal leaves %llu",
-                              (unsigned long long)st.ms_entries,
-                              (unsigned long long)v->lots->left);
+                              (unsigned long long)st.ms_entries, (unsigned long long)v->lots->left);
     return rc;
 }
 
@@ -263,13 +263,14 @@ static int check_earn(verify_t *v, const journal_entry_t *e)
     return CL_OK;
 }
 
-
 static int check_expiry(verify_t *v, const journal_entry_t *e)
 {
     int64_t term_s = 0, inactivity_s = 0;
     policy_at(v->lots, e->expire_as_of_ms, &term_s, &inactivity_s);
+    int64_t last = 0;
+    verify_earning_last_activity(v, e->member_id, &last);
     if (e->expire_as_of_ms <= 0 || e->expire_as_of_ms > e->time_ms || e->n_lots == 0 ||
-        (e->inactive && inactivity_s == 0))
+        (e->inactive && (inactivity_s == 0 || last > e->expire_as_of_ms - inactivity_s * 1000)))
         return verify_violation(v, "expiry %llu: its as-of time or reason is not one a run has",
                                 SEQ(e));
     for (size_t i = 0; i < e->n_lots; i++) {
@@ -289,6 +290,17 @@ static int check_expiry(verify_t *v, const journal_entry_t *e)
     return verify_expect_move(v, e, member, ACCOUNT_BREAKAGE, e->points);
 }
 
+/* An enrolment that claimed unclaimed points (a move from the card's account): the
+ * member takes that account's activity, as lots_move_all does. */
+static int claim_activity(verify_t *v, const journal_entry_t *e)
+{
+    size_t p = strlen(MEMBER_PREFIX);
+    if (e->n_postings != MOVE_POSTINGS || strncmp(e->postings[0]->account, MEMBER_PREFIX, p) != 0 ||
+        strncmp(e->postings[1]->account, MEMBER_PREFIX, p) != 0)
+        return CL_OK;
+    return verify_earning_activity(v, e->postings[1]->account + p, 0, e->postings[0]->account + p);
+}
+
 int verify_lots_entry(verify_t *v, const journal_entry_t *e)
 {
     if (v->lots == NULL)
@@ -305,6 +317,13 @@ int verify_lots_entry(verify_t *v, const journal_entry_t *e)
             return CL_OK;
         break;
     case COALITION__ENTRY_KIND__ENTRY_BURN:
+        if (sum == e->points && e->n_lots > 0)
+            return verify_earning_activity(v, e->member_id, e->time_ms, NULL);
+        break;
+    case COALITION__ENTRY_KIND__ENTRY_CARD_ENROL:
+        if (e->n_lots != 0)
+            break;
+        return claim_activity(v, e);
     case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
         if (sum == e->points && (e->points == 0 || e->n_lots > 0))
@@ -359,16 +378,17 @@ static int group_end(lots_walk_t *w)
         return verify_violation(v, "member %s has lots but no lot summary", w->member);
     int64_t due = w->min_expiry == LOT_NO_EXPIRY_MS ? 0 : w->min_expiry;
     bool any = w->lots > 0;
-    bool ok = m->lot_due_ms == due && (m->idle_ms > 0) == any &&
-              m->pending_until_ms >= w->max_pending;
+    bool ok =
+        m->lot_due_ms == due && (m->idle_ms > 0) == any && m->pending_until_ms >= w->max_pending;
     int rc = CL_OK;
     if (ok && due != 0)
         rc = index_has(v, v->ledger->db_lot_due, due, w->member);
     if (ok && rc == CL_OK && any)
         rc = index_has(v, v->ledger->db_idle, m->idle_ms, w->member);
     if (!ok || rc == CL_ERR_NOT_FOUND)
-        return verify_violation(v, "member %s: its summary or expiry index keys do not fit its "
-                                   "lots",
+        return verify_violation(v,
+                                "member %s: its summary or expiry index keys do not fit its "
+                                "lots",
                                 w->member);
     w->groups += any;
     w->finite += due != 0;
@@ -389,12 +409,42 @@ static int group_start(lots_walk_t *w, const char *id, size_t n)
     return rc;
 }
 
+/* A lot is the one the entry of its seq made: that entry lists it (seq, part) with the
+ * same issuer, expiry, earn time and end of its return period. */
+static int lot_made_so(verify_t *v, uint64_t seq, uint32_t part, int64_t expiry,
+                       const Coalition__LotRecord *r, bool *ok)
+{
+    journal_entry_t *e = NULL;
+    *ok = false;
+    if (seq == 0 || seq > v->entries)
+        return CL_OK;
+    int rc = ledger_get_entry(v->ledger, v->txn, seq, &e);
+    for (size_t i = 0; rc == CL_OK && i < e->n_lots && !*ok; i++) {
+        const Coalition__LotUse *u = e->lots[i];
+        *ok = u->seq == seq && u->part == part && u->expiry_ms == expiry &&
+              u->earn_ms == r->earn_ms && u->pending_until_ms == r->pending_until_ms &&
+              strcmp(u->issuer, r->issuer) == 0;
+    }
+    coalition__journal_entry__free_unpacked(e, NULL);
+    return rc;
+}
+
 static int visit_lot(lots_walk_t *w, size_t n, const MDB_val *k, const MDB_val *val)
 {
     verify_t *v = w->v;
-    int64_t expiry = (int64_t)store_get_u64((const uint8_t *)k->mv_data + n + 1);
+    const uint8_t *b = k->mv_data;
+    int64_t expiry = (int64_t)store_get_u64(b + n + 1);
+    uint64_t seq = store_get_u64(b + n + 9);
+    uint32_t part = (uint32_t)b[n + 17] << 24 | (uint32_t)b[n + 18] << 16 |
+                    (uint32_t)b[n + 19] << 8 | b[n + 20];
     Coalition__LotRecord *r = coalition__lot_record__unpack(NULL, val->mv_size, val->mv_data);
-    bool ok = r != NULL && r->points > 0 && r->points <= LOT_POINTS_MAX && expiry > 0 &&
+    bool made = false;
+    int rc = r != NULL ? lot_made_so(v, seq, part, expiry, r, &made) : CL_OK;
+    if (rc != CL_OK) {
+        coalition__lot_record__free_unpacked(r, NULL);
+        return rc;
+    }
+    bool ok = r != NULL && made && r->points > 0 && r->points <= LOT_POINTS_MAX && expiry > 0 &&
               vmap_find(&v->partners, r->issuer, strlen(r->issuer)) != NULL &&
               r->pending_until_ms >= 0;
     if (ok) {

@@ -28,7 +28,7 @@ struct writer {
     /* The daily expiry run: its time of day, the day it last finished (days since the
      * epoch), and the run under way (as_of 0: none) with what it has done so far. */
     int expire_at_minute;
-    int64_t expired_day;
+    int64_t expired_day, run_day;
     int64_t run_as_of_ms;
     expiry_result_t run_total;
     size_t run_slices;
@@ -142,14 +142,17 @@ static int expire_slice(writer_t *self, int64_t as_of_ms, expiry_result_t *res)
 }
 
 /* The answer to an operator's slice: points expired, entries written (as `balance`),
- * the last seq, and `pending` while more is due. */
-static void answer_slice(writer_t *self, request_t *r)
+ * the last seq, and `pending` while more is due. Only the first slice request of a round
+ * runs (`run`): the others are told to ask again, so a round waits for one slice. */
+static void answer_slice(writer_t *self, request_t *r, bool run)
 {
     const Coalition__ExpireRequest *e = r->env->expire;
-    expiry_result_t res = {0};
+    expiry_result_t res = {.more = !run};
     char text[RECEIPT_TEXT_BYTES_MAX];
     authorization_t auth;
-    int rc = e->as_of_ms > clock_wall_ms() ? CL_ERR_INVALID : expire_slice(self, e->as_of_ms, &res);
+    int rc = e->as_of_ms > clock_wall_ms() ? CL_ERR_INVALID
+             : run                         ? expire_slice(self, e->as_of_ms, &res)
+                                           : CL_OK;
     int code = rc == CL_OK            ? RC_APPROVED
                : rc == CL_ERR_INVALID ? RC_INVALID_AMOUNT
                                       : RC_SYSTEM_ERROR;
@@ -171,12 +174,19 @@ static void answer_slice(writer_t *self, request_t *r)
     r->reply = wire_pack_auth(&auth, &r->reply_len);
 }
 
-static void expiry_slices(writer_t *self, batch_t **batches, size_t n)
+/* True when a slice ran. */
+static bool expiry_slices(writer_t *self, batch_t **batches, size_t n)
 {
-    for (size_t b = 0; b < n; b++)
-        for (size_t i = 0; i < batches[b]->count; i++)
-            if (is_expiry_slice(&batches[b]->items[i]))
-                answer_slice(self, &batches[b]->items[i]);
+    bool ran = false;
+    for (size_t b = 0; b < n; b++) {
+        for (size_t i = 0; i < batches[b]->count; i++) {
+            if (!is_expiry_slice(&batches[b]->items[i]))
+                continue;
+            answer_slice(self, &batches[b]->items[i], !ran);
+            ran = true;
+        }
+    }
+    return ran;
 }
 
 /* The daily run: started once a day at its time (or at start-up after it), then one
@@ -190,15 +200,19 @@ static void daily_expiry(writer_t *self)
             minute < self->expire_at_minute)
             return;
         self->run_as_of_ms = now;
+        self->run_day = day; /* a run that ends after midnight is still this day's */
         memset(&self->run_total, 0, sizeof self->run_total);
         self->run_slices = 0;
     }
     expiry_result_t res = {0};
     int rc = expire_slice(self, self->run_as_of_ms, &res);
-    if (rc != CL_OK) {
-        log_every(&self->round_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR, "expiry: slice failed: %s",
-                  cl_strerror(rc));
-        return; /* tried again next loop; each slice is all or nothing */
+    if (rc != CL_OK) { /* each slice is all or nothing: what is due waits for the next run */
+        log_error("expiry: daily run as of %lld abandoned after %zu slice(s): %s; the next run "
+                  "is tomorrow, or run coalitionctl expire",
+                  (long long)self->run_as_of_ms, self->run_slices, cl_strerror(rc));
+        self->run_as_of_ms = 0;
+        self->expired_day = self->run_day;
+        return;
     }
     self->run_slices++;
     self->run_total.members += res.members;
@@ -211,7 +225,7 @@ static void daily_expiry(writer_t *self)
             (long long)self->run_total.points, self->run_total.members, self->run_total.entries,
             self->run_slices);
     self->run_as_of_ms = 0;
-    self->expired_day = day;
+    self->expired_day = self->run_day;
 }
 
 static int recv_batch(void *sock, int flags, batch_t **out)
@@ -293,9 +307,10 @@ static void *writer_main(void *arg)
     while (!stop) {
         size_t n = 0, requests = 0;
         stop = collect(self->sock, self->run_as_of_ms != 0, batches, &n, &requests);
+        bool sliced = false;
         if (n > 0) {
             apply_round(self, batches, n);
-            expiry_slices(self, batches, n);
+            sliced = expiry_slices(self, batches, n);
             self->commits++;
             self->requests += requests;
         }
@@ -306,7 +321,7 @@ static void *writer_main(void *arg)
         }
         if (!stop)
             housekeep(self);
-        if (!stop)
+        if (!stop && !sliced) /* at most one slice between two rounds */
             daily_expiry(self);
     }
     return NULL;

@@ -537,6 +537,10 @@ int wire_validate(const envelope_t *env, bool from_admin, char *why, size_t why_
                          env->body_case == COALITION__ENVELOPE__BODY_CARD_ENROLL;
     if (admin_body && !from_admin)
         return refuse(why, why_size, RC_NOT_PERMITTED, "operator request on the partner socket");
+    if (from_admin && strcmp(env->site_id, WIRE_BROKER_SITE_ID) == 0)
+        return refuse(why, why_size, RC_NOT_PERMITTED,
+                      "site id %s is the broker's own; the operator uses another",
+                      WIRE_BROKER_SITE_ID);
     if (from_admin && !operator_body)
         return refuse(why, why_size, RC_NOT_PERMITTED, "the operator sends no %s requests",
                       wire_body_name(env));

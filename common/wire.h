@@ -80,6 +80,9 @@ _Static_assert(SETTLEMENT_GRACE_SECONDS_DEFAULT <= SETTLEMENT_GRACE_SECONDS_MAX,
 _Static_assert(SETTLEMENT_GRACE_SECONDS_MAX < 28 * 86400, "grace shorter than the shortest month");
 /* Partner id under which operator (admin socket) requests are keyed. No partner may use it. */
 #define OPERATOR_PARTNER_ID "operator"
+/* Site id of the broker's own operator requests (window closes, lapses, expiries): the
+ * admin socket may not use it, so their keys are the broker's alone. */
+#define WIRE_BROKER_SITE_ID "broker"
 /* Site id of operator requests (coalitionctl, tools on the admin socket). */
 #define OPERATOR_SITE_ID "ctl"
 

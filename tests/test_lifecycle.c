@@ -198,6 +198,26 @@ static void pending_points_over_a_return_period(void **state)
     expect_verify(f);
 }
 
+/* A member's latest activity edited in its summary (so that an inactivity run would take
+ * its points early) is found by verify. */
+static void verify_finds_an_edited_activity(void **state)
+{
+    fixture_t *f = *state;
+    op_policy(f, T0, DAYS(30), DAYS(90));
+    earn(f, "fuel", "a", "alice", 10, T0);
+    expect_verify(f);
+    MDB_txn *txn = NULL;
+    lot_holder_t h;
+    EXPECT_OK("txn", store_err(mdb_txn_begin(f->l->env, NULL, 0, &txn)));
+    EXPECT_OK("open", lots_open(f->l, txn, "alice", &h));
+    h.rec->last_activity_ms = 1;
+    EXPECT_OK("close", lots_close(f->l, txn, &h, T0));
+    EXPECT_OK("commit", store_err(mdb_txn_commit(txn)));
+    char why[WHY_BYTES] = "";
+    EXPECT_EQ("verify", CL_ERR_CORRUPT, ledger_verify(f->l, why, sizeof why));
+    EXPECT_CONTAINS("names it", "latest activity", why);
+}
+
 /* ---- the property test --------------------------------------------------------------- */
 
 typedef struct tally {
@@ -388,6 +408,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(inactivity_expiry_is_reset_by_activity, setup, teardown),
         cmocka_unit_test_setup_teardown(pending_points_over_a_return_period, setup, teardown),
+        cmocka_unit_test_setup_teardown(verify_finds_an_edited_activity, setup, teardown),
         cmocka_unit_test_setup_teardown(property_random_streams, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
