@@ -9,6 +9,8 @@
  *                   from that issuer's lots, oldest first
  *   burn reversal   gives each issuer's share back as a lot dated by the reversal, at
  *                   the issuer's issue price then
+ *   pending         an earn whose lot's return period ends after TIME counts as pending
+ *                   (less what reversals of it took back); shown apart, within POINTS
  *   expiry, lapse   each issuer's breakage (the entry's issuer shares) is taken from its
  *                   lots, oldest first, and counted as its breakage (points, and their
  *                   value at the prices of the lots they came from)
@@ -59,10 +61,20 @@ typedef struct issuer {
     i128_t broken, broken_value;    /* breakage to date, valued at its lots' prices */
 } issuer_t;
 
+/* An earn still pending at as_of (its lot's return period ends after it): what of it is
+ * left, for its issuer's pending points. */
+typedef struct pend {
+    uint64_t seq;
+    size_t issuer;
+    int64_t points;
+} pend_t;
+
 typedef struct liab {
     ctl_t *ctl;
     ledger_t *ledger;
     int64_t as_of;
+    pend_t *pending; /* by seq */
+    size_t n_pending, cap_pending;
     issuer_t issuers[SETTLE_PARTNERS_MAX];
     size_t n_issuers;
     uint64_t last_seq;
@@ -209,6 +221,46 @@ static int original_of(liab_t *l, const journal_entry_t *e, journal_entry_t **ou
     return rc;
 }
 
+/* An earn whose points are still pending at as_of. */
+static int pending_add(liab_t *l, const journal_entry_t *e, const issuer_t *is)
+{
+    if (e->n_lots < 1 || e->lots[0]->pending_until_ms <= l->as_of || e->points <= 0)
+        return CL_OK;
+    if (l->n_pending == l->cap_pending) {
+        size_t cap = l->cap_pending == 0 ? 1024 : 2 * l->cap_pending;
+        pend_t *grown = realloc(l->pending, cap * sizeof *grown);
+        if (grown == NULL)
+            return CL_ERR_NOMEM;
+        l->pending = grown;
+        l->cap_pending = cap;
+    }
+    l->pending[l->n_pending++] = (pend_t){e->seq, (size_t)(is - l->issuers), e->points};
+    return CL_OK;
+}
+
+/* An earn reversal takes from its own (pending) lot first. */
+static void pending_take(liab_t *l, uint64_t seq, int64_t points)
+{
+    size_t lo = 0, hi = l->n_pending;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (l->pending[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < l->n_pending && l->pending[lo].seq == seq)
+        l->pending[lo].points -= points < l->pending[lo].points ? points : l->pending[lo].points;
+}
+
+static int64_t pending_of(const liab_t *l, size_t issuer)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < l->n_pending; i++)
+        sum += l->pending[i].issuer == issuer ? l->pending[i].points : 0;
+    return sum;
+}
+
 static int replay_entry(liab_t *l, const journal_entry_t *e)
 {
     bool earnish = e->kind == COALITION__ENTRY_KIND__ENTRY_EARN ||
@@ -222,6 +274,8 @@ static int replay_entry(liab_t *l, const journal_entry_t *e)
     switch (e->kind) {
     case COALITION__ENTRY_KIND__ENTRY_EARN:
         rc = price_of(l, is, e->contract_from_ms, 0, &per_mille);
+        if (rc == CL_OK)
+            rc = pending_add(l, e, is);
         return rc == CL_OK ? add_lot(is, e->time_ms / DAY_MS, per_mille, e->points) : rc;
     case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_EARN: {
@@ -234,6 +288,7 @@ static int replay_entry(liab_t *l, const journal_entry_t *e)
             is->broken -= broken;
             is->broken_value -= lot_value(broken, per_mille);
             take_from(is, o->time_ms / DAY_MS, per_mille, e->points - broken);
+            pending_take(l, o->seq, e->points - broken);
         }
         ledger_journal_slice_free(&o, o != NULL);
         return rc;
@@ -294,6 +349,7 @@ typedef struct figures {
     i128_t points[BUCKETS], value[BUCKETS];
     i128_t total_points, total_value, unaged_points, unaged_value;
     i128_t broken, broken_value;
+    int64_t pending; /* of the total, points pending over a return period at as_of */
 } figures_t;
 
 static int issuer_figures(liab_t *l, issuer_t *is, figures_t *f)
@@ -338,9 +394,9 @@ static void print_issuer(const liab_t *l, const issuer_t *is, const figures_t *f
                    (int64_t)f->points[b], BUCKET_NAMES[b], (int64_t)f->value[b]);
         printf(",\"points_unaged\":%" PRId64 ",\"value_unaged_minor\":%" PRId64
                ",\"points\":%" PRId64 ",\"value_minor\":%" PRId64 ",\"breakage_points\":%" PRId64
-               ",\"breakage_value_minor\":%" PRId64 "}\n",
+               ",\"breakage_value_minor\":%" PRId64 ",\"points_pending\":%" PRId64 "}\n",
                (int64_t)f->unaged_points, (int64_t)f->unaged_value, (int64_t)f->total_points,
-               (int64_t)f->total_value, (int64_t)f->broken, (int64_t)f->broken_value);
+               (int64_t)f->total_value, (int64_t)f->broken, (int64_t)f->broken_value, f->pending);
         return;
     }
     int exponent = amount_currency_exponent(is->currency);
@@ -351,8 +407,9 @@ static void print_issuer(const liab_t *l, const issuer_t *is, const figures_t *f
     amount_format_minor((int64_t)f->total_value, exponent < 0 ? 2 : exponent, value, sizeof value);
     amount_format_minor((int64_t)f->broken_value, exponent < 0 ? 2 : exponent, broken,
                         sizeof broken);
-    printf(" %10" PRId64 " %14" PRId64 " %16s %12" PRId64 " %14s\n", (int64_t)f->unaged_points,
-           (int64_t)f->total_points, value, (int64_t)f->broken, broken);
+    printf(" %10" PRId64 " %14" PRId64 " %12" PRId64 " %16s %12" PRId64 " %14s\n",
+           (int64_t)f->unaged_points, (int64_t)f->total_points, f->pending, value,
+           (int64_t)f->broken, broken);
 }
 
 /* With every entry replayed, each issuer's total must be the ledger's outstanding. */
@@ -387,13 +444,14 @@ static int print_report(liab_t *l)
         printf("%-16s %3s", "ISSUER", "CUR");
         for (size_t b = 0; b < BUCKETS; b++)
             printf(" %12s", BUCKET_NAMES[b]);
-        printf(" %10s %14s %16s %12s %14s\n", "UNAGED", "POINTS", "VALUE", "BREAKAGE",
-               "BROKEN_VALUE");
+        printf(" %10s %14s %12s %16s %12s %14s\n", "UNAGED", "POINTS", "PENDING", "VALUE",
+               "BREAKAGE", "BROKEN_VALUE");
     }
     int rc = CL_OK;
     for (size_t i = 0; rc == CL_OK && i < l->n_issuers; i++) {
         figures_t f;
         rc = issuer_figures(l, &l->issuers[i], &f);
+        f.pending = pending_of(l, i);
         totals[i] = (int64_t)f.total_points;
         if (rc == CL_OK)
             print_issuer(l, &l->issuers[i], &f);
@@ -442,6 +500,7 @@ int ctl_liability(ctl_t *ctl, int argc, char **argv)
         free(l->issuers[i].lots);
         free(l->issuers[i].contracts);
     }
+    free(l->pending);
     free(l);
     return rc;
 }

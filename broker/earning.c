@@ -20,7 +20,8 @@
  *   rules database: partner NUL u64be(id) -> RuleRecord, at most
  *   RULES_ACTIVE_PER_PARTNER_MAX per partner not yet ended (an ended rule is kept until
  *   a rule add finds it over, then dropped; its entries stay in the journal).
- *   spend database: member NUL partner -> SpendRecord (threshold rules only). */
+ *   spend: "member:ID" NUL 0xFF partner -> SpendRecord (threshold rules only), in the
+ *   accounts database beside the member's balance and lots (see lots.c). */
 #include "ledger_internal.h"
 
 #include "errors.h"
@@ -34,7 +35,11 @@
 _Static_assert(QUAL_MONTHS == 12, "a rolling year of calendar months");
 _Static_assert(SETTLE_PARTNERS_MAX <= PARTNERS_USED_BYTES * 8, "a bit per partner");
 #define RULE_KEY_BYTES (PARTNER_ID_LEN_MAX + 1 + 8)
-#define SPEND_KEY_BYTES (MEMBER_ID_LEN_MAX + 1 + PARTNER_ID_LEN_MAX)
+/* "member:ID" NUL 0xFF partner, in the accounts database after the member's lots (a lot
+ * key's byte after the NUL is its expiry's first, at most 0x7F). */
+#define SPEND_KEY_BYTES (sizeof MEMBER_PREFIX - 1 + MEMBER_ID_LEN_MAX + 2 + PARTNER_ID_LEN_MAX)
+#define SPEND_MARK 0xFFu
+_Static_assert(SPEND_MARK > (LOT_NO_EXPIRY_MS >> 56), "spend keys sort after every lot key");
 
 int64_t earning_month(int64_t ms)
 {
@@ -336,11 +341,14 @@ typedef struct spend {
 
 static size_t spend_key(uint8_t key[SPEND_KEY_BYTES], const char *member, const char *partner)
 {
-    size_t m = strlen(member), p = strlen(partner);
-    memcpy(key, member, m);
-    key[m] = 0;
-    memcpy(key + m + 1, partner, p);
-    return m + 1 + p;
+    size_t pre = strlen(MEMBER_PREFIX), m = strlen(member), p = strlen(partner);
+    assert(m > 0 && m <= MEMBER_ID_LEN_MAX && p > 0 && p <= PARTNER_ID_LEN_MAX);
+    memcpy(key, MEMBER_PREFIX, pre);
+    memcpy(key + pre, member, m);
+    key[pre + m] = 0;
+    key[pre + m + 1] = SPEND_MARK;
+    memcpy(key + pre + m + 2, partner, p);
+    return pre + m + 2 + p;
 }
 
 /* This month's spend with this earn's amount added (a new month starts from nothing). */
@@ -350,7 +358,7 @@ static int spend_load(ledger_t *self, MDB_txn *txn, const uint8_t *key, size_t l
     Coalition__SpendRecord *r = NULL;
     memset(s, 0, sizeof *s);
     s->month = month;
-    int rc = ledger_get_record(txn, self->db_spend, key, len, &coalition__spend_record__descriptor,
+    int rc = ledger_get_record(txn, self->db_accounts, key, len, &coalition__spend_record__descriptor,
                                (ProtobufCMessage **)&r);
     if (rc == CL_OK && r->month == month) {
         if (r->n_given_rule_ids > RULES_ACTIVE_PER_PARTNER_MAX || r->spent_minor < 0)
@@ -376,7 +384,7 @@ static int spend_put(ledger_t *self, MDB_txn *txn, const uint8_t *key, size_t le
     r.spent_minor = s->spent_minor;
     r.given_rule_ids = s->given;
     r.n_given_rule_ids = s->n_given;
-    return ledger_put_record(txn, self->db_spend, key, len, &r.base);
+    return ledger_put_record(txn, self->db_accounts, key, len, &r.base);
 }
 
 /* A threshold rule: its bonus when this month's spend there reaches it, once a month. */

@@ -46,10 +46,9 @@ static int open_dbs(ledger_t *self, MDB_txn *txn, unsigned flags)
         {"cards", &self->db_cards},         {"bank_refs", &self->db_bank_refs},
         {"banks", &self->db_banks},         {"unclaimed", &self->db_unclaimed},
         {"lot_due", &self->db_lot_due},     {"idle", &self->db_idle},
-        {"rules", &self->db_rules},         {"spend", &self->db_spend},
-        {"expired", &self->db_expired},
+        {"rules", &self->db_rules},         {"expired", &self->db_expired},
     };
-    _Static_assert(19 <= STORE_DBS_MAX, "the environment opens every database");
+    _Static_assert(18 <= STORE_DBS_MAX, "the environment opens every database");
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
         if (rc != MDB_SUCCESS) {

@@ -37,7 +37,7 @@ struct ledger {
     store_lock_t *lock; /* STORE_READ_WRITE: the directory's writer lock, until destroy */
     MDB_dbi db_meta, db_journal, db_idem, db_accounts, db_members, db_partners, db_reversals,
         db_keys, db_contracts, db_settlement, db_cards, db_bank_refs, db_banks, db_unclaimed,
-        db_lot_due, db_idle, db_rules, db_spend, db_expired;
+        db_lot_due, db_idle, db_rules, db_expired;
     MDB_txn *batch;            /* open write transaction, or NULL */
     MDB_txn *reader;           /* reset read transaction reused for inquiries */
     pthread_rwlock_t map_lock; /* inquiries read-lock; growing the map write-locks */

@@ -469,6 +469,8 @@ static int visit_key(const MDB_val *k, const MDB_val *val, void *ctx)
         return CL_OK; /* a balance */
     const char *key = k->mv_data;
     size_t p = strlen(MEMBER_PREFIX), n = strnlen(key, k->mv_size);
+    if (n + 1 < k->mv_size && (uint8_t)key[n + 1] == 0xFFu)
+        return CL_OK; /* a threshold rule's spend record (earning.c) */
     if (n <= p || n - p > MEMBER_ID_LEN_MAX || memcmp(key, MEMBER_PREFIX, p) != 0 ||
         (k->mv_size != n + 1 && k->mv_size != n + 21))
         return verify_violation(v, "a lot or lot summary under a malformed key");

@@ -182,6 +182,11 @@ static void pending_points_on_the_wire(void **state)
     EXPECT_EQ("lots", 0, world_ctl(w, out, sizeof out, "balance", "alice", "--lots", NULL));
     EXPECT_CONTAINS("the pending lot", "pending until", out);
     EXPECT_CONTAINS("split", "15 points (5 available, 10 pending)", out);
+    EXPECT_EQ("liability", 0, world_ctl(w, out, sizeof out, "--json", "liability", NULL));
+    const char *fuel = strstr(out, "\"issuer\":\"fuel\"");
+    assert_non_null(fuel);
+    EXPECT_EQ("fuel's pending points in the liability report", 10,
+              json_int(fuel, "points_pending"));
     expect_verify(w);
 }
 
