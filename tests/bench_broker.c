@@ -514,6 +514,7 @@ static int world_setup(bench_t *b)
 {
     world_init(&b->w);
     b->w.insecure = b->o.insecure;
+    b->w.broker_expire_at = "off"; /* no daily expiry run of its own amid the figures */
     if (b->o.port != 0) {
         snprintf(b->w.broker_endpoint, sizeof b->w.broker_endpoint, "tcp://127.0.0.1:%d",
                  b->o.port);
