@@ -311,6 +311,9 @@ static int replay_entry(liab_t *l, const journal_entry_t *e)
         }
         return rc;
     case COALITION__ENTRY_KIND__ENTRY_EXPIRY:
+        for (size_t i = 0; i < e->n_lots; i++) /* an earn's own lot has the earn's seq */
+            pending_take(l, e->lots[i]->seq, e->lots[i]->points);
+        return replay_breakage(l, e);
     case COALITION__ENTRY_KIND__ENTRY_UNCLAIMED_LAPSE: return replay_breakage(l, e);
     default: return CL_OK;
     }

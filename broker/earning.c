@@ -358,8 +358,8 @@ static int spend_load(ledger_t *self, MDB_txn *txn, const uint8_t *key, size_t l
     Coalition__SpendRecord *r = NULL;
     memset(s, 0, sizeof *s);
     s->month = month;
-    int rc = ledger_get_record(txn, self->db_accounts, key, len, &coalition__spend_record__descriptor,
-                               (ProtobufCMessage **)&r);
+    int rc = ledger_get_record(txn, self->db_accounts, key, len,
+                               &coalition__spend_record__descriptor, (ProtobufCMessage **)&r);
     if (rc == CL_OK && r->month == month) {
         if (r->n_given_rule_ids > RULES_ACTIVE_PER_PARTNER_MAX || r->spent_minor < 0)
             rc = CL_ERR_CORRUPT; /* read from disk */
@@ -479,7 +479,7 @@ int earning_plan(ledger_t *self, MDB_txn *txn, const char *partner, uint32_t ord
     uint8_t used[PARTNERS_USED_BYTES] = {0};
     if (h->rec->partners_used.len > PARTNERS_USED_BYTES)
         rc = CL_ERR_CORRUPT;
-    else
+    else if (h->rec->partners_used.len > 0)
         memcpy(used, h->rec->partners_used.data, h->rec->partners_used.len);
     bool first = (used[ordinal / 8] & (1u << (ordinal % 8))) == 0;
     if (rc == CL_OK)

@@ -177,7 +177,7 @@ int rules_expire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
         lots_discard(&h);
         return rc;
     }
-    if (d->inactive && !res.full)
+    if (d->inactive) /* also when its lots take more entries: a refund between them */
         h.rec->inactive_expired_ms = r->as_of_ms;
     rc = lots_close(self, txn, &h, d->now_ms);
     if (rc == CL_OK) /* for refunds of their earns */

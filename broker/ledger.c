@@ -683,6 +683,8 @@ static int append_entry(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         uses[i].earn_ms = l->earn_ms;
         uses[i].issuer = (char *)l->issuer;
         uses[i].pending_until_ms = l->pending_until_ms;
+        uses[i].origin_seq = l->origin_seq;
+        uses[i].origin_part = l->origin_part;
         use_ptrs[i] = &uses[i];
     }
     e.lots = use_ptrs;

@@ -22,7 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LEDGER_SCHEMA_VERSION 6u
+#define LEDGER_SCHEMA_VERSION 7u
 #define LEDGER_ENTRY_BYTES_MAX 65536
 #define ACCOUNT_NAME_BYTES_MAX 96
 /* Idempotency and reversal keys: "partner\0site\0txn". */

@@ -91,6 +91,8 @@ _Static_assert(LOT_POINTS_MAX <= POINTS_MAX, "a lot is at most one request's poi
 typedef struct lot {
     uint64_t seq;
     uint32_t part;
+    uint64_t origin_seq; /* a lot given back anew: the earn's lot it came from (0: itself) */
+    uint32_t origin_part;
     int64_t points, expiry_ms, earn_ms, pending_until_ms;
     char issuer[PARTNER_ID_LEN_MAX + 1];
 } lot_t;
@@ -145,7 +147,7 @@ typedef struct decision {
     bool has_expiry_policy;
     Coalition__ExpiryPolicy expiry_policy;
     int64_t available, pending; /* of `balance` */
-    int64_t from_breakage; /* of an earn's reversal: points taken back out of breakage */
+    int64_t from_breakage;      /* of an earn's reversal: points taken back out of breakage */
     /* An earn's plan (earning.c): base points, the tier it was made in, its bonuses; the
      * tier it (or an earn's reversal) leaves. Tier settings and rules set. */
     int64_t base_points, qualifying, tier_multiplier_milli, bonus_total;
@@ -172,10 +174,7 @@ typedef struct decision {
 } decision_t;
 
 /* A decision before rules_decide: everything zero but the lots array (22 KiB). */
-static inline void decision_init(decision_t *d)
-{
-    memset(d, 0, offsetof(decision_t, lots));
-}
+static inline void decision_init(decision_t *d) { memset(d, 0, offsetof(decision_t, lots)); }
 
 /* rules.c: decide and, on approval, write accounts/members/partners/reversals in txn. */
 int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t *d);
@@ -331,8 +330,7 @@ int lots_take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t
  * breakage at most what of its own lot expired. */
 #define EXPIRED_KEY_BYTES 12 /* u64be(seq) u32be(part) */
 int lots_expired_note(ledger_t *self, MDB_txn *txn, const decision_t *d);
-int lots_expired_take(ledger_t *self, MDB_txn *txn, const lot_t *own, int64_t want,
-                      int64_t *taken);
+int lots_expired_take(ledger_t *self, MDB_txn *txn, const lot_t *own, int64_t want, int64_t *taken);
 /* What is left in a lot (0: gone). */
 int lots_remaining(ledger_t *self, MDB_txn *txn, const char *member, const lot_t *own,
                    int64_t *points);

@@ -243,6 +243,8 @@ static int lot_get(ledger_t *self, MDB_txn *txn, const char *member, lot_t *lot,
     lot->points = r->points;
     lot->earn_ms = r->earn_ms;
     lot->pending_until_ms = r->pending_until_ms;
+    lot->origin_seq = r->origin_seq;
+    lot->origin_part = r->origin_part;
     snprintf(lot->issuer, sizeof lot->issuer, "%s", r->issuer);
     bool ok = r->points > 0 && r->points <= LOT_POINTS_MAX;
     coalition__lot_record__free_unpacked(r, NULL);
@@ -259,6 +261,8 @@ static int lot_put(ledger_t *self, MDB_txn *txn, const char *member, const lot_t
     r.earn_ms = lot->earn_ms;
     r.issuer = (char *)lot->issuer;
     r.pending_until_ms = lot->pending_until_ms;
+    r.origin_seq = lot->origin_seq;
+    r.origin_part = lot->origin_part;
     return ledger_put_record(txn, self->db_accounts, key, len, &r.base);
 }
 
@@ -338,6 +342,8 @@ static int walk_one(walk_t *w, MDB_cursor *cur, const MDB_val *k, const MDB_val 
     lot->points = r->points;
     lot->earn_ms = r->earn_ms;
     lot->pending_until_ms = r->pending_until_ms;
+    lot->origin_seq = r->origin_seq;
+    lot->origin_part = r->origin_part;
     snprintf(lot->issuer, sizeof lot->issuer, "%s", r->issuer);
     coalition__lot_record__free_unpacked(r, NULL);
     if (lot->points <= 0 || lot->points > LOT_POINTS_MAX)
@@ -363,6 +369,8 @@ static int walk_one(walk_t *w, MDB_cursor *cur, const MDB_val *k, const MDB_val 
     rec.earn_ms = lot->earn_ms;
     rec.issuer = lot->issuer;
     rec.pending_until_ms = lot->pending_until_ms;
+    rec.origin_seq = lot->origin_seq;
+    rec.origin_part = lot->origin_part;
     uint8_t buf[LOT_RECORD_BYTES_MAX];
     size_t len = coalition__lot_record__get_packed_size(&rec);
     assert(len <= sizeof buf);
@@ -480,6 +488,18 @@ int lots_take_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *o
 
 /* ---- reversals of a burn: give its lots back ---------------------------------------- */
 
+static size_t expired_key(uint8_t key[EXPIRED_KEY_BYTES], uint64_t seq, uint32_t part);
+
+/* Whether an expiry took (some of) this lot and left a record of it. */
+static int expired_has(ledger_t *self, MDB_txn *txn, uint64_t seq, uint32_t part, bool *out)
+{
+    uint8_t key[EXPIRED_KEY_BYTES];
+    MDB_val k = {expired_key(key, seq, part), key}, v;
+    int rc = mdb_get(txn, self->db_expired, &k, &v);
+    *out = rc == MDB_SUCCESS;
+    return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? CL_OK : store_err(rc);
+}
+
 int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_entry_t *burn,
                    int64_t from, int64_t points, decision_t *d)
 {
@@ -504,9 +524,20 @@ int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_
                      .points = give,
                      .expiry_ms = u->expiry_ms,
                      .earn_ms = u->earn_ms,
-                     .pending_until_ms = u->pending_until_ms};
+                     .pending_until_ms = u->pending_until_ms,
+                     .origin_seq = u->origin_seq,
+                     .origin_part = u->origin_part};
         snprintf(lot.issuer, sizeof lot.issuer, "%s", u->issuer);
-        if (inactive_since || u->expiry_ms <= d->now_ms) { /* a new lot, the same rule */
+        bool broke = false; /* the lot went to breakage (part of it, at least) */
+        int rc = u->origin_seq != 0 ? expired_has(self, txn, u->origin_seq, u->origin_part, &broke)
+                                    : expired_has(self, txn, u->seq, u->part, &broke);
+        if (rc != CL_OK)
+            return rc;
+        if (inactive_since || broke || u->expiry_ms <= d->now_ms) { /* a new lot, same rule */
+            if (lot.origin_seq == 0) { /* it remembers the earn's lot it came from */
+                lot.origin_seq = u->seq;
+                lot.origin_part = u->part;
+            }
             lot.seq = self->batch_seq + 1;
             lot.part = part++;
             lot.earn_ms = d->now_ms;
@@ -514,7 +545,7 @@ int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_
             if (u->expiry_ms != LOT_NO_EXPIRY_MS)
                 lot.expiry_ms = d->now_ms + (u->expiry_ms - u->earn_ms);
         }
-        int rc = lots_add(self, txn, h, &lot, d);
+        rc = lots_add(self, txn, h, &lot, d);
         if (rc != CL_OK)
             return rc;
         left -= give;
@@ -606,6 +637,10 @@ static int read_step(ledger_t *self, MDB_txn *txn, const char *member, lot_t *lo
             lot->points = r->points;
             lot->earn_ms = r->earn_ms;
             lot->pending_until_ms = r->pending_until_ms;
+            lot->origin_seq = r->origin_seq;
+            lot->origin_part = r->origin_part;
+            lot->origin_seq = r->origin_seq;
+            lot->origin_part = r->origin_part;
             snprintf(lot->issuer, sizeof lot->issuer, "%s", r->issuer);
             (*n)++;
             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -659,8 +694,8 @@ int lots_move_all(ledger_t *self, MDB_txn *txn, const char *from, const char *to
     }
     if (rc == CL_OK)
         rc = lots_take_all(self, txn, &hf, to_open ? &ht : NULL, by_issuer, n_issuers, total);
-    if (rc == CL_OK && to_open && ht.rec->last_activity_ms < hf.rec->last_activity_ms)
-        ht.rec->last_activity_ms = hf.rec->last_activity_ms; /* the card's earns were activity */
+    /* A claim is not the member's activity (the card's earns were the unclaimed
+     * account's); a member with no earn or burn of its own counts from its idle key. */
     if (rc == CL_OK)
         rc = lots_close(self, txn, &hf, now_ms);
     else
@@ -772,16 +807,30 @@ static size_t expired_key(uint8_t key[EXPIRED_KEY_BYTES], uint64_t seq, uint32_t
     return EXPIRED_KEY_BYTES;
 }
 
+/* Under the lot's origin (the earn's lot its points came from): added to what is there. */
 int lots_expired_note(ledger_t *self, MDB_txn *txn, const decision_t *d)
 {
     int rc = CL_OK;
     for (size_t i = 0; i < d->n_lots && rc == CL_OK; i++) {
+        const lot_t *l = &d->lots[i];
         uint8_t key[EXPIRED_KEY_BYTES];
+        size_t len = l->origin_seq != 0 ? expired_key(key, l->origin_seq, l->origin_part)
+                                        : expired_key(key, l->seq, l->part);
+        Coalition__ExpiredLot *have = NULL;
+        rc = ledger_get_record(txn, self->db_expired, key, len, &coalition__expired_lot__descriptor,
+                               (ProtobufCMessage **)&have);
+        int64_t points = l->points;
+        if (rc == CL_OK && (have->points <= 0 || have->points > POINTS_MAX))
+            rc = CL_ERR_CORRUPT; /* read from disk */
+        if (rc == CL_OK)
+            points += have->points;
+        coalition__expired_lot__free_unpacked(have, NULL);
+        if (rc != CL_OK && rc != CL_ERR_NOT_FOUND)
+            return rc;
         Coalition__ExpiredLot e = COALITION__EXPIRED_LOT__INIT;
-        e.points = d->lots[i].points;
+        e.points = points;
         e.member_id = (char *)d->member_id;
-        rc = ledger_put_record(txn, self->db_expired, key,
-                               expired_key(key, d->lots[i].seq, d->lots[i].part), &e.base);
+        rc = ledger_put_record(txn, self->db_expired, key, len, &e.base);
     }
     return rc;
 }

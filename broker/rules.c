@@ -264,7 +264,8 @@ static int earn_lot(ledger_t *self, MDB_txn *txn, const char *partner, const Coa
         snprintf(lot.issuer, sizeof lot.issuer, "%s", partner);
         rc = lots_add(self, txn, h, &lot, d);
     }
-    h->rec->last_activity_ms = d->now_ms;
+    if (d->now_ms > h->rec->last_activity_ms) /* the latest, whatever the clock did */
+        h->rec->last_activity_ms = d->now_ms;
     return rc;
 }
 
@@ -284,21 +285,23 @@ static int earn_moves(ledger_t *self, MDB_txn *txn, const char *partner, const c
 
 static void earn_text(decision_t *d, const char *who)
 {
-    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], bonus[64] = "";
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], bonus[96] = "";
+    char text[RECEIPT_TEXT_BYTES_MAX + 128]; /* cut to the receipt's length below */
     points_text(d->points, pts);
     points_text(d->balance, bal);
     if (d->bonus_total > 0)
         snprintf(bonus, sizeof bonus, " (%lld base + %lld bonus%s%s)", (long long)d->base_points,
                  (long long)d->bonus_total, d->tier[0] ? ", " : "", d->tier);
     if (strncmp(who, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) == 0)
-        snprintf(d->text, sizeof d->text,
-                 "Earned %s points%s, unclaimed until the card is enrolled", pts, bonus);
+        snprintf(text, sizeof text, "Earned %s points%s, unclaimed until the card is enrolled", pts,
+                 bonus);
     else if (d->pending > 0)
-        snprintf(d->text, sizeof d->text,
+        snprintf(text, sizeof text,
                  "Earned %s points%s, pending until the return period ends. Balance %s", pts, bonus,
                  bal);
     else
-        snprintf(d->text, sizeof d->text, "Earned %s points%s. Balance %s", pts, bonus, bal);
+        snprintf(text, sizeof text, "Earned %s points%s. Balance %s", pts, bonus, bal);
+    snprintf(d->text, sizeof d->text, "%.*s", (int)sizeof d->text - 1, text);
 }
 
 /* An earn's points: the plan (tier, rules) in the member's holder, pricing of all of
@@ -475,7 +478,8 @@ static int apply_burn(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
         return rc;
     }
     assert(points > 0 && points <= r->points);
-    h.rec->last_activity_ms = d->now_ms;
+    if (d->now_ms > h.rec->last_activity_ms) /* the latest, whatever the clock did */
+        h.rec->last_activity_ms = d->now_ms;
     /* The burn's time for the velocity limit goes into the member record. */
     rc = close_and_split(self, txn, &h, d, access_velocity_record);
     d->code = partial ? RC_PARTIAL : RC_APPROVED;
@@ -732,8 +736,8 @@ static int earn_from_breakage(ledger_t *self, MDB_txn *txn, const original_t *o,
     }
     if (e->n_lots < 1 || e->lots[0]->expiry_ms <= 0 || points == 0)
         return CL_OK;
-    lot_t own = {.seq = e->lots[0]->seq, .part = e->lots[0]->part,
-                 .expiry_ms = e->lots[0]->expiry_ms};
+    lot_t own = {
+        .seq = e->lots[0]->seq, .part = e->lots[0]->part, .expiry_ms = e->lots[0]->expiry_ms};
     int64_t left = 0;
     int rc = lots_remaining(self, txn, o->holder + strlen(MEMBER_PREFIX), &own, &left);
     if (rc == CL_OK && left < points)

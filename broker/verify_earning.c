@@ -323,7 +323,8 @@ int verify_verify_earning(verify_t *v, const journal_entry_t *e)
                                 SEQ(e));
     q->ring[month % QUAL_MONTHS] += e->base_points;
     q->used[bit / 8] |= (uint8_t)(1u << (bit % 8));
-    q->last_activity = e->time_ms;
+    if (e->time_ms > q->last_activity) /* as the writer: the latest */
+        q->last_activity = e->time_ms;
     q->qualified = true;
     tier_for(v->earning, qual_sum(q), &after, &after_mult);
     snprintf(q->tier, sizeof q->tier, "%s", after);

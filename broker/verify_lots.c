@@ -30,10 +30,15 @@ typedef struct vexpired {
     int64_t points; /* what of it no refund took back out of breakage yet */
 } vexpired_t;
 
-struct vlots {
-    vexpired_t *slots; /* every lot an expiry took */
+typedef struct vxmap {
+    vexpired_t *slots;
     size_t cap, count;
-    uint64_t left; /* of them, with points left */
+    uint64_t left; /* items with points left */
+} vxmap_t;
+
+struct vlots {
+    vxmap_t expired; /* every lot an expiry took, by its own key (each only once) */
+    vxmap_t broken;  /* what expiries took by the earn's lot it came from, less refunds */
     vpolicy_t policies[EXPIRY_POLICIES_MAX];
     size_t n_policies;
 };
@@ -46,8 +51,10 @@ int verify_lots_init(verify_t *v)
 
 void verify_lots_free(verify_t *v)
 {
-    if (v->lots != NULL)
-        free(v->lots->slots);
+    if (v->lots != NULL) {
+        free(v->lots->expired.slots);
+        free(v->lots->broken.slots);
+    }
     free(v->lots);
     v->lots = NULL;
 }
@@ -62,7 +69,7 @@ static size_t slot_of(uint64_t x, size_t cap)
     return (size_t)(x & (cap - 1));
 }
 
-static int set_grow(struct vlots *l)
+static int set_grow(vxmap_t *l)
 {
     size_t cap = l->cap == 0 ? EXPIRED_SET_MIN : l->cap * 2;
     vexpired_t *slots = calloc(cap, sizeof *slots);
@@ -82,7 +89,7 @@ static int set_grow(struct vlots *l)
     return CL_OK;
 }
 
-static vexpired_t *set_find(const struct vlots *l, uint64_t seq, uint32_t part)
+static vexpired_t *set_find(const vxmap_t *l, uint64_t seq, uint32_t part)
 {
     uint64_t key = (seq << 16 | part) + 1;
     for (size_t at = l->cap ? slot_of(key, l->cap) : 0; l->cap && l->slots[at].key != 0;
@@ -92,10 +99,17 @@ static vexpired_t *set_find(const struct vlots *l, uint64_t seq, uint32_t part)
     return NULL;
 }
 
-/* Adds (seq, part) with its points; CL_ERR_EXISTS when it expired before. */
-static int set_add(struct vlots *l, uint64_t seq, uint32_t part, int64_t points)
+/* Adds (seq, part) with its points; CL_ERR_EXISTS when it is there (with `sum`: adds the
+ * points to it instead). */
+static int set_add(vxmap_t *l, uint64_t seq, uint32_t part, int64_t points, bool sum)
 {
-    if (set_find(l, seq, part) != NULL)
+    vexpired_t *have = set_find(l, seq, part);
+    if (have != NULL && sum) {
+        l->left += have->points == 0;
+        have->points += points;
+        return CL_OK;
+    }
+    if (have != NULL)
         return CL_ERR_EXISTS;
     if ((l->count + 1) * 2 > l->cap && set_grow(l) != CL_OK)
         return CL_ERR_NOMEM;
@@ -124,15 +138,16 @@ int verify_lots_refund(verify_t *v, const journal_entry_t *e, const journal_entr
     int64_t y = verify_from_breakage(e);
     if (lapsed || y == 0)
         return CL_OK; /* a lapsed unclaimed account's: all of it, checked by its move */
-    vexpired_t *x =
-        earn->n_lots >= 1 ? set_find(v->lots, earn->lots[0]->seq, earn->lots[0]->part) : NULL;
+    vexpired_t *x = earn->n_lots >= 1
+                        ? set_find(&v->lots->broken, earn->lots[0]->seq, earn->lots[0]->part)
+                        : NULL;
     if (x == NULL || x->points < y)
         return verify_violation(v,
                                 "entry %llu takes %lld points out of breakage; its earn's lot "
                                 "had not that many expired",
                                 SEQ(e), (long long)y);
     x->points -= y;
-    v->lots->left -= x->points == 0;
+    v->lots->broken.left -= x->points == 0;
     return CL_OK;
 }
 
@@ -143,7 +158,7 @@ static int visit_expired(const MDB_val *k, const MDB_val *val, void *ctx)
     const uint8_t *b = k->mv_data;
     vexpired_t *x =
         k->mv_size == EXPIRED_KEY_BYTES
-            ? set_find(v->lots, store_get_u64(b),
+            ? set_find(&v->lots->broken, store_get_u64(b),
                        (uint32_t)b[8] << 24 | (uint32_t)b[9] << 16 | (uint32_t)b[10] << 8 | b[11])
             : NULL;
     Coalition__ExpiredLot *r = coalition__expired_lot__unpack(NULL, val->mv_size, val->mv_data);
@@ -158,9 +173,10 @@ static int check_expired_records(verify_t *v)
     int rc = store_walk(v->txn, v->ledger->db_expired, NULL, visit_expired, v);
     if (rc == CL_OK && mdb_stat(v->txn, v->ledger->db_expired, &st) != MDB_SUCCESS)
         rc = CL_ERR_CORRUPT;
-    if (rc == CL_OK && st.ms_entries != v->lots->left)
+    if (rc == CL_OK && st.ms_entries != v->lots->broken.left)
         rc = verify_violation(v, "%llu expired lot records, the journal leaves %llu",
-                              (unsigned long long)st.ms_entries, (unsigned long long)v->lots->left);
+                              (unsigned long long)st.ms_entries,
+                              (unsigned long long)v->lots->broken.left);
     return rc;
 }
 
@@ -278,7 +294,11 @@ static int check_expiry(verify_t *v, const journal_entry_t *e)
         if (!e->inactive && u->expiry_ms > e->expire_as_of_ms)
             return verify_violation(v, "expiry %llu takes lot %llu.%u, not due until %lld", SEQ(e),
                                     (unsigned long long)u->seq, u->part, (long long)u->expiry_ms);
-        int rc = set_add(v->lots, u->seq, u->part, u->points);
+        int rc = set_add(&v->lots->expired, u->seq, u->part, u->points, false);
+        if (rc == CL_OK) /* what refunds of the earn may take back out of breakage */
+            rc = u->origin_seq != 0
+                     ? set_add(&v->lots->broken, u->origin_seq, u->origin_part, u->points, true)
+                     : set_add(&v->lots->broken, u->seq, u->part, u->points, true);
         if (rc == CL_ERR_EXISTS)
             return verify_violation(v, "expiry %llu takes lot %llu.%u, which expired before",
                                     SEQ(e), (unsigned long long)u->seq, u->part);
@@ -288,17 +308,6 @@ static int check_expiry(verify_t *v, const journal_entry_t *e)
     char member[ACCOUNT_NAME_BYTES_MAX];
     ledger_account_member(member, sizeof member, e->member_id);
     return verify_expect_move(v, e, member, ACCOUNT_BREAKAGE, e->points);
-}
-
-/* An enrolment that claimed unclaimed points (a move from the card's account): the
- * member takes that account's activity, as lots_move_all does. */
-static int claim_activity(verify_t *v, const journal_entry_t *e)
-{
-    size_t p = strlen(MEMBER_PREFIX);
-    if (e->n_postings != MOVE_POSTINGS || strncmp(e->postings[0]->account, MEMBER_PREFIX, p) != 0 ||
-        strncmp(e->postings[1]->account, MEMBER_PREFIX, p) != 0)
-        return CL_OK;
-    return verify_earning_activity(v, e->postings[1]->account + p, 0, e->postings[0]->account + p);
 }
 
 int verify_lots_entry(verify_t *v, const journal_entry_t *e)
@@ -320,10 +329,7 @@ int verify_lots_entry(verify_t *v, const journal_entry_t *e)
         if (sum == e->points && e->n_lots > 0)
             return verify_earning_activity(v, e->member_id, e->time_ms, NULL);
         break;
-    case COALITION__ENTRY_KIND__ENTRY_CARD_ENROL:
-        if (e->n_lots != 0)
-            break;
-        return claim_activity(v, e);
+
     case COALITION__ENTRY_KIND__ENTRY_REFUND_BURN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_BURN:
         if (sum == e->points && (e->points == 0 || e->n_lots > 0))
@@ -423,6 +429,7 @@ static int lot_made_so(verify_t *v, uint64_t seq, uint32_t part, int64_t expiry,
         const Coalition__LotUse *u = e->lots[i];
         *ok = u->seq == seq && u->part == part && u->expiry_ms == expiry &&
               u->earn_ms == r->earn_ms && u->pending_until_ms == r->pending_until_ms &&
+              u->origin_seq == r->origin_seq && u->origin_part == r->origin_part &&
               strcmp(u->issuer, r->issuer) == 0;
     }
     coalition__journal_entry__free_unpacked(e, NULL);

@@ -407,6 +407,33 @@ static void unclaimed_points_lapse_once_and_refunds_follow_them(void **state)
     expect_verify(f, NULL);
 }
 
+/* A claim that moves no points (the card's earn refunded first), and a replacement card
+ * that claims points: verify agrees with the ledger on the member's activity. */
+static void review_claim_of_nothing(void **state)
+{
+    fixture_t *f = *state;
+    result_t res = card_earn(f, "z1", PAN_C, 1000, NOW_MS + 1000, true);
+    expect_code("unclaimed earn", &res, RC_APPROVED, "unclaimed");
+    res = refund_all(f, "zr", "z1", NOW_MS + 2000);
+    expect_code("refunded", &res, RC_APPROVED, NULL);
+    res = enrol(f, "visa", "e1", PAN_C, "r-alice", "alice", 0, NULL, NOW_MS + 3000);
+    expect_code("enrolled", &res, RC_APPROVED, NULL);
+    expect_verify(f, NULL);
+}
+
+static void review_replace_claim(void **state)
+{
+    fixture_t *f = *state;
+    result_t res = enrol(f, "visa", "e1", PAN_A, "r-alice", "alice", 0, NULL, NOW_MS);
+    expect_code("enrolled", &res, RC_APPROVED, NULL);
+    res = card_earn(f, "c1", PAN_B, 1000, NOW_MS + 5000, true);
+    expect_code("new card earns unclaimed", &res, RC_APPROVED, "unclaimed");
+    res = enrol(f, "visa", "e2", PAN_A, "r-alice", "alice", 2, PAN_B, NOW_MS + 6000);
+    expect_code("replaced", &res, RC_APPROVED, NULL);
+    EXPECT_EQ("the new card's points claimed", 10, balance_of(f, "member:alice"));
+    expect_verify(f, NULL);
+}
+
 static void bank_rules(void **state)
 {
     fixture_t *f = *state;
@@ -521,6 +548,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(unclaimed_points_lapse_once_and_refunds_follow_them, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(bank_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(review_claim_of_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(review_replace_claim, setup, teardown),
         cmocka_unit_test_setup_teardown(verify_finds_tampered_card_records, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

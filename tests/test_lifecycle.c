@@ -200,6 +200,68 @@ static void pending_points_over_a_return_period(void **state)
 
 /* A member's latest activity edited in its summary (so that an inactivity run would take
  * its points early) is found by verify. */
+
+static result_t op_expire_member(fixture_t *f, const char *member, int64_t as_of, int64_t now)
+{
+    request_t r;
+    char txn[TXN_ID_LEN_MAX + 1];
+    request_init(&r, OPERATOR_PARTNER_ID, op_txn(f, txn));
+    Coalition__ExpireRequest x = COALITION__EXPIRE_REQUEST__INIT;
+    x.as_of_ms = as_of;
+    x.member_id = (char *)member;
+    r.env.body_case = COALITION__ENVELOPE__BODY_EXPIRE;
+    r.env.expire = &x;
+    return submit(f, &r.env, now);
+}
+
+/* An inactivity expiry of more than 256 lots takes two entries; a burn refunded between
+ * them gives its points to a new lot (its old lot expired), and a later refund of the
+ * first earn takes its expired points back out of breakage only. */
+static void review_revived_lot(void **state)
+{
+    fixture_t *f = *state;
+    op_policy(f, T0, DAYS(1095), DAYS(365));
+    char txn[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(txn, sizeof txn, "e%d", i);
+        result_t e = earn(f, "fuel", txn, "alice", 10, T0 + i);
+        expect_code("earn", &e, RC_APPROVED);
+    }
+    result_t b = burn(f, "fuel", "b", "alice", 4, false, T0 + 1000);
+    expect_code("burn", &b, RC_APPROVED);
+    int64_t now = T0 + 400 * DAY;
+    result_t x1 = op_expire_member(f, "alice", now, now);
+    expect_code("first entry", &x1, RC_APPROVED);
+    result_t rb = refund(f, "fuel", "rb", "b", 0, 4, now + 1);
+    expect_code("burn refund", &rb, RC_APPROVED);
+    ledger_lot_row_t rows[LOTS_SEEN_MAX];
+    size_t n = 0;
+    points_of(f, "alice", now + 1, rows, &n);
+    EXPECT_EQ("given back into a new lot, the refund's", rb.seq, rows[n - 1].seq);
+    result_t x2 = op_expire_member(f, "alice", now + 2, now + 2);
+    expect_code("second entry", &x2, RC_APPROVED);
+    earn(f, "grocer", "g", "alice", 50, now + 3);
+    result_t re = refund(f, "fuel", "re0", "e0", 10, 0, now + 4);
+    expect_code("refund of e0", &re, RC_APPROVED);
+    EXPECT_EQ("breakage: 3000 expired, e0's 6 back", 2994 - 4, account(f, ACCOUNT_BREAKAGE) - 0);
+    EXPECT_EQ("alice keeps her 50", 50, account(f, "member:alice"));
+    expect_verify(f);
+}
+
+/* The writer's clock steps back between an earn and a burn: verify agrees on the
+ * member's latest activity (the later of the two). */
+
+static void review_clock_back_burn(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "a", "alice", 10, T0 + 10000);
+    result_t b = burn(f, "fuel", "b", "alice", 4, false, T0 + 9000);
+    expect_code("burn", &b, RC_APPROVED);
+    expect_verify(f);
+}
+
+/* A member's latest activity edited in its summary (so that an inactivity run would take
+ * its points early) is found by verify. */
 static void verify_finds_an_edited_activity(void **state)
 {
     fixture_t *f = *state;
@@ -409,6 +471,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(inactivity_expiry_is_reset_by_activity, setup, teardown),
         cmocka_unit_test_setup_teardown(pending_points_over_a_return_period, setup, teardown),
         cmocka_unit_test_setup_teardown(verify_finds_an_edited_activity, setup, teardown),
+        cmocka_unit_test_setup_teardown(review_revived_lot, setup, teardown),
+        cmocka_unit_test_setup_teardown(review_clock_back_burn, setup, teardown),
         cmocka_unit_test_setup_teardown(property_random_streams, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -96,7 +96,7 @@ static void check_card_enroll(const envelope_t *env, bool from_admin)
     FUZZ_REQUIRE(from_admin ? wire_id_valid(r->bank_id, PARTNER_ID_LEN_MAX) : r->bank_id[0] == '\0',
                  "approved enrolment with bank id '%s'", r->bank_id);
     FUZZ_REQUIRE(r->member_id[0] == '\0' || (wire_id_valid(r->member_id, MEMBER_ID_LEN_MAX) &&
-                                              r->member_id[0] != WIRE_RESERVED_MEMBER_PREFIX),
+                                             r->member_id[0] != WIRE_RESERVED_MEMBER_PREFIX),
                  "approved enrolment for member '%s'", r->member_id);
     check_card(r->card, true);
     bool replace = r->action == COALITION__CARD_ACTION__CARD_REPLACE;
@@ -182,14 +182,14 @@ static bool check_settlement_body(const envelope_t *env)
     case COALITION__ENVELOPE__BODY_CONTRACT_SET: check_contract(env->contract_set); return true;
     case COALITION__ENVELOPE__BODY_PARTNER_TOPUP:
         FUZZ_REQUIRE(wire_id_valid(env->partner_topup->partner_id, PARTNER_ID_LEN_MAX) &&
-                         env->partner_topup->points > 0 &&
-                         env->partner_topup->points <= POINTS_MAX,
+                         env->partner_topup->points > 0 && env->partner_topup->points <= POINTS_MAX,
                      "approved top-up of %lld points", (long long)env->partner_topup->points);
         return true;
     case COALITION__ENVELOPE__BODY_SETTLEMENT_CONFIG: {
         const Coalition__SettlementConfigRequest *c = env->settlement_config;
         FUZZ_REQUIRE(c->period_seconds >= 0 && c->period_seconds <= SETTLEMENT_PERIOD_SECONDS_MAX &&
-                         c->grace_seconds >= 0 && c->grace_seconds <= SETTLEMENT_GRACE_SECONDS_MAX &&
+                         c->grace_seconds >= 0 &&
+                         c->grace_seconds <= SETTLEMENT_GRACE_SECONDS_MAX &&
                          (c->period_seconds == 0 || c->grace_seconds < c->period_seconds) &&
                          (c->model == COALITION__SETTLEMENT_MODEL__MODEL_HUB ||
                           c->model == COALITION__SETTLEMENT_MODEL__MODEL_ISSUER_PAYS),
@@ -203,9 +203,60 @@ static bool check_settlement_body(const envelope_t *env)
     }
 }
 
+/* The points lifecycle's operator bodies: what wire_validate lets through. */
+static bool check_lifecycle_body(const envelope_t *env)
+{
+    switch (env->body_case) {
+    case COALITION__ENVELOPE__BODY_EXPIRY_POLICY: {
+        const Coalition__ExpiryPolicyRequest *p = env->expiry_policy;
+        FUZZ_REQUIRE(p->from_ms >= 0 && p->term_seconds >= 0 &&
+                         p->term_seconds <= EXPIRY_TERM_SECONDS_MAX && p->inactivity_seconds >= 0 &&
+                         p->inactivity_seconds <= EXPIRY_INACTIVITY_SECONDS_MAX,
+                     "approved expiry policy out of range");
+        return true;
+    }
+    case COALITION__ENVELOPE__BODY_EXPIRE:
+        FUZZ_REQUIRE(env->expire->as_of_ms > 0 &&
+                         (env->expire->member_id[0] == '\0' ||
+                          wire_id_valid(env->expire->member_id, MEMBER_ID_LEN_MAX)),
+                     "approved expire request out of range");
+        return true;
+    case COALITION__ENVELOPE__BODY_TIER_SETTINGS: {
+        const Coalition__TierSettingsRequest *t = env->tier_settings;
+        FUZZ_REQUIRE(t->n_tiers <= TIERS_MAX, "approved %zu tiers", t->n_tiers);
+        for (size_t i = 0; i < t->n_tiers; i++)
+            FUZZ_REQUIRE(
+                wire_id_valid(t->tiers[i]->name, TIER_NAME_LEN_MAX) &&
+                    t->tiers[i]->multiplier_milli >= MULTIPLIER_MILLI_MIN &&
+                    t->tiers[i]->multiplier_milli <= MULTIPLIER_MILLI_MAX &&
+                    (i == 0 ? t->tiers[i]->threshold_points == 0
+                            : t->tiers[i]->threshold_points > t->tiers[i - 1]->threshold_points),
+                "approved tier %zu out of range", i);
+        return true;
+    }
+    case COALITION__ENVELOPE__BODY_RULE_ADD: {
+        const Coalition__RuleAddRequest *r = env->rule_add;
+        FUZZ_REQUIRE(wire_id_valid(r->partner_id, PARTNER_ID_LEN_MAX) && r->from_ms >= 0 &&
+                         (r->until_ms == 0 || r->until_ms > r->from_ms) && r->bonus_points >= 0 &&
+                         r->bonus_points <= POINTS_MAX && r->multiplier_milli >= 0 &&
+                         r->multiplier_milli <= MULTIPLIER_MILLI_MAX && r->threshold_minor >= 0 &&
+                         r->threshold_minor <= AMOUNT_MINOR_MAX,
+                     "approved rule out of range");
+        return true;
+    }
+    case COALITION__ENVELOPE__BODY_RULE_END:
+        FUZZ_REQUIRE(wire_id_valid(env->rule_end->partner_id, PARTNER_ID_LEN_MAX) &&
+                         env->rule_end->rule_id > 0 && env->rule_end->at_ms >= 0,
+                     "approved rule end out of range");
+        return true;
+    default: return false;
+    }
+}
+
 static void check_admin_body(const envelope_t *env)
 {
-    if (env->body_case == COALITION__ENVELOPE__BODY_ENROLL || check_settlement_body(env))
+    if (env->body_case == COALITION__ENVELOPE__BODY_ENROLL || check_settlement_body(env) ||
+        check_lifecycle_body(env))
         return;
     if (env->body_case == COALITION__ENVELOPE__BODY_CARD_ENROLL) {
         check_card_enroll(env, true);

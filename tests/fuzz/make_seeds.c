@@ -194,6 +194,57 @@ static void card_seeds(void)
     write_envelope("card-enrol-by-operator", &s.env);
 }
 
+/* The points lifecycle's operator requests. */
+static void lifecycle_seeds(void)
+{
+    seed_t s;
+    Coalition__ExpiryPolicyRequest policy = COALITION__EXPIRY_POLICY_REQUEST__INIT;
+    policy.term_seconds = 1095 * 86400;
+    policy.inactivity_seconds = 365 * 86400;
+    head(&s, OPERATOR_PARTNER_ID, OPERATOR_SITE_ID, "pol-1");
+    s.env.body_case = COALITION__ENVELOPE__BODY_EXPIRY_POLICY;
+    s.env.expiry_policy = &policy;
+    write_envelope("expiry-policy", &s.env);
+    Coalition__ExpireRequest expire = COALITION__EXPIRE_REQUEST__INIT;
+    expire.as_of_ms = CLIENT_TIME_MS;
+    expire.member_id = "alice";
+    head(&s, OPERATOR_PARTNER_ID, OPERATOR_SITE_ID, "exp-1");
+    s.env.body_case = COALITION__ENVELOPE__BODY_EXPIRE;
+    s.env.expire = &expire;
+    write_envelope("expire-member", &s.env);
+    Coalition__Tier tiers[2] = {COALITION__TIER__INIT, COALITION__TIER__INIT}, *tp[2];
+    tiers[0].name = "Base";
+    tiers[0].multiplier_milli = 1000;
+    tiers[1].name = "Gold";
+    tiers[1].threshold_points = 20000;
+    tiers[1].multiplier_milli = 2000;
+    tp[0] = &tiers[0];
+    tp[1] = &tiers[1];
+    Coalition__TierSettingsRequest t = COALITION__TIER_SETTINGS_REQUEST__INIT;
+    t.tiers = tp;
+    t.n_tiers = 2;
+    head(&s, OPERATOR_PARTNER_ID, OPERATOR_SITE_ID, "tiers-1");
+    s.env.body_case = COALITION__ENVELOPE__BODY_TIER_SETTINGS;
+    s.env.tier_settings = &t;
+    write_envelope("tier-settings", &s.env);
+    Coalition__RuleAddRequest rule = COALITION__RULE_ADD_REQUEST__INIT;
+    rule.partner_id = "grocer";
+    rule.kind = COALITION__RULE_KIND__RULE_THRESHOLD;
+    rule.threshold_minor = 5000;
+    rule.bonus_points = 100;
+    head(&s, OPERATOR_PARTNER_ID, OPERATOR_SITE_ID, "rule-1");
+    s.env.body_case = COALITION__ENVELOPE__BODY_RULE_ADD;
+    s.env.rule_add = &rule;
+    write_envelope("rule-add-threshold", &s.env);
+    Coalition__RuleEndRequest end = COALITION__RULE_END_REQUEST__INIT;
+    end.partner_id = "grocer";
+    end.rule_id = 7;
+    head(&s, OPERATOR_PARTNER_ID, OPERATOR_SITE_ID, "rule-end-1");
+    s.env.body_case = COALITION__ENVELOPE__BODY_RULE_END;
+    s.env.rule_end = &end;
+    write_envelope("rule-end", &s.env);
+}
+
 static void valid_envelopes(void)
 {
     seed_t s;
@@ -387,16 +438,11 @@ static const op_t LIMITS[] = {
 /* Settlement: a prepaid contract and its top-up, earns and a burn, an early close, the
  * issuer-pays model from the next window, a burn split over issuers and its refund. */
 static const op_t SETTLE[] = {
-    OP(CONTRACT, 0, 0, 5, 0, 2, 7, 20),
-    OP(SETTLE, 0, 0, 0, 1, 0, 10, 0),
-    OP(EARN, 0, 0, 0, 0, 0, 5, 0),
-    OP(EARN, 0, 1, 0, 1, 0, 5, 0),
-    OP(BURN, 0, 2, 0, 0, 0, 1, 0),
-    OP(SETTLE, 0, 0, 1, 2, 1, 0, 0),
-    OP(SETTLE, 0, 0, 1, 3, 2, 1, 0),
-    OP(SETTLE, 0, 0, 1, 4, 1, 1, 0),
-    OP(BURN, 0, 1, 0, 2, 0, 1, 0),
-    OP(REFUND_POINTS, 0, 1, 0, 3, 0, 0, 2),
+    OP(CONTRACT, 0, 0, 5, 0, 2, 7, 20), OP(SETTLE, 0, 0, 0, 1, 0, 10, 0),
+    OP(EARN, 0, 0, 0, 0, 0, 5, 0),      OP(EARN, 0, 1, 0, 1, 0, 5, 0),
+    OP(BURN, 0, 2, 0, 0, 0, 1, 0),      OP(SETTLE, 0, 0, 1, 2, 1, 0, 0),
+    OP(SETTLE, 0, 0, 1, 3, 2, 1, 0),    OP(SETTLE, 0, 0, 1, 4, 1, 1, 0),
+    OP(BURN, 0, 1, 0, 2, 0, 1, 0),      OP(REFUND_POINTS, 0, 1, 0, 3, 0, 0, 2),
     OP(SETTLE, 0, 0, 0, 5, 1, 0, 0),
 };
 
@@ -425,6 +471,7 @@ int main(int argc, char **argv)
     memset(too_long_txn, 't', TOO_LONG_TXN_BYTES);
     out_dir = argv[1];
     valid_envelopes();
+    lifecycle_seeds();
     refused_envelopes();
     authorizations();
     ledger_sequences();
