@@ -366,7 +366,8 @@ static int spend_load(ledger_t *self, MDB_txn *txn, const uint8_t *key, size_t l
         else {
             s->spent_minor = r->spent_minor;
             s->n_given = r->n_given_rule_ids;
-            memcpy(s->given, r->given_rule_ids, s->n_given * sizeof s->given[0]);
+            for (size_t i = 0; i < s->n_given; i++)
+                s->given[i] = r->given_rule_ids[i];
         }
     }
     coalition__spend_record__free_unpacked(r, NULL);
