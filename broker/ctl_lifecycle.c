@@ -227,6 +227,7 @@ static int parse_tiers(char *spec, Coalition__TierSettingsRequest *r, Coalition_
         x->threshold_points = threshold;
         ptrs[r->n_tiers++] = x;
     }
+    assert(r->n_tiers <= TIERS_MAX);
     r->tiers = ptrs;
     return 0;
 }

@@ -46,7 +46,9 @@ int64_t earning_month(int64_t ms)
     time_t s = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&s, &tm);
-    return ((int64_t)tm.tm_year - 70) * 12 + tm.tm_mon;
+    int64_t month = ((int64_t)tm.tm_year - 70) * 12 + tm.tm_mon;
+    assert(ms < 0 || month >= 0);
+    return month;
 }
 
 /* ---- tiers -------------------------------------------------------------------------- */
@@ -91,6 +93,7 @@ int rules_tier_settings(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
     }
     d->tier_settings.tiers = d->tier_ptrs;
     d->tier_settings.n_tiers = r->n_tiers;
+    assert(r->n_tiers == 0 || d->tier_recs[0].threshold_points == 0);
     d->tier_settings.set_seq = self->batch_seq + 1;
     d->has_tier_settings = true;
     d->kind = COALITION__ENTRY_KIND__ENTRY_TIER_SETTINGS;
@@ -155,6 +158,7 @@ static size_t rule_key(uint8_t key[RULE_KEY_BYTES], const char *partner, uint64_
     memcpy(key, partner, n);
     key[n] = 0;
     store_put_u64(key + n + 1, id);
+    assert(n + 9 <= RULE_KEY_BYTES);
     return n + 9;
 }
 
@@ -317,7 +321,7 @@ static int add_bonus(decision_t *d, uint64_t rule_id, uint32_t kind, int64_t poi
 {
     if (points <= 0)
         return CL_OK;
-    assert(d->n_bonuses < BONUSES_PER_EARN_MAX);
+    assert(d->n_bonuses < BONUSES_PER_EARN_MAX); /* one per rule stored, and the tier's */
     earn_bonus_t *b = &d->bonuses[d->n_bonuses++];
     b->rule_id = rule_id;
     b->kind = kind;
@@ -348,6 +352,7 @@ static size_t spend_key(uint8_t key[SPEND_KEY_BYTES], const char *member, const 
     key[pre + m] = 0;
     key[pre + m + 1] = SPEND_MARK;
     memcpy(key + pre + m + 2, partner, p);
+    assert(pre + m + 2 + p <= SPEND_KEY_BYTES);
     return pre + m + 2 + p;
 }
 
@@ -415,6 +420,7 @@ static void spend_prune(spend_t *s, Coalition__RuleRecord *rules[], size_t n, in
         if (active)
             s->given[kept++] = s->given[g];
     }
+    assert(kept <= s->n_given);
     s->n_given = kept;
     assert(s->n_given <= RULES_ACTIVE_PER_PARTNER_MAX);
 }
@@ -501,6 +507,7 @@ int earning_plan(ledger_t *self, MDB_txn *txn, const char *partner, uint32_t ord
     snprintf(h->tier, sizeof h->tier, "%s", d->tier_after);
     h->rec->tier = h->tier;
     d->has_tier = true;
+    assert(d->n_bonuses <= BONUSES_PER_EARN_MAX && d->bonus_total >= 0);
     return CL_OK;
 }
 

@@ -79,6 +79,7 @@ static int policies_put(ledger_t *self, MDB_txn *txn, const Coalition__ExpiryPol
     if (!placed)
         list[n++] = np;
     Coalition__ExpiryPolicies all = COALITION__EXPIRY_POLICIES__INIT;
+    assert(n >= 1 && n <= EXPIRY_POLICIES_MAX);
     all.policies = list;
     all.n_policies = n;
     return ledger_put_record(txn, self->db_meta, EXPIRY_POLICIES_KEY, strlen(EXPIRY_POLICIES_KEY),
@@ -128,6 +129,7 @@ static bool inactive_at(const Coalition__LotSummary *m, int64_t inactivity_s, in
 static int expire_text(decision_t *d, const char *member, int64_t as_of_ms)
 {
     char when[SETTLE_TIME_TEXT_BYTES];
+    assert(d->points > 0 && as_of_ms > 0);
     settle_time_text(as_of_ms, when);
     snprintf(d->text, sizeof d->text, "Expired %" PRId64 " points of %s (%s) as of %s", d->points,
              member, d->inactive ? "inactivity" : "term", when);
@@ -224,6 +226,7 @@ static int due_members(MDB_txn *txn, MDB_dbi dbi, int64_t upto, char (*ids)[MEMB
     mdb_cursor_close(cur);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         return store_err(rc);
+    assert(n >= have && n <= max);
     *count = n;
     return CL_OK;
 }
@@ -315,6 +318,7 @@ int ledger_expire(ledger_t *self, int64_t as_of_ms, int64_t now_ms, size_t max_m
         rc = expire_member(self, ids[i], as_of_ms, now_ms, inactivity_s, res, &stopped);
     res->members = n;
     res->more = more_due || more_idle || stopped;
+    assert(res->entries <= EXPIRY_ENTRIES_PER_SLICE_MAX && res->points >= 0);
     if (rc == CL_ERR_CORRUPT) { /* the ledger disagrees with itself: no more writes */
         self->failed = true;
         log_error("expiry run as of %" PRId64 " found the ledger inconsistent; refusing writes "

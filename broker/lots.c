@@ -40,6 +40,7 @@ static size_t summary_key(uint8_t key[LOT_KEY_BYTES_MAX], const char *member)
     memcpy(key, MEMBER_PREFIX, PREFIX_LEN);
     memcpy(key + PREFIX_LEN, member, n);
     key[PREFIX_LEN + n] = 0;
+    assert(PREFIX_LEN + n + 1 <= LOT_KEY_BYTES_MAX);
     return PREFIX_LEN + n + 1;
 }
 
@@ -52,6 +53,7 @@ static size_t lot_key(uint8_t key[LOT_KEY_BYTES_MAX], const char *member, int64_
     store_put_u64(key + n + 9, seq);
     for (int i = 0; i < 4; i++)
         key[n + 17 + i] = (uint8_t)(part >> (24 - 8 * i));
+    assert(n + LOT_KEY_TAIL <= LOT_KEY_BYTES_MAX && key[n] == 0);
     return n + LOT_KEY_TAIL;
 }
 
@@ -80,6 +82,7 @@ size_t lots_index_key(uint8_t key[LOT_INDEX_KEY_BYTES_MAX], int64_t t_ms, const 
     assert(n > 0 && n <= MEMBER_ID_LEN_MAX && t_ms >= 0);
     store_put_u64(key, (uint64_t)t_ms);
     memcpy(key + 8, member, n);
+    assert(n + 8 <= LOT_INDEX_KEY_BYTES_MAX);
     return n + 8;
 }
 
@@ -97,6 +100,7 @@ int lots_open(ledger_t *self, MDB_txn *txn, const char *member, lot_holder_t *h)
     if (rc == CL_ERR_NOT_FOUND) { /* no lots yet: an empty summary of the holder's own */
         coalition__lot_summary__init(&h->fresh);
         h->rec = &h->fresh;
+        assert(h->rec->idle_ms == 0 && h->rec->lot_due_ms == 0 && !h->swapped);
         return CL_OK;
     }
     h->rec = s;
@@ -199,6 +203,7 @@ int lots_close(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t now_ms)
     bool any = false;
     int64_t due = 0;
     int rc = lots_after(self, txn, h, &any, &due);
+    assert(rc != CL_OK || due == 0 || any); /* a due time only for a member with lots */
     Coalition__LotSummary *m = h->rec;
     if (rc == CL_OK)
         rc = index_move(txn, self->db_lot_due, h->member, &m->lot_due_ms, due);
@@ -276,6 +281,7 @@ static int lot_del(ledger_t *self, MDB_txn *txn, const char *member, const lot_t
 /* Record `lot` (with `points`) in the decision's lot list: 61 when it is full. */
 static bool note_lot(decision_t *d, const lot_t *lot, int64_t points)
 {
+    assert(points >= 0 && points <= lot->points);
     if (d->n_lots == LOTS_PER_ENTRY_MAX)
         return false;
     d->lots[d->n_lots] = *lot;
@@ -310,6 +316,7 @@ int lots_add(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *lot, de
         return CL_ERR_OVERFLOW;
     stored = *lot;
     stored.points = points;
+    assert(stored.points >= lot->points); /* only ever more points into a lot */
     note_added(h, lot);
     if (!note_lot(d, lot, lot->points))
         return CL_ERR_OVERFLOW;
@@ -422,6 +429,7 @@ static int64_t take_available(walk_t *w, const lot_t *lot, bool *stop)
     int64_t take = w->want - w->taken;
     if (take > lot->points)
         take = lot->points;
+    assert(take >= 0 && take <= lot->points);
     (void)stop; /* walks on: the reply shows what is available and pending */
     return take;
 }
@@ -436,6 +444,7 @@ int lots_burn(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t want, decis
     out->available = w.available;
     out->pending = w.pending;
     out->full = w.full;
+    assert(rc != CL_OK || (out->taken >= 0 && out->taken <= want));
     return rc;
 }
 
@@ -483,6 +492,7 @@ int lots_take_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const lot_t *o
     }
     out->taken = w.taken;
     out->full = w.full;
+    assert(rc != CL_OK || (out->taken >= 0 && out->taken <= want));
     return rc;
 }
 
@@ -549,6 +559,7 @@ int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_
         if (rc != CL_OK)
             return rc;
         left -= give;
+        assert(left >= 0 && give > 0);
     }
     return left == 0 ? CL_OK : CL_ERR_CORRUPT; /* the burn's lots hold all its points */
 }
@@ -579,6 +590,7 @@ int lots_expire(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t as_of_ms,
     memset(out, 0, sizeof *out);
     out->taken = w.taken;
     out->full = w.full;
+    assert(rc != CL_OK || out->taken >= 0);
     return rc;
 }
 
@@ -676,6 +688,7 @@ int lots_take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t
         }
     } while (rc == CL_OK && n == LOTS_MOVED_PER_STEP);
     assert(rc != CL_OK || *total >= 0);
+    assert(*n_issuers <= SETTLE_PARTNERS_MAX);
     sort_pairs(by_issuer, *n_issuers);
     return rc;
 }
@@ -746,6 +759,7 @@ int lots_split(ledger_t *self, MDB_txn *txn, const char *member, int64_t balance
         return CL_ERR_CORRUPT; /* a member's lots hold its balance */
     *available = w.available;
     *pending = w.pending;
+    assert(rc != CL_OK || *available + *pending == balance);
     return rc;
 }
 
@@ -804,6 +818,7 @@ static size_t expired_key(uint8_t key[EXPIRED_KEY_BYTES], uint64_t seq, uint32_t
     store_put_u64(key, seq);
     for (int i = 0; i < 4; i++)
         key[8 + i] = (uint8_t)(part >> (24 - 8 * i));
+    assert(seq > 0);
     return EXPIRED_KEY_BYTES;
 }
 

@@ -86,6 +86,7 @@ static int set_grow(vxmap_t *l)
     free(l->slots);
     l->slots = slots;
     l->cap = cap;
+    assert((cap & (cap - 1)) == 0); /* a power of two: slots are masked */
     return CL_OK;
 }
 
@@ -119,6 +120,7 @@ static int set_add(vxmap_t *l, uint64_t seq, uint32_t part, int64_t points, bool
         at = (at + 1) & (l->cap - 1);
     l->slots[at] = (vexpired_t){key, points};
     l->count++;
+    assert(l->count * 2 <= l->cap);
     l->left++;
     return CL_OK;
 }

@@ -146,6 +146,7 @@ static int expire_slice(writer_t *self, int64_t as_of_ms, expiry_result_t *res)
  * runs (`run`): the others are told to ask again, so a round waits for one slice. */
 static void answer_slice(writer_t *self, request_t *r, bool run)
 {
+    assert(is_expiry_slice(r));
     const Coalition__ExpireRequest *e = r->env->expire;
     expiry_result_t res = {.more = !run};
     char text[RECEIPT_TEXT_BYTES_MAX];
