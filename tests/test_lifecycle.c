@@ -280,6 +280,39 @@ static void verify_finds_an_edited_activity(void **state)
     EXPECT_CONTAINS("names it", "latest activity", why);
 }
 
+/* A stored lot whose issuer was edited (breakage would go to the wrong partner) no longer
+ * matches the entry that made it: verify says so. */
+static void verify_finds_an_edited_lot(void **state)
+{
+    fixture_t *f = *state;
+    earn(f, "fuel", "a", "alice", 10, T0);
+    expect_verify(f);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    static const char start[] = "member:alice";
+    MDB_val k = {sizeof start, (void *)start}, v; /* with its NUL: the summary, then lots */
+    EXPECT_OK("txn", store_err(mdb_txn_begin(f->l->env, NULL, 0, &txn)));
+    EXPECT_OK("cursor", store_err(mdb_cursor_open(txn, f->l->db_accounts, &cur)));
+    EXPECT_OK("summary", store_err(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)));
+    EXPECT_OK("lot", store_err(mdb_cursor_get(cur, &k, &v, MDB_NEXT)));
+    EXPECT_EQ("a lot key", sizeof start - 1 + 21, k.mv_size);
+    Coalition__LotRecord *r = coalition__lot_record__unpack(NULL, v.mv_size, v.mv_data);
+    assert_non_null(r);
+    uint8_t key[LOT_KEY_BYTES_MAX];
+    memcpy(key, k.mv_data, k.mv_size);
+    size_t len = k.mv_size;
+    mdb_cursor_close(cur);
+    char *issuer = r->issuer;
+    r->issuer = "grocer";
+    EXPECT_OK("put", ledger_put_record(txn, f->l->db_accounts, key, len, &r->base));
+    r->issuer = issuer;
+    coalition__lot_record__free_unpacked(r, NULL);
+    EXPECT_OK("commit", store_err(mdb_txn_commit(txn)));
+    char why[WHY_BYTES] = "";
+    EXPECT_EQ("verify", CL_ERR_CORRUPT, ledger_verify(f->l, why, sizeof why));
+    EXPECT_CONTAINS("names it", "not a lot the rules make", why);
+}
+
 /* ---- the property test --------------------------------------------------------------- */
 
 typedef struct tally {
@@ -471,6 +504,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(inactivity_expiry_is_reset_by_activity, setup, teardown),
         cmocka_unit_test_setup_teardown(pending_points_over_a_return_period, setup, teardown),
         cmocka_unit_test_setup_teardown(verify_finds_an_edited_activity, setup, teardown),
+        cmocka_unit_test_setup_teardown(verify_finds_an_edited_lot, setup, teardown),
         cmocka_unit_test_setup_teardown(review_revived_lot, setup, teardown),
         cmocka_unit_test_setup_teardown(review_clock_back_burn, setup, teardown),
         cmocka_unit_test_setup_teardown(property_random_streams, setup, teardown),
