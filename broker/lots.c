@@ -203,7 +203,8 @@ int lots_close(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t now_ms)
     bool any = false;
     int64_t due = 0;
     int rc = lots_after(self, txn, h, &any, &due);
-    assert(rc != CL_OK || due == 0 || any); /* a due time only for a member with lots */
+    if (rc == CL_OK && due != 0 && !any)
+        rc = CL_ERR_CORRUPT; /* read from disk: a due time only for a member with lots */
     Coalition__LotSummary *m = h->rec;
     if (rc == CL_OK)
         rc = index_move(txn, self->db_lot_due, h->member, &m->lot_due_ms, due);
@@ -818,7 +819,7 @@ static size_t expired_key(uint8_t key[EXPIRED_KEY_BYTES], uint64_t seq, uint32_t
     store_put_u64(key, seq);
     for (int i = 0; i < 4; i++)
         key[8 + i] = (uint8_t)(part >> (24 - 8 * i));
-    assert(seq > 0);
+    assert(key[8] == (uint8_t)(part >> 24)); /* big-endian, as the lots' keys */
     return EXPIRED_KEY_BYTES;
 }
 

@@ -246,6 +246,7 @@ static int close_and_split(ledger_t *self, MDB_txn *txn, lot_holder_t *h, decisi
         return rc == CL_OK ? split_balance(self, txn, member, d) : rc;
     d->available = d->balance;
     d->pending = 0;
+    assert(d->available + d->pending == d->balance);
     return CL_OK;
 }
 

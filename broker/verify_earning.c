@@ -220,6 +220,7 @@ static int spend_of(verify_t *v, const journal_entry_t *e, int64_t month, vspend
         (*out)->spent = 0;
         (*out)->n_given = 0;
     }
+    assert(rc != CL_OK || (*out)->month == month);
     return rc;
 }
 

@@ -205,6 +205,7 @@ static void daily_expiry(writer_t *self)
         memset(&self->run_total, 0, sizeof self->run_total);
         self->run_slices = 0;
     }
+    assert(self->run_as_of_ms > 0 && self->run_day >= 0);
     expiry_result_t res = {0};
     int rc = expire_slice(self, self->run_as_of_ms, &res);
     if (rc != CL_OK) { /* each slice is all or nothing: what is due waits for the next run */
