@@ -181,16 +181,6 @@ static i128_t take_oldest(issuer_t *is, int64_t points)
     return value;
 }
 
-/* What of an earn reversal's points come out of breakage (its points had broken). */
-static int64_t out_of_breakage(const journal_entry_t *e)
-{
-    int64_t out = 0;
-    for (size_t i = 0; i < e->n_postings; i++)
-        if (strcmp(e->postings[i]->account, ACCOUNT_BREAKAGE) == 0 && e->postings[i]->delta < 0)
-            out -= e->postings[i]->delta;
-    return out;
-}
-
 static int replay_breakage(liab_t *l, const journal_entry_t *e)
 {
     for (size_t i = 0; i < e->n_issuer_shares; i++) {
@@ -283,7 +273,7 @@ static int replay_entry(liab_t *l, const journal_entry_t *e)
         rc = original_of(l, e, &o);
         if (rc == CL_OK)
             rc = price_of(l, is, o->contract_from_ms, 0, &per_mille);
-        int64_t broken = out_of_breakage(e);
+        int64_t broken = ledger_entry_from_breakage(e);
         if (rc == CL_OK) {
             is->broken -= broken;
             is->broken_value -= lot_value(broken, per_mille);

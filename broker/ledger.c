@@ -360,6 +360,16 @@ bool ledger_lot_key(const MDB_val *k)
     return memchr(k->mv_data, 0, k->mv_size) != NULL; /* account names hold no NUL */
 }
 
+int64_t ledger_entry_from_breakage(const journal_entry_t *e)
+{
+    int64_t out = 0;
+    for (size_t i = 0; i < e->n_postings; i++)
+        if (strcmp(e->postings[i]->account, ACCOUNT_BREAKAGE) == 0 && e->postings[i]->delta < 0)
+            out -= e->postings[i]->delta;
+    assert(out >= 0);
+    return out;
+}
+
 void ledger_account_member(char *buf, size_t size, const char *member_id)
 {
     snprintf(buf, size, MEMBER_PREFIX "%s", member_id);

@@ -258,6 +258,9 @@ int ledger_snapshot(ledger_t *self, const char *dir);
 int ledger_verify(ledger_t *self, char *why, size_t why_size);
 
 void ledger_account_member(char *buf, size_t size, const char *member_id);
+/* Points an entry takes out of the breakage account (its postings from it): an earn's
+ * reversal of points that had expired or lapsed. */
+int64_t ledger_entry_from_breakage(const journal_entry_t *e);
 const char *ledger_entry_kind_name(int kind);
 
 #endif

@@ -321,10 +321,6 @@ int lots_give_back(ledger_t *self, MDB_txn *txn, lot_holder_t *h, const journal_
 /* An expiry: the lots due as of as_of_ms (every lot when `inactive`). */
 int lots_expire(ledger_t *self, MDB_txn *txn, lot_holder_t *h, int64_t as_of_ms, bool inactive,
                 decision_t *d, lots_result_t *out);
-/* All of `from`'s lots, unlisted: moved to `to` (a claim) or removed (to NULL: a lapse),
- * with each issuer's points summed into by_issuer. */
-int lots_take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t *to,
-                  settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total);
 /* Expired lots, for refunds of their earns (the expired database): an expiry notes the
  * lots it took (d->lots, of d->member_id); an earn's reversal takes back out of
  * breakage at most what of its own lot expired. */
@@ -334,7 +330,8 @@ int lots_expired_take(ledger_t *self, MDB_txn *txn, const lot_t *own, int64_t wa
 /* What is left in a lot (0: gone). */
 int lots_remaining(ledger_t *self, MDB_txn *txn, const char *member, const lot_t *own,
                    int64_t *points);
-/* The same with holders of their own: a claim (to: the member) or a lapse (to NULL). */
+/* All of `from`'s lots, unlisted: moved to member `to` (a claim) or removed (to NULL: a
+ * lapse), with each issuer's points summed into by_issuer (holders of its own). */
 int lots_move_all(ledger_t *self, MDB_txn *txn, const char *from, const char *to,
                   settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total, int64_t now_ms);
 /* d->settle.shares: the points of d->lots by issuer, sorted by id (an expiry's breakage). */

@@ -127,7 +127,7 @@ void lots_discard(lot_holder_t *h)
 }
 
 /* The member's first lot in burn order: *found false when it has none. */
-static int first_lot(ledger_t *self, MDB_txn *txn, const char *member, lot_t *out, bool *found)
+int lots_first(ledger_t *self, MDB_txn *txn, const char *member, lot_t *out, bool *found)
 {
     uint8_t key[LOT_KEY_BYTES_MAX];
     size_t len = lot_key(key, member, 0, 0, 0);
@@ -145,11 +145,6 @@ static int first_lot(ledger_t *self, MDB_txn *txn, const char *member, lot_t *ou
         return store_err(rc);
     *found = lot_key_parse(&k, member, out);
     return CL_OK;
-}
-
-int lots_first(ledger_t *self, MDB_txn *txn, const char *member, lot_t *out, bool *found)
-{
-    return first_lot(self, txn, member, out, found);
 }
 
 static int index_move(MDB_txn *txn, MDB_dbi dbi, const char *member, int64_t *at_ms, int64_t to_ms)
@@ -192,7 +187,7 @@ static int lots_after(ledger_t *self, MDB_txn *txn, const lot_holder_t *h, bool 
         return CL_OK;
     }
     lot_t first;
-    int rc = first_lot(self, txn, h->member, &first, any);
+    int rc = lots_first(self, txn, h->member, &first, any);
     *due = *any && first.expiry_ms != LOT_NO_EXPIRY_MS ? first.expiry_ms : 0;
     return rc;
 }
@@ -666,8 +661,8 @@ static int read_step(ledger_t *self, MDB_txn *txn, const char *member, lot_t *lo
     return rc;
 }
 
-int lots_take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t *to,
-                  settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total)
+static int take_all(ledger_t *self, MDB_txn *txn, lot_holder_t *from, lot_holder_t *to,
+                    settle_pair_t *by_issuer, size_t *n_issuers, int64_t *total)
 {
     lot_t lots[LOTS_MOVED_PER_STEP];
     size_t n = 0;
@@ -707,7 +702,7 @@ int lots_move_all(ledger_t *self, MDB_txn *txn, const char *from, const char *to
         to_open = rc == CL_OK;
     }
     if (rc == CL_OK)
-        rc = lots_take_all(self, txn, &hf, to_open ? &ht : NULL, by_issuer, n_issuers, total);
+        rc = take_all(self, txn, &hf, to_open ? &ht : NULL, by_issuer, n_issuers, total);
     /* A claim is not the member's activity (the card's earns were the unclaimed
      * account's); a member with no earn or burn of its own counts from its idle key. */
     if (rc == CL_OK)

@@ -232,8 +232,6 @@ int verify_lots_init(verify_t *v);
 void verify_lots_free(verify_t *v);
 int verify_lots_entry(verify_t *v, const journal_entry_t *e);
 int verify_lots_records(verify_t *v);
-/* Points an entry takes out of breakage (its postings from the breakage account). */
-int64_t verify_from_breakage(const journal_entry_t *e);
 /* An earn's reversal out of breakage: at most what of its earn's lot expired and was not
  * taken back before (lapsed: a lapsed unclaimed account's earn, all of it). */
 int verify_lots_refund(verify_t *v, const journal_entry_t *e, const journal_entry_t *earn,

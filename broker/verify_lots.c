@@ -125,19 +125,10 @@ static int set_add(vxmap_t *l, uint64_t seq, uint32_t part, int64_t points, bool
     return CL_OK;
 }
 
-int64_t verify_from_breakage(const journal_entry_t *e)
-{
-    int64_t out = 0;
-    for (size_t i = 0; i < e->n_postings; i++)
-        if (strcmp(e->postings[i]->account, ACCOUNT_BREAKAGE) == 0 && e->postings[i]->delta < 0)
-            out -= e->postings[i]->delta;
-    return out;
-}
-
 int verify_lots_refund(verify_t *v, const journal_entry_t *e, const journal_entry_t *earn,
                        bool lapsed)
 {
-    int64_t y = verify_from_breakage(e);
+    int64_t y = ledger_entry_from_breakage(e);
     if (lapsed || y == 0)
         return CL_OK; /* a lapsed unclaimed account's: all of it, checked by its move */
     vexpired_t *x = earn->n_lots >= 1
@@ -324,7 +315,7 @@ int verify_lots_entry(verify_t *v, const journal_entry_t *e)
     case COALITION__ENTRY_KIND__ENTRY_EARN: return check_earn(v, e);
     case COALITION__ENTRY_KIND__ENTRY_REFUND_EARN:
     case COALITION__ENTRY_KIND__ENTRY_VOID_EARN:
-        if (sum == e->points - verify_from_breakage(e))
+        if (sum == e->points - ledger_entry_from_breakage(e))
             return CL_OK;
         break;
     case COALITION__ENTRY_KIND__ENTRY_BURN:

@@ -239,22 +239,21 @@ static int note_reversal(verify_t *v, const journal_entry_t *e, const reversal_t
 static int expect_earn_back(verify_t *v, const journal_entry_t *e, const char *member,
                             const char *partner, int64_t points, bool lapsed)
 {
-    int64_t y = verify_from_breakage(e);
+    int64_t y = ledger_entry_from_breakage(e);
     if (lapsed || y == 0)
         return verify_expect_move(v, e, member, partner, points);
     if (y == points && e->n_postings == MOVE_POSTINGS)
         return verify_expect_move(v, e, ACCOUNT_BREAKAGE, partner, points);
-    bool ok = e->n_postings == 2 * MOVE_POSTINGS && y < points &&
-              strcmp(e->postings[0]->account, member) == 0 &&
-              e->postings[0]->delta == -(points - y) &&
-              strcmp(e->postings[1]->account, partner) == 0 &&
-              e->postings[1]->delta == points - y &&
-              strcmp(e->postings[2]->account, ACCOUNT_BREAKAGE) == 0 &&
-              e->postings[2]->delta == -y && strcmp(e->postings[3]->account, partner) == 0 &&
-              e->postings[3]->delta == y;
+    bool ok =
+        e->n_postings == 2 * MOVE_POSTINGS && y < points &&
+        strcmp(e->postings[0]->account, member) == 0 && e->postings[0]->delta == -(points - y) &&
+        strcmp(e->postings[1]->account, partner) == 0 && e->postings[1]->delta == points - y &&
+        strcmp(e->postings[2]->account, ACCOUNT_BREAKAGE) == 0 && e->postings[2]->delta == -y &&
+        strcmp(e->postings[3]->account, partner) == 0 && e->postings[3]->delta == y;
     return ok ? CL_OK
-              : verify_violation(v, "entry %llu should move %lld points from %s and %lld out of "
-                                    "breakage to %s",
+              : verify_violation(v,
+                                 "entry %llu should move %lld points from %s and %lld out of "
+                                 "breakage to %s",
                                  (unsigned long long)e->seq, (long long)(points - y), member,
                                  (long long)y, partner);
 }

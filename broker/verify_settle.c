@@ -380,7 +380,7 @@ int verify_settle_reversal(verify_t *v, const journal_entry_t *e, const journal_
         rc = prepaid_add(v, e, p, e->points);
     bool via = !of_earn && window_via_issuers(v, original->window_id);
     /* An earn's points that broke come back out of breakage: they had left the outstanding. */
-    int64_t broke = of_earn ? verify_from_breakage(e) : 0;
+    int64_t broke = of_earn ? ledger_entry_from_breakage(e) : 0;
     if (rc == CL_OK && of_earn)
         v->outstanding.points[vout_slot(&v->outstanding, e->partner_id)] -= e->points - broke;
     else if (rc == CL_OK && !of_earn)
