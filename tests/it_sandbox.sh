@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The broker and an agent work inside the system-call sandbox of their units: the
 # SystemCallFilter= lines of deploy/systemd/*.service, expanded with systemd-analyze,
-# and RestrictAddressFamilies=, applied by sandbox_run (seccomp) as systemd would. One
+# RestrictAddressFamilies= and MemoryDenyWriteExecute=, applied by sandbox_run (seccomp)
+# as systemd would. One
 # earn and one burn through the agent must be approved, both must stop cleanly on
 # SIGTERM. Controls that the sandbox bites: without AF_NETLINK, or without
 # sched_setscheduler, libzmq aborts the broker at start (the reasons the units allow

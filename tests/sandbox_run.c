@@ -5,13 +5,16 @@
  * SYSCALLS_FILE: the allowed system calls, one name a line (names this libseccomp does
  * not know are skipped); any other call fails with EPERM (SystemCallErrorNumber=EPERM).
  * FAMILIES: comma-separated AF_UNIX, AF_INET, AF_INET6, AF_NETLINK: socket() of any
- * other family fails (with EPERM here, EAFNOSUPPORT under systemd: both are failures). */
+ * other family fails (with EPERM here, EAFNOSUPPORT under systemd: both are failures).
+ * MemoryDenyWriteExecute=yes as systemd builds it: mmap() of memory both writable and
+ * executable, and mprotect() to executable, fail. */
 #include <assert.h>
 #include <errno.h>
 #include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,10 +37,12 @@ static int allow_syscalls(scmp_filter_ctx ctx, const char *path)
     if (f == NULL)
         return -1;
     char name[NAME_BYTES_MAX];
-    int allowed = 0, socket_nr = seccomp_syscall_resolve_name("socket");
+    int allowed = 0;
     while (fscanf(f, "%63s", name) == 1) {
         int nr = seccomp_syscall_resolve_name(name);
-        if (nr == __NR_SCMP_ERROR || nr == socket_nr)
+        /* Allowed below only with their arguments checked. */
+        if (nr == __NR_SCMP_ERROR || nr == SCMP_SYS(socket) || nr == SCMP_SYS(mmap) ||
+            nr == SCMP_SYS(mprotect) || nr == SCMP_SYS(pkey_mprotect))
             continue;
         if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) != 0) {
             fclose(f);
@@ -74,6 +79,25 @@ static int allow_families(scmp_filter_ctx ctx, const char *list)
     return added;
 }
 
+/* MemoryDenyWriteExecute=yes: mmap() never writable and executable at once; mprotect()
+ * never to executable (systemd's seccomp_memory_deny_write_execute). */
+static int deny_write_execute(scmp_filter_ctx ctx)
+{
+    const scmp_datum_t wx = PROT_WRITE | PROT_EXEC;
+    const scmp_datum_t mmap_ok[] = {0, PROT_WRITE, PROT_EXEC};
+    for (size_t i = 0; i < sizeof mmap_ok / sizeof mmap_ok[0]; i++) {
+        if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
+                             SCMP_A2(SCMP_CMP_MASKED_EQ, wx, mmap_ok[i])) != 0)
+            return -1;
+    }
+    if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
+                         SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)) != 0 ||
+        seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(pkey_mprotect), 1,
+                         SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)) != 0)
+        return -1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -86,8 +110,8 @@ int main(int argc, char **argv)
     int allowed = allow_syscalls(ctx, argv[1]);
     int families = allowed > 0 ? allow_families(ctx, argv[2]) : -1;
     /* NoNewPrivileges=yes, which an unprivileged seccomp filter needs anyway. */
-    if (allowed <= 0 || families < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-        seccomp_load(ctx) != 0) {
+    if (allowed <= 0 || families < 0 || deny_write_execute(ctx) != 0 ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || seccomp_load(ctx) != 0) {
         fprintf(stderr, "sandbox_run: cannot build the filter from %s and %s\n", argv[1], argv[2]);
         seccomp_release(ctx);
         return 1;
