@@ -8,7 +8,10 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
-#define SERVICE_MESSAGE_BYTES_MAX (SERVICE_STATUS_BYTES_MAX + 32)
+/* "STOPPING=1\nSTATUS=" and the like, before the status text. */
+#define SERVICE_STATE_BYTES_MAX 32
+#define SERVICE_MESSAGE_BYTES_MAX (SERVICE_STATE_BYTES_MAX + SERVICE_STATUS_BYTES_MAX)
+_Static_assert(sizeof "STOPPING=1\nSTATUS=" < SERVICE_STATE_BYTES_MAX, "the longest state fits");
 #define USEC_PER_MS 1000
 /* A ping at half the interval (sd_watchdog_enabled(3)). */
 #define WATCHDOG_PINGS_PER_INTERVAL 2
@@ -20,6 +23,7 @@ static void notify_with_status(const char *state, const char *fmt, va_list ap)
 static void notify_with_status(const char *state, const char *fmt, va_list ap)
 {
     assert(state != NULL && strchr(state, '\n') == NULL);
+    assert(strlen(state) + sizeof "\nSTATUS=" <= SERVICE_STATE_BYTES_MAX);
     char status[SERVICE_STATUS_BYTES_MAX];
     if (vsnprintf(status, sizeof status, fmt, ap) < 0)
         status[0] = '\0';
