@@ -65,7 +65,7 @@ static void journal_stream_of(int fd)
 static void journal_lines_carry_the_priority_and_no_time(void **state)
 {
     (void)state;
-    capture_t c;
+    capture_t c = {0};
     capture_begin(&c);
     journal_stream_of(STDERR_FILENO);
     log_init("test-log", LOG_DEBUG);
@@ -81,7 +81,7 @@ static void journal_lines_carry_the_priority_and_no_time(void **state)
 static void journal_line_stays_one_line(void **state)
 {
     (void)state;
-    capture_t c;
+    capture_t c = {0};
     capture_begin(&c);
     journal_stream_of(STDERR_FILENO);
     log_init("test-log", LOG_INFO);
@@ -93,7 +93,7 @@ static void journal_line_stays_one_line(void **state)
 static void journal_line_keeps_the_suppression_note(void **state)
 {
     (void)state;
-    capture_t c;
+    capture_t c = {0};
     capture_begin(&c);
     journal_stream_of(STDERR_FILENO);
     log_init("test-log", LOG_INFO);
@@ -109,7 +109,7 @@ static void journal_line_keeps_the_suppression_note(void **state)
 static void another_stream_keeps_the_plain_format(void **state)
 {
     (void)state;
-    capture_t c;
+    capture_t c = {0};
     capture_begin(&c);
     journal_stream_of(c.saved_stderr); /* the original stderr, not the capture file */
     struct stat a, b;
@@ -129,7 +129,7 @@ static void malformed_stream_keeps_the_plain_format(void **state)
     (void)state;
     static const char *const bad[] = {"", "12", "12:", ":34", "12:34x", "x:y"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        capture_t c;
+        capture_t c = {0};
         capture_begin(&c);
         setenv("JOURNAL_STREAM", bad[i], 1);
         log_init("test-log", LOG_INFO);
