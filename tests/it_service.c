@@ -3,7 +3,8 @@
  * READY=1 comes once the sockets answer (and never from a broker that cannot bind),
  * WATCHDOG=1 keeps coming while the process runs, stops while it is SIGSTOPped and
  * while the broker's writer is stuck (the test holds the ledger's LMDB write lock), and
- * resumes after; STOPPING=1 on SIGTERM, then exit 0. */
+ * resumes after; STOPPING=1 on SIGTERM, then exit 0. Under journald the broker's log
+ * lines carry priorities instead of time stamps. */
 #include "harness.h"
 
 #include <setjmp.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -291,6 +293,41 @@ static void agent_ready_pings_and_stops(void **state)
     stop_expecting_stopping(f, &a->proc, "agent exit status on SIGTERM");
 }
 
+/* Under journald (JOURNAL_STREAM names the file stderr is) the broker's lines are
+ * "<priority>message": no time stamp, no program name. */
+static void broker_logs_for_the_journal(void **state)
+{
+    fixture_t *f = *state;
+    world_t *w = &f->w;
+    FILE *created = fopen(w->broker.log_path, "w"); /* the child appends to this inode */
+    assert_non_null(created);
+    fclose(created);
+    struct stat st;
+    assert_int_equal(stat(w->broker.log_path, &st), 0);
+    char stream[64];
+    snprintf(stream, sizeof stream, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", stream, 1);
+    start_ready_broker(f);
+    unsetenv("JOURNAL_STREAM");
+    stop_expecting_stopping(f, &w->broker, "broker exit status on SIGTERM");
+    char log[8192] = "";
+    FILE *fp = fopen(w->broker.log_path, "r");
+    assert_non_null(fp);
+    log[fread(log, 1, sizeof log - 1, fp)] = '\0';
+    fclose(fp);
+    EXPECT_TRUE("first line starts <6>", strncmp(log, "<6>", 3) == 0);
+    EXPECT_CONTAINS("ready line", "\n<6>ready: partners on ", log);
+    EXPECT_CONTAINS("last line", "\n<6>stopped cleanly at ledger seq ", log);
+    EXPECT_FALSE("no program name in journal lines", strstr(log, "coalition-broker INFO") != NULL);
+    for (const char *p = log; *p != '\0'; p = strchr(p, '\n') + 1) {
+        if (p[0] != '<' || p[1] < '3' || p[1] > '7' || p[2] != '>')
+            fail_msg("a line without a priority prefix: \"%.80s\"", p);
+        if (strchr(p, '\n') == NULL)
+            fail_msg("a line without its newline: \"%.80s\"", p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +335,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(broker_that_cannot_bind_is_never_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(stuck_writer_stops_the_pings, setup, teardown),
         cmocka_unit_test_setup_teardown(agent_ready_pings_and_stops, setup, teardown),
+        cmocka_unit_test_setup_teardown(broker_logs_for_the_journal, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
