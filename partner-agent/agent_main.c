@@ -5,6 +5,7 @@
 #include "agent_export.h"
 #include "card.h"
 #include "errors.h"
+#include "http_api.h"
 #include "json.h"
 #include "keys.h"
 #include "log.h"
@@ -12,6 +13,8 @@
 #include "shutdown.h"
 #include "wire.h"
 
+#include <arpa/inet.h>
+#include <assert.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -50,6 +53,11 @@ static void usage(FILE *out)
             "      --window N          requests in flight to the broker (default: %d, max %d)\n"
             "      --heartbeat-ms N    connection heartbeat interval (default: %d)\n"
             "      --journal-days N    keep received authorizations N days (default: %d)\n"
+            "      --http ADDR         serve the HTTP/JSON API (partner-agent/openapi.json) on\n"
+            "                          PORT or IPv4:PORT; a bare port is 127.0.0.1 (default: off)\n"
+            "      --http-allow-remote let --http bind beyond loopback. The API has no\n"
+            "                          authentication of its own: only on a store network\n"
+            "                          the merchant controls\n"
             "      --journal           print the local journal (JSON lines) and exit\n"
             "      --outbox            print requests not yet answered (JSON lines) and exit\n"
             "      --log-level LVL     debug, info, warn or error (default: info)\n"
@@ -190,6 +198,38 @@ static int load_keys(bool insecure, const char *key_path, const char *broker_key
     return 0;
 }
 
+/* The HTTP API, when asked for: a till of this agent, waiting for an answer as long as
+ * the agent makes its tills wait, and a margin. */
+static int start_http(const char *address, bool remote, const agent_options_t *o, http_api_t **api)
+{
+    if (address == NULL)
+        return 0;
+    http_api_options_t h = {.agent_endpoint = o->listen_endpoint,
+                            .partner_id = o->partner_id,
+                            .site_id = o->site_id,
+                            .answer_timeout_ms = o->till_wait_ms + HTTP_API_ANSWER_MARGIN_MS};
+    if (http_api_parse_address(address, &h.address) != CL_OK) {
+        log_error("--http must be PORT or IPv4:PORT, not '%s'", address);
+        return -1;
+    }
+    if (!http_api_address_loopback(&h.address) && !remote) {
+        log_error("--http %s is beyond loopback: the API has no authentication of its own; "
+                  "add --http-allow-remote to mean it",
+                  address);
+        return -1;
+    }
+    if (http_api_start(api, &h) != CL_OK) {
+        log_error("cannot serve HTTP on %s (in use?)", address);
+        return -1;
+    }
+    char host[INET_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &h.address.sin_addr, host, sizeof host);
+    log_info("HTTP API on http://%s:%u/v1/ (a till of %s)", host,
+             (unsigned)ntohs(h.address.sin_port), o->listen_endpoint);
+    assert(*api != NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -201,7 +241,9 @@ int main(int argc, char **argv)
         OPT_OUTBOX,
         OPT_LOG,
         OPT_JOURNAL_DAYS,
-        OPT_INSECURE
+        OPT_INSECURE,
+        OPT_HTTP,
+        OPT_HTTP_REMOTE
     };
     static const struct option longopts[] = {
         {"partner", required_argument, NULL, 'p'},
@@ -220,6 +262,8 @@ int main(int argc, char **argv)
         {"key", required_argument, NULL, 'k'},
         {"broker-key", required_argument, NULL, 'K'},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"http", required_argument, NULL, OPT_HTTP},
+        {"http-allow-remote", no_argument, NULL, OPT_HTTP_REMOTE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     agent_options_t o = {NULL,
@@ -235,7 +279,8 @@ int main(int argc, char **argv)
                          NULL,
                          NULL};
     const char *key_path = NULL, *broker_key_path = NULL;
-    bool insecure = false;
+    const char *http = NULL;
+    bool insecure = false, http_remote = false;
     int report = 0, bad = 0, c;
     log_level_t level = LOG_INFO;
     /* '+': options end at a command (export), which takes its own. */
@@ -244,6 +289,8 @@ int main(int argc, char **argv)
         case 'k': key_path = optarg; break;
         case 'K': broker_key_path = optarg; break;
         case OPT_INSECURE: insecure = true; break;
+        case OPT_HTTP: http = strcmp(optarg, "off") == 0 ? NULL : optarg; break;
+        case OPT_HTTP_REMOTE: http_remote = true; break;
         case 'p': o.partner_id = optarg; break;
         case 's': o.site_id = optarg; break;
         case 'b': o.broker_endpoint = optarg; break;
@@ -310,7 +357,11 @@ int main(int argc, char **argv)
         log_error("cannot set up signal handling");
         return 1;
     }
+    http_api_t *api = NULL;
+    if (start_http(http, http_remote, &o, &api) != 0)
+        return 2;
     int rc = agent_run(&o, stop_fd);
+    http_api_stop(&api);
     if (rc != CL_OK) {
         log_error("stopped on error: %s", cl_strerror(rc));
         return 1;
