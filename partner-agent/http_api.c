@@ -93,11 +93,16 @@ static void pos_give_back(http_api_t *api, cpos_t *pos)
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, json_t *o,
                              const char *allow)
 {
-    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *json = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (text == NULL)
+    size_t len = json != NULL ? strlen(json) : 0;
+    char *text = json != NULL ? realloc(json, len + 2) : NULL; /* a line: ends in \n */
+    if (text == NULL) {
+        free(json);
         return MHD_NO; /* out of memory: the connection is closed */
-    size_t len = strlen(text);
+    }
+    text[len++] = '\n';
+    text[len] = '\0';
     struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
         free(text);
