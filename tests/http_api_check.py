@@ -282,7 +282,9 @@ def check_checkout(f):
     burn = f.post("burn", {"member": f.member, "points": 10}, key=f.txn("burn"), code="00")
     check(burn["points"] == 10, f"burn: {burn}")
     declined = f.post("burn", {"member": f.member, "points": 100000}, key=f.txn("burn"), code="51")
-    check(not declined["approved"] and declined["seq"] == 0, f"burn over the balance: {declined}")
+    check(not declined["approved"] and declined["seq"] == 0 and
+          declined["available"] == declined["balance"] > 0 and declined["pending_points"] == 0,
+          f"burn over the balance: {declined}")
     part = f.post("burn", {"member": f.member, "points": 100000, "allow_partial": True},
                   key=f.txn("burn"), code="10")
     check(part["balance"] == 0, f"partial burn: {part}")
