@@ -143,11 +143,27 @@ static void test_broker_from_a_file_and_print_config(void **state)
     world_destroy(&w);
 }
 
+/* The example files deploy/install installs are what the programs take. */
+static void test_example_files_are_valid(void **state)
+{
+    (void)state;
+    char cmd[CMD_BYTES], out[OUT_BYTES];
+    snprintf(cmd, sizeof cmd, "%s --config %s/deploy/config/broker.ini --print-config",
+             COALITION_BROKER_BIN, COALITION_SOURCE_DIR);
+    EXPECT_EQ("broker.ini", 0, sh(cmd, out, sizeof out));
+    expect_source(out, "ledger = /var/lib/coalition/ledger", "/");
+    snprintf(cmd, sizeof cmd, "%s --config %s/deploy/config/agent.ini --print-config",
+             COALITION_AGENT_BIN, COALITION_SOURCE_DIR);
+    EXPECT_EQ("agent.ini", 0, sh(cmd, out, sizeof out));
+    expect_source(out, "http = 127.0.0.1:8080", "/");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mistakes_refused_naming_file_and_line),
         cmocka_unit_test(test_broker_from_a_file_and_print_config),
+        cmocka_unit_test(test_example_files_are_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
