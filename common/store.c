@@ -323,6 +323,37 @@ void store_lock_release(store_lock_t **lock_p)
     *lock_p = NULL;
 }
 
+void store_lock_drop(store_lock_t **lock_p)
+{
+    store_lock_t *lock = *lock_p;
+    if (lock == NULL)
+        return;
+    assert(lock->fd >= 0);
+    close(lock->fd);
+    free(lock);
+    *lock_p = NULL;
+}
+
+int store_lock_probe(const char *dir, long *holder_pid_out)
+{
+    char path[STORE_PATH_BYTES_MAX];
+    *holder_pid_out = 0;
+    if (!store_path(path, sizeof path, dir, STORE_LOCK_FILE))
+        return CL_ERR_INVALID;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? CL_OK : CL_ERR_IO;
+    /* A shared lock conflicts only with a writer's exclusive one; closing drops it. */
+    int rc = CL_OK;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+        rc = errno == EWOULDBLOCK ? CL_ERR_LOCKED : CL_ERR_IO;
+        if (rc == CL_ERR_LOCKED)
+            *holder_pid_out = read_holder_pid(fd);
+    }
+    close(fd);
+    return rc;
+}
+
 int store_walk(MDB_txn *txn, MDB_dbi dbi, const MDB_val *from, store_visit_fn fn, void *ctx)
 {
     MDB_cursor *cur = NULL;

@@ -81,6 +81,13 @@ int store_env_remove(const char *dir);
 typedef struct store_lock store_lock_t;
 int store_lock_take(store_lock_t **lock_out, const char *dir, long *holder_pid_out);
 void store_lock_release(store_lock_t **lock_p);
+/* Release without removing the lock file: for a holder that moved the whole directory
+ * away meanwhile, whose lock path may now name another writer's file. */
+void store_lock_drop(store_lock_t **lock_p);
+/* Whether a writer holds `dir`'s lock, without taking it or creating anything: CL_OK
+ * when none does (or there is no lock file), CL_ERR_LOCKED with *holder_pid_out (0 if
+ * not written yet) when one does. */
+int store_lock_probe(const char *dir, long *holder_pid_out);
 
 /* Visit the records of `dbi` in key order, from the first key >= *from (NULL: the
  * first record). fn returns CL_OK to go on, STORE_WALK_STOP to end the walk with CL_OK,
