@@ -73,6 +73,7 @@ static int describe(const char *ledger_dir, const char *dir, backup_manifest_t *
     char data[BACKUP_PATH_BYTES_MAX];
     if (!bio_join(data, sizeof data, dir, BACKUP_DATA_FILE))
         return bio_fail(CL_ERR_INVALID, why, why_size, "path too long: %s", dir);
+    assert(m->source[0] == '/'); /* realpath's answer */
     int rc = bio_hash_file(data, BACKUP_DATA_BYTES_MAX, true, &m->data);
     if (rc != CL_OK)
         return bio_fail(rc, why, why_size, "cannot read back and sync %s: %s", data,
@@ -115,6 +116,7 @@ static int build(const char *ledger_dir, const char *dir, backup_manifest_t *m, 
         rc = copy_key_files(ledger_dir, dir, m, why, why_size);
     if (rc != CL_OK)
         return rc;
+    assert(m->data.bytes > 0 && strcmp(m->data.name, BACKUP_DATA_FILE) == 0);
     int verdict = backup_audit(dir, &m->seq, m->head, m->verify_detail, sizeof m->verify_detail);
     if (verdict != CL_OK && verdict != CL_ERR_CORRUPT)
         return bio_fail(verdict, why, why_size, "%s", m->verify_detail);
@@ -126,6 +128,7 @@ int backup_create(const char *ledger_dir, const char *dest, backup_manifest_t *m
                   size_t why_size)
 {
     bio_state_t state;
+    assert(ledger_dir != NULL && dest != NULL && why_size > 0);
     why[0] = '\0';
     if (bio_state(dest, &state) != CL_OK)
         return bio_fail(CL_ERR_IO, why, why_size, "cannot look at %s", dest);

@@ -30,6 +30,7 @@ int bio_fail(int rc, char *why, size_t why_size, const char *fmt, ...)
 
 bool bio_join(char *out, size_t size, const char *dir, const char *name)
 {
+    assert(out != NULL && size > 0 && dir != NULL && name != NULL);
     int n = snprintf(out, size, "%s/%s", dir, name);
     return n > 0 && (size_t)n < size;
 }
@@ -62,6 +63,8 @@ int bio_state(const char *path, bio_state_t *state_out)
 
 int bio_make_beside(const char *path, const char *suffix, char *out, size_t size)
 {
+    size_t suffix_len = strlen(suffix);
+    assert(suffix_len >= 6 && strcmp(suffix + suffix_len - 6, "XXXXXX") == 0); /* mkdtemp's */
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/')
         n--;
@@ -76,6 +79,7 @@ int bio_make_beside(const char *path, const char *suffix, char *out, size_t size
 static int pump(int from, int to, uint64_t max_bytes, backup_file_t *out)
 {
     static uint8_t chunk[BACKUP_COPY_CHUNK_BYTES]; /* coalitionctl is one thread */
+    assert(from >= 0 && max_bytes > 0);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int rc = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? CL_OK : CL_ERR_IO;
     out->bytes = 0;
@@ -103,6 +107,7 @@ static int pump(int from, int to, uint64_t max_bytes, backup_file_t *out)
     if (rc == CL_OK && (EVP_DigestFinal_ex(ctx, out->sha256, &len) != 1 || len != 32))
         rc = CL_ERR_IO;
     EVP_MD_CTX_free(ctx);
+    assert(rc != CL_OK || out->bytes <= max_bytes);
     return rc;
 }
 
@@ -137,6 +142,7 @@ int bio_copy_file(const char *from, const char *to, uint64_t max_bytes, backup_f
 
 int bio_write_file(const char *path, const char *data, size_t len)
 {
+    assert(data != NULL || len == 0);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, BACKUP_FILE_MODE);
     if (fd < 0)
         return CL_ERR_IO;
@@ -206,6 +212,7 @@ int bio_remove_built(const char *dir)
 
 int bio_install(const char *from, const char *to)
 {
+    assert(strcmp(from, to) != 0);
     if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
         return CL_OK;
     if (errno != EEXIST)
@@ -219,5 +226,6 @@ int bio_install(const char *from, const char *to)
 
 int bio_exchange(const char *a, const char *b)
 {
+    assert(strcmp(a, b) != 0);
     return renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) == 0 ? CL_OK : CL_ERR_IO;
 }

@@ -36,6 +36,7 @@ bool backup_key_file_known(const char *name)
 
 void backup_hex(const uint8_t *bytes, size_t n, char *out)
 {
+    assert(bytes != NULL && out != NULL);
     for (size_t i = 0; i < n; i++) {
         out[2 * i] = HEX_DIGITS[bytes[i] >> 4];
         out[2 * i + 1] = HEX_DIGITS[bytes[i] & 0xfu];
@@ -76,6 +77,7 @@ static int put_line(char *out, size_t size, size_t *at, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int put_line(char *out, size_t size, size_t *at, const char *fmt, ...)
 {
+    assert(*at < size);
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(out + *at, size - *at, fmt, ap);
@@ -117,6 +119,7 @@ int backup_manifest_format(const backup_manifest_t *m, char *out, size_t size, s
         rc = put_line(out, size, &at, "verify=%s\nverify_detail=%s\n",
                       m->verified ? "OK" : "FAILED", m->verify_detail);
     *len_out = at;
+    assert(rc != CL_OK || (at > 0 && at < size && out[at - 1] == '\n'));
     return rc;
 }
 
@@ -271,6 +274,7 @@ int backup_audit(const char *dir, uint64_t *seq_out, uint8_t head[DIGEST_SHA256_
 {
     _Static_assert(DIGEST_SHA256_BYTES == WIRE_HASH_BYTES, "the chain hash is a SHA-256");
     ledger_t *copy = NULL;
+    assert(detail_size > 0);
     detail[0] = '\0';
     int rc = ledger_open(&copy, dir, STORE_READ_ONLY);
     if (rc != CL_OK)

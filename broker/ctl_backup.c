@@ -21,6 +21,7 @@
 static void print_file_json(const backup_file_t *f)
 {
     char hex[BACKUP_HEX_BYTES];
+    assert(f->name[0] != '\0');
     backup_hex(f->sha256, sizeof f->sha256, hex);
     printf("{\"name\":");
     json_write_string(stdout, f->name);
@@ -63,6 +64,7 @@ static int exit_code(int rc)
 
 int ctl_backup(ctl_t *ctl, int argc, char **argv)
 {
+    assert(argc >= 1 && strcmp(argv[0], "backup") == 0);
     if (argc != 2) {
         fprintf(stderr, "coalitionctl: usage: backup DEST\n");
         return EXIT_USAGE;
@@ -135,6 +137,7 @@ int ctl_restore(ctl_t *ctl, int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
     bool force = false;
     int c;
+    assert(argc >= 1 && strcmp(argv[0], "restore") == 0);
     optind = 0; /* GNU getopt: 0 fully resets its state for this second scan */
     while ((c = getopt_long(argc, argv, "fl:", longopts, NULL)) != -1) {
         if (c == 'f')

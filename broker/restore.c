@@ -71,7 +71,8 @@ static int check_target(const char *dir, bool force, bio_state_t *state, backup_
     if (*state == BIO_NOT_DIR)
         return bio_fail(CL_ERR_EXISTS, why, why_size, "%s exists and is not a directory", dir);
     if (*state != BIO_NONEMPTY_DIR)
-        return CL_OK;
+        return CL_OK; /* absent or empty: nothing to lose, no broker can hold it */
+    assert(*state == BIO_NONEMPTY_DIR);
     int rc = store_lock_probe(dir, &out->holder_pid);
     if (rc == CL_ERR_LOCKED)
         return bio_fail(rc, why, why_size,
@@ -94,6 +95,7 @@ static int stage_file(const char *src, const char *staging, const backup_file_t 
                       uint64_t max_bytes, char *why, size_t why_size)
 {
     char from[BACKUP_PATH_BYTES_MAX], to[BACKUP_PATH_BYTES_MAX];
+    assert(backup_key_file_known(want->name) || strcmp(want->name, BACKUP_DATA_FILE) == 0);
     if (!bio_join(from, sizeof from, src, want->name) ||
         !bio_join(to, sizeof to, staging, want->name))
         return bio_fail(CL_ERR_INVALID, why, why_size, "path too long: %s", src);
@@ -120,6 +122,7 @@ static int stage(const char *src, const char *staging, const backup_manifest_t *
                  size_t why_size)
 {
     /* The manifest's size bounds the copy: a grown file fails before filling the disk. */
+    assert(m->verified && m->key_count <= BACKUP_KEY_FILES_MAX); /* read_manifest's checks */
     int rc = stage_file(src, staging, &m->data, m->data.bytes, why, why_size);
     for (size_t i = 0; rc == CL_OK && i < m->key_count; i++)
         rc = stage_file(src, staging, &m->keys[i], m->keys[i].bytes, why, why_size);
@@ -156,6 +159,7 @@ static int replace(const char *staging, const char *dir, backup_restored_t *out,
                         out->holder_pid, dir);
     if (rc != CL_OK)
         return bio_fail(rc, why, why_size, "cannot take the writer lock of %s", dir);
+    assert(lock != NULL);
     rc = bio_exchange(staging, dir);
     if (rc != CL_OK) {
         store_lock_release(&lock);
@@ -184,6 +188,7 @@ static int replace(const char *staging, const char *dir, backup_restored_t *out,
 int backup_restore(const char *src, const char *ledger_dir, bool force, backup_restored_t *out,
                    char *why, size_t why_size)
 {
+    assert(src != NULL && ledger_dir != NULL && why_size > 0);
     memset(out, 0, sizeof *out);
     why[0] = '\0';
     bio_state_t state = BIO_ABSENT;
