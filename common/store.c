@@ -23,6 +23,8 @@
 /* Tries at the writer lock when its file is replaced by a releasing holder meanwhile. */
 #define STORE_LOCK_ATTEMPTS_MAX 8
 #define STORE_DATA_FILE "data.mdb"
+/* Copies started again when the writer grows the map during the copy's start. */
+#define STORE_COPY_ATTEMPTS_MAX 8
 #define STORE_LMDB_LOCK_FILE "lock.mdb"
 
 /* The map maximum travels with the environment in its user context, as an integer. */
@@ -180,9 +182,15 @@ int store_read_begin(MDB_env *env, MDB_txn **txn_out)
 
 int store_env_copy_compact(MDB_env *env, const char *dir)
 {
+    char path[STORE_PATH_BYTES_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, STORE_DATA_FILE);
+    if (n <= 0 || (size_t)n >= sizeof path)
+        return CL_ERR_INVALID;
     int rc = mdb_env_copy2(env, dir, MDB_CP_COMPACT);
-    if (rc == MDB_MAP_RESIZED) {
-        rc = mdb_env_set_mapsize(env, 0);
+    /* The writer grew the map past ours since we opened it: adopt its size and copy
+     * again. mdb_env_copy2 created its file exclusively and left it behind. */
+    for (int attempt = 1; rc == MDB_MAP_RESIZED && attempt < STORE_COPY_ATTEMPTS_MAX; attempt++) {
+        rc = unlink(path) == 0 || errno == ENOENT ? mdb_env_set_mapsize(env, 0) : errno;
         if (rc == MDB_SUCCESS)
             rc = mdb_env_copy2(env, dir, MDB_CP_COMPACT);
     }

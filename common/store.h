@@ -67,7 +67,9 @@ int store_retry_map_full(const store_retry_t *retry);
  * other transaction open on `env` (coalitionctl), never beside a writer thread. */
 int store_read_begin(MDB_env *env, MDB_txn **txn_out);
 /* Copy the environment as of one read transaction, compacted (MDB_CP_COMPACT), into
- * the existing empty directory `dir`. The same precondition as store_read_begin. */
+ * the existing empty directory `dir`; when another process grew the map meanwhile
+ * (MDB_MAP_RESIZED), adopt its size and start the copy again. The same precondition as
+ * store_read_begin. */
 int store_env_copy_compact(MDB_env *env, const char *dir);
 /* Remove a copy made by store_env_copy_compact: its files and the directory. */
 int store_env_remove(const char *dir);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -206,6 +207,74 @@ static void lock_probe_sees_a_holder_without_creating_anything(void **state)
     rmdir(dir);
 }
 
+#define GROW_VALUE_BYTES 4000
+#define GROW_RECORDS 512 /* about 2 MB: far past the reader's map */
+
+/* Another process grows the environment past the map this process opened it with. */
+static void grow_elsewhere(const char *dir)
+{
+    pid_t child = fork();
+    if (child == 0) {
+        MDB_env *env = NULL;
+        MDB_txn *txn = NULL;
+        MDB_dbi dbi;
+        static char value[GROW_VALUE_BYTES];
+        memset(value, 'g', sizeof value);
+        int rc = store_env_open(&env, dir, STORE_READ_WRITE);
+        rc = rc == CL_OK ? mdb_txn_begin(env, NULL, 0, &txn) : rc;
+        rc = rc == CL_OK ? mdb_dbi_open(txn, NULL, 0, &dbi) : rc;
+        for (int i = 0; rc == CL_OK && i < GROW_RECORDS; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%05d", i);
+            MDB_val k = {strlen(key), key}, v = {sizeof value, value};
+            rc = mdb_put(txn, dbi, &k, &v, 0);
+        }
+        rc = rc == CL_OK ? mdb_txn_commit(txn) : rc;
+        _exit(rc == CL_OK ? 0 : 1);
+    }
+    int status = -1;
+    waitpid(child, &status, 0);
+    EXPECT_EQ("the other process grew the environment", 0, WEXITSTATUS(status));
+}
+
+/* mdb_env_copy2 creates its file exclusively and leaves it when the copy's transaction
+ * finds the map resized: the retry must not trip over it. */
+static void copy_after_another_process_grew_the_map(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-backup-env-XXXXXX", copy[64], path[96];
+    EXPECT_TRUE("mkdtemp", mkdtemp(dir) != NULL);
+    snprintf(copy, sizeof copy, "%s/copy", dir);
+    EXPECT_EQ("mkdir", 0, mkdir(copy, 0700));
+    MDB_env *env = NULL;
+    EXPECT_EQ("create", CL_OK, store_env_open(&env, dir, STORE_READ_WRITE));
+    mdb_env_close(env);
+    const store_options_t small = {STORE_MAP_BYTES_MIN, STORE_MAP_BYTES_MAX};
+    EXPECT_EQ("open read-only with a small map", CL_OK,
+              store_env_open_with(&env, dir, STORE_READ_ONLY, &small));
+    grow_elsewhere(dir);
+    EXPECT_EQ("copy after the growth", CL_OK, store_env_copy_compact(env, copy));
+    mdb_env_close(env);
+    MDB_env *copied = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_stat st;
+    EXPECT_EQ("open the copy", CL_OK, store_env_open(&copied, copy, STORE_READ_ONLY));
+    EXPECT_EQ("read", CL_OK, store_read_begin(copied, &txn));
+    EXPECT_EQ("main db", 0, mdb_dbi_open(txn, NULL, 0, &dbi));
+    EXPECT_EQ("stat", 0, mdb_stat(txn, dbi, &st));
+    EXPECT_EQ("the copy holds what the other process wrote", GROW_RECORDS, st.ms_entries);
+    mdb_txn_abort(txn);
+    mdb_env_close(copied);
+    EXPECT_EQ("remove the copy", CL_OK, store_env_remove(copy));
+    static const char *const files[] = {"data.mdb", "lock.mdb"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +282,7 @@ int main(void)
         cmocka_unit_test(newline_in_a_value_is_not_written),
         cmocka_unit_test(malformed_manifests_refused),
         cmocka_unit_test(lock_probe_sees_a_holder_without_creating_anything),
+        cmocka_unit_test(copy_after_another_process_grew_the_map),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
