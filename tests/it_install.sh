@@ -68,9 +68,24 @@ for d in /var/lib/coalition /var/lib/coalition/ledger /var/lib/coalition/agent-f
   expect_eq "$d" "700 $uid:$gid" "$(mode_owner "$root$d")"
 done
 expect_eq /etc/coalition "750 0:$gid" "$(mode_owner "$root/etc/coalition")"
-for f in broker.env agent-fuel.env agent-grocer.env agent.env.example; do
+for f in broker.ini agent.ini.example agent-fuel.ini agent-grocer.ini; do
   expect_eq "/etc/coalition/$f" "640 0:$gid" "$(mode_owner "$root/etc/coalition/$f")"
 done
+cmp -s "$repo/deploy/config/broker.ini" "$root/etc/coalition/broker.ini" ||
+  fail "broker.ini is not deploy/config/broker.ini"
+grep -qx "partner = fuel" "$root/etc/coalition/agent-fuel.ini" || fail "agent-fuel.ini: not partner fuel"
+if grep -qE "^[a-z-]+ = .*example" "$root/etc/coalition/agent-grocer.ini"; then
+  fail "agent-grocer.ini: a setting still names 'example'"
+fi
+# The installed programs take the installed settings, and the paths are the units'.
+broker_settings=$("$root$prefix/bin/coalition-broker" --config "$root/etc/coalition/broker.ini" \
+  --print-config 2>&1) || fail "broker rejects the installed broker.ini: $broker_settings"
+grep -q "^ledger = /var/lib/coalition/ledger " <<<"$broker_settings" ||
+  fail "broker.ini: ledger is not the unit's StateDirectory: $broker_settings"
+agent_settings=$("$root$prefix/bin/coalition-agent" --config "$root/etc/coalition/agent-fuel.ini" \
+  --partner fuel --print-config 2>&1) || fail "agent rejects the installed agent-fuel.ini: $agent_settings"
+grep -q "^data = /var/lib/coalition/agent-fuel " <<<"$agent_settings" ||
+  fail "agent-fuel.ini: data is not the unit's StateDirectory: $agent_settings"
 
 # Units: in lib/systemd/system, pointing at the prefix, sandboxed as written.
 units=$root/lib/systemd/system
@@ -81,10 +96,10 @@ for u in coalition-broker.service coalition-agent@.service; do
   grep -q "^WatchdogSec=" "$units/$u" || fail "$u: no WatchdogSec="
   grep -q "/usr/local/bin" "$units/$u" && fail "$u: still names /usr/local/bin"
 done
-grep -q "^ExecStart=$prefix/bin/coalition-broker --ledger /var/lib/coalition/ledger " \
+grep -qx "ExecStart=$prefix/bin/coalition-broker --config /etc/coalition/broker.ini" \
   "$units/coalition-broker.service" || fail "broker ExecStart not under $prefix"
-grep -q "^ExecStart=$prefix/bin/coalition-agent --partner %i " "$units/coalition-agent@.service" ||
-  fail "agent ExecStart not under $prefix"
+grep -qx "ExecStart=$prefix/bin/coalition-agent --config /etc/coalition/agent-%i.ini --partner %i" \
+  "$units/coalition-agent@.service" || fail "agent ExecStart not under $prefix"
 
 if command -v systemd-analyze >/dev/null; then
   # security: parses each unit (an unknown key is a warning on stderr) and scores it.
@@ -110,12 +125,12 @@ else
 fi
 
 # Again: what the operator changed stays, the data stays, modes are put right.
-echo 'COALITION_BROKER_OPTS="--bind tcp://0.0.0.0:7700"' >"$root/etc/coalition/broker.env"
+echo 'bind = tcp://0.0.0.0:7700' >>"$root/etc/coalition/broker.ini"
+edited=$(cat "$root/etc/coalition/broker.ini")
 echo ledger-bytes >"$root/var/lib/coalition/ledger/data.mdb"
 chmod 0755 "$root/var/lib/coalition/ledger"
 install_into --agent fuel >"$scratch/out" 2>&1 || fail "second install exited $?: $(cat "$scratch/out")"
-expect_eq "broker.env after a second install" 'COALITION_BROKER_OPTS="--bind tcp://0.0.0.0:7700"' \
-  "$(cat "$root/etc/coalition/broker.env")"
+expect_eq "broker.ini after a second install" "$edited" "$(cat "$root/etc/coalition/broker.ini")"
 expect_eq "ledger after a second install" ledger-bytes "$(cat "$root/var/lib/coalition/ledger/data.mdb")"
 expect_eq "ledger mode after a second install" "700 $uid:$gid" \
   "$(mode_owner "$root/var/lib/coalition/ledger")"

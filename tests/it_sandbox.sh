@@ -2,11 +2,10 @@
 # The broker and an agent work inside the system-call sandbox of their units: the
 # SystemCallFilter= lines of deploy/systemd/*.service, expanded with systemd-analyze,
 # RestrictAddressFamilies= and MemoryDenyWriteExecute=, applied by sandbox_run (seccomp)
-# as systemd would. One
-# earn and one burn through the agent must be approved, both must stop cleanly on
-# SIGTERM. Controls that the sandbox bites: without AF_NETLINK, or without
-# sched_setscheduler, libzmq aborts the broker at start (the reasons the units allow
-# them). Skipped (77) without systemd-analyze.
+# as systemd would. Earns through the till socket and the HTTP API and a burn must be
+# approved, and both programs must stop cleanly on SIGTERM. Controls that the sandbox
+# bites: without AF_NETLINK, or without sched_setscheduler, libzmq aborts the broker at
+# start (the reasons the units allow them). Skipped (77) without systemd-analyze.
 #   it_sandbox.sh REPO BUILD_DIR SANDBOX_RUN
 set -euo pipefail
 repo=${1:?repository}
@@ -71,6 +70,7 @@ echo "broker: $(wc -l <"$scratch/broker.calls") system calls, families $broker_f
 ctl() { "$build/broker/coalitionctl" --ledger "$scratch/ledger" "$@"; }
 ctl init >/dev/null
 port=$((20000 + RANDOM % 20000))
+http_port=$((port + 1))
 endpoint=tcp://127.0.0.1:$port
 
 start_broker() { # CALLS FAMILIES LOG
@@ -112,7 +112,8 @@ ctl member add m1 >/dev/null
 ctl key new fuel --role partner --out "$scratch/fuel.key" >/dev/null
 "$sandbox" "$scratch/agent.calls" "$agent_families" "$build/partner-agent/coalition-agent" \
   --partner fuel --key "$scratch/fuel.key" --broker-key "$scratch/ledger/broker.pub" \
-  --data "$scratch/agent-fuel" --broker "$endpoint" 2>"$scratch/agent.log" &
+  --data "$scratch/agent-fuel" --broker "$endpoint" --http "127.0.0.1:$http_port" \
+  2>"$scratch/agent.log" &
 agent_pid=$!
 pids+=("$agent_pid")
 pos() { "$build/partner-agent/coalition-pos" --agent "ipc://$scratch/agent-fuel/pos.sock" "$@"; }
@@ -121,9 +122,13 @@ for _ in $(seq "$ready_polls"); do
   sleep 0.1
 done
 earn=$(pos earn --member m1 --amount 12.34 --txn t1 2>&1 || true)
+http_earn=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$http_port/v1/earn" \
+  -H 'Idempotency-Key: h1' -d '{"member":"m1","amount":1000}' 2>&1 || true)
 burn=$(pos burn --member m1 --points 5 --txn t2 2>&1 || true)
 case "$earn" in "APPROVED 00  Earned 24 points. Balance 24"*) ;; *) fail "earn: $earn" ;; esac
-case "$burn" in "APPROVED 00  Redeemed 5 points. Balance 19"*) ;; *) fail "burn: $burn" ;; esac
+case "$http_earn" in *'"code":"00","approved":true,"points":20,"balance":44,'*) ;;
+  *) fail "earn over HTTP: $http_earn" ;; esac
+case "$burn" in "APPROVED 00  Redeemed 5 points. Balance 39"*) ;; *) fail "burn: $burn" ;; esac
 status=0
 kill -TERM "$agent_pid"; wait "$agent_pid" || status=$?
 [ "$status" -eq 0 ] || fail "agent exit status on SIGTERM: $status (log: $(tail -n 3 "$scratch/agent.log"))"
@@ -132,7 +137,7 @@ kill -TERM "$broker_pid"; wait "$broker_pid" || status=$?
 [ "$status" -eq 0 ] || fail "broker exit status on SIGTERM: $status (log: $(tail -n 3 "$scratch/broker.log"))"
 pids=()
 verify=$(ctl verify 2>&1 || true)
-case "$verify" in "verify: OK: 5 entries"*) ;; *) fail "verify after the sandboxed run: $verify" ;; esac
+case "$verify" in "verify: OK: 6 entries"*) ;; *) fail "verify after the sandboxed run: $verify" ;; esac
 
 if [ "$failures" -gt 0 ]; then
   echo "$failures check(s) failed"
