@@ -28,7 +28,7 @@ install_into() {
 }
 
 # Refused before anything is written.
-for bad in "--agent ../evil" "--prefix relative/dir" "--frobnicate"; do
+for bad in "--agent ../evil" "--prefix relative/dir" "--prefix /opt/a|b" "--frobnicate"; do
   # shellcheck disable=SC2086 # word splitting of the option and its value is wanted
   if install_into $bad >"$scratch/out" 2>&1; then fail "install $bad: expected failure"; fi
   expect_eq "files written by a refused install $bad" "" "$(find "$root" -mindepth 1)"
