@@ -274,9 +274,11 @@ static void agent_ready_pings_and_stops(void **state)
     world_t *w = &f->w;
     agent_proc_t *a = &w->agents[w->agent_count++];
     snprintf(a->partner_id, sizeof a->partner_id, "fuel");
-    snprintf(a->data_dir, sizeof a->data_dir, "%s/agent-fuel", w->dir);
-    snprintf(a->endpoint, sizeof a->endpoint, "ipc://%s/agent-fuel.sock", w->dir);
-    snprintf(a->proc.log_path, sizeof a->proc.log_path, "%s/agent-fuel.log", w->dir);
+    char dir[HARNESS_DIR_BYTES]; /* a copy: the targets live in the same object */
+    memcpy(dir, w->dir, sizeof dir);
+    snprintf(a->data_dir, sizeof a->data_dir, "%s/agent-fuel", dir);
+    snprintf(a->endpoint, sizeof a->endpoint, "ipc://%s/agent-fuel.sock", dir);
+    snprintf(a->proc.log_path, sizeof a->proc.log_path, "%s/agent-fuel.log", dir);
     char *argv[] = {COALITION_AGENT_BIN, "--partner",  a->partner_id, "--broker",
                     w->broker_endpoint,  "--data",     a->data_dir,   "--listen",
                     a->endpoint,         "--insecure", NULL};
