@@ -276,6 +276,8 @@ __attribute__((format(printf, 3, 4))) void rules_decline(decision_t *d, int code
                                                          ...);
 void rules_decline_msg(decision_t *d, int code, receipt_msg_t msg, const char *const *args,
                        size_t n_args);
+void rules_decline_text(receipt_locale_t locale, int code, receipt_msg_t msg,
+                        const char *const *args, size_t n_args, char *out, size_t size);
 /* rules_receipt.c: d->text from the catalogue in d->locale. */
 void rules_text(decision_t *d, receipt_msg_t msg, const char *const *args, size_t n_args);
 /* rules_receipt.c: the receipt locale of `partner`'s contract in force at at_ms (en for the

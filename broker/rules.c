@@ -1038,6 +1038,11 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     c.earn_rate_milli = r->earn_rate_milli;
     c.currency = r->currency;
     c.created_seq = p.created_seq;
+    c.locale = r->locale; /* "" (en) unless given; wire_validate checked the code */
+    if (r->locale[0] != '\0') { /* the entry carries the first contract for verify */
+        d->contract = c;
+        d->has_contract = true;
+    }
     if (rc == CL_OK)
         rc = settle_put_contract(self, txn, r->partner_id, &c);
     if (rc == CL_OK)

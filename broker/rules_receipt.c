@@ -64,15 +64,21 @@ void rules_text(decision_t *d, receipt_msg_t msg, const char *const *args, size_
     receipt_render(d->locale, msg, args, n_args, d->text, sizeof d->text);
 }
 
+void rules_decline_text(receipt_locale_t locale, int code, receipt_msg_t msg,
+                        const char *const *args, size_t n_args, char *out, size_t size)
+{
+    assert(code != RC_APPROVED && code < 100);
+    char reason[RECEIPT_TEXT_BYTES_MAX], two[12];
+    receipt_render(locale, msg, args, n_args, reason, sizeof reason);
+    snprintf(two, sizeof two, "%02d", code);
+    const char *a[] = {two, reason};
+    receipt_render(locale, MSG_DECLINED, a, 2, out, size);
+}
+
 void rules_decline_msg(decision_t *d, int code, receipt_msg_t msg, const char *const *args,
                        size_t n_args)
 {
-    assert(code != RC_APPROVED);
-    char reason[RECEIPT_TEXT_BYTES_MAX], two[4];
-    receipt_render(d->locale, msg, args, n_args, reason, sizeof reason);
-    snprintf(two, sizeof two, "%02d", code);
-    const char *a[] = {two, reason};
-    rules_text(d, MSG_DECLINED, a, 2);
+    rules_decline_text(d->locale, code, msg, args, n_args, d->text, sizeof d->text);
     d->code = code;
 }
 
@@ -81,7 +87,7 @@ void rules_decline(decision_t *d, int code, const char *fmt, ...)
     assert(code != RC_APPROVED);
     d->code = code;
     if (d->locale != RECEIPT_EN) { /* the code's reason: the details stay in English */
-        char two[4];
+        char two[12];
         snprintf(two, sizeof two, "%02d", code);
         const char *a[] = {two, receipt_reason(d->locale, code)};
         rules_text(d, MSG_DECLINED, a, 2);

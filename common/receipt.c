@@ -451,7 +451,7 @@ const char *receipt_reason(receipt_locale_t locale, int code)
 size_t receipt_decline_prefix(receipt_locale_t locale, int code, char *out, size_t size)
 {
     assert(code >= 0 && code < 100);
-    char two[4];
+    char two[12];
     snprintf(two, sizeof two, "%02d", code);
     const char *args[] = {two, ""};
     return receipt_render(locale, MSG_DECLINED, args, 2, out, size);
