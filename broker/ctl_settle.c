@@ -263,8 +263,8 @@ static void print_contract(const ctl_t *ctl, const settle_contract_t *c, bool in
                ",\"return_period_seconds\":%" PRId64 ",\"seq\":%" PRIu64 ",\"locale\":\"%s\"}\n",
                from, c->from_ms, in_force ? "true" : "false", rate, c->currency,
                c->issue_price_per_mille, c->reimburse_per_mille, c->fee_minor,
-               funding_name(c->funding), c->net_cap_minor, c->return_period_seconds,
-               c->created_seq, c->locale[0] ? c->locale : "en");
+               funding_name(c->funding), c->net_cap_minor, c->return_period_seconds, c->created_seq,
+               c->locale[0] ? c->locale : "en");
         return;
     }
     printf("%s %s from %s: earns %s points per %s; issue price %s, reimbursement %s per 1,000 "

@@ -269,7 +269,8 @@ static int earn_moves(ledger_t *self, MDB_txn *txn, const char *partner, const c
 static void earn_text(decision_t *d, const char *who)
 {
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], base[AMOUNT_TEXT_BYTES],
-        extra[AMOUNT_TEXT_BYTES], tier[TIER_NAME_LEN_MAX + 3] = "", bonus[RECEIPT_TEXT_BYTES_MAX] = "";
+        extra[AMOUNT_TEXT_BYTES], tier[TIER_NAME_LEN_MAX + 3] = "",
+                                                           bonus[RECEIPT_TEXT_BYTES_MAX] = "";
     rules_points_text(d, d->points, pts);
     rules_points_text(d, d->balance, bal);
     if (d->bonus_total > 0) {
@@ -1038,7 +1039,7 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     c.earn_rate_milli = r->earn_rate_milli;
     c.currency = r->currency;
     c.created_seq = p.created_seq;
-    c.locale = r->locale; /* "" (en) unless given; wire_validate checked the code */
+    c.locale = r->locale;       /* "" (en) unless given; wire_validate checked the code */
     if (r->locale[0] != '\0') { /* the entry carries the first contract for verify */
         d->contract = c;
         d->has_contract = true;

@@ -50,8 +50,7 @@ void rules_figure_text(const decision_t *d, int64_t value, char buf[AMOUNT_TEXT_
         receipt_format_int(d->locale, value, buf);
 }
 
-void rules_money_text(const decision_t *d, int64_t minor, int exponent,
-                      char buf[AMOUNT_TEXT_BYTES])
+void rules_money_text(const decision_t *d, int64_t minor, int exponent, char buf[AMOUNT_TEXT_BYTES])
 {
     if (d->locale == RECEIPT_EN || exponent < 0 || exponent > RECEIPT_MONEY_EXPONENT_MAX)
         amount_format_minor(minor, exponent, buf, AMOUNT_TEXT_BYTES);

@@ -612,8 +612,7 @@ static int visit_contract(const MDB_val *k, const MDB_val *val, void *ctx)
                 r->reimburse_per_mille == c->reimburse_per_mille && r->fee_minor == c->fee_minor &&
                 (int)r->funding == c->funding && r->net_cap_minor == c->net_cap_minor &&
                 r->return_period_seconds == c->return_period_seconds &&
-                strcmp(r->locale, c->locale) == 0 &&
-                r->created_seq == c->created_seq;
+                strcmp(r->locale, c->locale) == 0 && r->created_seq == c->created_seq;
     coalition__contract__free_unpacked(r, NULL);
     item->seen = true;
     if (!same)

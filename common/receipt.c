@@ -31,7 +31,7 @@ typedef struct number_symbols {
 } number_symbols_t;
 
 static const number_symbols_t NUMBERS[RECEIPT_LOCALES] = {
-    [RECEIPT_EN] = {",", ".", 1}, [RECEIPT_RO] = {".", ",", 1}, [RECEIPT_CS] = {NBSP, ",", 1},
+    [RECEIPT_EN] = {",", ".", 1}, [RECEIPT_RO] = {".", ",", 1},  [RECEIPT_CS] = {NBSP, ",", 1},
     [RECEIPT_EL] = {".", ",", 1}, [RECEIPT_SQ] = {NBSP, ",", 2},
 };
 
@@ -41,26 +41,26 @@ static const char *const CATALOGUE[RECEIPT_MSGS][RECEIPT_LOCALES] = {
         [RECEIPT_EN] = "Earned {0} points{1}. Balance {2}",
         [RECEIPT_RO] = "Puncte câștigate: {0}{1}. Sold: {2}",
         [RECEIPT_CS] = "Získané body: {0}{1}. Zůstatek: {2}",
-        [RECEIPT_EL] = "Κερδίσατε πόντους: {0}{1}. Υπόλοιπο: {2}",
+        [RECEIPT_EL] = "Νέοι πόντοι: {0}{1}. Υπόλοιπο: {2}",
         [RECEIPT_SQ] = "Pikë të fituara: {0}{1}. Gjendja: {2}"},
     [MSG_EARN_BONUS] = {
         [RECEIPT_EN] = " ({0} base + {1} bonus{2})",
         [RECEIPT_RO] = " ({0} de bază + {1} bonus{2})",
         [RECEIPT_CS] = " ({0} základ + {1} bonus{2})",
-        [RECEIPT_EL] = " ({0} βασικοί + {1} μπόνους{2})",
+        [RECEIPT_EL] = " ({0} + {1} μπόνους{2})",
         [RECEIPT_SQ] = " ({0} bazë + {1} bonus{2})"},
     [MSG_EARN_UNCLAIMED] = {
         [RECEIPT_EN] = "Earned {0} points{1}, unclaimed until the card is enrolled",
         [RECEIPT_RO] = "Puncte câștigate: {0}{1}, nerevendicate până la înscrierea cardului",
         [RECEIPT_CS] = "Získané body: {0}{1}, nepřiřazené do registrace karty",
-        [RECEIPT_EL] = "Κερδίσατε πόντους: {0}{1}, σε αναμονή ως την εγγραφή της κάρτας",
+        [RECEIPT_EL] = "Νέοι πόντοι: {0}{1}, σε αναμονή ως την εγγραφή κάρτας",
         [RECEIPT_SQ] = "Pikë të fituara: {0}{1}, të pakërkuara deri në regjistrimin e kartës"},
     [MSG_EARN_PENDING] = {
         [RECEIPT_EN] = "Earned {0} points{1}, pending until the return period ends. Balance {2}",
-        [RECEIPT_RO] = "Puncte câștigate: {0}{1}, în așteptare până la finalul perioadei de retur. Sold: {2}",
+        [RECEIPT_RO] = "Puncte câștigate: {0}{1}, în așteptare pe perioada de retur. Sold: {2}",
         [RECEIPT_CS] = "Získané body: {0}{1}, čekají do konce lhůty pro vrácení. Zůstatek: {2}",
-        [RECEIPT_EL] = "Κερδίσατε πόντους: {0}{1}, σε αναμονή ως τη λήξη της περιόδου επιστροφής. Υπόλοιπο: {2}",
-        [RECEIPT_SQ] = "Pikë të fituara: {0}{1}, në pritje deri në fund të afatit të kthimit. Gjendja: {2}"},
+        [RECEIPT_EL] = "Νέοι πόντοι σε αναμονή: {0}{1}. Υπόλοιπο: {2}",
+        [RECEIPT_SQ] = "Pikë të fituara: {0}{1}, në pritje gjatë afatit të kthimit. Gjendja: {2}"},
     [MSG_BURN] = {
         [RECEIPT_EN] = "Redeemed {0} points. Balance {1}",
         [RECEIPT_RO] = "Puncte folosite: {0}. Sold: {1}",
@@ -125,7 +125,7 @@ static const char *const CATALOGUE[RECEIPT_MSGS][RECEIPT_LOCALES] = {
         [RECEIPT_EN] = "{0} of {1} recorded before its original: nothing to reverse; {1} will be declined if it arrives",
         [RECEIPT_RO] = "Stornarea {1} a sosit înaintea originalului; {1} va fi refuzată dacă sosește",
         [RECEIPT_CS] = "Storno {1} dorazilo před originálem; pokud {1} dorazí, bude zamítnuta",
-        [RECEIPT_EL] = "Ο αντιλογισμός της {1} ήρθε πριν από την αρχική· η {1} θα απορριφθεί αν έρθει",
+        [RECEIPT_EL] = "Αντιλογισμός πριν από την αρχική {1}· αν έρθει, θα απορριφθεί",
         [RECEIPT_SQ] = "Anulimi i {1} erdhi para origjinalit; {1} do të refuzohet nëse mbërrin"},
     [MSG_REVERSED_SINCE] = {
         [RECEIPT_EN] = "Reversed since (voided or refunded): {0}",
@@ -380,7 +380,7 @@ bool receipt_utf8_valid(const char *s, size_t len)
         for (size_t j = 1; j < n; j++)
             if ((u[i + j] & 0xC0) != 0x80)
                 return false;
-        if ((n == 3 && u[i] == 0xE0 && u[i + 1] < 0xA0) || /* overlong */
+        if ((n == 3 && u[i] == 0xE0 && u[i + 1] < 0xA0) ||  /* overlong */
             (n == 3 && u[i] == 0xED && u[i + 1] >= 0xA0) || /* surrogate */
             (n == 4 && u[i] == 0xF0 && u[i + 1] < 0x90) ||  /* overlong */
             (n == 4 && u[i] == 0xF4 && u[i + 1] >= 0x90))   /* past U+10FFFF */
@@ -399,8 +399,7 @@ const char *receipt_template(receipt_locale_t locale, receipt_msg_t msg)
 
 /* The next piece of a template at *p: an argument ({i}) or the literal text up to the
  * next one. */
-static const char *next_piece(const char **p, const char *const *args, size_t n_args,
-                              size_t *len)
+static const char *next_piece(const char **p, const char *const *args, size_t n_args, size_t *len)
 {
     const char *t = *p;
     if (t[0] == '{' && t[1] >= '0' && t[1] < '0' + RECEIPT_ARGS_MAX && t[2] == '}') {

@@ -35,37 +35,37 @@ _Static_assert(RECEIPT_NUMBER_BYTES >= 1 + 19 + 6 * 2 + 1 + 1,
 
 /* Every text a till or member receipt shows. Each has one template per locale. */
 typedef enum receipt_msg {
-    MSG_EARN = 0,           /* {0} points {1} bonus detail {2} balance */
-    MSG_EARN_BONUS,         /* {0} base {1} bonus {2} ", TIER" or "" */
-    MSG_EARN_UNCLAIMED,     /* {0} points {1} bonus detail */
-    MSG_EARN_PENDING,       /* {0} points {1} bonus detail {2} balance */
-    MSG_BURN,               /* {0} points {1} balance */
-    MSG_BURN_PARTIAL,       /* {0} points {1} requested {2} balance */
-    MSG_BALANCE,            /* {0} balance */
-    MSG_BALANCE_SPLIT,      /* {0} balance {1} available {2} pending */
-    MSG_CARD_UNCLAIMED,     /* {0} points {1} masked card */
-    MSG_REFUND_EARN,        /* {0} original txn {1} points {2} balance */
-    MSG_REFUND_BURN,        /* the same */
-    MSG_VOID_EARN,          /* the same */
-    MSG_VOID_BURN,          /* the same */
-    MSG_ENROLL,             /* {0} member */
-    MSG_REVERSAL_AHEAD,     /* {0} "void" or "refund" {1} original txn */
-    MSG_REVERSED_SINCE,     /* {0} the original text */
-    MSG_DECLINED,           /* {0} two-digit code {1} reason */
-    MSG_R_UNKNOWN_MEMBER,   /* {0} member */
-    MSG_R_FROZEN,           /* {0} member */
-    MSG_R_INSUFFICIENT,     /* {0} balance {1} requested */
+    MSG_EARN = 0,            /* {0} points {1} bonus detail {2} balance */
+    MSG_EARN_BONUS,          /* {0} base {1} bonus {2} ", TIER" or "" */
+    MSG_EARN_UNCLAIMED,      /* {0} points {1} bonus detail */
+    MSG_EARN_PENDING,        /* {0} points {1} bonus detail {2} balance */
+    MSG_BURN,                /* {0} points {1} balance */
+    MSG_BURN_PARTIAL,        /* {0} points {1} requested {2} balance */
+    MSG_BALANCE,             /* {0} balance */
+    MSG_BALANCE_SPLIT,       /* {0} balance {1} available {2} pending */
+    MSG_CARD_UNCLAIMED,      /* {0} points {1} masked card */
+    MSG_REFUND_EARN,         /* {0} original txn {1} points {2} balance */
+    MSG_REFUND_BURN,         /* the same */
+    MSG_VOID_EARN,           /* the same */
+    MSG_VOID_BURN,           /* the same */
+    MSG_ENROLL,              /* {0} member */
+    MSG_REVERSAL_AHEAD,      /* {0} "void" or "refund" {1} original txn */
+    MSG_REVERSED_SINCE,      /* {0} the original text */
+    MSG_DECLINED,            /* {0} two-digit code {1} reason */
+    MSG_R_UNKNOWN_MEMBER,    /* {0} member */
+    MSG_R_FROZEN,            /* {0} member */
+    MSG_R_INSUFFICIENT,      /* {0} balance {1} requested */
     MSG_R_INSUFFICIENT_PEND, /* {0} available {1} pending {2} requested */
-    MSG_R_NOT_FOUND,        /* {0} original txn */
-    MSG_R_ALREADY_REVERSED, /* {0} original txn {1} ledger seq */
-    MSG_R_VOIDED,           /* {0} original txn */
-    MSG_R_FULLY_REFUNDED,   /* {0} original txn */
-    MSG_R_ENROLLED,         /* {0} member */
-    MSG_R_REFUND_MONEY,     /* {0} amount {1} currency {2} amount left {3} currency */
-    MSG_R_REFUND_POINTS,    /* {0} points {1} points left */
-    MSG_R_REVERSED_BEFORE,  /* {0} txn {1} ledger seq */
-    MSG_R_DUPLICATE,        /* {0} txn */
-    RECEIPT_MSGS            /* the count */
+    MSG_R_NOT_FOUND,         /* {0} original txn */
+    MSG_R_ALREADY_REVERSED,  /* {0} original txn {1} ledger seq */
+    MSG_R_VOIDED,            /* {0} original txn */
+    MSG_R_FULLY_REFUNDED,    /* {0} original txn */
+    MSG_R_ENROLLED,          /* {0} member */
+    MSG_R_REFUND_MONEY,      /* {0} amount {1} currency {2} amount left {3} currency */
+    MSG_R_REFUND_POINTS,     /* {0} points {1} points left */
+    MSG_R_REVERSED_BEFORE,   /* {0} txn {1} ledger seq */
+    MSG_R_DUPLICATE,         /* {0} txn */
+    RECEIPT_MSGS             /* the count */
 } receipt_msg_t;
 
 /* The locale of a code: "" is English; CL_ERR_INVALID for a code not in the catalogue. */
