@@ -269,8 +269,8 @@ static int earn_moves(ledger_t *self, MDB_txn *txn, const char *partner, const c
 static void earn_text(decision_t *d, const char *who)
 {
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], base[AMOUNT_TEXT_BYTES],
-        extra[AMOUNT_TEXT_BYTES], tier[TIER_NAME_LEN_MAX + 3] = "",
-                                                           bonus[RECEIPT_TEXT_BYTES_MAX] = "";
+        extra[AMOUNT_TEXT_BYTES];
+    char tier[TIER_NAME_LEN_MAX + 3] = "", bonus[RECEIPT_TEXT_BYTES_MAX] = "";
     rules_points_text(d, d->points, pts);
     rules_points_text(d, d->balance, bal);
     if (d->bonus_total > 0) {

@@ -96,7 +96,7 @@ typedef struct settle_contract {
     int64_t issue_price_per_mille, reimburse_per_mille, fee_minor, net_cap_minor;
     int funding; /* COALITION__FUNDING__FUNDING_* */
     uint64_t created_seq;
-    int64_t return_period_seconds;          /* earns here are pending this long (0: none) */
+    int64_t return_period_seconds; /* earns here are pending this long (0: none) */
     char locale[RECEIPT_LOCALE_CODE_BYTES]; /* its tills' receipt language ("": en) */
 } settle_contract_t;
 

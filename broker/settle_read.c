@@ -134,14 +134,15 @@ int ledger_window_counters(ledger_t *self, uint64_t window_id, const char *after
                            settle_partner_row_t *rows, size_t max, size_t *count_out)
 {
     assert(max > 0);
-    struct read_rows r = {window_id, after != NULL && after[0] != '\0' ? after : NULL, rows, max, 0,
-                          NULL};
+    struct read_rows r = {window_id, after != NULL && after[0] != '\0' ? after : NULL,
+                          rows, max, 0, NULL};
     int rc = ledger_with_reader(self, counters_in, &r);
     *count_out = r.count;
     return rc;
 }
 
-static void contract_from(const char *partner, const Coalition__Contract *c, settle_contract_t *out)
+static void contract_from(const char *partner, const Coalition__Contract *c,
+                          settle_contract_t *out)
 {
     memset(out, 0, sizeof *out);
     snprintf(out->partner_id, sizeof out->partner_id, "%s", partner);

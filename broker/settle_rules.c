@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+
 void settle_time_text(int64_t ms, char buf[SETTLE_TIME_TEXT_BYTES])
 {
     time_t secs = (time_t)(ms / 1000);
@@ -57,8 +58,7 @@ int rules_contract_set(ledger_t *self, MDB_txn *txn, decision_t *d,
     if (!same_currency) {
         rules_decline(d, RC_INVALID_AMOUNT,
                       "%s settles in its first contract's currency; a new currency needs a new "
-                      "partner",
-                      r->partner_id);
+                      "partner", r->partner_id);
         return CL_OK;
     }
     Coalition__Contract *same = NULL;
@@ -116,8 +116,7 @@ int rules_partner_topup(ledger_t *self, MDB_txn *txn, decision_t *d,
         rules_decline(d, RC_EXCEEDS_LIMIT, "the prepaid block would pass %lld points",
                       (long long)POINTS_MAX);
     if (rc == CL_OK && d->code == RC_APPROVED) {
-        assert(remaining + r->points <= POINTS_MAX &&
-               c->funding == COALITION__FUNDING__FUNDING_PREPAID);
+        assert(remaining + r->points <= POINTS_MAX && c->funding == COALITION__FUNDING__FUNDING_PREPAID);
         d->settle.priced = true;
         d->settle.partner = r->partner_id;
         d->settle.contract_from_ms = c->from_ms;
@@ -162,8 +161,8 @@ int settle_one_currency(ledger_t *self, MDB_txn *txn, const char *extra, bool *o
 {
     struct currency_walk w = {NULL, "", false};
     int rc = store_walk(txn, self->db_partners, NULL, note_currency, &w);
-    *one_out = rc == CL_OK && !w.mixed &&
-               (extra == NULL || w.first == NULL || strcmp(w.first, extra) == 0);
+    *one_out = rc == CL_OK && !w.mixed && (extra == NULL || w.first == NULL ||
+                                           strcmp(w.first, extra) == 0);
     return rc;
 }
 
@@ -227,7 +226,8 @@ static int advance_oldest(ledger_t *self, MDB_txn *txn)
 {
     Coalition__SettlementState *s = NULL;
     int rc = settle_get_state(self, txn, &s);
-    while (rc == CL_OK && s->oldest_unclosed_id != 0 && s->oldest_unclosed_id < s->open_window_id) {
+    while (rc == CL_OK && s->oldest_unclosed_id != 0 &&
+           s->oldest_unclosed_id < s->open_window_id) {
         Coalition__WindowRecord *w = NULL;
         rc = settle_get_window(self, txn, s->oldest_unclosed_id, &w);
         bool closed = rc == CL_OK && w->state == COALITION__WINDOW_STATE__WINDOW_CLOSED;
@@ -257,9 +257,8 @@ static int closable(ledger_t *self, MDB_txn *txn, decision_t *d,
     if (rc != CL_OK)
         return rc;
     if ((*w)->state == COALITION__WINDOW_STATE__WINDOW_CLOSED) {
-        rules_decline(d, RC_INVALID_TRANSACTION,
-                      "window %" PRIu64 " is already closed (seq %" PRIu64 ")", id,
-                      (*w)->close_seq);
+        rules_decline(d, RC_INVALID_TRANSACTION, "window %" PRIu64 " is already closed (seq %" PRIu64 ")",
+                      id, (*w)->close_seq);
         return CL_OK;
     }
     if ((*w)->state != COALITION__WINDOW_STATE__WINDOW_OPEN)
@@ -350,8 +349,8 @@ static int close_due(ledger_t *self, uint64_t id, int64_t now_ms)
     env.window_close = &body;
     char text[RECEIPT_TEXT_BYTES_MAX];
     int code = RC_APPROVED;
-    int rc =
-        ledger_apply_own(self, &env, "settlement", txn_id, now_ms, &code, text, sizeof text, NULL);
+    int rc = ledger_apply_own(self, &env, "settlement", txn_id, now_ms, &code, text, sizeof text,
+                              NULL);
     if (rc == CL_OK)
         log_info("settlement: %s", text);
     return rc;
