@@ -485,6 +485,8 @@ static void reply_from_decision(const ledger_t *self, authorization_t *auth, con
     assert((seq > 0) == ((d->code == RC_APPROVED || d->code == RC_PARTIAL) && auth_code[0] != 0));
     wire_auth_decline(auth, env, d->code, d->text);
     wire_auth_echo(auth, env, hash);
+    if (d->locale != RECEIPT_EN)
+        auth->locale = (char *)receipt_locale_code(d->locale);
     auth->member_id = d->member_id;
     auth->points = d->points;
     auth->balance = d->balance;
@@ -571,6 +573,8 @@ static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         authorization_t auth;
         wire_auth_decline(&auth, env, code, text);
         wire_auth_echo(&auth, env, hash);
+        if (locale != RECEIPT_EN)
+            auth.locale = (char *)receipt_locale_code(locale);
         return reply_pack(&auth, reply_out, len_out);
     }
     authorization_t *orig = wire_auth_decode(idem->reply.data, idem->reply.len);

@@ -65,7 +65,14 @@ typedef enum receipt_msg {
     MSG_R_REFUND_POINTS,     /* {0} points {1} points left */
     MSG_R_REVERSED_BEFORE,   /* {0} txn {1} ledger seq */
     MSG_R_DUPLICATE,         /* {0} txn */
-    RECEIPT_MSGS             /* the count */
+    /* The agent's own texts, when the broker cannot answer in time. */
+    MSG_AGENT_OFFLINE,      /* {0} cause */
+    MSG_AGENT_PENDING_CARD, /* {0} cause */
+    MSG_AGENT_NOT_APPLIED,  /* {0} cause {1} MSG_AGENT_CARD_ONLINE or "" (a 91's reason) */
+    MSG_AGENT_CARD_ONLINE,  /* (no arguments) */
+    MSG_CAUSE_UNREACHABLE,  /* (no arguments) */
+    MSG_CAUSE_KEY_REFUSED,  /* (no arguments) */
+    RECEIPT_MSGS            /* the count */
 } receipt_msg_t;
 
 /* The locale of a code: "" is English; CL_ERR_INVALID for a code not in the catalogue. */

@@ -22,6 +22,7 @@
 #include "expect.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,30 @@ static void test_agents_localized(void **state)
     rc = world_ctl(w, out, sizeof out, "verify", NULL);
     if (rc != 0)
         fail_msg("coalitionctl verify: expected exit 0, got %d: %s", rc, out);
+}
+
+/* The broker away: the agents write their own texts in the language their latest answer
+ * named (fuel ro, grocer el). */
+static void test_agent_texts_offline(void **state)
+{
+    world_t *w = *state;
+    cpos_t *fuel = till(w, 0), *grocer = till(w, 1);
+    cpos_result_t r;
+    int rc = cpos_earn(fuel, "e1", "alice", 1000, "EUR", &r);
+    expect_till("ro earn", rc, &r, RC_APPROVED, "Puncte câștigate: 20. Sold: 20");
+    rc = cpos_balance(grocer, "q1", "alice", &r);
+    expect_till("el balance", rc, &r, RC_APPROVED, "Υπόλοιπο πόντων: 20");
+    EXPECT_EQ("broker stopped", 0, world_stop_broker(w, SIGTERM));
+    rc = cpos_earn(fuel, "e2", "alice", 1000, "EUR", &r);
+    expect_till("ro earn stored offline", rc, &r, RC_UNAVAILABLE,
+                "Salvat offline: sistemul central nu răspunde; va fi trimis la reconectare");
+    EXPECT_TRUE("ro earn offline", r.offline);
+    rc = cpos_burn(grocer, "b1", "alice", 5, false, &r);
+    expect_till("el burn, 91", rc, &r, RC_UNAVAILABLE,
+                "Απορρίφθηκε 91: χωρίς σύνδεση με το κέντρο· καμία καταχώριση");
+    EXPECT_FALSE("el burn not offline", r.offline);
+    cpos_destroy(&fuel);
+    cpos_destroy(&grocer);
 }
 
 /* ---- straight to the broker, as "pharma" (Albanian) ----------------------------------- */
@@ -341,6 +366,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_agents_localized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_texts_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_replay_keeps_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_locale_refused, setup, teardown),
     };

@@ -231,7 +231,18 @@ static void test_localized_examples(void **state)
 }
 
 /* What each message's arguments are, to render it with the worst of each. */
-typedef enum arg_kind { A_NUM, A_ID, A_CUR, A_CARD, A_TIER, A_BONUS, A_CODE, A_TEXT } arg_kind_t;
+typedef enum arg_kind {
+    A_NUM,
+    A_ID,
+    A_CUR,
+    A_CARD,
+    A_TIER,
+    A_BONUS,
+    A_CODE,
+    A_CAUSE,
+    A_NOTE,
+    A_TEXT
+} arg_kind_t;
 
 typedef struct msg_args {
     size_t n;
@@ -269,11 +280,18 @@ static const msg_args_t ARGS[RECEIPT_MSGS] = {
     [MSG_R_REFUND_POINTS] = {2, {A_NUM, A_NUM}},
     [MSG_R_REVERSED_BEFORE] = {2, {A_ID, A_NUM}},
     [MSG_R_DUPLICATE] = {1, {A_ID}},
+    [MSG_AGENT_OFFLINE] = {1, {A_CAUSE}},
+    [MSG_AGENT_PENDING_CARD] = {1, {A_CAUSE}},
+    [MSG_AGENT_NOT_APPLIED] = {2, {A_CAUSE, A_NOTE}},
+    [MSG_AGENT_CARD_ONLINE] = {0, {A_NUM}},
+    [MSG_CAUSE_UNREACHABLE] = {0, {A_NUM}},
+    [MSG_CAUSE_KEY_REFUSED] = {0, {A_NUM}},
 };
 
 typedef struct worst {
     char num[RECEIPT_NUMBER_BYTES], id[TXN_ID_LEN_MAX + 1], card[PAN_MASKED_BYTES];
     char tier[TIER_NAME_LEN_MAX + 3], bonus[RECEIPT_TEXT_BYTES_MAX], text[RECEIPT_TEXT_BYTES_MAX];
+    char cause[RECEIPT_TEXT_BYTES_MAX], note[RECEIPT_TEXT_BYTES_MAX];
 } worst_t;
 
 /* The longest value of each kind in locale l: `number` formatted, ids of id_len bytes. */
@@ -289,6 +307,12 @@ static void worst_args(receipt_locale_t l, int64_t number, size_t id_len, worst_
     w->tier[sizeof w->tier - 1] = '\0';
     const char *b[] = {w->num, w->num, w->tier};
     receipt_render(l, MSG_EARN_BONUS, b, 3, w->bonus, sizeof w->bonus);
+    char unreachable[RECEIPT_TEXT_BYTES_MAX];
+    receipt_render(l, MSG_CAUSE_KEY_REFUSED, NULL, 0, w->cause, sizeof w->cause);
+    receipt_render(l, MSG_CAUSE_UNREACHABLE, NULL, 0, unreachable, sizeof unreachable);
+    if (strlen(unreachable) > strlen(w->cause))
+        memcpy(w->cause, unreachable, sizeof unreachable);
+    receipt_render(l, MSG_AGENT_CARD_ONLINE, NULL, 0, w->note, sizeof w->note);
     memset(w->text, 'X', sizeof w->text - 1); /* a whole receipt text, as quoted by a replay */
     w->text[sizeof w->text - 1] = '\0';
 }
@@ -303,6 +327,8 @@ static const char *arg_of(const worst_t *w, arg_kind_t k)
     case A_TIER: return w->tier;
     case A_BONUS: return w->bonus;
     case A_CODE: return "refund";
+    case A_CAUSE: return w->cause;
+    case A_NOTE: return w->note;
     default: return w->text;
     }
 }
@@ -343,7 +369,6 @@ static void test_every_message_fits(void **state)
     for (int l = 0; l < RECEIPT_LOCALES; l++)
         for (int m = 0; m < RECEIPT_MSGS; m++) {
             receipt_locale_t loc = (receipt_locale_t)l;
-            EXPECT_TRUE("arguments described", ARGS[m].n > 0);
             /* The extremes: cut where need be, always safely (render_checked). */
             worst_args(loc, INT64_MIN, TXN_ID_LEN_MAX, &w);
             cut_int64 += render_checked(loc, (receipt_msg_t)m, &w) >= RECEIPT_TEXT_BYTES_MAX;
@@ -352,7 +377,7 @@ static void test_every_message_fits(void **state)
             /* Ordinary figures: never cut, but for texts that quote a whole other text. */
             worst_args(loc, ORDINARY_POINTS_MAX, ORDINARY_ID_LEN, &w);
             size_t full = render_checked(loc, (receipt_msg_t)m, &w);
-            if (ARGS[m].kind[ARGS[m].n - 1] == A_TEXT)
+            if (ARGS[m].n > 0 && ARGS[m].kind[ARGS[m].n - 1] == A_TEXT)
                 continue;
             if (full >= RECEIPT_TEXT_BYTES_MAX && ++too_long > 0)
                 print_message("%s message %d needs %zu bytes with %lld points and %d-byte ids; a "
@@ -367,6 +392,32 @@ static void test_every_message_fits(void **state)
                   RECEIPT_MSGS, RECEIPT_LOCALES, cut_int64, cut_points_max, longest_ordinary,
                   RECEIPT_TEXT_BYTES_MAX - 1);
     EXPECT_EQ("messages cut with ordinary figures", 0, too_long);
+}
+
+/* The agent's 91, "Declined 91: <cause>; nothing applied (card note)", whole in every
+ * locale with the longer cause; English as the agent always wrote it. */
+static void test_agent_unavailable_fits(void **state)
+{
+    (void)state;
+    for (int l = 0; l < RECEIPT_LOCALES; l++) {
+        worst_t w;
+        worst_args((receipt_locale_t)l, 0, 0, &w);
+        char reason[RECEIPT_TEXT_BYTES_MAX], text[RECEIPT_TEXT_BYTES_MAX];
+        const char *args[] = {w.cause, w.note};
+        receipt_render((receipt_locale_t)l, MSG_AGENT_NOT_APPLIED, args, 2, reason, sizeof reason);
+        const char *d[] = {"91", reason};
+        size_t full = receipt_render((receipt_locale_t)l, MSG_DECLINED, d, 2, text, sizeof text);
+        if (full >= RECEIPT_TEXT_BYTES_MAX)
+            fail_msg("%s 91 needs %zu bytes: %s", receipt_locale_code((receipt_locale_t)l), full,
+                     text);
+        EXPECT_TRUE("valid UTF-8", receipt_utf8_valid(text, strlen(text)));
+        if (l == RECEIPT_EN)
+            EXPECT_STR("en 91",
+                       "Declined 91: the clearinghouse refused this agent's key (ask "
+                       "the operator); nothing applied (card-linked earns are not "
+                       "taken offline)",
+                       text);
+    }
 }
 
 static void test_utf8_cut(void **state)
@@ -412,11 +463,17 @@ static void test_utf8_valid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_format_int),         cmocka_unit_test(test_english_points_unchanged),
-        cmocka_unit_test(test_format_money),       cmocka_unit_test(test_locale_codes),
-        cmocka_unit_test(test_catalogue_complete), cmocka_unit_test(test_english_bytes),
-        cmocka_unit_test(test_localized_examples), cmocka_unit_test(test_every_message_fits),
-        cmocka_unit_test(test_utf8_cut),           cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_format_int),
+        cmocka_unit_test(test_english_points_unchanged),
+        cmocka_unit_test(test_format_money),
+        cmocka_unit_test(test_locale_codes),
+        cmocka_unit_test(test_catalogue_complete),
+        cmocka_unit_test(test_english_bytes),
+        cmocka_unit_test(test_localized_examples),
+        cmocka_unit_test(test_every_message_fits),
+        cmocka_unit_test(test_agent_unavailable_fits),
+        cmocka_unit_test(test_utf8_cut),
+        cmocka_unit_test(test_utf8_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
