@@ -18,6 +18,7 @@
 #define HARNESS_STOP_TIMEOUT_MS 15000
 
 #define HARNESS_SITE_BYTES 33
+#define HARNESS_AGENT_EXTRA_ARGS_MAX 8
 
 typedef struct proc {
     pid_t pid;   /* 0 when not running */
@@ -48,6 +49,8 @@ typedef struct world {
     int till_wait_ms; /* passed to agents; default 1000 */
     int retry_ms;     /* passed to agents; default 500 */
     int heartbeat_ms; /* passed to agents when > 0; default 0 (the agent's own) */
+    /* More options for every agent started (NULL-terminated; at most the bound). */
+    const char *agent_args[HARNESS_AGENT_EXTRA_ARGS_MAX + 1];
 } world_t;
 
 /* Make a temp dir, init a ledger, pick a port. Does not start anything. */
