@@ -362,6 +362,39 @@ static void test_unknown_locale_refused(void **state)
     cpos_destroy(&fuel);
 }
 
+/* The HTTP API carries the Greek text as UTF-8 JSON; Python's standard library reads it. */
+static const char HTTP_EARN_PY[] =
+    "import json, sys, urllib.request\n"
+    "req = urllib.request.Request(sys.argv[1] + '/v1/earn', method='POST',\n"
+    "    data=json.dumps({'member': 'alice', 'amount': 150000}).encode(),\n"
+    "    headers={'Content-Type': 'application/json', 'Idempotency-Key': 'h1'})\n"
+    "reply = json.load(urllib.request.urlopen(req, timeout=10))\n"
+    "sys.stdout.buffer.write((reply['code'] + '|' + reply['text']).encode('utf-8'))\n";
+
+static void test_http_reply_in_greek(void **state)
+{
+    (void)state;
+    world_t w = {0};
+    world_init(&w);
+    char address[64], base[96], out[OUT_BYTES];
+    int port = harness_free_port();
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    w.agent_args[0] = "--http";
+    w.agent_args[1] = address;
+    world_start_broker(&w);
+    ctl_ok(&w, "partner add grocer (el)", "partner", "add", "grocer", "--earn-rate", "1",
+           "--locale", "el");
+    ctl_ok(&w, "member add alice", "member", "add", "alice", NULL, NULL, NULL, NULL);
+    world_start_agent(&w, "grocer");
+    char *argv[] = {"/usr/bin/env", "python3", "-c", (char *)HTTP_EARN_PY, base, NULL};
+    int rc = harness_run(argv, out, sizeof out);
+    if (rc != 0)
+        fail_msg("python3 POST /v1/earn: expected exit 0, got %d: %s", rc, out);
+    EXPECT_STR("HTTP earn: code and text", "00|Νέοι πόντοι: 1.500. Υπόλοιπο: 1.500", out);
+    world_destroy(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_agent_texts_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_replay_keeps_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_locale_refused, setup, teardown),
+        cmocka_unit_test(test_http_reply_in_greek),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
