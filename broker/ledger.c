@@ -568,10 +568,11 @@ static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0 || !same_cards(cards, idem)) {
         /* Under a tombstone any other request is still the one reversed ahead: 12. */
         int code = idem->tombstone ? RC_INVALID_TRANSACTION : RC_DUPLICATE_KEY;
-        reversed_ahead_text(locale, env->txn_id, idem->tombstone_seq, text, sizeof text);
-        if (!idem->tombstone)
-            rules_decline_text(locale, code, MSG_R_DUPLICATE, (const char *const *)&env->txn_id, 1,
-                               text, sizeof text);
+        const char *txn_id = env->txn_id;
+        if (idem->tombstone)
+            reversed_ahead_text(locale, txn_id, idem->tombstone_seq, text, sizeof text);
+        else
+            rules_decline_text(locale, code, MSG_R_DUPLICATE, &txn_id, 1, text, sizeof text);
         authorization_t auth;
         wire_auth_decline(&auth, env, code, text);
         wire_auth_echo(&auth, env, hash);

@@ -14,8 +14,8 @@
 #include "log.h"
 #include "monitor.h"
 #include "outbox.h"
-#include "receipt.h"
 #include "pending.h"
+#include "receipt.h"
 #include "router.h"
 #include "shutdown.h"
 #include "till_check.h"
@@ -196,8 +196,8 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
     authorization_t auth;
     char text[RECEIPT_TEXT_BYTES_MAX], cause[RECEIPT_TEXT_BYTES_MAX],
         reason[RECEIPT_TEXT_BYTES_MAX], card[RECEIPT_TEXT_BYTES_MAX] = "";
-    receipt_render(a->locale, a->key_refused ? MSG_CAUSE_KEY_REFUSED : MSG_CAUSE_UNREACHABLE,
-                   NULL, 0, cause, sizeof cause);
+    receipt_render(a->locale, a->key_refused ? MSG_CAUSE_KEY_REFUSED : MSG_CAUSE_UNREACHABLE, NULL,
+                   0, cause, sizeof cause);
     const char *args[] = {cause, card}, *declined[] = {"91", reason};
     if (pending_stored_offline(p) && p->by_card) {
         receipt_render(a->locale, MSG_AGENT_PENDING_CARD, args, 1, text, sizeof text);
