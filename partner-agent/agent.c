@@ -17,6 +17,7 @@
 #include "pending.h"
 #include "receipt.h"
 #include "router.h"
+#include "service.h"
 #include "shutdown.h"
 #include "till_check.h"
 #include "wire.h"
@@ -1223,9 +1224,14 @@ int agent_run(const agent_options_t *opts, int stop_fd)
         rc = load_outbox(&a);
     if (rc == CL_OK)
         rc = open_sockets(&a);
-    if (rc == CL_OK)
+    if (rc == CL_OK) { /* the till socket is bound: tills can be served, online or not */
         log_info("ready: partner %s site %s, tills on %s, broker %s", opts->partner_id,
                  opts->site_id, opts->listen_endpoint, opts->broker_endpoint);
+        service_ready("partner %s site %s: tills on %s", opts->partner_id, opts->site_id,
+                      opts->listen_endpoint);
+    }
+    service_watchdog_t watchdog;
+    service_watchdog_init(&watchdog);
     bool stop = false;
     while (rc == CL_OK && !stop) {
         short intake = a.pending_count < AGENT_PENDING_MAX ? ZMQ_POLLIN : 0;
@@ -1248,12 +1254,15 @@ int agent_run(const agent_options_t *opts, int stop_fd)
         run_timers(&a, now);
         send_ready(&a, now);
         prune_journal(&a, now);
+        service_watchdog_tick(&watchdog, now, true);
         /* Every held request is under its key; the window bounds what is in flight. */
         assert(a.pending_count == pending_map_count(a.by_txn));
         assert(a.in_flight <= (size_t)opts->window && a.in_flight <= a.pending_count);
         assert(pending_heap_count(a.timers) <= a.pending_count && a.op_count == 0);
         stop = (items[2].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd);
     }
+    if (stop)
+        service_stopping("stopping: %zu request(s) kept in the outbox", a.pending_count);
     close_agent(&a);
     return rc;
 }
