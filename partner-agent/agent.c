@@ -15,6 +15,7 @@
 #include "monitor.h"
 #include "outbox.h"
 #include "pending.h"
+#include "receipt.h"
 #include "router.h"
 #include "service.h"
 #include "shutdown.h"
@@ -77,6 +78,7 @@ typedef struct agent {
     log_every_t log_write, log_match, log_retry, log_refused, log_dropped;
     void *monitor;    /* handshake events of the broker connection */
     bool key_refused; /* the broker's ZAP refused this agent's key at the last handshake */
+    receipt_locale_t locale; /* of the texts the agent writes: its latest answer's (en) */
 } agent_t;
 
 static pending_t *reversal_of(agent_t *a, const pending_t *burn);
@@ -193,25 +195,29 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
 {
     envelope_t *env = wire_envelope_decode(p->envelope, p->envelope_len);
     authorization_t auth;
-    char text[RECEIPT_TEXT_BYTES_MAX];
-    const char *cause = a->key_refused ? "the clearinghouse refused this agent's key (ask the "
-                                         "operator)"
-                                       : "the clearinghouse is unreachable";
+    char text[RECEIPT_TEXT_BYTES_MAX], cause[RECEIPT_TEXT_BYTES_MAX],
+        reason[RECEIPT_TEXT_BYTES_MAX], card[RECEIPT_TEXT_BYTES_MAX] = "";
+    receipt_render(a->locale, a->key_refused ? MSG_CAUSE_KEY_REFUSED : MSG_CAUSE_UNREACHABLE, NULL,
+                   0, cause, sizeof cause);
+    const char *args[] = {cause, card}, *declined[] = {"91", reason};
     if (pending_stored_offline(p) && p->by_card) {
-        snprintf(text, sizeof text,
-                 "Pending: sent, but %s; ask again with the same txn id for the outcome", cause);
+        receipt_render(a->locale, MSG_AGENT_PENDING_CARD, args, 1, text, sizeof text);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.pending = true;
     } else if (pending_stored_offline(p)) {
-        snprintf(text, sizeof text, "Stored offline: %s; it will be sent when it is back", cause);
+        receipt_render(a->locale, MSG_AGENT_OFFLINE, args, 1, text, sizeof text);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.offline = true;
         auth.pending = true;
     } else {
-        snprintf(text, sizeof text, "Declined 91: %s; nothing applied%s", cause,
-                 p->by_card ? " (card-linked earns are not taken offline)" : "");
+        if (p->by_card)
+            receipt_render(a->locale, MSG_AGENT_CARD_ONLINE, NULL, 0, card, sizeof card);
+        receipt_render(a->locale, MSG_AGENT_NOT_APPLIED, args, 2, reason, sizeof reason);
+        receipt_render(a->locale, MSG_DECLINED, declined, 2, text, sizeof text);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
     }
+    if (a->locale != RECEIPT_EN)
+        auth.locale = (char *)receipt_locale_code(a->locale);
     router_reply_auth(a->tills, &w->till, &auth);
     wire_envelope_free(env);
 }
@@ -826,6 +832,19 @@ static bool answer_is_final(int code)
     return code != RC_SYSTEM_ERROR && code != RC_UNAVAILABLE && code != RC_NOT_PERMITTED;
 }
 
+/* The language of the partner's receipts, from an answer of the broker's rules: one that
+ * names it, or a journaled one (seq > 0) that does not (English). Declines of the broker's
+ * front end (format, rate) name none and teach nothing. */
+static void learn_locale(agent_t *a, const authorization_t *auth)
+{
+    receipt_locale_t l = RECEIPT_EN;
+    if (auth->locale[0] == '\0' && auth->seq == 0)
+        return;
+    if (receipt_locale_parse(auth->locale, &l) == CL_OK)
+        a->locale = l;
+    assert(a->locale >= RECEIPT_EN && a->locale < RECEIPT_LOCALES);
+}
+
 /* Read one reply; true when it answers a pending request (kept in ans->msg). An answer
  * that is not final is noted in `errors` (txn id and code) and handled once this pass's
  * answers are written. */
@@ -839,6 +858,8 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     if (*more && auth == NULL)
         log_warn("dropped an unreadable reply from the broker");
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
+    if (ans->p != NULL)
+        learn_locale(a, auth);
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
     if (ans->p != NULL && auth->code == RC_NOT_PERMITTED) {
