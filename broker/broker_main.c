@@ -1,6 +1,7 @@
 /* coalition-broker: the only writer of the ledger. Parses options, opens the ledger
  * (taking its directory's writer lock), runs the I/O thread (which starts the writer)
  * until SIGTERM or SIGINT. */
+#include "broker_metrics.h"
 #include "errors.h"
 #include "frontend.h"
 #include "keys.h"
@@ -50,13 +51,15 @@ static void usage(FILE *out)
             "                        'coalitionctl init'); without it card numbers get 12\n"
             "      --expire-at HH:MM the daily points expiry run, UTC (default 03:00; at\n"
             "                        start-up when that time has passed today); off: none\n"
+            "      --metrics HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics (default\n"
+            "                        %s; off: none). Another address is served as given\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
             DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, PEERS_DEFAULT,
-            FRONTEND_MEMORY_MAX_DEFAULT >> 20, STORE_LOCK_FILE);
+            FRONTEND_MEMORY_MAX_DEFAULT >> 20, BROKER_METRICS_DEFAULT, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -170,6 +173,7 @@ int main(int argc, char **argv)
                                              {"max-connections", required_argument, NULL, 'C'},
                                              {"card-key", required_argument, NULL, 'K'},
                                              {"expire-at", required_argument, NULL, 'E'},
+                                             {"metrics", required_argument, NULL, 'm'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
@@ -180,7 +184,7 @@ int main(int argc, char **argv)
                                PEERS_DEFAULT,
                                NULL,
                                WRITER_EXPIRE_AT_DEFAULT};
-    const char *key_path = NULL, *card_key_path = NULL;
+    const char *key_path = NULL, *card_key_path = NULL, *metrics_spec = NULL;
     bool insecure = false;
     log_level_t level = LOG_INFO;
     int c;
@@ -195,6 +199,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'I': insecure = true; break;
+        case 'm': metrics_spec = optarg; break;
         case 'C': {
             char *end = NULL;
             unsigned long long n = strtoull(optarg, &end, 10);
@@ -231,6 +236,13 @@ int main(int argc, char **argv)
     }
     if (optind != argc) {
         fprintf(stderr, "coalition-broker: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    metrics_http_addr_t metrics_addr;
+    char metrics_why[METRICS_HTTP_SPEC_BYTES_MAX];
+    if (metrics_http_parse(metrics_spec != NULL ? metrics_spec : BROKER_METRICS_DEFAULT,
+                           &metrics_addr, metrics_why, sizeof metrics_why) != CL_OK) {
+        fprintf(stderr, "coalition-broker: --metrics %s: %s\n", metrics_spec, metrics_why);
         return 2;
     }
     log_init("coalition-broker", level);
@@ -280,12 +292,14 @@ int main(int argc, char **argv)
         return 1;
     }
     int stop_fd = shutdown_fd_open();
-    if (stop_fd < 0) {
-        log_error("cannot set up signal handling");
+    if (stop_fd < 0 || broker_metrics_start(&metrics_addr, metrics_spec != NULL) != CL_OK) {
+        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
         ledger_destroy(&ledger);
         return 1;
     }
+    broker_metrics_ledger(ledger);
     rc = frontend_run(ledger, &opts, stop_fd);
+    broker_metrics_stop();
     pan_clear(&card_keys, sizeof card_keys);
     uint64_t seq = ledger_last_seq(ledger);
     ledger_destroy(&ledger);
