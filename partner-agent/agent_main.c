@@ -3,6 +3,7 @@
  * export command a settlement window's records for reconciliation. */
 #include "agent.h"
 #include "agent_export.h"
+#include "agent_metrics.h"
 #include "card.h"
 #include "errors.h"
 #include "json.h"
@@ -52,6 +53,9 @@ static void usage(FILE *out)
             "      --journal-days N    keep received authorizations N days (default: %d)\n"
             "      --journal           print the local journal (JSON lines) and exit\n"
             "      --outbox            print requests not yet answered (JSON lines) and exit\n"
+            "      --metrics HOST:PORT Prometheus metrics on http://HOST:PORT/metrics, e.g.\n"
+            "                          " AGENT_METRICS_SUGGESTED " (default: " AGENT_METRICS_DEFAULT
+            ")\n"
             "      --log-level LVL     debug, info, warn or error (default: info)\n"
             "  -h, --help              this text\n",
             AGENT_SITE_DEFAULT, DEFAULT_BROKER, POS_SOCKET_NAME, AGENT_TILL_WAIT_MS_DEFAULT,
@@ -201,7 +205,8 @@ int main(int argc, char **argv)
         OPT_OUTBOX,
         OPT_LOG,
         OPT_JOURNAL_DAYS,
-        OPT_INSECURE
+        OPT_INSECURE,
+        OPT_METRICS
     };
     static const struct option longopts[] = {
         {"partner", required_argument, NULL, 'p'},
@@ -220,6 +225,7 @@ int main(int argc, char **argv)
         {"key", required_argument, NULL, 'k'},
         {"broker-key", required_argument, NULL, 'K'},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"metrics", required_argument, NULL, OPT_METRICS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     agent_options_t o = {NULL,
@@ -234,7 +240,7 @@ int main(int argc, char **argv)
                          AGENT_JOURNAL_DAYS_DEFAULT,
                          NULL,
                          NULL};
-    const char *key_path = NULL, *broker_key_path = NULL;
+    const char *key_path = NULL, *broker_key_path = NULL, *metrics_spec = AGENT_METRICS_DEFAULT;
     bool insecure = false;
     int report = 0, bad = 0, c;
     log_level_t level = LOG_INFO;
@@ -244,6 +250,7 @@ int main(int argc, char **argv)
         case 'k': key_path = optarg; break;
         case 'K': broker_key_path = optarg; break;
         case OPT_INSECURE: insecure = true; break;
+        case OPT_METRICS: metrics_spec = optarg; break;
         case 'p': o.partner_id = optarg; break;
         case 's': o.site_id = optarg; break;
         case 'b': o.broker_endpoint = optarg; break;
@@ -296,6 +303,12 @@ int main(int argc, char **argv)
         snprintf(listen_buf, sizeof listen_buf, "ipc://%s/%s", o.data_dir, POS_SOCKET_NAME);
         o.listen_endpoint = listen_buf;
     }
+    metrics_http_addr_t metrics_addr;
+    char metrics_why[METRICS_HTTP_SPEC_BYTES_MAX];
+    if (metrics_http_parse(metrics_spec, &metrics_addr, metrics_why, sizeof metrics_why) != CL_OK) {
+        fprintf(stderr, "coalition-agent: --metrics %s: %s\n", metrics_spec, metrics_why);
+        return 2;
+    }
     log_init("coalition-agent", level);
     pan_protect_process(); /* card numbers in flight live in this process */
     umask(077);
@@ -306,11 +319,12 @@ int main(int argc, char **argv)
     o.key = insecure ? NULL : &key;
     o.broker_public_z85 = insecure ? NULL : broker_public;
     int stop_fd = shutdown_fd_open();
-    if (stop_fd < 0) {
-        log_error("cannot set up signal handling");
+    if (stop_fd < 0 || agent_metrics_start(&metrics_addr) != CL_OK) {
+        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
         return 1;
     }
     int rc = agent_run(&o, stop_fd);
+    agent_metrics_stop();
     if (rc != CL_OK) {
         log_error("stopped on error: %s", cl_strerror(rc));
         return 1;

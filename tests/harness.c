@@ -22,7 +22,7 @@
 #include <zmq.h>
 
 #define ARGS_MAX 32
-#define AGENT_ARGS_MAX 24
+#define AGENT_ARGS_MAX 28
 #define KEY_PATHS_MAX 16
 #define POLL_STEP_MS 20
 
@@ -217,8 +217,9 @@ void world_destroy(world_t *w)
 
 void world_start_broker(world_t *w)
 {
-    char memory[16];
+    char memory[16], metrics[32];
     snprintf(memory, sizeof memory, "%d", w->broker_memory_max_mb);
+    snprintf(metrics, sizeof metrics, "127.0.0.1:%d", w->broker_metrics_port);
     char *argv[ARGS_MAX] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind",
                             w->broker_endpoint};
     size_t n = 5;
@@ -232,6 +233,8 @@ void world_start_broker(world_t *w)
         argv[n++] = "--expire-at";
         argv[n++] = (char *)w->broker_expire_at;
     }
+    argv[n++] = "--metrics"; /* off unless asked: tests run side by side */
+    argv[n++] = w->broker_metrics_port > 0 ? metrics : "off";
     argv[n] = NULL;
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;
@@ -244,7 +247,7 @@ int world_stop_broker(world_t *w, int signo) { return harness_stop(&w->broker, s
 
 static void spawn_agent(world_t *w, agent_proc_t *a)
 {
-    char wait_ms[16], retry_ms[16], heartbeat_ms[16];
+    char wait_ms[16], retry_ms[16], heartbeat_ms[16], metrics[32];
     snprintf(wait_ms, sizeof wait_ms, "%d", w->till_wait_ms);
     snprintf(retry_ms, sizeof retry_ms, "%d", w->retry_ms);
     snprintf(heartbeat_ms, sizeof heartbeat_ms, "%d", w->heartbeat_ms);
@@ -278,6 +281,13 @@ static void spawn_agent(world_t *w, agent_proc_t *a)
     if (w->heartbeat_ms > 0) {
         argv[n++] = "--heartbeat-ms";
         argv[n++] = heartbeat_ms;
+    }
+    if (w->agent_metrics && a->metrics_port == 0)
+        a->metrics_port = harness_free_port();
+    if (a->metrics_port > 0) {
+        snprintf(metrics, sizeof metrics, "127.0.0.1:%d", a->metrics_port);
+        argv[n++] = "--metrics";
+        argv[n++] = metrics;
     }
     argv[n] = NULL;
     a->proc.pid = harness_spawn(argv, a->proc.log_path);

@@ -31,6 +31,7 @@ typedef struct agent_proc {
     char site_id[HARNESS_SITE_BYTES]; /* "" : no --site, the agent's default */
     char data_dir[HARNESS_PATH_BYTES];
     char endpoint[HARNESS_PATH_BYTES]; /* the till socket */
+    int metrics_port;                  /* > 0: its --metrics 127.0.0.1 port (agent_metrics) */
 } agent_proc_t;
 
 typedef struct world {
@@ -45,9 +46,11 @@ typedef struct world {
     proc_t broker;
     agent_proc_t agents[HARNESS_AGENTS_MAX];
     size_t agent_count;
-    int till_wait_ms; /* passed to agents; default 1000 */
-    int retry_ms;     /* passed to agents; default 500 */
-    int heartbeat_ms; /* passed to agents when > 0; default 0 (the agent's own) */
+    int till_wait_ms;        /* passed to agents; default 1000 */
+    int retry_ms;            /* passed to agents; default 500 */
+    int heartbeat_ms;        /* passed to agents when > 0; default 0 (the agent's own) */
+    int broker_metrics_port; /* > 0: the broker's --metrics 127.0.0.1 port; 0: off */
+    bool agent_metrics;      /* agents get --metrics on a free port each (metrics_port) */
 } world_t;
 
 /* Make a temp dir, init a ledger, pick a port. Does not start anything. */
