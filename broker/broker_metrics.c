@@ -7,7 +7,9 @@
 #include "clock.h"
 #include "errors.h"
 #include "log.h"
+#include "request.h"
 #include "wire.h"
+#include "writer.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -48,6 +50,7 @@ static int render(void *ctx, char **text_out, size_t *len_out)
 static int make_families(broker_metrics_t *m)
 {
     metrics_t *r = m->registry;
+    assert(r != NULL);
     m->partners = metrics_labels(r, "partner", BROKER_METRICS_PARTNERS_MAX, "other");
     m->codes = metrics_labels(r, "code", BROKER_METRICS_CODES_MAX, "other");
     if (m->partners == NULL || m->codes == NULL)
@@ -175,6 +178,8 @@ static void count(size_t partner, int code)
         snprintf(text, sizeof text, "%02d", code);
         c = metrics_label_index(bm->codes, text);
     }
+    assert(partner <= metrics_label_overflow(bm->partners) &&
+           c <= metrics_label_overflow(bm->codes));
     metrics_add(bm->requests, partner, c, 1);
 }
 
@@ -216,6 +221,7 @@ void broker_metrics_round(size_t requests, int64_t round_us)
 {
     if (bm == NULL)
         return;
+    assert(requests <= WRITER_REQUESTS_PER_COMMIT_MAX + BATCH_REQUESTS_MAX);
     metrics_observe(bm->batch, requests);
     metrics_observe(bm->commit, round_us > 0 ? (uint64_t)round_us : 0);
 }

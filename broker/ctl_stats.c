@@ -79,6 +79,7 @@ static int http_get(const metrics_http_addr_t *addr, char **body_out, char *why,
         got = recv(fd, buf + len, STATS_RESPONSE_BYTES_MAX - len, 0);
         len += got > 0 ? (size_t)got : 0;
     }
+    assert(len <= STATS_RESPONSE_BYTES_MAX);
     buf[len] = '\0';
     char *body = strstr(buf, "\r\n\r\n");
     if (got < 0 || len == STATS_RESPONSE_BYTES_MAX || body == NULL ||
@@ -113,6 +114,7 @@ static bool parse_label(const char **p, char *k, char *v)
             s++;
         v[o++] = *s == 'n' && s[-1] == '\\' ? '\n' : *s;
     }
+    assert(o < STATS_VALUE_BYTES);
     v[o] = '\0';
     if (*s != '"')
         return false;
@@ -140,6 +142,7 @@ static bool take_histogram(scrape_t *s, const char *name, const char *k, const c
                              : NULL;
         if (h == NULL)
             continue;
+        assert(h->n <= STATS_BUCKETS_MAX);
         if (i == 0 && strcmp(k, "le") == 0 && h->n < STATS_BUCKETS_MAX) {
             h->le[h->n] = strcmp(v, "+Inf") == 0 ? -1 : strtod(v, NULL);
             h->cum[h->n++] = x;
@@ -239,6 +242,7 @@ static void print_scalar(const scalar_t *sc)
  * exact as the buckets allow); -1 when it is in the +Inf bucket. */
 static double quantile(const histogram_t *h, double q)
 {
+    assert(q > 0 && q <= 1 && h->count > 0);
     double rank = q * h->count;
     for (size_t i = 0; i < h->n; i++) {
         if (h->cum[i] >= rank && h->cum[i] > 0)
@@ -309,6 +313,8 @@ static void print_family(const scrape_t *s, const char *family)
 
 static void print_scrape(const scrape_t *s, const char *from)
 {
+    assert(s->n_scalars <= STATS_SCALARS_MAX && s->n_hists <= STATS_HISTOGRAMS_MAX &&
+           s->n_rows <= STATS_ROWS_MAX);
     printf("Metrics from http://%s%s\n\n", from, METRICS_HTTP_PATH);
     for (size_t i = 0; i < s->n_scalars; i++)
         print_scalar(&s->scalars[i]);

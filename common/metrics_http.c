@@ -110,6 +110,7 @@ static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, char *t
         free(text);
         return MHD_NO;
     }
+    assert(status >= MHD_HTTP_OK && status < 600);
     enum MHD_Result ok = MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (ok == MHD_YES && status == MHD_HTTP_METHOD_NOT_ALLOWED)
         ok = MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
@@ -127,6 +128,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)upload_data;
     (void)con_cls;
     metrics_http_t *self = cls;
+    assert(self != NULL && self->render != NULL && url != NULL && method != NULL);
     *upload_data_size = 0; /* a body is ignored: nothing here takes one */
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     if (!get && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)

@@ -31,6 +31,7 @@ static int render(void *ctx, char **text_out, size_t *len_out)
 static int make_families(agent_metrics_t *m)
 {
     metrics_t *r = m->registry;
+    assert(r != NULL);
     m->types = metrics_labels(r, "type", AGENT_METRICS_TYPES_MAX, "other");
     m->codes = metrics_labels(r, "code", AGENT_METRICS_CODES_MAX, "other");
     if (m->types == NULL || m->codes == NULL)
@@ -110,7 +111,9 @@ void agent_metrics_answer(int kind, int code, bool offline)
         snprintf(text, sizeof text, "%02d", code);
         c = metrics_label_index(am->codes, text);
     }
-    metrics_add(am->requests, metrics_label_index(am->types, type), c, 1);
+    size_t t = metrics_label_index(am->types, type);
+    assert(t <= metrics_label_overflow(am->types) && c <= metrics_label_overflow(am->codes));
+    metrics_add(am->requests, t, c, 1);
     if (offline)
         metrics_add(am->offline, 0, 0, 1);
 }

@@ -66,6 +66,8 @@ static int depth_of(const outbox_t *self, MDB_txn *txn, size_t *count, uint64_t 
     }
     if (mrc != MDB_SUCCESS || k.mv_size != 8)
         return mrc != MDB_SUCCESS ? store_err(mrc) : CL_ERR_CORRUPT;
+    if (st.ms_entries == 0)
+        return CL_ERR_CORRUPT; /* a first record, but no records */
     *count = st.ms_entries;
     uint64_t seq = store_get_u64(k.mv_data);
     if (seq == *first_seq)
