@@ -30,6 +30,7 @@ typedef struct broker_metrics {
     metrics_labels_t *partners, *codes;
     metrics_family_t *requests, *batch, *commit, *fsync, *queue, *connections, *seq, *map_used,
         *map_size, *started;
+    size_t code_slots[BROKER_METRICS_CODES_MAX]; /* label index + 1 of each code, 0: none yet */
 } broker_metrics_t;
 
 static broker_metrics_t *bm;
@@ -170,14 +171,22 @@ int broker_metrics_auth_code(const uint8_t *reply, size_t len)
     return 0;
 }
 
+/* The label index of a code (formatted once: the I/O thread's only). */
+static size_t code_slot(int code)
+{
+    if (code < 0 || code >= BROKER_METRICS_CODES_MAX)
+        return metrics_label_overflow(bm->codes);
+    if (bm->code_slots[code] == 0) {
+        char text[CODE_TEXT_BYTES];
+        snprintf(text, sizeof text, "%02d", code);
+        bm->code_slots[code] = metrics_label_index(bm->codes, text) + 1;
+    }
+    return bm->code_slots[code] - 1;
+}
+
 static void count(size_t partner, int code)
 {
-    char text[CODE_TEXT_BYTES];
-    size_t c = metrics_label_overflow(bm->codes);
-    if (code >= 0 && code < BROKER_METRICS_CODES_MAX) {
-        snprintf(text, sizeof text, "%02d", code);
-        c = metrics_label_index(bm->codes, text);
-    }
+    size_t c = code_slot(code);
     assert(partner <= metrics_label_overflow(bm->partners) &&
            c <= metrics_label_overflow(bm->codes));
     metrics_add(bm->requests, partner, c, 1);

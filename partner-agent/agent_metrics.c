@@ -19,6 +19,7 @@ typedef struct agent_metrics {
     metrics_labels_t *types, *codes;
     metrics_family_t *requests, *offline, *outbox, *oldest, *in_flight, *held, *connected,
         *journal_seq, *started;
+    size_t code_slots[AGENT_METRICS_CODES_MAX]; /* label index + 1 of each code, 0: none yet */
 } agent_metrics_t;
 
 static agent_metrics_t *am;
@@ -105,12 +106,14 @@ void agent_metrics_answer(int kind, int code, bool offline)
     Coalition__Envelope probe = COALITION__ENVELOPE__INIT;
     probe.body_case = (Coalition__Envelope__BodyCase)kind;
     const char *type = kind != 0 ? wire_body_name(&probe) : "unreadable";
-    char text[CODE_TEXT_BYTES];
     size_t c = metrics_label_overflow(am->codes);
-    if (code >= 0 && code < AGENT_METRICS_CODES_MAX) {
+    if (code >= 0 && code < AGENT_METRICS_CODES_MAX && am->code_slots[code] == 0) {
+        char text[CODE_TEXT_BYTES];
         snprintf(text, sizeof text, "%02d", code);
-        c = metrics_label_index(am->codes, text);
+        am->code_slots[code] = metrics_label_index(am->codes, text) + 1;
     }
+    if (code >= 0 && code < AGENT_METRICS_CODES_MAX)
+        c = am->code_slots[code] - 1;
     size_t t = metrics_label_index(am->types, type);
     assert(t <= metrics_label_overflow(am->types) && c <= metrics_label_overflow(am->codes));
     metrics_add(am->requests, t, c, 1);
