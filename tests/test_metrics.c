@@ -25,6 +25,7 @@
 #define THREADS 4
 #define OBSERVATIONS_PER_THREAD 100000
 #define SMALL_TABLE 3
+#define LABEL_ADDS (64 * 1500) /* 64 values, each as often */
 
 static char *render(metrics_t *m)
 {
@@ -170,6 +171,54 @@ static void test_concurrent_histogram(void **state)
     metrics_destroy(&m);
 }
 
+typedef struct adder {
+    metrics_labels_t *labels;
+    metrics_family_t *c;
+} adder_t;
+
+static void *add_labels(void *arg)
+{
+    adder_t *a = arg;
+    char value[16];
+    for (int i = 0; i < LABEL_ADDS; i++) {
+        snprintf(value, sizeof value, "p%d", i % 64);
+        metrics_add(a->c, metrics_label_index(a->labels, value), 0, 1);
+    }
+    return NULL;
+}
+
+/* One thread adds label values (the I/O thread's part) while this one renders (the HTTP
+ * thread's): every rendered label is whole, and at the end each of 64 values has its
+ * exact count and the 32 past the capacity are under "other". */
+static void test_labels_published_while_rendering(void **state)
+{
+    (void)state;
+    metrics_t *m = NULL;
+    assert_int_equal(metrics_new(&m), CL_OK);
+    adder_t a = {metrics_labels(m, "partner", 32, "other"), NULL};
+    a.c = metrics_counter(m, "r_total", "R.", a.labels, NULL);
+    assert_non_null(a.c);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, add_labels, &a), 0);
+    for (int round = 0; round < 50; round++) {
+        char *text = render(m);
+        for (const char *p = strstr(text, "partner=\""); p != NULL;
+             p = strstr(p + 1, "partner=\"")) {
+            int n = -1;
+            EXPECT_TRUE("a whole label value",
+                        strncmp(p, "partner=\"other\"", 15) == 0 ||
+                            (sscanf(p, "partner=\"p%d\"", &n) == 1 && n >= 0 && n < 64));
+        }
+        free(text);
+    }
+    pthread_join(t, NULL);
+    for (size_t i = 0; i < 32; i++)
+        EXPECT_EQ("a labelled value's count", LABEL_ADDS / 64, metrics_counter_value(a.c, i, 0));
+    EXPECT_EQ("the rest under other", LABEL_ADDS / 2,
+              metrics_counter_value(a.c, metrics_label_overflow(a.labels), 0));
+    metrics_destroy(&m);
+}
+
 static void test_auth_code_of_packed_replies(void **state)
 {
     (void)state;
@@ -213,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_render_every_kind),
         cmocka_unit_test(test_labels_overflow_and_escape),
         cmocka_unit_test(test_concurrent_histogram),
+        cmocka_unit_test(test_labels_published_while_rendering),
         cmocka_unit_test(test_auth_code_of_packed_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
