@@ -10,8 +10,11 @@
  *  - `coalitionctl stats` prints both for a person; unknown paths 404, other methods 405;
  *    a bad --metrics is a usage error and a taken address a start-up failure.
  * Synchronisation is by polling the endpoints, never a fixed sleep. */
+#include "client.h"
 #include "clock.h"
+#include "errors.h"
 #include "harness.h"
+#include "wire.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,6 +45,9 @@
 #define FAMILIES_MAX 64
 #define HEARTBEAT_MS 200 /* the agent sees a stopped broker gone after 3 x this */
 #define OFFLINE_EARNS 2
+#define GARBAGE_MESSAGES 5
+#define JUNK_PARTNERS 40 /* envelope partner ids no key stands for */
+#define CALL_TIMEOUT_MS 10000
 
 typedef struct fixture {
     world_t w;
@@ -426,6 +432,58 @@ static void test_outbox_fills_and_drains(void **state)
               value(f, bp, BROKER_P1("00")));
 }
 
+/* A partner's key sending garbage, and envelopes naming partners it is not: declined
+ * (30, 57) and counted, all under partner="other": what a sender writes in an envelope
+ * never makes a label. A second connection shows in the connections gauge and leaves. */
+static void test_hostile_input_makes_no_labels(void **state)
+{
+    fixture_t *f = *state;
+    int bp = f->w.broker_metrics_port;
+    const char *other30 = "coalition_broker_requests_total{partner=\"other\",code=\"30\"}";
+    const char *other57 = "coalition_broker_requests_total{partner=\"other\",code=\"57\"}";
+    double c30 = value(f, bp, other30), c57 = value(f, bp, other57);
+    struct client *c = NULL;
+    EXPECT_EQ("a CURVE client as P1", CL_OK, world_client(&f->w, "P1", &c));
+    static const uint8_t garbage[] = {0xff, 0x01, 0x02, 'n', 'o', 't', ' ', 'a', 'n', ' ', 'e'};
+    for (int i = 0; i < GARBAGE_MESSAGES; i++) {
+        authorization_t *auth = NULL;
+        EXPECT_EQ("garbage answered", CL_OK,
+                  client_call_raw(c, garbage, sizeof garbage, CALL_TIMEOUT_MS, &auth));
+        EXPECT_EQ("garbage is a format error", RC_FORMAT_ERROR, auth->code);
+        wire_auth_free(auth);
+    }
+    await_value(f, bp, "coalition_broker_connections", 2);
+    for (int i = 0; i < JUNK_PARTNERS; i++) {
+        char partner[32], txn[32];
+        snprintf(partner, sizeof partner, "junk-%d", i);
+        snprintf(txn, sizeof txn, "junk-txn-%d", i);
+        Coalition__EarnRequest earn = COALITION__EARN_REQUEST__INIT;
+        envelope_t env = COALITION__ENVELOPE__INIT;
+        earn.member_id = "alice";
+        earn.amount_minor = 100;
+        earn.currency = "EUR";
+        env.version = WIRE_VERSION;
+        env.partner_id = partner;
+        env.terminal_id = "till-1";
+        env.site_id = "main";
+        env.txn_id = txn;
+        env.client_time_ms = clock_wall_ms();
+        env.body_case = COALITION__ENVELOPE__BODY_EARN;
+        env.earn = &earn;
+        authorization_t *auth = NULL;
+        EXPECT_EQ("junk partner answered", CL_OK, client_call(c, &env, CALL_TIMEOUT_MS, &auth));
+        EXPECT_EQ("P1's key naming another partner", RC_NOT_PERMITTED, auth->code);
+        wire_auth_free(auth);
+    }
+    client_destroy(&c);
+    const char *text = scrape(f, bp);
+    EXPECT_EQ("format errors under other", c30 + GARBAGE_MESSAGES, sample(text, other30, 0));
+    EXPECT_EQ("57s under other", c57 + JUNK_PARTNERS, sample(text, other57, 0));
+    EXPECT_TRUE("no label for a junk partner id", strstr(text, "junk-") == NULL);
+    check_exposition(text);
+    await_value(f, bp, "coalition_broker_connections", 1);
+}
+
 static void test_stats_command(void **state)
 {
     fixture_t *f = *state;
@@ -494,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_both_expositions_parse),
         cmocka_unit_test(test_counters_move_exactly),
         cmocka_unit_test(test_outbox_fills_and_drains),
+        cmocka_unit_test(test_hostile_input_makes_no_labels),
         cmocka_unit_test(test_stats_command),
         cmocka_unit_test(test_http_edges),
     };
