@@ -2,6 +2,7 @@
  * (taking its directory's writer lock), runs the I/O thread (which starts the writer)
  * until SIGTERM or SIGINT. */
 #include "broker_metrics.h"
+#include "config.h"
 #include "errors.h"
 #include "frontend.h"
 #include "keys.h"
@@ -26,6 +27,12 @@
 #define MEMORY_MAX_MB_MIN 64
 #define MEMORY_MAX_MB_MAX (1 << 20)
 #define ENDPOINT_BYTES_MAX 512
+#define MEMORY_MAX_MB_DEFAULT_TEXT "1024"
+_Static_assert(FRONTEND_MEMORY_MAX_DEFAULT == (size_t)1024 << 20, "the text says the default");
+#define EXPIRE_AT_DEFAULT_TEXT "03:00"
+_Static_assert(WRITER_EXPIRE_AT_DEFAULT == 3 * 60, "the text says the default");
+#define BROKER_STR_(x) #x
+#define BROKER_STR(x) BROKER_STR_(x)
 
 static void usage(FILE *out)
 {
@@ -54,6 +61,12 @@ static void usage(FILE *out)
             "      --metrics HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics (default\n"
             "                        %s; off: none). Another address is served as given\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
+            "      --config FILE     read settings from FILE (INI, section [broker]; default:\n"
+            "                        $COALITION_BROKER_CONFIG): every long option above is a\n"
+            "                        key, and an environment variable COALITION_BROKER_<KEY>\n"
+            "                        (max-connections: COALITION_BROKER_MAX_CONNECTIONS).\n"
+            "                        Command line > environment > file > default\n"
+            "      --print-config    print the settings in effect and where each came from\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
@@ -161,90 +174,158 @@ static int load_server_key(const char *path, bool insecure, const char *bind, ke
     return 0;
 }
 
-int main(int argc, char **argv)
+/* What the command line, environment and file settings ask for. */
+typedef struct broker_args {
+    const char *ledger_dir, *key_path, *card_key_path;
+    frontend_options_t opts;
+    bool insecure, print_config;
+    log_level_t level;
+    metrics_http_addr_t metrics;
+    bool metrics_given; /* an address the operator gave must be served */
+} broker_args_t;
+
+static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'},
+                                         {"bind", required_argument, NULL, 'b'},
+                                         {"admin", required_argument, NULL, 'a'},
+                                         {"log-level", required_argument, NULL, 'L'},
+                                         {"key", required_argument, NULL, 'k'},
+                                         {"insecure", no_argument, NULL, 'I'},
+                                         {"memory-max-mb", required_argument, NULL, 'M'},
+                                         {"max-connections", required_argument, NULL, 'C'},
+                                         {"card-key", required_argument, NULL, 'K'},
+                                         {"expire-at", required_argument, NULL, 'E'},
+                                         {"metrics", required_argument, NULL, 'm'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"print-config", no_argument, NULL, 'P'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+
+/* --print-config's text for what nothing set. */
+static const config_default_t defaults[] = {
+    {"ledger", DEFAULT_LEDGER_DIR},
+    {"bind", DEFAULT_BIND},
+    {"admin", "ipc://LEDGER/" ADMIN_SOCKET_NAME},
+    {"log-level", "info"},
+    {"key", "LEDGER/" BROKER_KEY_NAME},
+    {"memory-max-mb", MEMORY_MAX_MB_DEFAULT_TEXT},
+    {"max-connections", BROKER_STR(PEERS_DEFAULT)},
+    {"card-key", "LEDGER.card.key"},
+    {"expire-at", EXPIRE_AT_DEFAULT_TEXT},
+    {"metrics", BROKER_METRICS_DEFAULT},
+    {NULL, NULL}};
+
+static unsigned long long parse_count(const char *s, unsigned long long min, unsigned long long max)
 {
-    static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'},
-                                             {"bind", required_argument, NULL, 'b'},
-                                             {"admin", required_argument, NULL, 'a'},
-                                             {"log-level", required_argument, NULL, 'L'},
-                                             {"key", required_argument, NULL, 'k'},
-                                             {"insecure", no_argument, NULL, 'I'},
-                                             {"memory-max-mb", required_argument, NULL, 'M'},
-                                             {"max-connections", required_argument, NULL, 'C'},
-                                             {"card-key", required_argument, NULL, 'K'},
-                                             {"expire-at", required_argument, NULL, 'E'},
-                                             {"metrics", required_argument, NULL, 'm'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
-    const char *ledger_dir = DEFAULT_LEDGER_DIR;
-    frontend_options_t opts = {DEFAULT_BIND,
-                               NULL,
-                               NULL,
-                               FRONTEND_MEMORY_MAX_DEFAULT,
-                               PEERS_DEFAULT,
-                               NULL,
-                               WRITER_EXPIRE_AT_DEFAULT};
-    const char *key_path = NULL, *card_key_path = NULL, *metrics_spec = NULL;
-    bool insecure = false;
-    log_level_t level = LOG_INFO;
+    char *end = NULL;
+    unsigned long long n = strtoull(s, &end, 10);
+    return end != s && *end == '\0' && s[0] != '-' && n >= min && n <= max ? n : 0;
+}
+
+/* One option; 0, or 2 with the error said (naming the file and line it came from). */
+static int take_option(int c, const char *arg, const char *where, broker_args_t *a)
+{
+    unsigned long long n = 0;
+    switch (c) {
+    case 'k': a->key_path = arg; return 0;
+    case 'K': a->card_key_path = arg; return 0;
+    case 'I': a->insecure = true; return 0;
+    case 'P': a->print_config = true; return 0;
+    case 'c': return 0; /* read by config_load */
+    case 'l': a->ledger_dir = arg; return 0;
+    case 'b': a->opts.bind_endpoint = arg; return 0;
+    case 'a': a->opts.admin_endpoint = arg; return 0;
+    case 'E':
+        if (parse_expire_at(arg, &a->opts.expire_at_minute) == 0)
+            return 0;
+        fprintf(stderr, "coalition-broker: %sexpire-at is HH:MM (UTC) or off, not '%s'\n", where,
+                arg);
+        return 2;
+    case 'C':
+        if ((n = parse_count(arg, 1, PEERS_MAX)) != 0) {
+            a->opts.connections_max = (size_t)n;
+            return 0;
+        }
+        fprintf(stderr, "coalition-broker: %smax-connections must be 1..%d, not '%s'\n", where,
+                PEERS_MAX, arg);
+        return 2;
+    case 'M':
+        if ((n = parse_count(arg, MEMORY_MAX_MB_MIN, MEMORY_MAX_MB_MAX)) != 0) {
+            a->opts.memory_max_bytes = (size_t)n << 20;
+            return 0;
+        }
+        fprintf(stderr, "coalition-broker: %smemory-max-mb must be %d..%d, not '%s'\n", where,
+                MEMORY_MAX_MB_MIN, MEMORY_MAX_MB_MAX, arg);
+        return 2;
+    case 'm': {
+        char why[METRICS_HTTP_SPEC_BYTES_MAX];
+        a->metrics_given = true;
+        if (metrics_http_parse(arg, &a->metrics, why, sizeof why) == CL_OK)
+            return 0;
+        fprintf(stderr, "coalition-broker: %smetrics '%s': %s\n", where, arg, why);
+        return 2;
+    }
+    case 'L':
+        if (parse_level(arg, &a->level) == 0)
+            return 0;
+        fprintf(stderr, "coalition-broker: %slog-level is debug, info, warn or error, not '%s'\n",
+                where, arg);
+        return 2;
+    default: usage(stderr); return 2;
+    }
+}
+
+/* The settings: file, environment, command line (config.h). 0, 1 (--help or
+ * --print-config done) or 2 (an error, said). */
+static int parse_args(int argc, char **argv, broker_args_t *a)
+{
+    static config_t *cfg; /* its strings are the options' values until exit */
+    char why[CONFIG_WHY_BYTES_MAX];
+    if (config_load(&cfg, "broker", longopts, NULL, argc, argv, why, sizeof why) != CL_OK) {
+        fprintf(stderr, "coalition-broker: %s\n", why);
+        return 2;
+    }
+    argc = config_argc(cfg);
+    argv = config_argv(cfg);
     int c;
     while ((c = getopt_long(argc, argv, "l:b:a:k:M:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'k': key_path = optarg; break;
-        case 'K': card_key_path = optarg; break;
-        case 'E':
-            if (parse_expire_at(optarg, &opts.expire_at_minute) != 0) {
-                fprintf(stderr, "coalition-broker: --expire-at is HH:MM (UTC) or off\n");
-                return 2;
-            }
-            break;
-        case 'I': insecure = true; break;
-        case 'm': metrics_spec = optarg; break;
-        case 'C': {
-            char *end = NULL;
-            unsigned long long n = strtoull(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || n < 1 || n > PEERS_MAX) {
-                fprintf(stderr, "coalition-broker: --max-connections must be 1..%d\n", PEERS_MAX);
-                return 2;
-            }
-            opts.connections_max = (size_t)n;
-            break;
+        if (c == 'h') {
+            usage(stdout);
+            return 1;
         }
-        case 'M': {
-            char *end = NULL;
-            unsigned long long mb = strtoull(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || mb < MEMORY_MAX_MB_MIN || mb > MEMORY_MAX_MB_MAX) {
-                fprintf(stderr, "coalition-broker: --memory-max-mb must be %d..%d\n",
-                        MEMORY_MAX_MB_MIN, MEMORY_MAX_MB_MAX);
-                return 2;
-            }
-            opts.memory_max_bytes = (size_t)mb << 20;
-            break;
-        }
-        case 'l': ledger_dir = optarg; break;
-        case 'b': opts.bind_endpoint = optarg; break;
-        case 'a': opts.admin_endpoint = optarg; break;
-        case 'L':
-            if (parse_level(optarg, &level) != 0) {
-                fprintf(stderr, "coalition-broker: unknown log level '%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
+        int rc = take_option(c, optarg, config_blame(cfg, optind), a);
+        if (rc != 0)
+            return rc;
     }
     if (optind != argc) {
         fprintf(stderr, "coalition-broker: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    metrics_http_addr_t metrics_addr;
-    char metrics_why[METRICS_HTTP_SPEC_BYTES_MAX];
-    if (metrics_http_parse(metrics_spec != NULL ? metrics_spec : BROKER_METRICS_DEFAULT,
-                           &metrics_addr, metrics_why, sizeof metrics_why) != CL_OK) {
-        fprintf(stderr, "coalition-broker: --metrics %s: %s\n", metrics_spec, metrics_why);
-        return 2;
+    if (a->print_config) {
+        config_print(cfg, defaults, stdout);
+        return 1;
     }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    broker_args_t args = {.ledger_dir = DEFAULT_LEDGER_DIR,
+                          .opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
+                                   PEERS_DEFAULT, NULL, WRITER_EXPIRE_AT_DEFAULT},
+                          .level = LOG_INFO};
+    char metrics_why[METRICS_HTTP_SPEC_BYTES_MAX];
+    int default_rc =
+        metrics_http_parse(BROKER_METRICS_DEFAULT, &args.metrics, metrics_why, sizeof metrics_why);
+    assert(default_rc == CL_OK);
+    (void)default_rc;
+    int parsed = parse_args(argc, argv, &args);
+    if (parsed != 0)
+        return parsed == 1 ? 0 : 2;
+    const char *ledger_dir = args.ledger_dir, *key_path = args.key_path;
+    const char *card_key_path = args.card_key_path;
+    frontend_options_t opts = args.opts;
+    bool insecure = args.insecure;
+    log_level_t level = args.level;
     log_init("coalition-broker", level);
     pan_protect_process(); /* card numbers pass through this process */
     char admin[ENDPOINT_BYTES_MAX];
@@ -292,7 +373,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int stop_fd = shutdown_fd_open();
-    if (stop_fd < 0 || broker_metrics_start(&metrics_addr, metrics_spec != NULL) != CL_OK) {
+    if (stop_fd < 0 || broker_metrics_start(&args.metrics, args.metrics_given) != CL_OK) {
         log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
         ledger_destroy(&ledger);
         return 1;

@@ -67,7 +67,16 @@ static void usage(FILE *out)
         "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
         "                                         committed when the command started\n"
         "  verify                                 re-derive the ledger from its journal, on a\n"
-        "                                         compacted snapshot ($TMPDIR, removed after)\n\n"
+        "                                         compacted snapshot ($TMPDIR, removed after)\n"
+        "  backup DEST                            hot backup while the broker runs: a\n"
+        "                                         compacted copy, the key files and a\n"
+        "                                         manifest (DEST/BACKUP: seq, chain head,\n"
+        "                                         SHA-256s, verify result) into the new\n"
+        "                                         directory DEST; not the card key file\n"
+        "  restore SRC [--ledger DIR] [--force]   check a backup against its manifest and\n"
+        "                                         verify, then install it as DIR, atomically;\n"
+        "                                         never over a running broker's ledger;\n"
+        "                                         --force moves an existing one aside\n\n"
         "Options:\n"
         "  -l, --ledger DIR      ledger directory (default: %s)\n"
         "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
@@ -890,6 +899,10 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return cmd_report(ctl, cmd, argc, argv);
     if (strcmp(cmd, "verify") == 0 && argc == 1)
         return cmd_verify(ctl);
+    if (strcmp(cmd, "backup") == 0)
+        return ctl_backup(ctl, argc, argv);
+    if (strcmp(cmd, "restore") == 0)
+        return ctl_restore(ctl, argc, argv);
     fprintf(stderr, "coalitionctl: unknown command '%s'; see --help\n", cmd);
     return EXIT_USAGE;
 }

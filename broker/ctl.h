@@ -63,4 +63,8 @@ int ctl_liability(ctl_t *ctl, int argc, char **argv);
 /* ctl_stats.c: a metrics endpoint scraped and printed for a person. */
 int ctl_stats(ctl_t *ctl, int argc, char **argv);
 
+/* ctl_backup.c: backup DEST, restore SRC [--ledger DIR] [--force]. */
+int ctl_backup(ctl_t *ctl, int argc, char **argv);
+int ctl_restore(ctl_t *ctl, int argc, char **argv);
+
 #endif

@@ -193,7 +193,9 @@ int ledger_open(ledger_t **self_out, const char *dir, store_mode_t mode)
         ledger_destroy(&self);
         return rc;
     }
-    rc = store_err(mdb_txn_begin(self->env, NULL, mode == STORE_READ_ONLY ? MDB_RDONLY : 0, &txn));
+    /* A reader beside a running broker: the map may have grown since the open. */
+    rc = mode == STORE_READ_ONLY ? store_read_begin(self->env, &txn)
+                                 : store_err(mdb_txn_begin(self->env, NULL, 0, &txn));
     if (rc == CL_OK)
         rc = open_dbs(self, txn, 0);
     if (rc == CL_OK)

@@ -418,6 +418,9 @@ static int burn_from_lots(ledger_t *self, MDB_txn *txn, lot_holder_t *h,
         decline(d, RC_EXCEEDS_LIMIT, "%s points lie in more than %d lots; burn at most %lld now",
                 want, LOTS_PER_ENTRY_MAX, (long long)res.taken);
     else if (!r->allow_partial || res.taken == 0) {
+        /* The reply says what could be burned: the split of the unchanged balance. */
+        d->available = res.available;
+        d->pending = res.pending;
         if (res.pending > 0)
             decline(d, RC_INSUFFICIENT_POINTS,
                     "insufficient points (available %s, pending %s, requested %s)", avail, pend,

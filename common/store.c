@@ -23,6 +23,8 @@
 /* Tries at the writer lock when its file is replaced by a releasing holder meanwhile. */
 #define STORE_LOCK_ATTEMPTS_MAX 8
 #define STORE_DATA_FILE "data.mdb"
+/* Copies started again when the writer grows the map during the copy's start. */
+#define STORE_COPY_ATTEMPTS_MAX 8
 #define STORE_LMDB_LOCK_FILE "lock.mdb"
 
 /* The map maximum travels with the environment in its user context, as an integer. */
@@ -180,9 +182,15 @@ int store_read_begin(MDB_env *env, MDB_txn **txn_out)
 
 int store_env_copy_compact(MDB_env *env, const char *dir)
 {
+    char path[STORE_PATH_BYTES_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, STORE_DATA_FILE);
+    if (n <= 0 || (size_t)n >= sizeof path)
+        return CL_ERR_INVALID;
     int rc = mdb_env_copy2(env, dir, MDB_CP_COMPACT);
-    if (rc == MDB_MAP_RESIZED) {
-        rc = mdb_env_set_mapsize(env, 0);
+    /* The writer grew the map past ours since we opened it: adopt its size and copy
+     * again. mdb_env_copy2 created its file exclusively and left it behind. */
+    for (int attempt = 1; rc == MDB_MAP_RESIZED && attempt < STORE_COPY_ATTEMPTS_MAX; attempt++) {
+        rc = unlink(path) == 0 || errno == ENOENT ? mdb_env_set_mapsize(env, 0) : errno;
         if (rc == MDB_SUCCESS)
             rc = mdb_env_copy2(env, dir, MDB_CP_COMPACT);
     }
@@ -321,6 +329,37 @@ void store_lock_release(store_lock_t **lock_p)
     close(lock->fd);
     free(lock);
     *lock_p = NULL;
+}
+
+void store_lock_drop(store_lock_t **lock_p)
+{
+    store_lock_t *lock = *lock_p;
+    if (lock == NULL)
+        return;
+    assert(lock->fd >= 0);
+    close(lock->fd);
+    free(lock);
+    *lock_p = NULL;
+}
+
+int store_lock_probe(const char *dir, long *holder_pid_out)
+{
+    char path[STORE_PATH_BYTES_MAX];
+    *holder_pid_out = 0;
+    if (!store_path(path, sizeof path, dir, STORE_LOCK_FILE))
+        return CL_ERR_INVALID;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? CL_OK : CL_ERR_IO;
+    /* A shared lock conflicts only with a writer's exclusive one; closing drops it. */
+    int rc = CL_OK;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+        rc = errno == EWOULDBLOCK ? CL_ERR_LOCKED : CL_ERR_IO;
+        if (rc == CL_ERR_LOCKED)
+            *holder_pid_out = read_holder_pid(fd);
+    }
+    close(fd);
+    return rc;
 }
 
 int store_walk(MDB_txn *txn, MDB_dbi dbi, const MDB_val *from, store_visit_fn fn, void *ctx)

@@ -67,7 +67,9 @@ int store_retry_map_full(const store_retry_t *retry);
  * other transaction open on `env` (coalitionctl), never beside a writer thread. */
 int store_read_begin(MDB_env *env, MDB_txn **txn_out);
 /* Copy the environment as of one read transaction, compacted (MDB_CP_COMPACT), into
- * the existing empty directory `dir`. The same precondition as store_read_begin. */
+ * the existing empty directory `dir`; when another process grew the map meanwhile
+ * (MDB_MAP_RESIZED), adopt its size and start the copy again. The same precondition as
+ * store_read_begin. */
 int store_env_copy_compact(MDB_env *env, const char *dir);
 /* Remove a copy made by store_env_copy_compact: its files and the directory. */
 int store_env_remove(const char *dir);
@@ -81,6 +83,13 @@ int store_env_remove(const char *dir);
 typedef struct store_lock store_lock_t;
 int store_lock_take(store_lock_t **lock_out, const char *dir, long *holder_pid_out);
 void store_lock_release(store_lock_t **lock_p);
+/* Release without removing the lock file: for a holder that moved the whole directory
+ * away meanwhile, whose lock path may now name another writer's file. */
+void store_lock_drop(store_lock_t **lock_p);
+/* Whether a writer holds `dir`'s lock, without taking it or creating anything: CL_OK
+ * when none does (or there is no lock file), CL_ERR_LOCKED with *holder_pid_out (0 if
+ * not written yet) when one does. */
+int store_lock_probe(const char *dir, long *holder_pid_out);
 
 /* Visit the records of `dbi` in key order, from the first key >= *from (NULL: the
  * first record). fn returns CL_OK to go on, STORE_WALK_STOP to end the walk with CL_OK,

@@ -7,6 +7,7 @@
 #include "wire.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -22,7 +23,9 @@
 #include <zmq.h>
 
 #define ARGS_MAX 32
-#define AGENT_ARGS_MAX 28
+#define AGENT_ARGS_MAX 34
+_Static_assert(AGENT_ARGS_MAX > 23 + HARNESS_AGENT_EXTRA_ARGS_MAX,
+               "the agent's own options (--metrics too), the extra ones and the NULL fit");
 #define KEY_PATHS_MAX 16
 #define POLL_STEP_MS 20
 
@@ -289,6 +292,9 @@ static void spawn_agent(world_t *w, agent_proc_t *a)
         argv[n++] = "--metrics";
         argv[n++] = metrics;
     }
+    for (size_t i = 0; i < HARNESS_AGENT_EXTRA_ARGS_MAX && w->agent_args[i] != NULL; i++)
+        argv[n++] = (char *)w->agent_args[i];
+    assert(n < AGENT_ARGS_MAX);
     argv[n] = NULL;
     a->proc.pid = harness_spawn(argv, a->proc.log_path);
     a->proc.paused = false;

@@ -18,6 +18,7 @@
 #define HARNESS_STOP_TIMEOUT_MS 15000
 
 #define HARNESS_SITE_BYTES 33
+#define HARNESS_AGENT_EXTRA_ARGS_MAX 8
 
 typedef struct proc {
     pid_t pid;   /* 0 when not running */
@@ -46,9 +47,11 @@ typedef struct world {
     proc_t broker;
     agent_proc_t agents[HARNESS_AGENTS_MAX];
     size_t agent_count;
-    int till_wait_ms;        /* passed to agents; default 1000 */
-    int retry_ms;            /* passed to agents; default 500 */
-    int heartbeat_ms;        /* passed to agents when > 0; default 0 (the agent's own) */
+    int till_wait_ms; /* passed to agents; default 1000 */
+    int retry_ms;     /* passed to agents; default 500 */
+    int heartbeat_ms; /* passed to agents when > 0; default 0 (the agent's own) */
+    /* More options for every agent started (NULL-terminated; at most the bound). */
+    const char *agent_args[HARNESS_AGENT_EXTRA_ARGS_MAX + 1];
     int broker_metrics_port; /* > 0: the broker's --metrics 127.0.0.1 port; 0: off */
     bool agent_metrics;      /* agents get --metrics on a free port each (metrics_port) */
 } world_t;

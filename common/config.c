@@ -1,0 +1,397 @@
+/* Settings from a file, the environment and the command line. See config.h. */
+#include "config.h"
+
+#include "errors.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern char **environ;
+
+#define PROGRAM_BYTES_MAX 16
+#define PREFIX_BYTES_MAX (PROGRAM_BYTES_MAX + 16)
+#define SOURCE_BYTES_MAX 512
+#define KEY_BYTES_MAX 64
+#define COMMAND_LINE "command line"
+
+struct config {
+    int argc;
+    char *argv[CONFIG_ARGS_MAX + 1];
+    char *source[CONFIG_ARGS_MAX]; /* NULL: the command line */
+    bool owned[CONFIG_ARGS_MAX];   /* argv[i] made here (freed with the config) */
+    const struct option *longopts;
+    const char *const *fixed;
+    char program[PROGRAM_BYTES_MAX];
+    char env_prefix[PREFIX_BYTES_MAX]; /* "COALITION_BROKER_" */
+    char blame[SOURCE_BYTES_MAX + 4];
+};
+
+/* The file being read: inih asks for it line by line, so its lines can be counted. */
+typedef struct file_reader {
+    config_t *config;
+    FILE *f;
+    const char *path;
+    int line;
+    int error_line; /* the first error's line, 0 : none */
+    char *why;
+    size_t why_size;
+} file_reader_t;
+
+static bool always_fixed(const char *key)
+{
+    return strcmp(key, "help") == 0 || strcmp(key, "config") == 0 ||
+           strcmp(key, "print-config") == 0;
+}
+
+/* The long option a key names, unless only the command line may give it. */
+static const struct option *settable(const config_t *c, const char *key)
+{
+    if (always_fixed(key))
+        return NULL;
+    for (size_t i = 0; c->fixed != NULL && c->fixed[i] != NULL; i++) {
+        if (strcmp(c->fixed[i], key) == 0)
+            return NULL;
+    }
+    for (const struct option *o = c->longopts; o->name != NULL; o++) {
+        if (strcmp(o->name, key) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+static int push(config_t *c, char *arg, bool owned, const char *source)
+{
+    if (c->argc >= CONFIG_ARGS_MAX) {
+        if (owned)
+            free(arg);
+        return CL_ERR_OVERFLOW;
+    }
+    c->argv[c->argc] = arg;
+    c->owned[c->argc] = owned;
+    c->source[c->argc] = source != NULL ? strdup(source) : NULL;
+    if (source != NULL && c->source[c->argc] == NULL) {
+        if (owned)
+            free(arg);
+        return CL_ERR_NOMEM;
+    }
+    c->argc++;
+    c->argv[c->argc] = NULL;
+    return CL_OK;
+}
+
+static void say(char *why, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, size, fmt, ap);
+    va_end(ap);
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcmp(v, yes[i]) == 0 || strcmp(v, no[i]) == 0) {
+            *out = strcmp(v, yes[i]) == 0;
+            return CL_OK;
+        }
+    }
+    return CL_ERR_INVALID;
+}
+
+/* One setting as an argument: "--key=value", or "--key" for a flag that is true (a false
+ * one adds nothing). `where` is the setting's source for messages and --print-config. */
+static int add_setting(config_t *c, const char *key, const char *value, const char *where,
+                       char *why, size_t why_size)
+{
+    const struct option *o = settable(c, key);
+    if (o == NULL) {
+        say(why, why_size,
+            "%s: unknown setting '%s' (the settings are the long options --help lists, but "
+            "for those that act, such as help and print-config)",
+            where, key);
+        return CL_ERR_INVALID;
+    }
+    size_t n = strlen(key) + strlen(value) + 4;
+    char *arg = malloc(n);
+    if (arg == NULL)
+        return CL_ERR_NOMEM;
+    if (o->has_arg == no_argument) {
+        bool on = false;
+        if (parse_bool(value, &on) != CL_OK) {
+            say(why, why_size, "%s: %s takes true or false, not '%s'", where, key, value);
+            free(arg);
+            return CL_ERR_INVALID;
+        }
+        if (!on) {
+            free(arg);
+            return CL_OK;
+        }
+        snprintf(arg, n, "--%s", key);
+    } else if (value[0] == '\0') {
+        say(why, why_size, "%s: %s needs a value", where, key);
+        free(arg);
+        return CL_ERR_INVALID;
+    } else {
+        snprintf(arg, n, "--%s=%s", key, value);
+    }
+    int rc = push(c, arg, true, where);
+    if (rc == CL_ERR_OVERFLOW)
+        say(why, why_size, "%s: more than %d settings", where, CONFIG_SETTINGS_MAX);
+    return rc;
+}
+
+static char *read_line(char *str, int num, void *stream)
+{
+    file_reader_t *r = stream;
+    char *s = fgets(str, num, r->f);
+    if (s == NULL)
+        return NULL;
+    r->line++;
+    size_t n = strlen(s);
+    if (n > 0 && s[n - 1] != '\n' && !feof(r->f)) {
+        int ch;
+        while ((ch = fgetc(r->f)) != EOF && ch != '\n')
+            ;
+        if (r->error_line == 0) {
+            r->error_line = r->line;
+            say(r->why, r->why_size, "%s:%d: line longer than %d characters", r->path, r->line,
+                num - 2);
+        }
+    }
+    return s;
+}
+
+static int on_setting(void *user, const char *section, const char *key, const char *value)
+{
+    file_reader_t *r = user;
+    if (r->error_line != 0)
+        return 1; /* the first error is the one reported; the rest is read, not used */
+    char where[SOURCE_BYTES_MAX];
+    snprintf(where, sizeof where, "%.400s:%d", r->path, r->line);
+    int rc = CL_OK;
+    if (section[0] != '\0' && strcmp(section, r->config->program) != 0) {
+        say(r->why, r->why_size, "%s: unknown section [%s] (settings go in [%s])", where, section,
+            r->config->program);
+        rc = CL_ERR_INVALID;
+    } else {
+        rc = add_setting(r->config, key, value, where, r->why, r->why_size);
+    }
+    if (rc != CL_OK)
+        r->error_line = r->line;
+    return rc == CL_OK;
+}
+
+static int load_file(config_t *c, const char *path, char *why, size_t why_size)
+{
+    file_reader_t r = {c, fopen(path, "r"), path, 0, 0, why, why_size};
+    if (r.f == NULL) {
+        say(why, why_size, "cannot read the configuration file %s", path);
+        return CL_ERR_IO;
+    }
+    int first = c->argc;
+    int line = ini_parse_stream(read_line, &r, on_setting, &r);
+    fclose(r.f);
+    if (line != 0 && r.error_line == 0)
+        say(why, why_size, "%s:%d: expected 'key = value', '[%s]' or a comment", path,
+            line > 0 ? line : r.line, c->program);
+    if (line == 0 && r.error_line == 0) {
+        /* A key twice in one file is a mistake: which one was meant? */
+        for (int i = first; i < c->argc; i++) {
+            for (int j = first; j < i; j++) {
+                size_t k = strcspn(c->argv[i], "=");
+                if (strncmp(c->argv[i], c->argv[j], k) == 0 &&
+                    (c->argv[j][k] == '=' || c->argv[j][k] == '\0')) {
+                    say(why, why_size, "%s: %.*s is set twice (also at %s)", c->source[i],
+                        (int)k - 2, c->argv[i] + 2, c->source[j]);
+                    return CL_ERR_INVALID;
+                }
+            }
+        }
+    }
+    return line == 0 && r.error_line == 0 ? CL_OK : CL_ERR_INVALID;
+}
+
+/* COALITION_BROKER_MAX_CONNECTIONS -> max-connections. */
+static bool env_key(const char *name_value, size_t prefix_len, char *key, size_t size)
+{
+    const char *name = name_value + prefix_len;
+    size_t n = strcspn(name, "=");
+    if (n == 0 || n >= size)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        key[i] = name[i] == '_' ? '-' : (char)tolower((unsigned char)name[i]);
+    key[n] = '\0';
+    return true;
+}
+
+static int load_environment(config_t *c, char *why, size_t why_size)
+{
+    size_t prefix_len = strlen(c->env_prefix);
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        if (strncmp(*e, c->env_prefix, prefix_len) != 0)
+            continue;
+        char key[KEY_BYTES_MAX], where[SOURCE_BYTES_MAX];
+        size_t name_len = strcspn(*e, "=");
+        snprintf(where, sizeof where, "environment %.*s", (int)name_len, *e);
+        if (!env_key(*e, prefix_len, key, sizeof key)) {
+            say(why, why_size, "%s: unknown setting", where);
+            return CL_ERR_INVALID;
+        }
+        if (strcmp(key, "config") == 0)
+            continue;
+        const char *value = (*e)[name_len] == '=' ? *e + name_len + 1 : "";
+        int rc = add_setting(c, key, value, where, why, why_size);
+        if (rc != CL_OK)
+            return rc;
+    }
+    return CL_OK;
+}
+
+/* --config FILE or --config=FILE on the command line, else the environment's. */
+static const char *config_file(const config_t *c, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            return argv[i + 1];
+        if (strncmp(argv[i], "--config=", 9) == 0)
+            return argv[i] + 9;
+    }
+    char name[PREFIX_BYTES_MAX + 8];
+    snprintf(name, sizeof name, "%sCONFIG", c->env_prefix);
+    return getenv(name);
+}
+
+int config_load(config_t **out, const char *program, const struct option *longopts,
+                const char *const *fixed, int argc, char **argv, char *why, size_t why_size)
+{
+    assert(argc >= 1 && strlen(program) < PROGRAM_BYTES_MAX);
+    *out = NULL;
+    why[0] = '\0';
+    config_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return CL_ERR_NOMEM;
+    c->longopts = longopts;
+    c->fixed = fixed;
+    snprintf(c->program, sizeof c->program, "%s", program);
+    int n = snprintf(c->env_prefix, sizeof c->env_prefix, "COALITION_");
+    for (const char *p = program; *p != '\0'; p++)
+        c->env_prefix[n++] = (char)toupper((unsigned char)*p);
+    snprintf(c->env_prefix + n, sizeof c->env_prefix - (size_t)n, "_");
+    int rc = push(c, argv[0], false, NULL);
+    const char *file = config_file(c, argc, argv);
+    if (rc == CL_OK && file != NULL)
+        rc = load_file(c, file, why, why_size);
+    if (rc == CL_OK)
+        rc = load_environment(c, why, why_size);
+    for (int i = 1; rc == CL_OK && i < argc; i++)
+        rc = push(c, argv[i], false, NULL);
+    if (rc == CL_ERR_OVERFLOW && why[0] == '\0')
+        say(why, why_size, "more than %d arguments", CONFIG_ARGS_MAX);
+    if (rc != CL_OK) {
+        config_destroy(&c);
+        return rc == CL_ERR_IO ? CL_ERR_IO : CL_ERR_INVALID;
+    }
+    assert(c->argv[c->argc] == NULL);
+    *out = c;
+    return CL_OK;
+}
+
+void config_destroy(config_t **self_p)
+{
+    config_t *c = *self_p;
+    if (c == NULL)
+        return;
+    for (int i = 0; i < c->argc; i++) {
+        if (c->owned[i])
+            free(c->argv[i]);
+        free(c->source[i]);
+    }
+    free(c);
+    *self_p = NULL;
+}
+
+int config_argc(const config_t *self) { return self->argc; }
+char **config_argv(const config_t *self) { return (char **)self->argv; }
+
+const char *config_source(const config_t *self, int index)
+{
+    assert(index >= 0);
+    if (index >= self->argc || self->source[index] == NULL)
+        return COMMAND_LINE;
+    return self->source[index];
+}
+
+const char *config_blame(const config_t *self, int optind_after)
+{
+    config_t *c = (config_t *)self; /* the message buffer only */
+    int index = optind_after - 1;
+    if (index < 1 || index >= c->argc || c->source[index] == NULL)
+        return "";
+    snprintf(c->blame, sizeof c->blame, "%s: ", c->source[index]);
+    return c->blame;
+}
+
+/* The long option argument `i` of the vector sets, its value and how many arguments it
+ * takes (1, or 2 with a separate value); NULL for anything else. */
+static const struct option *option_at(const config_t *c, int i, const char **value, int *used)
+{
+    const char *a = c->argv[i];
+    *used = 1;
+    *value = "true";
+    const struct option *hit = NULL;
+    if (a[0] == '-' && a[1] == '-') {
+        size_t len = strcspn(a + 2, "=");
+        for (const struct option *o = c->longopts; o->name != NULL && hit == NULL; o++)
+            hit = strlen(o->name) == len && strncmp(o->name, a + 2, len) == 0 ? o : NULL;
+        if (hit != NULL && hit->has_arg != no_argument)
+            *value = a[2 + len] == '=' ? a + 3 + len : c->argv[i + 1];
+    } else if (a[0] == '-' && a[1] != '\0') {
+        for (const struct option *o = c->longopts; o->name != NULL && hit == NULL; o++)
+            hit = o->flag == NULL && o->val == a[1] ? o : NULL;
+        if (hit != NULL && hit->has_arg != no_argument)
+            *value = a[2] != '\0' ? a + 2 : c->argv[i + 1];
+    }
+    if (hit != NULL && hit->has_arg != no_argument && *value == c->argv[i + 1])
+        *used = 2;
+    if (*value == NULL)
+        *value = "";
+    return hit;
+}
+
+void config_print(const config_t *c, const config_default_t *defaults, FILE *out)
+{
+    fprintf(out,
+            "; coalition-%s: the settings in effect (command line > environment > file > "
+            "default)\n",
+            c->program);
+    fprintf(out, "[%s]\n", c->program);
+    for (const struct option *o = c->longopts; o->name != NULL; o++) {
+        if (settable(c, o->name) == NULL)
+            continue;
+        const char *value = NULL, *source = "default";
+        for (int i = 1, used = 1; i < c->argc && strcmp(c->argv[i], "--") != 0; i += used) {
+            const char *v = NULL;
+            if (option_at(c, i, &v, &used) == o) {
+                value = v;
+                source = config_source(c, i);
+            }
+        }
+        for (size_t d = 0; value == NULL && defaults != NULL && defaults[d].key != NULL; d++)
+            value = strcmp(defaults[d].key, o->name) == 0 ? defaults[d].text : NULL;
+        if (value == NULL)
+            value = o->has_arg == no_argument ? "false" : "";
+        fprintf(
+            out, "%s = %s%*s; %s\n", o->name, value,
+            (int)(strlen(o->name) + strlen(value) < 40 ? 40 - strlen(o->name) - strlen(value) : 1),
+            "", source);
+    }
+}

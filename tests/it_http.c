@@ -1,0 +1,145 @@
+/* The agent's HTTP/JSON API driven by a real HTTP client: Python's standard library
+ * (tests/http_api_check.py) runs a whole checkout flow against a real agent and broker,
+ * retries with the same key (also eight at once), bad JSON, wrong types, unknown and
+ * missing fields, oversized bodies (400, nothing stored: the ledger's next sequence
+ * proves it), the broker stopped (202 stored offline, 503 for a burn), and checks every
+ * reply against partner-agent/openapi.json. This side then compares what the client was
+ * told with the ledger itself and runs `coalitionctl verify`. */
+#include "harness.h"
+
+#include "errors.h"
+#include "ledger.h"
+#include "wire.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "expect.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OUT_BYTES 8192
+#define MEMBER "alice"
+
+static int64_t json_int(const char *text, const char *key)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *at = strstr(text, pattern);
+    if (at == NULL)
+        fail_msg("no %s in %s", key, text);
+    return strtoll(at + strlen(pattern), NULL, 10);
+}
+
+static void json_str(const char *text, const char *key, char *out, size_t size)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+    const char *at = strstr(text, pattern);
+    if (at == NULL)
+        fail_msg("no %s in %s", key, text);
+    at += strlen(pattern);
+    const char *end = strchr(at, '"');
+    if (end == NULL || (size_t)(end - at) >= size)
+        fail_msg("bad %s in %s", key, text);
+    memcpy(out, at, (size_t)(end - at));
+    out[end - at] = '\0';
+}
+
+/* The last thing the client was told of is the stored earn's delivery. After it, the
+ * ledger may hold only the burn its till was told failed (91) while the broker was
+ * stopped, if it reached the broker, and then the agent's void of it: nothing else. */
+static void expect_only_the_revoked_burn_after(world_t *w, uint64_t told_seq, const char *burn)
+{
+    ledger_t *ledger = NULL;
+    EXPECT_EQ("open the ledger", CL_OK, ledger_open(&ledger, w->ledger, STORE_READ_ONLY));
+    uint64_t last = ledger_last_seq(ledger);
+    journal_entry_t *entries[4];
+    size_t count = 0;
+    EXPECT_EQ("read the journal", CL_OK,
+              ledger_journal_slice(ledger, told_seq + 1, entries, 4, &count));
+    EXPECT_EQ("entries after the client's last", last - told_seq, (uint64_t)count);
+    bool burned = false, voided = false;
+    for (size_t i = 0; i < count; i++) {
+        const journal_entry_t *e = entries[i];
+        burned |= e->kind == COALITION__ENTRY_KIND__ENTRY_BURN && strcmp(e->txn_id, burn) == 0;
+        voided |= e->kind == COALITION__ENTRY_KIND__ENTRY_VOID_BURN &&
+                  strcmp(e->original_txn_id, burn) == 0 && wire_agent_txn(e->txn_id);
+        if (!burned && !voided)
+            fail_msg("entry %" PRIu64 " after the client's last (%" PRIu64 ") is kind %d txn %s",
+                     e->seq, told_seq, (int)e->kind, e->txn_id);
+    }
+    EXPECT_TRUE("a burn that reached the ledger was voided", burned == voided);
+    ledger_journal_slice_free(entries, count);
+    ledger_destroy(&ledger);
+}
+
+static void test_http_checkout_flow(void **state)
+{
+    (void)state;
+    world_t w = {0};
+    world_init(&w);
+    char port[16], address[64], base[96], broker_pid[16], out[OUT_BYTES];
+    snprintf(port, sizeof port, "%d", harness_free_port());
+    snprintf(base, sizeof base, "http://127.0.0.1:%s", port);
+    snprintf(address, sizeof address, "127.0.0.1:%s", port);
+    w.agent_args[0] = "--http";
+    w.agent_args[1] = address;
+    world_start_broker(&w);
+    int rc = world_ctl(&w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
+                       "--currency", "EUR", NULL);
+    EXPECT_EQ("partner add", 0, rc);
+    rc = world_ctl(&w, out, sizeof out, "member", "add", MEMBER, NULL);
+    EXPECT_EQ("member add", 0, rc);
+    world_start_agent(&w, "fuel");
+    snprintf(broker_pid, sizeof broker_pid, "%d", (int)w.broker.pid);
+    char pos_json[OUT_BYTES];
+    rc = world_pos(&w, &w.agents[0], pos_json, sizeof pos_json, "--json", "balance", "--member",
+                   MEMBER, NULL);
+    EXPECT_EQ("coalition-pos --json balance", 0, rc);
+    pos_json[strcspn(pos_json, "\n")] = '\0';
+    char *argv[] = {"/usr/bin/env",
+                    "python3",
+                    COALITION_SOURCE_DIR "/tests/http_api_check.py",
+                    "--base",
+                    base,
+                    "--spec",
+                    COALITION_SOURCE_DIR "/partner-agent/openapi.json",
+                    "--member",
+                    MEMBER,
+                    "--broker-pid",
+                    broker_pid,
+                    "--pos-json",
+                    pos_json,
+                    NULL};
+    rc = harness_run(argv, out, sizeof out);
+    if (rc != 0)
+        fail_msg("http_api_check.py exited %d (its stderr is above): %s", rc, out);
+    int64_t told_balance = json_int(out, "balance");
+    uint64_t told_seq = (uint64_t)json_int(out, "last_seq");
+    char bal[OUT_BYTES];
+    rc = world_ctl(&w, bal, sizeof bal, "--json", "balance", MEMBER, NULL);
+    EXPECT_EQ("coalitionctl balance", 0, rc);
+    EXPECT_EQ("the ledger holds what the HTTP client was told", told_balance,
+              json_int(bal, "balance"));
+    char away_burn[TXN_ID_LEN_MAX + 1];
+    json_str(out, "away_burn", away_burn, sizeof away_burn);
+    expect_only_the_revoked_burn_after(&w, told_seq, away_burn);
+    rc = world_ctl(&w, out, sizeof out, "verify", NULL);
+    EXPECT_EQ("coalitionctl verify", 0, rc);
+    world_destroy(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_checkout_flow),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

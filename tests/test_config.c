@@ -1,0 +1,211 @@
+/* common/config: settings from an INI file, the environment and the command line.
+ * Every error path names where the bad setting is; the precedence is command line >
+ * environment > file > default, shown through the argument vector a program parses and
+ * through --print-config's text. */
+#include "config.h"
+#include "errors.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct option opts[] = {
+    {"ledger", required_argument, NULL, 'l'}, {"bind", required_argument, NULL, 'b'},
+    {"insecure", no_argument, NULL, 'I'},     {"journal", no_argument, NULL, 'j'},
+    {"config", required_argument, NULL, 'c'}, {"print-config", no_argument, NULL, 'P'},
+    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+static const char *const fixed[] = {"journal", NULL};
+static const config_default_t defaults[] = {{"ledger", "ledger"}, {NULL, NULL}};
+
+static char path[64];
+
+static void write_file(const char *text)
+{
+    snprintf(path, sizeof path, "/tmp/test_config.%d.ini", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Load with `text` as the file (NULL: none) and argv after the program name. */
+static int load(const char *text, config_t **cfg, char *why, size_t size, int argc, ...)
+{
+    char *argv[16] = {"prog"};
+    int n = 1;
+    if (text != NULL) {
+        write_file(text);
+        argv[n++] = "--config";
+        argv[n++] = path;
+    }
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++)
+        argv[n++] = va_arg(ap, char *);
+    va_end(ap);
+    argv[n] = NULL;
+    return config_load(cfg, "broker", opts, fixed, n, argv, why, size);
+}
+
+static void expect_error(const char *text, const char *want)
+{
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX];
+    int rc = load(text, &cfg, why, sizeof why, 0);
+    assert_int_equal(rc, CL_ERR_INVALID);
+    assert_null(cfg);
+    char full[CONFIG_WHY_BYTES_MAX + 64];
+    snprintf(full, sizeof full, "%s:%s", path, want);
+    if (strstr(why, full) == NULL)
+        fail_msg("wanted '%s' in '%s'", full, why);
+}
+
+static void test_file_errors_name_file_and_line(void **state)
+{
+    (void)state;
+    expect_error("[broker]\nledgr = x\n", "2: unknown setting 'ledgr'");
+    expect_error("; a comment\n\n[agent]\nledger = x\n", "4: unknown section [agent]");
+    expect_error("[broker]\nledger = a\nbind = b\n\nnonsense\n", "5: expected 'key = value'");
+    expect_error("insecure = perhaps\n", "1: insecure takes true or false, not 'perhaps'");
+    expect_error("[broker]\nbind =\n", "2: bind needs a value");
+    expect_error("ledger = a\n\nledger = b\n", "3: ledger is set twice (also at");
+    expect_error("journal = true\n", "1: unknown setting 'journal'");
+    expect_error("help = true\n", "1: unknown setting 'help'");
+    expect_error("config = other.ini\n", "1: unknown setting 'config'");
+    char longline[400];
+    memset(longline, 'x', sizeof longline);
+    memcpy(longline, "ledger = ", 9);
+    longline[sizeof longline - 2] = '\n';
+    longline[sizeof longline - 1] = '\0';
+    char text[600];
+    snprintf(text, sizeof text, "bind = a\n%s", longline);
+    expect_error(text, "2: line longer than");
+    unlink(path);
+}
+
+static void test_unreadable_file(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX];
+    char *argv[] = {"prog", "--config=/nonexistent/broker.ini", NULL};
+    assert_int_equal(config_load(&cfg, "broker", opts, fixed, 2, argv, why, sizeof why), CL_ERR_IO);
+    assert_non_null(strstr(why, "/nonexistent/broker.ini"));
+}
+
+static void test_environment_errors(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX];
+    setenv("COALITION_BROKER_BIDN", "x", 1);
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 0), CL_ERR_INVALID);
+    assert_non_null(strstr(why, "environment COALITION_BROKER_BIDN: unknown setting 'bidn'"));
+    unsetenv("COALITION_BROKER_BIDN");
+    setenv("COALITION_BROKER_INSECURE", "maybe", 1);
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 0), CL_ERR_INVALID);
+    assert_non_null(strstr(why, "environment COALITION_BROKER_INSECURE: insecure takes"));
+    unsetenv("COALITION_BROKER_INSECURE");
+    setenv("COALITION_BROKER_JOURNAL", "1", 1);
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 0), CL_ERR_INVALID);
+    unsetenv("COALITION_BROKER_JOURNAL");
+    assert_null(cfg);
+}
+
+static const char *print(config_t *cfg, char *buf, size_t size)
+{
+    FILE *f = fmemopen(buf, size, "w");
+    assert_non_null(f);
+    config_print(cfg, defaults, f);
+    fclose(f);
+    return buf;
+}
+
+static void expect_line(const char *text, const char *key_value, const char *source)
+{
+    const char *at = strstr(text, key_value);
+    if (at == NULL)
+        fail_msg("no '%s' in\n%s", key_value, text);
+    const char *eol = strchr(at, '\n');
+    const char *semi = strchr(at, ';');
+    assert_non_null(semi);
+    assert_true(eol == NULL || semi < eol);
+    if (strncmp(semi + 2, source, strlen(source)) != 0)
+        fail_msg("'%s' should come from '%s':\n%s", key_value, source, text);
+}
+
+static void test_precedence(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], out[2048], where[96];
+    /* ledger: file only; bind: file, then environment, then command line. */
+    setenv("COALITION_BROKER_BIND", "env-bind", 1);
+    assert_int_equal(load("[broker]\nledger = file-ledger\nbind = file-bind\ninsecure = yes\n",
+                          &cfg, why, sizeof why, 2, "--bind", "cmd-bind"),
+                     CL_OK);
+    unsetenv("COALITION_BROKER_BIND");
+    char **argv = config_argv(cfg);
+    int argc = config_argc(cfg);
+    /* prog, 3 from the file, 1 from the environment, the command line's 4. */
+    assert_int_equal(argc, 1 + 3 + 1 + 4);
+    assert_null(argv[argc]);
+    assert_string_equal(argv[1], "--ledger=file-ledger");
+    assert_string_equal(argv[4], "--bind=env-bind");
+    assert_string_equal(config_source(cfg, 4), "environment COALITION_BROKER_BIND");
+    assert_string_equal(config_source(cfg, argc - 1), "command line");
+    snprintf(where, sizeof where, "%s:2: ", path);
+    assert_string_equal(config_blame(cfg, 2), where);
+    assert_string_equal(config_blame(cfg, argc), "");
+    print(cfg, out, sizeof out);
+    snprintf(where, sizeof where, "%s:2", path);
+    expect_line(out, "ledger = file-ledger", where);
+    expect_line(out, "bind = cmd-bind", "command line");
+    snprintf(where, sizeof where, "%s:4", path);
+    expect_line(out, "insecure = true", where);
+    assert_null(strstr(out, "journal"));
+    config_destroy(&cfg);
+    /* Nothing set: the defaults; a flag set false in the file adds nothing. */
+    assert_int_equal(load("insecure = off\n", &cfg, why, sizeof why, 0), CL_OK);
+    assert_int_equal(config_argc(cfg), 3); /* prog --config FILE */
+    print(cfg, out, sizeof out);
+    expect_line(out, "ledger = ledger", "default");
+    expect_line(out, "insecure = false", "default");
+    config_destroy(&cfg);
+    unlink(path);
+}
+
+static void test_config_file_from_environment(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], out[2048];
+    write_file("bind = from-env-file\n");
+    setenv("COALITION_BROKER_CONFIG", path, 1);
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 1, "-lshort-ledger"), CL_OK);
+    unsetenv("COALITION_BROKER_CONFIG");
+    print(cfg, out, sizeof out);
+    expect_line(out, "bind = from-env-file", path);
+    expect_line(out, "ledger = short-ledger", "command line");
+    config_destroy(&cfg);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_file_errors_name_file_and_line),
+        cmocka_unit_test(test_unreadable_file),
+        cmocka_unit_test(test_environment_errors),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_config_file_from_environment),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
