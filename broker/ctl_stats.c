@@ -82,7 +82,7 @@ static int http_get(const metrics_http_addr_t *addr, char **body_out, char *why,
     assert(len <= STATS_RESPONSE_BYTES_MAX);
     buf[len] = '\0';
     char *body = strstr(buf, "\r\n\r\n");
-    if (got < 0 || len == STATS_RESPONSE_BYTES_MAX || body == NULL ||
+    if (got < 0 || len == STATS_RESPONSE_BYTES_MAX || body == NULL || len < 12 ||
         strncmp(buf, "HTTP/1.", 7) != 0 || strncmp(buf + 8, " 200", 4) != 0) {
         snprintf(why, why_size, "%s did not answer 200 with metrics (%.40s)", addr->text,
                  got < 0 ? strerror(errno) : buf);
