@@ -785,10 +785,11 @@ int cards_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
                         &d->pending);
     if (rc == CL_OK && d->code == RC_APPROVED) {
         snprintf(d->member_id, sizeof d->member_id, "%s", f.rec->member_id);
+        char pts[AMOUNT_TEXT_BYTES];
+        rules_figure_text(d, d->balance, pts);
+        const char *a[] = {pts, card->masked};
         if (unclaimed)
-            snprintf(d->text, sizeof d->text,
-                     "Unclaimed %" PRId64 " points on card %s (not enrolled yet)", d->balance,
-                     card->masked);
+            rules_text(d, MSG_CARD_UNCLAIMED, a, 2);
         else
             rules_balance_text(d);
     }

@@ -57,9 +57,11 @@ static void usage(FILE *out)
         "                    [--burns-per-minute N] [--requests-per-second N] [--reset]\n"
         "                                         set a partner's limits; those not given\n"
         "                                         keep their value (--reset: the default)\n"
-        "  partner add ID --earn-rate R [--currency CUR]\n"
+        "  partner add ID --earn-rate R [--currency CUR] [--locale L]\n"
         "                                         add a partner earning R points per\n"
-        "                                         currency unit (e.g. 2 or 1.5; default EUR)\n"
+        "                                         currency unit (e.g. 2 or 1.5; default EUR);\n"
+        "                                         L: its receipts' language (en, ro, cs, el,\n"
+        "                                         sq; default en)\n"
         "  member add ID                          enrol a member\n"
         "  balance MEMBER [--lots]                a member's points: available, pending\n"
         "                                         and (--lots) its lots in burn order\n"
@@ -93,6 +95,7 @@ static void usage(FILE *out)
           "  contract set ID --from TIME [--earn-rate R] [--currency CUR]\n"
           "               [--issue-price M] [--reimburse M] [--fee M]\n"
           "               [--funding postpaid|prepaid] [--net-cap M] [--return-period D]\n"
+          "               [--locale en|ro|cs|el|sq] (the language of its tills' receipts)\n"
           "                                         a partner's contract from TIME (now,\n"
           "                                         YYYY-MM-DD[THH:MM:SSZ] UTC, @EPOCH_MS);\n"
           "                                         prices M in the currency per 1,000 points,\n"
@@ -211,8 +214,9 @@ static int cmd_partner_add(ctl_t *ctl, int argc, char **argv)
 {
     static const struct option longopts[] = {{"earn-rate", required_argument, NULL, 'r'},
                                              {"currency", required_argument, NULL, 'c'},
+                                             {"locale", required_argument, NULL, 'L'},
                                              {NULL, 0, NULL, 0}};
-    const char *rate_text = NULL, *currency = "EUR";
+    const char *rate_text = NULL, *currency = "EUR", *locale = "";
     int c;
     optind = 0; /* GNU getopt: 0 fully resets its state for this second scan */
     while ((c = getopt_long(argc, argv, "r:c:", longopts, NULL)) != -1) {
@@ -220,14 +224,19 @@ static int cmd_partner_add(ctl_t *ctl, int argc, char **argv)
             rate_text = optarg;
         else if (c == 'c')
             currency = optarg;
+        else if (c == 'L')
+            locale = optarg;
         else
             return EXIT_USAGE;
     }
     int64_t rate_milli = 0;
     if (optind + 1 != argc || rate_text == NULL) {
-        fprintf(stderr, "coalitionctl: usage: partner add ID --earn-rate R [--currency CUR]\n");
+        fprintf(stderr, "coalitionctl: usage: partner add ID --earn-rate R [--currency CUR] "
+                        "[--locale L]\n");
         return EXIT_USAGE;
     }
+    if (ctl_check_locale(locale) != 0)
+        return EXIT_USAGE;
     if (amount_parse_rate_milli(rate_text, &rate_milli) != CL_OK || rate_milli == 0) {
         fprintf(stderr,
                 "coalitionctl: earn rate '%s' is not a positive number with at most 3 "
@@ -242,6 +251,7 @@ static int cmd_partner_add(ctl_t *ctl, int argc, char **argv)
     body.partner_id = argv[optind];
     body.earn_rate_milli = rate_milli;
     body.currency = (char *)currency;
+    body.locale = (char *)locale;
     env.body_case = COALITION__ENVELOPE__BODY_PARTNER_ADD;
     env.partner_add = &body;
     return ctl_send_admin(ctl, &env, NULL);

@@ -30,6 +30,8 @@ int ctl_open_read_only(ctl_t *ctl, ledger_t **ledger);
 /* ctl_settle.c: contract set|show, partner topup, settlement set|show, window list|close,
  * liability. argv[0] is the command's first word. */
 int ctl_contract(ctl_t *ctl, int argc, char **argv);
+/* 0 for a receipt locale the catalogue has ("" is en), else EXIT_USAGE and a message. */
+int ctl_check_locale(const char *code);
 int ctl_partner_topup(ctl_t *ctl, int argc, char **argv);
 int ctl_settlement(ctl_t *ctl, int argc, char **argv);
 int ctl_window(ctl_t *ctl, int argc, char **argv);

@@ -118,6 +118,7 @@ enum {
     OPT_FEE,
     OPT_FUNDING,
     OPT_RETURN,
+    OPT_LOCALE,
     OPT_CAP /* the last */
 };
 
@@ -134,6 +135,7 @@ static int contract_options(int argc, char **argv, Coalition__ContractSetRequest
                                              {"funding", required_argument, NULL, OPT_FUNDING},
                                              {"net-cap", required_argument, NULL, OPT_CAP},
                                              {"return-period", required_argument, NULL, OPT_RETURN},
+                                             {"locale", required_argument, NULL, OPT_LOCALE},
                                              {NULL, 0, NULL, 0}};
     int c;
     optind = 0;
@@ -158,6 +160,16 @@ static int contract_options(int argc, char **argv, Coalition__ContractSetRequest
     return 0;
 }
 
+int ctl_check_locale(const char *code)
+{
+    receipt_locale_t l;
+    if (receipt_locale_parse(code, &l) == CL_OK)
+        return 0;
+    fprintf(stderr, "coalitionctl: unknown locale '%s'; receipts are in %s\n", code,
+            RECEIPT_LOCALES_LIST);
+    return EXIT_USAGE;
+}
+
 static int contract_terms(const char **given, const settle_contract_t *cur,
                           Coalition__ContractSetRequest *b, char *currency)
 {
@@ -170,7 +182,8 @@ static int contract_terms(const char **given, const settle_contract_t *cur,
     b->net_cap_minor = cur->net_cap_minor;
     b->funding = (Coalition__Funding)cur->funding;
     b->return_period_seconds = cur->return_period_seconds;
-    int rc = 0;
+    b->locale = (char *)(given[OPT_LOCALE] ? given[OPT_LOCALE] : cur->locale);
+    int rc = ctl_check_locale(b->locale);
     if (given[OPT_RETURN] && strcmp(given[OPT_RETURN], "0") == 0)
         b->return_period_seconds = 0;
     else if (given[OPT_RETURN] && card_parse_period(given[OPT_RETURN], RETURN_PERIOD_SECONDS_MAX,
@@ -247,18 +260,19 @@ static void print_contract(const ctl_t *ctl, const settle_contract_t *c, bool in
                "\"currency\":\"%s\",\"issue_price_per_1000_minor\":%" PRId64
                ",\"reimburse_per_1000_minor\":%" PRId64 ",\"fee_minor\":%" PRId64
                ",\"funding\":\"%s\",\"net_cap_minor\":%" PRId64
-               ",\"return_period_seconds\":%" PRId64 ",\"seq\":%" PRIu64 "}\n",
+               ",\"return_period_seconds\":%" PRId64 ",\"seq\":%" PRIu64 ",\"locale\":\"%s\"}\n",
                from, c->from_ms, in_force ? "true" : "false", rate, c->currency,
                c->issue_price_per_mille, c->reimburse_per_mille, c->fee_minor,
-               funding_name(c->funding), c->net_cap_minor, c->return_period_seconds,
-               c->created_seq);
+               funding_name(c->funding), c->net_cap_minor, c->return_period_seconds, c->created_seq,
+               c->locale[0] ? c->locale : "en");
         return;
     }
     printf("%s %s from %s: earns %s points per %s; issue price %s, reimbursement %s per 1,000 "
-           "points; fee %s; %s; net cap %s; return period %" PRId64 " days (seq %" PRIu64 ")\n",
+           "points; fee %s; %s; net cap %s; return period %" PRId64 " days; receipts in %s "
+           "(seq %" PRIu64 ")\n",
            in_force ? "*" : " ", c->partner_id, from, rate, c->currency, issue, reimb, fee,
            funding_name(c->funding), c->net_cap_minor == 0 ? "none" : cap,
-           c->return_period_seconds / 86400, c->created_seq);
+           c->return_period_seconds / 86400, c->locale[0] ? c->locale : "en", c->created_seq);
 }
 
 static int contract_show(ctl_t *ctl, int argc, char **argv)

@@ -16,6 +16,7 @@
 #include "ratelimit.h"
 #include "request.h"
 #include "router.h"
+#include "service.h"
 #include "shutdown.h"
 #include "writer.h"
 #include "zap.h"
@@ -83,7 +84,7 @@ typedef struct principal_cache {
 /* Failures that can repeat once per message log through these, at most once a second. */
 typedef struct frontend_logs {
     log_every_t format_error, declined, refused, inquiry_failed, no_reply, hand_off_failed, dropped,
-        rebind;
+        rebind, writer_stalled;
 } frontend_logs_t;
 
 typedef struct frontend {
@@ -103,6 +104,7 @@ typedef struct frontend {
     size_t pool_count;
     size_t in_flight;
     frontend_logs_t logs;
+    service_watchdog_t watchdog; /* systemd's, when it set one */
 } frontend_t;
 
 static int set_int(void *sock, int option, int value)
@@ -549,6 +551,23 @@ static int guard_memory(frontend_t *self)
     return CL_OK;
 }
 
+/* systemd's watchdog is pinged while this loop runs and the writer is not stuck: busy
+ * on one round, or housekeeping, for a whole watchdog interval. Then systemd kills the
+ * broker one interval later, and restarts it (Restart=on-failure). */
+static void ping_watchdog(frontend_t *self)
+{
+    if (self->watchdog.interval_ms == 0)
+        return;
+    int64_t now = clock_mono_ms();
+    int64_t busy_ms = writer_busy_ms(self->writer, now);
+    bool alive = busy_ms < self->watchdog.interval_ms;
+    if (!alive)
+        log_every(&self->logs.writer_stalled, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
+                  "writer busy for %lld ms without finishing a round: watchdog pings withheld",
+                  (long long)busy_ms);
+    service_watchdog_tick(&self->watchdog, now, alive);
+}
+
 static int run_loop(frontend_t *self, int stop_fd)
 {
     bool stopping = false;
@@ -579,9 +598,11 @@ static int run_loop(frontend_t *self, int stop_fd)
         if (guard_memory(self) != CL_OK)
             return CL_ERR_ZMQ;
         broker_metrics_connections(peers_open(self->peers));
+        ping_watchdog(self);
         if ((items[3].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd)) {
             stopping = true;
             log_info("stopping: intake closed, %zu batch(es) still committing", self->in_flight);
+            service_stopping("stopping: %zu batch(es) still committing", self->in_flight);
         }
     }
     return CL_OK;
@@ -657,8 +678,12 @@ int frontend_run(ledger_t *ledger, const frontend_options_t *opts, int stop_fd)
     self.opts = opts;
     int rc = frontend_open(&self, opts);
     if (rc == CL_OK) {
+        /* Sockets bound and the ledger open: systemd may start what depends on us. */
         log_info("ready: partners on %s, operator on %s, ledger at seq %llu", opts->bind_endpoint,
                  opts->admin_endpoint, (unsigned long long)ledger_last_seq(ledger));
+        service_ready("serving partners on %s, ledger at seq %llu", opts->bind_endpoint,
+                      (unsigned long long)ledger_last_seq(ledger));
+        service_watchdog_init(&self.watchdog);
         rc = run_loop(&self, stop_fd);
     }
     frontend_close(&self);

@@ -487,6 +487,8 @@ static void reply_from_decision(const ledger_t *self, authorization_t *auth, con
     assert((seq > 0) == ((d->code == RC_APPROVED || d->code == RC_PARTIAL) && auth_code[0] != 0));
     wire_auth_decline(auth, env, d->code, d->text);
     wire_auth_echo(auth, env, hash);
+    if (d->locale != RECEIPT_EN)
+        auth->locale = (char *)receipt_locale_code(d->locale);
     auth->member_id = d->member_id;
     auth->points = d->points;
     auth->balance = d->balance;
@@ -543,33 +545,45 @@ static bool same_cards(const ledger_cards_t *cards, const Coalition__IdemRecord 
             same_card_as(&cards->new_card, idem->card_key_id, &idem->new_card_hash));
 }
 
+/* 12 for a request under a tombstone: its reversal was recorded before it arrived. */
+static void reversed_ahead_text(receipt_locale_t locale, const char *txn_id, uint64_t seq,
+                                char *out, size_t size)
+{
+    char seq_text[24];
+    snprintf(seq_text, sizeof seq_text, "%llu", (unsigned long long)seq);
+    const char *a[] = {txn_id, seq_text};
+    rules_decline_text(locale, RC_INVALID_TRANSACTION, MSG_R_REVERSED_BEFORE, a, 2, out, size);
+}
+
 static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
                            const ledger_cards_t *cards, const uint8_t hash[WIRE_HASH_BYTES],
                            const Coalition__IdemRecord *idem, uint8_t **reply_out, size_t *len_out)
 {
     char text[RECEIPT_TEXT_BYTES_MAX];
+    receipt_locale_t locale = RECEIPT_EN;
+    int rc = rules_locale_of(self, txn, env->partner_id, clock_wall_ms(), &locale);
+    if (rc != CL_OK)
+        return rc;
     if (idem->request_hash.len != WIRE_HASH_BYTES ||
         memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0 || !same_cards(cards, idem)) {
         /* Under a tombstone any other request is still the one reversed ahead: 12. */
         int code = idem->tombstone ? RC_INVALID_TRANSACTION : RC_DUPLICATE_KEY;
+        const char *txn_id = env->txn_id;
         if (idem->tombstone)
-            snprintf(text, sizeof text,
-                     "Declined 12: %s was reversed (ledger seq %llu) before it arrived; not "
-                     "applied",
-                     env->txn_id, (unsigned long long)idem->tombstone_seq);
+            reversed_ahead_text(locale, txn_id, idem->tombstone_seq, text, sizeof text);
         else
-            snprintf(text, sizeof text,
-                     "Declined 94: txn id %s was already used for another request", env->txn_id);
+            rules_decline_text(locale, code, MSG_R_DUPLICATE, &txn_id, 1, text, sizeof text);
         authorization_t auth;
         wire_auth_decline(&auth, env, code, text);
         wire_auth_echo(&auth, env, hash);
+        if (locale != RECEIPT_EN)
+            auth.locale = (char *)receipt_locale_code(locale);
         return reply_pack(&auth, reply_out, len_out);
     }
     authorization_t *orig = wire_auth_decode(idem->reply.data, idem->reply.len);
     if (orig == NULL)
         return CL_ERR_CORRUPT;
     orig->replay = true;
-    int rc = CL_OK;
     char *orig_text = orig->text;
     if (idem->seq != 0) {
         uint8_t key[TXN_KEY_BYTES_MAX];
@@ -579,7 +593,8 @@ static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         orig->reversed = reversed;
     }
     if (rc == CL_OK && orig->reversed) {
-        snprintf(text, sizeof text, "Reversed since (voided or refunded): %s", orig_text);
+        const char *a[] = {orig_text};
+        receipt_render(locale, MSG_REVERSED_SINCE, a, 1, text, sizeof text);
         orig->text = text;
     }
     if (rc == CL_OK)
@@ -834,9 +849,10 @@ static int decline_reversed_ahead(ledger_t *self, const envelope_t *env,
     decision_init(&d);
     snprintf(d.member_id, sizeof d.member_id, "%s", wire_member_of(env));
     d.code = RC_INVALID_TRANSACTION;
-    snprintf(d.text, sizeof d.text,
-             "Declined 12: %s was reversed (ledger seq %llu) before it arrived; not applied",
-             env->txn_id, (unsigned long long)tombstone_seq);
+    int rc = rules_locale_of(self, self->batch, env->partner_id, clock_wall_ms(), &d.locale);
+    if (rc != CL_OK)
+        return rc;
+    reversed_ahead_text(d.locale, env->txn_id, tombstone_seq, d.text, sizeof d.text);
     return finish_declined(self, NULL, env, hash, tombstone_seq, &d, reply_out, len_out);
 }
 

@@ -5,6 +5,7 @@
 
 #include "amount.h"
 #include "ledger.h"
+#include "receipt.h"
 #include "settle.h"
 
 #include <protobuf-c/protobuf-c.h>
@@ -111,6 +112,7 @@ typedef struct earn_bonus {
 /* What one request does. Strings point into the envelope or into the buffers here. */
 typedef struct decision {
     int code;
+    receipt_locale_t locale; /* of the sender's receipts (rules_receipt.c); 0: en */
     char text[RECEIPT_TEXT_BYTES_MAX];
     Coalition__EntryKind kind;
     char member_id[MEMBER_ID_LEN_MAX + 1];
@@ -268,8 +270,27 @@ int access_lookup(ledger_t *self, MDB_txn *txn, const char *public_z85, ledger_p
 int access_velocity_check(ledger_t *self, MDB_txn *txn, const char *member_id, uint32_t limit,
                           decision_t *d);
 int access_velocity_record(ledger_t *self, MDB_txn *txn, const char *member_id, decision_t *d);
+/* rules_receipt.c: a decline in d->locale. English gets the formatted details; another
+ * locale the code's reason from the catalogue (rules_decline_msg: a template's). */
 __attribute__((format(printf, 3, 4))) void rules_decline(decision_t *d, int code, const char *fmt,
                                                          ...);
+void rules_decline_msg(decision_t *d, int code, receipt_msg_t msg, const char *const *args,
+                       size_t n_args);
+void rules_decline_text(receipt_locale_t locale, int code, receipt_msg_t msg,
+                        const char *const *args, size_t n_args, char *out, size_t size);
+/* rules_receipt.c: d->text from the catalogue in d->locale. */
+void rules_text(decision_t *d, receipt_msg_t msg, const char *const *args, size_t n_args);
+/* rules_receipt.c: the receipt locale of `partner`'s contract in force at at_ms (en for the
+ * operator and for a sender without a contract); CL_ERR_CORRUPT for a stored unknown code. */
+int rules_locale_of(ledger_t *self, MDB_txn *txn, const char *partner, int64_t at_ms,
+                    receipt_locale_t *out);
+/* rules_receipt.c: numbers for d->locale. Points are grouped in every locale; figures are
+ * grouped except in English, whose texts always printed them plain; money as
+ * amount_format_minor in English, else grouped with the locale's decimal separator. */
+void rules_points_text(const decision_t *d, int64_t points, char buf[AMOUNT_TEXT_BYTES]);
+void rules_figure_text(const decision_t *d, int64_t value, char buf[AMOUNT_TEXT_BYTES]);
+void rules_money_text(const decision_t *d, int64_t minor, int exponent,
+                      char buf[AMOUNT_TEXT_BYTES]);
 /* rules.c: a balance reply's text from d->balance, available and pending. */
 void rules_balance_text(decision_t *d);
 /* rules.c: answer a Balance request from a read transaction. */

@@ -15,22 +15,7 @@
 
 #define decline rules_decline
 
-void rules_decline(decision_t *d, int code, const char *fmt, ...)
-{
-    int n = snprintf(d->text, sizeof d->text, "Declined %02d: ", code);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(d->text + n, sizeof d->text - (size_t)n, fmt, ap);
-    va_end(ap);
-    d->code = code;
-}
-
 static bool declined(const decision_t *d) { return d->code != RC_APPROVED; }
-
-static void points_text(int64_t points, char buf[AMOUNT_TEXT_BYTES])
-{
-    amount_format_points(points, buf, AMOUNT_TEXT_BYTES);
-}
 
 static void set_member(decision_t *d, const char *member_id)
 {
@@ -79,13 +64,13 @@ static int check_member_as(ledger_t *self, MDB_txn *txn, const char *member_id, 
                                &coalition__member_record__descriptor, (ProtobufCMessage **)&m);
     set_member(d, member_id);
     if (rc == CL_ERR_NOT_FOUND) {
-        decline(d, RC_UNKNOWN_MEMBER, "unknown member %s", member_id);
+        rules_decline_msg(d, RC_UNKNOWN_MEMBER, MSG_R_UNKNOWN_MEMBER, &member_id, 1);
         return CL_OK;
     }
     if (rc != CL_OK)
         return rc;
     if (m->frozen && !reversal)
-        decline(d, RC_FROZEN, "account of member %s is frozen", member_id);
+        rules_decline_msg(d, RC_FROZEN, MSG_R_FROZEN, &member_id, 1);
     coalition__member_record__free_unpacked(m, NULL);
     if (declined(d))
         return CL_OK;
@@ -214,14 +199,11 @@ static int64_t earn_points(const Coalition__EarnRequest *r, const Coalition__Par
 void rules_balance_text(decision_t *d)
 {
     char bal[AMOUNT_TEXT_BYTES], avail[AMOUNT_TEXT_BYTES], pend[AMOUNT_TEXT_BYTES];
-    points_text(d->balance, bal);
-    points_text(d->available, avail);
-    points_text(d->pending, pend);
-    if (d->pending > 0)
-        snprintf(d->text, sizeof d->text, "Balance %s points: %s available, %s pending", bal, avail,
-                 pend);
-    else
-        snprintf(d->text, sizeof d->text, "Balance %s points", bal);
+    rules_points_text(d, d->balance, bal);
+    rules_points_text(d, d->available, avail);
+    rules_points_text(d, d->pending, pend);
+    const char *a[] = {bal, avail, pend};
+    rules_text(d, d->pending > 0 ? MSG_BALANCE_SPLIT : MSG_BALANCE, a, 3);
 }
 
 /* The split of a member's balance for the reply (after the request's changes). */
@@ -286,23 +268,24 @@ static int earn_moves(ledger_t *self, MDB_txn *txn, const char *partner, const c
 
 static void earn_text(decision_t *d, const char *who)
 {
-    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], bonus[96] = "";
-    char text[RECEIPT_TEXT_BYTES_MAX + 128]; /* cut to the receipt's length below */
-    points_text(d->points, pts);
-    points_text(d->balance, bal);
-    if (d->bonus_total > 0)
-        snprintf(bonus, sizeof bonus, " (%lld base + %lld bonus%s%s)", (long long)d->base_points,
-                 (long long)d->bonus_total, d->tier[0] ? ", " : "", d->tier);
+    char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], base[AMOUNT_TEXT_BYTES],
+        extra[AMOUNT_TEXT_BYTES];
+    char tier[TIER_NAME_LEN_MAX + 3] = "", bonus[RECEIPT_TEXT_BYTES_MAX] = "";
+    rules_points_text(d, d->points, pts);
+    rules_points_text(d, d->balance, bal);
+    if (d->bonus_total > 0) {
+        rules_figure_text(d, d->base_points, base);
+        rules_figure_text(d, d->bonus_total, extra);
+        if (d->tier[0] != '\0')
+            snprintf(tier, sizeof tier, ", %s", d->tier);
+        const char *b[] = {base, extra, tier};
+        receipt_render(d->locale, MSG_EARN_BONUS, b, 3, bonus, sizeof bonus);
+    }
+    const char *a[] = {pts, bonus, bal};
     if (strncmp(who, WIRE_UNCLAIMED_PREFIX, strlen(WIRE_UNCLAIMED_PREFIX)) == 0)
-        snprintf(text, sizeof text, "Earned %s points%s, unclaimed until the card is enrolled", pts,
-                 bonus);
-    else if (d->pending > 0)
-        snprintf(text, sizeof text,
-                 "Earned %s points%s, pending until the return period ends. Balance %s", pts, bonus,
-                 bal);
+        rules_text(d, MSG_EARN_UNCLAIMED, a, 3);
     else
-        snprintf(text, sizeof text, "Earned %s points%s. Balance %s", pts, bonus, bal);
-    snprintf(d->text, sizeof d->text, "%.*s", (int)sizeof d->text - 1, text);
+        rules_text(d, d->pending > 0 ? MSG_EARN_PENDING : MSG_EARN, a, 3);
 }
 
 /* An earn's points: the plan (tier, rules) in the member's holder, pricing of all of
@@ -411,9 +394,9 @@ static int burn_from_lots(ledger_t *self, MDB_txn *txn, lot_holder_t *h,
     *points = res.taken;
     if (res.taken == r->points)
         return CL_OK;
-    points_text(res.available, avail);
-    points_text(res.pending, pend);
-    points_text(r->points, want);
+    rules_points_text(d, res.available, avail);
+    rules_points_text(d, res.pending, pend);
+    rules_points_text(d, r->points, want);
     if (res.full && !r->allow_partial)
         decline(d, RC_EXCEEDS_LIMIT, "%s points lie in more than %d lots; burn at most %lld now",
                 want, LOTS_PER_ENTRY_MAX, (long long)res.taken);
@@ -421,13 +404,11 @@ static int burn_from_lots(ledger_t *self, MDB_txn *txn, lot_holder_t *h,
         /* The reply says what could be burned: the split of the unchanged balance. */
         d->available = res.available;
         d->pending = res.pending;
+        const char *a[] = {avail, pend, want}, *b[] = {avail, want};
         if (res.pending > 0)
-            decline(d, RC_INSUFFICIENT_POINTS,
-                    "insufficient points (available %s, pending %s, requested %s)", avail, pend,
-                    want);
+            rules_decline_msg(d, RC_INSUFFICIENT_POINTS, MSG_R_INSUFFICIENT_PEND, a, 3);
         else
-            decline(d, RC_INSUFFICIENT_POINTS, "insufficient points (balance %s, requested %s)",
-                    avail, want);
+            rules_decline_msg(d, RC_INSUFFICIENT_POINTS, MSG_R_INSUFFICIENT, b, 2);
     } else
         *partial = true;
     if (declined(d))
@@ -439,14 +420,14 @@ static int burn_from_lots(ledger_t *self, MDB_txn *txn, lot_holder_t *h,
 static int burn_text(decision_t *d, const Coalition__BurnRequest *r)
 {
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
-    points_text(d->points, pts);
-    points_text(d->balance, bal);
-    points_text(r->points, want);
+    rules_points_text(d, d->points, pts);
+    rules_points_text(d, d->balance, bal);
+    rules_points_text(d, r->points, want);
+    const char *partial[] = {pts, want, bal}, *full[] = {pts, bal};
     if (d->code == RC_PARTIAL)
-        snprintf(d->text, sizeof d->text, "Partially redeemed %s of %s points. Balance %s", pts,
-                 want, bal);
+        rules_text(d, MSG_BURN_PARTIAL, partial, 3);
     else
-        snprintf(d->text, sizeof d->text, "Redeemed %s points. Balance %s", pts, bal);
+        rules_text(d, MSG_BURN, full, 2);
     return CL_OK;
 }
 
@@ -630,12 +611,14 @@ static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env, de
     uint64_t tombstone_seq = idem->tombstone_seq;
     coalition__idem_record__free_unpacked(idem, NULL);
     if (tombstone) {
-        decline(d, RC_INVALID_TRANSACTION, "%s was already reversed (ledger seq %llu)",
-                original_txn_id, (unsigned long long)tombstone_seq);
+        char seq_text[AMOUNT_TEXT_BYTES];
+        snprintf(seq_text, sizeof seq_text, "%llu", (unsigned long long)tombstone_seq);
+        const char *a[] = {original_txn_id, seq_text};
+        rules_decline_msg(d, RC_INVALID_TRANSACTION, MSG_R_ALREADY_REVERSED, a, 2);
         return CL_OK;
     }
     if (seq == 0) {
-        decline(d, RC_ORIGINAL_NOT_FOUND, "no approved transaction %s", original_txn_id);
+        rules_decline_msg(d, RC_ORIGINAL_NOT_FOUND, MSG_R_NOT_FOUND, &original_txn_id, 1);
         return CL_OK;
     }
     rc = ledger_get_entry(self, txn, seq, &o->entry);
@@ -651,7 +634,7 @@ static int load_original(ledger_t *self, MDB_txn *txn, const envelope_t *env, de
     if (rc == CL_OK)
         rc = holder_of_original(self, txn, o, d);
     if (rc == CL_OK && !declined(d) && o->rev.voided)
-        decline(d, RC_INVALID_TRANSACTION, "%s was voided", original_txn_id);
+        rules_decline_msg(d, RC_INVALID_TRANSACTION, MSG_R_VOIDED, &original_txn_id, 1);
     return rc;
 }
 
@@ -669,10 +652,8 @@ static int reverse_ahead(ledger_t *self, MDB_txn *txn, const envelope_t *env, co
     d->points = 0;
     d->balance = 0;
     d->member_id[0] = '\0';
-    snprintf(d->text, sizeof d->text,
-             "%s of %s recorded before its original: nothing to reverse; %s will be declined "
-             "if it arrives",
-             wire_body_name(env), d->original_txn_id, d->original_txn_id);
+    const char *a[] = {wire_body_name(env), d->original_txn_id};
+    rules_text(d, MSG_REVERSAL_AHEAD, a, 2);
     return rc;
 }
 
@@ -761,8 +742,8 @@ static int earn_reversal_moves(ledger_t *self, MDB_txn *txn, const envelope_t *e
     assert(rc != CL_OK || (broken >= 0 && from_member >= 0));
     if (rc == CL_OK && from_member > d->balance) {
         char bal[AMOUNT_TEXT_BYTES], want[AMOUNT_TEXT_BYTES];
-        points_text(d->balance, bal);
-        points_text(from_member, want);
+        rules_points_text(d, d->balance, bal);
+        rules_points_text(d, from_member, want);
         decline(d, RC_INSUFFICIENT_POINTS, "member has %s points, reversal needs %s", bal, want);
     }
     if (rc != CL_OK || declined(d))
@@ -826,14 +807,15 @@ static int64_t earn_refund_points(const original_t *o, const Coalition__RefundRe
         return 0;
     }
     if (left <= 0) {
-        decline(d, RC_INVALID_TRANSACTION, "%s is already fully refunded", e->txn_id);
+        const char *txn_id = e->txn_id;
+        rules_decline_msg(d, RC_INVALID_TRANSACTION, MSG_R_FULLY_REFUNDED, &txn_id, 1);
         return 0;
     }
     if (amount > left) {
-        amount_format_minor(amount, exponent, a, sizeof a);
-        amount_format_minor(left, exponent, l, sizeof l);
-        decline(d, RC_INVALID_AMOUNT, "refund of %s %s exceeds the %s %s not yet refunded", a,
-                e->currency, l, e->currency);
+        rules_money_text(d, amount, exponent, a);
+        rules_money_text(d, left, exponent, l);
+        const char *args[] = {a, e->currency, l, e->currency};
+        rules_decline_msg(d, RC_INVALID_AMOUNT, MSG_R_REFUND_MONEY, args, 4);
         return 0;
     }
     d->amount_minor = amount;
@@ -855,12 +837,16 @@ static int64_t burn_refund_points(const original_t *o, const Coalition__RefundRe
         return 0;
     }
     if (left <= 0) {
-        decline(d, RC_INVALID_TRANSACTION, "%s is already fully refunded", o->entry->txn_id);
+        const char *txn_id = o->entry->txn_id;
+        rules_decline_msg(d, RC_INVALID_TRANSACTION, MSG_R_FULLY_REFUNDED, &txn_id, 1);
         return 0;
     }
     if (points > left) {
-        decline(d, RC_INVALID_AMOUNT, "refund of %lld points exceeds the %lld not yet refunded",
-                (long long)points, (long long)left);
+        char p[AMOUNT_TEXT_BYTES], l[AMOUNT_TEXT_BYTES];
+        rules_figure_text(d, points, p);
+        rules_figure_text(d, left, l);
+        const char *args[] = {p, l};
+        rules_decline_msg(d, RC_INVALID_AMOUNT, MSG_R_REFUND_POINTS, args, 2);
         return 0;
     }
     assert(points > 0 && points <= left);
@@ -905,10 +891,10 @@ static int apply_refund(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
                       : COALITION__ENTRY_KIND__ENTRY_REFUND_BURN;
     d->points = points;
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
-    points_text(points, pts);
-    points_text(d->balance, bal);
-    snprintf(d->text, sizeof d->text, "Refund of %s: %s points %s. Balance %s", r->original_txn_id,
-             pts, of_earn ? "taken back" : "returned", bal);
+    rules_points_text(d, points, pts);
+    rules_points_text(d, d->balance, bal);
+    const char *a[] = {r->original_txn_id, pts, bal};
+    rules_text(d, of_earn ? MSG_REFUND_EARN : MSG_REFUND_BURN, a, 3);
 out:
     coalition__journal_entry__free_unpacked(o.entry, NULL);
     return rc;
@@ -965,10 +951,10 @@ static int apply_void(ledger_t *self, MDB_txn *txn, const envelope_t *env, decis
     d->amount_minor = minor;
     snprintf(d->currency, sizeof d->currency, "%s", o.entry->currency);
     char pts[AMOUNT_TEXT_BYTES], bal[AMOUNT_TEXT_BYTES];
-    points_text(d->points, pts);
-    points_text(d->balance, bal);
-    snprintf(d->text, sizeof d->text, "Voided %s: %s points %s. Balance %s", original_txn_id, pts,
-             of_earn ? "taken back" : "returned", bal);
+    rules_points_text(d, d->points, pts);
+    rules_points_text(d, d->balance, bal);
+    const char *a[] = {original_txn_id, pts, bal};
+    rules_text(d, of_earn ? MSG_VOID_EARN : MSG_VOID_BURN, a, 3);
 out:
     coalition__journal_entry__free_unpacked(o.entry, NULL);
     return rc;
@@ -985,7 +971,7 @@ static int apply_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
     MDB_val v;
     rc = mdb_get(txn, self->db_members, &k, &v);
     if (rc == MDB_SUCCESS) {
-        decline(d, RC_INVALID_TRANSACTION, "member %s is already enrolled", member_id);
+        rules_decline_msg(d, RC_INVALID_TRANSACTION, MSG_R_ENROLLED, &member_id, 1);
         return CL_OK;
     }
     if (rc != MDB_NOTFOUND)
@@ -996,7 +982,7 @@ static int apply_enroll(ledger_t *self, MDB_txn *txn, const envelope_t *env, dec
     d->kind = COALITION__ENTRY_KIND__ENTRY_ENROLL;
     d->balance = 0;
     assert(d->posting_count == 0); /* an enrolment moves no points */
-    snprintf(d->text, sizeof d->text, "Member %s enrolled", member_id);
+    rules_text(d, MSG_ENROLL, &member_id, 1);
     return rc;
 }
 
@@ -1056,6 +1042,11 @@ static int apply_partner_add(ledger_t *self, MDB_txn *txn, decision_t *d,
     c.earn_rate_milli = r->earn_rate_milli;
     c.currency = r->currency;
     c.created_seq = p.created_seq;
+    c.locale = r->locale;       /* "" (en) unless given; wire_validate checked the code */
+    if (r->locale[0] != '\0') { /* the entry carries the first contract for verify */
+        d->contract = c;
+        d->has_contract = true;
+    }
     if (rc == CL_OK)
         rc = settle_put_contract(self, txn, r->partner_id, &c);
     if (rc == CL_OK)
@@ -1078,7 +1069,9 @@ int rules_inquire(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_
 {
     d->code = RC_APPROVED;
     bool bank = false;
-    int rc = cards_is_bank(self, txn, env->partner_id, &bank);
+    int rc = rules_locale_of(self, txn, env->partner_id, d->now_ms, &d->locale);
+    if (rc == CL_OK)
+        rc = cards_is_bank(self, txn, env->partner_id, &bank);
     if (rc == CL_OK && !bank)
         rc = check_partner(self, txn, env, d, NULL);
     if (rc == CL_OK && !declined(d) && env->balance->card != NULL)
@@ -1102,6 +1095,9 @@ int rules_decide(ledger_t *self, MDB_txn *txn, const envelope_t *env, decision_t
     assert(env != NULL && d->posting_count == 0 && d->kind == COALITION__ENTRY_KIND__ENTRY_NONE);
     d->code = RC_APPROVED;
     set_member(d, wire_member_of(env));
+    int rc = rules_locale_of(self, txn, env->partner_id, d->now_ms, &d->locale);
+    if (rc != CL_OK)
+        return rc;
     switch (env->body_case) {
     case COALITION__ENVELOPE__BODY_EARN: return apply_earn(self, txn, env, d);
     case COALITION__ENVELOPE__BODY_BURN: return apply_burn(self, txn, env, d);

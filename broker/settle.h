@@ -30,6 +30,7 @@
 #define COALITION_SETTLE_H
 
 #include "ledger.h"
+#include "receipt.h"
 
 #include <stdint.h>
 
@@ -96,6 +97,7 @@ typedef struct settle_contract {
     int funding; /* COALITION__FUNDING__FUNDING_* */
     uint64_t created_seq;
     int64_t return_period_seconds; /* earns here are pending this long (0: none) */
+    char locale[RECEIPT_LOCALE_CODE_BYTES]; /* its tills' receipt language ("": en) */
 } settle_contract_t;
 
 typedef struct settle_config {

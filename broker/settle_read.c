@@ -154,6 +154,7 @@ static void contract_from(const char *partner, const Coalition__Contract *c,
     out->fee_minor = c->fee_minor;
     out->net_cap_minor = c->net_cap_minor;
     out->return_period_seconds = c->return_period_seconds;
+    snprintf(out->locale, sizeof out->locale, "%.*s", RECEIPT_LOCALE_CODE_LEN_MAX, c->locale);
     out->funding = (int)c->funding;
     out->created_seq = c->created_seq;
 }

@@ -84,12 +84,14 @@ int rules_contract_set(ledger_t *self, MDB_txn *txn, decision_t *d,
     c->funding = r->funding;
     c->net_cap_minor = r->net_cap_minor;
     c->return_period_seconds = r->return_period_seconds;
+    c->locale = r->locale; /* wire_validate refused a code the catalogue lacks */
     c->created_seq = self->batch_seq + 1;
     d->has_contract = true;
     d->kind = COALITION__ENTRY_KIND__ENTRY_CONTRACT_SET;
     d->participant = r->partner_id;
-    snprintf(d->text, sizeof d->text, "Contract of %s from %s recorded%s", r->partner_id, when,
-             rc == CL_OK ? " (replacing the one not yet in force)" : "");
+    snprintf(d->text, sizeof d->text, "Contract of %s from %s recorded%s%s%s", r->partner_id, when,
+             rc == CL_OK ? " (replacing the one not yet in force)" : "",
+             r->locale[0] != '\0' ? "; receipts in " : "", r->locale);
     return settle_put_contract(self, txn, r->partner_id, c);
 }
 

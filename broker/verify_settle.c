@@ -28,6 +28,13 @@
 
 #define SEQ(e) ((unsigned long long)(e)->seq)
 
+/* A receipt locale the catalogue has: the rules record no other. */
+static bool locale_known(const char *code)
+{
+    receipt_locale_t l;
+    return receipt_locale_parse(code, &l) == CL_OK;
+}
+
 static vkey_t contract_vkey(const char *partner, int64_t from_ms)
 {
     vkey_t k;
@@ -121,6 +128,7 @@ static void contract_of_entry(const journal_entry_t *e, settle_contract_t *c)
     c->fee_minor = r->fee_minor;
     c->net_cap_minor = r->net_cap_minor;
     c->return_period_seconds = r->return_period_seconds;
+    snprintf(c->locale, sizeof c->locale, "%.*s", RECEIPT_LOCALE_CODE_LEN_MAX, r->locale);
     c->funding = (int)r->funding;
     c->created_seq = r->created_seq;
 }
@@ -139,6 +147,7 @@ static int rederive_contract_set(verify_t *v, const journal_entry_t *e)
         c.reimburse_per_mille > PRICE_PER_MILLE_MAX || c.fee_minor < 0 ||
         c.fee_minor > FEE_MINOR_MAX || c.net_cap_minor < 0 || c.net_cap_minor > NET_CAP_MINOR_MAX ||
         c.return_period_seconds < 0 || c.return_period_seconds > RETURN_PERIOD_SECONDS_MAX ||
+        !locale_known(e->contract->locale) ||
         (c.funding != COALITION__FUNDING__FUNDING_POSTPAID &&
          c.funding != COALITION__FUNDING__FUNDING_PREPAID))
         return verify_violation(v, "contract entry %llu is not a contract the rules record",
@@ -162,6 +171,14 @@ static int note_first_contract(verify_t *v, const journal_entry_t *e)
     c.earn_rate_milli = e->earn_rate_milli;
     snprintf(c.currency, sizeof c.currency, "%s", e->currency);
     c.created_seq = e->seq;
+    const Coalition__Contract *r = e->contract; /* only when the partner-add set a locale */
+    if (r != NULL && (r->from_ms != c.from_ms || r->earn_rate_milli != c.earn_rate_milli ||
+                      strcmp(r->currency, c.currency) != 0 || r->created_seq != c.created_seq ||
+                      r->locale[0] == '\0' || !locale_known(r->locale)))
+        return verify_violation(v, "partner-add entry %llu carries a contract it did not make",
+                                SEQ(e));
+    if (r != NULL)
+        snprintf(c.locale, sizeof c.locale, "%s", r->locale);
     return note_contract(v, p, &c);
 }
 
@@ -595,7 +612,7 @@ static int visit_contract(const MDB_val *k, const MDB_val *val, void *ctx)
                 r->reimburse_per_mille == c->reimburse_per_mille && r->fee_minor == c->fee_minor &&
                 (int)r->funding == c->funding && r->net_cap_minor == c->net_cap_minor &&
                 r->return_period_seconds == c->return_period_seconds &&
-                r->created_seq == c->created_seq;
+                strcmp(r->locale, c->locale) == 0 && r->created_seq == c->created_seq;
     coalition__contract__free_unpacked(r, NULL);
     item->seen = true;
     if (!same)

@@ -14,12 +14,17 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
 struct writer {
     pthread_t thread;
+    /* Monotonic ms since the thread has been working (applying a round, housekeeping,
+     * expiring) without coming back to wait for batches; 0 while it waits. The I/O thread
+     * reads it for the watchdog: a writer stuck in one round must stop the pings. */
+    _Atomic int64_t busy_since_ms;
     void *sock;
     ledger_t *ledger;
     uint64_t commits, requests; /* reported at stop: requests per fsync */
@@ -314,7 +319,9 @@ static void *writer_main(void *arg)
     self->housekept_ms = clock_mono_ms() - WRITER_HOUSEKEEP_INTERVAL_MS;
     while (!stop) {
         size_t n = 0, requests = 0;
+        atomic_store(&self->busy_since_ms, 0);
         stop = collect(self->sock, self->run_as_of_ms != 0, batches, &n, &requests);
+        atomic_store(&self->busy_since_ms, clock_mono_ms());
         bool sliced = false;
         if (n > 0) {
             int64_t round_us = clock_mono_us();
@@ -366,6 +373,13 @@ err:
         zmq_close(self->sock);
     free(self);
     return CL_ERR_ZMQ;
+}
+
+int64_t writer_busy_ms(writer_t *self, int64_t now_ms)
+{
+    assert(self != NULL);
+    int64_t since = atomic_load(&self->busy_since_ms);
+    return since == 0 || now_ms < since ? 0 : now_ms - since;
 }
 
 void writer_destroy(writer_t **self_p)

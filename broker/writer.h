@@ -35,6 +35,9 @@ typedef struct writer writer_t;
 /* Start the thread; it connects a PAIR socket to `endpoint` (inproc) in `zmq_ctx`. */
 int writer_new(writer_t **self_out, void *zmq_ctx, ledger_t *ledger, const char *endpoint,
                int expire_at_minute);
+/* How long the thread has been busy without returning to wait for batches (0: waiting).
+ * Safe to call from the I/O thread. */
+int64_t writer_busy_ms(writer_t *self, int64_t now_ms);
 /* Join the thread; the I/O side must have sent the stop message (a NULL pointer). */
 void writer_destroy(writer_t **self_p);
 

@@ -1,4 +1,7 @@
-/* stderr logger; one write per line so lines from threads do not interleave. */
+/* stderr logger; one write per line so lines from threads do not interleave. Under
+ * journald (stderr is the stream JOURNAL_STREAM names, systemd.exec(5)) a line is
+ * "<N>message" with N the syslog priority (sd-daemon(3)) and no time or program: the
+ * journal records both itself. Otherwise "<iso time> <program> <LEVEL> message". */
 #include "log.h"
 
 #include "clock.h"
@@ -8,7 +11,10 @@
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,12 +23,31 @@
 
 static const char *log_program = "coalition";
 static log_level_t log_min_level = LOG_INFO;
+static bool log_to_journal = false;
+
+/* True when stderr is the journal stream systemd connected: JOURNAL_STREAM holds its
+ * "device:inode", and a stderr redirected elsewhere by the user no longer matches. */
+static bool stderr_is_journal(void)
+{
+    const char *stream = getenv("JOURNAL_STREAM");
+    unsigned long long dev = 0, ino = 0;
+    char tail = 0;
+    struct stat st;
+    if (stream == NULL || sscanf(stream, "%llu:%llu%c", &dev, &ino, &tail) != 2)
+        return false;
+    if (fstat(STDERR_FILENO, &st) != 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void log_init(const char *program, log_level_t min_level)
 {
     log_program = program;
     log_min_level = min_level;
+    log_to_journal = stderr_is_journal();
 }
+
+bool log_journal_format(void) { return log_to_journal; }
 
 /* Copy `text` into out[0..room-1] with every byte outside printable ASCII (a newline, a
  * control byte, anything non-ASCII a peer sent) written as \xNN, so one log line is
@@ -51,22 +76,40 @@ size_t log_escape(char *out, size_t room, const char *text)
     return len;
 }
 
+/* The start of a line: the journal's priority, or the time, program and level. Returns
+ * its length, or -1 if it does not fit. */
+static int log_prefix(char *line, size_t size, log_level_t level)
+{
+    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    static const char *const priorities[] = {SD_DEBUG, SD_INFO, SD_WARNING, SD_ERR};
+    _Static_assert(LOG_ERROR == 3 && sizeof names / sizeof names[0] == 4 &&
+                       sizeof priorities / sizeof priorities[0] == 4,
+                   "one name and one priority per level");
+    assert(level >= LOG_DEBUG && level <= LOG_ERROR);
+    int n;
+    if (log_to_journal) {
+        n = snprintf(line, size, "%s", priorities[level]);
+    } else {
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        n = snprintf(line, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000L, log_program, names[level]);
+    }
+    return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
 /* One line: prefix, the formatted message, `suffix` (kept even when the message is cut). */
 static void log_write(log_level_t level, const char *suffix, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
 static void log_write(log_level_t level, const char *suffix, const char *fmt, va_list ap)
 {
-    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
     char line[LOG_LINE_BYTES_MAX];
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000L, log_program, names[level]);
-    if (n < 0 || (size_t)n >= sizeof line)
+    int n = log_prefix(line, sizeof line, level);
+    if (n < 0)
         return;
     size_t suffix_len = strlen(suffix);
     assert(suffix_len < LOG_SUFFIX_BYTES_MAX);

@@ -1,15 +1,19 @@
-/* Line-oriented logging to stderr: "<iso time> <program> <level> message".
+/* Line-oriented logging to stderr: "<iso time> <program> <level> message", or under
+ * journald "<N>message" (N: the syslog priority; log_init decides which, once).
  * Never log a PAN or a key; ids and codes only. A failure that can repeat once per
  * message logs through log_every, so a flood of one failure costs one line a second. */
 #ifndef COALITION_LOG_H
 #define COALITION_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } log_level_t;
 
 void log_init(const char *program, log_level_t min_level);
+/* True when log_init found stderr connected to the journal (JOURNAL_STREAM). */
+bool log_journal_format(void);
 /* Every line is escaped (log_escape): bytes outside printable ASCII and backslashes
  * appear as \xNN, so text a peer sent cannot forge or split a line. */
 size_t log_escape(char *out, size_t room, const char *text);

@@ -7,6 +7,7 @@
 #include "digest.h"
 #include "errors.h"
 #include "keys.h"
+#include "receipt.h"
 
 #include <assert.h>
 #include <malloc.h>
@@ -267,6 +268,17 @@ static int validate_refund(const envelope_t *env, char *why, size_t why_size)
     return RC_APPROVED;
 }
 
+/* A receipt locale the catalogue has ("" is en). */
+static int validate_locale(const char *locale, char *why, size_t why_size)
+{
+    receipt_locale_t l;
+    if (strnlen(locale, RECEIPT_LOCALE_CODE_BYTES) > RECEIPT_LOCALE_CODE_LEN_MAX ||
+        receipt_locale_parse(locale, &l) != CL_OK)
+        return refuse(why, why_size, RC_FORMAT_ERROR, "unknown locale (known: %s)",
+                      RECEIPT_LOCALES_LIST);
+    return RC_APPROVED;
+}
+
 static int validate_partner_add(const Coalition__PartnerAddRequest *p, char *why, size_t why_size)
 {
     if (!wire_id_valid(p->partner_id, PARTNER_ID_LEN_MAX))
@@ -277,7 +289,7 @@ static int validate_partner_add(const Coalition__PartnerAddRequest *p, char *why
         return refuse(why, why_size, RC_INVALID_AMOUNT, "earn rate out of range");
     if (amount_currency_exponent(p->currency) < 0)
         return refuse(why, why_size, RC_INVALID_AMOUNT, "unknown currency");
-    return RC_APPROVED;
+    return validate_locale(p->locale, why, why_size);
 }
 
 static int validate_key_add(const Coalition__KeyAddRequest *k, char *why, size_t why_size)
@@ -332,7 +344,7 @@ static int validate_contract(const Coalition__ContractSetRequest *c, char *why, 
         return refuse(why, why_size, RC_FORMAT_ERROR, "funding must be postpaid or prepaid");
     if (c->return_period_seconds < 0 || c->return_period_seconds > RETURN_PERIOD_SECONDS_MAX)
         return refuse(why, why_size, RC_FORMAT_ERROR, "return period must be 0 to 366 days");
-    return RC_APPROVED;
+    return validate_locale(c->locale, why, why_size);
 }
 
 static int validate_tiers(const Coalition__TierSettingsRequest *r, char *why, size_t why_size)

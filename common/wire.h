@@ -7,6 +7,7 @@
 #define COALITION_WIRE_H
 
 #include "coalition.pb-c.h"
+#include "receipt.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -57,7 +58,8 @@ _Static_assert(TIER_NAME_LEN_MAX < 32, "a tier name fits a receipt beside the po
  * flags, window, money, fee and the strings' tags and lengths). */
 #define AUTH_BYTES_MAX 640
 _Static_assert(TXN_ID_LEN_MAX + SITE_ID_LEN_MAX + MEMBER_ID_LEN_MAX + RECEIPT_TEXT_BYTES_MAX +
-                       WIRE_HASH_BYTES + AUTH_CODE_LEN + TIER_NAME_LEN_MAX + 256 <=
+                       WIRE_HASH_BYTES + AUTH_CODE_LEN + TIER_NAME_LEN_MAX +
+                       RECEIPT_LOCALE_CODE_LEN_MAX + 256 <=
                    AUTH_BYTES_MAX,
                "an Authorization fits AUTH_BYTES_MAX");
 _Static_assert(AUTH_BYTES_MAX <= WIRE_MESSAGE_BYTES_MAX, "a reply is never over the request limit");

@@ -16,7 +16,9 @@
 #include "monitor.h"
 #include "outbox.h"
 #include "pending.h"
+#include "receipt.h"
 #include "router.h"
+#include "service.h"
 #include "shutdown.h"
 #include "till_check.h"
 #include "wire.h"
@@ -78,6 +80,7 @@ typedef struct agent {
     void *monitor;    /* handshake events of the broker connection */
     bool key_refused; /* the broker's ZAP refused this agent's key at the last handshake */
     bool connected;   /* a connection to the broker finished its handshake, and is up */
+    receipt_locale_t locale; /* of the texts the agent writes: its latest answer's (en) */
 } agent_t;
 
 static pending_t *reversal_of(agent_t *a, const pending_t *burn);
@@ -196,26 +199,30 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
 {
     envelope_t *env = wire_envelope_decode(p->envelope, p->envelope_len);
     authorization_t auth;
-    char text[RECEIPT_TEXT_BYTES_MAX];
-    const char *cause = a->key_refused ? "the clearinghouse refused this agent's key (ask the "
-                                         "operator)"
-                                       : "the clearinghouse is unreachable";
+    char text[RECEIPT_TEXT_BYTES_MAX], cause[RECEIPT_TEXT_BYTES_MAX],
+        reason[RECEIPT_TEXT_BYTES_MAX], card[RECEIPT_TEXT_BYTES_MAX] = "";
+    receipt_render(a->locale, a->key_refused ? MSG_CAUSE_KEY_REFUSED : MSG_CAUSE_UNREACHABLE, NULL,
+                   0, cause, sizeof cause);
+    const char *args[] = {cause, card}, *declined[] = {"91", reason};
     if (pending_stored_offline(p) && p->by_card) {
-        snprintf(text, sizeof text,
-                 "Pending: sent, but %s; ask again with the same txn id for the outcome", cause);
+        receipt_render(a->locale, MSG_AGENT_PENDING_CARD, args, 1, text, sizeof text);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.pending = true;
     } else if (pending_stored_offline(p)) {
-        snprintf(text, sizeof text, "Stored offline: %s; it will be sent when it is back", cause);
+        receipt_render(a->locale, MSG_AGENT_OFFLINE, args, 1, text, sizeof text);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
         auth.offline = true;
         auth.pending = true;
     } else {
-        snprintf(text, sizeof text, "Declined 91: %s; nothing applied%s", cause,
-                 p->by_card ? " (card-linked earns are not taken offline)" : "");
+        if (p->by_card)
+            receipt_render(a->locale, MSG_AGENT_CARD_ONLINE, NULL, 0, card, sizeof card);
+        receipt_render(a->locale, MSG_AGENT_NOT_APPLIED, args, 2, reason, sizeof reason);
+        receipt_render(a->locale, MSG_DECLINED, declined, 2, text, sizeof text);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
     }
     agent_metrics_answer((int)p->kind, RC_UNAVAILABLE, auth.offline);
+    if (a->locale != RECEIPT_EN)
+        auth.locale = (char *)receipt_locale_code(a->locale);
     router_reply_auth(a->tills, &w->till, &auth);
     wire_envelope_free(env);
 }
@@ -832,6 +839,19 @@ static bool answer_is_final(int code)
     return code != RC_SYSTEM_ERROR && code != RC_UNAVAILABLE && code != RC_NOT_PERMITTED;
 }
 
+/* The language of the partner's receipts, from an answer of the broker's rules: one that
+ * names it, or a journaled one (seq > 0) that does not (English). Declines of the broker's
+ * front end (format, rate) name none and teach nothing. */
+static void learn_locale(agent_t *a, const authorization_t *auth)
+{
+    receipt_locale_t l = RECEIPT_EN;
+    if (auth->locale[0] == '\0' && auth->seq == 0)
+        return;
+    if (receipt_locale_parse(auth->locale, &l) == CL_OK)
+        a->locale = l;
+    assert(a->locale >= RECEIPT_EN && a->locale < RECEIPT_LOCALES);
+}
+
 /* Read one reply; true when it answers a pending request (kept in ans->msg). An answer
  * that is not final is noted in `errors` (txn id and code) and handled once this pass's
  * answers are written. */
@@ -846,6 +866,8 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
         log_warn("dropped an unreadable reply from the broker");
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     ans->code = auth != NULL ? auth->code : RC_FORMAT_ERROR;
+    if (ans->p != NULL)
+        learn_locale(a, auth);
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
     if (ans->p != NULL && auth->code == RC_NOT_PERMITTED) {
@@ -1236,9 +1258,14 @@ int agent_run(const agent_options_t *opts, int stop_fd)
         rc = load_outbox(&a);
     if (rc == CL_OK)
         rc = open_sockets(&a);
-    if (rc == CL_OK)
+    if (rc == CL_OK) { /* the till socket is bound: tills can be served, online or not */
         log_info("ready: partner %s site %s, tills on %s, broker %s", opts->partner_id,
                  opts->site_id, opts->listen_endpoint, opts->broker_endpoint);
+        service_ready("partner %s site %s: tills on %s", opts->partner_id, opts->site_id,
+                      opts->listen_endpoint);
+    }
+    service_watchdog_t watchdog;
+    service_watchdog_init(&watchdog);
     bool stop = false;
     while (rc == CL_OK && !stop) {
         short intake = a.pending_count < AGENT_PENDING_MAX ? ZMQ_POLLIN : 0;
@@ -1262,12 +1289,15 @@ int agent_run(const agent_options_t *opts, int stop_fd)
         send_ready(&a, now);
         prune_journal(&a, now);
         publish_metrics(&a);
+        service_watchdog_tick(&watchdog, now, true);
         /* Every held request is under its key; the window bounds what is in flight. */
         assert(a.pending_count == pending_map_count(a.by_txn));
         assert(a.in_flight <= (size_t)opts->window && a.in_flight <= a.pending_count);
         assert(pending_heap_count(a.timers) <= a.pending_count && a.op_count == 0);
         stop = (items[2].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd);
     }
+    if (stop)
+        service_stopping("stopping: %zu request(s) kept in the outbox", a.pending_count);
     close_agent(&a);
     return rc;
 }

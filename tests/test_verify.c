@@ -705,6 +705,22 @@ static void points_earned_under_an_edited_rate_fail(void **state)
                              "20 points, the entry says 30");
 }
 
+static void set_contract_locale(ProtobufCMessage *msg, const void *ctx)
+{
+    ((Coalition__Contract *)msg)->locale = strdup(ctx); /* was the default "", not freed */
+}
+
+/* Receipts of fuel switched to Greek behind the journal's back: the record stands out. */
+static void edited_contract_locale_fails(void **state)
+{
+    fixture_t *f = *state;
+    uint8_t key[16];
+    size_t key_len = fuel_contract_key(key);
+    tamper_record(f, "contracts", key, key_len, &coalition__contract__descriptor,
+                  set_contract_locale, "el");
+    expect_verify_corrupt(f, "contract of fuel from 1700000000000 differs from its entry 1");
+}
+
 static void deleted_partner_record_fails(void **state)
 {
     fixture_t *f = *state;
@@ -932,6 +948,7 @@ int main(void)
         cmocka_unit_test(accounts_summing_past_int64_pass),
         WORLD_TEST(edited_earn_rate_fails),
         WORLD_TEST(points_earned_under_an_edited_rate_fail),
+        WORLD_TEST(edited_contract_locale_fails),
         WORLD_TEST(deleted_partner_record_fails),
         WORLD_TEST(partner_record_claiming_another_entry_fails),
         WORLD_TEST(frozen_member_fails),
