@@ -1,6 +1,7 @@
 /* coalition-broker: the only writer of the ledger. Parses options, opens the ledger
  * (taking its directory's writer lock), runs the I/O thread (which starts the writer)
  * until SIGTERM or SIGINT. */
+#include "broker_metrics.h"
 #include "config.h"
 #include "errors.h"
 #include "frontend.h"
@@ -57,6 +58,8 @@ static void usage(FILE *out)
             "                        'coalitionctl init'); without it card numbers get 12\n"
             "      --expire-at HH:MM the daily points expiry run, UTC (default 03:00; at\n"
             "                        start-up when that time has passed today); off: none\n"
+            "      --metrics HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics (default\n"
+            "                        %s; off: none). Another address is served as given\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "      --config FILE     read settings from FILE (INI, section [broker]; default:\n"
             "                        $COALITION_BROKER_CONFIG): every long option above is a\n"
@@ -69,7 +72,7 @@ static void usage(FILE *out)
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
             DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, PEERS_DEFAULT,
-            FRONTEND_MEMORY_MAX_DEFAULT >> 20, STORE_LOCK_FILE);
+            FRONTEND_MEMORY_MAX_DEFAULT >> 20, BROKER_METRICS_DEFAULT, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -177,6 +180,8 @@ typedef struct broker_args {
     frontend_options_t opts;
     bool insecure, print_config;
     log_level_t level;
+    metrics_http_addr_t metrics;
+    bool metrics_given; /* an address the operator gave must be served */
 } broker_args_t;
 
 static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'},
@@ -189,6 +194,7 @@ static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'
                                          {"max-connections", required_argument, NULL, 'C'},
                                          {"card-key", required_argument, NULL, 'K'},
                                          {"expire-at", required_argument, NULL, 'E'},
+                                         {"metrics", required_argument, NULL, 'm'},
                                          {"config", required_argument, NULL, 'c'},
                                          {"print-config", no_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
@@ -205,6 +211,7 @@ static const config_default_t defaults[] = {
     {"max-connections", BROKER_STR(PEERS_DEFAULT)},
     {"card-key", "LEDGER.card.key"},
     {"expire-at", EXPIRE_AT_DEFAULT_TEXT},
+    {"metrics", BROKER_METRICS_DEFAULT},
     {NULL, NULL}};
 
 static unsigned long long parse_count(const char *s, unsigned long long min, unsigned long long max)
@@ -249,6 +256,14 @@ static int take_option(int c, const char *arg, const char *where, broker_args_t 
         fprintf(stderr, "coalition-broker: %smemory-max-mb must be %d..%d, not '%s'\n", where,
                 MEMORY_MAX_MB_MIN, MEMORY_MAX_MB_MAX, arg);
         return 2;
+    case 'm': {
+        char why[METRICS_HTTP_SPEC_BYTES_MAX];
+        a->metrics_given = true;
+        if (metrics_http_parse(arg, &a->metrics, why, sizeof why) == CL_OK)
+            return 0;
+        fprintf(stderr, "coalition-broker: %smetrics '%s': %s\n", where, arg, why);
+        return 2;
+    }
     case 'L':
         if (parse_level(arg, &a->level) == 0)
             return 0;
@@ -298,6 +313,11 @@ int main(int argc, char **argv)
                           .opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
                                    PEERS_DEFAULT, NULL, WRITER_EXPIRE_AT_DEFAULT},
                           .level = LOG_INFO};
+    char metrics_why[METRICS_HTTP_SPEC_BYTES_MAX];
+    int default_rc =
+        metrics_http_parse(BROKER_METRICS_DEFAULT, &args.metrics, metrics_why, sizeof metrics_why);
+    assert(default_rc == CL_OK);
+    (void)default_rc;
     int parsed = parse_args(argc, argv, &args);
     if (parsed != 0)
         return parsed == 1 ? 0 : 2;
@@ -353,12 +373,14 @@ int main(int argc, char **argv)
         return 1;
     }
     int stop_fd = shutdown_fd_open();
-    if (stop_fd < 0) {
-        log_error("cannot set up signal handling");
+    if (stop_fd < 0 || broker_metrics_start(&args.metrics, args.metrics_given) != CL_OK) {
+        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
         ledger_destroy(&ledger);
         return 1;
     }
+    broker_metrics_ledger(ledger);
     rc = frontend_run(ledger, &opts, stop_fd);
+    broker_metrics_stop();
     pan_clear(&card_keys, sizeof card_keys);
     uint64_t seq = ledger_last_seq(ledger);
     ledger_destroy(&ledger);

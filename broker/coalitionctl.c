@@ -117,6 +117,8 @@ static void usage(FILE *out)
           "                                         the ledger; exit 1 on any difference\n"
           "  liability [--as-of TIME]               points outstanding by issuer and age,\n"
           "                                         valued at issue price (journal replay)\n"
+          "  stats [--metrics HOST:PORT]            the broker's metrics (or an agent's), for\n"
+          "                                         a person (default 127.0.0.1:9450)\n"
           "\nCard-linked banks:\n"
           "  bank add ID                            add a bank (then: key new ID --role bank)\n"
           "  enroll --bank B --file F [--rejects R] apply a bank's enrolment file (CSV header:\n"
@@ -881,6 +883,8 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return ctl_reconcile(ctl, argc, argv);
     if (strcmp(cmd, "liability") == 0)
         return ctl_liability(ctl, argc, argv);
+    if (strcmp(cmd, "stats") == 0)
+        return ctl_stats(ctl, argc, argv);
     if (strcmp(cmd, "bank") == 0)
         return ctl_bank(ctl, argc, argv);
     if (strcmp(cmd, "enroll") == 0)

@@ -62,6 +62,9 @@ int ctl_rule(ctl_t *ctl, int argc, char **argv);
 /* ctl_liability.c: points outstanding by issuer and age, valued at issue price. */
 int ctl_liability(ctl_t *ctl, int argc, char **argv);
 
+/* ctl_stats.c: a metrics endpoint scraped and printed for a person. */
+int ctl_stats(ctl_t *ctl, int argc, char **argv);
+
 /* ctl_backup.c: backup DEST, restore SRC [--ledger DIR] [--force]. */
 int ctl_backup(ctl_t *ctl, int argc, char **argv);
 int ctl_restore(ctl_t *ctl, int argc, char **argv);

@@ -8,6 +8,7 @@
  *                        └─ write ──► batch ──inproc──► writer ──commit──► reply */
 #include "frontend.h"
 
+#include "broker_metrics.h"
 #include "clock.h"
 #include "errors.h"
 #include "log.h"
@@ -176,6 +177,7 @@ static void *open_router(void *ctx, const char *endpoint, const key_pair_t *curv
 
 static void send_reply(void *sock, const request_t *r, const uint8_t *reply, size_t len)
 {
+    broker_metrics_reply(r->env != NULL ? r->env->partner_id : NULL, reply, len);
     router_reply(sock, &r->peer, reply, len);
 }
 
@@ -183,6 +185,7 @@ static void send_reply(void *sock, const request_t *r, const uint8_t *reply, siz
 static void send_decline(void *sock, const request_t *r, const envelope_t *env, int code,
                          const char *why)
 {
+    broker_metrics_decline(env != NULL ? env->partner_id : NULL, code);
     router_decline(sock, &r->peer, env, env != NULL ? r->hash : NULL, code, why);
 }
 
@@ -447,7 +450,9 @@ static void take_intake(frontend_t *self)
         self->pool[self->pool_count++] = batch;
         return;
     }
+    broker_metrics_queued((int64_t)batch->count); /* before: the writer may take it at once */
     if (zmq_send(self->pipe, &batch, sizeof batch, 0) != sizeof batch) {
+        broker_metrics_queued(-(int64_t)batch->count);
         log_every(&self->logs.hand_off_failed, LOG_EVERY_INTERVAL_MS, LOG_ERROR,
                   "cannot hand a batch to the writer: %s", zmq_strerror(zmq_errno()));
         for (size_t i = 0; i < batch->count; i++) {
@@ -592,6 +597,7 @@ static int run_loop(frontend_t *self, int stop_fd)
             take_intake(self);
         if (guard_memory(self) != CL_OK)
             return CL_ERR_ZMQ;
+        broker_metrics_connections(peers_open(self->peers));
         ping_watchdog(self);
         if ((items[3].revents & ZMQ_POLLIN) && shutdown_requested(stop_fd)) {
             stopping = true;

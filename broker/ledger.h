@@ -180,6 +180,10 @@ int ledger_expiry_policies(ledger_t *self, ledger_expiry_policy_t *rows, size_t 
 /* Grow the map after CL_ERR_MAP_FULL; only between batches. */
 int ledger_grow(ledger_t *self);
 uint64_t ledger_last_seq(const ledger_t *self);
+/* Bytes of the map in use (last page number + 1, times the page size) and mapped, from
+ * the environment's meta page (ledger_usage.c). The writer's thread only: the map is
+ * resized there. */
+int ledger_map_usage(ledger_t *self, uint64_t *used_out, uint64_t *size_out);
 
 /* Reader side, safe beside the writer: balance inquiry for a validated Balance request. */
 int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],

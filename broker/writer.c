@@ -6,6 +6,7 @@
  * until the broker is restarted. */
 #include "writer.h"
 
+#include "broker_metrics.h"
 #include "clock.h"
 #include "errors.h"
 #include "log.h"
@@ -108,9 +109,13 @@ static int apply_once(void *ctx)
                                     &r->reply, &r->reply_len);
         }
     }
-    if (rc == CL_OK)
-        return ledger_batch_commit(round->self->ledger);
-    ledger_batch_abort(round->self->ledger);
+    if (rc != CL_OK) {
+        ledger_batch_abort(round->self->ledger);
+        return rc;
+    }
+    int64_t commit_us = clock_mono_us();
+    rc = ledger_batch_commit(round->self->ledger);
+    broker_metrics_commit(clock_mono_us() - commit_us);
     return rc;
 }
 
@@ -267,6 +272,7 @@ static bool collect(void *sock, bool busy, batch_t **batches, size_t *n_out, siz
         }
         batches[n++] = b;
         requests += b->count;
+        broker_metrics_queued(-(int64_t)b->count);
         flags = ZMQ_DONTWAIT;
     }
     assert(n <= BATCHES_IN_FLIGHT_MAX);
@@ -318,7 +324,9 @@ static void *writer_main(void *arg)
         atomic_store(&self->busy_since_ms, clock_mono_ms());
         bool sliced = false;
         if (n > 0) {
+            int64_t round_us = clock_mono_us();
             apply_round(self, batches, n);
+            broker_metrics_round(requests, clock_mono_us() - round_us);
             sliced = expiry_slices(self, batches, n);
             self->commits++;
             self->requests += requests;
@@ -332,6 +340,7 @@ static void *writer_main(void *arg)
             housekeep(self);
         if (!stop && !sliced) /* at most one slice between two rounds */
             daily_expiry(self);
+        broker_metrics_ledger(self->ledger);
     }
     return NULL;
 }

@@ -7,6 +7,7 @@
  * pending request it depends on (its original, its member's enrolment) is answered. */
 #include "agent.h"
 
+#include "agent_metrics.h"
 #include "card.h"
 #include "clock.h"
 #include "digest.h"
@@ -78,6 +79,7 @@ typedef struct agent {
     log_every_t log_write, log_match, log_retry, log_refused, log_dropped;
     void *monitor;    /* handshake events of the broker connection */
     bool key_refused; /* the broker's ZAP refused this agent's key at the last handshake */
+    bool connected;   /* a connection to the broker finished its handshake, and is up */
     receipt_locale_t locale; /* of the texts the agent writes: its latest answer's (en) */
 } agent_t;
 
@@ -175,6 +177,7 @@ static int64_t resend_delay_ms(agent_t *a, unsigned attempts)
 static void till_decline(agent_t *a, const peer_t *peer, const envelope_t *env, int code,
                          const char *why)
 {
+    agent_metrics_answer(env != NULL ? (int)env->body_case : 0, code, false);
     router_decline(a->tills, peer, env, NULL, code, why);
 }
 
@@ -187,6 +190,7 @@ static void till_pending(agent_t *a, const peer_t *peer, const envelope_t *env, 
     text[RECEIPT_TEXT_BYTES_MAX - 1] = '\0';
     wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
     auth.pending = true;
+    agent_metrics_answer((int)env->body_case, RC_UNAVAILABLE, false);
     router_reply_auth(a->tills, peer, &auth);
 }
 
@@ -216,6 +220,7 @@ static void till_timeout_reply(agent_t *a, const pending_t *p, const waiter_t *w
         receipt_render(a->locale, MSG_DECLINED, declined, 2, text, sizeof text);
         wire_auth_decline(&auth, env, RC_UNAVAILABLE, text);
     }
+    agent_metrics_answer((int)p->kind, RC_UNAVAILABLE, auth.offline);
     if (a->locale != RECEIPT_EN)
         auth.locale = (char *)receipt_locale_code(a->locale);
     router_reply_auth(a->tills, &w->till, &auth);
@@ -239,9 +244,10 @@ static void answer_from_journal(agent_t *a, pending_t *p)
         bytes = wire_pack_auth(auth, &len);
     }
     for (size_t i = 0; i < p->waiter_count; i++) {
-        if (bytes != NULL)
+        if (bytes != NULL) {
+            agent_metrics_answer((int)p->kind, auth->code, false);
             router_reply(a->tills, &p->waiters[i].till, bytes, len);
-        else if (env != NULL)
+        } else if (env != NULL)
             till_pending(a, &p->waiters[i].till, env,
                          "the clearinghouse cannot confirm this card request now; ask again");
         else
@@ -800,6 +806,7 @@ static pending_t *match_reply(agent_t *a, const authorization_t *auth)
 typedef struct answer {
     pending_t *p;
     zmq_msg_t msg;
+    int code;
 } answer_t;
 
 /* Journal the answer and clear the request (and a revocation it completes) from the
@@ -858,6 +865,7 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     if (*more && auth == NULL)
         log_warn("dropped an unreadable reply from the broker");
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
+    ans->code = auth != NULL ? auth->code : RC_FORMAT_ERROR;
     if (ans->p != NULL)
         learn_locale(a, auth);
     for (size_t i = 0; ans->p != NULL && i < n; i++)
@@ -914,9 +922,11 @@ static void deliver(agent_t *a, answer_t *ans)
 {
     pending_t *p = ans->p;
     assert(p->state != PENDING_REVOKED && p->state != PENDING_BLOCKED);
-    for (size_t w = 0; w < p->waiter_count; w++)
+    for (size_t w = 0; w < p->waiter_count; w++) {
+        agent_metrics_answer((int)p->kind, ans->code, false);
         router_reply(a->tills, &p->waiters[w].till, zmq_msg_data(&ans->msg),
                      zmq_msg_size(&ans->msg));
+    }
     p->waiter_count = 0;
     pending_t *burn = p->revokes;
     forget(a, p);
@@ -1082,20 +1092,30 @@ static int set_int(void *sock, int option, int value)
     return zmq_setsockopt(sock, option, &value, sizeof value);
 }
 
-/* CURVE client of the broker, with a monitor on its handshakes so a refused key is
- * reported (log and till replies) instead of looking like a broker that is down. */
+/* CURVE client of the broker. */
 static int set_curve_client(agent_t *a)
 {
     const agent_options_t *o = a->opts;
     assert(o->key != NULL && keys_z85_valid(o->broker_public_z85));
     if (zmq_setsockopt(a->broker, ZMQ_CURVE_SERVERKEY, o->broker_public_z85, KEY_Z85_BYTES) ||
         zmq_setsockopt(a->broker, ZMQ_CURVE_PUBLICKEY, o->key->public_z85, KEY_Z85_BYTES) ||
-        zmq_setsockopt(a->broker, ZMQ_CURVE_SECRETKEY, o->key->secret_z85, KEY_Z85_BYTES) ||
-        zmq_socket_monitor(a->broker, MONITOR_ENDPOINT,
+        zmq_setsockopt(a->broker, ZMQ_CURVE_SECRETKEY, o->key->secret_z85, KEY_Z85_BYTES) != 0) {
+        log_error("cannot set up CURVE to the broker: %s", zmq_strerror(zmq_errno()));
+        return CL_ERR_ZMQ;
+    }
+    return CL_OK;
+}
+
+/* A monitor on the broker connection: handshakes (a refused key is reported instead of
+ * looking like a broker that is down) and disconnections (broker_connected metric). */
+static int open_monitor(agent_t *a)
+{
+    if (zmq_socket_monitor(a->broker, MONITOR_ENDPOINT,
                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
-        log_error("cannot set up CURVE to the broker: %s", zmq_strerror(zmq_errno()));
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_DISCONNECTED) !=
+        0) {
+        log_error("cannot monitor the broker connection: %s", zmq_strerror(zmq_errno()));
         return CL_ERR_ZMQ;
     }
     a->monitor = zmq_socket(a->ctx, ZMQ_PAIR);
@@ -1118,7 +1138,10 @@ static void take_monitor_events(agent_t *a)
             continue;
         uint16_t event = e.event;
         uint32_t value = e.value;
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            a->connected = false;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            a->connected = true;
             if (a->key_refused)
                 log_info("the broker accepted this agent's key again");
             a->key_refused = false;
@@ -1156,7 +1179,7 @@ static int open_sockets(agent_t *a)
         log_error("cannot listen on %s: %s", o->listen_endpoint, zmq_strerror(zmq_errno()));
         return CL_ERR_ZMQ;
     }
-    if (o->key != NULL && set_curve_client(a) != CL_OK)
+    if ((o->key != NULL && set_curve_client(a) != CL_OK) || open_monitor(a) != CL_OK)
         return CL_ERR_ZMQ;
     /* IMMEDIATE: sends fail while no connection is up, so nothing queues blindly. */
     if (set_int(a->broker, ZMQ_LINGER, 0) || set_int(a->broker, ZMQ_IMMEDIATE, 1) ||
@@ -1212,6 +1235,17 @@ static void close_agent(agent_t *a)
     outbox_destroy(&a->store);
 }
 
+static void publish_metrics(const agent_t *a)
+{
+    agent_metrics_state_t s = {outbox_count(a->store),
+                               a->in_flight,
+                               a->pending_count,
+                               outbox_oldest_ms(a->store),
+                               outbox_journal_next_seq(a->store) - 1,
+                               a->connected};
+    agent_metrics_update(&s);
+}
+
 int agent_run(const agent_options_t *opts, int stop_fd)
 {
     agent_t a;
@@ -1254,6 +1288,7 @@ int agent_run(const agent_options_t *opts, int stop_fd)
         run_timers(&a, now);
         send_ready(&a, now);
         prune_journal(&a, now);
+        publish_metrics(&a);
         service_watchdog_tick(&watchdog, now, true);
         /* Every held request is under its key; the window bounds what is in flight. */
         assert(a.pending_count == pending_map_count(a.by_txn));

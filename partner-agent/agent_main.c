@@ -3,6 +3,7 @@
  * export command a settlement window's records for reconciliation. */
 #include "agent.h"
 #include "agent_export.h"
+#include "agent_metrics.h"
 #include "card.h"
 #include "config.h"
 #include "errors.h"
@@ -59,6 +60,9 @@ static void usage(FILE *out)
             "      --http-allow-remote let --http bind beyond loopback. The API has no\n"
             "                          authentication of its own: only on a store network\n"
             "                          the merchant controls\n"
+            "      --metrics HOST:PORT Prometheus metrics on http://HOST:PORT/metrics, e.g.\n"
+            "                          " AGENT_METRICS_SUGGESTED " (default: " AGENT_METRICS_DEFAULT
+            ")\n"
             "      --journal           print the local journal (JSON lines) and exit\n"
             "      --outbox            print requests not yet answered (JSON lines) and exit\n"
             "      --log-level LVL     debug, info, warn or error (default: info)\n"
@@ -251,7 +255,8 @@ enum {
     OPT_HTTP,
     OPT_HTTP_REMOTE,
     OPT_CONFIG,
-    OPT_PRINT_CONFIG
+    OPT_PRINT_CONFIG,
+    OPT_METRICS
 };
 
 static const struct option longopts[] = {
@@ -275,6 +280,7 @@ static const struct option longopts[] = {
     {"http-allow-remote", no_argument, NULL, OPT_HTTP_REMOTE},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
 
@@ -294,6 +300,7 @@ static const config_default_t defaults[] = {{"site", AGENT_SITE_DEFAULT},
                                             {"journal-days", AGENT_STR(AGENT_JOURNAL_DAYS_DEFAULT)},
                                             {"log-level", "info"},
                                             {"http", "off"},
+                                            {"metrics", AGENT_METRICS_DEFAULT},
                                             {NULL, NULL}};
 
 typedef struct agent_args {
@@ -302,6 +309,7 @@ typedef struct agent_args {
     bool insecure, http_remote, print_config;
     int report; /* 1 --journal, 2 --outbox */
     log_level_t level;
+    metrics_http_addr_t metrics;
 } agent_args_t;
 
 static int parse_level(const char *s, log_level_t *out)
@@ -344,6 +352,13 @@ static int take_option(int c, const char *arg, const char *where, agent_args_t *
     case OPT_HTTP_REMOTE: a->http_remote = true; return 0;
     case OPT_CONFIG: return 0; /* read by config_load */
     case OPT_PRINT_CONFIG: a->print_config = true; return 0;
+    case OPT_METRICS: {
+        char why[METRICS_HTTP_SPEC_BYTES_MAX];
+        if (metrics_http_parse(arg, &a->metrics, why, sizeof why) == CL_OK)
+            return 0;
+        fprintf(stderr, "coalition-agent: %smetrics '%s': %s\n", where, arg, why);
+        return -1;
+    }
     case 'p': a->o.partner_id = arg; return 0;
     case 's': a->o.site_id = arg; return 0;
     case 'b': a->o.broker_endpoint = arg; return 0;
@@ -407,6 +422,11 @@ int main(int argc, char **argv)
                                .heartbeat_ms = AGENT_HEARTBEAT_MS_DEFAULT,
                                .journal_days = AGENT_JOURNAL_DAYS_DEFAULT},
                          .level = LOG_INFO};
+    char metrics_why[METRICS_HTTP_SPEC_BYTES_MAX];
+    int default_rc =
+        metrics_http_parse(AGENT_METRICS_DEFAULT, &args.metrics, metrics_why, sizeof metrics_why);
+    assert(default_rc == CL_OK && args.metrics.off);
+    (void)default_rc;
     int parsed = parse_args(argc, argv, &args, &argc, &argv);
     if (parsed != 0)
         return parsed == 1 ? 0 : 2;
@@ -454,15 +474,18 @@ int main(int argc, char **argv)
     o.key = insecure ? NULL : &key;
     o.broker_public_z85 = insecure ? NULL : broker_public;
     int stop_fd = shutdown_fd_open();
-    if (stop_fd < 0) {
-        log_error("cannot set up signal handling");
+    if (stop_fd < 0 || agent_metrics_start(&args.metrics) != CL_OK) {
+        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
         return 1;
     }
     http_api_t *api = NULL;
-    if (start_http(http, http_remote, &o, &api) != 0)
+    if (start_http(http, http_remote, &o, &api) != 0) {
+        agent_metrics_stop();
         return 2;
+    }
     int rc = agent_run(&o, stop_fd);
     http_api_stop(&api);
+    agent_metrics_stop();
     if (rc != CL_OK) {
         log_error("stopped on error: %s", cl_strerror(rc));
         return 1;

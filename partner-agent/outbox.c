@@ -19,6 +19,9 @@ struct outbox {
     MDB_env *env;
     MDB_dbi db_outbox, db_journal, db_reversed, db_answered;
     uint64_t outbox_next, journal_next;
+    size_t count;        /* requests in the outbox, as of the last commit */
+    int64_t oldest_ms;   /* the first one's taken_ms, 0 when none */
+    uint64_t oldest_seq; /* its key: the entry is read again only when the first changes */
     uint8_t prune_from[OUTBOX_KEY_BYTES_MAX]; /* where the next reversed-mark prune starts */
     size_t prune_from_len;
 };
@@ -39,6 +42,42 @@ static int last_key(MDB_txn *txn, MDB_dbi dbi, uint64_t *next)
     if (rc != MDB_SUCCESS || k.mv_size != 8)
         return rc != MDB_SUCCESS ? store_err(rc) : CL_ERR_CORRUPT;
     *next = store_get_u64(k.mv_data) + 1;
+    return CL_OK;
+}
+
+/* How many requests `txn` sees in the outbox and the first one's key and time. */
+static int depth_of(const outbox_t *self, MDB_txn *txn, size_t *count, uint64_t *first_seq,
+                    int64_t *first_ms)
+{
+    MDB_stat st;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = store_err(mdb_stat(txn, self->db_outbox, &st));
+    if (rc == CL_OK)
+        rc = store_err(mdb_cursor_open(txn, self->db_outbox, &cur));
+    int mrc = rc == CL_OK ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : MDB_NOTFOUND;
+    if (cur != NULL)
+        mdb_cursor_close(cur); /* k and v stay valid: the transaction is open */
+    if (rc != CL_OK || mrc == MDB_NOTFOUND) {
+        *count = 0;
+        *first_seq = 0;
+        *first_ms = 0;
+        return rc;
+    }
+    if (mrc != MDB_SUCCESS || k.mv_size != 8)
+        return mrc != MDB_SUCCESS ? store_err(mrc) : CL_ERR_CORRUPT;
+    if (st.ms_entries == 0)
+        return CL_ERR_CORRUPT; /* a first record, but no records */
+    *count = st.ms_entries;
+    uint64_t seq = store_get_u64(k.mv_data);
+    if (seq == *first_seq)
+        return CL_OK; /* the same first request: its time is known */
+    Coalition__OutboxEntry *e = coalition__outbox_entry__unpack(NULL, v.mv_size, v.mv_data);
+    if (e == NULL)
+        return CL_ERR_CORRUPT;
+    *first_seq = seq;
+    *first_ms = e->taken_ms;
+    coalition__outbox_entry__free_unpacked(e, NULL);
     return CL_OK;
 }
 
@@ -65,6 +104,8 @@ int outbox_open(outbox_t **self_out, const char *dir, int read_only)
         rc = last_key(txn, self->db_outbox, &self->outbox_next);
     if (rc == CL_OK)
         rc = last_key(txn, self->db_journal, &self->journal_next);
+    if (rc == CL_OK)
+        rc = depth_of(self, txn, &self->count, &self->oldest_seq, &self->oldest_ms);
     if (rc == CL_OK) {
         rc = store_err(mdb_txn_commit(txn));
         txn = NULL;
@@ -108,6 +149,8 @@ int outbox_was_reversed(outbox_t *self, const char *txn_id, bool *reversed)
 
 uint64_t outbox_next_seq(const outbox_t *self) { return self->outbox_next; }
 uint64_t outbox_journal_next_seq(const outbox_t *self) { return self->journal_next; }
+size_t outbox_count(const outbox_t *self) { return self->count; }
+int64_t outbox_oldest_ms(const outbox_t *self) { return self->oldest_ms; }
 
 static int put_packed(MDB_txn *txn, MDB_dbi dbi, uint64_t seq, const ProtobufCMessage *msg)
 {
@@ -199,12 +242,23 @@ static int apply_once(outbox_t *self, const outbox_op_t *ops, size_t count)
     int rc = store_err(mdb_txn_begin(self->env, NULL, 0, &txn));
     for (size_t i = 0; i < count && rc == CL_OK; i++)
         rc = apply_op(self, txn, &ops[i]);
+    size_t depth = 0;
+    uint64_t first_seq = self->oldest_seq;
+    int64_t first_ms = self->oldest_ms;
+    if (rc == CL_OK)
+        rc = depth_of(self, txn, &depth, &first_seq, &first_ms);
     if (rc != CL_OK) {
         if (txn != NULL)
             mdb_txn_abort(txn);
         return rc;
     }
-    return store_err(mdb_txn_commit(txn)); /* synced: the env has no NOSYNC flags */
+    rc = store_err(mdb_txn_commit(txn)); /* synced: the env has no NOSYNC flags */
+    if (rc == CL_OK) {
+        self->count = depth;
+        self->oldest_seq = first_seq;
+        self->oldest_ms = first_ms;
+    }
+    return rc;
 }
 
 /* outbox_apply's attempt and growth for store_retry_map_full. */

@@ -48,6 +48,10 @@ int outbox_prune(outbox_t *self, int64_t before_ms, size_t max_records, size_t *
 /* Next free keys (one past the last stored), read at open. */
 uint64_t outbox_next_seq(const outbox_t *self);
 uint64_t outbox_journal_next_seq(const outbox_t *self);
+/* Requests in the outbox (stored, not answered) and when the oldest was taken (wall
+ * clock ms, 0 when none), as of the last write: kept up to date at no cost to readers. */
+size_t outbox_count(const outbox_t *self);
+int64_t outbox_oldest_ms(const outbox_t *self);
 
 typedef int (*outbox_entry_fn)(uint64_t seq, const uint8_t *envelope, size_t len, void *ctx);
 int outbox_foreach(outbox_t *self, outbox_entry_fn fn, void *ctx);

@@ -23,9 +23,9 @@
 #include <zmq.h>
 
 #define ARGS_MAX 32
-#define AGENT_ARGS_MAX 32
-_Static_assert(AGENT_ARGS_MAX > 21 + HARNESS_AGENT_EXTRA_ARGS_MAX,
-               "the agent's own options, the extra ones and the NULL fit");
+#define AGENT_ARGS_MAX 34
+_Static_assert(AGENT_ARGS_MAX > 23 + HARNESS_AGENT_EXTRA_ARGS_MAX,
+               "the agent's own options (--metrics too), the extra ones and the NULL fit");
 #define KEY_PATHS_MAX 16
 #define POLL_STEP_MS 20
 
@@ -220,8 +220,9 @@ void world_destroy(world_t *w)
 
 void world_start_broker(world_t *w)
 {
-    char memory[16];
+    char memory[16], metrics[32];
     snprintf(memory, sizeof memory, "%d", w->broker_memory_max_mb);
+    snprintf(metrics, sizeof metrics, "127.0.0.1:%d", w->broker_metrics_port);
     char *argv[ARGS_MAX] = {COALITION_BROKER_BIN, "--ledger", w->ledger, "--bind",
                             w->broker_endpoint};
     size_t n = 5;
@@ -235,6 +236,8 @@ void world_start_broker(world_t *w)
         argv[n++] = "--expire-at";
         argv[n++] = (char *)w->broker_expire_at;
     }
+    argv[n++] = "--metrics"; /* off unless asked: tests run side by side */
+    argv[n++] = w->broker_metrics_port > 0 ? metrics : "off";
     argv[n] = NULL;
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;
@@ -247,7 +250,7 @@ int world_stop_broker(world_t *w, int signo) { return harness_stop(&w->broker, s
 
 static void spawn_agent(world_t *w, agent_proc_t *a)
 {
-    char wait_ms[16], retry_ms[16], heartbeat_ms[16];
+    char wait_ms[16], retry_ms[16], heartbeat_ms[16], metrics[32];
     snprintf(wait_ms, sizeof wait_ms, "%d", w->till_wait_ms);
     snprintf(retry_ms, sizeof retry_ms, "%d", w->retry_ms);
     snprintf(heartbeat_ms, sizeof heartbeat_ms, "%d", w->heartbeat_ms);
@@ -281,6 +284,13 @@ static void spawn_agent(world_t *w, agent_proc_t *a)
     if (w->heartbeat_ms > 0) {
         argv[n++] = "--heartbeat-ms";
         argv[n++] = heartbeat_ms;
+    }
+    if (w->agent_metrics && a->metrics_port == 0)
+        a->metrics_port = harness_free_port();
+    if (a->metrics_port > 0) {
+        snprintf(metrics, sizeof metrics, "127.0.0.1:%d", a->metrics_port);
+        argv[n++] = "--metrics";
+        argv[n++] = metrics;
     }
     for (size_t i = 0; i < HARNESS_AGENT_EXTRA_ARGS_MAX && w->agent_args[i] != NULL; i++)
         argv[n++] = (char *)w->agent_args[i];

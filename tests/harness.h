@@ -32,6 +32,7 @@ typedef struct agent_proc {
     char site_id[HARNESS_SITE_BYTES]; /* "" : no --site, the agent's default */
     char data_dir[HARNESS_PATH_BYTES];
     char endpoint[HARNESS_PATH_BYTES]; /* the till socket */
+    int metrics_port;                  /* > 0: its --metrics 127.0.0.1 port (agent_metrics) */
 } agent_proc_t;
 
 typedef struct world {
@@ -51,6 +52,8 @@ typedef struct world {
     int heartbeat_ms; /* passed to agents when > 0; default 0 (the agent's own) */
     /* More options for every agent started (NULL-terminated; at most the bound). */
     const char *agent_args[HARNESS_AGENT_EXTRA_ARGS_MAX + 1];
+    int broker_metrics_port; /* > 0: the broker's --metrics 127.0.0.1 port; 0: off */
+    bool agent_metrics;      /* agents get --metrics on a free port each (metrics_port) */
 } world_t;
 
 /* Make a temp dir, init a ledger, pick a port. Does not start anything. */
