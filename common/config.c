@@ -50,6 +50,7 @@ static bool always_fixed(const char *key)
 /* The long option a key names, unless only the command line may give it. */
 static const struct option *settable(const config_t *c, const char *key)
 {
+    assert(key != NULL && c->longopts != NULL);
     if (always_fixed(key))
         return NULL;
     for (size_t i = 0; c->fixed != NULL && c->fixed[i] != NULL; i++) {
@@ -65,6 +66,7 @@ static const struct option *settable(const config_t *c, const char *key)
 
 static int push(config_t *c, char *arg, bool owned, const char *source)
 {
+    assert(arg != NULL && c->argc >= 0 && c->argc <= CONFIG_ARGS_MAX);
     if (c->argc >= CONFIG_ARGS_MAX) {
         if (owned)
             free(arg);
@@ -80,6 +82,7 @@ static int push(config_t *c, char *arg, bool owned, const char *source)
     }
     c->argc++;
     c->argv[c->argc] = NULL;
+    assert(c->argc <= CONFIG_ARGS_MAX);
     return CL_OK;
 }
 
@@ -110,6 +113,7 @@ static int parse_bool(const char *v, bool *out)
 static int add_setting(config_t *c, const char *key, const char *value, const char *where,
                        char *why, size_t why_size)
 {
+    assert(value != NULL && where != NULL && why_size > 0);
     const struct option *o = settable(c, key);
     if (o == NULL) {
         say(why, why_size,
@@ -141,6 +145,7 @@ static int add_setting(config_t *c, const char *key, const char *value, const ch
     } else {
         snprintf(arg, n, "--%s=%s", key, value);
     }
+    assert(arg[0] == '-' && arg[1] == '-' && strncmp(arg + 2, key, strlen(key)) == 0);
     int rc = push(c, arg, true, where);
     if (rc == CL_ERR_OVERFLOW)
         say(why, why_size, "%s: more than %d settings", where, CONFIG_SETTINGS_MAX);
@@ -150,6 +155,7 @@ static int add_setting(config_t *c, const char *key, const char *value, const ch
 static char *read_line(char *str, int num, void *stream)
 {
     file_reader_t *r = stream;
+    assert(num > 2 && r->f != NULL);
     char *s = fgets(str, num, r->f);
     if (s == NULL)
         return NULL;
@@ -171,6 +177,7 @@ static char *read_line(char *str, int num, void *stream)
 static int on_setting(void *user, const char *section, const char *key, const char *value)
 {
     file_reader_t *r = user;
+    assert(section != NULL && key != NULL && value != NULL && r->line > 0);
     if (r->error_line != 0)
         return 1; /* the first error is the one reported; the rest is read, not used */
     char where[SOURCE_BYTES_MAX];
@@ -190,6 +197,7 @@ static int on_setting(void *user, const char *section, const char *key, const ch
 
 static int load_file(config_t *c, const char *path, char *why, size_t why_size)
 {
+    assert(path != NULL);
     file_reader_t r = {c, fopen(path, "r"), path, 0, 0, why, why_size};
     if (r.f == NULL) {
         say(why, why_size, "cannot read the configuration file %s", path);
@@ -221,6 +229,7 @@ static int load_file(config_t *c, const char *path, char *why, size_t why_size)
 /* COALITION_BROKER_MAX_CONNECTIONS -> max-connections. */
 static bool env_key(const char *name_value, size_t prefix_len, char *key, size_t size)
 {
+    assert(prefix_len > 0 && size > 1);
     const char *name = name_value + prefix_len;
     size_t n = strcspn(name, "=");
     if (n == 0 || n >= size)
@@ -234,6 +243,7 @@ static bool env_key(const char *name_value, size_t prefix_len, char *key, size_t
 static int load_environment(config_t *c, char *why, size_t why_size)
 {
     size_t prefix_len = strlen(c->env_prefix);
+    assert(prefix_len > 0 && c->env_prefix[prefix_len - 1] == '_');
     for (char **e = environ; e != NULL && *e != NULL; e++) {
         if (strncmp(*e, c->env_prefix, prefix_len) != 0)
             continue;
@@ -257,6 +267,7 @@ static int load_environment(config_t *c, char *why, size_t why_size)
 /* --config FILE or --config=FILE on the command line, else the environment's. */
 static const char *config_file(const config_t *c, int argc, char **argv)
 {
+    assert(argc >= 1 && argv[argc] == NULL);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0)
             break;
@@ -344,6 +355,7 @@ const char *config_blame(const config_t *self, int optind_after)
  * takes (1, or 2 with a separate value); NULL for anything else. */
 static const struct option *option_at(const config_t *c, int i, const char **value, int *used)
 {
+    assert(i >= 1 && i < c->argc);
     const char *a = c->argv[i];
     *used = 1;
     *value = "true";
@@ -364,11 +376,13 @@ static const struct option *option_at(const config_t *c, int i, const char **val
         *used = 2;
     if (*value == NULL)
         *value = "";
+    assert(*used == 1 || *used == 2);
     return hit;
 }
 
 void config_print(const config_t *c, const config_default_t *defaults, FILE *out)
 {
+    assert(out != NULL && c->argc >= 1);
     fprintf(out,
             "; coalition-%s: the settings in effect (command line > environment > file > "
             "default)\n",

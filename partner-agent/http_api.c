@@ -58,6 +58,7 @@ int http_api_parse_address(const char *text, struct sockaddr_in *out)
         inet_pton(AF_INET, host, &out->sin_addr) != 1)
         return CL_ERR_INVALID;
     out->sin_port = htons((uint16_t)port);
+    assert(out->sin_port != 0 && out->sin_family == AF_INET);
     return CL_OK;
 }
 
@@ -69,6 +70,7 @@ bool http_api_address_loopback(const struct sockaddr_in *address)
 static cpos_t *pos_take(http_api_t *api)
 {
     pthread_mutex_lock(&api->lock);
+    assert(api->idle_count <= HTTP_API_CONNECTIONS_MAX);
     cpos_t *pos = api->idle_count > 0 ? api->idle[--api->idle_count] : NULL;
     pthread_mutex_unlock(&api->lock);
     if (pos == NULL) {
@@ -81,6 +83,7 @@ static cpos_t *pos_take(http_api_t *api)
 
 static void pos_give_back(http_api_t *api, cpos_t *pos)
 {
+    assert(pos != NULL);
     pthread_mutex_lock(&api->lock);
     if (api->idle_count < HTTP_API_CONNECTIONS_MAX) {
         api->idle[api->idle_count++] = pos;
@@ -93,6 +96,7 @@ static void pos_give_back(http_api_t *api, cpos_t *pos)
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, json_t *o,
                              const char *allow)
 {
+    assert(status >= MHD_HTTP_OK && status < 600);
     char *json = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     size_t len = json != NULL ? strlen(json) : 0;
@@ -122,6 +126,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, json_t *
 static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, const char *code,
                                    const char *field, const char *message, const char *allow)
 {
+    assert(status >= MHD_HTTP_BAD_REQUEST && message != NULL);
     hreq_error_t err;
     hreq_error_set(&err, code, field, "%s", message);
     return reply(c, status, hreq_error_json(&err), allow);
@@ -157,6 +162,7 @@ static enum MHD_Result serve(http_api_t *api, struct MHD_Connection *c, hreq_t *
 static enum MHD_Result serve_post(http_api_t *api, struct MHD_Connection *c, hreq_kind_t kind,
                                   const body_t *b)
 {
+    assert(kind < HREQ_KIND_COUNT && b->len <= sizeof b->bytes);
     if (b->too_large) {
         char message[HREQ_MESSAGE_BYTES];
         snprintf(message, sizeof message, "the body is larger than %d bytes", HREQ_BODY_BYTES_MAX);
@@ -170,8 +176,11 @@ static enum MHD_Result serve_post(http_api_t *api, struct MHD_Connection *c, hre
     return serve(api, c, &req);
 }
 
+static bool is_balance_path(const char *url);
+
 static enum MHD_Result serve_balance(http_api_t *api, struct MHD_Connection *c, const char *url)
 {
+    assert(is_balance_path(url));
     size_t n = strlen(url), prefix = strlen(MEMBERS_PREFIX), suffix = strlen(BALANCE_SUFFIX);
     assert(n > prefix + suffix);
     char member[MEMBER_ID_LEN_MAX + 2];
@@ -206,6 +215,7 @@ static bool is_balance_path(const char *url)
 static enum MHD_Result route(http_api_t *api, struct MHD_Connection *c, const char *url,
                              const char *method, const body_t *b)
 {
+    assert(url != NULL && method != NULL && b != NULL);
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     if (strcmp(url, "/v1/health") == 0)
