@@ -2,6 +2,7 @@
  * (taking its directory's writer lock), runs the I/O thread (which starts the writer)
  * until SIGTERM or SIGINT. */
 #include "errors.h"
+#include "feed.h"
 #include "frontend.h"
 #include "keys.h"
 #include "peers.h"
@@ -50,13 +51,21 @@ static void usage(FILE *out)
             "                        'coalitionctl init'); without it card numbers get 12\n"
             "      --expire-at HH:MM the daily points expiry run, UTC (default 03:00; at\n"
             "                        start-up when that time has passed today); off: none\n"
+            "      --feed ENDPOINT   journal feed: committed entries published (PUB) for\n"
+            "                        downstream systems, ipc:// or loopback only (default:\n"
+            "                        ipc://DIR/%s); off: no feed\n"
+            "      --feed-replay ENDPOINT  the feed's replay socket (ROUTER; default:\n"
+            "                        ipc://DIR/%s)\n"
+            "      --feed-hwm N      live feed messages queued per subscriber before they\n"
+            "                        are dropped for it (it replays them; default %d)\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "  -h, --help            this text\n\n"
             "Stops cleanly on SIGTERM or SIGINT: intake closes, queued requests are\n"
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
             DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, PEERS_DEFAULT,
-            FRONTEND_MEMORY_MAX_DEFAULT >> 20, STORE_LOCK_FILE);
+            FRONTEND_MEMORY_MAX_DEFAULT >> 20, FEED_SOCKET_NAME, FEED_REPLAY_SOCKET_NAME,
+            FEED_HWM_DEFAULT, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -158,6 +167,27 @@ static int load_server_key(const char *path, bool insecure, const char *bind, ke
     return 0;
 }
 
+/* The journal feed, on by default in the ledger directory (owner-only, like the admin
+ * socket); "--feed off": none. */
+static int start_feed(feed_t **feed, ledger_t *ledger, const char *ledger_dir, feed_options_t *o)
+{
+    static char pub[ENDPOINT_BYTES_MAX], replay[ENDPOINT_BYTES_MAX];
+    if (o->pub_endpoint != NULL && strcmp(o->pub_endpoint, "off") == 0)
+        return CL_OK;
+    if (o->pub_endpoint == NULL) {
+        snprintf(pub, sizeof pub, "ipc://%s/%s", ledger_dir, FEED_SOCKET_NAME);
+        o->pub_endpoint = pub;
+    }
+    if (o->replay_endpoint == NULL) {
+        snprintf(replay, sizeof replay, "ipc://%s/%s", ledger_dir, FEED_REPLAY_SOCKET_NAME);
+        o->replay_endpoint = replay;
+    }
+    int rc = feed_new(feed, ledger, o);
+    if (rc != CL_OK)
+        log_error("cannot start the journal feed: %s", cl_strerror(rc));
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'},
@@ -170,8 +200,12 @@ int main(int argc, char **argv)
                                              {"max-connections", required_argument, NULL, 'C'},
                                              {"card-key", required_argument, NULL, 'K'},
                                              {"expire-at", required_argument, NULL, 'E'},
+                                             {"feed", required_argument, NULL, 'F'},
+                                             {"feed-replay", required_argument, NULL, 'R'},
+                                             {"feed-hwm", required_argument, NULL, 'H'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
+    feed_options_t feed_opts = {NULL, NULL, FEED_HWM_DEFAULT};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
     frontend_options_t opts = {DEFAULT_BIND,
                                NULL,
@@ -195,6 +229,18 @@ int main(int argc, char **argv)
             }
             break;
         case 'I': insecure = true; break;
+        case 'F': feed_opts.pub_endpoint = optarg; break;
+        case 'R': feed_opts.replay_endpoint = optarg; break;
+        case 'H': {
+            char *end = NULL;
+            unsigned long long n = strtoull(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || n < 1 || n > FEED_HWM_MAX) {
+                fprintf(stderr, "coalition-broker: --feed-hwm must be 1..%d\n", FEED_HWM_MAX);
+                return 2;
+            }
+            feed_opts.hwm = (int)n;
+            break;
+        }
         case 'C': {
             char *end = NULL;
             unsigned long long n = strtoull(optarg, &end, 10);
@@ -285,7 +331,11 @@ int main(int argc, char **argv)
         ledger_destroy(&ledger);
         return 1;
     }
-    rc = frontend_run(ledger, &opts, stop_fd);
+    feed_t *feed = NULL;
+    rc = start_feed(&feed, ledger, ledger_dir, &feed_opts);
+    if (rc == CL_OK)
+        rc = frontend_run(ledger, &opts, stop_fd);
+    feed_destroy(&feed); /* after the writer, whose commits it follows, has stopped */
     pan_clear(&card_keys, sizeof card_keys);
     uint64_t seq = ledger_last_seq(ledger);
     ledger_destroy(&ledger);

@@ -66,6 +66,13 @@ static void usage(FILE *out)
         "  accounts                               every account and its balance\n"
         "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
         "                                         committed when the command started\n"
+        "  tail [--from SEQ] [--follow] [--json] [--feed EP] [--feed-replay EP]\n"
+        "                                         journal entries from SEQ (default 1) in\n"
+        "                                         order, each once, from the broker's feed\n"
+        "                                         (default ipc://DIR/feed.sock and\n"
+        "                                         DIR/feed-replay.sock); stops at the last\n"
+        "                                         committed seq, or with --follow goes on\n"
+        "                                         live until SIGINT/SIGTERM\n"
         "  verify                                 re-derive the ledger from its journal, on a\n"
         "                                         compacted snapshot ($TMPDIR, removed after)\n\n"
         "Options:\n"
@@ -596,7 +603,7 @@ static int print_account(const char *account, int64_t balance, void *ctx)
     return CL_OK;
 }
 
-static int print_entry(const journal_entry_t *e, void *ctx)
+int ctl_print_entry(const journal_entry_t *e, void *ctx)
 {
     const ctl_t *ctl = ctx;
     if (!ctl->json) {
@@ -657,7 +664,7 @@ static int print_journal(ctl_t *ctl, ledger_t *ledger, uint64_t from, uint64_t l
         size_t count = 0;
         rc = ledger_journal_slice(ledger, from, entries, want, &count);
         for (size_t i = 0; i < count && rc == CL_OK; i++)
-            rc = print_entry(entries[i], ctl);
+            rc = ctl_print_entry(entries[i], ctl);
         if (count > 0)
             from = entries[count - 1]->seq + 1;
         ledger_journal_slice_free(entries, count);
@@ -884,6 +891,8 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return cmd_balance(ctl, argc, argv);
     if (strcmp(cmd, "journal") == 0 || strcmp(cmd, "accounts") == 0)
         return cmd_report(ctl, cmd, argc, argv);
+    if (strcmp(cmd, "tail") == 0)
+        return ctl_tail(ctl, argc, argv);
     if (strcmp(cmd, "verify") == 0 && argc == 1)
         return cmd_verify(ctl);
     fprintf(stderr, "coalitionctl: unknown command '%s'; see --help\n", cmd);
