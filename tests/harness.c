@@ -232,6 +232,10 @@ void world_start_broker(world_t *w)
         argv[n++] = "--expire-at";
         argv[n++] = (char *)w->broker_expire_at;
     }
+    if (w->broker_feed != NULL) {
+        argv[n++] = "--feed";
+        argv[n++] = (char *)w->broker_feed;
+    }
     argv[n] = NULL;
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;
