@@ -182,6 +182,7 @@ static int start_feed(feed_t **feed, ledger_t *ledger, const char *ledger_dir, f
         snprintf(replay, sizeof replay, "ipc://%s/%s", ledger_dir, FEED_REPLAY_SOCKET_NAME);
         o->replay_endpoint = replay;
     }
+    assert(o->hwm >= 1 && o->hwm <= FEED_HWM_MAX);
     int rc = feed_new(feed, ledger, o);
     if (rc != CL_OK)
         log_error("cannot start the journal feed: %s", cl_strerror(rc));

@@ -8,6 +8,7 @@
 #include "feed_client.h"
 #include "shutdown.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -39,6 +40,7 @@ static int parse_seq(const char *text, uint64_t *out)
     if (errno != 0 || *end != '\0' || v == 0)
         return CL_ERR_INVALID;
     *out = v;
+    assert(*out >= 1);
     return CL_OK;
 }
 
@@ -83,6 +85,7 @@ static int parse_tail(ctl_t *ctl, int argc, char **argv, tail_args_t *a)
 
 static void summary(const feed_client_t *client)
 {
+    assert(client != NULL);
     feed_client_stats_t st;
     feed_client_stats(client, &st);
     fprintf(stderr,
@@ -106,6 +109,7 @@ static int tail_loop(ctl_t *ctl, feed_client_t *client, bool follow, int stop_fd
         }
         if (rc == CL_OK) {
             stalled_ms = 0;
+            assert(item.entry != NULL);
             ctl_print_entry(item.entry, ctl);
             continue;
         }
@@ -123,6 +127,7 @@ static int tail_loop(ctl_t *ctl, feed_client_t *client, bool follow, int stop_fd
 
 static int explain(int rc, const tail_args_t *a, uint64_t last, const feed_client_t *client)
 {
+    assert(rc != CL_OK && (client != NULL || rc != CL_ERR_CORRUPT));
     if (rc == CL_ERR_INVALID)
         fprintf(stderr,
                 "coalitionctl: tail --from %" PRIu64 " is past the end of the journal (last "
@@ -155,6 +160,7 @@ int ctl_tail(ctl_t *ctl, int argc, char **argv)
         fprintf(stderr, "coalitionctl: cannot set up signal handling\n");
         return EXIT_USAGE;
     }
+    assert(a.from >= 1);
     feed_client_options_t o = {a.feed, a.replay, a.from, a.follow, 0};
     feed_client_t *client = NULL;
     uint64_t last = 0;

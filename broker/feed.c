@@ -66,6 +66,7 @@ static int64_t mono_ms(void)
 static void feed_on_commit(uint64_t last_seq, void *ctx)
 {
     feed_t *self = ctx;
+    assert(last_seq >= atomic_load(&self->committed_seq)); /* the journal only grows */
     atomic_fetch_add(&self->version, 1);
     atomic_store(&self->commit_us, feed_wall_us());
     atomic_store(&self->committed_seq, last_seq);
@@ -102,6 +103,7 @@ typedef struct send_ctx {
 
 static int send_packed(send_ctx_t *s, const Coalition__FeedBatch *batch)
 {
+    assert(s->sock != NULL && batch->version == FEED_VERSION);
     size_t len = coalition__feed_batch__get_packed_size(batch);
     assert(len <= FEED_MESSAGE_BYTES_MAX);
     zmq_msg_t msg, id;
@@ -165,6 +167,7 @@ static bool publish(feed_t *self)
         send_ctx_t s = {self, self->pub, NULL, committed, 0, 0, commit_us, FEED_STATUS_OK};
         uint64_t left = committed - self->published_seq; /* never past the commit reported */
         size_t max = left < FEED_BATCH_ENTRIES_MAX ? (size_t)left : FEED_BATCH_ENTRIES_MAX;
+        assert(max >= 1 && max <= FEED_BATCH_ENTRIES_MAX);
         int rc = ledger_journal_raw(self->ledger, self->published_seq + 1, max,
                                     FEED_BATCH_BYTES_MAX, send_entries, &s);
         if (rc != CL_OK || s.sent_to_seq == 0) {
@@ -188,6 +191,7 @@ static void heartbeat(feed_t *self)
     Coalition__FeedBatch batch = COALITION__FEED_BATCH__INIT;
     batch.version = FEED_VERSION;
     batch.last_seq = self->published_seq; /* every entry up to here went out */
+    assert(batch.last_seq <= atomic_load(&self->committed_seq));
     send_ctx_t s = {self, self->pub, NULL, 0, 0, 0, 0, FEED_STATUS_OK};
     send_packed(&s, &batch);
 }
@@ -223,6 +227,7 @@ static void answer_replay(feed_t *self, const zmq_msg_t *identity, const uint8_t
     Coalition__FeedReplayRequest *req = len <= FEED_REQUEST_BYTES_MAX
                                             ? coalition__feed_replay_request__unpack(NULL, len, buf)
                                             : NULL;
+    assert(len <= FEED_REQUEST_BYTES_MAX || len == SIZE_MAX);
     int64_t commit_us = 0;
     uint64_t committed = load_committed(self, &commit_us);
     send_ctx_t s = {self, self->router,  identity, committed, req != NULL ? req->request_id : 0, 0,
@@ -280,6 +285,7 @@ static void *feed_main(void *arg)
             read(self->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
             log_error("feed: wake-up read failed: %s", strerror(errno));
         more = publish(self);
+        assert(self->published_seq <= atomic_load(&self->committed_seq));
         if (!more)
             heartbeat(self);
         if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
@@ -290,6 +296,7 @@ static void *feed_main(void *arg)
 
 static int open_socket(feed_t *self, int type, const char *endpoint, int hwm, void **out)
 {
+    assert(hwm >= 1 && endpoint != NULL);
     int linger = FEED_LINGER_MS;
     int64_t max_bytes = FEED_REQUEST_BYTES_MAX + FEED_IDENTITY_BYTES_MAX;
     void *sock = zmq_socket(self->ctx, type);

@@ -29,6 +29,7 @@ struct feed_client {
 
 static int open_dealer(feed_client_t *self)
 {
+    assert(self->ctx != NULL && self->o.replay_endpoint != NULL);
     if (self->dealer != NULL)
         zmq_close(self->dealer);
     int linger = 0;
@@ -109,6 +110,7 @@ void feed_client_destroy(feed_client_t **self_p)
  * (*rc_out CL_ERR_TIMEOUT) or it is not a batch of this version (CL_ERR_VERSION). */
 static Coalition__FeedBatch *recv_batch(void *sock, int wait_ms, int *rc_out)
 {
+    assert(sock != NULL && wait_ms >= 0);
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     *rc_out = CL_ERR_TIMEOUT;
     if (zmq_poll(&item, 1, wait_ms) <= 0)
@@ -133,6 +135,7 @@ static int send_request(feed_client_t *self)
 {
     Coalition__FeedReplayRequest req = COALITION__FEED_REPLAY_REQUEST__INIT;
     req.version = FEED_VERSION;
+    assert(self->next >= 1);
     req.from_seq = self->next;
     req.max_entries = FEED_BATCH_ENTRIES_MAX;
     req.request_id = ++self->request_id;
@@ -173,6 +176,7 @@ static int ask_replay(feed_client_t *self, int64_t deadline_ms)
             coalition__feed_batch__free_unpacked(b, NULL);
             return CL_ERR_INVALID;
         }
+        assert(b->request_id == self->request_id);
         self->stats.replays++;
         drop_batch(self);
         self->batch = b;
@@ -190,6 +194,7 @@ static int ask_replay(feed_client_t *self, int64_t deadline_ms)
  * sends the client back to the replay socket. */
 static int read_live(feed_client_t *self, int64_t deadline_ms)
 {
+    assert(self->live_mode && self->o.follow && self->sub != NULL);
     int64_t now = clock_mono_ms();
     int64_t silent_at = self->last_heard_ms + FEED_CLIENT_SILENCE_MS;
     if (now >= silent_at) {
@@ -246,6 +251,7 @@ static int take(feed_client_t *self, feed_item_t *out, bool *got)
         memcpy(self->prev, self->current->hash.data, WIRE_HASH_BYTES);
         self->have_prev = true;
         self->next++;
+        assert(self->current->seq + 1 == self->next);
         *out =
             (feed_item_t){self->current, self->batch_live,
                           self->batch_live ? self->batch->commit_us : 0, self->batch_received_us};
