@@ -174,6 +174,7 @@ static int start_feed(feed_t **feed, ledger_t *ledger, const char *ledger_dir, f
     static char pub[ENDPOINT_BYTES_MAX], replay[ENDPOINT_BYTES_MAX];
     if (o->pub_endpoint != NULL && strcmp(o->pub_endpoint, "off") == 0)
         return CL_OK;
+    bool by_default = o->pub_endpoint == NULL && o->replay_endpoint == NULL;
     if (o->pub_endpoint == NULL) {
         snprintf(pub, sizeof pub, "ipc://%s/%s", ledger_dir, FEED_SOCKET_NAME);
         o->pub_endpoint = pub;
@@ -184,6 +185,12 @@ static int start_feed(feed_t **feed, ledger_t *ledger, const char *ledger_dir, f
     }
     assert(o->hwm >= 1 && o->hwm <= FEED_HWM_MAX);
     int rc = feed_new(feed, ledger, o);
+    if (rc != CL_OK && by_default) { /* e.g. an ipc path too long: the broker runs without */
+        log_warn("no journal feed: it cannot bind in the ledger directory (%s); name "
+                 "endpoints with --feed and --feed-replay, or --feed off",
+                 cl_strerror(rc));
+        return CL_OK;
+    }
     if (rc != CL_OK)
         log_error("cannot start the journal feed: %s", cl_strerror(rc));
     return rc;
