@@ -122,7 +122,8 @@ static int send_packed(send_ctx_t *s, const Coalition__FeedBatch *batch)
         log_every(&s->self->send_failed, LOG_EVERY_INTERVAL_MS, LOG_DEBUG,
                   "feed: a message was not sent: %s", zmq_strerror(zmq_errno()));
     zmq_msg_close(&msg);
-    s->self->last_sent_ms = mono_ms();
+    if (s->identity == NULL) /* replay answers are no heartbeat for the live subscribers */
+        s->self->last_sent_ms = mono_ms();
     return CL_OK;
 }
 
@@ -145,8 +146,12 @@ static int send_entries(const ledger_raw_entry_t *raw, size_t n, void *ctx)
     batch.version = FEED_VERSION;
     batch.entries = n > 0 ? self->entry_ptrs : NULL;
     batch.n_entries = n;
-    /* A replay may read entries committed after the hook's last report: say so. */
-    batch.last_seq = n > 0 && raw[n - 1].seq > s->last_seq ? raw[n - 1].seq : s->last_seq;
+    /* Live: published up to its last entry. A replay answer: the last commit, which may be
+     * one the read saw before the hook reported it. */
+    if (s->identity == NULL)
+        batch.last_seq = n > 0 ? raw[n - 1].seq : 0;
+    else
+        batch.last_seq = n > 0 && raw[n - 1].seq > s->last_seq ? raw[n - 1].seq : s->last_seq;
     batch.commit_us = s->commit_us;
     batch.status = s->status;
     batch.request_id = s->request_id;
