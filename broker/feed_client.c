@@ -16,6 +16,7 @@ struct feed_client {
     uint64_t next, end; /* end 0: follow without end */
     uint64_t request_id;
     bool live_mode;
+    bool hole; /* left live mode: the next replay answer with entries filled a gap */
     Coalition__FeedBatch *batch; /* being handed out, from index idx */
     size_t idx;
     bool batch_live;
@@ -178,6 +179,8 @@ static int ask_replay(feed_client_t *self, int64_t deadline_ms)
         }
         assert(b->request_id == self->request_id);
         self->stats.replays++;
+        self->stats.gaps += self->hole && b->n_entries > 0;
+        self->hole = false;
         drop_batch(self);
         self->batch = b;
         self->batch_live = false;
@@ -185,6 +188,8 @@ static int ask_replay(feed_client_t *self, int64_t deadline_ms)
         /* Caught up when the answer reaches the broker's last seq: then listen live. */
         uint64_t upto = b->n_entries > 0 ? b->entries[b->n_entries - 1]->seq : self->next - 1;
         self->live_mode = self->o.follow && upto >= b->last_seq;
+        if (self->live_mode) /* silence is counted from here, not from before the replays */
+            self->last_heard_ms = clock_mono_ms();
         return CL_OK;
     }
     return rc;
@@ -197,20 +202,24 @@ static int read_live(feed_client_t *self, int64_t deadline_ms)
     assert(self->live_mode && self->o.follow && self->sub != NULL);
     int64_t now = clock_mono_ms();
     int64_t silent_at = self->last_heard_ms + FEED_CLIENT_SILENCE_MS;
-    if (now >= silent_at) {
-        self->live_mode = false; /* the broker may have gone and come back: ask it */
-        self->last_heard_ms = now;
-        return CL_OK;
-    }
+    /* Silence is nothing queued by silent_at: what queued while the caller was away is
+     * read first (at least one look without waiting). */
     int64_t until = deadline_ms < silent_at ? deadline_ms : silent_at;
+    until = until > now ? until : now;
     int rc = CL_OK;
     Coalition__FeedBatch *b = recv_batch(self->sub, (int)(until - now), &rc);
+    if (b == NULL && rc == CL_ERR_TIMEOUT && clock_mono_ms() >= silent_at) {
+        self->live_mode = false; /* the broker may have gone and come back: ask it */
+        self->hole = true;
+        self->last_heard_ms = clock_mono_ms();
+        return CL_OK;
+    }
     if (b == NULL)
         return rc == CL_ERR_TIMEOUT && until < deadline_ms ? CL_OK : rc;
     self->last_heard_ms = clock_mono_ms();
     if (b->n_entries == 0) {
         if (b->last_seq >= self->next) { /* it published what this client never saw */
-            self->stats.gaps++;
+            self->hole = true;
             self->live_mode = false;
         }
         coalition__feed_batch__free_unpacked(b, NULL);
@@ -238,7 +247,7 @@ static int take(feed_client_t *self, feed_item_t *out, bool *got)
         if (fe->seq > self->next) {
             if (!self->batch_live)
                 return CL_ERR_CORRUPT; /* a replay answer starts at the seq asked for */
-            self->stats.gaps++;
+            self->hole = true;
             self->live_mode = false;
             break;
         }

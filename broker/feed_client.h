@@ -40,7 +40,8 @@ typedef struct feed_item {
 
 typedef struct feed_client_stats {
     uint64_t live, replayed; /* entries handed out, by where they came from */
-    uint64_t gaps;           /* holes seen in the live feed (filled by replay) */
+    uint64_t gaps;           /* holes in the live feed filled by replay (after a skip, a
+                                heartbeat past what came, or silence) */
     uint64_t replays;        /* replay requests answered */
     uint64_t duplicates;     /* entries received again and skipped */
     uint64_t reconnects;     /* replay socket reopened after a timeout */
