@@ -6,6 +6,7 @@
  *    once, and exactly what `coalitionctl journal` prints; it says it filled gaps;
  *  - an in-test subscriber with a receive queue of one message, reading slowly: the same;
  *  - tail --follow across a broker killed (SIGKILL) and restarted resumes without a gap;
+ *  - another ledger behind the same feed endpoints: tail stops at the broken chain;
  *  - bad --from values, a --from past the journal's end, no broker, a feed endpoint off
  *    loopback and bad --feed-hwm values are clear errors; garbage on the replay socket
  *    gets a bad-request answer and the feed goes on.
@@ -58,6 +59,8 @@ typedef struct fixture {
     world_t w;
     proc_t tail; /* a coalitionctl tail --follow child, or pid 0 */
     char tail_out[HARNESS_PATH_BYTES];
+    world_t other; /* a second ledger, when other_live */
+    bool other_live;
 } fixture_t;
 
 static int setup(void **state)
@@ -76,6 +79,8 @@ static int teardown(void **state)
     if (f->tail.pid > 0)
         harness_stop(&f->tail, SIGKILL);
     world_destroy(&f->w);
+    if (f->other_live)
+        world_destroy(&f->other);
     free(f);
     return 0;
 }
@@ -347,12 +352,14 @@ static uint64_t stop_tail_and_compare(fixture_t *f, uint64_t last)
     return gaps;
 }
 
-/* Our own broker process (the world's settings plus `extra`), as world_start_broker. */
-static void start_broker_with(world_t *w, const char *extra0, const char *extra1)
+/* Our own broker process (the world's settings plus up to four more arguments, NULL
+ * after the last), as world_start_broker. */
+static void start_broker_with(world_t *w, const char *a0, const char *a1, const char *a2,
+                              const char *a3)
 {
-    char *argv[] = {
-        COALITION_BROKER_BIN, "--ledger",     w->ledger,      "--bind", w->broker_endpoint,
-        "--insecure",         (char *)extra0, (char *)extra1, NULL};
+    char *argv[] = {COALITION_BROKER_BIN, "--ledger",   w->ledger,  "--bind",
+                    w->broker_endpoint,   "--insecure", (char *)a0, (char *)a1,
+                    (char *)a2,           (char *)a3,   NULL};
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     if (!harness_wait_reply(w->admin_endpoint, HARNESS_READY_TIMEOUT_MS))
         fail_msg("broker did not come up (log %s)", w->broker.log_path);
@@ -363,7 +370,7 @@ static void start_broker_with(world_t *w, const char *extra0, const char *extra1
 static void paused_tail_ends_with_every_seq_once(void **state)
 {
     fixture_t *f = *state;
-    start_broker_with(&f->w, "--feed-hwm", "1"); /* drops for a stopped tail at once */
+    start_broker_with(&f->w, "--feed-hwm", "1", NULL, NULL); /* drops for a stopped tail at once */
     populate(&f->w);
     start_tail(f, "1");
     wait_for_seq(f->tail_out, SETUP_ENTRIES);
@@ -393,7 +400,7 @@ static void *earn_thread(void *arg)
 static void slow_subscriber_with_tiny_queue_misses_nothing(void **state)
 {
     fixture_t *f = *state;
-    start_broker_with(&f->w, "--feed-hwm", "1");
+    start_broker_with(&f->w, "--feed-hwm", "1", NULL, NULL);
     populate(&f->w);
     char pub[HARNESS_PATH_BYTES + 16], replay[HARNESS_PATH_BYTES + 16];
     feed_endpoints(&f->w, pub, replay, sizeof pub);
@@ -465,6 +472,47 @@ static void tail_resumes_across_a_broker_restart(void **state)
     EXPECT_EQ("up to the last", last + 1, expect);
     free(got);
     EXPECT_EQ("world stops", 0, world_stop_broker(&f->w, SIGTERM));
+}
+
+/* Another ledger behind the same feed endpoints (a broker started on a restored copy,
+ * say): the tail's next entry does not continue the chain it has, and it stops with an
+ * error instead of mixing two histories. */
+static void tail_stops_when_the_chain_breaks(void **state)
+{
+    fixture_t *f = *state;
+    char pub[64], replay[64];
+    snprintf(pub, sizeof pub, "tcp://127.0.0.1:%d", harness_free_port());
+    snprintf(replay, sizeof replay, "tcp://127.0.0.1:%d", harness_free_port());
+    start_broker_with(&f->w, "--feed", pub, "--feed-replay", replay);
+    populate(&f->w);
+    snprintf(f->tail_out, sizeof f->tail_out, "%s/tail-chain.out", f->w.dir);
+    char *argv[] = {COALITIONCTL_BIN, "--ledger", f->w.ledger,     "--json", "tail", "--follow",
+                    "--feed",         pub,        "--feed-replay", replay,   NULL};
+    f->tail.pid = harness_spawn(argv, f->tail_out);
+    wait_for_seq(f->tail_out, SETUP_ENTRIES);
+    EXPECT_EQ("first broker stops", 0, world_stop_broker(&f->w, SIGTERM));
+    world_t *other = &f->other;
+    world_init(other);
+    f->other_live = true;
+    other->insecure = true;
+    start_broker_with(other, "--feed", pub, "--feed-replay", replay);
+    populate(other);
+    ctl_ok(other, "member", "add", "extra", NULL, NULL); /* seq SETUP_ENTRIES + 1 */
+    int64_t deadline = clock_mono_ms() + WAIT_TIMEOUT_MS;
+    int status = 0;
+    while (waitpid(f->tail.pid, &status, WNOHANG) == 0 && clock_mono_ms() < deadline)
+        sleep_ms(POLL_STEP_MS);
+    bool exited = clock_mono_ms() < deadline;
+    EXPECT_EQ("other broker stops", 0, world_stop_broker(other, SIGTERM));
+    if (!exited)
+        fail_msg("tail went on after the chain broke (output in %s)", f->tail_out);
+    f->tail.pid = 0;
+    char *text = read_all(f->tail_out);
+    EXPECT_EQ("tail exits 1", 1, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    EXPECT_CONTAINS("and says why", "entry 12 fails its checks", text);
+    EXPECT_FALSE("no entry of the other ledger printed",
+                 strstr(text, "\"member\":\"extra\"") != NULL);
+    free(text);
 }
 
 /* ---- clear errors ----------------------------------------------------------------------- */
@@ -580,6 +628,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(slow_subscriber_with_tiny_queue_misses_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(tail_resumes_across_a_broker_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(tail_stops_when_the_chain_breaks, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_values_are_clear_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
