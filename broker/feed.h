@@ -32,10 +32,15 @@ _Static_assert(FEED_BATCH_ENTRIES_MAX <= LEDGER_RAW_ENTRIES_MAX, "a batch is one
 /* With nothing to publish, a heartbeat (an empty batch saying the last seq published)
  * at this interval: a subscriber that missed the last entries learns it from it. */
 #define FEED_HEARTBEAT_MS 500
-/* Live messages queued per subscriber before PUB drops for it (--feed-hwm). */
-#define FEED_HWM_DEFAULT 10000
-#define FEED_HWM_MAX 1000000
+/* Live messages queued per subscriber before PUB drops for it (--feed-hwm). The broker
+ * holds at most that many messages of at most FEED_BATCH_BYTES_MAX for a subscriber that
+ * stopped reading: 64 MiB by default (about 5 MiB of typical 300-byte entries), well
+ * inside the memory guard; past it the subscriber replays what it missed. */
+#define FEED_HWM_DEFAULT 64
+#define FEED_HWM_MAX 4096
 _Static_assert(FEED_HWM_DEFAULT >= 1 && FEED_HWM_DEFAULT <= FEED_HWM_MAX, "default in range");
+_Static_assert((size_t)FEED_HWM_DEFAULT * FEED_BATCH_BYTES_MAX <= ((size_t)64 << 20),
+               "a stalled subscriber costs the broker at most 64 MiB by default");
 
 /* FeedBatch.status of a replay answer. */
 #define FEED_STATUS_OK 0u

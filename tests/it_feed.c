@@ -609,12 +609,12 @@ static void bad_values_are_clear_errors(void **state)
     EXPECT_EQ("a feed off loopback stops the broker", 1, run_logged(open_feed, path, &text));
     EXPECT_CONTAINS("and says why", "feed: refusing tcp://0.0.0.0", text);
     free(text);
-    const char *hwm[] = {"0", "x", "1000001"};
+    const char *hwm[] = {"0", "x", "4097"};
     for (size_t i = 0; i < 3; i++) {
         char *argv[] = {COALITION_BROKER_BIN, "--ledger",     f->w.ledger,
                         "--feed-hwm",         (char *)hwm[i], NULL};
         EXPECT_EQ("a bad --feed-hwm is a usage error", 2, run_logged(argv, path, &text));
-        EXPECT_CONTAINS("and says so", "--feed-hwm must be 1..1000000", text);
+        EXPECT_CONTAINS("and says so", "--feed-hwm must be 1..4096", text);
         free(text);
     }
 }
