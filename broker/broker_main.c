@@ -56,6 +56,10 @@ static void usage(FILE *out)
             "                        ipc://DIR/%s); off: no feed\n"
             "      --feed-replay ENDPOINT  the feed's replay socket (ROUTER; default:\n"
             "                        ipc://DIR/%s)\n"
+            "      --feed-clients FILE  the feed as CURVE servers with the broker's key,\n"
+            "                        admitting only the Z85 public keys in FILE (one a line;\n"
+            "                        'coalitionctl feed-key new' makes a pair); needed for\n"
+            "                        a feed endpoint beyond loopback\n"
             "      --feed-hwm N      live feed messages queued per subscriber before they\n"
             "                        are dropped for it (it replays them; default %d)\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
@@ -167,6 +171,23 @@ static int load_server_key(const char *path, bool insecure, const char *bind, ke
     return 0;
 }
 
+/* --feed-clients: the allow-list of a CURVE feed, which takes the broker's key. */
+static int load_feed_clients(const char *path, bool insecure, feed_clients_t *out)
+{
+    if (insecure) {
+        log_error("--feed-clients needs the broker's CURVE key: not with --insecure");
+        return 1;
+    }
+    char why[ENDPOINT_BYTES_MAX + 128];
+    int rc = feed_clients_load(path, out, why, sizeof why);
+    if (rc != CL_OK) {
+        log_error("feed clients: %s", why);
+        return 1;
+    }
+    log_info("feed: CURVE, %zu client key(s) from %s", out->count, path);
+    return 0;
+}
+
 /* The journal feed, on by default in the ledger directory (owner-only, like the admin
  * socket); "--feed off": none. */
 static int start_feed(feed_t **feed, ledger_t *ledger, const char *ledger_dir, feed_options_t *o)
@@ -211,9 +232,10 @@ int main(int argc, char **argv)
                                              {"feed", required_argument, NULL, 'F'},
                                              {"feed-replay", required_argument, NULL, 'R'},
                                              {"feed-hwm", required_argument, NULL, 'H'},
+                                             {"feed-clients", required_argument, NULL, 'P'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    feed_options_t feed_opts = {NULL, NULL, FEED_HWM_DEFAULT};
+    feed_options_t feed_opts = {NULL, NULL, FEED_HWM_DEFAULT, NULL, NULL};
     const char *ledger_dir = DEFAULT_LEDGER_DIR;
     frontend_options_t opts = {DEFAULT_BIND,
                                NULL,
@@ -222,7 +244,7 @@ int main(int argc, char **argv)
                                PEERS_DEFAULT,
                                NULL,
                                WRITER_EXPIRE_AT_DEFAULT};
-    const char *key_path = NULL, *card_key_path = NULL;
+    const char *key_path = NULL, *card_key_path = NULL, *feed_clients_path = NULL;
     bool insecure = false;
     log_level_t level = LOG_INFO;
     int c;
@@ -239,6 +261,7 @@ int main(int argc, char **argv)
         case 'I': insecure = true; break;
         case 'F': feed_opts.pub_endpoint = optarg; break;
         case 'R': feed_opts.replay_endpoint = optarg; break;
+        case 'P': feed_clients_path = optarg; break;
         case 'H': {
             char *end = NULL;
             unsigned long long n = strtoull(optarg, &end, 10);
@@ -308,6 +331,12 @@ int main(int argc, char **argv)
     if (load_server_key(key_path, insecure, opts.bind_endpoint, &server_key) != 0)
         return 1;
     opts.server_key = insecure ? NULL : &server_key;
+    static feed_clients_t feed_clients; /* static: FEED_CLIENTS_MAX keys */
+    if (feed_clients_path != NULL &&
+        load_feed_clients(feed_clients_path, insecure, &feed_clients) != 0)
+        return 1;
+    feed_opts.server_key = feed_clients_path != NULL ? &server_key : NULL;
+    feed_opts.clients = feed_clients_path != NULL ? &feed_clients : NULL;
     static card_keys_t card_keys; /* static: off the stack, cleared at exit */
     char card_key_buf[ENDPOINT_BYTES_MAX];
     bool have_card_keys = false;

@@ -72,7 +72,11 @@ static void usage(FILE *out)
         "                                         (default ipc://DIR/feed.sock and\n"
         "                                         DIR/feed-replay.sock); stops at the last\n"
         "                                         committed seq, or with --follow goes on\n"
-        "                                         live until SIGINT/SIGTERM\n"
+        "                                         live until SIGINT/SIGTERM; a CURVE feed:\n"
+        "                                         --key FILE [--broker-key DIR/broker.pub]\n"
+        "  feed-key new FILE                      a feed client's key pair (owner-only\n"
+        "                                         FILE); prints the public key for the\n"
+        "                                         broker's --feed-clients file\n"
         "  verify                                 re-derive the ledger from its journal, on a\n"
         "                                         compacted snapshot ($TMPDIR, removed after)\n\n"
         "Options:\n"
@@ -893,6 +897,8 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return cmd_report(ctl, cmd, argc, argv);
     if (strcmp(cmd, "tail") == 0)
         return ctl_tail(ctl, argc, argv);
+    if (strcmp(cmd, "feed-key") == 0)
+        return ctl_feed_key(ctl, argc, argv);
     if (strcmp(cmd, "verify") == 0 && argc == 1)
         return cmd_verify(ctl);
     fprintf(stderr, "coalitionctl: unknown command '%s'; see --help\n", cmd);

@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* explicit_bzero */
 /* coalitionctl tail: the journal from a seq through the broker's feed, each entry once,
  * in order, as `journal` prints them (text or JSON lines). Without --follow it stops at
  * the last seq the broker had committed when it started; with --follow it goes on live
@@ -6,6 +7,7 @@
 
 #include "errors.h"
 #include "feed_client.h"
+#include "keys.h"
 #include "shutdown.h"
 
 #include <assert.h>
@@ -27,6 +29,7 @@ typedef struct tail_args {
     uint64_t from;
     bool follow;
     char feed[ENDPOINT_BYTES_MAX], replay[ENDPOINT_BYTES_MAX];
+    const char *key_path, *broker_key_path; /* a CURVE feed: ours, the broker's public */
 } tail_args_t;
 
 /* A seq: decimal digits only, from 1, no overflow. */
@@ -51,9 +54,13 @@ static int parse_tail(ctl_t *ctl, int argc, char **argv, tail_args_t *a)
                                              {"json", no_argument, NULL, 'j'},
                                              {"feed", required_argument, NULL, 'p'},
                                              {"feed-replay", required_argument, NULL, 'r'},
+                                             {"key", required_argument, NULL, 'k'},
+                                             {"broker-key", required_argument, NULL, 'b'},
                                              {NULL, 0, NULL, 0}};
     a->from = 1;
     a->follow = false;
+    a->key_path = NULL;
+    a->broker_key_path = NULL;
     snprintf(a->feed, sizeof a->feed, "ipc://%s/feed.sock", ctl->ledger_dir);
     snprintf(a->replay, sizeof a->replay, "ipc://%s/feed-replay.sock", ctl->ledger_dir);
     optind = 1;
@@ -73,6 +80,8 @@ static int parse_tail(ctl_t *ctl, int argc, char **argv, tail_args_t *a)
         case 'j': ctl->json = true; break;
         case 'p': snprintf(a->feed, sizeof a->feed, "%s", optarg); break;
         case 'r': snprintf(a->replay, sizeof a->replay, "%s", optarg); break;
+        case 'k': a->key_path = optarg; break;
+        case 'b': a->broker_key_path = optarg; break;
         default: return EXIT_USAGE;
         }
     }
@@ -149,6 +158,43 @@ static int explain(int rc, const tail_args_t *a, uint64_t last, const feed_clien
     return rc == CL_ERR_TIMEOUT ? EXIT_USAGE : EXIT_DECLINED;
 }
 
+/* A CURVE feed: our key pair and the broker's public key (default DIR/broker.pub). */
+static int load_keys(const ctl_t *ctl, const tail_args_t *a, key_pair_t *key,
+                     char server[KEY_Z85_BYTES])
+{
+    char why[KEY_WHY_BYTES_MAX], path[CTL_PATH_BYTES_MAX];
+    snprintf(path, sizeof path, "%s/broker.pub", ctl->ledger_dir);
+    const char *broker = a->broker_key_path != NULL ? a->broker_key_path : path;
+    if (keys_read_secret(a->key_path, key, why, sizeof why) != CL_OK ||
+        keys_read_public(broker, server, why, sizeof why) != CL_OK) {
+        fprintf(stderr, "coalitionctl: tail: %s\n", why);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int ctl_feed_key(ctl_t *ctl, int argc, char **argv)
+{
+    (void)ctl;
+    if (argc != 3 || strcmp(argv[1], "new") != 0) {
+        fprintf(stderr, "coalitionctl: usage: feed-key new FILE\n");
+        return EXIT_USAGE;
+    }
+    key_pair_t pair;
+    int rc = keys_generate(&pair);
+    if (rc == CL_OK)
+        rc = keys_write_secret(argv[2], &pair, "coalition journal feed client key");
+    if (rc != CL_OK) {
+        fprintf(stderr, "coalitionctl: cannot write a key pair to %s (it must not exist): %s\n",
+                argv[2], cl_strerror(rc));
+        return EXIT_DECLINED;
+    }
+    assert(keys_z85_valid(pair.public_z85));
+    printf("%s\n", pair.public_z85); /* the line for the broker's --feed-clients file */
+    explicit_bzero(&pair, sizeof pair);
+    return 0;
+}
+
 int ctl_tail(ctl_t *ctl, int argc, char **argv)
 {
     tail_args_t a;
@@ -161,7 +207,17 @@ int ctl_tail(ctl_t *ctl, int argc, char **argv)
         return EXIT_USAGE;
     }
     assert(a.from >= 1);
-    feed_client_options_t o = {a.feed, a.replay, a.from, a.follow, 0};
+    key_pair_t key;
+    char server[KEY_Z85_BYTES];
+    if (a.key_path != NULL && load_keys(ctl, &a, &key, server) != 0)
+        return EXIT_USAGE;
+    feed_client_options_t o = {a.feed,
+                               a.replay,
+                               a.from,
+                               a.follow,
+                               0,
+                               a.key_path != NULL ? &key : NULL,
+                               a.key_path != NULL ? server : NULL};
     feed_client_t *client = NULL;
     uint64_t last = 0;
     int rc = feed_client_new(&client, &o);

@@ -24,6 +24,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93 /* libzmq 4.3 DRAFT option, built into Debian's libzmq5 */
+#endif
 #define FEED_LINGER_MS 0
 #define FEED_IDENTITY_BYTES_MAX 256
 /* Tries at a consistent (seq, time) pair while the writer is between its two stores. */
@@ -32,6 +35,8 @@
 struct feed {
     ledger_t *ledger;
     void *ctx, *pub, *router;
+    feed_zap_t *zap; /* CURVE: the allow-list's ZAP handler; NULL: plain */
+    const key_pair_t *server_key;
     int wake_fd;
     pthread_t thread;
     bool started;
@@ -278,9 +283,11 @@ static void *feed_main(void *arg)
     feed_t *self = arg;
     bool more = false;
     while (!atomic_load(&self->stop)) {
+        void *zap = self->zap != NULL ? feed_zap_socket(self->zap) : NULL;
         zmq_pollitem_t items[] = {{NULL, self->wake_fd, ZMQ_POLLIN, 0},
-                                  {self->router, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, 2, more ? 0 : FEED_HEARTBEAT_MS);
+                                  {self->router, 0, ZMQ_POLLIN, 0},
+                                  {zap, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, zap != NULL ? 3 : 2, more ? 0 : FEED_HEARTBEAT_MS);
         if (rc < 0 && zmq_errno() != EINTR) {
             log_error("feed: poll failed: %s; the feed stops", zmq_strerror(zmq_errno()));
             break;
@@ -295,6 +302,8 @@ static void *feed_main(void *arg)
             heartbeat(self);
         if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
             serve_replays(self);
+        if (rc > 0 && zap != NULL && (items[2].revents & ZMQ_POLLIN))
+            feed_zap_handle(self->zap);
     }
     return NULL;
 }
@@ -305,10 +314,20 @@ static int open_socket(feed_t *self, int type, const char *endpoint, int hwm, vo
     int linger = FEED_LINGER_MS;
     int64_t max_bytes = FEED_REQUEST_BYTES_MAX + FEED_IDENTITY_BYTES_MAX;
     void *sock = zmq_socket(self->ctx, type);
-    bool ok = sock != NULL && zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) == 0 &&
-              zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm) == 0 &&
-              zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) == 0 &&
-              zmq_bind(sock, endpoint) == 0;
+    int on = 1;
+    bool curve = self->server_key != NULL;
+    bool ok =
+        sock != NULL &&
+        (!curve ||
+         (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &on, sizeof on) == 0 &&
+          zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, self->server_key->secret_z85, KEY_Z85_LEN) ==
+              0 &&
+          zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, FEED_ZAP_DOMAIN, strlen(FEED_ZAP_DOMAIN)) == 0 &&
+          zmq_setsockopt(sock, ZMQ_ZAP_ENFORCE_DOMAIN, &on, sizeof on) == 0)) &&
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) == 0 &&
+        zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm) == 0 &&
+        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) == 0 &&
+        zmq_bind(sock, endpoint) == 0;
     if (!ok) {
         log_error("feed: cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         if (sock != NULL)
@@ -319,13 +338,12 @@ static int open_socket(feed_t *self, int type, const char *endpoint, int hwm, vo
     return CL_OK;
 }
 
-static bool endpoint_allowed(const char *endpoint)
+static bool endpoint_allowed(const char *endpoint, bool curve)
 {
-    if (keys_endpoint_loopback(endpoint))
+    if (curve || keys_endpoint_loopback(endpoint))
         return true;
-    log_error("feed: refusing %s: the feed carries every member's history unencrypted; bind "
-              "it to ipc:// or a loopback address and carry it further over an authenticated "
-              "tunnel",
+    log_error("feed: refusing %s: the feed carries every member's history; beyond loopback "
+              "it needs CURVE and an allow-list (--feed-clients FILE)",
               endpoint);
     return false;
 }
@@ -333,12 +351,16 @@ static bool endpoint_allowed(const char *endpoint)
 int feed_new(feed_t **self_out, ledger_t *ledger, const feed_options_t *opts)
 {
     assert(opts->hwm >= 1 && opts->hwm <= FEED_HWM_MAX);
-    if (!endpoint_allowed(opts->pub_endpoint) || !endpoint_allowed(opts->replay_endpoint))
+    assert((opts->server_key == NULL) == (opts->clients == NULL));
+    bool curve = opts->server_key != NULL;
+    if (!endpoint_allowed(opts->pub_endpoint, curve) ||
+        !endpoint_allowed(opts->replay_endpoint, curve))
         return CL_ERR_INVALID;
     feed_t *self = calloc(1, sizeof *self);
     if (self == NULL)
         return CL_ERR_NOMEM;
     self->ledger = ledger;
+    self->server_key = opts->server_key;
     self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->published_seq = ledger_last_seq(ledger);
     atomic_store(&self->committed_seq, self->published_seq);
@@ -346,6 +368,8 @@ int feed_new(feed_t **self_out, ledger_t *ledger, const feed_options_t *opts)
     /* A context of its own: its I/O thread, not the partner socket's, carries the feed. */
     self->ctx = zmq_ctx_new();
     int rc = self->wake_fd >= 0 && self->ctx != NULL ? CL_OK : CL_ERR_IO;
+    if (rc == CL_OK && curve) /* the handler before any CURVE socket, so none finds none */
+        rc = feed_zap_new(&self->zap, self->ctx, opts->clients);
     if (rc == CL_OK)
         rc = open_socket(self, ZMQ_PUB, opts->pub_endpoint, opts->hwm, &self->pub);
     if (rc == CL_OK) /* one answer in flight per subscriber: a small queue is plenty */
@@ -382,6 +406,7 @@ void feed_destroy(feed_t **self_p)
     for (size_t i = 0; i < 2; i++)
         if (socks[i] != NULL)
             zmq_close(socks[i]);
+    feed_zap_destroy(&self->zap);
     if (self->ctx != NULL)
         zmq_ctx_term(self->ctx);
     if (self->wake_fd >= 0)

@@ -5,10 +5,13 @@
  * to S" through the ledger's commit hook: two atomic stores and a non-blocking eventfd
  * write, which coalesces (a wake-up missed is covered by the next), so the feed never
  * slows the writer. PUB drops for a slow subscriber at its high-water mark; the
- * subscriber sees the hole by sequence number and fills it from the replay socket. */
+ * subscriber sees the hole by sequence number and fills it from the replay socket.
+ * Beyond loopback both sockets are CURVE servers admitting listed keys only (feed_zap.h). */
 #ifndef COALITION_FEED_H
 #define COALITION_FEED_H
 
+#include "feed_zap.h"
+#include "keys.h"
 #include "ledger.h"
 
 #include "feed.pb-c.h"
@@ -39,7 +42,7 @@ _Static_assert(FEED_BATCH_ENTRIES_MAX <= LEDGER_RAW_ENTRIES_MAX, "a batch is one
 #define FEED_HWM_DEFAULT 64
 #define FEED_HWM_MAX 4096
 _Static_assert(FEED_HWM_DEFAULT >= 1 && FEED_HWM_DEFAULT <= FEED_HWM_MAX, "default in range");
-_Static_assert((size_t)FEED_HWM_DEFAULT * FEED_BATCH_BYTES_MAX <= ((size_t)64 << 20),
+_Static_assert((size_t)FEED_HWM_DEFAULT *FEED_BATCH_BYTES_MAX <= ((size_t)64 << 20),
                "a stalled subscriber costs the broker at most 64 MiB by default");
 
 /* FeedBatch.status of a replay answer. */
@@ -54,13 +57,18 @@ typedef struct feed_options {
     const char *pub_endpoint;    /* live batches */
     const char *replay_endpoint; /* replay requests */
     int hwm;                     /* PUB high-water mark per subscriber, in messages */
+    /* Both NULL: plain sockets, loopback or ipc only. Both set: CURVE servers with the
+     * broker's key, admitting the listed client keys only (any endpoint). */
+    const key_pair_t *server_key;
+    const feed_clients_t *clients;
 } feed_options_t;
 
 typedef struct feed feed_t;
 
 /* Bind both sockets, start the thread and set the ledger's commit hook: before the writer
  * thread starts. Publishing starts after the ledger's last seq (history is replayed).
- * Only loopback (tcp://127.x, [::1], localhost) and ipc:// endpoints: CL_ERR_INVALID. */
+ * Without CURVE, only loopback (tcp://127.x, [::1], localhost) and ipc:// endpoints:
+ * CL_ERR_INVALID. */
 int feed_new(feed_t **self_out, ledger_t *ledger, const feed_options_t *opts);
 /* After the writer thread is joined: stop the thread, close the sockets. */
 void feed_destroy(feed_t **self_p);

@@ -28,6 +28,16 @@ struct feed_client {
     feed_client_stats_t stats;
 };
 
+/* CURVE client options, before the socket connects (none for a plain feed). */
+static bool set_curve(const feed_client_t *self, void *sock)
+{
+    const feed_client_options_t *o = &self->o;
+    return o->key == NULL ||
+           (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, o->server_z85, KEY_Z85_LEN) == 0 &&
+            zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, o->key->public_z85, KEY_Z85_LEN) == 0 &&
+            zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, o->key->secret_z85, KEY_Z85_LEN) == 0);
+}
+
 static int open_dealer(feed_client_t *self)
 {
     assert(self->ctx != NULL && self->o.replay_endpoint != NULL);
@@ -39,7 +49,7 @@ static int open_dealer(feed_client_t *self)
     if (self->dealer == NULL ||
         zmq_setsockopt(self->dealer, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(self->dealer, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) != 0 ||
-        zmq_connect(self->dealer, self->o.replay_endpoint) != 0)
+        !set_curve(self, self->dealer) || zmq_connect(self->dealer, self->o.replay_endpoint) != 0)
         return CL_ERR_ZMQ;
     return CL_OK;
 }
@@ -53,7 +63,7 @@ static int open_sub(feed_client_t *self)
         zmq_setsockopt(self->sub, ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes) != 0 ||
         (self->o.rcvhwm > 0 &&
          zmq_setsockopt(self->sub, ZMQ_RCVHWM, &self->o.rcvhwm, sizeof self->o.rcvhwm) != 0) ||
-        zmq_setsockopt(self->sub, ZMQ_SUBSCRIBE, "", 0) != 0 ||
+        zmq_setsockopt(self->sub, ZMQ_SUBSCRIBE, "", 0) != 0 || !set_curve(self, self->sub) ||
         zmq_connect(self->sub, self->o.pub_endpoint) != 0)
         return CL_ERR_ZMQ;
     return CL_OK;
@@ -63,6 +73,7 @@ int feed_client_new(feed_client_t **self_out, const feed_client_options_t *opts)
 {
     assert(opts->from_seq >= 1 && opts->replay_endpoint != NULL);
     assert(!opts->follow || opts->pub_endpoint != NULL);
+    assert((opts->key == NULL) == (opts->server_z85 == NULL));
     feed_client_t *self = calloc(1, sizeof *self);
     if (self == NULL)
         return CL_ERR_NOMEM;

@@ -29,6 +29,10 @@ typedef struct feed_client_options {
     uint64_t from_seq; /* >= 1 */
     bool follow;       /* false: stop at the last seq committed when it started */
     int rcvhwm;        /* the SUB socket's receive high-water mark; 0: libzmq's */
+    /* A CURVE feed (--feed-clients): this client's key pair and the broker's public key;
+     * NULL: plain sockets. */
+    const key_pair_t *key;
+    const char *server_z85;
 } feed_client_options_t;
 
 typedef struct feed_item {

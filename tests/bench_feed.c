@@ -93,7 +93,7 @@ static int subscriber_open(subscriber_t *s, const char *dir, uint64_t from, uint
     s->seq_lag = calloc(n, sizeof *s->seq_lag);
     if (s->commit_lag_us == NULL || s->entry_lag_us == NULL || s->seq_lag == NULL)
         return CL_ERR_NOMEM;
-    feed_client_options_t o = {pub, replay, from, true, 0};
+    feed_client_options_t o = {pub, replay, from, true, 0, NULL, NULL};
     uint64_t told = 0;
     int rc = feed_client_new(&s->client, &o);
     if (rc == CL_OK)

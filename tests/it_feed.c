@@ -7,6 +7,8 @@
  *  - an in-test subscriber with a receive queue of one message, reading slowly: the same;
  *  - tail --follow across a broker killed (SIGKILL) and restarted resumes without a gap;
  *  - another ledger behind the same feed endpoints: tail stops at the broken chain;
+ *  - a feed beyond loopback is CURVE with an allow-list: a listed key reads it, an
+ *    unlisted key and plain TCP get nothing; --insecure and a bad list stop the broker;
  *  - bad --from values, a --from past the journal's end, no broker, a feed endpoint off
  *    loopback and bad --feed-hwm values are clear errors; garbage on the replay socket
  *    gets a bad-request answer and the feed goes on.
@@ -16,6 +18,7 @@
 #include "errors.h"
 #include "feed_client.h"
 #include "harness.h"
+#include "keys.h"
 #include "ledger.h"
 #include "wire.h"
 
@@ -212,7 +215,7 @@ static void late_subscriber_gets_everything_from_seq_1(void **state)
     uint64_t last = SETUP_ENTRIES + LATE_EARNS;
     char pub[HARNESS_PATH_BYTES + 16], replay[HARNESS_PATH_BYTES + 16];
     feed_endpoints(&f->w, pub, replay, sizeof pub);
-    feed_client_options_t o = {pub, replay, 1, false, 0};
+    feed_client_options_t o = {pub, replay, 1, false, 0, NULL, NULL};
     feed_client_t *c = NULL;
     EXPECT_EQ("client", CL_OK, feed_client_new(&c, &o));
     uint64_t told = 0;
@@ -404,7 +407,7 @@ static void slow_subscriber_with_tiny_queue_misses_nothing(void **state)
     populate(&f->w);
     char pub[HARNESS_PATH_BYTES + 16], replay[HARNESS_PATH_BYTES + 16];
     feed_endpoints(&f->w, pub, replay, sizeof pub);
-    feed_client_options_t o = {pub, replay, 1, true, 1};
+    feed_client_options_t o = {pub, replay, 1, true, 1, NULL, NULL};
     feed_client_t *c = NULL;
     uint64_t told = 0;
     EXPECT_EQ("client", CL_OK, feed_client_new(&c, &o));
@@ -619,6 +622,91 @@ static void bad_values_are_clear_errors(void **state)
     }
 }
 
+/* ---- a CURVE feed beyond loopback ------------------------------------------------------ */
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    EXPECT_EQ("write", 0, fclose(fp));
+}
+
+/* A key pair from `coalitionctl feed-key new`; its public key line into *public_out. */
+static void feed_key(fixture_t *f, const char *name, char *path, size_t size, char *public_out)
+{
+    snprintf(path, size, "%s/%s", f->w.dir, name);
+    char out[OUT_BYTES];
+    EXPECT_EQ("feed-key new", 0, world_ctl(&f->w, out, sizeof out, "feed-key", "new", path, NULL));
+    EXPECT_EQ("a Z85 public key line", KEY_Z85_LEN + 1, strlen(out));
+    memcpy(public_out, out, KEY_Z85_LEN + 2);
+}
+
+static int tail_with(fixture_t *f, const char *pub, const char *replay, const char *key,
+                     char **text)
+{
+    char path[HARNESS_PATH_BYTES];
+    snprintf(path, sizeof path, "%s/tail-curve.out", f->w.dir);
+    char *argv[] = {
+        COALITIONCTL_BIN, "--ledger",     f->w.ledger,          "tail",      "--feed", (char *)pub,
+        "--feed-replay",  (char *)replay, key ? "--key" : NULL, (char *)key, NULL};
+    return run_logged(argv, path, text);
+}
+
+static void curve_feed_admits_only_listed_keys(void **state)
+{
+    fixture_t *f = *state;
+    char ok_key[HARNESS_PATH_BYTES], bad_key[HARNESS_PATH_BYTES], allow[HARNESS_PATH_BYTES];
+    char ok_pub[KEY_Z85_BYTES + 1], bad_pub[KEY_Z85_BYTES + 1], list[4 * KEY_Z85_BYTES];
+    feed_key(f, "ok.key", ok_key, sizeof ok_key, ok_pub);
+    feed_key(f, "bad.key", bad_key, sizeof bad_key, bad_pub);
+    snprintf(allow, sizeof allow, "%s/feed-clients", f->w.dir);
+    snprintf(list, sizeof list, "# the warehouse\n%s", ok_pub);
+    write_text(allow, list);
+    char bind_pub[64], bind_replay[64], pub[64], replay[64];
+    int p1 = harness_free_port(), p2 = harness_free_port();
+    snprintf(bind_pub, sizeof bind_pub, "tcp://0.0.0.0:%d", p1);
+    snprintf(bind_replay, sizeof bind_replay, "tcp://0.0.0.0:%d", p2);
+    snprintf(pub, sizeof pub, "tcp://127.0.0.1:%d", p1);
+    snprintf(replay, sizeof replay, "tcp://127.0.0.1:%d", p2);
+    char *argv[] = {COALITION_BROKER_BIN, "--ledger",       f->w.ledger, "--bind",
+                    f->w.broker_endpoint, "--feed",         bind_pub,    "--feed-replay",
+                    bind_replay,          "--feed-clients", allow,       NULL};
+    f->w.broker.pid = harness_spawn(argv, f->w.broker.log_path);
+    if (!harness_wait_reply(f->w.admin_endpoint, HARNESS_READY_TIMEOUT_MS))
+        fail_msg("broker did not come up (log %s)", f->w.broker.log_path);
+    populate(&f->w);
+    char *text = NULL;
+    EXPECT_EQ("a listed key reads the feed", 0, tail_with(f, pub, replay, ok_key, &text));
+    EXPECT_CONTAINS("every entry", "tail: 11 entries", text);
+    free(text);
+    EXPECT_EQ("an unlisted key gets no answer", 2, tail_with(f, pub, replay, bad_key, &text));
+    EXPECT_CONTAINS("and says so", "no answer from the broker's feed", text);
+    EXPECT_FALSE("and prints no entry", strstr(text, "enroll") != NULL);
+    free(text);
+    EXPECT_EQ("plain TCP gets no answer", 2, tail_with(f, pub, replay, NULL, &text));
+    free(text);
+    EXPECT_EQ("world stops", 0, world_stop_broker(&f->w, SIGTERM));
+    char *log = read_all(f->w.broker.log_path);
+    EXPECT_CONTAINS("the broker logs the refusal", "refused a subscriber's key", log);
+    free(log);
+
+    char path[HARNESS_PATH_BYTES];
+    snprintf(path, sizeof path, "%s/broker-refused.out", f->w.dir);
+    char *insecure[] = {
+        COALITION_BROKER_BIN, "--ledger",       f->w.ledger, "--bind", f->w.broker_endpoint,
+        "--insecure",         "--feed-clients", allow,       NULL};
+    EXPECT_EQ("--feed-clients with --insecure", 1, run_logged(insecure, path, &text));
+    EXPECT_CONTAINS("says why", "--feed-clients needs the broker's CURVE key", text);
+    free(text);
+    write_text(allow, "# two lines\nnot-a-key\n");
+    char *garbage[] = {COALITION_BROKER_BIN, "--ledger", f->w.ledger,
+                       "--feed-clients",     allow,      NULL};
+    EXPECT_EQ("a bad allow-list", 1, run_logged(garbage, path, &text));
+    EXPECT_CONTAINS("names the line", "line 2: not a Z85 public key", text);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -630,6 +718,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(tail_resumes_across_a_broker_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(tail_stops_when_the_chain_breaks, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_values_are_clear_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(curve_feed_admits_only_listed_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
