@@ -4,6 +4,7 @@
 #include "broker_metrics.h"
 #include "config.h"
 #include "errors.h"
+#include "feed.h"
 #include "frontend.h"
 #include "keys.h"
 #include "peers.h"
@@ -60,6 +61,17 @@ static void usage(FILE *out)
             "                        start-up when that time has passed today); off: none\n"
             "      --metrics HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics (default\n"
             "                        %s; off: none). Another address is served as given\n"
+            "      --feed ENDPOINT   journal feed: committed entries published (PUB) for\n"
+            "                        downstream systems, ipc:// or loopback only (default:\n"
+            "                        ipc://DIR/%s); off: no feed\n"
+            "      --feed-replay ENDPOINT  the feed's replay socket (ROUTER; default:\n"
+            "                        ipc://DIR/%s)\n"
+            "      --feed-clients FILE  the feed as CURVE servers with the broker's key,\n"
+            "                        admitting only the Z85 public keys in FILE (one a line;\n"
+            "                        'coalitionctl feed-key new' makes a pair); needed for\n"
+            "                        a feed endpoint beyond loopback\n"
+            "      --feed-hwm N      live feed messages queued per subscriber before they\n"
+            "                        are dropped for it (it replays them; default %d)\n"
             "      --log-level LVL   debug, info, warn or error (default: info)\n"
             "      --config FILE     read settings from FILE (INI, section [broker]; default:\n"
             "                        $COALITION_BROKER_CONFIG): every long option above is a\n"
@@ -72,7 +84,8 @@ static void usage(FILE *out)
             "committed and answered, then it exits 0. Exits 1 without binding any socket\n"
             "when another broker holds the ledger (DIR/%s names its pid).\n",
             DEFAULT_LEDGER_DIR, DEFAULT_BIND, ADMIN_SOCKET_NAME, BROKER_KEY_NAME, PEERS_DEFAULT,
-            FRONTEND_MEMORY_MAX_DEFAULT >> 20, BROKER_METRICS_DEFAULT, STORE_LOCK_FILE);
+            FRONTEND_MEMORY_MAX_DEFAULT >> 20, BROKER_METRICS_DEFAULT, FEED_SOCKET_NAME,
+            FEED_REPLAY_SOCKET_NAME, FEED_HWM_DEFAULT, STORE_LOCK_FILE);
 }
 
 static int parse_level(const char *s, log_level_t *out)
@@ -174,6 +187,52 @@ static int load_server_key(const char *path, bool insecure, const char *bind, ke
     return 0;
 }
 
+/* --feed-clients: the allow-list of a CURVE feed, which takes the broker's key. */
+static int load_feed_clients(const char *path, bool insecure, feed_clients_t *out)
+{
+    if (insecure) {
+        log_error("--feed-clients needs the broker's CURVE key: not with --insecure");
+        return 1;
+    }
+    char why[ENDPOINT_BYTES_MAX + 128];
+    int rc = feed_clients_load(path, out, why, sizeof why);
+    if (rc != CL_OK) {
+        log_error("feed clients: %s", why);
+        return 1;
+    }
+    log_info("feed: CURVE, %zu client key(s) from %s", out->count, path);
+    return 0;
+}
+
+/* The journal feed, on by default in the ledger directory (owner-only, like the admin
+ * socket); "--feed off": none. */
+static int start_feed(feed_t **feed, ledger_t *ledger, const char *ledger_dir, feed_options_t *o)
+{
+    static char pub[ENDPOINT_BYTES_MAX], replay[ENDPOINT_BYTES_MAX];
+    if (o->pub_endpoint != NULL && strcmp(o->pub_endpoint, "off") == 0)
+        return CL_OK;
+    bool by_default = o->pub_endpoint == NULL && o->replay_endpoint == NULL;
+    if (o->pub_endpoint == NULL) {
+        snprintf(pub, sizeof pub, "ipc://%s/%s", ledger_dir, FEED_SOCKET_NAME);
+        o->pub_endpoint = pub;
+    }
+    if (o->replay_endpoint == NULL) {
+        snprintf(replay, sizeof replay, "ipc://%s/%s", ledger_dir, FEED_REPLAY_SOCKET_NAME);
+        o->replay_endpoint = replay;
+    }
+    assert(o->hwm >= 1 && o->hwm <= FEED_HWM_MAX);
+    int rc = feed_new(feed, ledger, o);
+    if (rc != CL_OK && by_default) { /* e.g. an ipc path too long: the broker runs without */
+        log_warn("no journal feed: it cannot bind in the ledger directory (%s); name "
+                 "endpoints with --feed and --feed-replay, or --feed off",
+                 cl_strerror(rc));
+        return CL_OK;
+    }
+    if (rc != CL_OK)
+        log_error("cannot start the journal feed: %s", cl_strerror(rc));
+    return rc;
+}
+
 /* What the command line, environment and file settings ask for. */
 typedef struct broker_args {
     const char *ledger_dir, *key_path, *card_key_path;
@@ -182,6 +241,8 @@ typedef struct broker_args {
     log_level_t level;
     metrics_http_addr_t metrics;
     bool metrics_given; /* an address the operator gave must be served */
+    feed_options_t feed;
+    const char *feed_clients_path;
 } broker_args_t;
 
 static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'},
@@ -195,6 +256,10 @@ static const struct option longopts[] = {{"ledger", required_argument, NULL, 'l'
                                          {"card-key", required_argument, NULL, 'K'},
                                          {"expire-at", required_argument, NULL, 'E'},
                                          {"metrics", required_argument, NULL, 'm'},
+                                         {"feed", required_argument, NULL, 'F'},
+                                         {"feed-replay", required_argument, NULL, 'R'},
+                                         {"feed-hwm", required_argument, NULL, 'H'},
+                                         {"feed-clients", required_argument, NULL, 'Q'},
                                          {"config", required_argument, NULL, 'c'},
                                          {"print-config", no_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
@@ -212,6 +277,9 @@ static const config_default_t defaults[] = {
     {"card-key", "LEDGER.card.key"},
     {"expire-at", EXPIRE_AT_DEFAULT_TEXT},
     {"metrics", BROKER_METRICS_DEFAULT},
+    {"feed", "ipc://LEDGER/" FEED_SOCKET_NAME},
+    {"feed-replay", "ipc://LEDGER/" FEED_REPLAY_SOCKET_NAME},
+    {"feed-hwm", BROKER_STR(FEED_HWM_DEFAULT)},
     {NULL, NULL}};
 
 static unsigned long long parse_count(const char *s, unsigned long long min, unsigned long long max)
@@ -264,6 +332,17 @@ static int take_option(int c, const char *arg, const char *where, broker_args_t 
         fprintf(stderr, "coalition-broker: %smetrics '%s': %s\n", where, arg, why);
         return 2;
     }
+    case 'F': a->feed.pub_endpoint = arg; return 0;
+    case 'R': a->feed.replay_endpoint = arg; return 0;
+    case 'Q': a->feed_clients_path = arg; return 0;
+    case 'H':
+        if ((n = parse_count(arg, 1, FEED_HWM_MAX)) != 0) {
+            a->feed.hwm = (int)n;
+            return 0;
+        }
+        fprintf(stderr, "coalition-broker: %sfeed-hwm must be 1..%d, not '%s'\n", where,
+                FEED_HWM_MAX, arg);
+        return 2;
     case 'L':
         if (parse_level(arg, &a->level) == 0)
             return 0;
@@ -312,7 +391,8 @@ int main(int argc, char **argv)
     broker_args_t args = {.ledger_dir = DEFAULT_LEDGER_DIR,
                           .opts = {DEFAULT_BIND, NULL, NULL, FRONTEND_MEMORY_MAX_DEFAULT,
                                    PEERS_DEFAULT, NULL, WRITER_EXPIRE_AT_DEFAULT},
-                          .level = LOG_INFO};
+                          .level = LOG_INFO,
+                          .feed = {NULL, NULL, FEED_HWM_DEFAULT, NULL, NULL}};
     char metrics_why[METRICS_HTTP_SPEC_BYTES_MAX];
     int default_rc =
         metrics_http_parse(BROKER_METRICS_DEFAULT, &args.metrics, metrics_why, sizeof metrics_why);
@@ -326,6 +406,8 @@ int main(int argc, char **argv)
     frontend_options_t opts = args.opts;
     bool insecure = args.insecure;
     log_level_t level = args.level;
+    feed_options_t feed_opts = args.feed;
+    const char *feed_clients_path = args.feed_clients_path;
     log_init("coalition-broker", level);
     pan_protect_process(); /* card numbers pass through this process */
     char admin[ENDPOINT_BYTES_MAX];
@@ -347,6 +429,12 @@ int main(int argc, char **argv)
     if (load_server_key(key_path, insecure, opts.bind_endpoint, &server_key) != 0)
         return 1;
     opts.server_key = insecure ? NULL : &server_key;
+    static feed_clients_t feed_clients; /* static: FEED_CLIENTS_MAX keys */
+    if (feed_clients_path != NULL &&
+        load_feed_clients(feed_clients_path, insecure, &feed_clients) != 0)
+        return 1;
+    feed_opts.server_key = feed_clients_path != NULL ? &server_key : NULL;
+    feed_opts.clients = feed_clients_path != NULL ? &feed_clients : NULL;
     static card_keys_t card_keys; /* static: off the stack, cleared at exit */
     char card_key_buf[ENDPOINT_BYTES_MAX];
     bool have_card_keys = false;
@@ -379,7 +467,11 @@ int main(int argc, char **argv)
         return 1;
     }
     broker_metrics_ledger(ledger);
-    rc = frontend_run(ledger, &opts, stop_fd);
+    feed_t *feed = NULL;
+    rc = start_feed(&feed, ledger, ledger_dir, &feed_opts);
+    if (rc == CL_OK)
+        rc = frontend_run(ledger, &opts, stop_fd);
+    feed_destroy(&feed); /* after the writer, whose commits it follows, has stopped */
     broker_metrics_stop();
     pan_clear(&card_keys, sizeof card_keys);
     uint64_t seq = ledger_last_seq(ledger);

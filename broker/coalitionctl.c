@@ -36,60 +36,73 @@
 
 static void usage(FILE *out)
 {
-    fprintf(
-        out,
-        "Usage: coalitionctl [--ledger DIR] [--admin ENDPOINT] [--json] COMMAND\n"
-        "Operate the coalition points ledger.\n\n"
-        "Commands:\n"
-        "  init                                   create an empty ledger in DIR and the\n"
-        "                                         broker's CURVE key pair (DIR/broker.key,\n"
-        "                                         DIR/broker.pub: give agents broker.pub)\n"
-        "  key new PARTICIPANT --role partner|bank [--out FILE]\n"
-        "                                         make a key pair: the secret key file\n"
-        "                                         (mode 0600, default PARTICIPANT.key) for\n"
-        "                                         the participant, the public key recorded\n"
-        "                                         in the ledger\n"
-        "  key list                               every recorded key and its state\n"
-        "  key revoke KEY|KEYFILE                 revoke a key (its Z85 public key, or a\n"
-        "                                         key file holding it); its\n"
-        "                                         connections get 57 from the next message\n"
-        "  partner limits ID [--max-amount MINOR] [--max-points N]\n"
-        "                    [--burns-per-minute N] [--requests-per-second N] [--reset]\n"
-        "                                         set a partner's limits; those not given\n"
-        "                                         keep their value (--reset: the default)\n"
-        "  partner add ID --earn-rate R [--currency CUR] [--locale L]\n"
-        "                                         add a partner earning R points per\n"
-        "                                         currency unit (e.g. 2 or 1.5; default EUR);\n"
-        "                                         L: its receipts' language (en, ro, cs, el,\n"
-        "                                         sq; default en)\n"
-        "  member add ID                          enrol a member\n"
-        "  balance MEMBER [--lots]                a member's points: available, pending\n"
-        "                                         and (--lots) its lots in burn order\n"
-        "  accounts                               every account and its balance\n"
-        "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
-        "                                         committed when the command started\n"
-        "  verify                                 re-derive the ledger from its journal, on a\n"
-        "                                         compacted snapshot ($TMPDIR, removed after)\n"
-        "  backup DEST                            hot backup while the broker runs: a\n"
-        "                                         compacted copy, the key files and a\n"
-        "                                         manifest (DEST/BACKUP: seq, chain head,\n"
-        "                                         SHA-256s, verify result) into the new\n"
-        "                                         directory DEST; not the card key file\n"
-        "  restore SRC [--ledger DIR] [--force]   check a backup against its manifest and\n"
-        "                                         verify, then install it as DIR, atomically;\n"
-        "                                         never over a running broker's ledger;\n"
-        "                                         --force moves an existing one aside\n\n"
-        "Options:\n"
-        "  -l, --ledger DIR      ledger directory (default: %s)\n"
-        "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
-        "  -j, --json            machine-readable output\n"
-        "  -h, --help            this text\n\n"
-        "partner add/limits, member add and key new/revoke need the broker running; the\n"
-        "rest read the ledger,\n"
-        "%d records per read transaction: a long accounts listing shows balances from\n"
-        "successive moments (verify audits one consistent snapshot).\n"
-        "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
-        DEFAULT_LEDGER_DIR, LEDGER_SLICE_RECORDS_MAX);
+    fputs("Usage: coalitionctl [--ledger DIR] [--admin ENDPOINT] [--json] COMMAND\n"
+          "Operate the coalition points ledger.\n\n"
+          "Commands:\n"
+          "  init                                   create an empty ledger in DIR and the\n"
+          "                                         broker's CURVE key pair (DIR/broker.key,\n"
+          "                                         DIR/broker.pub: give agents broker.pub)\n"
+          "  key new PARTICIPANT --role partner|bank [--out FILE]\n"
+          "                                         make a key pair: the secret key file\n"
+          "                                         (mode 0600, default PARTICIPANT.key) for\n"
+          "                                         the participant, the public key recorded\n"
+          "                                         in the ledger\n"
+          "  key list                               every recorded key and its state\n"
+          "  key revoke KEY|KEYFILE                 revoke a key (its Z85 public key, or a\n"
+          "                                         key file holding it); its\n"
+          "                                         connections get 57 from the next message\n"
+          "  partner limits ID [--max-amount MINOR] [--max-points N]\n"
+          "                    [--burns-per-minute N] [--requests-per-second N] [--reset]\n"
+          "                                         set a partner's limits; those not given\n"
+          "                                         keep their value (--reset: the default)\n"
+          "  partner add ID --earn-rate R [--currency CUR] [--locale L]\n"
+          "                                         add a partner earning R points per\n"
+          "                                         currency unit (e.g. 2 or 1.5; default EUR);\n"
+          "                                         L: its receipts' language (en, ro, cs, el,\n"
+          "                                         sq; default en)\n"
+          "  member add ID                          enrol a member\n"
+          "  balance MEMBER [--lots]                a member's points: available, pending\n"
+          "                                         and (--lots) its lots in burn order\n"
+          "  accounts                               every account and its balance\n"
+          "  journal [--from SEQ]                   journal entries from SEQ to the last one\n"
+          "                                         committed when the command started\n"
+          "  verify                                 re-derive the ledger from its journal, on a\n"
+          "                                         compacted snapshot ($TMPDIR, removed after)\n",
+          out);
+    fputs("\nOperations commands:\n"
+          "  tail [--from SEQ] [--follow] [--json] [--feed EP] [--feed-replay EP]\n"
+          "                                         journal entries from SEQ (default 1) in\n"
+          "                                         order, each once, from the broker's feed\n"
+          "                                         (default ipc://DIR/feed.sock and\n"
+          "                                         DIR/feed-replay.sock); stops at the last\n"
+          "                                         committed seq, or with --follow goes on\n"
+          "                                         live until SIGINT/SIGTERM; a CURVE feed:\n"
+          "                                         --key FILE [--broker-key DIR/broker.pub]\n"
+          "  feed-key new FILE                      a feed client's key pair (owner-only\n"
+          "                                         FILE); prints the public key for the\n"
+          "                                         broker's --feed-clients file\n"
+          "  backup DEST                            hot backup while the broker runs: a\n"
+          "                                         compacted copy, the key files and a\n"
+          "                                         manifest (DEST/BACKUP: seq, chain head,\n"
+          "                                         SHA-256s, verify result) into the new\n"
+          "                                         directory DEST; not the card key file\n"
+          "  restore SRC [--ledger DIR] [--force]   check a backup against its manifest and\n"
+          "                                         verify, then install it as DIR, atomically;\n"
+          "                                         never over a running broker's ledger;\n"
+          "                                         --force moves an existing one aside\n",
+          out);
+    fprintf(out,
+            "\nOptions:\n"
+            "  -l, --ledger DIR      ledger directory (default: %s)\n"
+            "  -a, --admin ENDPOINT  broker admin socket (default: ipc://DIR/admin.sock)\n"
+            "  -j, --json            machine-readable output\n"
+            "  -h, --help            this text\n\n"
+            "partner add/limits, member add and key new/revoke need the broker running; the\n"
+            "rest read the ledger,\n"
+            "%d records per read transaction: a long accounts listing shows balances from\n"
+            "successive moments (verify audits one consistent snapshot).\n"
+            "Exit status: 0 ok, 1 declined or verification failed, 2 usage or no answer.\n",
+            DEFAULT_LEDGER_DIR, LEDGER_SLICE_RECORDS_MAX);
     fputs("\nSettlement commands (writes through the broker, reports read the ledger):\n"
           "  partner topup ID --points N            a prepaid partner buys N points\n"
           "  contract set ID --from TIME [--earn-rate R] [--currency CUR]\n"
@@ -617,7 +630,7 @@ static int print_account(const char *account, int64_t balance, void *ctx)
     return CL_OK;
 }
 
-static int print_entry(const journal_entry_t *e, void *ctx)
+int ctl_print_entry(const journal_entry_t *e, void *ctx)
 {
     const ctl_t *ctl = ctx;
     if (!ctl->json) {
@@ -678,7 +691,7 @@ static int print_journal(ctl_t *ctl, ledger_t *ledger, uint64_t from, uint64_t l
         size_t count = 0;
         rc = ledger_journal_slice(ledger, from, entries, want, &count);
         for (size_t i = 0; i < count && rc == CL_OK; i++)
-            rc = print_entry(entries[i], ctl);
+            rc = ctl_print_entry(entries[i], ctl);
         if (count > 0)
             from = entries[count - 1]->seq + 1;
         ledger_journal_slice_free(entries, count);
@@ -907,6 +920,10 @@ static int dispatch(ctl_t *ctl, int argc, char **argv)
         return cmd_balance(ctl, argc, argv);
     if (strcmp(cmd, "journal") == 0 || strcmp(cmd, "accounts") == 0)
         return cmd_report(ctl, cmd, argc, argv);
+    if (strcmp(cmd, "tail") == 0)
+        return ctl_tail(ctl, argc, argv);
+    if (strcmp(cmd, "feed-key") == 0)
+        return ctl_feed_key(ctl, argc, argv);
     if (strcmp(cmd, "verify") == 0 && argc == 1)
         return cmd_verify(ctl);
     if (strcmp(cmd, "backup") == 0)

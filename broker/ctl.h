@@ -59,6 +59,13 @@ int ctl_expire(ctl_t *ctl, int argc, char **argv);
 int ctl_tiers(ctl_t *ctl, int argc, char **argv);
 int ctl_rule(ctl_t *ctl, int argc, char **argv);
 
+/* coalitionctl.c: one journal entry, a line of text or JSON (ctx: the ctl_t). */
+int ctl_print_entry(const journal_entry_t *e, void *ctx);
+/* ctl_tail.c: the journal feed from a seq, in order, each entry once. */
+int ctl_tail(ctl_t *ctl, int argc, char **argv);
+/* ctl_tail.c: feed-key new FILE, a feed client's key pair (prints its public key). */
+int ctl_feed_key(ctl_t *ctl, int argc, char **argv);
+
 /* ctl_liability.c: points outstanding by issuer and age, valued at issue price. */
 int ctl_liability(ctl_t *ctl, int argc, char **argv);
 

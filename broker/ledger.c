@@ -442,6 +442,8 @@ int ledger_batch_commit(ledger_t *self)
     memcpy(self->head, self->batch_head, WIRE_HASH_BYTES);
     if (self->batch_changes_access)
         atomic_fetch_add_explicit(&self->access_generation, 1, memory_order_release);
+    if (self->on_commit != NULL)
+        self->on_commit(self->seq, self->on_commit_ctx); /* never blocks: see the hook */
     assert(self->batch == NULL);
     return CL_OK;
 }

@@ -185,6 +185,31 @@ uint64_t ledger_last_seq(const ledger_t *self);
  * resized there. */
 int ledger_map_usage(ledger_t *self, uint64_t *used_out, uint64_t *size_out);
 
+/* The journal feed (ledger_feed.c). The hook runs in the writer thread right after each
+ * commit, with the last committed seq; it must never block. Set before the writer starts. */
+typedef void (*ledger_commit_fn)(uint64_t last_seq, void *ctx);
+void ledger_set_commit_hook(ledger_t *self, ledger_commit_fn fn, void *ctx);
+/* Stored entries from from_seq on, as stored (no copy): at most `max` of them and, after
+ * the first, at most bytes_max bytes in all, in one short read transaction under the map
+ * lock (any thread, beside the writer). fn sees them while the transaction is open; the
+ * bytes are gone when it returns. n == 0: the journal ends before from_seq. */
+typedef struct ledger_raw_entry {
+    uint64_t seq;
+    const uint8_t *data;
+    size_t len;
+} ledger_raw_entry_t;
+typedef int (*ledger_raw_fn)(const ledger_raw_entry_t *entries, size_t n, void *ctx);
+#define LEDGER_RAW_ENTRIES_MAX 1024
+int ledger_journal_raw(ledger_t *self, uint64_t from_seq, size_t max, size_t bytes_max,
+                       ledger_raw_fn fn, void *ctx);
+/* A journal entry received as stored (a feed subscriber): unpacked and checked like one
+ * read from disk (its seq is `seq`, its postings balance) and against the chain: its
+ * prev_hash is `prev` (NULL: not known, not checked) and its hash is the chain hash.
+ * CL_ERR_CORRUPT when any check fails. Free with ledger_entry_free. */
+int ledger_entry_decode(const uint8_t *data, size_t len, uint64_t seq,
+                        const uint8_t prev[WIRE_HASH_BYTES], journal_entry_t **out);
+void ledger_entry_free(journal_entry_t **entry_p);
+
 /* Reader side, safe beside the writer: balance inquiry for a validated Balance request. */
 int ledger_inquire(ledger_t *self, const envelope_t *env, const uint8_t hash[WIRE_HASH_BYTES],
                    uint8_t **reply_out, size_t *reply_len_out);

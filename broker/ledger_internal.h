@@ -57,6 +57,8 @@ struct ledger {
     outstanding_t batch_outstanding; /* settle_outstanding: the batch's copy */
     outstanding_t scratch_outstanding;
     bool outstanding_loaded, outstanding_dirty;
+    ledger_commit_fn on_commit; /* ledger_set_commit_hook (the journal feed), or NULL */
+    void *on_commit_ctx;
 };
 
 /* What an approved request does to settlement: the counters of `partner` in the open

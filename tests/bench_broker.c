@@ -10,6 +10,7 @@
  * The broker is restarted between the phases so that its "per fsync" figure (logged at
  * stop) covers the earns alone. Exit 0 all fresh and the check passed, 1 otherwise, 2 bad
  * usage. Nothing here asserts on time. */
+#include "bench_feed.h"
 #include "bench_lifecycle.h"
 #include "card.h"
 #include "clock.h"
@@ -89,6 +90,8 @@ typedef struct options {
     bool lifecycle;       /* own broker: tiers, rules and an expiry policy before the earns */
     int expiry_lots;      /* own broker: lots per member seeded, then expired during the earns */
     const char *key, *broker_key; /* an external broker's: our secret key, its public key */
+    int feed_subscribers;         /* subscribers of the journal feed during the earns */
+    bool no_feed;                 /* own broker: --feed off */
 } options_t;
 
 typedef enum { STREAM_PARTNER, STREAM_ENROLL, STREAM_EARN } stream_kind_t;
@@ -335,6 +338,7 @@ static void classify(stream_t *s, slot_t *slot, const authorization_t *auth)
     } else {
         t->fresh++;
         slot->seq = auth->seq;
+        bench_feed_saw_reply(auth->seq);
     }
 }
 
@@ -515,6 +519,7 @@ static int world_setup(bench_t *b)
     world_init(&b->w);
     b->w.insecure = b->o.insecure;
     b->w.broker_expire_at = "off"; /* no daily expiry run of its own amid the figures */
+    b->w.broker_feed = b->o.no_feed ? "off" : NULL;
     if (b->o.port != 0) {
         snprintf(b->w.broker_endpoint, sizeof b->w.broker_endpoint, "tcp://127.0.0.1:%d",
                  b->o.port);
@@ -899,6 +904,12 @@ static int earn_phase(bench_t *b, stream_t *streams, tally_t *sum)
         rc = pthread_create(&threads[c], NULL, stream_main, &streams[c]) == 0 ? 0 : -1;
         started += rc == 0;
     }
+    bench_feed_t *feed = NULL;
+    if (rc == 0 && b->o.feed_subscribers > 0) {
+        feed = bench_feed_start(b->ledger, b->o.feed_subscribers, b->seq_setup + 1,
+                                b->seq_setup + (uint64_t)b->o.requests);
+        rc = feed != NULL ? 0 : -1;
+    }
     pthread_t expiry;
     bool expiring =
         rc == 0 && b->o.expiry_lots > 0 && pthread_create(&expiry, NULL, expiry_main, b) == 0;
@@ -907,6 +918,7 @@ static int earn_phase(bench_t *b, stream_t *streams, tally_t *sum)
         pthread_join(threads[c], NULL);
     if (expiring)
         pthread_join(expiry, NULL);
+    bool feed_ok = feed == NULL || bench_feed_finish(feed);
     if (rc != 0) {
         fprintf(stderr, "bench_broker: cannot set up the %d client threads\n", b->o.clients);
         return -1;
@@ -928,7 +940,10 @@ static int earn_phase(bench_t *b, stream_t *streams, tally_t *sum)
            b->p50_us, b->p90_us, b->p99_us, b->max_us);
     if (expiring)
         expiry_figures(b, streams);
-    return expiring && !b->expiry_ok ? -1 : 0;
+    printf("feed: %s, %d subscriber(s) during the earns%s\n",
+           b->o.no_feed ? "off (--no-feed)" : "on (the broker's default)", b->o.feed_subscribers,
+           feed_ok ? "" : ": a subscriber MISSED entries");
+    return (expiring && !b->expiry_ok) || !feed_ok ? -1 : 0;
 }
 
 /* ---- the sequence check ----------------------------------------------------------------- */
@@ -1047,6 +1062,10 @@ static void usage(FILE *out)
             "--cards (own broker): setup also enrols one card per member from a bank file\n"
             "with coalitionctl enroll (its cards/s and peak memory printed), and the earns\n"
             "name the member by card.\n"
+            "--feed-subscribers N (own broker or --ledger): N subscribers of the broker's\n"
+            "journal feed read every earn's entry during the earns: their lag from commit\n"
+            "to receipt and in seqs behind the newest approval, p50/p99/max; each must get\n"
+            "every seq once, in order. --no-feed (own broker): the broker runs --feed off.\n"
             "Defaults: --clients %d --window %d --requests %ld --members %d --seed %u\n"
             "Exit 0 every earn a fresh approval and the check passed, 1 otherwise, 2 usage.\n",
             DEFAULT_CLIENTS, DEFAULT_WINDOW, DEFAULT_REQUESTS, DEFAULT_MEMBERS, DEFAULT_SEED);
@@ -1104,6 +1123,11 @@ static int parse_option(options_t *o, int c, const char *arg)
         rc = parse_long("expiry-lots", arg, 1, 1000, &v);
         o->expiry_lots = (int)v;
         break;
+    case 'F':
+        rc = parse_long("feed-subscribers", arg, 0, BENCH_FEED_SUBSCRIBERS_MAX, &v);
+        o->feed_subscribers = (int)v;
+        break;
+    case 'N': o->no_feed = true; break;
     case 'k': o->key = arg; break;
     case 'K': o->broker_key = arg; break;
     default: rc = -1;
@@ -1128,6 +1152,8 @@ static int parse_options(int argc, char **argv, options_t *o)
                                              {"cards", no_argument, NULL, 'C'},
                                              {"lifecycle", no_argument, NULL, 'L'},
                                              {"expiry-lots", required_argument, NULL, 'X'},
+                                             {"feed-subscribers", required_argument, NULL, 'F'},
+                                             {"no-feed", no_argument, NULL, 'N'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     for (;;) {
@@ -1154,6 +1180,12 @@ static int parse_options(int argc, char **argv, options_t *o)
         (o->endpoint != NULL || o->cards || (o->lifecycle && o->expiry_lots > 0))) {
         fprintf(stderr, "bench_broker: --lifecycle and --expiry-lots each go with our own broker, "
                         "alone\n");
+        return -1;
+    }
+    if ((o->feed_subscribers > 0 && (o->no_feed || (o->endpoint != NULL && o->ledger == NULL))) ||
+        (o->no_feed && o->endpoint != NULL)) {
+        fprintf(stderr, "bench_broker: --feed-subscribers needs the broker's ledger (ours, or "
+                        "--ledger) and its feed; --no-feed goes with our own broker\n");
         return -1;
     }
     if (optind != argc || o->requests < o->clients || (o->endpoint != NULL && o->port != 0) ||

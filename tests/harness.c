@@ -238,6 +238,10 @@ void world_start_broker(world_t *w)
     }
     argv[n++] = "--metrics"; /* off unless asked: tests run side by side */
     argv[n++] = w->broker_metrics_port > 0 ? metrics : "off";
+    if (w->broker_feed != NULL) {
+        argv[n++] = "--feed";
+        argv[n++] = (char *)w->broker_feed;
+    }
     argv[n] = NULL;
     w->broker.pid = harness_spawn(argv, w->broker.log_path);
     w->broker.paused = false;

@@ -44,6 +44,7 @@ typedef struct world {
     bool insecure; /* start broker and agents with --insecure (plain TCP); default CURVE */
     int broker_memory_max_mb;     /* > 0: the broker's --memory-max-mb */
     const char *broker_expire_at; /* non-NULL: the broker's --expire-at */
+    const char *broker_feed;      /* non-NULL: the broker's --feed (e.g. "off") */
     proc_t broker;
     agent_proc_t agents[HARNESS_AGENTS_MAX];
     size_t agent_count;
