@@ -147,7 +147,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return answer(c, MHD_HTTP_OK, text, len, METRICS_CONTENT_TYPE);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+/* libmicrohttpd's messages: printf formats of its own (hence the attribute). */
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char line[MHD_MESSAGE_BYTES_MAX];
