@@ -28,6 +28,12 @@ struct config {
     char program[PROGRAM_BYTES_MAX];
     char env_prefix[PREFIX_BYTES_MAX]; /* "COALITION_BROKER_" */
     char blame[SOURCE_BYTES_MAX + 4];
+    /* Flags set false (no argument carries them): the key and where, for --print-config. */
+    size_t cleared_count;
+    struct {
+        char key[KEY_BYTES_MAX];
+        char source[SOURCE_BYTES_MAX];
+    } cleared[2 * CONFIG_SETTINGS_MAX];
 };
 
 /* The file being read: inih asks for it line by line, so its lines can be counted. */
@@ -105,6 +111,34 @@ static int parse_bool(const char *v, bool *out)
     return CL_ERR_INVALID;
 }
 
+/* A flag set false by a higher source (the environment over the file): the arguments
+ * setting it true so far go, and --print-config names where false came from. */
+static int clear_flag(config_t *c, const char *key, const char *where)
+{
+    char arg[KEY_BYTES_MAX + 2];
+    snprintf(arg, sizeof arg, "--%.*s", KEY_BYTES_MAX - 1, key);
+    int kept = 1;
+    for (int i = 1; i < c->argc; i++) {
+        if (strcmp(c->argv[i], arg) == 0) {
+            if (c->owned[i])
+                free(c->argv[i]);
+            free(c->source[i]);
+            continue;
+        }
+        c->argv[kept] = c->argv[i];
+        c->owned[kept] = c->owned[i];
+        c->source[kept++] = c->source[i];
+    }
+    c->argc = kept;
+    c->argv[kept] = NULL;
+    if (c->cleared_count >= sizeof c->cleared / sizeof c->cleared[0])
+        return CL_ERR_OVERFLOW;
+    snprintf(c->cleared[c->cleared_count].key, KEY_BYTES_MAX, "%s", key);
+    snprintf(c->cleared[c->cleared_count++].source, SOURCE_BYTES_MAX, "%s", where);
+    assert(c->argv[c->argc] == NULL);
+    return CL_OK;
+}
+
 /* One setting as an argument: "--key=value", or "--key" for a flag that is true (a false
  * one adds nothing). `where` is the setting's source for messages and --print-config. */
 static int add_setting(config_t *c, const char *key, const char *value, const char *where,
@@ -131,7 +165,10 @@ static int add_setting(config_t *c, const char *key, const char *value, const ch
         }
         if (!on) {
             free(arg);
-            return CL_OK;
+            int rc = clear_flag(c, key, where);
+            if (rc == CL_ERR_OVERFLOW)
+                say(why, why_size, "%s: more than %d settings", where, CONFIG_SETTINGS_MAX);
+            return rc;
         }
         snprintf(arg, n, "--%s", key);
     } else if (value[0] == '\0') {
@@ -385,6 +422,12 @@ void config_print(const config_t *c, const config_default_t *defaults, FILE *out
                 source = config_source(c, i);
             }
         }
+        for (size_t k = 0; value == NULL && k < c->cleared_count; k++) {
+            if (strcmp(c->cleared[k].key, o->name) == 0)
+                source = c->cleared[k].source; /* the last one set it false */
+        }
+        if (value == NULL && strcmp(source, "default") != 0)
+            value = "false";
         for (size_t d = 0; value == NULL && defaults != NULL && defaults[d].key != NULL; d++)
             value = strcmp(defaults[d].key, o->name) == 0 ? defaults[d].text : NULL;
         if (value == NULL)

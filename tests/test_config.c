@@ -172,12 +172,13 @@ static void test_precedence(void **state)
     expect_line(out, "insecure = true", where);
     assert_null(strstr(out, "journal"));
     config_destroy(&cfg);
-    /* Nothing set: the defaults; a flag set false in the file adds nothing. */
+    /* Nothing set: the defaults; a flag set false in the file adds no argument. */
     assert_int_equal(load("insecure = off\n", &cfg, why, sizeof why, 0), CL_OK);
     assert_int_equal(config_argc(cfg), 3); /* prog --config FILE */
     print(cfg, out, sizeof out);
     expect_line(out, "ledger = ledger", "default");
-    expect_line(out, "insecure = false", "default");
+    snprintf(where, sizeof where, "%s:1", path);
+    expect_line(out, "insecure = false", where); /* where false came from */
     config_destroy(&cfg);
     unlink(path);
 }
@@ -198,6 +199,26 @@ static void test_config_file_from_environment(void **state)
     unlink(path);
 }
 
+/* A flag set false overrides a lower source's true: the environment's false wins over
+ * the file's true, and --print-config says so. */
+static void test_flag_false_overrides_lower_source(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], out[2048];
+    setenv("COALITION_BROKER_INSECURE", "false", 1);
+    assert_int_equal(load("insecure = true\n", &cfg, why, sizeof why, 0), CL_OK);
+    unsetenv("COALITION_BROKER_INSECURE");
+    char **argv = config_argv(cfg);
+    for (int i = 0; i < config_argc(cfg); i++)
+        if (strcmp(argv[i], "--insecure") == 0)
+            fail_msg("the file's insecure = true survived the environment's false");
+    print(cfg, out, sizeof out);
+    expect_line(out, "insecure = false", "environment COALITION_BROKER_INSECURE");
+    config_destroy(&cfg);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_environment_errors),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_config_file_from_environment),
+        cmocka_unit_test(test_flag_false_overrides_lower_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
