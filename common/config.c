@@ -291,20 +291,91 @@ static int load_environment(config_t *c, char *why, size_t why_size)
     return CL_OK;
 }
 
-/* --config FILE or --config=FILE on the command line, else the environment's. */
-static const char *config_file(const config_t *c, int argc, char **argv)
+static const struct option *option_at(const config_t *c, int i, const char **value, int *used);
+
+/* The long option `a` ("--name" or "--name=value") abbreviates, as getopt_long reads
+ * it: the one option whose name starts with it (an exact name is no abbreviation). */
+static const struct option *abbreviated(const struct option *longopts, const char *a)
 {
+    assert(a[0] == '-' && a[1] == '-');
+    size_t len = strcspn(a + 2, "=");
+    const struct option *hit = NULL;
+    for (const struct option *o = longopts; o->name != NULL; o++) {
+        if (strncmp(o->name, a + 2, len) != 0)
+            continue;
+        if (strlen(o->name) == len)
+            return NULL;
+        if (hit != NULL)
+            return NULL; /* ambiguous: getopt_long refuses it */
+        hit = o;
+    }
+    return hit;
+}
+
+/* The command line's arguments as getopt_long reads them, abbreviated long options
+ * spelled out (so --conf FILE is read as the file it names, and --print-config credits
+ * it), up to "--" or the first argument that is no option (a command). */
+static int spell_out(config_t *c, int argc, char **argv, char **cmd, bool *owned)
+{
+    assert(argc <= CONFIG_ARGS_MAX && c->argc == 1);
+    bool options = true;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0)
+        const char *a = argv[i];
+        cmd[i] = argv[i];
+        if (!options)
+            continue;
+        if (strcmp(a, "--") == 0 || a[0] != '-' || a[1] == '\0') {
+            options = false;
+            continue;
+        }
+        const struct option *o = a[1] == '-' ? abbreviated(c->longopts, a) : NULL;
+        if (o != NULL) {
+            const char *rest = a + 2 + strcspn(a + 2, "=");
+            size_t n = strlen(o->name) + strlen(rest) + 3;
+            if ((cmd[i] = malloc(n)) == NULL)
+                return CL_ERR_NOMEM;
+            snprintf(cmd[i], n, "--%s%s", o->name, rest);
+            owned[i] = true;
+        }
+        const char *value = NULL;
+        int used = 1;
+        c->argv[c->argc] = cmd[i]; /* option_at reads the vector */
+        c->argv[c->argc + 1] = i + 1 < argc ? argv[i + 1] : NULL;
+        (void)option_at(c, c->argc, &value, &used);
+        c->argv[c->argc] = c->argv[c->argc + 1] = NULL;
+        if (used == 2 && i + 1 < argc) {
+            i++;
+            cmd[i] = argv[i];
+        }
+    }
+    return CL_OK;
+}
+
+/* --config FILE or --config=FILE on the command line (spelled out), else the
+ * environment's. Given twice it is an error: which file was meant? */
+static int config_file(const config_t *c, int argc, char **cmd, const char **file, char *why,
+                       size_t why_size)
+{
+    *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(cmd[i], "--") == 0)
             break;
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-            return argv[i + 1];
-        if (strncmp(argv[i], "--config=", 9) == 0)
-            return argv[i] + 9;
+        const char *f = NULL;
+        if (strcmp(cmd[i], "--config") == 0 && i + 1 < argc)
+            f = cmd[++i];
+        else if (strncmp(cmd[i], "--config=", 9) == 0)
+            f = cmd[i] + 9;
+        if (f != NULL && *file != NULL) {
+            say(why, why_size, "--config given twice (%s and %s): give one file", *file, f);
+            return CL_ERR_INVALID;
+        }
+        *file = f != NULL ? f : *file;
     }
     char name[PREFIX_BYTES_MAX + 8];
     snprintf(name, sizeof name, "%sCONFIG", c->env_prefix);
-    return getenv(name);
+    if (*file == NULL)
+        *file = getenv(name);
+    return CL_OK;
 }
 
 int config_load(config_t **out, const char *program, const struct option *longopts,
@@ -323,14 +394,28 @@ int config_load(config_t **out, const char *program, const struct option *longop
     for (const char *p = program; *p != '\0'; p++)
         c->env_prefix[n++] = (char)toupper((unsigned char)*p);
     snprintf(c->env_prefix + n, sizeof c->env_prefix - (size_t)n, "_");
-    int rc = push(c, argv[0], false, NULL);
-    const char *file = config_file(c, argc, argv);
+    int rc = argc <= CONFIG_ARGS_MAX ? push(c, argv[0], false, NULL) : CL_ERR_OVERFLOW;
+    char *cmd[CONFIG_ARGS_MAX];
+    bool cmd_owned[CONFIG_ARGS_MAX] = {false};
+    int spelled = rc == CL_OK ? argc : 1; /* cmd[1 .. spelled - 1] may be owned */
+    if (rc == CL_OK)
+        rc = spell_out(c, argc, argv, cmd, cmd_owned);
+    const char *file = NULL;
+    if (rc == CL_OK)
+        rc = config_file(c, argc, cmd, &file, why, why_size);
     if (rc == CL_OK && file != NULL)
         rc = load_file(c, file, why, why_size);
     if (rc == CL_OK)
         rc = load_environment(c, why, why_size);
-    for (int i = 1; rc == CL_OK && i < argc; i++)
-        rc = push(c, argv[i], false, NULL);
+    int i = 1;
+    for (; rc == CL_OK && i < argc; i++) {
+        rc = push(c, cmd[i], cmd_owned[i], NULL);
+        cmd_owned[i] = false; /* the config has it (push frees it on failure) */
+    }
+    for (; i < spelled; i++) {
+        if (cmd_owned[i])
+            free(cmd[i]);
+    }
     if (rc == CL_ERR_OVERFLOW && why[0] == '\0')
         say(why, why_size, "more than %d arguments", CONFIG_ARGS_MAX);
     if (rc != CL_OK) {

@@ -219,6 +219,39 @@ static void test_flag_false_overrides_lower_source(void **state)
     unlink(path);
 }
 
+/* getopt_long takes an unambiguous abbreviation (--conf for --config): the file it
+ * names is read, and --print-config credits an abbreviated option to the command line. */
+static void test_abbreviated_options(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], out[2048];
+    write_file("bind = from-file\n");
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 4, "--conf", path, "--led", "cmd-ledger"),
+                     CL_OK);
+    print(cfg, out, sizeof out);
+    expect_line(out, "bind = from-file", path);
+    expect_line(out, "ledger = cmd-ledger", "command line");
+    config_destroy(&cfg);
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 1, "--conf=/nonexistent/x.ini"), CL_ERR_IO);
+    unlink(path);
+}
+
+/* --config given twice: which file was meant? Refused, naming both. */
+static void test_config_twice_refused(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX];
+    write_file("bind = b\n");
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 3, "--config", path, "--config=other.ini"),
+                     CL_ERR_INVALID);
+    assert_null(cfg);
+    assert_non_null(strstr(why, "--config given twice"));
+    assert_non_null(strstr(why, "other.ini"));
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +261,8 @@ int main(void)
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_config_file_from_environment),
         cmocka_unit_test(test_flag_false_overrides_lower_source),
+        cmocka_unit_test(test_abbreviated_options),
+        cmocka_unit_test(test_config_twice_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
