@@ -262,6 +262,16 @@ static int take_fields(json_t *root, hreq_t *r, unsigned *seen, hreq_error_t *er
     return CL_OK;
 }
 
+/* jansson's message without its " near '...'": the text it quotes may be a card number
+ * the till sent (an unterminated string, a bare or too big number). */
+static int json_error_length(const char *text)
+{
+    const char *near = strstr(text, " near ");
+    size_t n = near != NULL ? (size_t)(near - text) : strlen(text);
+    assert(n <= JSON_ERROR_TEXT_LENGTH);
+    return (int)n;
+}
+
 int hreq_parse(hreq_kind_t kind, const char *body, size_t len, const char *idempotency_key,
                hreq_t *out, hreq_error_t *err)
 {
@@ -277,8 +287,8 @@ int hreq_parse(hreq_kind_t kind, const char *body, size_t len, const char *idemp
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL || !json_is_object(root)) {
         if (root == NULL)
-            hreq_error_set(err, "invalid_json", "", "line %d column %d: %s", jerr.line, jerr.column,
-                           jerr.text);
+            hreq_error_set(err, "invalid_json", "", "line %d column %d: %.*s", jerr.line,
+                           jerr.column, json_error_length(jerr.text), jerr.text);
         else
             hreq_error_set(err, "invalid_json", "", "the body must be a JSON object");
         json_decref(root);

@@ -247,6 +247,11 @@ def check_bad_requests(f):
           "invalid_field", key=used)
     f.bad("void", json.dumps({"txn_id": used}), "original_txn_id", "missing_field")
     f.bad("enroll", json.dumps({"txn_id": used}), "member", "missing_field")
+    # A card number in a body that is no JSON is not echoed back in the error.
+    pan = "6011000990139424"
+    for body in ('{"card":"%s' % pan, pan, '{"card":%s000}' % pan, '{"card":"%s"x}' % pan):
+        status, reply, _ = f.api.call("POST", "/v1/earn", body=body, headers={"Idempotency-Key": used})
+        check(status == 400 and pan not in json.dumps(reply), f"{body!r}: {status} {reply}")
     big = json.dumps({"member": m, "amount": 5, "pad": "x" * 9000})
     f.bad("earn", big, "", "body_too_large", key=used)
     # The same, chunked: no Content-Length to refuse it by, cut off as it arrives.
