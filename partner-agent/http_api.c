@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TERMINAL_ID "http"
 #define MEMBERS_PREFIX "/v1/members/"
 #define BALANCE_SUFFIX "/balance"
 #define JSON_TYPE "application/json"
+#define IDEMPOTENCY_KEY "Idempotency-Key"
 
 /* One till connection per request being served at most: the pool never holds more. */
 struct http_api {
@@ -127,6 +129,32 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, co
     return reply(c, status, hreq_error_json(&err), allow);
 }
 
+static enum MHD_Result count_key(void *cls, enum MHD_ValueKind kind, const char *name,
+                                 const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (strcasecmp(name, IDEMPOTENCY_KEY) == 0)
+        ++*(unsigned *)cls;
+    return MHD_YES;
+}
+
+/* The Idempotency-Key header (NULL: none). Given twice it names no one request: false. */
+static bool idempotency_key(struct MHD_Connection *c, const char **key)
+{
+    unsigned count = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_key, &count);
+    *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, IDEMPOTENCY_KEY);
+    assert((count == 0) == (*key == NULL));
+    return count <= 1;
+}
+
+static enum MHD_Result reply_two_keys(struct MHD_Connection *c)
+{
+    return reply_error(c, MHD_HTTP_BAD_REQUEST, "invalid_field", IDEMPOTENCY_KEY,
+                       "give one Idempotency-Key header, not several", NULL);
+}
+
 /* Send a parsed request to the agent and answer with what the till would be told. */
 static enum MHD_Result serve(http_api_t *api, struct MHD_Connection *c, hreq_t *req)
 {
@@ -162,7 +190,9 @@ static enum MHD_Result serve_post(http_api_t *api, struct MHD_Connection *c, hre
         snprintf(message, sizeof message, "the body is larger than %d bytes", HREQ_BODY_BYTES_MAX);
         return reply_error(c, MHD_HTTP_BAD_REQUEST, "body_too_large", "", message, NULL);
     }
-    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    const char *key = NULL;
+    if (!idempotency_key(c, &key))
+        return reply_two_keys(c);
     hreq_t req;
     hreq_error_t err;
     if (hreq_parse(kind, b->bytes, b->len, key, &req, &err) != CL_OK)
@@ -180,7 +210,9 @@ static enum MHD_Result serve_balance(http_api_t *api, struct MHD_Connection *c, 
         len = sizeof member - 1; /* too long: refused as such below */
     memcpy(member, url + prefix, len);
     member[len] = '\0';
-    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    const char *key = NULL;
+    if (!idempotency_key(c, &key))
+        return reply_two_keys(c);
     hreq_t req;
     hreq_error_t err;
     if (hreq_balance(member, key, &req, &err) != CL_OK)

@@ -252,6 +252,22 @@ def check_bad_requests(f):
     for body in ('{"card":"%s' % pan, pan, '{"card":%s000}' % pan, '{"card":"%s"x}' % pan):
         status, reply, _ = f.api.call("POST", "/v1/earn", body=body, headers={"Idempotency-Key": used})
         check(status == 400 and pan not in json.dumps(reply), f"{body!r}: {status} {reply}")
+    # Two Idempotency-Key headers: which one is the request's? Refused, on POST and GET.
+    for method, path, payload in (("POST", "/v1/earn", json.dumps({"member": m, "amount": 5})),
+                                  ("GET", f"/v1/members/{m}/balance", None)):
+        c = http.client.HTTPConnection(f.api.host, f.api.port, timeout=30)
+        c.putrequest(method, path)
+        c.putheader("Idempotency-Key", used)
+        c.putheader("Idempotency-Key", used + "-other")
+        data = payload.encode() if payload is not None else None
+        if data is not None:
+            c.putheader("Content-Length", str(len(data)))
+        c.endheaders(data)
+        r = c.getresponse()
+        reply = json.loads(r.read())
+        c.close()
+        check(r.status == 400 and reply["error"]["field"] == "Idempotency-Key",
+              f"{method} {path} with two keys: {r.status} {reply}")
     big = json.dumps({"member": m, "amount": 5, "pad": "x" * 9000})
     f.bad("earn", big, "", "body_too_large", key=used)
     # The same, chunked: no Content-Length to refuse it by, cut off as it arrives.
