@@ -161,8 +161,11 @@ static enum MHD_Result serve(http_api_t *api, struct MHD_Connection *c, hreq_t *
     cpos_t *pos = pos_take(api);
     if (pos == NULL) {
         pan_clear(req->card, sizeof req->card);
+        log_error("http %s %s: no till connection to %s", hreq_kind_name(req->kind), req->txn_id,
+                  api->endpoint);
         return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "",
-                           "out of memory; retry with the same Idempotency-Key", NULL);
+                           "cannot connect to the agent; retry with the same Idempotency-Key",
+                           NULL);
     }
     cpos_result_t result;
     int rc = hreq_call(pos, req, &result);
@@ -312,6 +315,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     *req_cls = NULL;
 }
 
+/* Where a till of this agent connects: its till socket's endpoint, but for a wildcard
+ * bind (a star or 0.0.0.0 as the tcp host), which names no address to connect to: the
+ * loopback of the same port. */
+static void connect_endpoint(const char *listen, char *out, size_t size)
+{
+    static const char *const any[] = {"tcp://*:", "tcp://0.0.0.0:"};
+    for (size_t i = 0; i < sizeof any / sizeof any[0]; i++) {
+        size_t n = strlen(any[i]);
+        if (strncmp(listen, any[i], n) == 0) {
+            snprintf(out, size, "tcp://127.0.0.1:%s", listen + n);
+            return;
+        }
+    }
+    snprintf(out, size, "%s", listen);
+}
+
 int http_api_start(http_api_t **out, const http_api_options_t *o)
 {
     assert(o->agent_endpoint != NULL && o->answer_timeout_ms > 0);
@@ -319,10 +338,21 @@ int http_api_start(http_api_t **out, const http_api_options_t *o)
     if (api == NULL)
         return CL_ERR_NOMEM;
     pthread_mutex_init(&api->lock, NULL);
-    snprintf(api->endpoint, sizeof api->endpoint, "%s", o->agent_endpoint);
+    connect_endpoint(o->agent_endpoint, api->endpoint, sizeof api->endpoint);
     snprintf(api->partner_id, sizeof api->partner_id, "%s", o->partner_id);
     snprintf(api->site_id, sizeof api->site_id, "%s", o->site_id);
     api->answer_timeout_ms = o->answer_timeout_ms;
+    /* One till connection now: an endpoint a till cannot connect to fails the start,
+     * not every request after it. */
+    cpos_t *first = pos_take(api);
+    if (first == NULL) {
+        log_error("the HTTP API cannot connect to the agent's till socket %s", api->endpoint);
+        pthread_mutex_destroy(&api->lock);
+        free(api);
+        return CL_ERR_INVALID;
+    }
+    pos_give_back(api, first);
+    assert(api->idle_count == 1);
     api->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                                        MHD_USE_ERROR_LOG,
                                    ntohs(o->address.sin_port), NULL, NULL, on_request, api,
@@ -331,6 +361,7 @@ int http_api_start(http_api_t **out, const http_api_options_t *o)
                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_API_IDLE_SECONDS,
                                    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     if (api->daemon == NULL) {
+        cpos_destroy(&api->idle[0]);
         pthread_mutex_destroy(&api->lock);
         free(api);
         return CL_ERR_IO;
