@@ -517,9 +517,11 @@ void config_print(const config_t *c, const config_default_t *defaults, FILE *out
             value = strcmp(defaults[d].key, o->name) == 0 ? defaults[d].text : NULL;
         if (value == NULL)
             value = o->has_arg == no_argument ? "false" : "";
-        fprintf(
-            out, "%s = %s%*s; %s\n", o->name, value,
-            (int)(strlen(o->name) + strlen(value) < 40 ? 40 - strlen(o->name) - strlen(value) : 1),
-            "", source);
+        /* A default is commented out: read back, it stays a default (some are not
+         * values, "LEDGER/broker.key", and some options have none). */
+        bool by_default = strcmp(source, "default") == 0;
+        size_t width = strlen(o->name) + strlen(value) + (by_default ? 2 : 0);
+        fprintf(out, "%s%s = %s%*s; %s\n", by_default ? "; " : "", o->name, value,
+                (int)(width < 40 ? 40 - width : 1), "", source);
     }
 }
