@@ -10,6 +10,7 @@
 #include <assert.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,9 @@ struct http_api {
     char partner_id[PARTNER_ID_LEN_MAX + 1];
     char site_id[SITE_ID_LEN_MAX + 1];
     int answer_timeout_ms;
+    /* libmicrohttpd's messages (about clients, mostly), from any of its threads. */
+    pthread_mutex_t log_lock;
+    log_every_t log_every;
 };
 
 /* A request's body as it arrives. Cleared before it is freed: it may hold a card. */
@@ -315,6 +319,19 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     *req_cls = NULL;
 }
 
+/* libmicrohttpd's own messages (a client that hung up mid-request, say) as lines of the
+ * agent's log, at most one a second: any client can cause them. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    http_api_t *api = cls;
+    char text[HREQ_MESSAGE_BYTES];
+    vsnprintf(text, sizeof text, fmt, ap);
+    text[strcspn(text, "\n")] = '\0';
+    pthread_mutex_lock(&api->log_lock);
+    log_every(&api->log_every, LOG_EVERY_INTERVAL_MS, LOG_WARN, "http: %s", text);
+    pthread_mutex_unlock(&api->log_lock);
+}
+
 /* Where a till of this agent connects: its till socket's endpoint, but for a wildcard
  * bind (a star or 0.0.0.0 as the tcp host), which names no address to connect to: the
  * loopback of the same port. */
@@ -338,6 +355,7 @@ int http_api_start(http_api_t **out, const http_api_options_t *o)
     if (api == NULL)
         return CL_ERR_NOMEM;
     pthread_mutex_init(&api->lock, NULL);
+    pthread_mutex_init(&api->log_lock, NULL);
     connect_endpoint(o->agent_endpoint, api->endpoint, sizeof api->endpoint);
     snprintf(api->partner_id, sizeof api->partner_id, "%s", o->partner_id);
     snprintf(api->site_id, sizeof api->site_id, "%s", o->site_id);
@@ -348,6 +366,7 @@ int http_api_start(http_api_t **out, const http_api_options_t *o)
     if (first == NULL) {
         log_error("the HTTP API cannot connect to the agent's till socket %s", api->endpoint);
         pthread_mutex_destroy(&api->lock);
+        pthread_mutex_destroy(&api->log_lock);
         free(api);
         return CL_ERR_INVALID;
     }
@@ -356,6 +375,7 @@ int http_api_start(http_api_t **out, const http_api_options_t *o)
     api->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                                        MHD_USE_ERROR_LOG,
                                    ntohs(o->address.sin_port), NULL, NULL, on_request, api,
+                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api, /* first */
                                    MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&o->address,
                                    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_API_CONNECTIONS_MAX,
                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_API_IDLE_SECONDS,
@@ -363,6 +383,7 @@ int http_api_start(http_api_t **out, const http_api_options_t *o)
     if (api->daemon == NULL) {
         cpos_destroy(&api->idle[0]);
         pthread_mutex_destroy(&api->lock);
+        pthread_mutex_destroy(&api->log_lock);
         free(api);
         return CL_ERR_IO;
     }
@@ -379,6 +400,7 @@ void http_api_stop(http_api_t **self_p)
     for (size_t i = 0; i < api->idle_count; i++)
         cpos_destroy(&api->idle[i]);
     pthread_mutex_destroy(&api->lock);
+    pthread_mutex_destroy(&api->log_lock);
     free(api);
     *self_p = NULL;
 }

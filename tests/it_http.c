@@ -81,6 +81,24 @@ static void expect_only_the_revoked_burn_after(world_t *w, uint64_t told_seq, co
     ledger_destroy(&ledger);
 }
 
+/* Every line of the agent's log is one of its own (time, program, level), whatever the
+ * HTTP clients did: libmicrohttpd's own complaints about them included. */
+static void expect_log_lines_formatted(const char *log_path)
+{
+    FILE *f = fopen(log_path, "r");
+    if (f == NULL)
+        fail_msg("cannot read %s", log_path);
+    char line[OUT_BYTES];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        n++;
+        if (line[0] != '2' || strstr(line, "Z coalition-agent ") == NULL)
+            fail_msg("%s:%d is not a log line of the agent's: %s", log_path, n, line);
+    }
+    fclose(f);
+    EXPECT_TRUE("the agent logged", n > 0);
+}
+
 static void test_http_checkout_flow(void **state)
 {
     (void)state;
@@ -122,6 +140,7 @@ static void test_http_checkout_flow(void **state)
     rc = harness_run(argv, out, sizeof out);
     if (rc != 0)
         fail_msg("http_api_check.py exited %d (its stderr is above): %s", rc, out);
+    expect_log_lines_formatted(w.agents[0].proc.log_path);
     int64_t told_balance = json_int(out, "balance");
     uint64_t told_seq = (uint64_t)json_int(out, "last_seq");
     char bal[OUT_BYTES];
