@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <errno.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -234,7 +235,13 @@ static int load_file(config_t *c, const char *path, char *why, size_t why_size)
     }
     int first = c->argc;
     int line = ini_parse_stream(read_line, &r, on_setting, &r);
+    /* A read error looks like the end of the file to inih (a directory, EIO). */
+    int read_errno = ferror(r.f) ? (errno != 0 ? errno : EIO) : 0;
     fclose(r.f);
+    if (read_errno != 0) {
+        say(why, why_size, "cannot read the configuration file %s: %s", path, strerror(read_errno));
+        return CL_ERR_IO;
+    }
     if (line != 0 && r.error_line == 0)
         say(why, why_size, "%s:%d: expected 'key = value', '[%s]' or a comment", path,
             line > 0 ? line : r.line, c->program);

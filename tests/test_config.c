@@ -98,6 +98,13 @@ static void test_unreadable_file(void **state)
     char *argv[] = {"prog", "--config=/nonexistent/broker.ini", NULL};
     assert_int_equal(config_load(&cfg, "broker", opts, fixed, 2, argv, why, sizeof why), CL_ERR_IO);
     assert_non_null(strstr(why, "/nonexistent/broker.ini"));
+    /* A directory opens, but reads fail: not an empty file of no settings. */
+    char *dir_argv[] = {"prog", "--config", "/tmp/", NULL};
+    assert_int_equal(config_load(&cfg, "broker", opts, fixed, 3, dir_argv, why, sizeof why),
+                     CL_ERR_IO);
+    assert_null(cfg);
+    if (strstr(why, "cannot read the configuration file /tmp/") == NULL)
+        fail_msg("why: %s", why);
 }
 
 static void test_environment_errors(void **state)
