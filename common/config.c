@@ -185,25 +185,41 @@ static int add_setting(config_t *c, const char *key, const char *value, const ch
     return rc;
 }
 
+static void line_error(file_reader_t *r, const char *what)
+{
+    if (r->error_line != 0)
+        return; /* the first error is the one reported */
+    r->error_line = r->line;
+    say(r->why, r->why_size, "%s:%d: %s", r->path, r->line, what);
+}
+
+/* One line for inih, read byte by byte: a line too long for inih's buffer, or holding a
+ * NUL byte (which would cut the value short unseen), is an error naming it. */
 static char *read_line(char *str, int num, void *stream)
 {
     file_reader_t *r = stream;
-    char *s = fgets(str, num, r->f);
-    if (s == NULL)
-        return NULL;
-    r->line++;
-    size_t n = strlen(s);
-    if (n > 0 && s[n - 1] != '\n' && !feof(r->f)) {
-        int ch;
-        while ((ch = fgetc(r->f)) != EOF && ch != '\n')
-            ;
-        if (r->error_line == 0) {
-            r->error_line = r->line;
-            say(r->why, r->why_size, "%s:%d: line longer than %d characters", r->path, r->line,
-                num - 2);
-        }
+    assert(num > 2);
+    size_t cap = (size_t)num - 1, n = 0;
+    bool nul = false, too_long = false;
+    int ch = EOF;
+    while ((ch = fgetc(r->f)) != EOF) {
+        nul |= ch == '\0';
+        if (n < cap)
+            str[n++] = ch == '\0' ? ' ' : (char)ch;
+        else
+            too_long = true;
+        if (ch == '\n')
+            break;
     }
-    return s;
+    if (n == 0)
+        return NULL;
+    str[n] = '\0';
+    r->line++;
+    char what[64];
+    snprintf(what, sizeof what, "line longer than %d characters", num - 2);
+    if (too_long || nul)
+        line_error(r, too_long ? what : "a NUL byte in the line");
+    return str;
 }
 
 static int on_setting(void *user, const char *section, const char *key, const char *value)

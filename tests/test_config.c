@@ -259,6 +259,44 @@ static void test_config_twice_refused(void **state)
     unlink(path);
 }
 
+/* A NUL byte in a line would cut its value short unseen (ledger = a\0b read as "a"):
+ * refused, with or without the line's newline; and the longest line inih takes is
+ * taken whole, one more character is refused. */
+static void test_nul_bytes_and_line_length(void **state)
+{
+    (void)state;
+    static const char with_nl[] = "[broker]\nledger = a\0b\nbind = c\n";
+    static const char last[] = "[broker]\nledger = a\0b";
+    const struct {
+        const char *bytes;
+        size_t len;
+    } files[] = {{with_nl, sizeof with_nl - 1}, {last, sizeof last - 1}};
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], text[512];
+    for (size_t i = 0; i < 2; i++) {
+        write_file("");
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_int_equal(fwrite(files[i].bytes, 1, files[i].len, f), files[i].len);
+        fclose(f);
+        char *argv[] = {"prog", "--config", path, NULL};
+        assert_int_equal(config_load(&cfg, "broker", opts, fixed, 3, argv, why, sizeof why),
+                         CL_ERR_INVALID);
+        if (strstr(why, ":2: a NUL byte in the line") == NULL)
+            fail_msg("file %zu: %s", i, why);
+    }
+    /* 198 characters and the newline: inih's 200-byte line (INI_MAX_LINE) holds it. */
+    int n = snprintf(text, sizeof text, "ledger = ");
+    memset(text + n, 'x', 198 - (size_t)n);
+    snprintf(text + 198, sizeof text - 198, "\n");
+    assert_int_equal(load(text, &cfg, why, sizeof why, 0), CL_OK);
+    assert_int_equal(strlen(config_argv(cfg)[1]), strlen("--ledger=") + 198 - (size_t)n);
+    config_destroy(&cfg);
+    snprintf(text + 198, sizeof text - 198, "y\n");
+    expect_error(text, "1: line longer than 198 characters");
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_flag_false_overrides_lower_source),
         cmocka_unit_test(test_abbreviated_options),
         cmocka_unit_test(test_config_twice_refused),
+        cmocka_unit_test(test_nul_bytes_and_line_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
