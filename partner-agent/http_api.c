@@ -99,14 +99,16 @@ static void pos_give_back(http_api_t *api, cpos_t *pos)
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, json_t *o,
                              const char *allow)
 {
-    char *json = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    size_t len = json != NULL ? strlen(json) : 0;
-    char *text = json != NULL ? realloc(json, len + 2) : NULL; /* a line: ends in \n */
-    if (text == NULL) {
-        free(json);
-        return MHD_NO; /* out of memory: the connection is closed */
+    /* Into memory of our own: what jansson allocates is freed by jansson's free. */
+    size_t len = o != NULL ? json_dumpb(o, NULL, 0, JSON_COMPACT) : 0;
+    char *text = len > 0 ? malloc(len + 2) : NULL; /* a line: ends in \n */
+    if (text != NULL && json_dumpb(o, text, len, JSON_COMPACT) != len) {
+        free(text);
+        text = NULL;
     }
+    json_decref(o);
+    if (text == NULL)
+        return MHD_NO; /* out of memory: the connection is closed */
     text[len++] = '\n';
     text[len] = '\0';
     struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
@@ -351,6 +353,7 @@ static void connect_endpoint(const char *listen, char *out, size_t size)
 int http_api_start(http_api_t **out, const http_api_options_t *o)
 {
     assert(o->agent_endpoint != NULL && o->answer_timeout_ms > 0);
+    hreq_json_clear_on_free(); /* before any JSON, before the threads */
     http_api_t *api = calloc(1, sizeof *api);
     if (api == NULL)
         return CL_ERR_NOMEM;

@@ -9,6 +9,8 @@
 #include <inttypes.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -272,6 +274,47 @@ static int json_error_length(const char *text)
     return (int)n;
 }
 
+/* Each block jansson asks for carries its size in front, so its free can clear it. */
+#define CLEARED_HEADER_BYTES _Alignof(max_align_t)
+_Static_assert(CLEARED_HEADER_BYTES >= sizeof(size_t), "the header holds a size");
+static json_malloc_t inner_malloc;
+static json_free_t inner_free;
+
+static void *cleared_malloc(size_t n)
+{
+    if (n > SIZE_MAX - CLEARED_HEADER_BYTES)
+        return NULL;
+    unsigned char *p = inner_malloc(n + CLEARED_HEADER_BYTES);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, &n, sizeof n);
+    return p + CLEARED_HEADER_BYTES;
+}
+
+static void cleared_free(void *block)
+{
+    if (block == NULL)
+        return;
+    unsigned char *p = (unsigned char *)block - CLEARED_HEADER_BYTES;
+    size_t n = 0;
+    memcpy(&n, p, sizeof n);
+    pan_clear(block, n);
+    inner_free(p);
+}
+
+void hreq_json_clear_on_free(void)
+{
+    json_malloc_t m = NULL;
+    json_free_t f = NULL;
+    json_get_alloc_funcs(&m, &f);
+    if (m == cleared_malloc)
+        return; /* in place already */
+    inner_malloc = m;
+    inner_free = f;
+    json_set_alloc_funcs(cleared_malloc, cleared_free);
+    assert(inner_malloc != NULL && inner_free != NULL);
+}
+
 int hreq_parse(hreq_kind_t kind, const char *body, size_t len, const char *idempotency_key,
                hreq_t *out, hreq_error_t *err)
 {
@@ -295,7 +338,7 @@ int hreq_parse(hreq_kind_t kind, const char *body, size_t len, const char *idemp
         return CL_ERR_INVALID;
     }
     int rc = take_fields(root, out, &seen, err);
-    json_decref(root); /* jansson frees; a card number in it is cleared by the caller's body */
+    json_decref(root); /* a card number in it: see hreq_json_clear_on_free */
     if (rc == CL_OK)
         rc = check_required(out, seen, err);
     if (rc != CL_OK)
