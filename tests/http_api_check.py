@@ -380,6 +380,10 @@ def check_offline(f):
         time.sleep(0.2)
     check(r["approved"] and r["seq"] > f.last_seq and r["points"] == 20, f"stored earn delivered: {r}")
     f.last_seq = r["seq"]
+    # The burn told 91 (503) applied nothing, and its key is spent: the same key again is
+    # declined 12, as openapi.json says; a new key is a new burn.
+    again = f.post("burn", {"member": f.member, "points": 1}, key=f.away_burn, want=200, code="12")
+    check(not again["approved"] and again["seq"] == 0, f"the away burn's key again: {again}")
     status, bal, _ = f.api.call("GET", f"/v1/members/{f.member}/balance")
     check(status == 200, f"balance: {bal}")
     f.balance = bal["balance"]
