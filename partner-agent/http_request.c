@@ -28,6 +28,7 @@ typedef enum field {
 } field_t;
 
 #define BIT(f) (1u << (f))
+#define UNKNOWN_KEY_QUOTED_BYTES 40
 _Static_assert(F_COUNT <= 16, "a request's fields fit the masks below");
 
 static const char *const field_names[F_COUNT] = {
@@ -237,6 +238,20 @@ static int take_key(const char *key, hreq_t *r, unsigned *seen, hreq_error_t *er
     return CL_OK;
 }
 
+/* How much of `key` an error quotes: at most `max` bytes, cut between UTF-8 characters
+ * (a cut inside one made the message invalid UTF-8, replaced by "?" whole). */
+static int quoted_length(const char *key, size_t max)
+{
+    size_t n = strnlen(key, max + 1);
+    if (n <= max)
+        return (int)n;
+    n = max;
+    while (n > 0 && ((unsigned char)key[n] & 0xC0) == 0x80)
+        n--; /* key[n] continues a character: cut before its lead byte */
+    assert(n <= max);
+    return (int)n;
+}
+
 static int take_fields(json_t *root, hreq_t *r, unsigned *seen, hreq_error_t *err)
 {
     char key_txn[TXN_ID_LEN_MAX + 1];
@@ -248,8 +263,8 @@ static int take_fields(json_t *root, hreq_t *r, unsigned *seen, hreq_error_t *er
         field_t f = field_of(key);
         if (f == F_COUNT || !(fields_taken[r->kind] & BIT(f))) {
             hreq_error_set(err, "unknown_field", f == F_COUNT ? "" : key,
-                           "%s does not take a field named \"%.40s\"", hreq_kind_name(r->kind),
-                           key);
+                           "%s does not take a field named \"%.*s\"", hreq_kind_name(r->kind),
+                           quoted_length(key, UNKNOWN_KEY_QUOTED_BYTES), key);
             return CL_ERR_INVALID;
         }
         if (take_field(f, v, r, err) != CL_OK)

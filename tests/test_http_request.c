@@ -63,10 +63,34 @@ static void test_card_numbers_cleared_from_jansson(void **state)
     }
 }
 
+/* A message cut at its bound ends on a whole UTF-8 character: the error object keeps it
+ * (a broken one was replaced by "?" whole). */
+static void test_error_messages_cut_on_characters(void **state)
+{
+    (void)state;
+    char body[256] = "{\"";
+    for (int i = 0; i < 20; i++)
+        strcat(body, "\xe2\x82\xac"); /* the euro sign, three bytes */
+    strcat(body, "\":1}");
+    hreq_t req;
+    hreq_error_t err;
+    assert_int_equal(hreq_parse(HREQ_EARN, body, strlen(body), "k-2", &req, &err), CL_ERR_INVALID);
+    assert_string_equal(err.code, "unknown_field");
+    json_t *o = hreq_error_json(&err);
+    assert_non_null(o);
+    const char *message =
+        json_string_value(json_object_get(json_object_get(o, "error"), "message"));
+    assert_non_null(message);
+    if (strstr(message, "does not take a field named") == NULL)
+        fail_msg("message: %s", message);
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_card_numbers_cleared_from_jansson),
+        cmocka_unit_test(test_error_messages_cut_on_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
