@@ -222,6 +222,25 @@ static char *read_line(char *str, int num, void *stream)
     return str;
 }
 
+/* Where the file set flag `key` before (true or false: neither leaves a "--key=" the
+ * duplicate check after the file can see), or NULL. The file is read first, so every
+ * setting so far is its own. */
+static const char *flag_set_earlier(const config_t *c, const char *key)
+{
+    const struct option *o = settable(c, key);
+    if (o == NULL || o->has_arg != no_argument)
+        return NULL;
+    for (int i = 1; i < c->argc; i++) {
+        if (c->argv[i][0] == '-' && c->argv[i][1] == '-' && strcmp(c->argv[i] + 2, key) == 0)
+            return c->source[i];
+    }
+    for (size_t k = 0; k < c->cleared_count; k++) {
+        if (strcmp(c->cleared[k].key, key) == 0)
+            return c->cleared[k].source;
+    }
+    return NULL;
+}
+
 static int on_setting(void *user, const char *section, const char *key, const char *value)
 {
     file_reader_t *r = user;
@@ -229,10 +248,14 @@ static int on_setting(void *user, const char *section, const char *key, const ch
         return 1; /* the first error is the one reported; the rest is read, not used */
     char where[SOURCE_BYTES_MAX];
     snprintf(where, sizeof where, "%.400s:%d", r->path, r->line);
+    const char *earlier = NULL;
     int rc = CL_OK;
     if (section[0] != '\0' && strcmp(section, r->config->program) != 0) {
         say(r->why, r->why_size, "%s: unknown section [%s] (settings go in [%s])", where, section,
             r->config->program);
+        rc = CL_ERR_INVALID;
+    } else if ((earlier = flag_set_earlier(r->config, key)) != NULL) {
+        say(r->why, r->why_size, "%s: %s is set twice (also at %s)", where, key, earlier);
         rc = CL_ERR_INVALID;
     } else {
         rc = add_setting(r->config, key, value, where, r->why, r->why_size);

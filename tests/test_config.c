@@ -76,6 +76,8 @@ static void test_file_errors_name_file_and_line(void **state)
     expect_error("insecure = perhaps\n", "1: insecure takes true or false, not 'perhaps'");
     expect_error("[broker]\nbind =\n", "2: bind needs a value");
     expect_error("ledger = a\n\nledger = b\n", "3: ledger is set twice (also at");
+    expect_error("insecure = true\ninsecure = false\n", "2: insecure is set twice (also at");
+    expect_error("insecure = off\ninsecure = on\n", "2: insecure is set twice (also at");
     expect_error("journal = true\n", "1: unknown setting 'journal'");
     expect_error("help = true\n", "1: unknown setting 'help'");
     expect_error("config = other.ini\n", "1: unknown setting 'config'");
