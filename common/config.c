@@ -193,8 +193,9 @@ static void line_error(file_reader_t *r, const char *what)
     say(r->why, r->why_size, "%s:%d: %s", r->path, r->line, what);
 }
 
-/* One line for inih, read byte by byte: a line too long for inih's buffer, or holding a
- * NUL byte (which would cut the value short unseen), is an error naming it. */
+/* One line for inih, read byte by byte, without its indentation: a line too long for
+ * inih's buffer, or holding a NUL byte (which would cut the value short unseen), is an
+ * error naming it. */
 static char *read_line(char *str, int num, void *stream)
 {
     file_reader_t *r = stream;
@@ -215,6 +216,10 @@ static char *read_line(char *str, int num, void *stream)
         return NULL;
     str[n] = '\0';
     r->line++;
+    /* Indented keys are keys: inih would take an indented line for the line before's
+     * value continued (INI_ALLOW_MULTILINE), which no setting here has. */
+    size_t indent = strspn(str, " \t");
+    memmove(str, str + indent, n - indent + 1);
     char what[64];
     snprintf(what, sizeof what, "line longer than %d characters", num - 2);
     if (too_long || nul)

@@ -299,6 +299,25 @@ static void test_nul_bytes_and_line_length(void **state)
     unlink(path);
 }
 
+/* Keys indented under their section, a common INI style: inih would read the second
+ * indented line as the first one's value continued ("ledger is set twice"). */
+static void test_indented_keys(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX];
+    int rc = load("[broker]\n    ledger = a\n\tbind = b\n    insecure = true\n", &cfg, why,
+                  sizeof why, 0);
+    if (rc != CL_OK)
+        fail_msg("indented keys refused: %s", why);
+    char **argv = config_argv(cfg);
+    assert_string_equal(argv[1], "--ledger=a");
+    assert_string_equal(argv[2], "--bind=b");
+    assert_string_equal(argv[3], "--insecure");
+    config_destroy(&cfg);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -311,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_abbreviated_options),
         cmocka_unit_test(test_config_twice_refused),
         cmocka_unit_test(test_nul_bytes_and_line_length),
+        cmocka_unit_test(test_indented_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
