@@ -140,6 +140,14 @@ static int clear_flag(config_t *c, const char *key, const char *where)
     return CL_OK;
 }
 
+/* "value" or 'value': INI habit, but inih keeps the quotes, and no setting here (a path,
+ * an endpoint, an id, a number) is meant with them. */
+static bool quoted(const char *value)
+{
+    size_t n = strlen(value);
+    return n >= 2 && (value[0] == '"' || value[0] == '\'') && value[n - 1] == value[0];
+}
+
 /* One setting as an argument: "--key=value", or "--key" for a flag that is true (a false
  * one adds nothing). `where` is the setting's source for messages and --print-config. */
 static int add_setting(config_t *c, const char *key, const char *value, const char *where,
@@ -174,6 +182,11 @@ static int add_setting(config_t *c, const char *key, const char *value, const ch
         snprintf(arg, n, "--%s", key);
     } else if (value[0] == '\0') {
         say(why, why_size, "%s: %s needs a value", where, key);
+        free(arg);
+        return CL_ERR_INVALID;
+    } else if (quoted(value)) {
+        say(why, why_size, "%s: %s: quotes are taken literally; write the value without them",
+            where, key);
         free(arg);
         return CL_ERR_INVALID;
     } else {

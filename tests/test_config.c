@@ -75,6 +75,8 @@ static void test_file_errors_name_file_and_line(void **state)
     expect_error("[broker]\nledger = a\nbind = b\n\nnonsense\n", "5: expected 'key = value'");
     expect_error("insecure = perhaps\n", "1: insecure takes true or false, not 'perhaps'");
     expect_error("[broker]\nbind =\n", "2: bind needs a value");
+    expect_error("ledger = \"/var/lib/coalition\"\n", "1: ledger: quotes are taken literally");
+    expect_error("ledger = '/var/lib/coalition'\n", "1: ledger: quotes are taken literally");
     expect_error("ledger = a\n\nledger = b\n", "3: ledger is set twice (also at");
     expect_error("insecure = true\ninsecure = false\n", "2: insecure is set twice (also at");
     expect_error("insecure = off\ninsecure = on\n", "2: insecure is set twice (also at");
