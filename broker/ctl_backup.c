@@ -65,8 +65,8 @@ static int exit_code(int rc)
 int ctl_backup(ctl_t *ctl, int argc, char **argv)
 {
     assert(argc >= 1 && strcmp(argv[0], "backup") == 0);
-    if (argc != 2) {
-        fprintf(stderr, "coalitionctl: usage: backup DEST\n");
+    if (argc != 2 || argv[1][0] == '-') { /* an option, not a directory ("./-x" is) */
+        fprintf(stderr, "coalitionctl: usage: backup DEST (a new or empty directory)\n");
         return EXIT_USAGE;
     }
     const char *dest = argv[1];

@@ -230,8 +230,10 @@ static int start_http(const char *address, bool remote, const agent_options_t *o
                   address);
         return -1;
     }
-    if (http_api_start(api, &h) != CL_OK) {
-        log_error("cannot serve HTTP on %s (in use?)", address);
+    int rc = http_api_start(api, &h);
+    if (rc != CL_OK) {
+        if (rc == CL_ERR_IO)
+            log_error("cannot serve HTTP on %s (in use?)", address);
         return -1;
     }
     char host[INET_ADDRSTRLEN] = "?";

@@ -10,14 +10,17 @@
 #include <assert.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TERMINAL_ID "http"
 #define MEMBERS_PREFIX "/v1/members/"
 #define BALANCE_SUFFIX "/balance"
 #define JSON_TYPE "application/json"
+#define IDEMPOTENCY_KEY "Idempotency-Key"
 
 /* One till connection per request being served at most: the pool never holds more. */
 struct http_api {
@@ -29,6 +32,9 @@ struct http_api {
     char partner_id[PARTNER_ID_LEN_MAX + 1];
     char site_id[SITE_ID_LEN_MAX + 1];
     int answer_timeout_ms;
+    /* libmicrohttpd's messages (about clients, mostly), from any of its threads. */
+    pthread_mutex_t log_lock;
+    log_every_t log_every;
 };
 
 /* A request's body as it arrives. Cleared before it is freed: it may hold a card. */
@@ -97,14 +103,16 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, json_t *
                              const char *allow)
 {
     assert(status >= MHD_HTTP_OK && status < 600);
-    char *json = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    size_t len = json != NULL ? strlen(json) : 0;
-    char *text = json != NULL ? realloc(json, len + 2) : NULL; /* a line: ends in \n */
-    if (text == NULL) {
-        free(json);
-        return MHD_NO; /* out of memory: the connection is closed */
+    /* Into memory of our own: what jansson allocates is freed by jansson's free. */
+    size_t len = o != NULL ? json_dumpb(o, NULL, 0, JSON_COMPACT) : 0;
+    char *text = len > 0 ? malloc(len + 2) : NULL; /* a line: ends in \n */
+    if (text != NULL && json_dumpb(o, text, len, JSON_COMPACT) != len) {
+        free(text);
+        text = NULL;
     }
+    json_decref(o);
+    if (text == NULL)
+        return MHD_NO; /* out of memory: the connection is closed */
     text[len++] = '\n';
     text[len] = '\0';
     struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
@@ -132,14 +140,43 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, co
     return reply(c, status, hreq_error_json(&err), allow);
 }
 
+static enum MHD_Result count_key(void *cls, enum MHD_ValueKind kind, const char *name,
+                                 const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (strcasecmp(name, IDEMPOTENCY_KEY) == 0)
+        ++*(unsigned *)cls;
+    return MHD_YES;
+}
+
+/* The Idempotency-Key header (NULL: none). Given twice it names no one request: false. */
+static bool idempotency_key(struct MHD_Connection *c, const char **key)
+{
+    unsigned count = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_key, &count);
+    *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, IDEMPOTENCY_KEY);
+    assert((count == 0) == (*key == NULL));
+    return count <= 1;
+}
+
+static enum MHD_Result reply_two_keys(struct MHD_Connection *c)
+{
+    return reply_error(c, MHD_HTTP_BAD_REQUEST, "invalid_field", IDEMPOTENCY_KEY,
+                       "give one Idempotency-Key header, not several", NULL);
+}
+
 /* Send a parsed request to the agent and answer with what the till would be told. */
 static enum MHD_Result serve(http_api_t *api, struct MHD_Connection *c, hreq_t *req)
 {
     cpos_t *pos = pos_take(api);
     if (pos == NULL) {
         pan_clear(req->card, sizeof req->card);
+        log_error("http %s %s: no till connection to %s", hreq_kind_name(req->kind), req->txn_id,
+                  api->endpoint);
         return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "",
-                           "out of memory; retry with the same Idempotency-Key", NULL);
+                           "cannot connect to the agent; retry with the same Idempotency-Key",
+                           NULL);
     }
     cpos_result_t result;
     int rc = hreq_call(pos, req, &result);
@@ -168,7 +205,9 @@ static enum MHD_Result serve_post(http_api_t *api, struct MHD_Connection *c, hre
         snprintf(message, sizeof message, "the body is larger than %d bytes", HREQ_BODY_BYTES_MAX);
         return reply_error(c, MHD_HTTP_BAD_REQUEST, "body_too_large", "", message, NULL);
     }
-    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    const char *key = NULL;
+    if (!idempotency_key(c, &key))
+        return reply_two_keys(c);
     hreq_t req;
     hreq_error_t err;
     if (hreq_parse(kind, b->bytes, b->len, key, &req, &err) != CL_OK)
@@ -189,7 +228,9 @@ static enum MHD_Result serve_balance(http_api_t *api, struct MHD_Connection *c, 
         len = sizeof member - 1; /* too long: refused as such below */
     memcpy(member, url + prefix, len);
     member[len] = '\0';
-    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    const char *key = NULL;
+    if (!idempotency_key(c, &key))
+        return reply_two_keys(c);
     hreq_t req;
     hreq_error_t err;
     if (hreq_balance(member, key, &req, &err) != CL_OK)
@@ -290,26 +331,72 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     *req_cls = NULL;
 }
 
+/* libmicrohttpd's own messages (a client that hung up mid-request, say) as lines of the
+ * agent's log, at most one a second: any client can cause them. */
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    http_api_t *api = cls;
+    char text[HREQ_MESSAGE_BYTES];
+    vsnprintf(text, sizeof text, fmt, ap);
+    text[strcspn(text, "\n")] = '\0';
+    pthread_mutex_lock(&api->log_lock);
+    log_every(&api->log_every, LOG_EVERY_INTERVAL_MS, LOG_WARN, "http: %s", text);
+    pthread_mutex_unlock(&api->log_lock);
+}
+
+/* Where a till of this agent connects: its till socket's endpoint, but for a wildcard
+ * bind (a star or 0.0.0.0 as the tcp host), which names no address to connect to: the
+ * loopback of the same port. */
+static void connect_endpoint(const char *listen, char *out, size_t size)
+{
+    static const char *const any[] = {"tcp://*:", "tcp://0.0.0.0:"};
+    for (size_t i = 0; i < sizeof any / sizeof any[0]; i++) {
+        size_t n = strlen(any[i]);
+        if (strncmp(listen, any[i], n) == 0) {
+            snprintf(out, size, "tcp://127.0.0.1:%s", listen + n);
+            return;
+        }
+    }
+    snprintf(out, size, "%s", listen);
+}
+
 int http_api_start(http_api_t **out, const http_api_options_t *o)
 {
     assert(o->agent_endpoint != NULL && o->answer_timeout_ms > 0);
+    hreq_json_clear_on_free(); /* before any JSON, before the threads */
     http_api_t *api = calloc(1, sizeof *api);
     if (api == NULL)
         return CL_ERR_NOMEM;
     pthread_mutex_init(&api->lock, NULL);
-    snprintf(api->endpoint, sizeof api->endpoint, "%s", o->agent_endpoint);
+    pthread_mutex_init(&api->log_lock, NULL);
+    connect_endpoint(o->agent_endpoint, api->endpoint, sizeof api->endpoint);
     snprintf(api->partner_id, sizeof api->partner_id, "%s", o->partner_id);
     snprintf(api->site_id, sizeof api->site_id, "%s", o->site_id);
     api->answer_timeout_ms = o->answer_timeout_ms;
+    /* One till connection now: an endpoint a till cannot connect to fails the start,
+     * not every request after it. */
+    cpos_t *first = pos_take(api);
+    if (first == NULL) {
+        log_error("the HTTP API cannot connect to the agent's till socket %s", api->endpoint);
+        pthread_mutex_destroy(&api->lock);
+        pthread_mutex_destroy(&api->log_lock);
+        free(api);
+        return CL_ERR_INVALID;
+    }
+    pos_give_back(api, first);
+    assert(api->idle_count == 1);
     api->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                                        MHD_USE_ERROR_LOG,
                                    ntohs(o->address.sin_port), NULL, NULL, on_request, api,
+                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api, /* first */
                                    MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&o->address,
                                    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_API_CONNECTIONS_MAX,
                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_API_IDLE_SECONDS,
                                    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     if (api->daemon == NULL) {
+        cpos_destroy(&api->idle[0]);
         pthread_mutex_destroy(&api->lock);
+        pthread_mutex_destroy(&api->log_lock);
         free(api);
         return CL_ERR_IO;
     }
@@ -326,6 +413,7 @@ void http_api_stop(http_api_t **self_p)
     for (size_t i = 0; i < api->idle_count; i++)
         cpos_destroy(&api->idle[i]);
     pthread_mutex_destroy(&api->lock);
+    pthread_mutex_destroy(&api->log_lock);
     free(api);
     *self_p = NULL;
 }

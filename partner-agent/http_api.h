@@ -37,7 +37,8 @@ typedef struct http_api_options {
 int http_api_parse_address(const char *text, struct sockaddr_in *out);
 bool http_api_address_loopback(const struct sockaddr_in *address);
 
-/* Bind and start serving (threads of its own). CL_ERR_IO when the port cannot be bound. */
+/* Bind and start serving (threads of its own). CL_ERR_IO when the port cannot be bound,
+ * CL_ERR_INVALID when no till can connect to agent_endpoint (said in the log). */
 int http_api_start(http_api_t **out, const http_api_options_t *opts);
 /* Stop accepting, finish the requests being served, free everything. */
 void http_api_stop(http_api_t **self_p);

@@ -9,6 +9,8 @@
 #include <inttypes.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +28,7 @@ typedef enum field {
 } field_t;
 
 #define BIT(f) (1u << (f))
+#define UNKNOWN_KEY_QUOTED_BYTES 40
 _Static_assert(F_COUNT <= 16, "a request's fields fit the masks below");
 
 static const char *const field_names[F_COUNT] = {
@@ -235,6 +238,20 @@ static int take_key(const char *key, hreq_t *r, unsigned *seen, hreq_error_t *er
     return CL_OK;
 }
 
+/* How much of `key` an error quotes: at most `max` bytes, cut between UTF-8 characters
+ * (a cut inside one made the message invalid UTF-8, replaced by "?" whole). */
+static int quoted_length(const char *key, size_t max)
+{
+    size_t n = strnlen(key, max + 1);
+    if (n <= max)
+        return (int)n;
+    n = max;
+    while (n > 0 && ((unsigned char)key[n] & 0xC0) == 0x80)
+        n--; /* key[n] continues a character: cut before its lead byte */
+    assert(n <= max);
+    return (int)n;
+}
+
 static int take_fields(json_t *root, hreq_t *r, unsigned *seen, hreq_error_t *err)
 {
     char key_txn[TXN_ID_LEN_MAX + 1];
@@ -246,8 +263,8 @@ static int take_fields(json_t *root, hreq_t *r, unsigned *seen, hreq_error_t *er
         field_t f = field_of(key);
         if (f == F_COUNT || !(fields_taken[r->kind] & BIT(f))) {
             hreq_error_set(err, "unknown_field", f == F_COUNT ? "" : key,
-                           "%s does not take a field named \"%.40s\"", hreq_kind_name(r->kind),
-                           key);
+                           "%s does not take a field named \"%.*s\"", hreq_kind_name(r->kind),
+                           quoted_length(key, UNKNOWN_KEY_QUOTED_BYTES), key);
             return CL_ERR_INVALID;
         }
         if (take_field(f, v, r, err) != CL_OK)
@@ -260,6 +277,57 @@ static int take_fields(json_t *root, hreq_t *r, unsigned *seen, hreq_error_t *er
         *seen |= BIT(f);
     }
     return CL_OK;
+}
+
+/* jansson's message without its " near '...'": the text it quotes may be a card number
+ * the till sent (an unterminated string, a bare or too big number). */
+static int json_error_length(const char *text)
+{
+    const char *near = strstr(text, " near ");
+    size_t n = near != NULL ? (size_t)(near - text) : strlen(text);
+    assert(n <= JSON_ERROR_TEXT_LENGTH);
+    return (int)n;
+}
+
+/* Each block jansson asks for carries its size in front, so its free can clear it. */
+#define CLEARED_HEADER_BYTES _Alignof(max_align_t)
+_Static_assert(CLEARED_HEADER_BYTES >= sizeof(size_t), "the header holds a size");
+static json_malloc_t inner_malloc;
+static json_free_t inner_free;
+
+static void *cleared_malloc(size_t n)
+{
+    if (n > SIZE_MAX - CLEARED_HEADER_BYTES)
+        return NULL;
+    unsigned char *p = inner_malloc(n + CLEARED_HEADER_BYTES);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, &n, sizeof n);
+    return p + CLEARED_HEADER_BYTES;
+}
+
+static void cleared_free(void *block)
+{
+    if (block == NULL)
+        return;
+    unsigned char *p = (unsigned char *)block - CLEARED_HEADER_BYTES;
+    size_t n = 0;
+    memcpy(&n, p, sizeof n);
+    pan_clear(block, n);
+    inner_free(p);
+}
+
+void hreq_json_clear_on_free(void)
+{
+    json_malloc_t m = NULL;
+    json_free_t f = NULL;
+    json_get_alloc_funcs(&m, &f);
+    if (m == cleared_malloc)
+        return; /* in place already */
+    inner_malloc = m;
+    inner_free = f;
+    json_set_alloc_funcs(cleared_malloc, cleared_free);
+    assert(inner_malloc != NULL && inner_free != NULL);
 }
 
 int hreq_parse(hreq_kind_t kind, const char *body, size_t len, const char *idempotency_key,
@@ -277,15 +345,15 @@ int hreq_parse(hreq_kind_t kind, const char *body, size_t len, const char *idemp
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL || !json_is_object(root)) {
         if (root == NULL)
-            hreq_error_set(err, "invalid_json", "", "line %d column %d: %s", jerr.line, jerr.column,
-                           jerr.text);
+            hreq_error_set(err, "invalid_json", "", "line %d column %d: %.*s", jerr.line,
+                           jerr.column, json_error_length(jerr.text), jerr.text);
         else
             hreq_error_set(err, "invalid_json", "", "the body must be a JSON object");
         json_decref(root);
         return CL_ERR_INVALID;
     }
     int rc = take_fields(root, out, &seen, err);
-    json_decref(root); /* jansson frees; a card number in it is cleared by the caller's body */
+    json_decref(root); /* a card number in it: see hreq_json_clear_on_free */
     if (rc == CL_OK)
         rc = check_required(out, seen, err);
     if (rc != CL_OK)

@@ -62,6 +62,11 @@ typedef struct hreq_error {
 hreq_kind_t hreq_kind_of(const char *name);
 const char *hreq_kind_name(hreq_kind_t kind);
 
+/* From now on jansson clears every block it frees (a body's card number passes through
+ * its lexer and its strings), on top of the allocator it had. Call it once, before
+ * jansson allocates anything and before threads use it. */
+void hreq_json_clear_on_free(void);
+
 /* Parse a POST body for `kind`. `idempotency_key` (the header) may be NULL; it and a
  * body "txn_id" must agree when both are given. CL_OK, or CL_ERR_INVALID with `err` set. */
 int hreq_parse(hreq_kind_t kind, const char *body, size_t len, const char *idempotency_key,

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -247,6 +248,34 @@ def check_bad_requests(f):
           "invalid_field", key=used)
     f.bad("void", json.dumps({"txn_id": used}), "original_txn_id", "missing_field")
     f.bad("enroll", json.dumps({"txn_id": used}), "member", "missing_field")
+    # A card number in a body that is no JSON is not echoed back in the error.
+    pan = "6011000990139424"
+    for body in ('{"card":"%s' % pan, pan, '{"card":%s000}' % pan, '{"card":"%s"x}' % pan):
+        status, reply, _ = f.api.call("POST", "/v1/earn", body=body, headers={"Idempotency-Key": used})
+        check(status == 400 and pan not in json.dumps(reply), f"{body!r}: {status} {reply}")
+    # Two Idempotency-Key headers: which one is the request's? Refused, on POST and GET.
+    for method, path, payload in (("POST", "/v1/earn", json.dumps({"member": m, "amount": 5})),
+                                  ("GET", f"/v1/members/{m}/balance", None)):
+        c = http.client.HTTPConnection(f.api.host, f.api.port, timeout=30)
+        c.putrequest(method, path)
+        c.putheader("Idempotency-Key", used)
+        c.putheader("Idempotency-Key", used + "-other")
+        data = payload.encode() if payload is not None else None
+        if data is not None:
+            c.putheader("Content-Length", str(len(data)))
+        c.endheaders(data)
+        r = c.getresponse()
+        reply = json.loads(r.read())
+        c.close()
+        check(r.status == 400 and reply["error"]["field"] == "Idempotency-Key",
+              f"{method} {path} with two keys: {r.status} {reply}")
+    # Clients that hang up mid-request: nothing stored (libmicrohttpd's complaint about
+    # each goes to the agent's log as one of its lines, which it_http checks).
+    for _ in range(3):
+        s = socket.create_connection((f.api.host, f.api.port), timeout=30)
+        s.sendall(b"POST /v1/earn HTTP/1.1\r\nHost: x\r\nIdempotency-Key: " + used.encode() +
+                  b"\r\nContent-Length: 100\r\n\r\n{\"mem")
+        s.close()
     big = json.dumps({"member": m, "amount": 5, "pad": "x" * 9000})
     f.bad("earn", big, "", "body_too_large", key=used)
     # The same, chunked: no Content-Length to refuse it by, cut off as it arrives.
@@ -351,6 +380,10 @@ def check_offline(f):
         time.sleep(0.2)
     check(r["approved"] and r["seq"] > f.last_seq and r["points"] == 20, f"stored earn delivered: {r}")
     f.last_seq = r["seq"]
+    # The burn told 91 (503) applied nothing, and its key is spent: the same key again is
+    # declined 12, as openapi.json says; a new key is a new burn.
+    again = f.post("burn", {"member": f.member, "points": 1}, key=f.away_burn, want=200, code="12")
+    check(not again["approved"] and again["seq"] == 0, f"the away burn's key again: {again}")
     status, bal, _ = f.api.call("GET", f"/v1/members/{f.member}/balance")
     check(status == 200, f"balance: {bal}")
     f.balance = bal["balance"]

@@ -508,6 +508,17 @@ static void backup_refused_into_a_nonempty_dest(void **state)
     EXPECT_CONTAINS("the refusal names DEST", dest, out);
     read_text(file, text, sizeof text);
     EXPECT_STR("its file untouched", "mine\n", text);
+    /* An option where DEST belongs is a usage error, not a backup named "--help". */
+    char cwd[PATH_BYTES];
+    EXPECT_TRUE("getcwd", getcwd(cwd, sizeof cwd) != NULL);
+    EXPECT_EQ("chdir", 0, chdir(w->dir));
+    char *help[] = {"--ledger", w->ledger, "backup", "--help", NULL};
+    int help_rc = run_ctl(out, sizeof out, log, help);
+    struct stat made;
+    bool made_help = stat("--help", &made) == 0;
+    EXPECT_EQ("chdir back", 0, chdir(cwd));
+    EXPECT_EQ("backup --help", 2, help_rc);
+    EXPECT_TRUE("no backup named --help", !made_help);
     char *into_file[] = {"--ledger", w->ledger, "backup", file, NULL};
     EXPECT_EQ("backup onto a file", 1, run_ctl(out, sizeof out, log, into_file));
     EXPECT_EQ("no partial directory left", 0, count_prefixed(w->dir, "occupied.partial-"));

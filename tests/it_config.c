@@ -135,6 +135,25 @@ static void test_broker_from_a_file_and_print_config(void **state)
              COALITION_BROKER_BIN, ini);
     EXPECT_EQ("--print-config exits 0", 0, sh(cmd, out, sizeof out));
     expect_source(out, "log-level = error", "command line");
+    /* --print-config's text read back is the same settings: the defaults that derive
+     * from another setting (LEDGER/...) stay defaults, not literal paths. */
+    char again[HARNESS_PATH_BYTES + 16];
+    snprintf(again, sizeof again, "%s/again.ini", w.dir);
+    snprintf(cmd, sizeof cmd, "%s --config %s --print-config > %s", COALITION_BROKER_BIN, ini,
+             again);
+    EXPECT_EQ("--print-config into a file", 0, sh(cmd, out, sizeof out));
+    snprintf(cmd, sizeof cmd, "%s --config %s --print-config", COALITION_BROKER_BIN, again);
+    EXPECT_EQ("its text read back", 0, sh(cmd, out, sizeof out));
+    expect_source(out, "admin = ipc://LEDGER/admin.sock", "default");
+    expect_source(out, "card-key = LEDGER.card.key", "default");
+    snprintf(where, sizeof where, "%s:", again);
+    expect_source(out, "insecure = true", where);
+    snprintf(cmd, sizeof cmd,
+             "%s --partner fuel --print-config > %s && %s --config %s "
+             "--print-config",
+             COALITION_AGENT_BIN, again, COALITION_AGENT_BIN, again);
+    EXPECT_EQ("the agent's text read back", 0, sh(cmd, out, sizeof out));
+    expect_source(out, "listen = ipc://DATA/", "default");
     /* The file alone brings a broker up: it answers on the file's bind address. */
     char *argv[] = {COALITION_BROKER_BIN, "--config", ini, NULL};
     w.broker.pid = harness_spawn(argv, w.broker.log_path);

@@ -20,6 +20,7 @@
 #include "expect.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,24 @@ static void expect_only_the_revoked_burn_after(world_t *w, uint64_t told_seq, co
     ledger_destroy(&ledger);
 }
 
+/* Every line of the agent's log is one of its own (time, program, level), whatever the
+ * HTTP clients did: libmicrohttpd's own complaints about them included. */
+static void expect_log_lines_formatted(const char *log_path)
+{
+    FILE *f = fopen(log_path, "r");
+    if (f == NULL)
+        fail_msg("cannot read %s", log_path);
+    char line[OUT_BYTES];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        n++;
+        if (line[0] != '2' || strstr(line, "Z coalition-agent ") == NULL)
+            fail_msg("%s:%d is not a log line of the agent's: %s", log_path, n, line);
+    }
+    fclose(f);
+    EXPECT_TRUE("the agent logged", n > 0);
+}
+
 static void test_http_checkout_flow(void **state)
 {
     (void)state;
@@ -121,6 +140,7 @@ static void test_http_checkout_flow(void **state)
     rc = harness_run(argv, out, sizeof out);
     if (rc != 0)
         fail_msg("http_api_check.py exited %d (its stderr is above): %s", rc, out);
+    expect_log_lines_formatted(w.agents[0].proc.log_path);
     int64_t told_balance = json_int(out, "balance");
     uint64_t told_seq = (uint64_t)json_int(out, "last_seq");
     char bal[OUT_BYTES];
@@ -136,10 +156,74 @@ static void test_http_checkout_flow(void **state)
     world_destroy(&w);
 }
 
+/* Tills on other machines: the agent listens on tcp://(any):PORT. The HTTP API, a till of
+ * its own agent, must still reach it (it connected to "tcp://(any):PORT" with a star, which ZeroMQ
+ * refuses, and answered every request 503 "out of memory"). */
+static void test_http_beside_a_wildcard_till_socket(void **state)
+{
+    (void)state;
+    world_t w = {0};
+    world_init(&w);
+    world_start_broker(&w);
+    char out[OUT_BYTES];
+    EXPECT_EQ("partner add", 0,
+              world_ctl(&w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
+                        "--currency", "EUR", NULL));
+    EXPECT_EQ("member add", 0, world_ctl(&w, out, sizeof out, "member", "add", MEMBER, NULL));
+    int till_port = harness_free_port(), http_port = harness_free_port();
+    while (http_port == till_port)
+        http_port = harness_free_port();
+    char listen[64], till[64], http[32], url[96], data[HARNESS_PATH_BYTES + 16];
+    snprintf(listen, sizeof listen, "tcp://*:%d", till_port);
+    snprintf(till, sizeof till, "tcp://127.0.0.1:%d", till_port);
+    snprintf(http, sizeof http, "%d", http_port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/earn", http_port);
+    snprintf(data, sizeof data, "%s/agent-any", w.dir);
+    proc_t agent = {0};
+    snprintf(agent.log_path, sizeof agent.log_path, "%s/agent-any.log", w.dir);
+    char *argv[] = {COALITION_AGENT_BIN,
+                    "--partner",
+                    "fuel",
+                    "--broker",
+                    w.broker_endpoint,
+                    "--data",
+                    data,
+                    "--listen",
+                    listen,
+                    "--key",
+                    (char *)world_key(&w, "fuel", "partner"),
+                    "--broker-key",
+                    w.broker_pub,
+                    "--http",
+                    http,
+                    NULL};
+    agent.pid = harness_spawn(argv, agent.log_path);
+    EXPECT_TRUE("the agent answers on its tcp till socket",
+                harness_wait_reply(till, HARNESS_READY_TIMEOUT_MS));
+    char *post[] = {"/usr/bin/env",
+                    "python3",
+                    "-c",
+                    "import sys, urllib.request, urllib.error\n"
+                    "r = urllib.request.Request(sys.argv[1], method='POST', "
+                    "data=b'{\"member\":\"" MEMBER "\",\"amount\":1000}', "
+                    "headers={'Idempotency-Key': 'any-1'})\n"
+                    "try:\n    f = urllib.request.urlopen(r, timeout=30)\n"
+                    "except urllib.error.HTTPError as e:\n    f = e\n"
+                    "print(f.status, f.read().decode())\n",
+                    url,
+                    NULL};
+    EXPECT_EQ("python3 POST", 0, harness_run(post, out, sizeof out));
+    if (strncmp(out, "200 ", 4) != 0 || strstr(out, "\"approved\":true") == NULL)
+        fail_msg("an earn through the HTTP API beside tcp://*: %s", out);
+    EXPECT_EQ("the agent stops", 0, harness_stop(&agent, SIGTERM));
+    world_destroy(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_checkout_flow),
+        cmocka_unit_test(test_http_beside_a_wildcard_till_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

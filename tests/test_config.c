@@ -75,7 +75,11 @@ static void test_file_errors_name_file_and_line(void **state)
     expect_error("[broker]\nledger = a\nbind = b\n\nnonsense\n", "5: expected 'key = value'");
     expect_error("insecure = perhaps\n", "1: insecure takes true or false, not 'perhaps'");
     expect_error("[broker]\nbind =\n", "2: bind needs a value");
+    expect_error("ledger = \"/var/lib/coalition\"\n", "1: ledger: quotes are taken literally");
+    expect_error("ledger = '/var/lib/coalition'\n", "1: ledger: quotes are taken literally");
     expect_error("ledger = a\n\nledger = b\n", "3: ledger is set twice (also at");
+    expect_error("insecure = true\ninsecure = false\n", "2: insecure is set twice (also at");
+    expect_error("insecure = off\ninsecure = on\n", "2: insecure is set twice (also at");
     expect_error("journal = true\n", "1: unknown setting 'journal'");
     expect_error("help = true\n", "1: unknown setting 'help'");
     expect_error("config = other.ini\n", "1: unknown setting 'config'");
@@ -98,6 +102,13 @@ static void test_unreadable_file(void **state)
     char *argv[] = {"prog", "--config=/nonexistent/broker.ini", NULL};
     assert_int_equal(config_load(&cfg, "broker", opts, fixed, 2, argv, why, sizeof why), CL_ERR_IO);
     assert_non_null(strstr(why, "/nonexistent/broker.ini"));
+    /* A directory opens, but reads fail: not an empty file of no settings. */
+    char *dir_argv[] = {"prog", "--config", "/tmp/", NULL};
+    assert_int_equal(config_load(&cfg, "broker", opts, fixed, 3, dir_argv, why, sizeof why),
+                     CL_ERR_IO);
+    assert_null(cfg);
+    if (strstr(why, "cannot read the configuration file /tmp/") == NULL)
+        fail_msg("why: %s", why);
 }
 
 static void test_environment_errors(void **state)
@@ -172,12 +183,13 @@ static void test_precedence(void **state)
     expect_line(out, "insecure = true", where);
     assert_null(strstr(out, "journal"));
     config_destroy(&cfg);
-    /* Nothing set: the defaults; a flag set false in the file adds nothing. */
+    /* Nothing set: the defaults; a flag set false in the file adds no argument. */
     assert_int_equal(load("insecure = off\n", &cfg, why, sizeof why, 0), CL_OK);
     assert_int_equal(config_argc(cfg), 3); /* prog --config FILE */
     print(cfg, out, sizeof out);
     expect_line(out, "ledger = ledger", "default");
-    expect_line(out, "insecure = false", "default");
+    snprintf(where, sizeof where, "%s:1", path);
+    expect_line(out, "insecure = false", where); /* where false came from */
     config_destroy(&cfg);
     unlink(path);
 }
@@ -198,6 +210,116 @@ static void test_config_file_from_environment(void **state)
     unlink(path);
 }
 
+/* A flag set false overrides a lower source's true: the environment's false wins over
+ * the file's true, and --print-config says so. */
+static void test_flag_false_overrides_lower_source(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], out[2048];
+    setenv("COALITION_BROKER_INSECURE", "false", 1);
+    assert_int_equal(load("insecure = true\n", &cfg, why, sizeof why, 0), CL_OK);
+    unsetenv("COALITION_BROKER_INSECURE");
+    char **argv = config_argv(cfg);
+    for (int i = 0; i < config_argc(cfg); i++)
+        if (strcmp(argv[i], "--insecure") == 0)
+            fail_msg("the file's insecure = true survived the environment's false");
+    print(cfg, out, sizeof out);
+    expect_line(out, "insecure = false", "environment COALITION_BROKER_INSECURE");
+    config_destroy(&cfg);
+    unlink(path);
+}
+
+/* getopt_long takes an unambiguous abbreviation (--conf for --config): the file it
+ * names is read, and --print-config credits an abbreviated option to the command line. */
+static void test_abbreviated_options(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], out[2048];
+    write_file("bind = from-file\n");
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 4, "--conf", path, "--led", "cmd-ledger"),
+                     CL_OK);
+    print(cfg, out, sizeof out);
+    expect_line(out, "bind = from-file", path);
+    expect_line(out, "ledger = cmd-ledger", "command line");
+    config_destroy(&cfg);
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 1, "--conf=/nonexistent/x.ini"), CL_ERR_IO);
+    unlink(path);
+}
+
+/* --config given twice: which file was meant? Refused, naming both. */
+static void test_config_twice_refused(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX];
+    write_file("bind = b\n");
+    assert_int_equal(load(NULL, &cfg, why, sizeof why, 3, "--config", path, "--config=other.ini"),
+                     CL_ERR_INVALID);
+    assert_null(cfg);
+    assert_non_null(strstr(why, "--config given twice"));
+    assert_non_null(strstr(why, "other.ini"));
+    unlink(path);
+}
+
+/* A NUL byte in a line would cut its value short unseen (ledger = a\0b read as "a"):
+ * refused, with or without the line's newline; and the longest line inih takes is
+ * taken whole, one more character is refused. */
+static void test_nul_bytes_and_line_length(void **state)
+{
+    (void)state;
+    static const char with_nl[] = "[broker]\nledger = a\0b\nbind = c\n";
+    static const char last[] = "[broker]\nledger = a\0b";
+    const struct {
+        const char *bytes;
+        size_t len;
+    } files[] = {{with_nl, sizeof with_nl - 1}, {last, sizeof last - 1}};
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX], text[512];
+    for (size_t i = 0; i < 2; i++) {
+        write_file("");
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_int_equal(fwrite(files[i].bytes, 1, files[i].len, f), files[i].len);
+        fclose(f);
+        char *argv[] = {"prog", "--config", path, NULL};
+        assert_int_equal(config_load(&cfg, "broker", opts, fixed, 3, argv, why, sizeof why),
+                         CL_ERR_INVALID);
+        if (strstr(why, ":2: a NUL byte in the line") == NULL)
+            fail_msg("file %zu: %s", i, why);
+    }
+    /* 198 characters and the newline: inih's 200-byte line (INI_MAX_LINE) holds it. */
+    int n = snprintf(text, sizeof text, "ledger = ");
+    memset(text + n, 'x', 198 - (size_t)n);
+    snprintf(text + 198, sizeof text - 198, "\n");
+    assert_int_equal(load(text, &cfg, why, sizeof why, 0), CL_OK);
+    assert_int_equal(strlen(config_argv(cfg)[1]), strlen("--ledger=") + 198 - (size_t)n);
+    config_destroy(&cfg);
+    snprintf(text + 198, sizeof text - 198, "y\n");
+    expect_error(text, "1: line longer than 198 characters");
+    unlink(path);
+}
+
+/* Keys indented under their section, a common INI style: inih would read the second
+ * indented line as the first one's value continued ("ledger is set twice"). */
+static void test_indented_keys(void **state)
+{
+    (void)state;
+    config_t *cfg = NULL;
+    char why[CONFIG_WHY_BYTES_MAX];
+    int rc = load("[broker]\n    ledger = a\n\tbind = b\n    insecure = true\n", &cfg, why,
+                  sizeof why, 0);
+    if (rc != CL_OK)
+        fail_msg("indented keys refused: %s", why);
+    char **argv = config_argv(cfg);
+    assert_string_equal(argv[1], "--ledger=a");
+    assert_string_equal(argv[2], "--bind=b");
+    assert_string_equal(argv[3], "--insecure");
+    config_destroy(&cfg);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +328,11 @@ int main(void)
         cmocka_unit_test(test_environment_errors),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_config_file_from_environment),
+        cmocka_unit_test(test_flag_false_overrides_lower_source),
+        cmocka_unit_test(test_abbreviated_options),
+        cmocka_unit_test(test_config_twice_refused),
+        cmocka_unit_test(test_nul_bytes_and_line_length),
+        cmocka_unit_test(test_indented_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
