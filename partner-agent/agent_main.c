@@ -210,6 +210,16 @@ static int load_keys(bool insecure, const char *key_path, const char *broker_key
     return 0;
 }
 
+/* GET /v1/health: the agent loop's last report (agent_metrics keeps it). */
+static void health_of_agent(http_api_health_t *out)
+{
+    agent_metrics_state_t s;
+    out->known = agent_metrics_last(&s);
+    out->broker_connected = s.connected;
+    out->outbox = s.outbox;
+    out->oldest_ms = s.oldest_ms;
+}
+
 /* The HTTP API, when asked for: a till of this agent, waiting for an answer as long as
  * the agent makes its tills wait, and a margin. */
 static int start_http(const char *address, bool remote, const agent_options_t *o, http_api_t **api)
@@ -219,7 +229,8 @@ static int start_http(const char *address, bool remote, const agent_options_t *o
     http_api_options_t h = {.agent_endpoint = o->listen_endpoint,
                             .partner_id = o->partner_id,
                             .site_id = o->site_id,
-                            .answer_timeout_ms = o->till_wait_ms + HTTP_API_ANSWER_MARGIN_MS};
+                            .answer_timeout_ms = o->till_wait_ms + HTTP_API_ANSWER_MARGIN_MS,
+                            .health = health_of_agent};
     if (http_api_parse_address(address, &h.address) != CL_OK) {
         log_error("--http must be PORT or IPv4:PORT, not '%s'", address);
         return -1;

@@ -8,8 +8,10 @@
 #include "wire.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CODE_TEXT_BYTES 4
 
@@ -121,8 +123,27 @@ void agent_metrics_answer(int kind, int code, bool offline)
         metrics_add(am->offline, 0, 0, 1);
 }
 
+/* The loop's last state for agent_metrics_last, kept whether metrics are served or not:
+ * each field on its own (a reader may see two ticks mixed, each value real). */
+static _Atomic bool last_known, last_connected;
+static _Atomic size_t last_outbox;
+static _Atomic int64_t last_oldest_ms;
+
+bool agent_metrics_last(agent_metrics_state_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->connected = last_connected;
+    out->outbox = last_outbox;
+    out->oldest_ms = last_oldest_ms;
+    return last_known;
+}
+
 void agent_metrics_update(const agent_metrics_state_t *s)
 {
+    last_connected = s->connected;
+    last_outbox = s->outbox;
+    last_oldest_ms = s->outbox > 0 ? s->oldest_ms : 0;
+    last_known = true;
     if (am == NULL)
         return;
     assert(s->in_flight <= s->held);

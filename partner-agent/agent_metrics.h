@@ -37,5 +37,8 @@ typedef struct agent_metrics_state {
     bool connected;
 } agent_metrics_state_t;
 void agent_metrics_update(const agent_metrics_state_t *state);
+/* The last state agent_metrics_update was given, served or not (the HTTP API's health;
+ * any thread). false until the loop has reported once. */
+bool agent_metrics_last(agent_metrics_state_t *out);
 
 #endif

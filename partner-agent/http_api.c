@@ -2,6 +2,7 @@
  * agent. See http_api.h; parsing and rendering are in http_request.c. */
 #include "http_api.h"
 
+#include "clock.h"
 #include "errors.h"
 #include "http_request.h"
 #include "log.h"
@@ -35,6 +36,7 @@ struct http_api {
     /* libmicrohttpd's messages (about clients, mostly), from any of its threads. */
     pthread_mutex_t log_lock;
     log_every_t log_every;
+    http_api_health_fn health;
 };
 
 /* A request's body as it arrives. Cleared before it is freed: it may hold a card. */
@@ -238,11 +240,26 @@ static enum MHD_Result serve_balance(http_api_t *api, struct MHD_Connection *c, 
     return serve(api, c, &req);
 }
 
+/* 200 while the API serves. "broker" says whether the agent reaches the clearinghouse
+ * ("connected", "unreachable": earns are stored offline, burns get 91; "starting"),
+ * with the outbox's depth and its oldest request's age: a load balancer keeps the till
+ * on this agent either way, a monitor alerts on "unreachable" or a growing outbox. */
 static enum MHD_Result serve_health(http_api_t *api, struct MHD_Connection *c)
 {
+    http_api_health_t h = {false, false, 0, 0};
+    if (api->health != NULL)
+        api->health(&h);
+    int64_t now = clock_wall_ms();
+    double age_s = h.outbox > 0 && h.oldest_ms > 0 && now > h.oldest_ms
+                       ? (double)(now - h.oldest_ms) / 1000.0
+                       : 0.0;
+    const char *broker = !h.known ? "starting" : h.broker_connected ? "connected" : "unreachable";
+    assert(age_s >= 0.0);
     return reply(c, MHD_HTTP_OK,
-                 json_pack("{s:s, s:s, s:s}", "status", "ok", "partner", api->partner_id, "site",
-                           api->site_id),
+                 json_pack("{s:s, s:s, s:s, s:s, s:I, s:f}", "status", "ok", "partner",
+                           api->partner_id, "site", api->site_id, "broker", broker,
+                           "outbox_requests", (json_int_t)h.outbox, "oldest_pending_seconds",
+                           age_s),
                  NULL);
 }
 
@@ -373,6 +390,7 @@ int http_api_start(http_api_t **out, const http_api_options_t *o)
     snprintf(api->partner_id, sizeof api->partner_id, "%s", o->partner_id);
     snprintf(api->site_id, sizeof api->site_id, "%s", o->site_id);
     api->answer_timeout_ms = o->answer_timeout_ms;
+    api->health = o->health;
     /* One till connection now: an endpoint a till cannot connect to fails the start,
      * not every request after it. */
     cpos_t *first = pos_take(api);

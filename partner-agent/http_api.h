@@ -25,12 +25,22 @@
 
 typedef struct http_api http_api_t;
 
+/* What GET /v1/health reports of the agent besides "the API is up". */
+typedef struct http_api_health {
+    bool known;            /* the agent's loop has reported at least once */
+    bool broker_connected; /* its connection to the broker is up */
+    size_t outbox;         /* requests stored, not answered by the broker yet */
+    int64_t oldest_ms;     /* wall-clock ms the oldest of them was taken; 0: none */
+} http_api_health_t;
+typedef void (*http_api_health_fn)(http_api_health_t *out);
+
 typedef struct http_api_options {
     struct sockaddr_in address;
     const char *agent_endpoint; /* the agent's till socket */
     const char *partner_id;
     const char *site_id;
     int answer_timeout_ms;
+    http_api_health_fn health; /* NULL: "status" only */
 } http_api_options_t;
 
 /* "PORT" (on 127.0.0.1) or "IPv4:PORT". CL_OK or CL_ERR_INVALID. */

@@ -53,6 +53,11 @@ def errors(schema, v, where="$"):
         return [] if len(ok) == 1 else [f"{where}: matches {len(ok)} of oneOf"]
     t, out = s.get("type"), []
     types = {"object": dict, "string": str, "boolean": bool, "array": list}
+    if t == "number":
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return [f"{where}: {v!r} is not a number"]
+        if "minimum" in s and v < s["minimum"]:
+            out.append(f"{where}: {v} out of range")
     if t == "integer":
         if not isinstance(v, int) or isinstance(v, bool):
             return [f"{where}: {v!r} is not an integer"]
@@ -168,7 +173,8 @@ class Flow:
 
 def check_basics(f):
     status, reply, _ = f.api.call("GET", "/v1/health")
-    check(status == 200 and reply["status"] == "ok", f"health: {status} {reply}")
+    check(status == 200 and reply["status"] == "ok" and reply["broker"] == "connected" and
+          reply["outbox_requests"] == 0, f"health: {status} {reply}")
     r = f.earn(1234, key=f.txn("earn"))
     check(r["approved"] and r["points"] == 24 and not r["replay"] and r["seq"] > 0, f"earn: {r}")
     key = r["txn_id"]
@@ -363,6 +369,13 @@ def check_offline(f):
         key = f.txn("offline")
         stored = f.post("earn", {"member": f.member, "amount": 1000}, key=key, want=202)
         check(stored["offline"] and stored["seq"] == 0, f"offline earn: {stored}")
+        deadline = time.time() + 10
+        while True:  # the agent's loop reports its outbox once a turn
+            status, health, _ = f.api.call("GET", "/v1/health")
+            if health["outbox_requests"] >= 1 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        check(status == 200 and health["outbox_requests"] >= 1, f"health while away: {health}")
         f.away_burn = f.txn("burn")
         burn = f.post("burn", {"member": f.member, "points": 1}, key=f.away_burn, want=503, code="91")
         check(not burn["approved"], f"burn while away: {burn}")
@@ -379,6 +392,14 @@ def check_offline(f):
         check(s == 202 and time.time() < deadline, f"the stored earn never went through: {s} {r}")
         time.sleep(0.2)
     check(r["approved"] and r["seq"] > f.last_seq and r["points"] == 20, f"stored earn delivered: {r}")
+    deadline = time.time() + 10
+    while True:
+        status, health, _ = f.api.call("GET", "/v1/health")
+        if health["outbox_requests"] == 0 or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    check(health["outbox_requests"] == 0 and health["oldest_pending_seconds"] == 0 and
+          health["broker"] == "connected", f"health after delivery: {health}")
     f.last_seq = r["seq"]
     # The burn told 91 (503) applied nothing, and its key is spent: the same key again is
     # declined 12, as openapi.json says; a new key is a new burn.
