@@ -278,6 +278,10 @@ static void test_broker_replay_keeps_text(void **state)
                 "Pikë të fituara: 1234. Gjendja: 13" NB "579");
     call_expect(c, "en earn", earn_req(&r, "p3", 123400), RC_APPROVED, false,
                 "Earned 1,234 points. Balance 2,468");
+    /* A reversed original replayed under en: its text and the prefix saying it was
+     * reversed in one language, the one the stored answer names (sq), not half each. */
+    call_expect(c, "sq earn replayed after its void, under en", earn_req(&r, "p1", 1234500),
+                RC_APPROVED, true, reversed);
     client_destroy(&c);
     char out[OUT_BYTES];
     int rc = world_ctl(w, out, sizeof out, "--json", "contract", "show", "pharma", NULL);
