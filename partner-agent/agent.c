@@ -77,9 +77,9 @@ typedef struct agent {
     int64_t next_prune_ms;
     /* Failures that can repeat per tick or per message log at most once per interval. */
     log_every_t log_write, log_match, log_retry, log_refused, log_dropped;
-    void *monitor;    /* handshake events of the broker connection */
-    bool key_refused; /* the broker's ZAP refused this agent's key at the last handshake */
-    bool connected;   /* a connection to the broker finished its handshake, and is up */
+    void *monitor;           /* handshake events of the broker connection */
+    bool key_refused;        /* the broker's ZAP refused this agent's key at the last handshake */
+    bool connected;          /* a connection to the broker finished its handshake, and is up */
     receipt_locale_t locale; /* of the texts the agent writes: its latest answer's (en) */
 } agent_t;
 
@@ -841,11 +841,12 @@ static bool answer_is_final(int code)
 
 /* The language of the partner's receipts, from an answer of the broker's rules: one that
  * names it, or a journaled one (seq > 0) that does not (English). Declines of the broker's
- * front end (format, rate) name none and teach nothing. */
+ * front end (format, rate) name none and teach nothing, and neither does a replay: it
+ * names the language of the answer it repeats, which may be a contract ago. */
 static void learn_locale(agent_t *a, const authorization_t *auth)
 {
     receipt_locale_t l = RECEIPT_EN;
-    if (auth->locale[0] == '\0' && auth->seq == 0)
+    if ((auth->locale[0] == '\0' && auth->seq == 0) || auth->replay)
         return;
     if (receipt_locale_parse(auth->locale, &l) == CL_OK)
         a->locale = l;

@@ -189,6 +189,31 @@ static void test_agent_texts_offline(void **state)
     cpos_destroy(&grocer);
 }
 
+/* A replay names the locale of the answer it repeats, not the partner's language now: the
+ * agent must not take it for the latest. grocer moves from el to ro; an el earn replayed
+ * after a ro answer leaves the agent's own texts in ro. */
+static void test_agent_locale_not_from_replay(void **state)
+{
+    world_t *w = *state;
+    cpos_t *grocer = till(w, 1);
+    cpos_result_t r;
+    int rc = cpos_earn(grocer, "g1", "alice", 1000, "EUR", &r);
+    expect_till("el earn", rc, &r, RC_APPROVED, "Νέοι πόντοι: 10. Υπόλοιπο: 10");
+    sleep_ms(3); /* a contract "from now" a millisecond after the last one */
+    ctl_ok(w, "contract set grocer --locale ro", "contract", "set", "grocer", "--from", "now",
+           "--locale", "ro");
+    rc = cpos_balance(grocer, "q1", "alice", &r);
+    expect_till("ro balance", rc, &r, RC_APPROVED, "Sold puncte: 10");
+    rc = cpos_earn(grocer, "g1", "alice", 1000, "EUR", &r);
+    expect_till("el earn replayed", rc, &r, RC_APPROVED, "Νέοι πόντοι: 10. Υπόλοιπο: 10");
+    EXPECT_TRUE("el earn replayed is a replay", r.replay);
+    EXPECT_EQ("broker stopped", 0, world_stop_broker(w, SIGTERM));
+    rc = cpos_burn(grocer, "b1", "alice", 5, false, &r);
+    expect_till("ro burn, 91", rc, &r, RC_UNAVAILABLE,
+                "Refuzat 91: sistemul central nu răspunde; nu s-a aplicat nimic");
+    cpos_destroy(&grocer);
+}
+
 /* ---- straight to the broker, as "pharma" (Albanian) ----------------------------------- */
 
 typedef struct req {
@@ -404,6 +429,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_agents_localized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_texts_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_locale_not_from_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_replay_keeps_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_locale_refused, setup, teardown),
         cmocka_unit_test(test_http_reply_in_greek),
