@@ -1075,10 +1075,29 @@ static int load_entry(uint64_t seq, const uint8_t *bytes, size_t len, void *ctx)
     return pending_revocable(p) ? remember_burn(l, p) : CL_OK;
 }
 
+/* One journaled answer of the broker's, oldest first: the last one naming a locale wins. */
+static int learn_journaled_locale(uint64_t seq, int64_t time_ms, const uint8_t *envelope,
+                                  size_t envelope_len, const uint8_t *auth, size_t auth_len,
+                                  void *ctx)
+{
+    (void)seq, (void)time_ms, (void)envelope, (void)envelope_len;
+    agent_t *a = ctx;
+    authorization_t *answer = wire_auth_decode(auth, auth_len);
+    if (answer != NULL) /* an unreadable record teaches nothing; it is not ours to judge */
+        learn_locale(a, answer);
+    wire_auth_free(answer);
+    return CL_OK;
+}
+
 static int load_outbox(agent_t *a)
 {
     load_t l = {a, NULL, 0, 0};
-    int rc = outbox_foreach(a->store, load_entry, &l);
+    /* The texts the agent writes itself are in the language of its journal's latest
+     * answer, so a restart with the broker away does not turn them back into English. */
+    int rc = outbox_journal_foreach(a->store, learn_journaled_locale, a);
+    assert(a->locale >= RECEIPT_EN && a->locale < RECEIPT_LOCALES);
+    if (rc == CL_OK)
+        rc = outbox_foreach(a->store, load_entry, &l);
     int64_t now = clock_mono_ms();
     for (size_t i = 0; rc == CL_OK && i < l.burn_count; i++)
         revoke_burn(a, l.burns[i], now, l.burns[i]->attempts > 0);

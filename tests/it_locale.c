@@ -185,6 +185,14 @@ static void test_agent_texts_offline(void **state)
     expect_till("el burn, 91", rc, &r, RC_UNAVAILABLE,
                 "Απορρίφθηκε 91: χωρίς σύνδεση με το κέντρο· καμία καταχώριση");
     EXPECT_FALSE("el burn not offline", r.offline);
+    cpos_destroy(&grocer);
+    /* A restart with the broker still away: the language comes back from the journal. */
+    EXPECT_EQ("grocer's agent stopped", 0, world_stop_agent(w, &w->agents[1], SIGTERM));
+    world_restart_agent(w, &w->agents[1]);
+    grocer = till(w, 1);
+    rc = cpos_burn(grocer, "b2", "alice", 5, false, &r);
+    expect_till("el burn after a restart, 91", rc, &r, RC_UNAVAILABLE,
+                "Απορρίφθηκε 91: χωρίς σύνδεση με το κέντρο· καμία καταχώριση");
     cpos_destroy(&fuel);
     cpos_destroy(&grocer);
 }
