@@ -843,14 +843,16 @@ static bool answer_is_final(int code)
  * names it, or a journaled one (seq > 0) that does not (English). Declines of the broker's
  * front end (format, rate) name none and teach nothing, and neither does a replay: it
  * names the language of the answer it repeats, which may be a contract ago. */
-static void learn_locale(agent_t *a, const authorization_t *auth)
+static bool learn_locale(agent_t *a, const authorization_t *auth)
 {
     receipt_locale_t l = RECEIPT_EN;
     if ((auth->locale[0] == '\0' && auth->seq == 0) || auth->replay)
-        return;
-    if (receipt_locale_parse(auth->locale, &l) == CL_OK)
+        return false;
+    bool known = receipt_locale_parse(auth->locale, &l) == CL_OK;
+    if (known)
         a->locale = l;
     assert(a->locale >= RECEIPT_EN && a->locale < RECEIPT_LOCALES);
+    return known;
 }
 
 /* Read one reply; true when it answers a pending request (kept in ans->msg). An answer
@@ -868,7 +870,7 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     ans->code = auth != NULL ? auth->code : RC_FORMAT_ERROR;
     if (ans->p != NULL)
-        learn_locale(a, auth);
+        (void)learn_locale(a, auth);
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
     if (ans->p != NULL && auth->code == RC_NOT_PERMITTED) {
@@ -1075,7 +1077,8 @@ static int load_entry(uint64_t seq, const uint8_t *bytes, size_t len, void *ctx)
     return pending_revocable(p) ? remember_burn(l, p) : CL_OK;
 }
 
-/* One journaled answer of the broker's, oldest first: the last one naming a locale wins. */
+/* One journaled answer of the broker's, newest first: the first that names the partner's
+ * language (see learn_locale) ends the walk. */
 static int learn_journaled_locale(uint64_t seq, int64_t time_ms, const uint8_t *envelope,
                                   size_t envelope_len, const uint8_t *auth, size_t auth_len,
                                   void *ctx)
@@ -1083,10 +1086,9 @@ static int learn_journaled_locale(uint64_t seq, int64_t time_ms, const uint8_t *
     (void)seq, (void)time_ms, (void)envelope, (void)envelope_len;
     agent_t *a = ctx;
     authorization_t *answer = wire_auth_decode(auth, auth_len);
-    if (answer != NULL) /* an unreadable record teaches nothing; it is not ours to judge */
-        learn_locale(a, answer);
+    bool teaches = answer != NULL && learn_locale(a, answer);
     wire_auth_free(answer);
-    return CL_OK;
+    return teaches ? CL_ERR_EXISTS : CL_OK; /* not an error: the walk's end */
 }
 
 static int load_outbox(agent_t *a)
@@ -1094,10 +1096,12 @@ static int load_outbox(agent_t *a)
     load_t l = {a, NULL, 0, 0};
     /* The texts the agent writes itself are in the language of its journal's latest
      * answer, so a restart with the broker away does not turn them back into English. */
-    int rc = outbox_journal_foreach(a->store, learn_journaled_locale, a);
+    if (outbox_journal_newest_first(a->store, learn_journaled_locale, a) != CL_OK)
+        log_warn("cannot read the journal for the partner's language: texts in %s until "
+                 "the broker answers",
+                 receipt_locale_code(a->locale));
     assert(a->locale >= RECEIPT_EN && a->locale < RECEIPT_LOCALES);
-    if (rc == CL_OK)
-        rc = outbox_foreach(a->store, load_entry, &l);
+    int rc = outbox_foreach(a->store, load_entry, &l);
     int64_t now = clock_mono_ms();
     for (size_t i = 0; rc == CL_OK && i < l.burn_count; i++)
         revoke_burn(a, l.burns[i], now, l.burns[i]->attempts > 0);
