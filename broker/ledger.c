@@ -563,11 +563,13 @@ static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
 {
     char text[RECEIPT_TEXT_BYTES_MAX];
     receipt_locale_t locale = RECEIPT_EN;
-    int rc = rules_locale_of(self, txn, env->partner_id, clock_wall_ms(), &locale);
-    if (rc != CL_OK)
-        return rc;
+    int rc = CL_OK;
     if (idem->request_hash.len != WIRE_HASH_BYTES ||
         memcmp(idem->request_hash.data, hash, WIRE_HASH_BYTES) != 0 || !same_cards(cards, idem)) {
+        /* A new answer (nothing stored): in the locale of the contract in force now. */
+        rc = rules_locale_of(self, txn, env->partner_id, clock_wall_ms(), &locale);
+        if (rc != CL_OK)
+            return rc;
         /* Under a tombstone any other request is still the one reversed ahead: 12. */
         int code = idem->tombstone ? RC_INVALID_TRANSACTION : RC_DUPLICATE_KEY;
         const char *txn_id = env->txn_id;
@@ -594,7 +596,12 @@ static int reply_to_repeat(ledger_t *self, MDB_txn *txn, const envelope_t *env,
         rc = reversed_since(self, txn, key, key_len, &reversed);
         orig->reversed = reversed;
     }
+    /* The stored text's language (the locale its answer names), not today's contract's:
+     * the prefix and the text it quotes read as one. */
+    if (rc == CL_OK && orig->reversed && receipt_locale_parse(orig->locale, &locale) != CL_OK)
+        rc = CL_ERR_CORRUPT; /* the rules never stored an answer in a locale we lack */
     if (rc == CL_OK && orig->reversed) {
+        assert(locale >= RECEIPT_EN && locale < RECEIPT_LOCALES);
         const char *a[] = {orig_text};
         receipt_render(locale, MSG_REVERSED_SINCE, a, 1, text, sizeof text);
         orig->text = text;

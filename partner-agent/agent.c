@@ -77,9 +77,9 @@ typedef struct agent {
     int64_t next_prune_ms;
     /* Failures that can repeat per tick or per message log at most once per interval. */
     log_every_t log_write, log_match, log_retry, log_refused, log_dropped;
-    void *monitor;    /* handshake events of the broker connection */
-    bool key_refused; /* the broker's ZAP refused this agent's key at the last handshake */
-    bool connected;   /* a connection to the broker finished its handshake, and is up */
+    void *monitor;           /* handshake events of the broker connection */
+    bool key_refused;        /* the broker's ZAP refused this agent's key at the last handshake */
+    bool connected;          /* a connection to the broker finished its handshake, and is up */
     receipt_locale_t locale; /* of the texts the agent writes: its latest answer's (en) */
 } agent_t;
 
@@ -841,15 +841,18 @@ static bool answer_is_final(int code)
 
 /* The language of the partner's receipts, from an answer of the broker's rules: one that
  * names it, or a journaled one (seq > 0) that does not (English). Declines of the broker's
- * front end (format, rate) name none and teach nothing. */
-static void learn_locale(agent_t *a, const authorization_t *auth)
+ * front end (format, rate) name none and teach nothing, and neither does a replay: it
+ * names the language of the answer it repeats, which may be a contract ago. */
+static bool learn_locale(agent_t *a, const authorization_t *auth)
 {
     receipt_locale_t l = RECEIPT_EN;
-    if (auth->locale[0] == '\0' && auth->seq == 0)
-        return;
-    if (receipt_locale_parse(auth->locale, &l) == CL_OK)
+    if ((auth->locale[0] == '\0' && auth->seq == 0) || auth->replay)
+        return false;
+    bool known = receipt_locale_parse(auth->locale, &l) == CL_OK;
+    if (known)
         a->locale = l;
     assert(a->locale >= RECEIPT_EN && a->locale < RECEIPT_LOCALES);
+    return known;
 }
 
 /* Read one reply; true when it answers a pending request (kept in ans->msg). An answer
@@ -867,7 +870,7 @@ static bool read_reply(agent_t *a, answer_t *ans, const answer_t *taken, size_t 
     ans->p = auth != NULL ? match_reply(a, auth) : NULL;
     ans->code = auth != NULL ? auth->code : RC_FORMAT_ERROR;
     if (ans->p != NULL)
-        learn_locale(a, auth);
+        (void)learn_locale(a, auth);
     for (size_t i = 0; ans->p != NULL && i < n; i++)
         ans->p = taken[i].p == ans->p ? NULL : ans->p; /* a duplicate in this pass */
     if (ans->p != NULL && auth->code == RC_NOT_PERMITTED) {
@@ -1074,9 +1077,30 @@ static int load_entry(uint64_t seq, const uint8_t *bytes, size_t len, void *ctx)
     return pending_revocable(p) ? remember_burn(l, p) : CL_OK;
 }
 
+/* One journaled answer of the broker's, newest first: the first that names the partner's
+ * language (see learn_locale) ends the walk. */
+static int learn_journaled_locale(uint64_t seq, int64_t time_ms, const uint8_t *envelope,
+                                  size_t envelope_len, const uint8_t *auth, size_t auth_len,
+                                  void *ctx)
+{
+    (void)seq, (void)time_ms, (void)envelope, (void)envelope_len;
+    agent_t *a = ctx;
+    authorization_t *answer = wire_auth_decode(auth, auth_len);
+    bool teaches = answer != NULL && learn_locale(a, answer);
+    wire_auth_free(answer);
+    return teaches ? CL_ERR_EXISTS : CL_OK; /* not an error: the walk's end */
+}
+
 static int load_outbox(agent_t *a)
 {
     load_t l = {a, NULL, 0, 0};
+    /* The texts the agent writes itself are in the language of its journal's latest
+     * answer, so a restart with the broker away does not turn them back into English. */
+    if (outbox_journal_newest_first(a->store, learn_journaled_locale, a) != CL_OK)
+        log_warn("cannot read the journal for the partner's language: texts in %s until "
+                 "the broker answers",
+                 receipt_locale_code(a->locale));
+    assert(a->locale >= RECEIPT_EN && a->locale < RECEIPT_LOCALES);
     int rc = outbox_foreach(a->store, load_entry, &l);
     int64_t now = clock_mono_ms();
     for (size_t i = 0; rc == CL_OK && i < l.burn_count; i++)

@@ -444,3 +444,43 @@ int outbox_journal_foreach(outbox_t *self, outbox_journal_fn fn, void *ctx)
     struct outbox_walk w = {NULL, fn, ctx};
     return walk(self, self->db_journal, visit_journal, &w);
 }
+
+/* One record's answer for outbox_journal_newest_first; a record that does not unpack is
+ * skipped (CL_OK). */
+static int visit_newest(const MDB_val *k, const MDB_val *v, outbox_journal_fn fn, void *ctx)
+{
+    Coalition__AgentJournalEntry *j =
+        coalition__agent_journal_entry__unpack(NULL, v->mv_size, v->mv_data);
+    int rc = CL_OK;
+    if (j != NULL && k->mv_size == 8)
+        rc = fn(store_get_u64(k->mv_data), j->time_ms, j->envelope.data, j->envelope.len,
+                j->authorization.data, j->authorization.len, ctx);
+    coalition__agent_journal_entry__free_unpacked(j, NULL);
+    return rc;
+}
+
+int outbox_journal_newest_first(outbox_t *self, outbox_journal_fn fn, void *ctx)
+{
+    assert(self != NULL && fn != NULL);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = store_err(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn));
+    if (rc == CL_OK)
+        rc = store_err(mdb_cursor_open(txn, self->db_journal, &cur));
+    MDB_val k, v;
+    int mrc = rc == CL_OK ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : MDB_NOTFOUND;
+    int stop = CL_OK;
+    while (mrc == MDB_SUCCESS && stop == CL_OK) {
+        stop = visit_newest(&k, &v, fn, ctx);
+        if (stop == CL_OK)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    if (rc == CL_OK && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+        rc = store_err(mrc);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    assert(rc != CL_OK || mrc == MDB_SUCCESS || mrc == MDB_NOTFOUND);
+    return rc;
+}

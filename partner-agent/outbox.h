@@ -59,5 +59,8 @@ typedef int (*outbox_journal_fn)(uint64_t seq, int64_t time_ms, const uint8_t *e
                                  size_t envelope_len, const uint8_t *auth, size_t auth_len,
                                  void *ctx);
 int outbox_journal_foreach(outbox_t *self, outbox_journal_fn fn, void *ctx);
+/* The journal newest first, until fn returns other than CL_OK (which is no error here);
+ * records that do not unpack are skipped. CL_OK, or the store's error. */
+int outbox_journal_newest_first(outbox_t *self, outbox_journal_fn fn, void *ctx);
 
 #endif

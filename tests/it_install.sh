@@ -77,6 +77,12 @@ grep -qx "partner = fuel" "$root/etc/coalition/agent-fuel.ini" || fail "agent-fu
 if grep -qE "^[a-z-]+ = .*example" "$root/etc/coalition/agent-grocer.ini"; then
   fail "agent-grocer.ini: a setting still names 'example'"
 fi
+# Two agents on one host: each its own HTTP API port (the same one stops the second agent,
+# and Restart= starts it again for ever), and a second install keeps the ports given.
+http_of() { sed -n 's/^http = //p' "$root/etc/coalition/agent-$1.ini"; }
+[ -n "$(http_of fuel)" ] || fail "agent-fuel.ini: no http setting"
+[ "$(http_of fuel)" != "$(http_of grocer)" ] ||
+  fail "agent-fuel.ini and agent-grocer.ini: the same HTTP address $(http_of fuel)"
 # The installed programs take the installed settings, and the paths are the units'.
 broker_settings=$("$root$prefix/bin/coalition-broker" --config "$root/etc/coalition/broker.ini" \
   --print-config 2>&1) || fail "broker rejects the installed broker.ini: $broker_settings"

@@ -185,7 +185,40 @@ static void test_agent_texts_offline(void **state)
     expect_till("el burn, 91", rc, &r, RC_UNAVAILABLE,
                 "Απορρίφθηκε 91: χωρίς σύνδεση με το κέντρο· καμία καταχώριση");
     EXPECT_FALSE("el burn not offline", r.offline);
+    cpos_destroy(&grocer);
+    /* A restart with the broker still away: the language comes back from the journal. */
+    EXPECT_EQ("grocer's agent stopped", 0, world_stop_agent(w, &w->agents[1], SIGTERM));
+    world_restart_agent(w, &w->agents[1]);
+    grocer = till(w, 1);
+    rc = cpos_burn(grocer, "b2", "alice", 5, false, &r);
+    expect_till("el burn after a restart, 91", rc, &r, RC_UNAVAILABLE,
+                "Απορρίφθηκε 91: χωρίς σύνδεση με το κέντρο· καμία καταχώριση");
     cpos_destroy(&fuel);
+    cpos_destroy(&grocer);
+}
+
+/* A replay names the locale of the answer it repeats, not the partner's language now: the
+ * agent must not take it for the latest. grocer moves from el to ro; an el earn replayed
+ * after a ro answer leaves the agent's own texts in ro. */
+static void test_agent_locale_not_from_replay(void **state)
+{
+    world_t *w = *state;
+    cpos_t *grocer = till(w, 1);
+    cpos_result_t r;
+    int rc = cpos_earn(grocer, "g1", "alice", 1000, "EUR", &r);
+    expect_till("el earn", rc, &r, RC_APPROVED, "Νέοι πόντοι: 10. Υπόλοιπο: 10");
+    sleep_ms(3); /* a contract "from now" a millisecond after the last one */
+    ctl_ok(w, "contract set grocer --locale ro", "contract", "set", "grocer", "--from", "now",
+           "--locale", "ro");
+    rc = cpos_balance(grocer, "q1", "alice", &r);
+    expect_till("ro balance", rc, &r, RC_APPROVED, "Sold puncte: 10");
+    rc = cpos_earn(grocer, "g1", "alice", 1000, "EUR", &r);
+    expect_till("el earn replayed", rc, &r, RC_APPROVED, "Νέοι πόντοι: 10. Υπόλοιπο: 10");
+    EXPECT_TRUE("el earn replayed is a replay", r.replay);
+    EXPECT_EQ("broker stopped", 0, world_stop_broker(w, SIGTERM));
+    rc = cpos_burn(grocer, "b1", "alice", 5, false, &r);
+    expect_till("ro burn, 91", rc, &r, RC_UNAVAILABLE,
+                "Refuzat 91: sistemul central nu răspunde; nu s-a aplicat nimic");
     cpos_destroy(&grocer);
 }
 
@@ -278,6 +311,10 @@ static void test_broker_replay_keeps_text(void **state)
                 "Pikë të fituara: 1234. Gjendja: 13" NB "579");
     call_expect(c, "en earn", earn_req(&r, "p3", 123400), RC_APPROVED, false,
                 "Earned 1,234 points. Balance 2,468");
+    /* A reversed original replayed under en: its text and the prefix saying it was
+     * reversed in one language, the one the stored answer names (sq), not half each. */
+    call_expect(c, "sq earn replayed after its void, under en", earn_req(&r, "p1", 1234500),
+                RC_APPROVED, true, reversed);
     client_destroy(&c);
     char out[OUT_BYTES];
     int rc = world_ctl(w, out, sizeof out, "--json", "contract", "show", "pharma", NULL);
@@ -400,6 +437,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_agents_localized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_texts_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_locale_not_from_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_replay_keeps_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_locale_refused, setup, teardown),
         cmocka_unit_test(test_http_reply_in_greek),
