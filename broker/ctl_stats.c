@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,7 +267,7 @@ static void print_histogram(const histogram_t *h)
     double unit = seconds ? 1000.0 : 1.0; /* seconds shown as ms */
     char label[STATS_NAME_BYTES + 8];
     snprintf(label, sizeof label, "%s%s", short_name(h->name), seconds ? " (ms)" : "");
-    if (h->count <= 0) {
+    if (!(h->count > 0) || !isfinite(h->count)) { /* NaN too: the numbers are the server's */
         printf("  %-32s %10.0f %10s %10s %10s\n", label, 0.0, "-", "-", "-");
         return;
     }

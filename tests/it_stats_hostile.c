@@ -1,0 +1,112 @@
+/* `coalitionctl stats` against a hostile metrics endpoint: a plain socket server here
+ * answers one scrape with a canned exposition, and the command must print it (exit 0)
+ * without crashing or misreading it:
+ *  - a histogram whose _count is NaN (an assert on the parsed number aborted). */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "expect.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define OUT_BYTES 16384
+#define REQUEST_BYTES 4096
+
+typedef struct server {
+    int fd;
+    int port;
+    const char *body;
+    pthread_t thread;
+} server_t;
+
+static void *serve_one(void *arg)
+{
+    server_t *s = arg;
+    int c = accept(s->fd, NULL, NULL);
+    if (c < 0)
+        return NULL;
+    char req[REQUEST_BYTES];
+    size_t len = 0;
+    while (len + 1 < sizeof req) {
+        ssize_t n = recv(c, req + len, sizeof req - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        req[len] = '\0';
+        if (strstr(req, "\r\n\r\n") != NULL)
+            break;
+    }
+    char head[256];
+    int h = snprintf(head, sizeof head,
+                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     strlen(s->body));
+    if (send(c, head, (size_t)h, MSG_NOSIGNAL) == h)
+        (void)send(c, s->body, strlen(s->body), MSG_NOSIGNAL);
+    close(c);
+    return NULL;
+}
+
+static void server_start(server_t *s, const char *body)
+{
+    s->body = body;
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    assert_true(s->fd >= 0);
+    assert_int_equal(0, bind(s->fd, (struct sockaddr *)&a, sizeof a));
+    assert_int_equal(0, listen(s->fd, 4));
+    assert_int_equal(0, getsockname(s->fd, (struct sockaddr *)&a, &alen));
+    s->port = ntohs(a.sin_port);
+    assert_int_equal(0, pthread_create(&s->thread, NULL, serve_one, s));
+}
+
+/* coalitionctl stats against a server answering `body`: its exit status and output. */
+static int stats(const char *body, char *out, size_t out_size)
+{
+    server_t s;
+    server_start(&s, body);
+    char spec[32];
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", s.port);
+    char *argv[] = {COALITIONCTL_BIN, "stats", "--metrics", spec, NULL};
+    int rc = harness_run(argv, out, out_size);
+    shutdown(s.fd, SHUT_RDWR); /* the thread's accept returns if nothing connected */
+    pthread_join(s.thread, NULL);
+    close(s.fd);
+    return rc;
+}
+
+static void test_nan_histogram_count(void **state)
+{
+    (void)state;
+    char out[OUT_BYTES];
+    int rc = stats("# TYPE x_seconds histogram\n"
+                   "x_seconds_bucket{le=\"0.001\"} 1\n"
+                   "x_seconds_bucket{le=\"+Inf\"} 1\n"
+                   "x_seconds_sum 0.001\n"
+                   "x_seconds_count NaN\n",
+                   out, sizeof out);
+    EXPECT_EQ("stats with a NaN _count exits 0", 0, rc);
+    EXPECT_CONTAINS("the histogram is printed", "x_seconds (ms)", out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nan_histogram_count),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
