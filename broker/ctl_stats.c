@@ -30,6 +30,8 @@
 #define STATS_VALUE_BYTES METRICS_LABEL_BYTES_MAX
 #define STATS_CODES_SHOWN 8
 #define MIB (1024.0 * 1024.0)
+/* Start times past this (year 9999) are printed as numbers, not dates. */
+#define STATS_TIME_MAX_S 253402300799.0
 
 typedef struct scalar {
     char name[STATS_NAME_BYTES];
@@ -225,11 +227,13 @@ static const char *short_name(const char *name)
 static void print_scalar(const scalar_t *sc)
 {
     size_t n = strlen(sc->name);
-    if (strcmp(sc->name, "process_start_time_seconds") == 0) {
-        time_t t = (time_t)sc->v;
-        struct tm tm;
+    struct tm tm;
+    time_t t = 0;
+    /* A time only when it is one (converting NaN or 1e300 to time_t is undefined). */
+    bool start = strcmp(sc->name, "process_start_time_seconds") == 0 && sc->v >= 0 &&
+                 sc->v < STATS_TIME_MAX_S && (t = (time_t)sc->v, gmtime_r(&t, &tm) != NULL);
+    if (start) {
         char when[32];
-        gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
         printf("  %-32s %s (up %.0f s)\n", "started", when, difftime(time(NULL), t));
     } else if (n > 6 && strcmp(sc->name + n - 6, "_bytes") == 0) {

@@ -1,7 +1,9 @@
 /* `coalitionctl stats` against a hostile metrics endpoint: a plain socket server here
  * answers one scrape with a canned exposition, and the command must print it (exit 0)
  * without crashing or misreading it:
- *  - a histogram whose _count is NaN (an assert on the parsed number aborted). */
+ *  - a histogram whose _count is NaN (an assert on the parsed number aborted);
+ *  - process_start_time_seconds that is no time (1e300, NaN: a double-to-time_t
+ *    conversion out of range, undefined behaviour, and gmtime_r's NULL ignored). */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -103,10 +105,23 @@ static void test_nan_histogram_count(void **state)
     EXPECT_CONTAINS("the histogram is printed", "x_seconds (ms)", out);
 }
 
+static void test_start_time_not_a_time(void **state)
+{
+    (void)state;
+    char out[OUT_BYTES];
+    int rc = stats("process_start_time_seconds 1e300\n", out, sizeof out);
+    EXPECT_EQ("stats with a start time of 1e300 exits 0", 0, rc);
+    EXPECT_CONTAINS("the value is shown as it came", "1e+300", out);
+    rc = stats("process_start_time_seconds NaN\n", out, sizeof out);
+    EXPECT_EQ("stats with a start time of NaN exits 0", 0, rc);
+    EXPECT_CONTAINS("the value is shown as it came", "nan", out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nan_histogram_count),
+        cmocka_unit_test(test_start_time_not_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
