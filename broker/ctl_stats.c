@@ -113,9 +113,9 @@ static bool parse_label(const char **p, char *k, char *v)
     const char *s = *p + n + 2;
     size_t o = 0;
     for (; *s != '"' && *s != '\0' && o + 1 < STATS_VALUE_BYTES; s++) {
-        if (*s == '\\' && s[1] != '\0')
-            s++;
-        v[o++] = *s == 'n' && s[-1] == '\\' ? '\n' : *s;
+        bool escaped = *s == '\\' && s[1] != '\0';
+        s += escaped; /* \\n is a backslash and an n, not a backslash and a newline */
+        v[o++] = escaped && *s == 'n' ? '\n' : *s;
     }
     assert(o < STATS_VALUE_BYTES);
     v[o] = '\0';

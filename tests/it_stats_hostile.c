@@ -3,7 +3,8 @@
  * without crashing or misreading it:
  *  - a histogram whose _count is NaN (an assert on the parsed number aborted);
  *  - process_start_time_seconds that is no time (1e300, NaN: a double-to-time_t
- *    conversion out of range, undefined behaviour, and gmtime_r's NULL ignored). */
+ *    conversion out of range, undefined behaviour, and gmtime_r's NULL ignored);
+ *  - a label value with an escaped backslash before an `n` (read as a newline). */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -117,11 +118,22 @@ static void test_start_time_not_a_time(void **state)
     EXPECT_CONTAINS("the value is shown as it came", "nan", out);
 }
 
+static void test_escaped_backslash_before_n(void **state)
+{
+    (void)state;
+    char out[OUT_BYTES];
+    /* The value is the three characters  a \ n  (the exposition escapes the backslash). */
+    int rc = stats("y_total{who=\"a\\\\n\",code=\"00\"} 3\n", out, sizeof out);
+    EXPECT_EQ("stats exits 0", 0, rc);
+    EXPECT_CONTAINS("the value keeps its backslash and n", "a\\n ", out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nan_histogram_count),
         cmocka_unit_test(test_start_time_not_a_time),
+        cmocka_unit_test(test_escaped_backslash_before_n),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
