@@ -7,6 +7,7 @@
  *  - an in-test subscriber with a receive queue of one message, reading slowly: the same;
  *  - tail --follow across a broker killed (SIGKILL) and restarted resumes without a gap;
  *  - another ledger behind the same feed endpoints: tail stops at the broken chain;
+ *  - a ledger whose journal ends before what tail printed (an older backup): tail stops;
  *  - a feed beyond loopback is CURVE with an allow-list: a listed key reads it, an
  *    unlisted key and plain TCP get nothing; --insecure and a bad list stop the broker;
  *  - bad --from values, a --from past the journal's end, no broker, a feed endpoint off
@@ -57,6 +58,7 @@
 #define OUT_BYTES 4096
 #define FILE_BYTES_MAX ((size_t)16 << 20)
 #define NEXT_TIMEOUT_MS 10000
+#define SHORTER_WAIT_MS 15000 /* silence (2 s), then one replay: a few seconds */
 
 typedef struct fixture {
     world_t w;
@@ -520,6 +522,47 @@ static void tail_stops_when_the_chain_breaks(void **state)
     free(text);
 }
 
+/* A ledger behind the feed whose journal ends before entries the tail already printed
+ * (restored from an older backup, or another ledger): the tail must stop and say so,
+ * not take the new broker's entries for duplicates and wait for ever. */
+static void tail_stops_when_the_journal_is_shorter(void **state)
+{
+    fixture_t *f = *state;
+    char pub[64], replay[64];
+    snprintf(pub, sizeof pub, "tcp://127.0.0.1:%d", harness_free_port());
+    snprintf(replay, sizeof replay, "tcp://127.0.0.1:%d", harness_free_port());
+    start_broker_with(&f->w, "--feed", pub, "--feed-replay", replay);
+    populate(&f->w);
+    ctl_ok(&f->w, "member", "add", "a1", NULL, NULL);
+    ctl_ok(&f->w, "member", "add", "a2", NULL, NULL); /* seq SETUP_ENTRIES + 2 */
+    snprintf(f->tail_out, sizeof f->tail_out, "%s/tail-shorter.out", f->w.dir);
+    char *argv[] = {COALITIONCTL_BIN, "--ledger", f->w.ledger,     "--json", "tail", "--follow",
+                    "--feed",         pub,        "--feed-replay", replay,   NULL};
+    f->tail.pid = harness_spawn(argv, f->tail_out);
+    wait_for_seq(f->tail_out, SETUP_ENTRIES + 2);
+    EXPECT_EQ("first broker stops", 0, world_stop_broker(&f->w, SIGTERM));
+    world_t *other = &f->other;
+    world_init(other);
+    f->other_live = true;
+    other->insecure = true;
+    start_broker_with(other, "--feed", pub, "--feed-replay", replay);
+    populate(other);
+    ctl_ok(other, "member", "add", "b1", NULL, NULL); /* seq SETUP_ENTRIES + 1, not a1 */
+    int64_t deadline = clock_mono_ms() + SHORTER_WAIT_MS;
+    int status = 0;
+    while (waitpid(f->tail.pid, &status, WNOHANG) == 0 && clock_mono_ms() < deadline)
+        sleep_ms(POLL_STEP_MS);
+    bool exited = clock_mono_ms() < deadline;
+    EXPECT_EQ("other broker stops", 0, world_stop_broker(other, SIGTERM));
+    if (!exited)
+        fail_msg("tail went on behind a shorter journal (output in %s)", f->tail_out);
+    f->tail.pid = 0;
+    char *text = read_all(f->tail_out);
+    EXPECT_EQ("tail exits 1", 1, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    EXPECT_CONTAINS("and says why", "is not the ledger this tail started on", text);
+    free(text);
+}
+
 /* ---- clear errors ----------------------------------------------------------------------- */
 
 /* Run to completion with stdout and stderr into `path` (truncated first). */
@@ -719,6 +762,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(tail_resumes_across_a_broker_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(tail_stops_when_the_chain_breaks, setup, teardown),
+        cmocka_unit_test_setup_teardown(tail_stops_when_the_journal_is_shorter, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_values_are_clear_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(curve_feed_admits_only_listed_keys, setup, teardown),
     };
