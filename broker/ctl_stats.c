@@ -4,6 +4,7 @@
  * them: an upper estimate), then labelled counters grouped by their first label.
  * Everything read is bounded (STATS_*); what does not fit is said, never cut silently. */
 #include "broker_metrics.h"
+#include "clock.h"
 #include "ctl.h"
 #include "errors.h"
 #include "metrics_http.h"
@@ -77,8 +78,18 @@ static int http_get(const metrics_http_addr_t *addr, char **body_out, char *why,
         snprintf(why, why_size, "cannot send to %s: %s", addr->text, strerror(errno));
         goto out;
     }
+    /* STATS_TIMEOUT_S for the whole answer, not for each read: an endpoint that sends a
+     * byte now and then must not hold the command for ever. */
     ssize_t got = 1;
+    int64_t deadline_ms = clock_mono_ms() + STATS_TIMEOUT_S * 1000;
     while (got > 0 && len < STATS_RESPONSE_BYTES_MAX) {
+        int64_t left_ms = deadline_ms - clock_mono_ms();
+        struct timeval left = {(time_t)(left_ms / 1000), (suseconds_t)(left_ms % 1000) * 1000};
+        if (left_ms <= 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &left, sizeof left) != 0) {
+            errno = ETIMEDOUT;
+            got = -1;
+            break;
+        }
         got = recv(fd, buf + len, STATS_RESPONSE_BYTES_MAX - len, 0);
         len += got > 0 ? (size_t)got : 0;
     }

@@ -4,7 +4,8 @@
  *  - a histogram whose _count is NaN (an assert on the parsed number aborted);
  *  - process_start_time_seconds that is no time (1e300, NaN: a double-to-time_t
  *    conversion out of range, undefined behaviour, and gmtime_r's NULL ignored);
- *  - a label value with an escaped backslash before an `n` (read as a newline). */
+ *  - a label value with an escaped backslash before an `n` (read as a newline);
+ *  - an endpoint that sends a byte a second (the timeout was per read, not per answer). */
 #include "harness.h"
 
 #include <stdarg.h>
@@ -22,10 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OUT_BYTES 16384
 #define REQUEST_BYTES 4096
+#define DRIP_SECONDS_MAX 30
+#define STATS_WAIT_S_MAX 8 /* coalitionctl stats gives up after 5 s */
 
 typedef struct server {
     int fd;
@@ -33,6 +37,9 @@ typedef struct server {
     const char *body;
     pthread_t thread;
 } server_t;
+
+/* Dripped: the head and then a byte a second until the client hangs up. */
+static bool drip;
 
 static void *serve_one(void *arg)
 {
@@ -56,8 +63,10 @@ static void *serve_one(void *arg)
                      "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
                      "Content-Length: %zu\r\n\r\n",
                      strlen(s->body));
-    if (send(c, head, (size_t)h, MSG_NOSIGNAL) == h)
+    if (send(c, head, (size_t)h, MSG_NOSIGNAL) == h && !drip)
         (void)send(c, s->body, strlen(s->body), MSG_NOSIGNAL);
+    for (int i = 0; drip && i < DRIP_SECONDS_MAX && send(c, "#", 1, MSG_NOSIGNAL) == 1; i++)
+        sleep(1);
     close(c);
     return NULL;
 }
@@ -128,12 +137,28 @@ static void test_escaped_backslash_before_n(void **state)
     EXPECT_CONTAINS("the value keeps its backslash and n", "a\\n ", out);
 }
 
+/* An endpoint that sends a byte a second: stats gives up after its timeout for the whole
+ * answer (it waited 5 s per byte, up to 16 MiB of them). */
+static void test_dripping_endpoint(void **state)
+{
+    (void)state;
+    char out[OUT_BYTES];
+    drip = true;
+    time_t start = time(NULL);
+    int rc = stats("", out, sizeof out);
+    time_t took = time(NULL) - start;
+    drip = false;
+    EXPECT_EQ("stats against a dripping endpoint exits 1", 1, rc);
+    EXPECT_TRUE("within its timeout", took <= STATS_WAIT_S_MAX);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nan_histogram_count),
         cmocka_unit_test(test_start_time_not_a_time),
         cmocka_unit_test(test_escaped_backslash_before_n),
+        cmocka_unit_test(test_dripping_endpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
