@@ -4,6 +4,7 @@
  * them: an upper estimate), then labelled counters grouped by their first label.
  * Everything read is bounded (STATS_*); what does not fit is said, never cut silently. */
 #include "broker_metrics.h"
+#include "clock.h"
 #include "ctl.h"
 #include "errors.h"
 #include "metrics_http.h"
@@ -11,6 +12,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,8 @@
 #define STATS_VALUE_BYTES METRICS_LABEL_BYTES_MAX
 #define STATS_CODES_SHOWN 8
 #define MIB (1024.0 * 1024.0)
+/* Start times past this (year 9999) are printed as numbers, not dates. */
+#define STATS_TIME_MAX_S 253402300799.0
 
 typedef struct scalar {
     char name[STATS_NAME_BYTES];
@@ -74,8 +78,18 @@ static int http_get(const metrics_http_addr_t *addr, char **body_out, char *why,
         snprintf(why, why_size, "cannot send to %s: %s", addr->text, strerror(errno));
         goto out;
     }
+    /* STATS_TIMEOUT_S for the whole answer, not for each read: an endpoint that sends a
+     * byte now and then must not hold the command for ever. */
     ssize_t got = 1;
+    int64_t deadline_ms = clock_mono_ms() + STATS_TIMEOUT_S * 1000;
     while (got > 0 && len < STATS_RESPONSE_BYTES_MAX) {
+        int64_t left_ms = deadline_ms - clock_mono_ms();
+        struct timeval left = {(time_t)(left_ms / 1000), (suseconds_t)(left_ms % 1000) * 1000};
+        if (left_ms <= 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &left, sizeof left) != 0) {
+            errno = ETIMEDOUT;
+            got = -1;
+            break;
+        }
         got = recv(fd, buf + len, STATS_RESPONSE_BYTES_MAX - len, 0);
         len += got > 0 ? (size_t)got : 0;
     }
@@ -110,9 +124,9 @@ static bool parse_label(const char **p, char *k, char *v)
     const char *s = *p + n + 2;
     size_t o = 0;
     for (; *s != '"' && *s != '\0' && o + 1 < STATS_VALUE_BYTES; s++) {
-        if (*s == '\\' && s[1] != '\0')
-            s++;
-        v[o++] = *s == 'n' && s[-1] == '\\' ? '\n' : *s;
+        bool escaped = *s == '\\' && s[1] != '\0';
+        s += escaped; /* \\n is a backslash and an n, not a backslash and a newline */
+        v[o++] = escaped && *s == 'n' ? '\n' : *s;
     }
     assert(o < STATS_VALUE_BYTES);
     v[o] = '\0';
@@ -224,11 +238,13 @@ static const char *short_name(const char *name)
 static void print_scalar(const scalar_t *sc)
 {
     size_t n = strlen(sc->name);
-    if (strcmp(sc->name, "process_start_time_seconds") == 0) {
-        time_t t = (time_t)sc->v;
-        struct tm tm;
+    struct tm tm;
+    time_t t = 0;
+    /* A time only when it is one (converting NaN or 1e300 to time_t is undefined). */
+    bool start = strcmp(sc->name, "process_start_time_seconds") == 0 && sc->v >= 0 &&
+                 sc->v < STATS_TIME_MAX_S && (t = (time_t)sc->v, gmtime_r(&t, &tm) != NULL);
+    if (start) {
         char when[32];
-        gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
         printf("  %-32s %s (up %.0f s)\n", "started", when, difftime(time(NULL), t));
     } else if (n > 6 && strcmp(sc->name + n - 6, "_bytes") == 0) {
@@ -266,7 +282,7 @@ static void print_histogram(const histogram_t *h)
     double unit = seconds ? 1000.0 : 1.0; /* seconds shown as ms */
     char label[STATS_NAME_BYTES + 8];
     snprintf(label, sizeof label, "%s%s", short_name(h->name), seconds ? " (ms)" : "");
-    if (h->count <= 0) {
+    if (!(h->count > 0) || !isfinite(h->count)) { /* NaN too: the numbers are the server's */
         printf("  %-32s %10.0f %10s %10s %10s\n", label, 0.0, "-", "-", "-");
         return;
     }

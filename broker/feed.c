@@ -373,8 +373,7 @@ int feed_new(feed_t **self_out, ledger_t *ledger, const feed_options_t *opts)
     if (rc == CL_OK)
         rc = open_socket(self, ZMQ_PUB, opts->pub_endpoint, opts->hwm, &self->pub);
     if (rc == CL_OK) /* one answer in flight per subscriber: a small queue is plenty */
-        rc = open_socket(self, ZMQ_ROUTER, opts->replay_endpoint, FEED_REQUESTS_PER_PASS,
-                         &self->router);
+        rc = open_socket(self, ZMQ_ROUTER, opts->replay_endpoint, FEED_REPLAY_HWM, &self->router);
     if (rc == CL_OK && pthread_create(&self->thread, NULL, feed_main, self) != 0)
         rc = CL_ERR_IO;
     self->started = rc == CL_OK;

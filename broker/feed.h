@@ -45,6 +45,13 @@ _Static_assert(FEED_HWM_DEFAULT >= 1 && FEED_HWM_DEFAULT <= FEED_HWM_MAX, "defau
 _Static_assert((size_t)FEED_HWM_DEFAULT *FEED_BATCH_BYTES_MAX <= ((size_t)64 << 20),
                "a stalled subscriber costs the broker at most 64 MiB by default");
 
+/* Replay answers queued per requester that does not read them (a well-behaved one has
+ * one request in flight); past it the answers are dropped. At most this many messages of
+ * FEED_MESSAGE_BYTES_MAX each per stalled peer, beside the kernel's socket buffer. */
+#define FEED_REPLAY_HWM 2
+_Static_assert(FEED_REPLAY_HWM >= 1 && FEED_REPLAY_HWM <= FEED_HWM_DEFAULT,
+               "a replay requester costs less than a live subscriber");
+
 /* FeedBatch.status of a replay answer. */
 #define FEED_STATUS_OK 0u
 #define FEED_STATUS_BAD_REQUEST 1u /* not a request, wrong version, seq 0 or max 0 */

@@ -147,8 +147,10 @@ static int send_request(feed_client_t *self)
 {
     Coalition__FeedReplayRequest req = COALITION__FEED_REPLAY_REQUEST__INIT;
     req.version = FEED_VERSION;
-    assert(self->next >= 1);
-    req.from_seq = self->next;
+    assert(self->next >= 1 && (!self->have_prev || self->next >= 2));
+    /* From the last entry handed out, when there is one: the answer shows the broker's
+     * journal still holds it, with the same hash (check_overlap). */
+    req.from_seq = self->have_prev ? self->next - 1 : self->next;
     req.max_entries = FEED_BATCH_ENTRIES_MAX;
     req.request_id = ++self->request_id;
     uint8_t buf[FEED_REQUEST_BYTES_MAX];
@@ -156,6 +158,29 @@ static int send_request(feed_client_t *self)
     assert(len <= sizeof buf);
     coalition__feed_replay_request__pack(&req, buf);
     return zmq_send(self->dealer, buf, len, ZMQ_DONTWAIT) == (int)len ? CL_OK : CL_ERR_ZMQ;
+}
+
+/* A replay answer to a request from the last entry handed out (send_request): it must
+ * start with that entry, unchanged. A journal that ends before it, or holds another entry
+ * there, is not the ledger this client read (one restored from an older backup, or
+ * another): CL_ERR_CORRUPT, where skipping its entries as duplicates would wait for ever.
+ * On success the entry is passed over (it is no duplicate: it was asked for). */
+static int check_overlap(feed_client_t *self, Coalition__FeedBatch *b)
+{
+    if (!self->have_prev)
+        return CL_OK;
+    assert(self->next >= 2);
+    if (b->n_entries == 0 || b->entries[0]->seq != self->next - 1)
+        return CL_ERR_CORRUPT;
+    journal_entry_t *e = NULL;
+    const Coalition__FeedEntry *fe = b->entries[0];
+    int rc = ledger_entry_decode(fe->entry.data, fe->entry.len, fe->seq, NULL, &e);
+    bool same = rc == CL_OK && memcmp(e->hash.data, self->prev, WIRE_HASH_BYTES) == 0;
+    ledger_entry_free(&e);
+    if (!same)
+        return CL_ERR_CORRUPT;
+    self->idx = 1;
+    return CL_OK;
 }
 
 /* One replay answer for the next seq, reopening the socket after each unanswered
@@ -196,6 +221,8 @@ static int ask_replay(feed_client_t *self, int64_t deadline_ms)
         self->batch = b;
         self->batch_live = false;
         self->batch_received_us = feed_wall_us();
+        if (check_overlap(self, b) != CL_OK)
+            return CL_ERR_CORRUPT;
         /* Caught up when the answer reaches the broker's last seq: then listen live. */
         uint64_t upto = b->n_entries > 0 ? b->entries[b->n_entries - 1]->seq : self->next - 1;
         self->live_mode = self->o.follow && upto >= b->last_seq;
@@ -231,6 +258,11 @@ static int read_live(feed_client_t *self, int64_t deadline_ms)
     if (b->n_entries == 0) {
         if (b->last_seq >= self->next) { /* it published what this client never saw */
             self->hole = true;
+            self->live_mode = false;
+        } else if (self->have_prev && b->last_seq + 1 < self->next) {
+            /* Behind what was handed out: a replay ran ahead of the broker's commit hook
+             * (briefly), or the ledger behind the feed is another one; the replay's
+             * overlap with the last entry tells which (check_overlap). */
             self->live_mode = false;
         }
         coalition__feed_batch__free_unpacked(b, NULL);
@@ -315,8 +347,8 @@ int feed_client_next(feed_client_t *self, int timeout_ms, feed_item_t *out)
         if (clock_mono_ms() >= deadline_ms)
             return CL_ERR_TIMEOUT;
         rc = self->live_mode ? read_live(self, deadline_ms) : ask_replay(self, deadline_ms);
-        if (rc == CL_OK && !self->live_mode && self->batch != NULL && self->batch->n_entries == 0 &&
-            self->batch->last_seq >= self->next)
+        if (rc == CL_OK && !self->live_mode && self->batch != NULL &&
+            self->batch->n_entries == self->idx && self->batch->last_seq >= self->next)
             return CL_ERR_CORRUPT; /* the broker says it has the seq but gave none */
         if (rc != CL_OK && rc != CL_ERR_VERSION)
             return rc;

@@ -61,7 +61,8 @@ void feed_client_destroy(feed_client_t **self_p);
 int feed_client_start(feed_client_t *self, int timeout_ms, uint64_t *last_out);
 /* The next entry: CL_OK; CL_ERR_NOT_FOUND at the end (without follow); CL_ERR_TIMEOUT when
  * none came in time (call again); CL_ERR_CORRUPT when what came fails its checks (the
- * chain broke: another ledger is behind the feed), CL_ERR_VERSION for another protocol. */
+ * chain broke, or the journal no longer holds the last entry handed out: another ledger,
+ * or an older copy, is behind the feed), CL_ERR_VERSION for another protocol. */
 int feed_client_next(feed_client_t *self, int timeout_ms, feed_item_t *out);
 void feed_client_stats(const feed_client_t *self, feed_client_stats_t *out);
 /* The seq the next entry will have. */

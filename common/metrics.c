@@ -334,7 +334,16 @@ static void put_value(text_t *t, const char *v)
 
 static const char *label_value(const metrics_labels_t *l, size_t i, size_t count)
 {
+    assert(i < count || i == l->capacity);
     return i < count ? l->values[i] : l->overflow;
+}
+
+/* A cell of a label value the renderer's count does not cover yet (added since it read
+ * the count): left for the next scrape, not rendered as the overflow value (which would
+ * make duplicate series of it). */
+static bool unpublished(const metrics_family_t *f, size_t d, size_t i, size_t count)
+{
+    return f->dims[d] != NULL && i >= count && i < f->dims[d]->capacity;
 }
 
 static void put_counter(text_t *t, const metrics_family_t *f)
@@ -347,7 +356,8 @@ static void put_counter(text_t *t, const metrics_family_t *f)
         for (size_t b = 0; b < f->width[1]; b++) {
             bool labelled = f->dims[0] != NULL;
             uint64_t v = atomic_load_explicit(&f->cells[a * f->width[1] + b], memory_order_relaxed);
-            if (labelled && v == 0)
+            if ((labelled && v == 0) || unpublished(f, 0, a, counts[0]) ||
+                unpublished(f, 1, b, counts[1]))
                 continue;
             put(t, "%s", f->name);
             if (labelled) {

@@ -7,6 +7,8 @@
  *  - an in-test subscriber with a receive queue of one message, reading slowly: the same;
  *  - tail --follow across a broker killed (SIGKILL) and restarted resumes without a gap;
  *  - another ledger behind the same feed endpoints: tail stops at the broken chain;
+ *  - a ledger whose journal ends before what tail printed (an older backup): tail stops;
+ *  - replay peers that never read their answers cost the broker little memory;
  *  - a feed beyond loopback is CURVE with an allow-list: a listed key reads it, an
  *    unlisted key and plain TCP get nothing; --insecure and a bad list stop the broker;
  *  - bad --from values, a --from past the journal's end, no broker, a feed endpoint off
@@ -57,6 +59,22 @@
 #define OUT_BYTES 4096
 #define FILE_BYTES_MAX ((size_t)16 << 20)
 #define NEXT_TIMEOUT_MS 10000
+#define STALL_EARNS 600
+#define STALL_PEERS 24
+#define STALL_REQUESTS 300
+#define STALL_WATCH_MS 4000
+#define STALL_GROWTH_KB_MAX (32 * 1024)
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEANINGFUL false
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_MEANINGFUL false
+#endif
+#endif
+#ifndef RSS_MEANINGFUL
+#define RSS_MEANINGFUL true
+#endif
+#define SHORTER_WAIT_MS 15000 /* silence (2 s), then one replay: a few seconds */
 
 typedef struct fixture {
     world_t w;
@@ -520,6 +538,113 @@ static void tail_stops_when_the_chain_breaks(void **state)
     free(text);
 }
 
+/* A ledger behind the feed whose journal ends before entries the tail already printed
+ * (restored from an older backup, or another ledger): the tail must stop and say so,
+ * not take the new broker's entries for duplicates and wait for ever. */
+static void tail_stops_when_the_journal_is_shorter(void **state)
+{
+    fixture_t *f = *state;
+    char pub[64], replay[64];
+    snprintf(pub, sizeof pub, "tcp://127.0.0.1:%d", harness_free_port());
+    snprintf(replay, sizeof replay, "tcp://127.0.0.1:%d", harness_free_port());
+    start_broker_with(&f->w, "--feed", pub, "--feed-replay", replay);
+    populate(&f->w);
+    ctl_ok(&f->w, "member", "add", "a1", NULL, NULL);
+    ctl_ok(&f->w, "member", "add", "a2", NULL, NULL); /* seq SETUP_ENTRIES + 2 */
+    snprintf(f->tail_out, sizeof f->tail_out, "%s/tail-shorter.out", f->w.dir);
+    char *argv[] = {COALITIONCTL_BIN, "--ledger", f->w.ledger,     "--json", "tail", "--follow",
+                    "--feed",         pub,        "--feed-replay", replay,   NULL};
+    f->tail.pid = harness_spawn(argv, f->tail_out);
+    wait_for_seq(f->tail_out, SETUP_ENTRIES + 2);
+    EXPECT_EQ("first broker stops", 0, world_stop_broker(&f->w, SIGTERM));
+    world_t *other = &f->other;
+    world_init(other);
+    f->other_live = true;
+    other->insecure = true;
+    start_broker_with(other, "--feed", pub, "--feed-replay", replay);
+    populate(other);
+    ctl_ok(other, "member", "add", "b1", NULL, NULL); /* seq SETUP_ENTRIES + 1, not a1 */
+    int64_t deadline = clock_mono_ms() + SHORTER_WAIT_MS;
+    int status = 0;
+    while (waitpid(f->tail.pid, &status, WNOHANG) == 0 && clock_mono_ms() < deadline)
+        sleep_ms(POLL_STEP_MS);
+    bool exited = clock_mono_ms() < deadline;
+    EXPECT_EQ("other broker stops", 0, world_stop_broker(other, SIGTERM));
+    if (!exited)
+        fail_msg("tail went on behind a shorter journal (output in %s)", f->tail_out);
+    f->tail.pid = 0;
+    char *text = read_all(f->tail_out);
+    EXPECT_EQ("tail exits 1", 1, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    EXPECT_CONTAINS("and says why", "is not the ledger this tail started on", text);
+    free(text);
+}
+
+/* ---- replay requests that are never read ------------------------------------------------- */
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "r");
+    long kb = -1;
+    while (fp != NULL && fgets(line, sizeof line, fp) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (fp != NULL)
+        fclose(fp);
+    assert_true(kb > 0);
+    return kb;
+}
+
+/* Peers that send many replay requests and never read the answers (a receive queue of
+ * one message, a tiny kernel buffer): the broker keeps a few answers for each, not a
+ * queue of 64 answers of up to 1 MiB each per peer. */
+static void stalled_replay_peers_cost_little_memory(void **state)
+{
+    fixture_t *f = *state;
+    world_start_broker(&f->w);
+    populate(&f->w);
+    earns(&f->w, "mem", STALL_EARNS);
+    char pub[HARNESS_PATH_BYTES], replay[HARNESS_PATH_BYTES];
+    feed_endpoints(&f->w, pub, replay, sizeof pub);
+    long before = rss_kb(f->w.broker.pid);
+    void *ctx = zmq_ctx_new();
+    void *peers[STALL_PEERS];
+    for (int p = 0; p < STALL_PEERS; p++) {
+        int one = 1, small = 1024, linger = 0;
+        peers[p] = zmq_socket(ctx, ZMQ_DEALER);
+        zmq_setsockopt(peers[p], ZMQ_RCVHWM, &one, sizeof one);
+        zmq_setsockopt(peers[p], ZMQ_RCVBUF, &small, sizeof small);
+        zmq_setsockopt(peers[p], ZMQ_LINGER, &linger, sizeof linger);
+        EXPECT_EQ("connect a peer", 0, zmq_connect(peers[p], replay));
+        for (int i = 0; i < STALL_REQUESTS; i++) {
+            Coalition__FeedReplayRequest req = COALITION__FEED_REPLAY_REQUEST__INIT;
+            req.version = FEED_VERSION;
+            req.from_seq = 1;
+            req.max_entries = FEED_BATCH_ENTRIES_MAX;
+            req.request_id = (uint64_t)i + 1;
+            uint8_t buf[FEED_REQUEST_BYTES_MAX];
+            size_t len = coalition__feed_replay_request__pack(&req, buf);
+            zmq_send(peers[p], buf, len, ZMQ_DONTWAIT);
+        }
+    }
+    long most = before;
+    for (int64_t until = clock_mono_ms() + STALL_WATCH_MS; clock_mono_ms() < until;) {
+        long now = rss_kb(f->w.broker.pid);
+        most = now > most ? now : most;
+        sleep_ms(POLL_STEP_MS);
+    }
+    printf("broker RSS %ld kB before, at most %ld kB with %d stalled replay peers\n", before, most,
+           STALL_PEERS);
+    for (int p = 0; p < STALL_PEERS; p++)
+        zmq_close(peers[p]);
+    zmq_ctx_term(ctx);
+    if (!RSS_MEANINGFUL) /* ASan keeps freed blocks (every dropped answer) in quarantine */
+        return;
+    EXPECT_TRUE("the broker's memory grew by less than STALL_GROWTH_KB_MAX",
+                most - before < STALL_GROWTH_KB_MAX);
+}
+
 /* ---- clear errors ----------------------------------------------------------------------- */
 
 /* Run to completion with stdout and stderr into `path` (truncated first). */
@@ -719,6 +844,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(tail_resumes_across_a_broker_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(tail_stops_when_the_chain_breaks, setup, teardown),
+        cmocka_unit_test_setup_teardown(tail_stops_when_the_journal_is_shorter, setup, teardown),
+        cmocka_unit_test_setup_teardown(stalled_replay_peers_cost_little_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_values_are_clear_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(curve_feed_admits_only_listed_keys, setup, teardown),
     };
