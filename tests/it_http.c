@@ -99,27 +99,50 @@ static void expect_log_lines_formatted(const char *log_path)
     EXPECT_TRUE("the agent logged", n > 0);
 }
 
+/* A fresh world per test, stopped and removed by the teardown even when a test fails
+ * (nothing is left running behind a failed check). */
+static proc_t extra; /* a process a test starts outside the world */
+
+static int setup(void **state)
+{
+    world_t *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return -1;
+    world_init(w);
+    memset(&extra, 0, sizeof extra);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    world_t *w = *state;
+    if (extra.pid != 0)
+        harness_stop(&extra, SIGKILL);
+    world_destroy(w);
+    free(w);
+    return 0;
+}
+
 static void test_http_checkout_flow(void **state)
 {
-    (void)state;
-    world_t w = {0};
-    world_init(&w);
+    world_t *w = *state;
     char port[16], address[64], base[96], broker_pid[16], out[OUT_BYTES];
     snprintf(port, sizeof port, "%d", harness_free_port());
     snprintf(base, sizeof base, "http://127.0.0.1:%s", port);
     snprintf(address, sizeof address, "127.0.0.1:%s", port);
-    w.agent_args[0] = "--http";
-    w.agent_args[1] = address;
-    world_start_broker(&w);
-    int rc = world_ctl(&w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
+    w->agent_args[0] = "--http";
+    w->agent_args[1] = address;
+    world_start_broker(w);
+    int rc = world_ctl(w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
                        "--currency", "EUR", NULL);
     EXPECT_EQ("partner add", 0, rc);
-    rc = world_ctl(&w, out, sizeof out, "member", "add", MEMBER, NULL);
+    rc = world_ctl(w, out, sizeof out, "member", "add", MEMBER, NULL);
     EXPECT_EQ("member add", 0, rc);
-    world_start_agent(&w, "fuel");
-    snprintf(broker_pid, sizeof broker_pid, "%d", (int)w.broker.pid);
+    world_start_agent(w, "fuel");
+    snprintf(broker_pid, sizeof broker_pid, "%d", (int)w->broker.pid);
     char pos_json[OUT_BYTES];
-    rc = world_pos(&w, &w.agents[0], pos_json, sizeof pos_json, "--json", "balance", "--member",
+    rc = world_pos(w, &w->agents[0], pos_json, sizeof pos_json, "--json", "balance", "--member",
                    MEMBER, NULL);
     EXPECT_EQ("coalition-pos --json balance", 0, rc);
     pos_json[strcspn(pos_json, "\n")] = '\0';
@@ -140,20 +163,19 @@ static void test_http_checkout_flow(void **state)
     rc = harness_run(argv, out, sizeof out);
     if (rc != 0)
         fail_msg("http_api_check.py exited %d (its stderr is above): %s", rc, out);
-    expect_log_lines_formatted(w.agents[0].proc.log_path);
+    expect_log_lines_formatted(w->agents[0].proc.log_path);
     int64_t told_balance = json_int(out, "balance");
     uint64_t told_seq = (uint64_t)json_int(out, "last_seq");
     char bal[OUT_BYTES];
-    rc = world_ctl(&w, bal, sizeof bal, "--json", "balance", MEMBER, NULL);
+    rc = world_ctl(w, bal, sizeof bal, "--json", "balance", MEMBER, NULL);
     EXPECT_EQ("coalitionctl balance", 0, rc);
     EXPECT_EQ("the ledger holds what the HTTP client was told", told_balance,
               json_int(bal, "balance"));
     char away_burn[TXN_ID_LEN_MAX + 1];
     json_str(out, "away_burn", away_burn, sizeof away_burn);
-    expect_only_the_revoked_burn_after(&w, told_seq, away_burn);
-    rc = world_ctl(&w, out, sizeof out, "verify", NULL);
+    expect_only_the_revoked_burn_after(w, told_seq, away_burn);
+    rc = world_ctl(w, out, sizeof out, "verify", NULL);
     EXPECT_EQ("coalitionctl verify", 0, rc);
-    world_destroy(&w);
 }
 
 /* Tills on other machines: the agent listens on tcp://(any):PORT. The HTTP API, a till of
@@ -161,15 +183,13 @@ static void test_http_checkout_flow(void **state)
  * refuses, and answered every request 503 "out of memory"). */
 static void test_http_beside_a_wildcard_till_socket(void **state)
 {
-    (void)state;
-    world_t w = {0};
-    world_init(&w);
-    world_start_broker(&w);
+    world_t *w = *state;
+    world_start_broker(w);
     char out[OUT_BYTES];
     EXPECT_EQ("partner add", 0,
-              world_ctl(&w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
+              world_ctl(w, out, sizeof out, "partner", "add", "fuel", "--earn-rate", "2",
                         "--currency", "EUR", NULL));
-    EXPECT_EQ("member add", 0, world_ctl(&w, out, sizeof out, "member", "add", MEMBER, NULL));
+    EXPECT_EQ("member add", 0, world_ctl(w, out, sizeof out, "member", "add", MEMBER, NULL));
     int till_port = harness_free_port(), http_port = harness_free_port();
     while (http_port == till_port)
         http_port = harness_free_port();
@@ -178,26 +198,26 @@ static void test_http_beside_a_wildcard_till_socket(void **state)
     snprintf(till, sizeof till, "tcp://127.0.0.1:%d", till_port);
     snprintf(http, sizeof http, "%d", http_port);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/earn", http_port);
-    snprintf(data, sizeof data, "%s/agent-any", w.dir);
-    proc_t agent = {0};
-    snprintf(agent.log_path, sizeof agent.log_path, "%s/agent-any.log", w.dir);
+    snprintf(data, sizeof data, "%s/agent-any", w->dir);
+    proc_t *agent = &extra;
+    snprintf(agent->log_path, sizeof agent->log_path, "%s/agent-any.log", w->dir);
     char *argv[] = {COALITION_AGENT_BIN,
                     "--partner",
                     "fuel",
                     "--broker",
-                    w.broker_endpoint,
+                    w->broker_endpoint,
                     "--data",
                     data,
                     "--listen",
                     listen,
                     "--key",
-                    (char *)world_key(&w, "fuel", "partner"),
+                    (char *)world_key(w, "fuel", "partner"),
                     "--broker-key",
-                    w.broker_pub,
+                    w->broker_pub,
                     "--http",
                     http,
                     NULL};
-    agent.pid = harness_spawn(argv, agent.log_path);
+    agent->pid = harness_spawn(argv, agent->log_path);
     EXPECT_TRUE("the agent answers on its tcp till socket",
                 harness_wait_reply(till, HARNESS_READY_TIMEOUT_MS));
     char *post[] = {"/usr/bin/env",
@@ -215,15 +235,14 @@ static void test_http_beside_a_wildcard_till_socket(void **state)
     EXPECT_EQ("python3 POST", 0, harness_run(post, out, sizeof out));
     if (strncmp(out, "200 ", 4) != 0 || strstr(out, "\"approved\":true") == NULL)
         fail_msg("an earn through the HTTP API beside tcp://*: %s", out);
-    EXPECT_EQ("the agent stops", 0, harness_stop(&agent, SIGTERM));
-    world_destroy(&w);
+    EXPECT_EQ("the agent stops", 0, harness_stop(agent, SIGTERM));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_http_checkout_flow),
-        cmocka_unit_test(test_http_beside_a_wildcard_till_socket),
+        cmocka_unit_test_setup_teardown(test_http_checkout_flow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_beside_a_wildcard_till_socket, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
