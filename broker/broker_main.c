@@ -386,6 +386,81 @@ static int parse_args(int argc, char **argv, broker_args_t *a)
     return 0;
 }
 
+/* Off the stack, cleared at exit: the feed's client keys and the card keys. */
+static feed_clients_t feed_clients;
+static card_keys_t card_keys;
+
+/* The broker's CURVE key (unless --insecure), the feed's client list and the card keys
+ * into the options that use them. 0, or 1 with the error logged. */
+static int load_secrets(const broker_args_t *a, key_pair_t *server_key, frontend_options_t *opts,
+                        feed_options_t *feed)
+{
+    char key_buf[ENDPOINT_BYTES_MAX], card_key_buf[ENDPOINT_BYTES_MAX];
+    const char *key_path = a->key_path, *card_key_path = a->card_key_path;
+    if (key_path == NULL) {
+        snprintf(key_buf, sizeof key_buf, "%s/%s", a->ledger_dir, BROKER_KEY_NAME);
+        key_path = key_buf;
+    }
+    if (load_server_key(key_path, a->insecure, opts->bind_endpoint, server_key) != 0)
+        return 1;
+    opts->server_key = a->insecure ? NULL : server_key;
+    if (a->feed_clients_path != NULL &&
+        load_feed_clients(a->feed_clients_path, a->insecure, &feed_clients) != 0)
+        return 1;
+    feed->server_key = a->feed_clients_path != NULL ? server_key : NULL;
+    feed->clients = a->feed_clients_path != NULL ? &feed_clients : NULL;
+    bool have_card_keys = false;
+    if (card_key_path == NULL &&
+        card_keys_default_path(a->ledger_dir, card_key_buf, sizeof card_key_buf) == CL_OK)
+        card_key_path = card_key_buf;
+    if (card_key_path == NULL || load_card_keys(card_key_path, card_key_path != card_key_buf,
+                                                &card_keys, &have_card_keys) != 0)
+        return 1;
+    opts->card_keys = have_card_keys ? &card_keys : NULL;
+    assert(a->insecure == (opts->server_key == NULL));
+    return 0;
+}
+
+/* Open the ledger (its writer lock first: a second broker stops here and touches
+ * nothing), serve until stopped, close. The process's exit status. */
+static int serve(const broker_args_t *a, frontend_options_t *opts, feed_options_t *feed_opts)
+{
+    ledger_t *ledger = NULL;
+    int rc = ledger_open(&ledger, a->ledger_dir, STORE_READ_WRITE);
+    if (rc == CL_ERR_LOCKED) {
+        log_error("another coalition-broker is running on ledger %s; exiting without binding "
+                  "any socket",
+                  a->ledger_dir);
+        return 1;
+    }
+    if (rc != CL_OK) {
+        log_error("cannot open ledger %s: %s (create one with 'coalitionctl --ledger %s init')",
+                  a->ledger_dir, cl_strerror(rc), a->ledger_dir);
+        return 1;
+    }
+    int stop_fd = shutdown_fd_open();
+    if (stop_fd < 0 || broker_metrics_start(&a->metrics, a->metrics_given) != CL_OK) {
+        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
+        ledger_destroy(&ledger);
+        return 1;
+    }
+    broker_metrics_ledger(ledger);
+    feed_t *feed = NULL;
+    rc = start_feed(&feed, ledger, a->ledger_dir, feed_opts);
+    if (rc == CL_OK)
+        rc = frontend_run(ledger, opts, stop_fd);
+    feed_destroy(&feed); /* after the writer, whose commits it follows, has stopped */
+    broker_metrics_stop();
+    uint64_t seq = ledger_last_seq(ledger);
+    ledger_destroy(&ledger);
+    if (rc != CL_OK) {
+        log_error("stopped on error: %s", cl_strerror(rc));
+        return 1;
+    }
+    log_info("stopped cleanly at ledger seq %llu", (unsigned long long)seq);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     broker_args_t args = {.ledger_dir = DEFAULT_LEDGER_DIR,
@@ -401,85 +476,26 @@ int main(int argc, char **argv)
     int parsed = parse_args(argc, argv, &args);
     if (parsed != 0)
         return parsed == 1 ? 0 : 2;
-    const char *ledger_dir = args.ledger_dir, *key_path = args.key_path;
-    const char *card_key_path = args.card_key_path;
     frontend_options_t opts = args.opts;
-    bool insecure = args.insecure;
-    log_level_t level = args.level;
     feed_options_t feed_opts = args.feed;
-    const char *feed_clients_path = args.feed_clients_path;
-    log_init("coalition-broker", level);
+    log_init("coalition-broker", args.level);
     pan_protect_process(); /* card numbers pass through this process */
     char admin[ENDPOINT_BYTES_MAX];
     if (opts.admin_endpoint == NULL) {
-        snprintf(admin, sizeof admin, "ipc://%s/%s", ledger_dir, ADMIN_SOCKET_NAME);
+        snprintf(admin, sizeof admin, "ipc://%s/%s", args.ledger_dir, ADMIN_SOCKET_NAME);
         opts.admin_endpoint = admin;
     }
     umask(077); /* the admin socket and ledger files are the operator's alone */
-    char why[ENDPOINT_BYTES_MAX + 64], key_buf[ENDPOINT_BYTES_MAX];
+    char why[ENDPOINT_BYTES_MAX + 64];
     if (!admin_endpoint_private(opts.admin_endpoint, why, sizeof why)) {
         log_error("refusing admin endpoint %s: %s", opts.admin_endpoint, why);
         return 1;
     }
-    if (key_path == NULL) {
-        snprintf(key_buf, sizeof key_buf, "%s/%s", ledger_dir, BROKER_KEY_NAME);
-        key_path = key_buf;
-    }
     key_pair_t server_key;
-    if (load_server_key(key_path, insecure, opts.bind_endpoint, &server_key) != 0)
-        return 1;
-    opts.server_key = insecure ? NULL : &server_key;
-    static feed_clients_t feed_clients; /* static: FEED_CLIENTS_MAX keys */
-    if (feed_clients_path != NULL &&
-        load_feed_clients(feed_clients_path, insecure, &feed_clients) != 0)
-        return 1;
-    feed_opts.server_key = feed_clients_path != NULL ? &server_key : NULL;
-    feed_opts.clients = feed_clients_path != NULL ? &feed_clients : NULL;
-    static card_keys_t card_keys; /* static: off the stack, cleared at exit */
-    char card_key_buf[ENDPOINT_BYTES_MAX];
-    bool have_card_keys = false;
-    if (card_key_path == NULL &&
-        card_keys_default_path(ledger_dir, card_key_buf, sizeof card_key_buf) == CL_OK)
-        card_key_path = card_key_buf;
-    if (card_key_path == NULL || load_card_keys(card_key_path, card_key_path != card_key_buf,
-                                                &card_keys, &have_card_keys) != 0)
-        return 1;
-    opts.card_keys = have_card_keys ? &card_keys : NULL;
-    ledger_t *ledger = NULL;
-    /* Before any socket: a second broker on the same ledger stops here (CL_ERR_LOCKED,
-     * logged with the running broker's pid) and touches nothing. */
-    int rc = ledger_open(&ledger, ledger_dir, STORE_READ_WRITE);
-    if (rc == CL_ERR_LOCKED) {
-        log_error("another coalition-broker is running on ledger %s; exiting without binding "
-                  "any socket",
-                  ledger_dir);
-        return 1;
-    }
-    if (rc != CL_OK) {
-        log_error("cannot open ledger %s: %s (create one with 'coalitionctl --ledger %s init')",
-                  ledger_dir, cl_strerror(rc), ledger_dir);
-        return 1;
-    }
-    int stop_fd = shutdown_fd_open();
-    if (stop_fd < 0 || broker_metrics_start(&args.metrics, args.metrics_given) != CL_OK) {
-        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
-        ledger_destroy(&ledger);
-        return 1;
-    }
-    broker_metrics_ledger(ledger);
-    feed_t *feed = NULL;
-    rc = start_feed(&feed, ledger, ledger_dir, &feed_opts);
-    if (rc == CL_OK)
-        rc = frontend_run(ledger, &opts, stop_fd);
-    feed_destroy(&feed); /* after the writer, whose commits it follows, has stopped */
-    broker_metrics_stop();
+    int status = load_secrets(&args, &server_key, &opts, &feed_opts);
+    if (status == 0)
+        status = serve(&args, &opts, &feed_opts);
     pan_clear(&card_keys, sizeof card_keys);
-    uint64_t seq = ledger_last_seq(ledger);
-    ledger_destroy(&ledger);
-    if (rc != CL_OK) {
-        log_error("stopped on error: %s", cl_strerror(rc));
-        return 1;
-    }
-    log_info("stopped cleanly at ledger seq %llu", (unsigned long long)seq);
-    return 0;
+    pan_clear(&server_key, sizeof server_key);
+    return status;
 }

@@ -425,6 +425,54 @@ static int parse_args(int argc, char **argv, agent_args_t *a, int *argc_out, cha
     return 0;
 }
 
+/* Run the agent with its keys, metrics and HTTP API until stopped. The exit status. */
+static int serve(const agent_args_t *args, agent_options_t *o)
+{
+    key_pair_t key;
+    char broker_public[KEY_Z85_BYTES];
+    if (load_keys(args->insecure, args->key_path, args->broker_key_path, o->broker_endpoint, &key,
+                  broker_public) != 0)
+        return 2;
+    o->key = args->insecure ? NULL : &key;
+    o->broker_public_z85 = args->insecure ? NULL : broker_public;
+    int stop_fd = shutdown_fd_open();
+    if (stop_fd < 0 || agent_metrics_start(&args->metrics) != CL_OK) {
+        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
+        return 1;
+    }
+    http_api_t *api = NULL;
+    if (start_http(args->http, args->http_remote, o, &api) != 0) {
+        agent_metrics_stop();
+        return 2;
+    }
+    int rc = agent_run(o, stop_fd);
+    http_api_stop(&api);
+    agent_metrics_stop();
+    pan_clear(&key, sizeof key);
+    if (rc != CL_OK) {
+        log_error("stopped on error: %s", cl_strerror(rc));
+        return 1;
+    }
+    log_info("stopped cleanly");
+    return 0;
+}
+
+/* The ids a running agent needs: 0, or 2 with the error said. */
+static int check_ids(const agent_options_t *o)
+{
+    if (o->partner_id == NULL || !wire_id_valid(o->partner_id, PARTNER_ID_LEN_MAX)) {
+        fprintf(stderr, "coalition-agent: --partner ID is required (1-%d printable characters)\n",
+                PARTNER_ID_LEN_MAX);
+        return 2;
+    }
+    if (!wire_id_valid(o->site_id, SITE_ID_LEN_MAX)) {
+        fprintf(stderr, "coalition-agent: --site ID must be 1-%d printable characters\n",
+                SITE_ID_LEN_MAX);
+        return 2;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     agent_args_t args = {.o = {.site_id = AGENT_SITE_DEFAULT,
@@ -444,11 +492,6 @@ int main(int argc, char **argv)
     if (parsed != 0)
         return parsed == 1 ? 0 : 2;
     agent_options_t o = args.o;
-    const char *key_path = args.key_path, *broker_key_path = args.broker_key_path;
-    const char *http = args.http;
-    bool insecure = args.insecure, http_remote = args.http_remote;
-    int report = args.report;
-    log_level_t level = args.level;
     bool export = optind < argc && strcmp(argv[optind], "export") == 0;
     if (optind != argc && !export) {
         fprintf(stderr, "coalition-agent: unexpected argument '%s'\n", argv[optind]);
@@ -461,48 +504,16 @@ int main(int argc, char **argv)
     }
     if (export)
         return export_command(&o, argc - optind, argv + optind);
-    if (report != 0 && o.data_dir != NULL)
-        return print_store(o.data_dir, report == 1);
-    if (o.partner_id == NULL || !wire_id_valid(o.partner_id, PARTNER_ID_LEN_MAX)) {
-        fprintf(stderr, "coalition-agent: --partner ID is required (1-%d printable characters)\n",
-                PARTNER_ID_LEN_MAX);
+    if (args.report != 0 && o.data_dir != NULL)
+        return print_store(o.data_dir, args.report == 1);
+    if (check_ids(&o) != 0)
         return 2;
-    }
-    if (!wire_id_valid(o.site_id, SITE_ID_LEN_MAX)) {
-        fprintf(stderr, "coalition-agent: --site ID must be 1-%d printable characters\n",
-                SITE_ID_LEN_MAX);
-        return 2;
-    }
     if (o.listen_endpoint == NULL) {
         snprintf(listen_buf, sizeof listen_buf, "ipc://%s/%s", o.data_dir, POS_SOCKET_NAME);
         o.listen_endpoint = listen_buf;
     }
-    log_init("coalition-agent", level);
+    log_init("coalition-agent", args.level);
     pan_protect_process(); /* card numbers in flight live in this process */
     umask(077);
-    key_pair_t key;
-    char broker_public[KEY_Z85_BYTES];
-    if (load_keys(insecure, key_path, broker_key_path, o.broker_endpoint, &key, broker_public) != 0)
-        return 2;
-    o.key = insecure ? NULL : &key;
-    o.broker_public_z85 = insecure ? NULL : broker_public;
-    int stop_fd = shutdown_fd_open();
-    if (stop_fd < 0 || agent_metrics_start(&args.metrics) != CL_OK) {
-        log_error(stop_fd < 0 ? "cannot set up signal handling" : "cannot start the metrics");
-        return 1;
-    }
-    http_api_t *api = NULL;
-    if (start_http(http, http_remote, &o, &api) != 0) {
-        agent_metrics_stop();
-        return 2;
-    }
-    int rc = agent_run(&o, stop_fd);
-    http_api_stop(&api);
-    agent_metrics_stop();
-    if (rc != CL_OK) {
-        log_error("stopped on error: %s", cl_strerror(rc));
-        return 1;
-    }
-    log_info("stopped cleanly");
-    return 0;
+    return serve(&args, &o);
 }
