@@ -88,18 +88,6 @@ static void usage(FILE *out)
             FEED_REPLAY_SOCKET_NAME, FEED_HWM_DEFAULT, STORE_LOCK_FILE);
 }
 
-static int parse_level(const char *s, log_level_t *out)
-{
-    static const char *const names[] = {"debug", "info", "warn", "error"};
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = (log_level_t)i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* --expire-at HH:MM (UTC) or "off". */
 static int parse_expire_at(const char *s, int *minute_out)
 {
@@ -344,7 +332,7 @@ static int take_option(int c, const char *arg, const char *where, broker_args_t 
                 FEED_HWM_MAX, arg);
         return 2;
     case 'L':
-        if (parse_level(arg, &a->level) == 0)
+        if (log_level_parse(arg, &a->level) == 0)
             return 0;
         fprintf(stderr, "coalition-broker: %slog-level is debug, info, warn or error, not '%s'\n",
                 where, arg);

@@ -158,3 +158,16 @@ void log_every(log_every_t *state, int64_t interval_ms, log_level_t level, const
     state->suppressed = 0;
     state->next_ms = now_ms + interval_ms;
 }
+
+int log_level_parse(const char *name, log_level_t *out)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    _Static_assert(LOG_ERROR == 3 && LOG_DEBUG == 0, "the names are the levels in order");
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            *out = (log_level_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}

@@ -12,6 +12,9 @@
 typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } log_level_t;
 
 void log_init(const char *program, log_level_t min_level);
+/* "debug", "info", "warn" or "error" (the programs' --log-level): 0, or -1 for anything
+ * else. */
+int log_level_parse(const char *name, log_level_t *out);
 /* True when log_init found stderr connected to the journal (JOURNAL_STREAM). */
 bool log_journal_format(void);
 /* Every line is escaped (log_escape): bytes outside printable ASCII and backslashes

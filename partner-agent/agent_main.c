@@ -325,18 +325,6 @@ typedef struct agent_args {
     metrics_http_addr_t metrics;
 } agent_args_t;
 
-static int parse_level(const char *s, log_level_t *out)
-{
-    static const char *const names[] = {"debug", "info", "warn", "error"};
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = (log_level_t)i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* The options with a number. 0, or -1 with the error said. */
 static int take_number(int c, const char *arg, const char *where, agent_args_t *a)
 {
@@ -380,7 +368,7 @@ static int take_option(int c, const char *arg, const char *where, agent_args_t *
     case OPT_JOURNAL: a->report = 1; return 0;
     case OPT_OUTBOX: a->report = 2; return 0;
     case OPT_LOG:
-        if (parse_level(arg, &a->level) == 0)
+        if (log_level_parse(arg, &a->level) == 0)
             return 0;
         fprintf(stderr, "coalition-agent: %slog-level is debug, info, warn or error, not '%s'\n",
                 where, arg);
